@@ -1,0 +1,570 @@
+//! The schema and configuration: one TOML file with embedded defaults (SPEC §7). The field
+//! names are the ones `GET /v1/schema` answers with. [`Config::parse`] validates and reports
+//! the first bad field by its path (`signals[2].windows[0].granularity`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Dur;
+use crate::error::{Error, Result};
+use crate::time::{ClockMode, Durability};
+
+/// The embedded default configuration, as printed by `tidal config default`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// At most this many windows per signal type (the window diff is a fixed-size array).
+pub const MAX_WINDOWS: usize = 4;
+/// At most this many half-lives per signal type.
+pub const MAX_HALF_LIVES: usize = 4;
+/// At most this many signal types.
+pub const MAX_SIGNAL_TYPES: usize = 64;
+/// The largest weight bound a schema may declare: sums stay exact in 64-bit fixed point.
+pub const MAX_WEIGHT_BOUND: f64 = 1.0e6;
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Signal types, in declaration order.
+    #[serde(default = "default_signals")]
+    pub signals: Vec<SignalType>,
+    /// User attribute names cohorts are built from.
+    #[serde(default = "default_dimensions")]
+    pub cohort_dimensions: Vec<String>,
+    /// Declared (exact) composite cohorts.
+    #[serde(default)]
+    pub cohorts: Vec<CohortDef>,
+    /// Named ranking profiles beside the built-ins.
+    #[serde(default)]
+    pub profiles: Vec<ProfileDef>,
+    /// Engine settings.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// A declared signal type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalType {
+    /// Its name, as in `{"type": "like"}`.
+    pub name: String,
+    /// Half-lives of its decayed scores.
+    #[serde(default)]
+    pub half_lives: Vec<Dur>,
+    /// Sliding windows.
+    #[serde(default)]
+    pub windows: Vec<WindowDef>,
+    /// Smallest accepted weight.
+    #[serde(default = "default_min_weight")]
+    pub min_weight: f64,
+    /// Largest accepted weight.
+    #[serde(default = "default_max_weight")]
+    pub max_weight: f64,
+    /// Weight of a signal that gives none.
+    #[serde(default = "one")]
+    pub default_weight: f64,
+    /// Weight of this type in the default ranking blend (`signals=` left out).
+    #[serde(default)]
+    pub rank_weight: f64,
+    /// Sign and size of this type's pull on preference vectors.
+    #[serde(default = "one")]
+    pub polarity: f64,
+    /// Added to the user–creator relationship weight per unit of signal weight.
+    #[serde(default)]
+    pub relationship_delta: f64,
+    /// User-state sets this type marks: `seen`, `liked`, `hidden`.
+    #[serde(default)]
+    pub marks: Vec<Mark>,
+}
+
+/// A sliding window: its size and the granularity of its retractions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDef {
+    /// The window size `W`.
+    pub size: Dur,
+    /// Bucket width `g`; defaults to `W/60`, at least 1s. `W` must be a multiple of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<Dur>,
+}
+
+/// The user-state sets a signal can mark.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mark {
+    /// The user has seen the item.
+    Seen,
+    /// The user liked the item.
+    Liked,
+    /// The user hid the item.
+    Hidden,
+}
+
+/// A declared composite cohort.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortDef {
+    /// Its name.
+    pub name: String,
+    /// Attribute values a user must have.
+    #[serde(rename = "where")]
+    pub where_: BTreeMap<String, String>,
+}
+
+/// A named ranking profile: a built-in ranking with preset parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDef {
+    /// The name used in `profile=`.
+    pub name: String,
+    /// The built-in it is based on: trending, rising, hot, top or new.
+    pub base: String,
+    /// Signal weights (`{view = 1, like = 3}`); defaults to the schema's rank weights.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, f64>,
+    /// The window for trending / rising.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Dur>,
+    /// The half-life for hot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_life: Option<Dur>,
+    /// At most this many items per creator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_creator: Option<usize>,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Where the WAL and the entity store live.
+    pub data_dir: String,
+    /// Wall or event clock.
+    pub clock: ClockMode,
+    /// When an append is acknowledged.
+    pub durability: Durability,
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Most records in one group commit.
+    pub group_commit_max_records: usize,
+    /// Longest a group commit waits for more records, in µs.
+    pub group_commit_max_delay_us: u64,
+    /// A WAL segment is sealed past this size.
+    pub segment_bytes: u64,
+    /// In the wall clock, a `ts` further ahead than this is rejected.
+    pub max_future_skew: Dur,
+    /// Byte-identical signals within this window are duplicates.
+    pub dedup_window: Dur,
+    /// How often (ms) the wall clock is sealed into the dataflow when idle.
+    pub tick_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: "./tidal-data".into(),
+            clock: ClockMode::Wall,
+            durability: Durability::Fsync,
+            workers: 1,
+            group_commit_max_records: 4096,
+            group_commit_max_delay_us: 200,
+            segment_bytes: 64 << 20,
+            max_future_skew: Dur(5 * 60_000),
+            dedup_window: Dur(10 * 60_000),
+            tick_ms: 20,
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; loopback unless a token is configured.
+    pub listen: String,
+    /// Bearer token for writes and admin endpoints (or `TIDAL_AUTH_TOKEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    /// Largest request body.
+    pub body_limit_bytes: usize,
+    /// Most records in one request.
+    pub max_records_per_request: usize,
+    /// Longest id, in bytes.
+    pub max_id_bytes: usize,
+    /// Largest embedding dimension.
+    pub max_embedding_dim: usize,
+    /// How long `min_lsn` waits before answering 503.
+    pub read_your_writes_timeout_ms: u64,
+    /// Longest a request may take.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7700".into(),
+            auth_token: None,
+            body_limit_bytes: 16 << 20,
+            max_records_per_request: 100_000,
+            max_id_bytes: 256,
+            max_embedding_dim: 4096,
+            read_your_writes_timeout_ms: 1000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_min_weight() -> f64 {
+    -1000.0
+}
+fn default_max_weight() -> f64 {
+    1000.0
+}
+fn default_signals() -> Vec<SignalType> {
+    Config::default().signals
+}
+fn default_dimensions() -> Vec<String> {
+    Config::default().cohort_dimensions
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded file is part of the binary and checked by a unit test.
+        #[allow(clippy::expect_used)]
+        let raw: RawDefaults = toml::from_str(DEFAULT_TOML).expect("embedded default config parses");
+        Config {
+            signals: raw.signals,
+            cohort_dimensions: raw.cohort_dimensions,
+            cohorts: Vec::new(),
+            profiles: Vec::new(),
+            engine: EngineConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// The part of the default file that `Default` needs (avoids recursion through serde defaults).
+#[derive(Deserialize)]
+struct RawDefaults {
+    signals: Vec<SignalType>,
+    cohort_dimensions: Vec<String>,
+}
+
+impl Config {
+    /// Parses and validates a TOML configuration.
+    pub fn parse(text: &str) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            field: toml_error_field(&e),
+            message: e.message().to_string(),
+        })?;
+        config.fill_defaults();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            field: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            Error::Config { field, message } => Error::Config {
+                field,
+                message: format!("{message} (in {})", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// Sets window granularities left out to `W/60` (at least 1 s).
+    fn fill_defaults(&mut self) {
+        for s in &mut self.signals {
+            for w in &mut s.windows {
+                if w.granularity.is_none() {
+                    w.granularity = Some(Dur((w.size.ms() / 60).max(1000)));
+                }
+            }
+        }
+    }
+
+    /// Checks every rule the engine relies on; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: String, message: &str| Err(Error::Config { field, message: message.to_string() });
+        if self.signals.is_empty() {
+            return bad("signals".into(), "at least one signal type is required");
+        }
+        if self.signals.len() > MAX_SIGNAL_TYPES {
+            return bad("signals".into(), &format!("at most {MAX_SIGNAL_TYPES} signal types"));
+        }
+        for (i, s) in self.signals.iter().enumerate() {
+            let f = |name: &str| format!("signals[{i}].{name}");
+            if !valid_name(&s.name) {
+                return bad(f("name"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+            if self.signals[..i].iter().any(|o| o.name == s.name) {
+                return bad(f("name"), &format!("signal type {:?} is declared twice", s.name));
+            }
+            if s.half_lives.len() > MAX_HALF_LIVES {
+                return bad(f("half_lives"), &format!("at most {MAX_HALF_LIVES} half-lives"));
+            }
+            for (j, h) in s.half_lives.iter().enumerate() {
+                if h.ms() < 1000 {
+                    return bad(f(&format!("half_lives[{j}]")), "must be at least 1s");
+                }
+                if s.half_lives[..j].contains(h) {
+                    return bad(f(&format!("half_lives[{j}]")), "declared twice");
+                }
+            }
+            if s.windows.len() > MAX_WINDOWS {
+                return bad(f("windows"), &format!("at most {MAX_WINDOWS} windows"));
+            }
+            for (j, w) in s.windows.iter().enumerate() {
+                let g = w.granularity.unwrap_or(Dur(1000));
+                if w.size.ms() < 1000 {
+                    return bad(f(&format!("windows[{j}].size")), "must be at least 1s");
+                }
+                if g.ms() < 1000 {
+                    return bad(f(&format!("windows[{j}].granularity")), "must be at least 1s");
+                }
+                if w.size.ms() % g.ms() != 0 {
+                    return bad(
+                        f(&format!("windows[{j}].granularity")),
+                        &format!("the window size {} must be a multiple of the granularity {}", w.size, g),
+                    );
+                }
+                if s.windows[..j].iter().any(|o| o.size == w.size) {
+                    return bad(f(&format!("windows[{j}].size")), "declared twice");
+                }
+            }
+            for (name, v) in [
+                ("min_weight", s.min_weight),
+                ("max_weight", s.max_weight),
+                ("default_weight", s.default_weight),
+                ("rank_weight", s.rank_weight),
+                ("polarity", s.polarity),
+                ("relationship_delta", s.relationship_delta),
+            ] {
+                if !v.is_finite() {
+                    return bad(f(name), "must be a finite number");
+                }
+            }
+            if s.min_weight < -MAX_WEIGHT_BOUND || s.max_weight > MAX_WEIGHT_BOUND {
+                return bad(f("max_weight"), &format!("weight bounds must lie within ±{MAX_WEIGHT_BOUND}"));
+            }
+            if s.min_weight > s.max_weight {
+                return bad(f("min_weight"), "must not exceed max_weight");
+            }
+            if s.default_weight < s.min_weight || s.default_weight > s.max_weight {
+                return bad(f("default_weight"), "must lie within [min_weight, max_weight]");
+            }
+            if s.rank_weight < 0.0 {
+                return bad(f("rank_weight"), "must not be negative");
+            }
+        }
+        for (i, d) in self.cohort_dimensions.iter().enumerate() {
+            if !valid_name(d) {
+                return bad(format!("cohort_dimensions[{i}]"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+        }
+        for (i, c) in self.cohorts.iter().enumerate() {
+            if !valid_name(&c.name) {
+                return bad(format!("cohorts[{i}].name"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+            if c.where_.is_empty() {
+                return bad(format!("cohorts[{i}].where"), "must name at least one attribute");
+            }
+            for k in c.where_.keys() {
+                if !self.cohort_dimensions.contains(k) {
+                    return bad(
+                        format!("cohorts[{i}].where.{k}"),
+                        "is not one of cohort_dimensions",
+                    );
+                }
+            }
+        }
+        for (i, p) in self.profiles.iter().enumerate() {
+            let f = |name: &str| format!("profiles[{i}].{name}");
+            if !valid_name(&p.name) {
+                return bad(f("name"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+            if BUILTIN_PROFILES.contains(&p.name.as_str()) {
+                return bad(f("name"), &format!("{:?} is a built-in profile", p.name));
+            }
+            if !["trending", "rising", "hot", "top", "new"].contains(&p.base.as_str()) {
+                return bad(f("base"), "must be one of trending, rising, hot, top, new");
+            }
+            for (name, w) in &p.signals {
+                let Some(st) = self.signal(name) else {
+                    return bad(f(&format!("signals.{name}")), "is not a declared signal type");
+                };
+                if !w.is_finite() || *w < 0.0 {
+                    return bad(f(&format!("signals.{name}")), "must be a finite, non-negative weight");
+                }
+                if let Some(win) = p.window {
+                    if !st.windows.iter().any(|x| x.size == win) {
+                        return bad(f("window"), &format!("signal type {name:?} declares no window {win}"));
+                    }
+                }
+                if let Some(h) = p.half_life {
+                    if !st.half_lives.contains(&h) {
+                        return bad(f("half_life"), &format!("signal type {name:?} declares no half-life {h}"));
+                    }
+                }
+            }
+        }
+        let e = &self.engine;
+        if e.workers == 0 || e.workers > 256 {
+            return bad("engine.workers".into(), "must be between 1 and 256");
+        }
+        if e.group_commit_max_records == 0 {
+            return bad("engine.group_commit_max_records".into(), "must be at least 1");
+        }
+        if e.segment_bytes < 4096 {
+            return bad("engine.segment_bytes".into(), "must be at least 4096");
+        }
+        if e.tick_ms == 0 {
+            return bad("engine.tick_ms".into(), "must be at least 1");
+        }
+        if e.data_dir.is_empty() {
+            return bad("engine.data_dir".into(), "must not be empty");
+        }
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            return bad("server.listen".into(), "must be an address like 127.0.0.1:7700");
+        }
+        if s.body_limit_bytes < 1024 {
+            return bad("server.body_limit_bytes".into(), "must be at least 1024");
+        }
+        if s.max_records_per_request == 0 {
+            return bad("server.max_records_per_request".into(), "must be at least 1");
+        }
+        if s.max_id_bytes == 0 || s.max_id_bytes > 4096 {
+            return bad("server.max_id_bytes".into(), "must be between 1 and 4096");
+        }
+        Ok(())
+    }
+
+    /// The signal type called `name`, if declared.
+    pub fn signal(&self, name: &str) -> Option<&SignalType> {
+        self.signals.iter().find(|s| s.name == name)
+    }
+
+    /// The index of signal type `name`.
+    pub fn signal_index(&self, name: &str) -> Option<usize> {
+        self.signals.iter().position(|s| s.name == name)
+    }
+
+    /// The declared profile called `name`.
+    pub fn profile(&self, name: &str) -> Option<&ProfileDef> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// The schema as `GET /v1/schema` answers it (no server secrets).
+    pub fn schema_json(&self) -> serde_json::Value {
+        let mut server = self.server.clone();
+        server.auth_token = None;
+        serde_json::json!({
+            "signals": self.signals,
+            "cohort_dimensions": self.cohort_dimensions,
+            "cohorts": self.cohorts,
+            "profiles": self.profiles,
+            "builtin_profiles": BUILTIN_PROFILES,
+            "engine": self.engine,
+            "server": server,
+        })
+    }
+}
+
+/// Profiles every schema has.
+pub const BUILTIN_PROFILES: [&str; 7] = ["trending", "rising", "hot", "top", "new", "for_you", "following"];
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The dotted path of the field a TOML error is about, as well as it can be recovered.
+fn toml_error_field(e: &toml::de::Error) -> String {
+    // toml's message carries no path; its span points at the offending key or value.
+    let msg = e.message();
+    if let Some(start) = msg.find('`') {
+        if let Some(len) = msg[start + 1..].find('`') {
+            return msg[start + 1..start + 1 + len].to_string();
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_validates() {
+        let c = Config::parse(DEFAULT_TOML).expect("default parses");
+        let names: Vec<_> = c.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["view", "like", "share", "skip", "completion", "hide"]);
+        for s in &c.signals {
+            let sizes: Vec<_> = s.windows.iter().map(|w| w.size.to_string()).collect();
+            assert_eq!(sizes, ["1h", "24h", "7d"]);
+            let hl: Vec<_> = s.half_lives.iter().map(|h| h.to_string()).collect();
+            assert_eq!(hl, ["1h", "24h", "7d"]);
+            assert_eq!(s.windows[1].granularity, Some(Dur(24 * 60_000)));
+        }
+        assert_eq!(c, Config::default_filled());
+        assert!(c.signal("skip").is_some_and(|s| s.polarity < 0.0));
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("").expect("empty parses"), Config::default_filled());
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let c = Config::default_filled();
+        assert_eq!(Config::parse(&c.to_toml()).expect("round trip"), c);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            ("[[signals]]\nname = \"v\"\nwindows = [{ size = \"1h\", granularity = \"7m\" }]", "signals[0].windows[0].granularity"),
+            ("[[signals]]\nname = \"V!\"", "signals[0].name"),
+            ("[engine]\nworkers = 0", "engine.workers"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[[signals]]\nname = \"v\"\nhalf_lives = [\"1x\"]", ""),
+            ("[engine]\nbogus = 1", "bogus"),
+        ];
+        for (text, field) in cases {
+            match Config::parse(text) {
+                Err(Error::Config { field: f, message }) => {
+                    assert!(f.contains(field), "{text:?}: field {f:?} should name {field:?} ({message})")
+                }
+                other => panic!("{text:?} should fail, got {other:?}"),
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration with granularities filled in, as `parse("")` gives it.
+    pub fn default_filled() -> Config {
+        let mut c = Config::default();
+        c.fill_defaults();
+        c
+    }
+}

@@ -1,0 +1,19 @@
+//! tidal's vocabulary: durations, logical time and clocks, the schema/configuration, the
+//! records the WAL stores, the exact fixed-point feature arithmetic, and errors. Every other
+//! crate of tidal depends on this one; it depends on none of them.
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod features;
+pub mod ids;
+pub mod record;
+pub mod time;
+
+pub use config::{Config, SignalType};
+pub use duration::Dur;
+pub use error::{Error, Result};
+pub use record::{CommittedBatch, ItemMeta, Lsn, Record, Signal};
+pub use time::{ClockMode, Durability, Time};

@@ -1,0 +1,162 @@
+//! The records the WAL stores and the dataflow consumes. A client request becomes one
+//! record; a group commit makes several records one [`CommittedBatch`] with one logical time.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Time;
+
+/// Position of a record in the WAL; strictly increasing, first record is 1.
+pub type Lsn = u64;
+
+/// One engagement event as the client sent it (after validation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Signal type name.
+    pub kind: String,
+    /// Item id.
+    pub item: String,
+    /// User id, when known.
+    pub user: Option<String>,
+    /// Weight (already defaulted from the schema).
+    pub weight: f64,
+    /// Event time in ms; `None` = the commit clock.
+    pub ts: Option<u64>,
+    /// Idempotency key.
+    pub id: Option<String>,
+}
+
+impl Signal {
+    /// `ts_eff = min(ts, T_commit)`, `ts` defaulting to `T_commit`.
+    pub fn ts_eff(&self, clock_ms: u64) -> u64 {
+        self.ts.map_or(clock_ms, |ts| ts.min(clock_ms))
+    }
+}
+
+/// An `f32` vector with a total order, so item metadata can be dataflow data.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Embedding(pub Vec<f32>);
+
+impl PartialEq for Embedding {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Embedding {}
+impl PartialOrd for Embedding {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Embedding {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let a = self.0.iter().map(|x| x.to_bits());
+        let b = other.0.iter().map(|x| x.to_bits());
+        a.cmp(b)
+    }
+}
+impl std::hash::Hash for Embedding {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for x in &self.0 {
+            x.to_bits().hash(state);
+        }
+    }
+}
+
+/// Item metadata, as `PUT /v1/items/{id}` stores it. Every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ItemMeta {
+    /// The author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+    /// Title (searchable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Body text (searchable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Creation time, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// Embedding vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Embedding>,
+}
+
+/// One WAL record's content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// The signals of one request.
+    Signals(Vec<Signal>),
+    /// An item's metadata was put (replacing what was there).
+    ItemPut {
+        /// Item id.
+        id: String,
+        /// The new metadata.
+        meta: ItemMeta,
+    },
+    /// An item was deleted: it leaves every ranking until it is put again.
+    ItemDelete {
+        /// Item id.
+        id: String,
+    },
+    /// The event clock was moved forward.
+    ClockAdvance {
+        /// The requested clock, ms.
+        to_ms: u64,
+    },
+    /// The configuration in force from here on (TOML text).
+    Config {
+        /// The TOML text.
+        toml: String,
+    },
+}
+
+impl Record {
+    /// Number of signals this record carries.
+    pub fn signal_count(&self) -> usize {
+        match self {
+            Record::Signals(s) => s.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A record with its LSN.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedRecord {
+    /// Its position in the log.
+    pub lsn: Lsn,
+    /// Its content.
+    pub record: Record,
+}
+
+/// Records made durable together: one group commit, one commit clock, one logical time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommittedBatch {
+    /// The logical time of every update this batch causes.
+    pub time: Time,
+    /// `T_commit` in ms.
+    pub clock_ms: u64,
+    /// Records in LSN order.
+    pub records: Vec<LoggedRecord>,
+}
+
+impl CommittedBatch {
+    /// The last LSN in the batch (0 if empty).
+    pub fn last_lsn(&self) -> Lsn {
+        self.records.last().map_or(0, |r| r.lsn)
+    }
+}
+
+/// A shared committed batch, as handed from the WAL writer to the dataflow source.
+pub type SharedBatch = Arc<CommittedBatch>;

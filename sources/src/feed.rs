@@ -1,0 +1,117 @@
+//! The hand-off between the WAL (its writer thread, or a reader replaying files) and the
+//! dataflow's source operator: a bounded queue of committed batches plus the *seal*, the
+//! logical time below which no further batch will arrive. Producers push; the source
+//! operator on worker 0 drains and is woken through registered `SyncActivator`s.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+
+use timely::scheduling::SyncActivator;
+
+use tidal_core::record::SharedBatch;
+use tidal_core::time::Time;
+
+/// What the source gets from one [`Feed::drain`].
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Batches in log order.
+    pub batches: Vec<SharedBatch>,
+    /// No batch will come with a time below this.
+    pub sealed: Time,
+    /// The producer is gone: after these batches, the input is closed.
+    pub closed: bool,
+}
+
+#[derive(Default)]
+struct State {
+    batches: VecDeque<SharedBatch>,
+    sealed: Time,
+    closed: bool,
+}
+
+/// A queue of committed batches from one producer to the dataflow source.
+pub struct Feed {
+    state: Mutex<State>,
+    space: Condvar,
+    capacity: usize,
+    activators: Mutex<Vec<SyncActivator>>,
+}
+
+impl Feed {
+    /// A feed holding at most `capacity` undrained batches (`push` waits past that).
+    pub fn new(capacity: usize) -> Feed {
+        Feed {
+            state: Mutex::new(State::default()),
+            space: Condvar::new(),
+            capacity: capacity.max(1),
+            activators: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a committed batch; its time must exceed every earlier batch's. Waits while the
+    /// queue is full (back-pressure for replay).
+    pub fn push(&self, batch: SharedBatch) {
+        let mut st = self.lock();
+        while st.batches.len() >= self.capacity && !st.closed {
+            st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.sealed = st.sealed.max(batch.time + 1);
+        st.batches.push_back(batch);
+        drop(st);
+        self.wake();
+    }
+
+    /// Promises that no batch will come with a time below `t`.
+    pub fn seal(&self, t: Time) {
+        let mut st = self.lock();
+        if t > st.sealed {
+            st.sealed = t;
+            drop(st);
+            self.wake();
+        }
+    }
+
+    /// The current seal.
+    pub fn sealed(&self) -> Time {
+        self.lock().sealed
+    }
+
+    /// No more batches will come.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.space.notify_all();
+        self.wake();
+    }
+
+    /// Registers an activator to wake when something arrives.
+    pub fn register(&self, activator: SyncActivator) {
+        self.activators.lock().unwrap_or_else(|p| p.into_inner()).push(activator);
+    }
+
+    /// Takes up to `max` batches.
+    pub fn drain(&self, max: usize) -> Drained {
+        let mut st = self.lock();
+        let n = st.batches.len().min(max);
+        let batches: Vec<_> = st.batches.drain(..n).collect();
+        let closed = st.closed && st.batches.is_empty();
+        // The seal may only run ahead of batches already handed out.
+        let sealed = match st.batches.front() {
+            Some(b) => b.time,
+            None => st.sealed,
+        };
+        drop(st);
+        self.space.notify_all();
+        Drained { batches, sealed, closed }
+    }
+
+    fn wake(&self) {
+        let acts = self.activators.lock().unwrap_or_else(|p| p.into_inner());
+        for a in acts.iter() {
+            let _ = a.activate();
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Where records enter tidal: the write-ahead log ([`wal`]) and the timely source operator
+//! that reads committed batches from a [`feed::Feed`] ([`source`]).
+
+pub mod feed;
