@@ -298,7 +298,12 @@ impl Config {
 
     /// Checks every rule the engine relies on; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: String, message: &str| Err(Error::Config { field, message: message.to_string() });
+        let bad = |field: String, message: &str| {
+            Err(Error::Config {
+                field,
+                message: message.to_string(),
+            })
+        };
         if self.signals.is_empty() {
             return bad("signals".into(), "at least one signal type is required");
         }
@@ -358,7 +363,10 @@ impl Config {
                 }
             }
             if s.min_weight < -MAX_WEIGHT_BOUND || s.max_weight > MAX_WEIGHT_BOUND {
-                return bad(f("max_weight"), &format!("weight bounds must lie within ±{MAX_WEIGHT_BOUND}"));
+                return bad(
+                    f("max_weight"),
+                    &format!("weight bounds must lie within ±{MAX_WEIGHT_BOUND}"),
+                );
             }
             if s.min_weight > s.max_weight {
                 return bad(f("min_weight"), "must not exceed max_weight");
@@ -372,7 +380,10 @@ impl Config {
         }
         for (i, d) in self.cohort_dimensions.iter().enumerate() {
             if !valid_name(d) {
-                return bad(format!("cohort_dimensions[{i}]"), "must be 1-64 characters of [a-z0-9_-]");
+                return bad(
+                    format!("cohort_dimensions[{i}]"),
+                    "must be 1-64 characters of [a-z0-9_-]",
+                );
             }
         }
         for (i, c) in self.cohorts.iter().enumerate() {
@@ -384,10 +395,7 @@ impl Config {
             }
             for k in c.where_.keys() {
                 if !self.cohort_dimensions.contains(k) {
-                    return bad(
-                        format!("cohorts[{i}].where.{k}"),
-                        "is not one of cohort_dimensions",
-                    );
+                    return bad(format!("cohorts[{i}].where.{k}"), "is not one of cohort_dimensions");
                 }
             }
         }
@@ -409,15 +417,18 @@ impl Config {
                 if !w.is_finite() || *w < 0.0 {
                     return bad(f(&format!("signals.{name}")), "must be a finite, non-negative weight");
                 }
-                if let Some(win) = p.window {
-                    if !st.windows.iter().any(|x| x.size == win) {
-                        return bad(f("window"), &format!("signal type {name:?} declares no window {win}"));
-                    }
+                if let Some(win) = p.window
+                    && !st.windows.iter().any(|x| x.size == win)
+                {
+                    return bad(f("window"), &format!("signal type {name:?} declares no window {win}"));
                 }
-                if let Some(h) = p.half_life {
-                    if !st.half_lives.contains(&h) {
-                        return bad(f("half_life"), &format!("signal type {name:?} declares no half-life {h}"));
-                    }
+                if let Some(h) = p.half_life
+                    && !st.half_lives.contains(&h)
+                {
+                    return bad(
+                        f("half_life"),
+                        &format!("signal type {name:?} declares no half-life {h}"),
+                    );
                 }
             }
         }
@@ -493,19 +504,31 @@ impl Config {
 pub const BUILTIN_PROFILES: [&str; 7] = ["trending", "rising", "hot", "top", "new", "for_you", "following"];
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// The dotted path of the field a TOML error is about, as well as it can be recovered.
 fn toml_error_field(e: &toml::de::Error) -> String {
     // toml's message carries no path; its span points at the offending key or value.
     let msg = e.message();
-    if let Some(start) = msg.find('`') {
-        if let Some(len) = msg[start + 1..].find('`') {
-            return msg[start + 1..start + 1 + len].to_string();
-        }
+    if let Some(start) = msg.find('`')
+        && let Some(len) = msg[start + 1..].find('`')
+    {
+        return msg[start + 1..start + 1 + len].to_string();
     }
     String::new()
+}
+
+impl Config {
+    /// The default configuration with granularities filled in, as `parse("")` gives it.
+    pub fn default_filled() -> Config {
+        let mut c = Config::default();
+        c.fill_defaults();
+        c
+    }
 }
 
 #[cfg(test)]
@@ -542,7 +565,10 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let cases = [
-            ("[[signals]]\nname = \"v\"\nwindows = [{ size = \"1h\", granularity = \"7m\" }]", "signals[0].windows[0].granularity"),
+            (
+                "[[signals]]\nname = \"v\"\nwindows = [{ size = \"1h\", granularity = \"7m\" }]",
+                "signals[0].windows[0].granularity",
+            ),
             ("[[signals]]\nname = \"V!\"", "signals[0].name"),
             ("[engine]\nworkers = 0", "engine.workers"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
@@ -552,19 +578,13 @@ mod tests {
         for (text, field) in cases {
             match Config::parse(text) {
                 Err(Error::Config { field: f, message }) => {
-                    assert!(f.contains(field), "{text:?}: field {f:?} should name {field:?} ({message})")
+                    assert!(
+                        f.contains(field),
+                        "{text:?}: field {f:?} should name {field:?} ({message})"
+                    )
                 }
                 other => panic!("{text:?} should fail, got {other:?}"),
             }
         }
-    }
-}
-
-impl Config {
-    /// The default configuration with granularities filled in, as `parse("")` gives it.
-    pub fn default_filled() -> Config {
-        let mut c = Config::default();
-        c.fill_defaults();
-        c
     }
 }

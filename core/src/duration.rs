@@ -40,7 +40,7 @@ impl fmt::Display for Dur {
             if unit == 'd' && self.0 == ms {
                 continue;
             }
-            if self.0 % ms == 0 {
+            if self.0.is_multiple_of(ms) {
                 return write!(f, "{}{}", self.0 / ms, unit);
             }
         }
@@ -63,7 +63,11 @@ impl FromStr for Dur {
         let err = || DurParseError { input: s.to_string() };
         let s = s.trim();
         let unit = s.chars().last().ok_or_else(err)?;
-        let per = UNITS.iter().find(|(u, _)| *u == unit).map(|(_, ms)| *ms).ok_or_else(err)?;
+        let per = UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, ms)| *ms)
+            .ok_or_else(err)?;
         let digits = &s[..s.len() - 1];
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
@@ -92,7 +96,12 @@ mod tests {
 
     #[test]
     fn parse_and_print_round_trip() {
-        for (s, ms) in [("90s", 90_000), ("24m", 1_440_000), ("1h", 3_600_000), ("7d", 604_800_000)] {
+        for (s, ms) in [
+            ("90s", 90_000),
+            ("24m", 1_440_000),
+            ("1h", 3_600_000),
+            ("7d", 604_800_000),
+        ] {
             let d: Dur = s.parse().expect("parses");
             assert_eq!(d.ms(), ms);
             assert_eq!(d.to_string(), s);

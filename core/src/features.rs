@@ -147,7 +147,12 @@ pub fn decay_sum(epochs: impl IntoIterator<Item = (u64, i128)>, h: u64, t: u64) 
 /// A key whose order is the order of `decay_h(t)` for every `t`: `log2(decay_h(t)) + t/h`.
 /// `None` when the sum is not positive (such items are not listed by `hot`).
 pub fn hot_key(epochs: impl IntoIterator<Item = (u64, i128)> + Clone, h: u64) -> Option<f64> {
-    let top = epochs.clone().into_iter().filter(|(_, v)| *v != 0).map(|(e, _)| e).max()?;
+    let top = epochs
+        .clone()
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(e, _)| e)
+        .max()?;
     // Σ v·2^((E − top)/h), every factor ≤ 1.
     let s: f64 = epochs
         .into_iter()
@@ -174,7 +179,10 @@ mod tests {
         let h = 3_600_000;
         let t = 1_700_000_000_000u64;
         let sigs = [(1.0, t - 10_000), (2.5, t - 7_200_000), (0.3, t - 100_000_000)];
-        let exact: f64 = sigs.iter().map(|(w, ts)| w * (-((t - ts) as f64) / h as f64).exp2()).sum();
+        let exact: f64 = sigs
+            .iter()
+            .map(|(w, ts)| w * (-((t - ts) as f64) / h as f64).exp2())
+            .sum();
         let mut epochs: std::collections::BTreeMap<u64, i128> = Default::default();
         for (w, ts) in sigs {
             let e = epoch_of(ts, h);

@@ -89,7 +89,10 @@ impl Feed {
 
     /// Registers an activator to wake when something arrives.
     pub fn register(&self, activator: SyncActivator) {
-        self.activators.lock().unwrap_or_else(|p| p.into_inner()).push(activator);
+        self.activators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(activator);
     }
 
     /// Takes up to `max` batches.
@@ -105,7 +108,11 @@ impl Feed {
         };
         drop(st);
         self.space.notify_all();
-        Drained { batches, sealed, closed }
+        Drained {
+            batches,
+            sealed,
+            closed,
+        }
     }
 
     fn wake(&self) {

@@ -2,3 +2,5 @@
 //! that reads committed batches from a [`feed::Feed`] ([`source`]).
 
 pub mod feed;
+pub mod wal;
+pub mod source;

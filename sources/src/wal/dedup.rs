@@ -1,0 +1,183 @@
+//! Duplicate signals (SPEC §9). A signal whose idempotency `id` was seen, or a byte-identical
+//! signal (same kind, item, user, weight bits, ts and id), within the dedup window of the
+//! commit clock is a duplicate: it is dropped before writing and counted.
+//!
+//! Keys are 16-byte prefixes of BLAKE3 hashes of the signal's canonical encoding (content)
+//! and of its id, domain-separated. Duplicates are judged at the dedup clock (the largest
+//! clock a group asked for so far); what is written is remembered at its batch's commit
+//! clock, exactly as recovery rebuilds it from the log, and expires through a queue ordered
+//! by that (never decreasing) clock. A window of 0 disables deduplication.
+
+use std::collections::{HashSet, VecDeque};
+
+use tidal_core::record::Signal;
+
+use super::format::encode_signal;
+
+type Key = [u8; 16];
+
+const CONTENT_TAG: u8 = b'c';
+const ID_TAG: u8 = b'i';
+
+/// The set of recently written signals.
+#[derive(Debug, Default)]
+pub struct Dedup {
+    window_ms: u64,
+    now_ms: u64,
+    seen: HashSet<Key>,
+    order: VecDeque<(u64, Key)>,
+    pending: Vec<Key>,
+    scratch: Vec<u8>,
+}
+
+fn key(tag: u8, bytes: &[u8]) -> Key {
+    let mut h = blake3::Hasher::new();
+    h.update(&[tag]);
+    h.update(bytes);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    k
+}
+
+impl Dedup {
+    /// Deduplication within `window_ms` of the commit clock (0 = off).
+    pub fn new(window_ms: u64) -> Dedup {
+        Dedup {
+            window_ms,
+            ..Dedup::default()
+        }
+    }
+
+    /// Whether deduplication is on.
+    pub fn enabled(&self) -> bool {
+        self.window_ms > 0
+    }
+
+    /// Keys currently remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Moves the dedup clock to `clock_ms` (never back) and forgets what fell out of the
+    /// window. Returns the clock in force.
+    pub fn advance(&mut self, clock_ms: u64) -> u64 {
+        self.now_ms = self.now_ms.max(clock_ms);
+        while let Some(&(at, k)) = self.order.front() {
+            if at.saturating_add(self.window_ms) > self.now_ms {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&k);
+        }
+        self.now_ms
+    }
+
+    fn keys(&mut self, s: &Signal) -> (Key, Option<Key>) {
+        self.scratch.clear();
+        encode_signal(&mut self.scratch, s);
+        let content = key(CONTENT_TAG, &self.scratch);
+        let id = s.id.as_deref().map(|id| key(ID_TAG, id.as_bytes()));
+        (content, id)
+    }
+
+    fn remember(&mut self, k: Key) {
+        if self.seen.insert(k) {
+            self.pending.push(k);
+        }
+    }
+
+    /// Dates what was admitted since the last call with the commit clock of its batch.
+    pub fn commit(&mut self, clock_ms: u64) {
+        let at = self.order.back().map_or(clock_ms, |&(last, _)| clock_ms.max(last));
+        self.order.extend(self.pending.drain(..).map(|k| (at, k)));
+    }
+
+    /// Whether `s` duplicates a remembered signal; if not, it is remembered (to be dated by
+    /// the next [`Dedup::commit`]).
+    pub fn check(&mut self, s: &Signal) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let (content, id) = self.keys(s);
+        if self.seen.contains(&content) || id.is_some_and(|k| self.seen.contains(&k)) {
+            return true;
+        }
+        self.remember(content);
+        if let Some(k) = id {
+            self.remember(k);
+        }
+        false
+    }
+
+    /// Removes duplicates from `signals` (keeping the first of repeats within it) after
+    /// moving the dedup clock to `clock_ms`; returns how many were removed. Call
+    /// [`Dedup::commit`] once the batch is stamped.
+    pub fn filter(&mut self, signals: &mut Vec<Signal>, clock_ms: u64) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
+        self.advance(clock_ms);
+        let before = signals.len();
+        signals.retain(|s| !self.check(s));
+        before - signals.len()
+    }
+
+    /// Remembers signals already in the log at `clock_ms` (recovery).
+    pub fn remember_logged<'a>(&mut self, signals: impl IntoIterator<Item = &'a Signal>, clock_ms: u64) {
+        if !self.enabled() {
+            return;
+        }
+        self.advance(clock_ms);
+        for s in signals {
+            self.check(s);
+        }
+        self.commit(clock_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(item: &str, id: Option<&str>) -> Signal {
+        Signal {
+            kind: "view".into(),
+            item: item.into(),
+            user: None,
+            weight: 1.0,
+            ts: None,
+            id: id.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn expiry_by_clock() {
+        let mut d = Dedup::new(100);
+        let mut v = vec![sig("a", None)];
+        assert_eq!(d.filter(&mut v, 1_000), 0);
+        d.commit(1_000);
+        let mut v = vec![sig("a", None)];
+        assert_eq!(d.filter(&mut v, 1_099), 1);
+        d.commit(1_099);
+        let mut v = vec![sig("a", None)];
+        assert_eq!(d.filter(&mut v, 1_100), 0, "expired exactly at the window's end");
+        d.commit(1_100);
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn id_and_content_keys_are_separate() {
+        let mut d = Dedup::new(100);
+        let mut v = vec![sig("a", Some("x")), sig("b", Some("x")), sig("c", Some("y"))];
+        assert_eq!(d.filter(&mut v, 1), 1);
+        assert_eq!(v.len(), 2);
+        let mut off = Dedup::new(0);
+        let mut v = vec![sig("a", Some("x")), sig("a", Some("x"))];
+        assert_eq!(off.filter(&mut v, 1), 0);
+    }
+}

@@ -1,0 +1,119 @@
+//! What can go wrong with the WAL. Every error that concerns a file names it, and those about
+//! damaged bytes name the offset and the command that shows more.
+
+use std::path::{Path, PathBuf};
+
+/// The directory holding a segment file, for the `tidal wal verify DIR` hint.
+fn dir_of(file: &Path) -> &Path {
+    file.parent().unwrap_or(file)
+}
+
+/// A WAL error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    /// An I/O operation on a WAL file or directory failed.
+    #[error("WAL I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log is damaged somewhere other than a torn tail.
+    #[error(
+        "corrupt WAL: {} at offset {offset}: {reason}; run `tidal wal verify {}` to see the damage",
+        file.display(),
+        dir_of(file).display()
+    )]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the bad frame (or header) in the file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The last record of the log is cut short (a crash during a write), and the reader was
+    /// asked not to tolerate that.
+    #[error(
+        "torn WAL tail: {} at offset {offset}: {reason}; the last record was cut short, most \
+         likely by a crash (use --tolerate-torn-tail to stop at the last whole record, or start \
+         tidal on the data directory, which truncates it)",
+        file.display()
+    )]
+    TornTail {
+        /// The last segment file.
+        file: PathBuf,
+        /// Where the last whole record ends.
+        offset: u64,
+        /// What is wrong with the bytes there.
+        reason: String,
+    },
+    /// An earlier write or sync failed; the WAL accepts nothing more.
+    #[error(
+        "the WAL is poisoned: an earlier write or sync failed ({cause}); no further writes are \
+         accepted, restart tidal to recover from the log"
+    )]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// The WAL writer has shut down.
+    #[error("the WAL is shut down and accepts no more writes")]
+    Closed,
+    /// A record is too large to be framed.
+    #[error("record too large for the WAL: {bytes} bytes encoded, the limit is {max}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The logical clock cannot move further (it reached the largest representable time).
+    #[error("the WAL's logical clock is exhausted: no later time can be represented")]
+    ClockExhausted,
+    /// The options are unusable.
+    #[error("invalid WAL options: {0}")]
+    InvalidOptions(String),
+}
+
+impl WalError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> WalError {
+        WalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A copy of this error for answering several producers; I/O errors keep their kind and
+    /// message.
+    pub fn duplicate(&self) -> WalError {
+        match self {
+            WalError::Io { path, source } => WalError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            WalError::Corrupt { file, offset, reason } => WalError::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            WalError::TornTail { file, offset, reason } => WalError::TornTail {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            WalError::Poisoned { cause } => WalError::Poisoned { cause: cause.clone() },
+            WalError::Closed => WalError::Closed,
+            WalError::TooLarge { bytes, max } => WalError::TooLarge {
+                bytes: *bytes,
+                max: *max,
+            },
+            WalError::ClockExhausted => WalError::ClockExhausted,
+            WalError::InvalidOptions(s) => WalError::InvalidOptions(s.clone()),
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! The WAL's byte format, explicit and versioned, all integers little-endian.
+//!
+//! A segment file starts with a 12-byte header: the magic `b"TIDALWAL"` and the format
+//! version (`u32`). Then come record frames:
+//!
+//! ```text
+//! len u32 (bytes after this field) | blake3 32 bytes (over lsn..payload)
+//! | lsn u64 | time u64 | clock_ms u64 | kind u8 | payload
+//! ```
+//!
+//! Every payload is a compact binary encoding: strings and lists are prefixed with their
+//! length as an LEB128 varint, optional fields with a presence byte or flag bits. Decoding
+//! checks every bound and returns an error on any input; it never panics.
+
+use tidal_core::record::{Embedding, ItemMeta, Record, Signal};
+use tidal_core::time::Time;
+
+/// The first 8 bytes of every segment file.
+pub const MAGIC: &[u8; 8] = b"TIDALWAL";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the segment header (magic + version).
+pub const HEADER_BYTES: usize = 12;
+/// Size of a frame's checksum.
+pub const CHECKSUM_BYTES: usize = 32;
+/// Bytes a frame's `len` counts besides the payload: checksum, lsn, time, clock, kind.
+pub const FRAME_FIXED_BYTES: usize = CHECKSUM_BYTES + 8 + 8 + 8 + 1;
+/// The largest `len` a frame may have; larger records are refused when written.
+pub const MAX_FRAME_BYTES: usize = 256 << 20;
+
+/// Record kind codes (the frame's `kind` byte).
+pub mod kind {
+    /// [`Record::Signals`](tidal_core::Record::Signals).
+    pub const SIGNALS: u8 = 1;
+    /// [`Record::ItemPut`](tidal_core::Record::ItemPut).
+    pub const ITEM_PUT: u8 = 2;
+    /// [`Record::ItemDelete`](tidal_core::Record::ItemDelete).
+    pub const ITEM_DELETE: u8 = 3;
+    /// [`Record::ClockAdvance`](tidal_core::Record::ClockAdvance).
+    pub const CLOCK_ADVANCE: u8 = 4;
+    /// [`Record::Config`](tidal_core::Record::Config).
+    pub const CONFIG: u8 = 5;
+}
+
+const FLAG_USER: u8 = 1;
+const FLAG_TS: u8 = 2;
+const FLAG_ID: u8 = 4;
+
+/// The segment header bytes.
+pub fn header() -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Checks a segment header; the error is a human-readable reason.
+pub fn check_header(buf: &[u8]) -> Result<(), String> {
+    if buf.len() < HEADER_BYTES {
+        return Err(format!(
+            "segment header incomplete ({} of {HEADER_BYTES} bytes)",
+            buf.len()
+        ));
+    }
+    if &buf[..8] != MAGIC {
+        return Err("not a tidal WAL segment (bad magic)".into());
+    }
+    let version = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "unsupported WAL format version {version} (this tidal reads version {FORMAT_VERSION})"
+        ));
+    }
+    Ok(())
+}
+
+/// The name of a record kind, for humans.
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        kind::SIGNALS => "signals",
+        kind::ITEM_PUT => "item_put",
+        kind::ITEM_DELETE => "item_delete",
+        kind::CLOCK_ADVANCE => "clock_advance",
+        kind::CONFIG => "config",
+        _ => "unknown",
+    }
+}
+
+/// The kind code of a record.
+pub fn record_kind(record: &Record) -> u8 {
+    match record {
+        Record::Signals(_) => kind::SIGNALS,
+        Record::ItemPut { .. } => kind::ITEM_PUT,
+        Record::ItemDelete { .. } => kind::ITEM_DELETE,
+        Record::ClockAdvance { .. } => kind::CLOCK_ADVANCE,
+        Record::Config { .. } => kind::CONFIG,
+    }
+}
+
+/// The position and stamp a frame carries besides its record.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// The record's LSN.
+    pub lsn: u64,
+    /// The logical time of its batch.
+    pub time: Time,
+    /// The commit clock of its batch, ms.
+    pub clock_ms: u64,
+}
+
+/// The size in bytes of a whole frame (including the `len` field) holding `record`.
+pub fn frame_len(record: &Record) -> usize {
+    4 + FRAME_FIXED_BYTES + payload_len(record)
+}
+
+/// Appends one frame holding `record` to `out`. Fails, leaving `out` as it was, with the
+/// frame's `len` when it would exceed [`MAX_FRAME_BYTES`].
+pub fn encode_frame(out: &mut Vec<u8>, meta: FrameMeta, record: &Record) -> Result<(), usize> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4 + CHECKSUM_BYTES]);
+    out.extend_from_slice(&meta.lsn.to_le_bytes());
+    out.extend_from_slice(&meta.time.to_le_bytes());
+    out.extend_from_slice(&meta.clock_ms.to_le_bytes());
+    out.push(record_kind(record));
+    encode_payload(out, record);
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME_BYTES {
+        out.truncate(start);
+        return Err(len);
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    let sum = blake3::hash(&out[start + 4 + CHECKSUM_BYTES..]);
+    out[start + 4..start + 4 + CHECKSUM_BYTES].copy_from_slice(sum.as_bytes());
+    Ok(())
+}
+
+/// A frame whose length and checksum are valid; the payload is not yet decoded.
+#[derive(Copy, Clone, Debug)]
+pub struct RawFrame<'a> {
+    /// Bytes the frame occupies, `len` field included.
+    pub size: usize,
+    /// LSN, time and clock.
+    pub meta: FrameMeta,
+    /// The kind code.
+    pub kind: u8,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl RawFrame<'_> {
+    /// Decodes the payload.
+    pub fn record(&self) -> Result<Record, String> {
+        decode_payload(self.kind, self.payload)
+    }
+}
+
+/// Why the bytes at some offset are not a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The bytes end before the frame does.
+    Incomplete {
+        /// Bytes the frame needs.
+        needed: usize,
+        /// Bytes there are.
+        available: usize,
+    },
+    /// The length field is out of range.
+    BadLength(u64),
+    /// The checksum does not match the content.
+    Checksum,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Incomplete { needed, available } => {
+                write!(f, "incomplete record frame ({available} of {needed} bytes present)")
+            }
+            FrameError::BadLength(len) => write!(
+                f,
+                "record frame length {len} out of range ({FRAME_FIXED_BYTES}..={MAX_FRAME_BYTES})"
+            ),
+            FrameError::Checksum => write!(f, "record checksum mismatch"),
+        }
+    }
+}
+
+/// Reads the frame at the start of `buf`, checking its length and checksum.
+pub fn decode_frame(buf: &[u8]) -> Result<RawFrame<'_>, FrameError> {
+    let Some(len_bytes) = buf.get(..4) else {
+        return Err(FrameError::Incomplete {
+            needed: 4,
+            available: buf.len(),
+        });
+    };
+    let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+    if !(FRAME_FIXED_BYTES..=MAX_FRAME_BYTES).contains(&len) {
+        return Err(FrameError::BadLength(len as u64));
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Err(FrameError::Incomplete {
+            needed: 4 + len,
+            available: buf.len(),
+        });
+    };
+    let (sum, content) = body.split_at(CHECKSUM_BYTES);
+    if blake3::hash(content).as_bytes() != sum {
+        return Err(FrameError::Checksum);
+    }
+    let u = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&content[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok(RawFrame {
+        size: 4 + len,
+        meta: FrameMeta {
+            lsn: u(0),
+            time: u(8),
+            clock_ms: u(16),
+        },
+        kind: content[24],
+        payload: &content[25..],
+    })
+}
+
+/// The LSN field of a frame-shaped byte run, without checking anything else.
+pub(crate) fn peek_lsn(buf: &[u8]) -> Option<u64> {
+    let b = buf.get(4 + CHECKSUM_BYTES..4 + CHECKSUM_BYTES + 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Some(u64::from_le_bytes(a))
+}
+
+// ----- payload encoding -----
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn str_len(s: &str) -> usize {
+    varint_len(s.len() as u64) + s.len()
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn opt_str_len(s: &Option<String>) -> usize {
+    1 + s.as_deref().map_or(0, str_len)
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: &Option<String>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+        None => out.push(0),
+    }
+}
+
+/// Encoded size of one signal.
+pub fn signal_len(s: &Signal) -> usize {
+    str_len(&s.kind)
+        + str_len(&s.item)
+        + 1
+        + s.user.as_deref().map_or(0, str_len)
+        + 8
+        + if s.ts.is_some() { 8 } else { 0 }
+        + s.id.as_deref().map_or(0, str_len)
+}
+
+/// Appends the canonical encoding of one signal: kind, item, flags, user?, weight, ts?, id?.
+pub fn encode_signal(out: &mut Vec<u8>, s: &Signal) {
+    put_str(out, &s.kind);
+    put_str(out, &s.item);
+    let flags = (if s.user.is_some() { FLAG_USER } else { 0 })
+        | (if s.ts.is_some() { FLAG_TS } else { 0 })
+        | (if s.id.is_some() { FLAG_ID } else { 0 });
+    out.push(flags);
+    if let Some(u) = &s.user {
+        put_str(out, u);
+    }
+    out.extend_from_slice(&s.weight.to_bits().to_le_bytes());
+    if let Some(ts) = s.ts {
+        out.extend_from_slice(&ts.to_le_bytes());
+    }
+    if let Some(id) = &s.id {
+        put_str(out, id);
+    }
+}
+
+fn meta_len(m: &ItemMeta) -> usize {
+    opt_str_len(&m.creator)
+        + opt_str_len(&m.title)
+        + opt_str_len(&m.text)
+        + opt_str_len(&m.category)
+        + varint_len(m.tags.len() as u64)
+        + m.tags.iter().map(|t| str_len(t)).sum::<usize>()
+        + 1
+        + if m.created_at.is_some() { 8 } else { 0 }
+        + 1
+        + m.embedding
+            .as_ref()
+            .map_or(0, |e| varint_len(e.0.len() as u64) + 4 * e.0.len())
+}
+
+fn encode_meta(out: &mut Vec<u8>, m: &ItemMeta) {
+    put_opt_str(out, &m.creator);
+    put_opt_str(out, &m.title);
+    put_opt_str(out, &m.text);
+    put_opt_str(out, &m.category);
+    put_varint(out, m.tags.len() as u64);
+    for t in &m.tags {
+        put_str(out, t);
+    }
+    match m.created_at {
+        Some(c) => {
+            out.push(1);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    match &m.embedding {
+        Some(e) => {
+            out.push(1);
+            put_varint(out, e.0.len() as u64);
+            for x in &e.0 {
+                out.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+        }
+        None => out.push(0),
+    }
+}
+
+/// Encoded size of a record's payload.
+pub fn payload_len(record: &Record) -> usize {
+    match record {
+        Record::Signals(sigs) => varint_len(sigs.len() as u64) + sigs.iter().map(signal_len).sum::<usize>(),
+        Record::ItemPut { id, meta } => str_len(id) + meta_len(meta),
+        Record::ItemDelete { id } => str_len(id),
+        Record::ClockAdvance { .. } => 8,
+        Record::Config { toml } => str_len(toml),
+    }
+}
+
+/// Appends a record's payload.
+pub fn encode_payload(out: &mut Vec<u8>, record: &Record) {
+    match record {
+        Record::Signals(sigs) => {
+            put_varint(out, sigs.len() as u64);
+            for s in sigs {
+                encode_signal(out, s);
+            }
+        }
+        Record::ItemPut { id, meta } => {
+            put_str(out, id);
+            encode_meta(out, meta);
+        }
+        Record::ItemDelete { id } => put_str(out, id),
+        Record::ClockAdvance { to_ms } => out.extend_from_slice(&to_ms.to_le_bytes()),
+        Record::Config { toml } => put_str(out, toml),
+    }
+}
+
+// ----- payload decoding -----
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| format!("payload ends inside {what} (needs {n} bytes at {})", self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn varint(&mut self, what: &str) -> Result<u64, String> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = self.u8(what)?;
+            let part = u64::from(b & 0x7f);
+            if i == 9 && part > 1 {
+                return Err(format!("{what}: varint overflows 64 bits"));
+            }
+            v |= part << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(format!("{what}: varint longer than 10 bytes"))
+    }
+
+    /// A count of items each at least `min_item` bytes long, bounded by what remains.
+    fn count(&mut self, min_item: usize, what: &str) -> Result<usize, String> {
+        let n = self.varint(what)?;
+        let remaining = (self.buf.len() - self.pos) as u64;
+        if n.saturating_mul(min_item as u64) > remaining {
+            return Err(format!("{what}: count {n} exceeds the remaining {remaining} bytes"));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let n = self.count(1, what)?;
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| format!("{what}: invalid UTF-8"))
+    }
+
+    fn opt_string(&mut self, what: &str) -> Result<Option<String>, String> {
+        match self.u8(what)? {
+            0 => Ok(None),
+            1 => Ok(Some(self.string(what)?)),
+            b => Err(format!("{what}: bad presence byte {b}")),
+        }
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} trailing bytes after the payload",
+                self.buf.len() - self.pos
+            ))
+        }
+    }
+}
+
+/// Smallest encoding of a signal: two empty strings, flags, weight.
+const MIN_SIGNAL_BYTES: usize = 1 + 1 + 1 + 8;
+
+fn decode_signal(c: &mut Cursor<'_>) -> Result<Signal, String> {
+    let kind = c.string("signal kind")?;
+    let item = c.string("signal item")?;
+    let flags = c.u8("signal flags")?;
+    if flags & !(FLAG_USER | FLAG_TS | FLAG_ID) != 0 {
+        return Err(format!("signal flags: unknown bits {flags:#04x}"));
+    }
+    let user = if flags & FLAG_USER != 0 {
+        Some(c.string("signal user")?)
+    } else {
+        None
+    };
+    let weight = f64::from_bits(c.u64("signal weight")?);
+    let ts = if flags & FLAG_TS != 0 {
+        Some(c.u64("signal ts")?)
+    } else {
+        None
+    };
+    let id = if flags & FLAG_ID != 0 {
+        Some(c.string("signal id")?)
+    } else {
+        None
+    };
+    Ok(Signal {
+        kind,
+        item,
+        user,
+        weight,
+        ts,
+        id,
+    })
+}
+
+fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, String> {
+    let creator = c.opt_string("item creator")?;
+    let title = c.opt_string("item title")?;
+    let text = c.opt_string("item text")?;
+    let category = c.opt_string("item category")?;
+    let n = c.count(1, "item tags")?;
+    let mut tags = Vec::with_capacity(n);
+    for _ in 0..n {
+        tags.push(c.string("item tag")?);
+    }
+    let created_at = match c.u8("item created_at")? {
+        0 => None,
+        1 => Some(c.u64("item created_at")?),
+        b => return Err(format!("item created_at: bad presence byte {b}")),
+    };
+    let embedding = match c.u8("item embedding")? {
+        0 => None,
+        1 => {
+            let n = c.count(4, "item embedding")?;
+            let raw = c.take(4 * n, "item embedding")?;
+            let v = raw
+                .chunks_exact(4)
+                .map(|b| f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect();
+            Some(Embedding(v))
+        }
+        b => return Err(format!("item embedding: bad presence byte {b}")),
+    };
+    Ok(ItemMeta {
+        creator,
+        title,
+        text,
+        category,
+        tags,
+        created_at,
+        embedding,
+    })
+}
+
+/// Decodes a record from its kind code and payload.
+pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, String> {
+    let mut c = Cursor { buf: payload, pos: 0 };
+    let record = match kind {
+        kind::SIGNALS => {
+            let n = c.count(MIN_SIGNAL_BYTES, "signal count")?;
+            let mut sigs = Vec::with_capacity(n);
+            for _ in 0..n {
+                sigs.push(decode_signal(&mut c)?);
+            }
+            Record::Signals(sigs)
+        }
+        kind::ITEM_PUT => {
+            let id = c.string("item id")?;
+            let meta = decode_meta(&mut c)?;
+            Record::ItemPut { id, meta }
+        }
+        kind::ITEM_DELETE => Record::ItemDelete {
+            id: c.string("item id")?,
+        },
+        kind::CLOCK_ADVANCE => Record::ClockAdvance {
+            to_ms: c.u64("clock advance")?,
+        },
+        kind::CONFIG => Record::Config {
+            toml: c.string("config text")?,
+        },
+        other => {
+            return Err(format!("unknown record kind {other} (written by a newer tidal?)"));
+        }
+    };
+    c.finish()?;
+    Ok(record)
+}

@@ -1,0 +1,198 @@
+//! The producers' side of the WAL: a cloneable [`WalHandle`] that submits records to the
+//! writer thread and reads its published state. Every submission is answered exactly once:
+//! by the writer, or with [`WalError::Closed`] if the writer is gone before it gets to it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use tidal_core::record::Record;
+use tidal_core::time::Time;
+
+use super::{Commit, WalError};
+
+/// The callback answering one submission. It runs on the writer thread and must not block.
+pub type ReplyFn = Box<dyn FnOnce(Result<Commit, WalError>) + Send>;
+
+/// A reply that answers [`WalError::Closed`] if dropped unanswered.
+pub(crate) struct Reply(Option<ReplyFn>);
+
+impl Reply {
+    pub fn new(f: ReplyFn) -> Reply {
+        Reply(Some(f))
+    }
+
+    pub fn send(mut self, result: Result<Commit, WalError>) {
+        if let Some(f) = self.0.take() {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(result)));
+            if outcome.is_err() {
+                tracing::error!("a WAL reply callback panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(Err(WalError::Closed))));
+        }
+    }
+}
+
+/// One producer request on its way to the writer.
+pub(crate) struct Submission {
+    pub records: Vec<Record>,
+    pub reply: Reply,
+}
+
+/// State the writer publishes.
+#[derive(Default)]
+pub(crate) struct Status {
+    pub last_lsn: AtomicU64,
+    pub clock_ms: AtomicU64,
+    pub last_time: AtomicU64,
+    pub poisoned: AtomicBool,
+    pub cause: Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn poison(&self, cause: String) {
+        *self.cause.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    pub fn poison_error(&self) -> Option<WalError> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let cause = self.cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(WalError::Poisoned {
+            cause: cause.unwrap_or_default(),
+        })
+    }
+}
+
+struct Inner {
+    tx: RwLock<Option<Sender<Submission>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    status: Arc<Status>,
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        // Dropping the only sender lets the writer drain what was submitted, then stop.
+        drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() == std::thread::current().id() {
+                // Shut down from a reply callback: the writer stops on its own.
+                return;
+            }
+            if h.join().is_err() {
+                tracing::error!("the WAL writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A handle to a running WAL writer. Cheap to clone; the writer shuts down when the last
+/// handle is dropped or [`WalHandle::shutdown`] is called.
+#[derive(Clone)]
+pub struct WalHandle {
+    inner: Arc<Inner>,
+}
+
+impl WalHandle {
+    pub(crate) fn new(tx: Sender<Submission>, thread: JoinHandle<()>, status: Arc<Status>) -> WalHandle {
+        WalHandle {
+            inner: Arc::new(Inner {
+                tx: RwLock::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                status,
+            }),
+        }
+    }
+
+    /// Submits one client request's records (usually one). `reply` is called once, on the
+    /// writer thread, after the group commit holding them is durable per the durability mode,
+    /// or with an error. It must not block.
+    pub fn submit(&self, records: Vec<Record>, reply: ReplyFn) {
+        let reply = Reply::new(reply);
+        if let Some(e) = self.inner.status.poison_error() {
+            reply.send(Err(e));
+            return;
+        }
+        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            None => reply.send(Err(WalError::Closed)),
+            Some(tx) => {
+                if let Err(e) = tx.send(Submission { records, reply }) {
+                    e.into_inner().reply.send(Err(WalError::Closed));
+                }
+            }
+        }
+    }
+
+    /// Submits and waits for the answer (for callers that are not asynchronous).
+    pub fn submit_blocking(&self, records: Vec<Record>) -> Result<Commit, WalError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(
+            records,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(WalError::Closed))
+    }
+
+    /// LSN of the last record written (0 for an empty log).
+    pub fn last_lsn(&self) -> u64 {
+        self.inner.status.last_lsn.load(Ordering::Acquire)
+    }
+
+    /// The commit clock in ms (`T_commit` of the last batch, or later after an idle tick).
+    pub fn clock_ms(&self) -> u64 {
+        self.inner.status.clock_ms.load(Ordering::Acquire)
+    }
+
+    /// Logical time of the last batch written (0 for an empty log).
+    pub fn last_time(&self) -> Time {
+        self.inner.status.last_time.load(Ordering::Acquire)
+    }
+
+    /// Whether a failed write or sync has poisoned the WAL.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.status.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The poisoning error, if poisoned.
+    pub fn poison_error(&self) -> Option<WalError> {
+        self.inner.status.poison_error()
+    }
+
+    /// Commits what was submitted before, stops the writer and waits for it, then closes
+    /// the feed. Idempotent; later submissions are answered with [`WalError::Closed`]. The
+    /// writer waits while the feed is full, so the feed must be drained (or closed) for the
+    /// shutdown to finish.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+impl std::fmt::Debug for WalHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalHandle")
+            .field("last_lsn", &self.last_lsn())
+            .field("clock_ms", &self.clock_ms())
+            .field("poisoned", &self.is_poisoned())
+            .finish()
+    }
+}

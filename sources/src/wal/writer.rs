@@ -1,0 +1,338 @@
+//! The writer thread: the only code that appends to the WAL. It takes submissions from a
+//! channel in groups (up to `max_batch_records` records or `max_batch_delay` of waiting),
+//! drops duplicates, stamps the group with one clock and logical time, encodes every frame
+//! into one reused buffer, writes it with one `write_all`, syncs once, pushes the committed
+//! batch into the feed and answers every producer. A failed write or sync poisons
+//! the WAL. In the wall clock an idle writer advances the clock and seals the feed every
+//! `tick`, so that the passing of time reaches the dataflow.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tidal_core::record::{CommittedBatch, LoggedRecord, Record};
+use tidal_core::time::{ClockMode, wall_clock_ms};
+
+use super::clock::CommitClock;
+use super::dedup::Dedup;
+use super::format::{self, FrameMeta, MAX_FRAME_BYTES};
+use super::handle::{Reply, Status, Submission, WalHandle};
+use super::recovery::Recovered;
+use super::segment::{ActiveSegment, sync_file};
+use super::{Commit, WalError, WalOptions};
+use crate::feed::Feed;
+
+/// Submissions the channel holds before producers wait.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+struct Writer {
+    opts: WalOptions,
+    feed: Arc<Feed>,
+    status: Arc<Status>,
+    clock: CommitClock,
+    dedup: Dedup,
+    next_lsn: u64,
+    active: Option<ActiveSegment>,
+    buf: Vec<u8>,
+    poison: Option<String>,
+}
+
+/// One submission's fate within a group.
+struct Plan {
+    reply: Reply,
+    records: Vec<Record>,
+    error: Option<WalError>,
+    duplicates: usize,
+    accepted: usize,
+    lsns: Option<(u64, u64)>,
+}
+
+/// Starts the writer thread after recovery.
+pub(crate) fn spawn(
+    opts: WalOptions,
+    feed: Arc<Feed>,
+    rec: Recovered,
+    clock: CommitClock,
+) -> Result<WalHandle, WalError> {
+    let active = match &rec.active {
+        Some(path) => Some(ActiveSegment::open_existing(path, opts.durability)?),
+        None => None,
+    };
+    let status = Arc::new(Status::default());
+    status.last_lsn.store(rec.next_lsn - 1, Ordering::Release);
+    status.clock_ms.store(clock.clock_ms(), Ordering::Release);
+    status
+        .last_time
+        .store(clock.last_time().unwrap_or(0), Ordering::Release);
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+    let mut writer = Writer {
+        opts,
+        feed,
+        status: status.clone(),
+        clock,
+        dedup: rec.dedup,
+        next_lsn: rec.next_lsn,
+        active,
+        buf: Vec::with_capacity(1 << 20),
+        poison: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("tidal-wal-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| WalError::io(std::path::PathBuf::from("<wal writer thread>"), e))?;
+    Ok(WalHandle::new(tx, thread, status))
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Submission>) {
+        loop {
+            let first = if self.opts.clock == ClockMode::Wall {
+                match rx.recv_timeout(self.opts.tick) {
+                    Ok(s) => s,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.idle_tick();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(s) => s,
+                    Err(_) => break,
+                }
+            };
+            let mut records = first.records.len();
+            let mut group = vec![first];
+            let deadline = Instant::now() + self.opts.max_batch_delay;
+            while records < self.opts.max_batch_records {
+                let next = match rx.try_recv() {
+                    Ok(s) => Ok(s),
+                    Err(_) => rx.recv_deadline(deadline),
+                };
+                match next {
+                    Ok(s) => {
+                        records += s.records.len();
+                        group.push(s);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let wrote = self.commit_group(group);
+            if !wrote && self.opts.clock == ClockMode::Wall {
+                self.idle_tick();
+            }
+        }
+        self.finish();
+    }
+
+    fn idle_tick(&mut self) {
+        if self.poison.is_some() {
+            return;
+        }
+        let seal = self.clock.advance_idle(wall_clock_ms());
+        self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
+        self.feed.seal(seal);
+    }
+
+    fn finish(&mut self) {
+        if self.poison.is_none()
+            && let Some(seg) = &self.active
+            && let Err(e) = seg.file.sync_all()
+        {
+            tracing::error!(file = %seg.path.display(), error = %e, "WAL sync at shutdown failed");
+        }
+        self.feed.close();
+    }
+
+    /// Commits one group; returns whether anything was written.
+    fn commit_group(&mut self, group: Vec<Submission>) -> bool {
+        if let Some(cause) = &self.poison {
+            for s in group {
+                s.reply.send(Err(WalError::Poisoned { cause: cause.clone() }));
+            }
+            return false;
+        }
+        let wall = wall_clock_ms();
+        let target_all = self.clock.target(group.iter().flat_map(|s| &s.records), wall);
+        let dedup_clock = self.clock.peek(target_all);
+        let mut plans: Vec<Plan> = group.into_iter().map(|s| self.plan(s, dedup_clock)).collect();
+
+        let writable = plans.iter().any(|p| p.error.is_none() && !p.records.is_empty());
+        let mut batch = None;
+        if writable {
+            let target = self.clock.target(
+                plans.iter().filter(|p| p.error.is_none()).flat_map(|p| &p.records),
+                wall,
+            );
+            let stamp = self.clock.stamp(target);
+            self.dedup.commit(self.clock.clock_ms());
+            let Some((clock_ms, time)) = stamp else {
+                for p in plans {
+                    p.reply.send(Err(WalError::ClockExhausted));
+                }
+                return false;
+            };
+            let logged = self.encode(&mut plans, clock_ms, time);
+            if let Err(e) = self.write_buffer() {
+                let cause = e.to_string();
+                tracing::error!(error = %cause, "WAL write failed; the WAL is poisoned");
+                self.status.poison(cause.clone());
+                self.poison = Some(cause.clone());
+                for p in plans {
+                    p.reply.send(Err(WalError::Poisoned { cause: cause.clone() }));
+                }
+                return false;
+            }
+            self.next_lsn += logged.len() as u64;
+            self.status.last_lsn.store(self.next_lsn - 1, Ordering::Release);
+            self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
+            self.status.last_time.store(time, Ordering::Release);
+            batch = Some(CommittedBatch {
+                time,
+                clock_ms,
+                records: logged,
+            });
+        }
+
+        // Hand the batch to the dataflow before acknowledging, so that whatever a producer
+        // has been told is committed is already on its way to the readers.
+        let wrote = match batch {
+            Some(b) if !b.records.is_empty() => {
+                self.feed.push(Arc::new(b));
+                true
+            }
+            _ => false,
+        };
+        let last_lsn = self.next_lsn - 1;
+        let clock_ms = self.clock.clock_ms();
+        let time = self.clock.last_time().unwrap_or(0);
+        for p in plans {
+            let result = match p.error {
+                Some(e) => Err(e),
+                None => {
+                    let (first_lsn, last) = p.lsns.unwrap_or((last_lsn, last_lsn));
+                    Ok(Commit {
+                        first_lsn,
+                        last_lsn: last,
+                        clock_ms,
+                        time,
+                        accepted: p.accepted,
+                        duplicates: p.duplicates,
+                    })
+                }
+            };
+            p.reply.send(result);
+        }
+        wrote
+    }
+
+    /// Checks a submission's size and drops its duplicate signals.
+    fn plan(&mut self, s: Submission, dedup_clock: u64) -> Plan {
+        let mut plan = Plan {
+            reply: s.reply,
+            records: s.records,
+            error: None,
+            duplicates: 0,
+            accepted: 0,
+            lsns: None,
+        };
+        if let Some(bytes) = plan
+            .records
+            .iter()
+            .map(|r| format::frame_len(r) - 4)
+            .find(|&n| n > MAX_FRAME_BYTES)
+        {
+            plan.error = Some(WalError::TooLarge {
+                bytes,
+                max: MAX_FRAME_BYTES,
+            });
+            plan.records.clear();
+            return plan;
+        }
+        if self.dedup.enabled() {
+            for r in &mut plan.records {
+                if let Record::Signals(sigs) = r {
+                    plan.duplicates += self.dedup.filter(sigs, dedup_clock);
+                }
+            }
+            if plan.duplicates > 0 {
+                plan.records
+                    .retain(|r| !matches!(r, Record::Signals(s) if s.is_empty()));
+            }
+        }
+        plan.accepted = plan.records.iter().map(Record::signal_count).sum();
+        plan
+    }
+
+    /// Encodes every planned record into the buffer with its LSN; moves them into the batch.
+    fn encode(&mut self, plans: &mut [Plan], clock_ms: u64, time: u64) -> Vec<LoggedRecord> {
+        self.buf.clear();
+        let mut lsn = self.next_lsn;
+        let mut logged = Vec::new();
+        for p in plans.iter_mut().filter(|p| p.error.is_none() && !p.records.is_empty()) {
+            let start_buf = self.buf.len();
+            let start_lsn = lsn;
+            let mut failed = None;
+            for r in &p.records {
+                if let Err(bytes) = format::encode_frame(&mut self.buf, FrameMeta { lsn, time, clock_ms }, r) {
+                    failed = Some(bytes);
+                    break;
+                }
+                lsn += 1;
+            }
+            if let Some(bytes) = failed {
+                self.buf.truncate(start_buf);
+                lsn = start_lsn;
+                p.error = Some(WalError::TooLarge {
+                    bytes,
+                    max: MAX_FRAME_BYTES,
+                });
+                continue;
+            }
+            p.lsns = Some((start_lsn, lsn - 1));
+            for (i, record) in std::mem::take(&mut p.records).into_iter().enumerate() {
+                logged.push(LoggedRecord {
+                    lsn: start_lsn + i as u64,
+                    record,
+                });
+            }
+        }
+        logged
+    }
+
+    /// Writes the buffer to the active segment (rolling it first if full) and syncs once.
+    fn write_buffer(&mut self) -> Result<(), WalError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let durability = self.opts.durability;
+        let full = self
+            .active
+            .as_ref()
+            .is_none_or(|a| a.has_records && a.len >= self.opts.segment_bytes);
+        if full {
+            if let Some(old) = self.active.take()
+                && durability != tidal_core::Durability::Buffer
+            {
+                old.file.sync_all().map_err(|e| WalError::io(&old.path, e))?;
+            }
+            self.active = Some(ActiveSegment::create(&self.opts.dir, self.next_lsn, durability)?);
+        }
+        let Some(seg) = self.active.as_mut() else {
+            return Err(WalError::Closed);
+        };
+        use std::io::Write;
+        seg.file.write_all(&self.buf).map_err(|e| WalError::io(&seg.path, e))?;
+        seg.len += self.buf.len() as u64;
+        seg.has_records = true;
+        let injected = self.opts.fail_sync.as_ref().is_some_and(|f| f.load(Ordering::Acquire));
+        if injected {
+            return Err(WalError::io(
+                &seg.path,
+                std::io::Error::other("injected sync failure (fault-injection hook)"),
+            ));
+        }
+        sync_file(&seg.file, durability).map_err(|e| WalError::io(&seg.path, e))
+    }
+}
