@@ -1,0 +1,101 @@
+//! The ranking engine over a published [`Snapshot`]: parse a request ([`RankParams`]),
+//! rank ([`rank`]) and describe one item ([`item_view`]).
+//!
+//! Rankings never scan all items: a single-signal ranking walks one ordered index, a blend
+//! of several signal types runs the threshold algorithm over the per-type indexes. Scores and ties follow SPEC §3: score descending, then id ascending; only
+//! items scoring above 0 are listed (for `new`: items with a `created_at`); deleted items
+//! never are. Paging is by an opaque cursor (an offset into the ranking of the snapshot the
+//! next request reads).
+
+mod error;
+mod item;
+mod params;
+mod score;
+mod topk;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use tidal_core::Config;
+use tidal_sinks::Snapshot;
+
+pub use error::QueryError;
+pub use item::item_view;
+pub use params::{Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor};
+
+use score::Scorer;
+
+/// One ranked item.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RankedItem {
+    /// Item id.
+    pub id: String,
+    /// Its score (for `new`: `created_at` in ms).
+    pub score: f64,
+    /// 1-based position in the whole ranking.
+    pub rank: usize,
+    /// With `explain=1`: the item's features and score terms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Value>,
+}
+
+/// The state a ranking was computed from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AsOf {
+    /// The serving clock (ms).
+    pub clock: u64,
+    /// The last LSN applied.
+    pub lsn: u64,
+}
+
+/// A page of a ranking, in SPEC §5's response shape.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ranking {
+    /// The items of this page.
+    pub items: Vec<RankedItem>,
+    /// The cursor of the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// The snapshot answered from.
+    pub as_of: AsOf,
+}
+
+/// Ranks the snapshot's items as `params` asks.
+///
+/// `config` must be the schema `params` was parsed with; it names the signal types in
+/// `explain` output. Currently every parsed request can be answered, so this returns `Ok`;
+/// the `Result` leaves room for requests that need state a snapshot may lack.
+pub fn rank(snapshot: &Snapshot, config: &Config, params: &RankParams) -> Result<Ranking, QueryError> {
+    let as_of = AsOf {
+        clock: snapshot.clock_ms(),
+        lsn: snapshot.lsn,
+    };
+    let scorer = Scorer::new(snapshot, params);
+    if scorer.lists.is_empty() {
+        // Every weight is 0: every score is 0, and only positive scores are listed.
+        return Ok(Ranking {
+            items: Vec::new(),
+            next_cursor: None,
+            as_of,
+        });
+    }
+    let page_end = params.offset + params.limit;
+    let hits = topk::top(snapshot, &scorer, params, page_end + 1);
+    let next_cursor = (hits.len() > page_end).then(|| encode_cursor(page_end));
+    let items = hits
+        .into_iter()
+        .enumerate()
+        .skip(params.offset)
+        .take(params.limit)
+        .map(|(i, h)| RankedItem {
+            id: h.id.to_string(),
+            score: h.score,
+            rank: i + 1,
+            features: params.explain.then(|| scorer.explain(h.entry, config)),
+        })
+        .collect();
+    Ok(Ranking {
+        items,
+        next_cursor,
+        as_of,
+    })
+}

@@ -1,0 +1,464 @@
+//! `GET /v1/rankings` parameters, parsed and resolved against the schema once, so the
+//! ranking itself cannot fail on a bad name: [`RankParams::parse`] turns the URL's query
+//! pairs into a profile base, per-signal-type score [`Term`]s (type, weight, window or
+//! half-life index), filters, diversity and paging — or a [`QueryError`] naming the
+//! parameter.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tidal_core::config::ProfileDef;
+use tidal_core::{Config, Dur};
+use tidal_sinks::contract::{HalfLifeIdx, KindIdx};
+
+use super::error::{QueryError, invalid};
+
+/// Items per page when `limit` is left out.
+pub const DEFAULT_LIMIT: usize = 20;
+/// The largest `limit`.
+pub const MAX_LIMIT: usize = 1000;
+/// The deepest page a cursor may point at (items skipped).
+pub const MAX_OFFSET: usize = 100_000;
+
+/// The built-in rankings every profile is based on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// Σ weight × velocity over a window.
+    Trending,
+    /// Σ weight × acceleration over a window.
+    Rising,
+    /// Σ weight × decayed sum at a half-life.
+    Hot,
+    /// Σ weight × all-time total.
+    Top,
+    /// `created_at`, newest first.
+    New,
+}
+
+impl Base {
+    fn parse(s: &str) -> Option<Base> {
+        Some(match s {
+            "trending" => Base::Trending,
+            "rising" => Base::Rising,
+            "hot" => Base::Hot,
+            "top" => Base::Top,
+            "new" => Base::New,
+            _ => return None,
+        })
+    }
+
+    /// The built-in's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Base::Trending => "trending",
+            Base::Rising => "rising",
+            Base::Hot => "hot",
+            Base::Top => "top",
+            Base::New => "new",
+        }
+    }
+}
+
+/// Which feature of a signal type a term reads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// Window `index` (of size `size`): velocity for trending, acceleration for rising.
+    Window {
+        /// Index in the type's `windows`.
+        index: usize,
+        /// The window size.
+        size: Dur,
+    },
+    /// Half-life `index` (of length `size`): the decayed sum.
+    HalfLife {
+        /// Index in the type's `half_lives`.
+        index: HalfLifeIdx,
+        /// The half-life.
+        size: Dur,
+    },
+    /// The all-time total.
+    Total,
+}
+
+/// One summand of a score: `weight × feature(kind)`.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Term {
+    /// Signal type index.
+    pub kind: KindIdx,
+    /// Its weight (> 0).
+    pub weight: f64,
+    /// The feature read.
+    pub feature: Feature,
+}
+
+/// A parsed ranking request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RankParams {
+    /// The profile name as asked (built-in or declared).
+    pub profile: String,
+    /// The built-in ranking it uses.
+    pub base: Base,
+    /// Score terms, sorted by signal type; empty for `new`. Types weighted 0 are left out.
+    pub terms: Vec<Term>,
+    /// Only items of this category.
+    pub category: Option<String>,
+    /// Only items of this creator.
+    pub creator: Option<String>,
+    /// Only items with this tag.
+    pub tag: Option<String>,
+    /// Items never listed.
+    pub exclude: BTreeSet<String>,
+    /// At most this many items per creator (items without a creator are not capped).
+    pub max_per_creator: Option<usize>,
+    /// Page size.
+    pub limit: usize,
+    /// Items skipped (from the cursor).
+    pub offset: usize,
+    /// Add per-item features and score terms.
+    pub explain: bool,
+    /// Read-your-writes: the LSN the answer must include (waited for by the HTTP layer).
+    pub min_lsn: Option<u64>,
+}
+
+/// Parameters of features this version does not serve, with the reason.
+const UNSUPPORTED: [(&str, &str); 4] = [
+    ("cohort", "cohort rankings are not available in this version of tidal"),
+    (
+        "user",
+        "per-user rankings (seen/hidden/blocked exclusion) are not available in this version of tidal",
+    ),
+    ("filter", "per-user filters are not available in this version of tidal"),
+    ("q", "text search is not available in this version of tidal"),
+];
+
+const KNOWN: [&str; 14] = [
+    "profile",
+    "signal",
+    "signals",
+    "window",
+    "half_life",
+    "category",
+    "creator",
+    "tag",
+    "exclude",
+    "max_per_creator",
+    "limit",
+    "cursor",
+    "explain",
+    "min_lsn",
+];
+
+impl RankParams {
+    /// Parses query pairs (a repeated parameter: the last one counts).
+    pub fn parse<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)], config: &Config) -> Result<RankParams, QueryError> {
+        let mut map: HashMap<&str, &str> = HashMap::new();
+        for (k, v) in pairs {
+            map.insert(k.as_ref(), v.as_ref());
+        }
+        Self::parse_map(&map, config)
+    }
+
+    /// Parses a parameter map.
+    pub fn from_map(map: &HashMap<String, String>, config: &Config) -> Result<RankParams, QueryError> {
+        let map: HashMap<&str, &str> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::parse_map(&map, config)
+    }
+
+    fn parse_map(map: &HashMap<&str, &str>, config: &Config) -> Result<RankParams, QueryError> {
+        let mut keys: Vec<&str> = map.keys().copied().collect();
+        keys.sort_unstable();
+        for k in keys {
+            if let Some((_, why)) = UNSUPPORTED.iter().find(|(p, _)| *p == k) {
+                return Err(QueryError::UnsupportedParameter {
+                    param: k.into(),
+                    message: format!("{k}: {why}"),
+                });
+            }
+            if !KNOWN.contains(&k) {
+                return Err(QueryError::UnknownParameter {
+                    param: k.into(),
+                    message: format!("unknown parameter {k:?}; known parameters: {}", KNOWN.join(", ")),
+                });
+            }
+        }
+        let get = |k: &str| map.get(k).copied();
+        let (profile, base, def) = profile(get("profile"), config)?;
+        let weights = weights(get("signal"), get("signals"), def, config)?;
+        let window = duration("window", get("window"))?.or(def.and_then(|d| d.window));
+        let half_life = duration("half_life", get("half_life"))?.or(def.and_then(|d| d.half_life));
+        let terms = terms(base, &weights, window, half_life, config)?;
+        let max_per_creator = match get("max_per_creator") {
+            Some(v) => Some(positive("max_per_creator", v)?),
+            None => def.and_then(|d| d.max_per_creator),
+        };
+        let limit = match get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(v) => {
+                let n = positive("limit", v)?;
+                if n > MAX_LIMIT {
+                    return Err(QueryError::LimitTooLarge {
+                        param: "limit".into(),
+                        message: format!("limit: {n} is above the maximum of {MAX_LIMIT}"),
+                    });
+                }
+                n
+            }
+        };
+        let offset = get("cursor").map(decode_cursor).transpose()?.unwrap_or(0);
+        let explain = match get("explain") {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(v) => return Err(invalid("explain", format!("explain: expected 1 or 0, got {v:?}"))),
+        };
+        let min_lsn = get("min_lsn")
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    invalid(
+                        "min_lsn",
+                        format!("min_lsn: expected a non-negative integer, got {v:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let exclude = get("exclude")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(RankParams {
+            profile,
+            base,
+            terms,
+            category: text("category", get("category"))?,
+            creator: text("creator", get("creator"))?,
+            tag: text("tag", get("tag"))?,
+            exclude,
+            max_per_creator,
+            limit,
+            offset,
+            explain,
+            min_lsn,
+        })
+    }
+}
+
+/// The cursor of the page starting after `offset` items.
+pub fn encode_cursor(offset: usize) -> String {
+    format!("p{offset:x}")
+}
+
+fn decode_cursor(v: &str) -> Result<usize, QueryError> {
+    let bad = || QueryError::InvalidCursor {
+        param: "cursor".into(),
+        message: format!("cursor: {v:?} is not a cursor this server handed out"),
+    };
+    let hex = v.strip_prefix('p').ok_or_else(bad)?;
+    if hex.is_empty() || hex.len() > 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(bad());
+    }
+    let offset = usize::from_str_radix(hex, 16).map_err(|_| bad())?;
+    if offset > MAX_OFFSET {
+        return Err(QueryError::InvalidCursor {
+            param: "cursor".into(),
+            message: format!("cursor: pages deeper than {MAX_OFFSET} items are not served"),
+        });
+    }
+    Ok(offset)
+}
+
+fn profile<'c>(v: Option<&str>, config: &'c Config) -> Result<(String, Base, Option<&'c ProfileDef>), QueryError> {
+    let name = v.unwrap_or("trending");
+    if let Some(base) = Base::parse(name) {
+        return Ok((name.into(), base, None));
+    }
+    if name == "for_you" || name == "following" {
+        return Err(QueryError::UnsupportedProfile {
+            param: "profile".into(),
+            message: format!(
+                "profile: {name:?} is a personalised profile; personalised profiles (for_you, following) are not available yet. \
+                 Use trending, rising, hot, top, new or a profile declared in the schema"
+            ),
+        });
+    }
+    if let Some(def) = config.profile(name) {
+        let base = Base::parse(&def.base).ok_or_else(|| {
+            invalid(
+                "profile",
+                format!("profile: {name:?} is declared on an unknown base {:?}", def.base),
+            )
+        })?;
+        return Ok((name.into(), base, Some(def)));
+    }
+    let declared: Vec<&str> = config.profiles.iter().map(|p| p.name.as_str()).collect();
+    Err(QueryError::UnknownProfile {
+        param: "profile".into(),
+        message: format!(
+            "profile: unknown profile {name:?}; available: trending, rising, hot, top, new{}{}",
+            if declared.is_empty() { "" } else { ", " },
+            declared.join(", ")
+        ),
+    })
+}
+
+/// `(type index, weight)` for every used type, sorted by type; zero weights dropped.
+fn weights(
+    signal: Option<&str>,
+    signals: Option<&str>,
+    def: Option<&ProfileDef>,
+    config: &Config,
+) -> Result<Vec<(KindIdx, f64)>, QueryError> {
+    let kind = |param: &str, name: &str| {
+        config.signal_index(name).map(|i| i as KindIdx).ok_or_else(|| {
+            let known: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
+            QueryError::UnknownSignal {
+                param: param.into(),
+                message: format!("{param}: unknown signal type {name:?}; declared: {}", known.join(", ")),
+            }
+        })
+    };
+    let mut out: Vec<(KindIdx, f64)> = match (signal, signals) {
+        (Some(_), Some(_)) => return Err(invalid("signals", "give either signal= or signals=, not both")),
+        (Some(name), None) => vec![(kind("signal", name.trim())?, 1.0)],
+        (None, Some(list)) => {
+            let mut v: Vec<(KindIdx, f64)> = Vec::new();
+            for part in list.split(',').map(str::trim) {
+                if part.is_empty() {
+                    return Err(invalid(
+                        "signals",
+                        format!("signals: empty entry in {list:?}; expected type:weight,type:weight"),
+                    ));
+                }
+                let (name, w) = match part.split_once(':') {
+                    Some((n, w)) => {
+                        let w: f64 = w.trim().parse().map_err(|_| {
+                            invalid(
+                                "signals",
+                                format!("signals: the weight of {n:?} is not a number: {w:?}"),
+                            )
+                        })?;
+                        (n.trim(), w)
+                    }
+                    None => (part, 1.0),
+                };
+                if !w.is_finite() || w < 0.0 {
+                    return Err(invalid(
+                        "signals",
+                        format!("signals: the weight of {name:?} must be a finite number ≥ 0, got {w}"),
+                    ));
+                }
+                let k = kind("signals", name)?;
+                if v.iter().any(|(x, _)| *x == k) {
+                    return Err(invalid("signals", format!("signals: {name:?} is listed twice")));
+                }
+                v.push((k, w));
+            }
+            v
+        }
+        (None, None) => match def.filter(|d| !d.signals.is_empty()) {
+            Some(d) => d
+                .signals
+                .iter()
+                .map(|(n, w)| Ok((kind("profile", n)?, *w)))
+                .collect::<Result<_, QueryError>>()?,
+            None => config
+                .signals
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i as KindIdx, s.rank_weight))
+                .collect(),
+        },
+    };
+    out.retain(|(_, w)| *w > 0.0);
+    out.sort_by_key(|(k, _)| *k);
+    Ok(out)
+}
+
+fn terms(
+    base: Base,
+    weights: &[(KindIdx, f64)],
+    window: Option<Dur>,
+    half_life: Option<Dur>,
+    config: &Config,
+) -> Result<Vec<Term>, QueryError> {
+    let mut out = Vec::with_capacity(weights.len());
+    for &(kind, weight) in weights {
+        let Some(st) = config.signals.get(kind as usize) else {
+            continue;
+        };
+        let feature = match base {
+            Base::New => continue,
+            Base::Top => Feature::Total,
+            Base::Trending | Base::Rising => {
+                let index = match window {
+                    Some(w) => st.windows.iter().position(|d| d.size == w),
+                    None => (!st.windows.is_empty()).then_some(0),
+                };
+                let Some(index) = index else {
+                    let declared: Vec<String> = st.windows.iter().map(|d| d.size.to_string()).collect();
+                    return Err(QueryError::UndeclaredWindow {
+                        param: "window".into(),
+                        message: format!(
+                            "window: signal type {:?} declares no window {} (declared: {})",
+                            st.name,
+                            window.map_or("at all".into(), |w| w.to_string()),
+                            declared.join(", ")
+                        ),
+                    });
+                };
+                Feature::Window {
+                    index,
+                    size: st.windows[index].size,
+                }
+            }
+            Base::Hot => {
+                let index = match half_life {
+                    Some(h) => st.half_lives.iter().position(|d| *d == h),
+                    None => (!st.half_lives.is_empty()).then_some(0),
+                };
+                let Some(index) = index else {
+                    let declared: Vec<String> = st.half_lives.iter().map(|d| d.to_string()).collect();
+                    return Err(QueryError::UndeclaredHalfLife {
+                        param: "half_life".into(),
+                        message: format!(
+                            "half_life: signal type {:?} declares no half-life {} (declared: {})",
+                            st.name,
+                            half_life.map_or("at all".into(), |h| h.to_string()),
+                            declared.join(", ")
+                        ),
+                    });
+                };
+                Feature::HalfLife {
+                    index: index as HalfLifeIdx,
+                    size: st.half_lives[index],
+                }
+            }
+        };
+        out.push(Term { kind, weight, feature });
+    }
+    Ok(out)
+}
+
+fn duration(param: &str, v: Option<&str>) -> Result<Option<Dur>, QueryError> {
+    v.map(|s| s.parse::<Dur>().map_err(|e| invalid(param, format!("{param}: {e}"))))
+        .transpose()
+}
+
+fn positive(param: &str, v: &str) -> Result<usize, QueryError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(invalid(
+            param,
+            format!("{param}: expected a positive integer, got {v:?}"),
+        )),
+    }
+}
+
+fn text(param: &str, v: Option<&str>) -> Result<Option<String>, QueryError> {
+    match v {
+        Some("") => Err(invalid(param, format!("{param}: must not be empty"))),
+        other => Ok(other.map(String::from)),
+    }
+}

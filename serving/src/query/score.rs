@@ -1,0 +1,177 @@
+//! Scores of SPEC §3/§5 over a snapshot's features, two ways that agree bit for bit: from
+//! an index entry's ordered value (walking a list) and from an item's features (random
+//! access). Each term is `factor × x` with `factor = weight / W-in-hours` for windows and
+//! `weight` otherwise, and a score sums its terms in signal-type order — so a term is
+//! monotone in its index value and a sum of per-list bounds bounds every unseen score.
+//!
+//! - trending: `Σ weight × count_W / W_h` (velocity);
+//! - rising: `Σ weight × (count_W − (count_2W − count_W)) / W_h` (acceleration);
+//! - hot: `Σ weight × decay_h(T)`, `T` the snapshot clock;
+//! - top: `Σ weight × total`;
+//! - new: `created_at`.
+
+use serde_json::{Value, json};
+
+use tidal_core::Config;
+use tidal_core::features::{TOTAL_LANE, decay_sum, hot_value, weight_float};
+use tidal_sinks::index::{from_order_f64, from_order_i64};
+use tidal_sinks::{IndexEntry, IndexKind, ItemEntry, Snapshot};
+
+use super::params::{Base, Feature, RankParams, Term};
+
+/// One list of the ranking: an index and how to turn its values into score terms.
+#[derive(Clone, Debug)]
+pub(crate) struct List {
+    pub(crate) term: Option<Term>,
+    pub(crate) index: IndexKind,
+    factor: f64,
+    /// Half-life in ms (hot only).
+    h_ms: u64,
+}
+
+/// Computes the scores of one request over one snapshot.
+#[derive(Clone, Debug)]
+pub(crate) struct Scorer {
+    pub(crate) base: Base,
+    pub(crate) lists: Vec<List>,
+    clock: u64,
+}
+
+impl Scorer {
+    pub(crate) fn new(snapshot: &Snapshot, params: &RankParams) -> Scorer {
+        let lists = if params.base == Base::New {
+            vec![List {
+                term: None,
+                index: IndexKind::New,
+                factor: 1.0,
+                h_ms: 0,
+            }]
+        } else {
+            params
+                .terms
+                .iter()
+                .map(|t| {
+                    let (index, factor, h_ms) = match (params.base, t.feature) {
+                        (Base::Trending, Feature::Window { index, size }) => (
+                            IndexKind::Trending {
+                                kind: t.kind,
+                                window: index,
+                            },
+                            t.weight / size.hours(),
+                            0,
+                        ),
+                        (Base::Rising, Feature::Window { index, size }) => (
+                            IndexKind::Rising {
+                                kind: t.kind,
+                                window: index,
+                            },
+                            t.weight / size.hours(),
+                            0,
+                        ),
+                        (_, Feature::HalfLife { index, size }) => (
+                            IndexKind::Hot {
+                                kind: t.kind,
+                                half_life: index,
+                            },
+                            t.weight,
+                            size.ms(),
+                        ),
+                        _ => (IndexKind::Top { kind: t.kind }, t.weight, 0),
+                    };
+                    List {
+                        term: Some(*t),
+                        index,
+                        factor,
+                        h_ms,
+                    }
+                })
+                .collect()
+        };
+        Scorer {
+            base: params.base,
+            lists,
+            clock: snapshot.clock_ms(),
+        }
+    }
+
+    /// List `i`'s term for the item an entry of its index points at.
+    pub(crate) fn list_value(&self, i: usize, e: &IndexEntry) -> f64 {
+        let l = &self.lists[i];
+        match l.index {
+            IndexKind::New => e.order as f64,
+            IndexKind::Hot { .. } => l.factor * hot_value(from_order_f64(e.order), l.h_ms, self.clock),
+            _ => l.factor * weight_float(from_order_i64(e.order)),
+        }
+    }
+
+    /// List `i`'s term for an item, from its features. Items absent from the list's index
+    /// get their true (≤ 0) term.
+    pub(crate) fn term_value(&self, i: usize, item: &ItemEntry) -> f64 {
+        let l = &self.lists[i];
+        match l.index {
+            IndexKind::New => item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
+            IndexKind::Trending { kind, window } => {
+                l.factor * weight_float(item.lanes(kind).map_or(0, |x| x.0[2 * window]))
+            }
+            IndexKind::Rising { kind, window } => {
+                l.factor * weight_float(item.lanes(kind).map_or(0, |x| x.rise_fixed(window)))
+            }
+            IndexKind::Top { kind } => l.factor * weight_float(item.lanes(kind).map_or(0, |x| x.0[TOTAL_LANE])),
+            IndexKind::Hot { kind, half_life } => match item.hot_key(kind, half_life, l.h_ms) {
+                Some(key) => l.factor * hot_value(key, l.h_ms, self.clock),
+                None => l.factor * item.decay(kind, half_life, l.h_ms, self.clock),
+            },
+        }
+    }
+
+    /// The item's score: its terms summed in list order.
+    pub(crate) fn score(&self, item: &ItemEntry) -> f64 {
+        (0..self.lists.len()).fold(0.0, |s, i| s + self.term_value(i, item))
+    }
+
+    /// The score from one list's bound per list, summed in the same order as [`score`]:
+    /// an upper bound on the score of any item not yet seen.
+    ///
+    /// [`score`]: Self::score
+    pub(crate) fn threshold(bounds: &[f64]) -> f64 {
+        bounds.iter().fold(0.0, |s, b| s + b)
+    }
+
+    /// `explain=1`: the features and the score terms of one item.
+    pub(crate) fn explain(&self, item: &ItemEntry, config: &Config) -> Value {
+        let mut terms = Vec::with_capacity(self.lists.len());
+        for (i, l) in self.lists.iter().enumerate() {
+            let value = self.term_value(i, item);
+            let Some(t) = l.term else {
+                terms.push(json!({"created_at": item.meta().and_then(|m| m.created_at), "value": value}));
+                continue;
+            };
+            let name = config.signals.get(t.kind as usize).map_or("", |s| s.name.as_str());
+            let lanes = item.lanes(t.kind).copied().unwrap_or_default();
+            let term = match (l.index, t.feature) {
+                (IndexKind::Trending { window, .. }, Feature::Window { size, .. }) => json!({
+                    "signal": name, "weight": t.weight, "window": size.to_string(),
+                    "count": lanes.count(window), "velocity": lanes.count(window) / size.hours(), "value": value,
+                }),
+                (IndexKind::Rising { window, .. }, Feature::Window { size, .. }) => json!({
+                    "signal": name, "weight": t.weight, "window": size.to_string(),
+                    "count": lanes.count(window), "count_2w": lanes.count2(window),
+                    "acceleration": weight_float(lanes.rise_fixed(window)) / size.hours(), "value": value,
+                }),
+                (IndexKind::Hot { kind, half_life }, Feature::HalfLife { size, .. }) => json!({
+                    "signal": name, "weight": t.weight, "half_life": size.to_string(),
+                    "decay": decay_sum(item.epochs(kind, half_life), size.ms(), self.clock), "value": value,
+                }),
+                _ => json!({"signal": name, "weight": t.weight, "total": lanes.total(), "value": value}),
+            };
+            terms.push(term);
+        }
+        let meta = item.meta();
+        json!({
+            "profile": self.base.as_str(),
+            "creator": meta.and_then(|m| m.creator.clone()),
+            "category": meta.and_then(|m| m.category.clone()),
+            "terms": terms,
+        })
+    }
+}
