@@ -1,1 +1,128 @@
-fn main() {}
+//! The `tidal` command line (SPEC §6).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tidal::server::{ServeOptions, serve};
+use tidal_core::time::ClockMode;
+
+#[derive(Parser)]
+#[command(name = "tidal", version, about = "A streaming ranking engine for content feeds")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded default schema and ./tidal-data when given nothing).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (WAL under <DIR>/wal).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Timely worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Clock mode: wall or event.
+        #[arg(long)]
+        clock: Option<ClockMode>,
+    },
+    /// Check or print a write-ahead log.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run the feed-1m benchmark and print the table (SPEC §10).
+    Bench(tidal::bench::BenchArgs),
+    /// What-if experiments over a recorded WAL (SPEC §8).
+    Replay(tidal::replay::ReplayArgs),
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Verify every record's checksum and the LSN sequence.
+    Verify {
+        /// The WAL directory (<data-dir>/wal).
+        dir: PathBuf,
+    },
+    /// Print the records.
+    Inspect {
+        /// The WAL directory (<data-dir>/wal).
+        dir: PathBuf,
+        /// Print at most this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the embedded default configuration.
+    Default,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TIDAL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            workers,
+            clock,
+        } => serve(ServeOptions {
+            config,
+            data_dir,
+            listen,
+            workers,
+            clock,
+        }),
+        Command::Wal {
+            command: WalCommand::Verify { dir },
+        } => match tidal_sources::wal::verify(&dir) {
+            Ok(report) => {
+                println!("{report}");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Wal {
+            command: WalCommand::Inspect { dir, limit },
+        } => {
+            let mut out = std::io::stdout().lock();
+            tidal_sources::wal::inspect(&dir, &mut out, limit).map_err(|e| e.to_string())
+        }
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", tidal_core::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Bench(args) => tidal::bench::run(args),
+        Command::Replay(args) => tidal::replay::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidal: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

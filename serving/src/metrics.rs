@@ -1,0 +1,125 @@
+//! Prometheus metrics: ingest counts, batch sizes, WAL commit (fsync) latency, query latency
+//! and frontier lag, rendered as Prometheus text at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels for per-endpoint series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The endpoint, e.g. `rankings`.
+    pub route: &'static str,
+}
+
+/// Labels for answered errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// The error code.
+    pub code: &'static str,
+}
+
+/// Every metric tidal exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Signals written to the WAL.
+    pub signals_accepted: Counter,
+    /// Signals dropped as duplicates.
+    pub signals_duplicate: Counter,
+    /// Records written to the WAL.
+    pub records: Counter,
+    /// Signals per ingest request.
+    pub batch_size: Histogram,
+    /// Submit → durable acknowledgement (includes the group commit's fsync).
+    pub commit_seconds: Histogram,
+    /// Query latency per endpoint.
+    pub query_seconds: Family<RouteLabel, Histogram>,
+    /// Errors answered, by code.
+    pub errors: Family<ErrorLabel, Counter>,
+    /// LSNs written but not yet visible to queries.
+    pub frontier_lag_lsn: Gauge,
+    /// Wall-clock ms minus the serving clock.
+    pub frontier_lag_ms: Gauge,
+    /// The last LSN visible to queries.
+    pub serving_lsn: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tidal");
+        let signals_accepted = Counter::default();
+        let signals_duplicate = Counter::default();
+        let records = Counter::default();
+        let batch_size = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        let commit_seconds = Histogram::new(exponential_buckets(1e-5, 2.0, 20));
+        let query_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-5, 2.0, 20))
+        });
+        let errors = Family::<ErrorLabel, Counter>::default();
+        let frontier_lag_lsn = Gauge::default();
+        let frontier_lag_ms = Gauge::default();
+        let serving_lsn = Gauge::default();
+        registry.register(
+            "signals_accepted",
+            "Signals written to the WAL",
+            signals_accepted.clone(),
+        );
+        registry.register(
+            "signals_duplicate",
+            "Signals dropped as duplicates",
+            signals_duplicate.clone(),
+        );
+        registry.register("wal_records", "Records written to the WAL", records.clone());
+        registry.register("ingest_batch_signals", "Signals per ingest request", batch_size.clone());
+        registry.register(
+            "wal_commit_seconds",
+            "Time from submit to durable acknowledgement (group commit incl. fsync)",
+            commit_seconds.clone(),
+        );
+        registry.register("query_seconds", "Query latency by endpoint", query_seconds.clone());
+        registry.register("http_errors", "Error answers by code", errors.clone());
+        registry.register(
+            "frontier_lag_lsn",
+            "LSNs written but not yet visible to queries",
+            frontier_lag_lsn.clone(),
+        );
+        registry.register(
+            "frontier_lag_ms",
+            "Wall clock minus the serving clock, ms",
+            frontier_lag_ms.clone(),
+        );
+        registry.register("serving_lsn", "Last LSN visible to queries", serving_lsn.clone());
+        Metrics {
+            registry,
+            signals_accepted,
+            signals_duplicate,
+            records,
+            batch_size,
+            commit_seconds,
+            query_seconds,
+            errors,
+            frontier_lag_lsn,
+            frontier_lag_ms,
+            serving_lsn,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,461 @@
+//! `tidal bench`: SPEC §10's feed-1m workload, measured end to end and printed as a table.
+//!
+//! Phases: write a WAL of `--signals` signals (Zipf 1.1 item popularity over `--items`
+//! items, `--users` users, the six default signal types); replay it through every
+//! materializer (in process: signals/s and peak memory); restart a real `tidal serve` on it
+//! and time until it serves; then, against that server over loopback HTTP, durable NDJSON
+//! ingest in batches of 1000, single-signal POST latency, freshness (ack → visible), and
+//! trending top-50 latency while 50k signals/s are ingested in the background.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use tidal_core::config::Config;
+use tidal_core::record::{Record, Signal};
+use tidal_core::time::{ClockMode, Durability, wall_clock_ms};
+use tidal_sources::feed::Feed;
+use tidal_sources::wal::{Wal, WalOptions};
+
+use crate::server::{Running, wal_dir};
+
+/// Options of `tidal bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Distinct items (Zipf 1.1 popularity).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub items: usize,
+    /// Distinct users.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub users: usize,
+    /// Signals written to the WAL before replay.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub signals: usize,
+    /// Signals sent in the durable HTTP ingest phase.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub http_signals: usize,
+    /// Requests in each latency phase.
+    #[arg(long, default_value_t = 5_000)]
+    pub requests: usize,
+    /// Timely workers.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Working directory (default: a fresh temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Skip the HTTP phases.
+    #[arg(long)]
+    pub no_http: bool,
+}
+
+/// Zipf(s) sampler over `0..n` by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut cdf = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for k in 1..=n {
+            acc += (k as f64).powf(-s);
+            cdf.push(acc);
+        }
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Zipf { cdf }
+    }
+    fn sample(&self, rng: &mut SmallRng) -> usize {
+        let u: f64 = rng.r#gen();
+        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// The six default types with a feed-like mix.
+const MIX: [(&str, f64); 6] = [
+    ("view", 0.70),
+    ("like", 0.10),
+    ("share", 0.03),
+    ("skip", 0.10),
+    ("completion", 0.06),
+    ("hide", 0.01),
+];
+
+struct Gen {
+    zipf: Zipf,
+    users: usize,
+    rng: SmallRng,
+}
+
+impl Gen {
+    fn signal(&mut self, ts: Option<u64>) -> Signal {
+        let item = self.zipf.sample(&mut self.rng);
+        let user = self.rng.gen_range(0..self.users);
+        let mut u: f64 = self.rng.r#gen();
+        let mut kind = "view";
+        for (k, p) in MIX {
+            if u < p {
+                kind = k;
+                break;
+            }
+            u -= p;
+        }
+        Signal {
+            kind: kind.into(),
+            item: format!("m{item}"),
+            user: Some(format!("u{user}")),
+            weight: 1.0,
+            ts,
+            id: None,
+        }
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Peak resident memory (VmHWM) of a process, bytes.
+fn peak_rss(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+struct Row {
+    figure: &'static str,
+    target: &'static str,
+    result: String,
+    met: Option<bool>,
+}
+
+/// Runs every phase and prints the table.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = TempDir::new()?;
+            tmp.0.clone()
+        }
+    };
+    let mut rows = Vec::new();
+    eprintln!(
+        "bench: generating {} signals over {} items in {}",
+        args.signals,
+        args.items,
+        dir.display()
+    );
+    let mut g = Gen {
+        zipf: Zipf::new(args.items, 1.1),
+        users: args.users,
+        rng: SmallRng::seed_from_u64(42),
+    };
+    write_wal(&dir, &args, &mut g)?;
+
+    // Replay through every materializer, in process.
+    let mut config = Config::default_filled();
+    config.engine.data_dir = dir.display().to_string();
+    config.engine.workers = args.workers;
+    config.engine.durability = Durability::Buffer;
+    let started = Instant::now();
+    let running = Running::start(config)?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = args.signals as f64 / secs;
+    rows.push(Row {
+        figure: "replay through all materializers",
+        target: ">= 1M signals/s",
+        result: format!("{:.0} signals/s ({} in {:.1} s)", rate, args.signals, secs),
+        met: Some(rate >= 1e6),
+    });
+    let rss = peak_rss("self").unwrap_or(0);
+    running.shutdown();
+
+    // Restart of the real binary on that data directory.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let server = BenchServer::start(&exe, &dir, args.workers)?;
+    let restart = started.elapsed().as_secs_f64();
+    rows.push(Row {
+        figure: "restart with the WAL above",
+        target: "<= 10 s to serving (10M signals)",
+        result: format!("{restart:.2} s"),
+        met: Some(restart <= 10.0),
+    });
+
+    if !args.no_http {
+        http_phases(&server, &args, &mut g, &mut rows);
+    }
+    let server_rss = peak_rss(&server.child.id().to_string()).unwrap_or(0);
+    rows.push(Row {
+        figure: "peak resident memory",
+        target: "<= 6 GiB",
+        result: format!(
+            "{:.2} GiB replay process, {:.2} GiB server",
+            rss as f64 / (1u64 << 30) as f64,
+            server_rss as f64 / (1u64 << 30) as f64
+        ),
+        met: Some(rss.max(server_rss) <= 6 << 30),
+    });
+    drop(server);
+
+    println!("| figure | target | result | met |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        println!("| {} | {} | {} | {} |", r.figure, r.target, r.result, met);
+    }
+    Ok(())
+}
+
+fn write_wal(dir: &Path, args: &BenchArgs, g: &mut Gen) -> Result<(), String> {
+    let mut config = Config::default_filled();
+    config.engine.clock = ClockMode::Event;
+    config.engine.durability = Durability::Buffer;
+    config.engine.dedup_window = tidal_core::Dur(0);
+    let mut opts = WalOptions::from_config(&config, wal_dir(dir));
+    opts.durability = Durability::Buffer;
+    let feed = Arc::new(Feed::new(usize::MAX));
+    let wal = Wal::open(opts, feed.clone(), |_| {}).map_err(|e| e.to_string())?;
+    // Event times spread over the last 7 days, ending now, so the wall clock carries on.
+    let end = wall_clock_ms();
+    let span = 7 * 86_400_000u64;
+    let batches = args.signals.div_ceil(1000);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(64);
+    let mut inflight = 0usize;
+    for b in 0..batches {
+        let ts = end - span + span * b as u64 / batches.max(1) as u64;
+        let n = 1000.min(args.signals - b * 1000);
+        let sigs: Vec<Signal> = (0..n).map(|_| g.signal(Some(ts))).collect();
+        let tx = tx.clone();
+        wal.submit(
+            vec![Record::Signals(sigs)],
+            Box::new(move |r| {
+                let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            }),
+        );
+        inflight += 1;
+        if inflight >= 32 {
+            rx.recv().map_err(|e| e.to_string())??;
+            inflight -= 1;
+        }
+        // The feed is not read here: drop what it holds.
+        let _ = feed.drain(usize::MAX);
+    }
+    for _ in 0..inflight {
+        rx.recv().map_err(|e| e.to_string())??;
+    }
+    wal.shutdown();
+    Ok(())
+}
+
+struct BenchServer {
+    child: Child,
+    base: String,
+}
+
+impl BenchServer {
+    fn start(exe: &Path, dir: &Path, workers: usize) -> Result<BenchServer, String> {
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+            .env("TIDAL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(rest) = line.strip_prefix("tidal serving on ") {
+                let base = rest.split_whitespace().next().unwrap_or("").to_string();
+                std::thread::spawn(move || for _ in lines {});
+                return Ok(BenchServer { child, base });
+            }
+        }
+        Err("the server exited before serving".into())
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ndjson(g: &mut Gen, n: usize) -> String {
+    let mut s = String::with_capacity(n * 64);
+    for _ in 0..n {
+        let sig = g.signal(None);
+        s.push_str(&format!(
+            "{{\"type\":\"{}\",\"item\":\"{}\",\"user\":\"{}\"}}\n",
+            sig.kind,
+            sig.item,
+            sig.user.unwrap_or_default()
+        ));
+    }
+    s
+}
+
+fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut Vec<Row>) {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let url = |p: &str| format!("{}{}", server.base, p);
+
+    // Durable ingest: 4 connections, NDJSON batches of 1000.
+    let bodies: Vec<String> = (0..64).map(|_| ndjson(g, 1000)).collect();
+    let bodies = Arc::new(bodies);
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let bodies = bodies.clone();
+            let sent = sent.clone();
+            let agent = agent.clone();
+            let u = url("/v1/signals");
+            let total = args.http_signals as u64;
+            std::thread::spawn(move || {
+                let mut i = t;
+                while sent.fetch_add(1000, Ordering::Relaxed) < total {
+                    let body = &bodies[i % bodies.len()];
+                    if agent
+                        .post(&u)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(body)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    i += 4;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rate = args.http_signals as f64 / secs;
+    rows.push(Row {
+        figure: "durable HTTP ingest (NDJSON x1000)",
+        target: ">= 300k signals/s",
+        result: format!("{rate:.0} signals/s"),
+        met: Some(rate >= 300_000.0),
+    });
+
+    // Single-signal POST latency and freshness.
+    let mut lat = Vec::new();
+    let mut fresh = Vec::new();
+    for i in 0..args.requests {
+        let body = format!("{{\"type\":\"view\",\"item\":\"fresh{i}\"}}");
+        let t = Instant::now();
+        let Ok(resp) = agent.post(&url("/v1/signals")).send_string(&body) else {
+            continue;
+        };
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        let lsn = resp
+            .into_string()
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["lsn"].as_u64())
+            .unwrap_or(0);
+        if i % 5 == 0 {
+            let t = Instant::now();
+            if agent
+                .get(&url(&format!("/v1/rankings?limit=1&min_lsn={lsn}")))
+                .call()
+                .is_ok()
+            {
+                fresh.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+    rows.push(Row {
+        figure: "single-signal POST latency",
+        target: "p50 <= 200 us, p99 <= 2 ms",
+        result: format!("p50 {p50:.0} us, p99 {p99:.0} us"),
+        met: Some(p50 <= 200.0 && p99 <= 2000.0),
+    });
+    let (f50, f99) = (percentile(&mut fresh, 0.5), percentile(&mut fresh, 0.99));
+    rows.push(Row {
+        figure: "freshness (ack -> visible)",
+        target: "p99 <= 50 ms",
+        result: format!("p50 {f50:.2} ms, p99 {f99:.2} ms"),
+        met: Some(f99 <= 50.0),
+    });
+
+    // Trending top-50 under 50k signals/s of background ingest.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bg = {
+        let stop = stop.clone();
+        let bodies = bodies.clone();
+        let agent = agent.clone();
+        let u = url("/v1/signals");
+        std::thread::spawn(move || {
+            let mut i = 0;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = agent
+                    .post(&u)
+                    .set("Content-Type", "application/x-ndjson")
+                    .send_string(&bodies[i % bodies.len()]);
+                i += 1;
+                next += Duration::from_millis(20);
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+        })
+    };
+    let mut q = Vec::new();
+    for _ in 0..args.requests {
+        let t = Instant::now();
+        if agent.get(&url("/v1/rankings?profile=trending&limit=50")).call().is_ok() {
+            q.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = bg.join();
+    let (q50, q99) = (percentile(&mut q, 0.5), percentile(&mut q, 0.99));
+    rows.push(Row {
+        figure: "trending top-50 under 50k signals/s",
+        target: "p50 <= 2 ms, p99 <= 10 ms",
+        result: format!("p50 {q50:.2} ms, p99 {q99:.2} ms"),
+        met: Some(q50 <= 2.0 && q99 <= 10.0),
+    });
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir, String> {
+        let p = std::env::temp_dir().join(format!("tidal-bench-{}-{}", std::process::id(), wall_clock_ms()));
+        std::fs::create_dir_all(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
