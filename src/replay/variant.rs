@@ -1,0 +1,185 @@
+//! One configuration under replay: its own feed, dataflow engine and publisher — the same
+//! pieces `tidal serve` runs, with the WAL reader as the producer instead of the WAL writer.
+//! Every variant receives the same committed batches; each evaluates queries on its own
+//! published snapshots.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tidal_core::config::Config;
+use tidal_core::record::SharedBatch;
+use tidal_core::time::{Time, time_at};
+use tidal_dataflows::Engine;
+use tidal_serving::query::{RankParams, Ranking, rank};
+use tidal_sinks::{Publisher, Snapshot};
+use tidal_sources::feed::Feed;
+
+use super::ReplayError;
+
+/// Undrained batches a variant's feed holds before the reader waits for its dataflow.
+const FEED_CAPACITY: usize = 256;
+/// How often a waiting reader looks at the published frontier.
+const POLL: Duration = Duration::from_micros(200);
+
+/// A configuration to replay under, with its name.
+#[derive(Clone, Debug)]
+pub struct VariantSpec {
+    /// The name reports use.
+    pub name: String,
+    /// The configuration.
+    pub config: Config,
+    /// Where it came from (a file path, or "WAL" for the log's own configuration).
+    pub origin: String,
+}
+
+/// The engine thread's outcome, set once the engine has stopped.
+type Outcome = Arc<Mutex<Option<Result<(), String>>>>;
+
+/// A running variant.
+pub(crate) struct Variant {
+    pub name: String,
+    pub config: Arc<Config>,
+    /// The parsed queries, in `--query` order.
+    pub queries: Vec<RankParams>,
+    feed: Arc<Feed>,
+    publisher: Arc<Publisher>,
+    stopped: Arc<AtomicBool>,
+    outcome: Outcome,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl Variant {
+    /// Starts the dataflow for `spec` with `workers` threads; `queries` are its parsed queries.
+    pub fn start(spec: &VariantSpec, queries: Vec<RankParams>, workers: usize) -> Result<Variant, ReplayError> {
+        let config = Arc::new(spec.config.clone());
+        let feed = Arc::new(Feed::new(FEED_CAPACITY));
+        let publisher = Arc::new(Publisher::new(config.clone()));
+        let engine = Engine::start(config.clone(), workers, feed.clone(), publisher.clone()).map_err(|e| {
+            ReplayError::Engine {
+                variant: spec.name.clone(),
+                message: e,
+            }
+        })?;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let outcome: Outcome = Arc::new(Mutex::new(None));
+        // The watcher owns the engine: when it stops (normally only after `finish` closes the
+        // feed) it records why and closes the feed, so a reader waiting on a full queue of a
+        // failed dataflow wakes up.
+        let watcher = {
+            let (feed, stopped, outcome) = (feed.clone(), stopped.clone(), outcome.clone());
+            std::thread::Builder::new()
+                .name(format!("tidal-replay-{}", spec.name))
+                .spawn(move || {
+                    let result = engine.join();
+                    *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    stopped.store(true, Ordering::Release);
+                    feed.close();
+                })
+                .map_err(|e| ReplayError::Engine {
+                    variant: spec.name.clone(),
+                    message: format!("cannot start a thread: {e}"),
+                })?
+        };
+        Ok(Variant {
+            name: spec.name.clone(),
+            config,
+            queries,
+            feed,
+            publisher,
+            stopped,
+            outcome,
+            watcher: Some(watcher),
+        })
+    }
+
+    /// Why the engine stopped early.
+    fn failure(&self) -> ReplayError {
+        let message = match &*self.outcome.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(Err(e)) => e.clone(),
+            _ => "the dataflow stopped before the end of the replay".to_string(),
+        };
+        ReplayError::Engine {
+            variant: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Hands a batch to the dataflow (waits while its queue is full).
+    pub fn push(&self, batch: SharedBatch) -> Result<(), ReplayError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(self.failure());
+        }
+        self.feed.push(batch);
+        Ok(())
+    }
+
+    /// Promises that no batch with a clock at or below `clock_ms` is still to come.
+    pub fn seal_through(&self, clock_ms: u64) {
+        self.feed.seal(time_at(clock_ms.saturating_add(1)));
+    }
+
+    /// Waits until the published state is complete through clock `clock_ms` (frontier at
+    /// `time_at(clock_ms + 1)`), and returns that snapshot: it answers as of `clock_ms`.
+    pub fn snapshot_through(&self, clock_ms: u64) -> Result<Arc<Snapshot>, ReplayError> {
+        let target: Time = time_at(clock_ms.saturating_add(1));
+        loop {
+            let snap = self.publisher.load();
+            if snap.frontier >= target {
+                return Ok(snap);
+            }
+            if self.stopped.load(Ordering::Acquire) {
+                // A last look: the final snapshot may have landed as the engine stopped.
+                let snap = self.publisher.load();
+                if snap.frontier >= target {
+                    return Ok(snap);
+                }
+                return Err(self.failure());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Answers query `index` on `snapshot`.
+    pub fn rank(&self, snapshot: &Snapshot, index: usize, query: &str) -> Result<Ranking, ReplayError> {
+        let params = self.queries.get(index).ok_or_else(|| ReplayError::Query {
+            variant: self.name.clone(),
+            query: query.to_string(),
+            message: "no such query".into(),
+        })?;
+        rank(snapshot, &self.config, params).map_err(|e| ReplayError::Query {
+            variant: self.name.clone(),
+            query: query.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Closes the feed and waits until the dataflow has drained and stopped.
+    pub fn finish(mut self) -> Result<(), ReplayError> {
+        self.feed.close();
+        if let Some(w) = self.watcher.take()
+            && w.join().is_err()
+        {
+            return Err(ReplayError::Engine {
+                variant: self.name.clone(),
+                message: "the dataflow watcher panicked".into(),
+            });
+        }
+        match self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(message)) => Err(ReplayError::Engine {
+                variant: self.name.clone(),
+                message,
+            }),
+            None => Err(self.failure()),
+        }
+    }
+}
+
+impl Drop for Variant {
+    /// On an early return the dataflow is told to stop; it drains in the background.
+    fn drop(&mut self) {
+        self.feed.close();
+    }
+}

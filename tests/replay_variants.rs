@@ -1,0 +1,169 @@
+//! Variants in one pass: rankings against decay computed from scratch, one pass equal to
+//! separate runs, the measures seeing a changed half-life, and the evaluation schedule.
+
+mod replay_support;
+
+use replay_support::*;
+use tidal::replay::{ReplayOptions, ReplayReport, VariantSpec, replay};
+use tidal_core::record::Record;
+
+/// `old` is viewed a lot early, `mid` a little later, `new` a little just now: a long
+/// half-life ranks `old` first, a short one `new`.
+fn scenario(dir: &std::path::Path) -> Vec<(String, u64, f64)> {
+    let baseline = with_view_half_lives(&["24h", "1h"]);
+    let mut requests = vec![
+        vec![Record::Config {
+            toml: baseline.to_toml(),
+        }],
+        vec![put("old", "a"), put("mid", "a"), put("new", "b"), put("zzz", "b")],
+    ];
+    let mut events = Vec::new();
+    let mut add = |requests: &mut Vec<Vec<Record>>, item: &str, n: usize, ts: u64| {
+        let sigs: Vec<_> = (0..n).map(|u| view(item, &format!("u{u}"), ts)).collect();
+        for _ in 0..n {
+            events.push((item.to_string(), ts, 1.0));
+        }
+        requests.push(vec![Record::Signals(sigs)]);
+    };
+    add(&mut requests, "old", 8, T0);
+    add(&mut requests, "zzz", 1, T0 + 30 * MIN);
+    add(&mut requests, "mid", 3, T0 + 2 * HOUR);
+    add(&mut requests, "new", 3, T0 + 3 * HOUR);
+    add(&mut requests, "zzz", 1, T0 + 5 * HOUR);
+    // Small segments: the log spans several files.
+    write_wal(dir, &requests, 600);
+    events
+}
+
+fn variant(name: &str, half_lives: &[&str]) -> VariantSpec {
+    VariantSpec {
+        name: name.into(),
+        config: with_view_half_lives(half_lives),
+        origin: format!("{name}.toml"),
+    }
+}
+
+fn options(dir: &std::path::Path, variants: Vec<VariantSpec>, at: &[u64]) -> ReplayOptions {
+    ReplayOptions {
+        variants,
+        at: at.to_vec(),
+        queries: vec![
+            "profile=hot&signal=view&limit=2".into(),
+            "profile=top&signal=view".into(),
+        ],
+        ..ReplayOptions::new(dir)
+    }
+}
+
+fn ranking(report: &ReplayReport, variant: &str, at: u64, query: &str) -> Vec<(String, f64)> {
+    report
+        .row(variant, at, query)
+        .unwrap_or_else(|| panic!("no row {variant} {at} {query}"))
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.score))
+        .collect()
+}
+
+fn assert_close(got: &[(String, f64)], want: &[(String, f64)], what: &str) {
+    let ids = |v: &[(String, f64)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(got), ids(want), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g.1 - w.1).abs() <= 1e-9 * w.1.abs().max(1.0), "{what}: {g:?} vs {w:?}");
+    }
+}
+
+#[test]
+fn shorter_half_life_changes_hot_and_the_measures_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = scenario(dir.path());
+    let t = T0 + 3 * HOUR + MIN;
+    let report = replay(&options(dir.path(), vec![variant("short", &["1h", "24h"])], &[t])).unwrap();
+    assert_eq!(report.variants[0].origin, "WAL");
+    // Reading stops once the last clock is evaluated: the batch at T0 + 5h is never read.
+    assert_eq!(report.events, 15);
+    let hot = "profile=hot&signal=view&limit=2";
+    for (name, h) in [("baseline", 24 * HOUR), ("short", HOUR)] {
+        let want: Vec<_> = decay_scores(&events, h, t).into_iter().take(2).collect();
+        assert_close(&ranking(&report, name, t, hot), &want, name);
+    }
+    let base = report.row("baseline", t, hot).unwrap();
+    assert_eq!(base.vs_baseline.overlap_at_k, 1.0);
+    assert_eq!(base.vs_baseline.rbo, 1.0);
+    let short = report.row("short", t, hot).unwrap();
+    let base_ids: Vec<&str> = base.items.iter().map(|i| i.id.as_str()).collect();
+    let short_ids: Vec<&str> = short.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(base_ids, ["old", "new"]);
+    assert_eq!(short_ids, ["new", "mid"]);
+    assert_eq!(short.vs_baseline.overlap_at_k, 0.5);
+    assert!(short.vs_baseline.rbo < 1.0 && short.vs_baseline.rbo > 0.0);
+    assert!(short.vs_baseline.kendall_tau.unwrap() < 0.0);
+    assert_eq!(short.entering, ["mid"]);
+    assert_eq!(short.leaving, ["old"]);
+    // `top` does not depend on half-lives: the variant agrees with the baseline.
+    let top = report.row("short", t, "profile=top&signal=view").unwrap();
+    assert_eq!(top.vs_baseline.rbo, 1.0);
+    assert_eq!(top.vs_baseline.kendall_tau, Some(1.0));
+}
+
+#[test]
+fn two_variants_in_one_pass_equal_separate_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(dir.path());
+    let times = [T0 + 10 * MIN, T0 + 2 * HOUR + 30 * MIN, T0 + 6 * HOUR];
+    let (a, b) = (variant("short", &["1h"]), variant("week", &["7d", "30m"]));
+    let both = replay(&options(dir.path(), vec![a.clone(), b.clone()], &times)).unwrap();
+    let only_a = replay(&options(dir.path(), vec![a], &times)).unwrap();
+    let only_b = replay(&options(dir.path(), vec![b], &times)).unwrap();
+    assert_eq!(both.times, times);
+    for &t in &times {
+        for q in &both.queries {
+            for (name, alone) in [("baseline", &only_a), ("short", &only_a), ("week", &only_b)] {
+                assert_eq!(ranking(&both, name, t, q), ranking(alone, name, t, q), "{name} {t} {q}");
+                let (x, y) = (both.row(name, t, q).unwrap(), alone.row(name, t, q).unwrap());
+                assert_eq!(x.vs_baseline, y.vs_baseline);
+                assert_eq!(x.as_of.clock, t);
+            }
+        }
+    }
+}
+
+#[test]
+fn periodic_evaluation_and_until() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = scenario(dir.path());
+    let opts = ReplayOptions {
+        every: Some(HOUR),
+        from: Some(T0),
+        until: Some(T0 + 4 * HOUR),
+        ..options(dir.path(), vec![], &[])
+    };
+    let report = replay(&opts).unwrap();
+    let want: Vec<u64> = (0..=4).map(|k| T0 + k * HOUR).collect();
+    assert_eq!(report.times, want);
+    // The last batch (after --until) is not applied.
+    assert_eq!(report.events, 15);
+    assert_eq!(report.last_clock, Some(T0 + 3 * HOUR));
+    for &t in &want {
+        let top: Vec<_> = decay_scores(&events, 24 * HOUR, t).into_iter().take(2).collect();
+        assert_close(
+            &ranking(&report, "baseline", t, "profile=hot&signal=view&limit=2"),
+            &top,
+            "hot",
+        );
+    }
+    // With no clock given, the end of the log.
+    let end = replay(&options(dir.path(), vec![], &[])).unwrap();
+    assert_eq!(end.times, [T0 + 5 * HOUR]);
+    assert_eq!(end.events, 16);
+}
+
+#[test]
+fn a_query_the_variant_schema_cannot_answer_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(dir.path());
+    let mut opts = options(dir.path(), vec![variant("short", &["1h"])], &[T0]);
+    opts.queries = vec!["profile=hot&signal=view&half_life=24h".into()];
+    let e = replay(&opts).unwrap_err().to_string();
+    assert!(e.contains("short") && e.contains("half_life"), "{e}");
+}
