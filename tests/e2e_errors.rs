@@ -114,7 +114,10 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
     let (st, v) = s.get("/v1/items/never-seen");
     assert_error(st, &v, 404, "not_found");
     // A body over the 16 MiB limit: the server answers 413 from the declared length at once.
-    let (st, text) = raw_request(&s, "POST /v1/signals HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n[");
+    let (st, text) = raw_request(
+        &s,
+        "POST /v1/signals HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n[",
+    );
     assert_eq!(st, 413, "{text}");
     assert!(text.contains("body_too_large"), "{text}");
 
@@ -129,7 +132,8 @@ fn raw_request(s: &Server, head: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = s.base.trim_start_matches("http://");
     let mut c = std::net::TcpStream::connect(addr).expect("connect");
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
     c.write_all(head.as_bytes()).expect("write");
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();

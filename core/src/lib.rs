@@ -2,6 +2,7 @@
 //! records the WAL stores, the exact fixed-point feature arithmetic, and errors. Every other
 //! crate of tidal depends on this one; it depends on none of them.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
 pub mod config;

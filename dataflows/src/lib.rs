@@ -1,1 +1,144 @@
-//! placeholder
+//! Wiring tidal's dataflow from the schema ([`graph`]) and running it on timely workers
+//! ([`Engine`]). The engine builds its own `timely::Config` (threads in this process, or a
+//! multi-process cluster), runs every worker in the background until the feed is closed and
+//! the dataflow has drained, and publishes through `tidal_sinks::publish`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod graph;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use timely::worker::ProgressMode;
+use timely::{CommunicationConfig, WorkerConfig};
+
+use tidal_core::config::Config;
+use tidal_core::time::Time;
+use tidal_sinks::Publisher;
+use tidal_sources::feed::Feed;
+
+pub use graph::{Outputs, build};
+
+/// How long an idle worker parks before looking again (wake-ups from the feed and from other
+/// workers cut it short).
+const PARK: Duration = Duration::from_millis(20);
+/// Merge effort differential spends on traces while a worker is otherwise idle.
+const IDLE_MERGE_EFFORT: isize = 1_000;
+
+/// How the workers are laid out.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// A multi-process cluster (`CommunicationConfig::Cluster`); `None` runs `workers` threads
+    /// in this process.
+    pub communication: Option<CommunicationConfig>,
+}
+
+impl EngineOptions {
+    /// `workers` threads in this process.
+    pub fn threads(workers: usize) -> EngineOptions {
+        EngineOptions {
+            workers,
+            communication: None,
+        }
+    }
+
+    /// The timely configuration: threads or cluster, demand-driven progress, idle merging.
+    pub fn timely_config(&self) -> Result<timely::Config, String> {
+        let communication = match &self.communication {
+            Some(c) => c.clone(),
+            None if self.workers == 0 => return Err("the engine needs at least one worker".into()),
+            None if self.workers == 1 => CommunicationConfig::Thread,
+            None => CommunicationConfig::Process(self.workers),
+        };
+        let mut config = timely::Config {
+            communication,
+            worker: WorkerConfig::default().progress_mode(ProgressMode::Demand),
+        };
+        differential_dataflow::configure(
+            &mut config.worker,
+            &differential_dataflow::Config::default().idle_merge_effort(Some(IDLE_MERGE_EFFORT)),
+        );
+        Ok(config)
+    }
+}
+
+/// The running dataflow.
+pub struct Engine {
+    feed: Arc<Feed>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Engine {
+    /// Starts `workers` threads running the dataflow over `feed`, publishing into `publisher`.
+    pub fn start(
+        config: Arc<Config>,
+        workers: usize,
+        feed: Arc<Feed>,
+        publisher: Arc<Publisher>,
+    ) -> Result<Engine, String> {
+        Engine::start_with(
+            config,
+            EngineOptions::threads(workers),
+            feed,
+            move |out: Outputs<'_>| tidal_sinks::publish(out.windows, out.decay, out.items, out.lsn, publisher.clone()),
+        )
+    }
+
+    /// Starts the dataflow with any worker layout and any sink: `sink` is called once per
+    /// worker with that worker's [`Outputs`].
+    pub fn start_with<S>(
+        config: Arc<Config>,
+        options: EngineOptions,
+        feed: Arc<Feed>,
+        sink: S,
+    ) -> Result<Engine, String>
+    where
+        S: for<'s> Fn(Outputs<'s>) + Send + Sync + 'static,
+    {
+        let timely_config = options.timely_config()?;
+        let worker_feed = feed.clone();
+        let thread = std::thread::Builder::new()
+            .name("tidal-dataflow".into())
+            .spawn(move || {
+                let guards = timely::execute(timely_config, move |worker| {
+                    let (feed, config) = (worker_feed.clone(), config.clone());
+                    worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config)));
+                    while worker.step_or_park(Some(PARK)) {}
+                })?;
+                guards
+                    .join()
+                    .into_iter()
+                    .collect::<Result<Vec<()>, String>>()
+                    .map(|_| ())
+            })
+            .map_err(|e| format!("cannot start the dataflow thread: {e}"))?;
+        Ok(Engine {
+            feed,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether every worker has finished (the feed was closed and everything drained, or a
+    /// worker failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the workers; they finish once the feed is closed and drained.
+    pub fn join(mut self) -> Result<(), String> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| "the dataflow thread panicked".to_string())?,
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the feed and waits for the workers.
+    pub fn shutdown(self) -> Result<(), String> {
+        self.feed.close();
+        self.join()
+    }
+}

@@ -10,7 +10,6 @@
 //! in [`contract`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
-
 #![deny(missing_docs)]
 
 pub mod contract;

@@ -1,6 +1,8 @@
 //! Where records enter tidal: the write-ahead log ([`wal`]) and the timely source operator
 //! that reads committed batches from a [`feed::Feed`] ([`source`]).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod feed;
-pub mod wal;
 pub mod source;
+pub mod wal;

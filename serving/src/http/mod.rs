@@ -70,7 +70,9 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .layer(middleware::from_fn(move |req: Request, next: Next| declared_length(body_limit, req, next)))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            declared_length(body_limit, req, next)
+        }))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             with_timeout(timeout, req, next)
         }))

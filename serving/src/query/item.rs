@@ -36,7 +36,8 @@ pub fn item_view(snapshot: &Snapshot, config: &Config, id: &str) -> Option<Value
         }
         for (h, hl) in st.half_lives.iter().enumerate() {
             let value = decay_sum(entry.epochs(kind, h as HalfLifeIdx), hl.ms(), clock);
-            decay.insert(hl.to_string(), json!(value));
+            // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+            decay.insert(hl.to_string(), json!(value + 0.0));
         }
         signals.insert(
             st.name.clone(),

@@ -1,0 +1,112 @@
+//! The decay materializer: per (item, signal type, half-life, epoch) it maintains the exact
+//! anchored sum `Σ round(w · 2^((ts_eff − E)/h) · 2^DECAY_BITS)` as an `i128`, from which a
+//! reader gets `decay_h(T) = Σ_E sum_E · 2^(−(T − E)/h)` (`features::decay_sum`). Epochs
+//! span `EPOCH_HALF_LIVES` half-lives, so every anchored term stays below `w · 2^16`; an
+//! epoch is retracted whole at `epoch_expiry`, when its weight has fallen below `2^-64`, so
+//! state is bounded by the epochs of the last `EPOCH_HALF_LIVES + EXPIRY_HALF_LIVES`
+//! half-lives. Integer sums cancel exactly and do not depend on the order of addition, so
+//! the result is the same for any number of workers. Cost per event: one exchange of the
+//! event and, per half-life, two updates (insertion now, expiry later; none for an epoch
+//! already expired), each an O(1) hash-map change of one running sum when its time completes.
+//! Expiries of one key and epoch share a time and are consolidated while they wait.
+
+use differential_dataflow::VecCollection;
+
+use tidal_core::config::Config;
+use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
+use tidal_core::time::{Time, time_at};
+use tidal_sinks::contract::{HalfLifeIdx, ItemKey, KindIdx};
+
+use crate::sum::{Expander, keyed_sums};
+use crate::{KindSpec, SignalEv, kind_specs};
+
+/// The key of one anchored decay sum: item, signal type, half-life index, epoch start (ms).
+pub type DecayKey = (ItemKey, KindIdx, HalfLifeIdx, u64);
+
+/// The current non-zero anchored decay sums: `+1` for a key's new sum, `-1` for its old one,
+/// at each logical time it changes.
+pub fn decay<'s>(
+    signals: VecCollection<'s, Time, SignalEv, isize>,
+    config: &Config,
+) -> VecCollection<'s, Time, (DecayKey, i128), isize> {
+    keyed_sums(
+        signals,
+        "Decay",
+        DecayExpander {
+            specs: kind_specs(config),
+        },
+    )
+}
+
+struct DecayExpander {
+    specs: Vec<KindSpec>,
+}
+
+impl Expander for DecayExpander {
+    type Key = DecayKey;
+    type Sum = i128;
+    type Pending = DecayKey;
+    type Diff = i128;
+
+    fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, DecayKey, i128)>) {
+        if let Some(spec) = self.specs.get(usize::from(ev.kind)) {
+            expand_event(spec, ev, time, mult, out);
+        }
+    }
+
+    fn inflate(&self, _time: Time, key: DecayKey, diff: i128) -> (DecayKey, i128) {
+        (key, diff)
+    }
+}
+
+/// Pushes, per half-life, the anchored contribution of one event committed at `time` and its
+/// retraction at the epoch's expiry.
+fn expand_event(spec: &KindSpec, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, DecayKey, i128)>) {
+    if ev.weight == 0 || mult == 0 {
+        return;
+    }
+    let w = weight_float(ev.weight);
+    for (hi, &h) in spec.half_lives().iter().enumerate() {
+        let epoch = epoch_of(ev.ts_eff, h);
+        let expiry = time_at(epoch_expiry(epoch, h));
+        if expiry <= time {
+            continue;
+        }
+        let v = decay_fixed(w, ev.ts_eff, epoch, h).wrapping_mul(mult as i128);
+        if v == 0 {
+            continue;
+        }
+        // At most MAX_HALF_LIVES (4) half-lives: the index fits.
+        let key = (ev.item, ev.kind, hi as HalfLifeIdx, epoch);
+        out.push((time, key, v));
+        out.push((expiry, key, v.wrapping_neg()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidal_core::features::{EPOCH_HALF_LIVES, EXPIRY_HALF_LIVES, weight_fixed};
+
+    #[test]
+    fn expired_epochs_are_skipped() {
+        let mut spec = KindSpec::default();
+        spec.half_lives[0] = 1_000;
+        spec.half_lives[1] = 100_000;
+        spec.n_half_lives = 2;
+        let ev = SignalEv {
+            item: 3,
+            kind: 0,
+            ts_eff: 0,
+            weight: weight_fixed(1.5),
+            user: 0,
+        };
+        let late = (EPOCH_HALF_LIVES + EXPIRY_HALF_LIVES) * 1_000;
+        let mut out = Vec::new();
+        expand_event(&spec, &ev, time_at(late), 1, &mut out);
+        assert_eq!(out.len(), 2, "only the 100s half-life is still live");
+        assert_eq!(out[0].1, (3, 0, 1, 0));
+        assert_eq!(out[0].2, -out[1].2);
+        assert_eq!(out[1].0, time_at(late * 100));
+    }
+}
