@@ -49,10 +49,10 @@ pub fn load_config(opts: &ServeOptions) -> Result<Config, String> {
     if let Some(c) = opts.clock {
         config.engine.clock = c;
     }
-    if let Ok(t) = std::env::var("TIDAL_AUTH_TOKEN") {
-        if !t.is_empty() {
-            config.server.auth_token = Some(t);
-        }
+    if let Ok(t) = std::env::var("TIDAL_AUTH_TOKEN")
+        && !t.is_empty()
+    {
+        config.server.auth_token = Some(t);
     }
     if config.server.auth_token.as_deref() == Some("") {
         config.server.auth_token = None;
@@ -104,7 +104,7 @@ impl Running {
         let started = Instant::now();
         let feed = Arc::new(Feed::new(1024));
         let publisher = Arc::new(
-            Publisher::with_store(config.clone(), &data_dir.join("entities"))
+            Publisher::with_store(config.clone(), data_dir.join("entities"))
                 .map_err(|e| format!("cannot open the entity store in {}: {e}", data_dir.display()))?,
         );
         let engine = Engine::start(config.clone(), config.engine.workers, feed.clone(), publisher.clone())?;
