@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -92,6 +92,8 @@ struct Gen {
     zipf: Zipf,
     users: usize,
     rng: SmallRng,
+    /// Idempotency ids handed out so far (HTTP phases send one with every signal).
+    ids: u64,
 }
 
 impl Gen {
@@ -162,6 +164,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         zipf: Zipf::new(args.items, 1.1),
         users: args.users,
         rng: SmallRng::seed_from_u64(42),
+        ids: 0,
     };
     write_wal(&dir, &args, &mut g)?;
 
@@ -305,11 +308,13 @@ fn ndjson(g: &mut Gen, n: usize) -> String {
     let mut s = String::with_capacity(n * 64);
     for _ in 0..n {
         let sig = g.signal(None);
+        g.ids += 1;
         s.push_str(&format!(
-            "{{\"type\":\"{}\",\"item\":\"{}\",\"user\":\"{}\"}}\n",
+            "{{\"type\":\"{}\",\"item\":\"{}\",\"user\":\"{}\",\"id\":\"b{}\"}}\n",
             sig.kind,
             sig.item,
-            sig.user.unwrap_or_default()
+            sig.user.unwrap_or_default(),
+            g.ids
         ));
     }
     s
@@ -319,31 +324,28 @@ fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut V
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
     let url = |p: &str| format!("{}{}", server.base, p);
 
-    // Durable ingest: 4 connections, NDJSON batches of 1000.
-    let bodies: Vec<String> = (0..64).map(|_| ndjson(g, 1000)).collect();
-    let bodies = Arc::new(bodies);
-    let sent = Arc::new(AtomicU64::new(0));
+    // Durable ingest: 4 connections, NDJSON batches of 1000. Every signal is distinct (no
+    // duplicate is dropped by dedup): each thread draws its own, before the clock starts.
+    let per_thread = args.http_signals.div_ceil(4000);
+    let bodies: Vec<Vec<String>> = (0..4)
+        .map(|_| (0..per_thread).map(|_| ndjson(g, 1000)).collect())
+        .collect();
     let started = Instant::now();
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let bodies = bodies.clone();
-            let sent = sent.clone();
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .map(|mine| {
             let agent = agent.clone();
             let u = url("/v1/signals");
-            let total = args.http_signals as u64;
             std::thread::spawn(move || {
-                let mut i = t;
-                while sent.fetch_add(1000, Ordering::Relaxed) < total {
-                    let body = &bodies[i % bodies.len()];
+                for body in mine {
                     if agent
                         .post(&u)
                         .set("Content-Type", "application/x-ndjson")
-                        .send_string(body)
+                        .send_string(&body)
                         .is_err()
                     {
                         break;
                     }
-                    i += 4;
                 }
             })
         })
@@ -352,7 +354,7 @@ fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut V
         let _ = t.join();
     }
     let secs = started.elapsed().as_secs_f64();
-    let rate = args.http_signals as f64 / secs;
+    let rate = (per_thread * 4000) as f64 / secs;
     rows.push(Row {
         figure: "durable HTTP ingest (NDJSON x1000)",
         target: ">= 300k signals/s",
@@ -404,6 +406,7 @@ fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut V
 
     // Trending top-50 under 50k signals/s of background ingest.
     let stop = Arc::new(AtomicBool::new(false));
+    let bodies: Arc<Vec<String>> = Arc::new((0..64).map(|_| ndjson(g, 1000)).collect());
     let bg = {
         let stop = stop.clone();
         let bodies = bodies.clone();

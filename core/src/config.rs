@@ -152,7 +152,8 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Most records in one group commit.
     pub group_commit_max_records: usize,
-    /// Longest a group commit waits for more records, in µs.
+    /// Longest a group commit waits for more records, in µs. With 0 it takes what is queued
+    /// and commits at once; groups still form from what arrives during an fsync.
     pub group_commit_max_delay_us: u64,
     /// A WAL segment is sealed past this size.
     pub segment_bytes: u64,
@@ -172,7 +173,7 @@ impl Default for EngineConfig {
             durability: Durability::Fsync,
             workers: 1,
             group_commit_max_records: 4096,
-            group_commit_max_delay_us: 200,
+            group_commit_max_delay_us: 0,
             segment_bytes: 64 << 20,
             max_future_skew: Dur(5 * 60_000),
             dedup_window: Dur(10 * 60_000),
