@@ -7,7 +7,7 @@
 //! half-lives. Integer sums cancel exactly and do not depend on the order of addition, so
 //! the result is the same for any number of workers. Cost per event: one exchange of the
 //! event and, per half-life, two updates (insertion now, expiry later; none for an epoch
-//! already expired), each an O(1) hash-map change of one running sum when its time completes.
+//! already expired), each an O(1) array change of one running sum when its time completes.
 //! Expiries of one key and epoch share a time and are consolidated while they wait.
 
 use differential_dataflow::VecCollection;
@@ -29,24 +29,32 @@ pub fn decay<'s>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
     config: &Config,
 ) -> VecCollection<'s, Time, (DecayKey, i128), isize> {
-    keyed_sums(
-        signals,
-        "Decay",
-        DecayExpander {
-            specs: kind_specs(config),
-        },
-    )
+    keyed_sums(signals, "Decay", DecayExpander::new(kind_specs(config)))
 }
 
 struct DecayExpander {
     specs: Vec<KindSpec>,
+    /// The most half-lives of any signal type: slots per signal type.
+    per_kind: usize,
+}
+
+impl DecayExpander {
+    fn new(specs: Vec<KindSpec>) -> DecayExpander {
+        let per_kind = specs.iter().map(|s| s.n_half_lives).max().unwrap_or(0).max(1);
+        DecayExpander { specs, per_kind }
+    }
 }
 
 impl Expander for DecayExpander {
     type Key = DecayKey;
     type Sum = i128;
+    type Extra = u64;
     type Pending = DecayKey;
     type Diff = i128;
+
+    fn slots(&self) -> usize {
+        self.specs.len() * self.per_kind
+    }
 
     fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, DecayKey, i128)>) {
         if let Some(spec) = self.specs.get(usize::from(ev.kind)) {
@@ -54,8 +62,19 @@ impl Expander for DecayExpander {
         }
     }
 
-    fn inflate(&self, _time: Time, key: DecayKey, diff: i128) -> (DecayKey, i128) {
-        (key, diff)
+    fn locate(&self, &(item, kind, hi, epoch): &DecayKey) -> (ItemKey, usize, u64) {
+        (item, usize::from(kind) * self.per_kind + usize::from(hi), epoch)
+    }
+
+    fn add(&self, sum: &mut i128, _: &DecayKey, diff: &i128) {
+        *sum = sum.wrapping_add(*diff);
+    }
+
+    fn key(&self, item: ItemKey, slot: usize, epoch: u64) -> DecayKey {
+        // Slots come from `locate`: the quotient is a signal type, the remainder a half-life
+        // index, both within the configuration's limits.
+        let (kind, hi) = (slot / self.per_kind, slot % self.per_kind);
+        (item, kind as KindIdx, hi as HalfLifeIdx, epoch)
     }
 }
 

@@ -15,6 +15,7 @@ use tidal_core::features::window_specs;
 use tidal_sinks::contract::{ItemKey, KindIdx};
 
 pub mod decay;
+mod dense;
 mod sum;
 pub mod windows;
 
@@ -36,12 +37,15 @@ pub struct SignalEv {
     pub user: u64,
 }
 
-/// The worker-routing hash of an item key. Every materializer shards its state by item with
-/// this function, so an event crosses workers once per materializer and its state needs no
-/// second exchange. The multiplication spreads dense keys over the high bits; timely keeps the
-/// low bits for a power-of-two worker count, hence the rotation.
+/// The worker-routing hash of an item key: the key itself, so that item `i` goes to worker
+/// `i % peers` (timely takes the hash modulo the worker count, or masks its low bits for a
+/// power of two, which is the same). Every materializer shards its state by item with this
+/// function, so an event crosses workers once per materializer and its state needs no second
+/// exchange. Keys are dense (the source assigns them in log order), so consecutive keys, hot
+/// or not, alternate between workers, and a worker holds its items' state in arrays indexed
+/// by `i / peers`.
 pub fn shard(item: ItemKey) -> u64 {
-    item.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)
+    item
 }
 
 /// The numbers a materializer needs about one signal type, in ms, in fixed-size arrays so

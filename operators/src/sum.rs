@@ -1,96 +1,205 @@
 //! The engine of every materializer: keyed running sums of fixed-point diffs, fed by a
 //! temporal filter. Each [`SignalEv`] is routed once to the worker owning its item
-//! ([`shard`]) and expanded there into compact `(time, key, diff)` updates: its insertion at
-//! its commit time and its retractions at the future logical times where windows close or
-//! epochs expire. Updates wait per time, each distinct time holding one capability, and are
-//! consolidated as they accumulate (so pending state is bounded by keys × distinct future
-//! times, not by events). Once the input frontier passes a time, its updates are applied to
-//! the per-key sums and every key that changed emits `(key, old) −1, (key, new) +1` at that
-//! time: the output is the differential collection of current sums, consolidated per time.
+//! ([`shard`]) and expanded there into compact `(time, update, diff)` values: its insertion
+//! at its commit time and its retractions at the future logical times where windows close or
+//! epochs expire. Updates wait per time, each distinct time holding one capability. Updates
+//! due later than the event that made them are consolidated as they accumulate, so
+//! pending state is bounded by (a small multiple of) keys × distinct future times, not by
+//! events. Once the input
+//! frontier passes a time, its updates are applied to the per-key sums ([`DenseSums`], arrays
+//! indexed by the dense item key) and every key that changed emits `(key, old) −1,
+//! (key, new) +1` at that time: the output is the differential collection of current sums,
+//! consolidated per time.
 //!
 //! This is what `explode` + `count_total` computes, without their costs: differential's merge
 //! batcher re-reads every update it holds at each seal (future retractions would be re-read
-//! at every step), and an arrangement sorts, merges and seeks where one hash-map update per
-//! key and time suffices for a sum over a totally ordered time. Cost per event: one exchange,
-//! a push per update, a share of one sort per time, and one hash-map update per changed key.
+//! at every step), and an arrangement sorts, merges and seeks where one array update per key
+//! and time suffices for a sum over a totally ordered time. Cost per event: one exchange, a
+//! push per update (found through a small cache of recent times), a share of the
+//! consolidation of future times, and one array update per update when its time completes.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
 
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 
 use tidal_core::time::Time;
+use tidal_sinks::contract::ItemKey;
 
+use crate::dense::DenseSums;
 use crate::{SignalEv, shard};
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
     /// The key of a sum in the output.
-    type Key: Clone + Eq + std::hash::Hash + 'static;
+    type Key: Clone + 'static;
     /// The sum.
-    type Sum: Clone + Semigroup + 'static;
-    /// An update's key as held while it waits (compact; ordered for consolidation). Values
-    /// that inflate to the same key must be adjacent in this order.
+    type Sum: Clone + Default + PartialEq + IsZero + 'static;
+    /// What tells apart the sums of one (item, slot).
+    type Extra: Copy + Eq + 'static;
+    /// An update as held while it waits (compact; ordered for consolidation).
     type Pending: Ord + Clone + 'static;
     /// An update's diff as held while it waits.
     type Diff: Semigroup + 'static;
+
+    /// Number of slots per item (see [`DenseSums`]).
+    fn slots(&self) -> usize;
 
     /// Pushes the updates of `ev`, committed at `time` with multiplicity `mult`, each at a
     /// time at or after `time`.
     fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, Self::Pending, Self::Diff)>);
 
-    /// The key and sum change of a waiting update due at `time`.
-    fn inflate(&self, time: Time, pending: Self::Pending, diff: Self::Diff) -> (Self::Key, Self::Sum);
+    /// The sum a waiting update changes: its item, slot (below [`Expander::slots`]) and extra.
+    fn locate(&self, pending: &Self::Pending) -> (ItemKey, usize, Self::Extra);
+
+    /// Adds a waiting update to its sum.
+    fn add(&self, sum: &mut Self::Sum, pending: &Self::Pending, diff: &Self::Diff);
+
+    /// The output key of the sum at (`item`, `slot`, `extra`).
+    fn key(&self, item: ItemKey, slot: usize, extra: Self::Extra) -> Self::Key;
 }
-
-/// A fast hasher for the sums' keys: small tuples of integers the dataflow assigned itself
-/// (dense item keys in log order, type and half-life indexes, epoch starts), never strings a
-/// client chose, so a multiplicative hash is safe here and several times cheaper than SipHash.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IntHasher(u64);
-
-impl std::hash::Hasher for IntHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u8(&mut self, x: u8) {
-        self.write_u64(u64::from(x));
-    }
-    fn write_u16(&mut self, x: u16) {
-        self.write_u64(u64::from(x));
-    }
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(u64::from(x));
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, x: usize) {
-        self.write_u64(x as u64);
-    }
-    fn finish(&self) -> u64 {
-        // The multiplication mixes upwards; fold the high bits into the low (bucket) bits.
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
-type IntBuildHasher = std::hash::BuildHasherDefault<IntHasher>;
 
 /// Updates due at one time, with the capability to emit their effect then.
 struct Due<P, D> {
     cap: Capability<Time>,
     updates: Vec<(P, D)>,
-    /// Length after the last consolidation; the next one happens at twice this.
-    consolidated: usize,
+    /// Length at which to consolidate next: a multiple of the length after the last one.
+    next_consolidation: usize,
+}
+
+/// Fewest updates a bucket holds before it is consolidated.
+const MIN_CONSOLIDATION: usize = 4096;
+/// Recent times looked up, to skip the ordered map for most pushes.
+const CACHE: usize = 32;
+/// Update vectors kept for reuse.
+const SPARE: usize = 16;
+/// Longest update vector kept for reuse.
+const SPARE_MAX_LEN: usize = 1 << 18;
+
+/// The waiting updates, per time.
+struct Pending<P, D> {
+    /// Time -> index in `slots`.
+    order: BTreeMap<Time, usize>,
+    slots: Vec<Option<Due<P, D>>>,
+    free: Vec<usize>,
+    /// Recently used (time, index) pairs, replaced round robin.
+    cache: [(Time, usize); CACHE],
+    cache_next: usize,
+    spare: Vec<Vec<(P, D)>>,
+}
+
+impl<P: Ord, D: Semigroup> Pending<P, D> {
+    fn new() -> Self {
+        Pending {
+            order: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            cache: [(Time::MAX, usize::MAX); CACHE],
+            cache_next: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// The index of the bucket at `at`, made with a capability from `cap` if new.
+    fn bucket(&mut self, at: Time, cap: &InputCapability<Time>) -> usize {
+        if let Some(&(_, i)) = self.cache.iter().find(|(t, _)| *t == at) {
+            return i;
+        }
+        let i = match self.order.get(&at) {
+            Some(&i) => i,
+            None => {
+                let due = Due {
+                    cap: cap.delayed(&at, 0),
+                    updates: self.spare.pop().unwrap_or_default(),
+                    next_consolidation: MIN_CONSOLIDATION,
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i] = Some(due);
+                        i
+                    }
+                    None => {
+                        self.slots.push(Some(due));
+                        self.slots.len() - 1
+                    }
+                };
+                self.order.insert(at, i);
+                i
+            }
+        };
+        self.cache[self.cache_next] = (at, i);
+        self.cache_next = (self.cache_next + 1) % CACHE;
+        i
+    }
+
+    /// Adds an update due at `at`; `now` is the time of the event that made it.
+    fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &InputCapability<Time>) {
+        let i = self.bucket(at, cap);
+        let Some(due) = self.slots[i].as_mut() else { return };
+        due.updates.push((update, diff));
+        // Updates at their event's own time are applied soon: only later ones are consolidated.
+        if at > now && due.updates.len() >= due.next_consolidation {
+            let before = due.updates.len();
+            consolidate(&mut due.updates);
+            let after = due.updates.len();
+            // Held at most 2x (4x when consolidating saves little) its distinct updates.
+            let factor = if after * 4 <= before * 3 { 2 } else { 4 };
+            due.next_consolidation = factor * after + MIN_CONSOLIDATION;
+        }
+    }
+
+    /// Removes the earliest bucket if `ready` says its time is complete.
+    fn pop_ready(&mut self, ready: impl Fn(Time) -> bool) -> Option<(Time, Due<P, D>)> {
+        let entry = self.order.first_entry()?;
+        let at = *entry.key();
+        if !ready(at) {
+            return None;
+        }
+        let i = entry.remove();
+        self.free.push(i);
+        self.cache
+            .iter_mut()
+            .filter(|(t, _)| *t == at)
+            .for_each(|c| *c = (Time::MAX, usize::MAX));
+        self.slots[i].take().map(|due| (at, due))
+    }
+
+    /// Keeps an emptied update vector for a later bucket.
+    fn recycle(&mut self, mut updates: Vec<(P, D)>) {
+        if self.spare.len() < SPARE && updates.capacity() <= SPARE_MAX_LEN {
+            updates.clear();
+            self.spare.push(updates);
+        }
+    }
+}
+
+/// Sorts `updates` by update and merges equal ones, dropping zero diffs. The stable sort
+/// finds the prefix left sorted by the previous consolidation and only merges it with the
+/// sorted rest.
+fn consolidate<P: Ord, D: Semigroup>(updates: &mut Vec<(P, D)>) {
+    updates.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut kept = 0;
+    for i in 0..updates.len() {
+        if kept > 0 && updates[kept - 1].0 == updates[i].0 {
+            let (head, tail) = updates.split_at_mut(i);
+            head[kept - 1].1.plus_equals(&tail[0].1);
+        } else {
+            if kept > 0 && updates[kept - 1].1.is_zero() {
+                kept -= 1;
+            }
+            updates.swap(kept, i);
+            kept += 1;
+        }
+    }
+    if kept > 0 && updates[kept - 1].1.is_zero() {
+        kept -= 1;
+    }
+    updates.truncate(kept);
 }
 
 /// The current sum per key of everything `expander` makes of `signals`, as a collection.
@@ -101,73 +210,51 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
 ) -> VecCollection<'s, Time, (E::Key, E::Sum), isize> {
     type Out<K, S> = Vec<((K, S), Time, isize)>;
     let route = Exchange::new(|update: &(SignalEv, Time, isize)| shard(update.0.item));
+    let peers = signals.inner.scope().peers();
     signals
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Out<E::Key, E::Sum>>, _, _, _>(route, name, |_cap, _info| {
+        .unary_frontier::<CapacityContainerBuilder<Out<E::Key, E::Sum>>, _, _, _>(route, name, move |_cap, _info| {
             let mut scratch = Vec::new();
-            let mut due: BTreeMap<Time, Due<E::Pending, E::Diff>> = BTreeMap::new();
-            let mut sums: HashMap<E::Key, E::Sum, IntBuildHasher> = HashMap::default();
+            let mut pending: Pending<E::Pending, E::Diff> = Pending::new();
+            let mut sums: DenseSums<E::Extra, E::Sum> = DenseSums::new(peers, expander.slots());
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for (ev, time, mult) in data.iter() {
                         expander.expand(ev, *time, *mult, &mut scratch);
-                        for (at, key, diff) in scratch.drain(..) {
-                            let slot = due.entry(at).or_insert_with(|| Due {
-                                cap: cap.delayed(&at, 0),
-                                updates: Vec::new(),
-                                consolidated: 0,
-                            });
-                            slot.updates.push((key, diff));
-                            if slot.updates.len() >= 2 * slot.consolidated + 4096 {
-                                consolidate(&mut slot.updates);
-                                slot.consolidated = slot.updates.len();
-                            }
+                        for (at, update, diff) in scratch.drain(..) {
+                            pending.push(at, *time, update, diff, &cap);
                         }
                     }
                 });
                 // Apply every time the input frontier has passed, in time order.
-                while let Some(entry) = due.first_entry() {
-                    if frontier.frontier().iter().any(|f| f <= entry.key()) {
-                        break;
+                let ready = |t: Time| !frontier.frontier().iter().any(|f| *f <= t);
+                while let Some((at, mut due)) = pending.pop_ready(ready) {
+                    for (update, diff) in due.updates.drain(..) {
+                        let (item, slot, extra) = expander.locate(&update);
+                        sums.update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
                     }
-                    let at = *entry.key();
-                    let Due { cap, mut updates, .. } = entry.remove();
-                    consolidate(&mut updates);
-                    let mut session = output.session(&cap);
-                    let mut apply = |key: E::Key, change: E::Sum| match sums.entry(key) {
-                        _ if change.is_zero() => {}
-                        Entry::Occupied(mut slot) => {
-                            session.give(((slot.key().clone(), slot.get().clone()), at, -1));
-                            slot.get_mut().plus_equals(&change);
-                            if slot.get().is_zero() {
-                                slot.remove();
-                            } else {
-                                session.give(((slot.key().clone(), slot.get().clone()), at, 1));
-                            }
-                        }
-                        Entry::Vacant(slot) => {
-                            session.give(((slot.key().clone(), change.clone()), at, 1));
-                            slot.insert(change);
-                        }
-                    };
-                    // One change per key: merge the (adjacent) updates that inflate to it.
-                    let mut current: Option<(E::Key, E::Sum)> = None;
-                    for (pending, diff) in updates {
-                        let (key, change) = expander.inflate(at, pending, diff);
-                        match &mut current {
-                            Some((k, sum)) if *k == key => sum.plus_equals(&change),
-                            _ => {
-                                if let Some((k, sum)) = current.replace((key, change)) {
-                                    apply(k, sum);
-                                }
-                            }
-                        }
-                    }
-                    if let Some((k, sum)) = current {
-                        apply(k, sum);
-                    }
+                    pending.recycle(due.updates);
+                    let mut session = output.session(&due.cap);
+                    sums.finish(|item, slot, extra, sum, diff| {
+                        session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
+                    });
                 }
             }
         })
         .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consolidate;
+
+    #[test]
+    fn consolidation_merges_and_drops_zeros() {
+        let mut v = vec![(3, 1i64), (1, 2), (3, -1), (2, 5), (1, 1), (4, 0), (2, -5), (0, 7)];
+        consolidate(&mut v);
+        assert_eq!(v, vec![(0, 7), (1, 3)]);
+        let mut empty: Vec<(u8, i64)> = Vec::new();
+        consolidate(&mut empty);
+        assert!(empty.is_empty());
+    }
 }

@@ -6,7 +6,7 @@
 //! (`time_at(window_end)`), the retraction of the lanes that close then; lanes closing at the
 //! same time share one update. Cost per event: one exchange of the event, at most
 //! `1 + 2·windows` updates (fewer for late events, whose past retractions are folded into the
-//! insertion), each an O(1) hash-map change of one running sum when its time completes. Pending
+//! insertion), each an O(1) array change of one running sum when its time completes. Pending
 //! state is bounded by keys × distinct bucket ends, since closes are rounded to granularity `g`.
 
 use std::num::Wrapping;
@@ -47,8 +47,13 @@ struct WindowExpander {
 impl Expander for WindowExpander {
     type Key = (ItemKey, KindIdx);
     type Sum = Lanes;
+    type Extra = ();
     type Pending = LaneUpdate;
     type Diff = Wrapping<i64>;
+
+    fn slots(&self) -> usize {
+        self.specs.len()
+    }
 
     fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, LaneUpdate, Wrapping<i64>)>) {
         if let Some(spec) = self.specs.get(usize::from(ev.kind)) {
@@ -56,14 +61,21 @@ impl Expander for WindowExpander {
         }
     }
 
-    fn inflate(&self, _time: Time, (item, kind, mask): LaneUpdate, diff: Wrapping<i64>) -> (Self::Key, Lanes) {
-        let mut lanes = Lanes::default();
+    fn locate(&self, &(item, kind, _): &LaneUpdate) -> (ItemKey, usize, ()) {
+        (item, usize::from(kind), ())
+    }
+
+    fn add(&self, lanes: &mut Lanes, &(_, _, mask): &LaneUpdate, diff: &Wrapping<i64>) {
         for (i, lane) in lanes.0.iter_mut().enumerate() {
             if mask & (1 << i) != 0 {
-                *lane = diff.0;
+                *lane = lane.wrapping_add(diff.0);
             }
         }
-        ((item, kind), lanes)
+    }
+
+    fn key(&self, item: ItemKey, slot: usize, _: ()) -> (ItemKey, KindIdx) {
+        // Slots are signal types, fewer than the configuration's limit on them.
+        (item, slot as KindIdx)
     }
 }
 
@@ -141,12 +153,14 @@ mod tests {
         assert_eq!(out[2].1.2, 0b110, "lanes 1 and 2 close together");
         assert_eq!(out[2].2.0, -ev.weight);
         let expander = WindowExpander { specs: vec![spec] };
-        let (_, lanes) = expander.inflate(out[2].0, out[2].1, out[2].2);
+        let mut lanes = Lanes::default();
+        expander.add(&mut lanes, &out[2].1, &out[2].2);
         assert_eq!(lanes.0[..4], [0, -ev.weight, -ev.weight, 0]);
         // Late event: the 10s window is already closed at its commit time.
         out.clear();
         expand_event(&spec, &ev, time_at(12_000) + 3, 1, &mut out);
-        let (_, now) = expander.inflate(out[0].0, out[0].1, out[0].2);
+        let mut now = Lanes::default();
+        expander.add(&mut now, &out[0].1, &out[0].2);
         assert_eq!(now.0[0], 0);
         assert_eq!(now.0[1], ev.weight);
         assert_eq!(now.0[TOTAL_LANE], ev.weight);

@@ -8,8 +8,13 @@
 //! item's key: its next signal or put gets a fresh key, so features gathered before the
 //! delete are never listed again, and a signal arriving first keeps the item unlisted
 //! (`deleted: true`) until it is put again.
+//!
+//! Interning is the source's main cost, and the source runs on one worker, so ids live in an
+//! [`IdMap`]: a table hashed with a randomly seeded foldhash (fast on short strings, yet a
+//! client cannot aim ids at one bucket without the seed) whose entries hold ids of up to
+//! [`INLINE_ID`] bytes in place, so a lookup compares fixed-size arrays in the entry it probed
+//! instead of following a pointer to the stored string.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +24,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use tidal_core::config::Config;
 use tidal_core::features::weight_fixed;
@@ -173,6 +180,102 @@ impl Outputs<'_> {
     }
 }
 
+/// Longest id kept inside its table entry.
+pub const INLINE_ID: usize = 38;
+
+/// An id as stored in an [`IdMap`]: short ids in place (zero-padded, so equal ids have equal
+/// arrays), long ones on the heap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StoredId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+impl StoredId {
+    /// The in-place form of `id`, if it is short enough.
+    fn inline(id: &str) -> Option<StoredId> {
+        let src = id.as_bytes();
+        let len = u8::try_from(src.len()).ok().filter(|l| usize::from(*l) <= INLINE_ID)?;
+        let mut bytes = [0u8; INLINE_ID];
+        bytes[..src.len()].copy_from_slice(src);
+        Some(StoredId::Inline { len, bytes })
+    }
+
+    fn new(id: &str) -> StoredId {
+        StoredId::inline(id).unwrap_or_else(|| StoredId::Heap(id.into()))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            StoredId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StoredId::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// A map from id strings to `V`, built for the source's hot path (see the module docs).
+struct IdMap<V> {
+    table: HashTable<(StoredId, V)>,
+    hasher: RandomState,
+}
+
+impl<V> IdMap<V> {
+    fn new() -> IdMap<V> {
+        IdMap {
+            table: HashTable::new(),
+            hasher: RandomState::default(),
+        }
+    }
+
+    fn hash(hasher: &RandomState, id: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        hasher.hash_one(id)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The value of `id`, if any, and `id`'s hash.
+    fn find_mut(&mut self, id: &str) -> (Option<&mut V>, u64) {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let found = match StoredId::inline(id) {
+            Some(probe) => self.table.find_mut(hash, |(k, _)| *k == probe),
+            None => self
+                .table
+                .find_mut(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
+        };
+        (found.map(|(_, v)| v), hash)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut V> {
+        self.find_mut(id).0
+    }
+
+    fn contains(&mut self, id: &str) -> bool {
+        self.find_mut(id).0.is_some()
+    }
+
+    /// Adds `id`, which must be absent and hash to `hash`.
+    fn insert_new(&mut self, id: &str, hash: u64, value: V) -> &mut V {
+        let hasher = &self.hasher;
+        let entry = self.table.insert_unique(hash, (StoredId::new(id), value), |(k, _)| {
+            Self::hash(hasher, k.as_bytes())
+        });
+        &mut entry.into_mut().1
+    }
+
+    /// Sets `id`'s value.
+    fn insert(&mut self, id: &str, value: V) {
+        match self.find_mut(id) {
+            (Some(v), _) => *v = value,
+            (None, hash) => {
+                self.insert_new(id, hash, value);
+            }
+        }
+    }
+}
+
 /// An item id's latest key and that key's state (the id is the map key). `key` is `None`
 /// once a delete retired it. Kept small: most items never get metadata.
 struct ItemSlot {
@@ -194,8 +297,10 @@ impl ItemSlot {
 /// What the source remembers of the log: interned ids, item states, the last LSN.
 struct LogState {
     kinds: Vec<String>,
-    items: HashMap<String, ItemSlot>,
-    users: HashMap<String, u64>,
+    /// Per signal type, its name packed as [`pack_kind`] does, when 15 bytes or shorter.
+    packed_kinds: Vec<Option<u128>>,
+    items: IdMap<ItemSlot>,
+    users: IdMap<u64>,
     next_item: ItemKey,
     last_lsn: Option<u64>,
 }
@@ -204,21 +309,21 @@ impl LogState {
     fn new(config: &Config) -> LogState {
         LogState {
             kinds: config.signals.iter().map(|s| s.name.clone()).collect(),
-            items: HashMap::new(),
-            users: HashMap::new(),
+            packed_kinds: config.signals.iter().map(|s| pack_kind(&s.name)).collect(),
+            items: IdMap::new(),
+            users: IdMap::new(),
             next_item: 0,
             last_lsn: None,
         }
     }
 
     fn kind(&self, name: &str) -> Option<KindIdx> {
-        // A handful of types: a scan beats hashing the name; the length and last byte rule
-        // out most candidates before a full comparison.
-        let (len, last) = (name.len(), name.as_bytes().last());
-        self.kinds
-            .iter()
-            .position(|k| k.len() == len && k.as_bytes().last() == last && k == name)
-            .and_then(|i| KindIdx::try_from(i).ok())
+        // A handful of types: a scan beats hashing the name. Short names compare as integers.
+        let i = match pack_kind(name) {
+            Some(packed) => self.packed_kinds.iter().position(|k| *k == Some(packed)),
+            None => self.kinds.iter().position(|k| k == name),
+        }?;
+        KindIdx::try_from(i).ok()
     }
 
     /// Applies one committed batch at logical time `time`.
@@ -250,20 +355,19 @@ impl LogState {
 
     fn signal(&mut self, signal: &Signal, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         let Some(kind) = self.kind(&signal.kind) else { return };
-        let item = match self.items.get(signal.item.as_str()) {
+        let item = match self.items.get_mut(&signal.item) {
             Some(ItemSlot { key: Some(key), .. }) => *key,
             _ => self.fresh_key(&signal.item, None, time, bufs),
         };
         let user = match &signal.user {
             None => 0,
-            Some(u) => match self.users.get(u.as_str()) {
-                Some(idx) => *idx,
-                None => {
-                    let idx = self.users.len() as u64 + 1;
-                    self.users.insert(u.clone(), idx);
-                    idx
+            Some(u) => {
+                let next = self.users.len() as u64 + 1;
+                match self.users.find_mut(u) {
+                    (Some(idx), _) => *idx,
+                    (None, hash) => *self.users.insert_new(u, hash, next),
                 }
-            },
+            }
         };
         let ev = SignalEv {
             item,
@@ -280,14 +384,14 @@ impl LogState {
     fn fresh_key(&mut self, id: &str, meta: Option<&ItemMeta>, time: Time, bufs: &mut Buffers) -> ItemKey {
         let key = self.next_item;
         self.next_item += 1;
-        let was_deleted = self.items.contains_key(id);
+        let was_deleted = self.items.contains(id);
         let slot = ItemSlot {
             key: Some(key),
             deleted: meta.is_none() && was_deleted,
             meta: meta.cloned().map(Box::new),
         };
         bufs.items.push(((key, slot.state(id)), time, 1));
-        self.items.insert(id.to_owned(), slot);
+        self.items.insert(id, slot);
         key
     }
 
@@ -321,7 +425,7 @@ impl LogState {
             None => {
                 // Never seen: remember the delete, so a later signal keeps the item unlisted.
                 self.items.insert(
-                    id.to_owned(),
+                    id,
                     ItemSlot {
                         key: None,
                         deleted: true,
@@ -330,5 +434,90 @@ impl LogState {
                 );
             }
         }
+    }
+}
+
+/// A signal type name of at most 15 bytes as an integer: the bytes zero-padded, the length
+/// in the last byte, so two names pack equal exactly when they are equal.
+fn pack_kind(name: &str) -> Option<u128> {
+    let src = name.as_bytes();
+    let len = u8::try_from(src.len()).ok().filter(|l| *l < 16)?;
+    let mut bytes = [0u8; 16];
+    bytes[..src.len()].copy_from_slice(src);
+    bytes[15] = len;
+    Some(u128::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+
+    /// Random ids on both sides of the in-place limit, against a std map.
+    #[test]
+    fn id_map_matches_a_hash_map() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ids: IdMap<u64> = IdMap::new();
+        let mut want: HashMap<String, u64> = HashMap::new();
+        for i in 0..20_000u64 {
+            let len = (next() % 60) as usize;
+            // Few distinct ids per length, so that most operations hit an existing one; a
+            // trailing NUL must not make an id equal to a shorter one.
+            let id: String = (0..len)
+                .map(|j| {
+                    if j + 1 == len && next() % 4 == 0 {
+                        '\0'
+                    } else {
+                        char::from(b'a' + (next() % 2) as u8)
+                    }
+                })
+                .collect();
+            match next() % 3 {
+                0 => {
+                    ids.insert(&id, i);
+                    want.insert(id, i);
+                }
+                1 => assert_eq!(ids.get_mut(&id).copied(), want.get(&id).copied(), "{id:?}"),
+                _ => {
+                    let (found, hash) = ids.find_mut(&id);
+                    match found {
+                        Some(v) => *v += 1,
+                        None => {
+                            ids.insert_new(&id, hash, i);
+                        }
+                    }
+                    want.entry(id).and_modify(|v| *v += 1).or_insert(i);
+                }
+            }
+        }
+        assert_eq!(ids.len(), want.len());
+        for (id, v) in &want {
+            assert_eq!(ids.get_mut(id), Some(&mut v.clone()), "{id:?}");
+            assert!(ids.contains(id));
+        }
+    }
+
+    #[test]
+    fn kinds_pack_exactly() {
+        assert_eq!(pack_kind("view"), pack_kind("view"));
+        assert_ne!(pack_kind("view"), pack_kind("view\0"));
+        assert_ne!(pack_kind(""), pack_kind("\0"));
+        assert!(pack_kind("a-name-of-15-by").is_some());
+        assert!(pack_kind("a-name-of-16-byt").is_none());
+        let mut config = Config::default();
+        config.signals.truncate(2);
+        config.signals[1].name = "a-signal-type-longer-than-fifteen".into();
+        let log = LogState::new(&config);
+        assert_eq!(log.kind(&config.signals[0].name), Some(0));
+        assert_eq!(log.kind("a-signal-type-longer-than-fifteen"), Some(1));
+        assert_eq!(log.kind("a-signal-type-longer-than-fifteeN"), None);
+        assert_eq!(log.kind(&format!("{}\0", config.signals[0].name)), None);
     }
 }

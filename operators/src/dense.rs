@@ -1,0 +1,215 @@
+//! The running sums of one worker, indexed by dense item key. Item keys are assigned densely
+//! by the source in log order and every materializer routes item `i` to worker `i % peers`
+//! ([`crate::shard`]), so a worker's items map one to one onto the local indexes `i / peers`.
+//! The arrays grow to the largest key seen, so keys must stay dense: a key far beyond those
+//! assigned would allocate up to it. Each item has a fixed number of *slots* (a signal type,
+//! or a signal type and half-life); a slot holds a short linked list of sums told apart by an
+//! *extra* value (`()` for windows, the epoch for decay). A lookup is two array reads instead
+//! of hashing and probing a table of every key.
+//!
+//! Changes are applied in *rounds*, one per logical time: the first change of a sum in a
+//! round records its old value, and [`DenseSums::finish`] reports every sum whose value
+//! changed, then frees the sums that became zero. The report is the same whatever the order
+//! of the changes within the round (integer sums), so nothing needs sorting.
+
+use differential_dataflow::difference::IsZero;
+
+use tidal_sinks::contract::ItemKey;
+
+/// No node.
+const NIL: u32 = u32::MAX;
+
+/// One sum: its value, what tells it apart within its slot, the next sum of the slot, and the
+/// round in which it last changed.
+struct Node<X, S> {
+    sum: S,
+    extra: X,
+    next: u32,
+    stamp: u32,
+}
+
+/// A sum changed in the current round, with its value before the round.
+struct Touched<S> {
+    item: ItemKey,
+    slot: u32,
+    node: u32,
+    old: S,
+}
+
+/// Sums per (item, slot, extra) for the items one worker owns.
+pub(crate) struct DenseSums<X, S> {
+    peers: u64,
+    slots: usize,
+    /// Per local item and slot, the first node of the slot's list, or [`NIL`].
+    heads: Vec<u32>,
+    nodes: Vec<Node<X, S>>,
+    free: Vec<u32>,
+    round: u32,
+    touched: Vec<Touched<S>>,
+}
+
+impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
+    /// Sums for the items of one of `peers` workers, `slots` slots per item.
+    pub(crate) fn new(peers: usize, slots: usize) -> Self {
+        DenseSums {
+            peers: (peers as u64).max(1),
+            slots: slots.max(1),
+            heads: Vec::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            round: 1,
+            touched: Vec::new(),
+        }
+    }
+
+    /// Number of non-zero sums held (between rounds).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    /// Changes the sum of (`item`, `slot`, `extra`) with `change`, recording its old value
+    /// on its first change in this round. `slot` must be below the slot count.
+    #[inline]
+    pub(crate) fn update(&mut self, item: ItemKey, slot: usize, extra: X, change: impl FnOnce(&mut S)) {
+        debug_assert!(slot < self.slots);
+        let at = (item / self.peers) as usize * self.slots + slot;
+        if at >= self.heads.len() {
+            // Keys are dense: grow by whole items, geometrically.
+            let want = (at + 1).max(self.heads.len() * 2).next_multiple_of(self.slots);
+            self.heads.resize(want, NIL);
+        }
+        let mut n = self.heads[at];
+        while n != NIL && self.nodes[n as usize].extra != extra {
+            n = self.nodes[n as usize].next;
+        }
+        if n == NIL {
+            n = self.alloc(extra, self.heads[at]);
+            self.heads[at] = n;
+        }
+        let node = &mut self.nodes[n as usize];
+        if node.stamp != self.round {
+            node.stamp = self.round;
+            self.touched.push(Touched {
+                item,
+                slot: slot as u32,
+                node: n,
+                old: node.sum.clone(),
+            });
+        }
+        change(&mut node.sum);
+    }
+
+    fn alloc(&mut self, extra: X, next: u32) -> u32 {
+        let node = Node {
+            sum: S::default(),
+            extra,
+            next,
+            stamp: 0,
+        };
+        match self.free.pop() {
+            Some(n) => {
+                self.nodes[n as usize] = node;
+                n
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Ends the round: `emit(item, slot, extra, value, diff)` retracts the old value (`-1`)
+    /// and inserts the new one (`+1`) of every sum this round changed (zero values are
+    /// absent from the collection, so neither retracted nor inserted); sums now zero are freed.
+    pub(crate) fn finish(&mut self, mut emit: impl FnMut(ItemKey, usize, X, &S, isize)) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for t in touched.drain(..) {
+            let node = &self.nodes[t.node as usize];
+            let (slot, extra) = (t.slot as usize, node.extra);
+            if node.sum != t.old {
+                if !t.old.is_zero() {
+                    emit(t.item, slot, extra, &t.old, -1);
+                }
+                if !node.sum.is_zero() {
+                    emit(t.item, slot, extra, &node.sum, 1);
+                }
+            }
+            if node.sum.is_zero() {
+                self.release((t.item / self.peers) as usize * self.slots + slot, t.node);
+            }
+        }
+        self.touched = touched;
+        self.round = self.round.wrapping_add(1);
+        if self.round == 0 {
+            // Stamps from 2^32 rounds ago must not look current.
+            for node in &mut self.nodes {
+                node.stamp = 0;
+            }
+            self.round = 1;
+        }
+    }
+
+    /// Unlinks node `n` from the list at `at` and frees it.
+    fn release(&mut self, at: usize, n: u32) {
+        let next = self.nodes[n as usize].next;
+        if self.heads[at] == n {
+            self.heads[at] = next;
+        } else {
+            let mut p = self.heads[at];
+            while p != NIL {
+                let pn = &mut self.nodes[p as usize];
+                if pn.next == n {
+                    pn.next = next;
+                    break;
+                }
+                p = pn.next;
+            }
+        }
+        self.nodes[n as usize].sum = S::default();
+        self.free.push(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Random rounds of changes against a `BTreeMap` of sums: the reported changes rebuild
+    /// the map exactly and zero sums are freed.
+    #[test]
+    fn rounds_match_a_map() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (peers, worker) = (3u64, 1u64);
+        let mut dense: DenseSums<u64, i64> = DenseSums::new(peers as usize, 4);
+        let mut want: BTreeMap<(u64, usize, u64), i64> = BTreeMap::new();
+        let mut got: BTreeMap<(u64, usize, u64), i64> = BTreeMap::new();
+        for _ in 0..300 {
+            let before = want.clone();
+            for _ in 0..rng.gen_range(0..40) {
+                let item = rng.gen_range(0..50u64) * peers + worker;
+                let (slot, extra) = (rng.gen_range(0..4usize), rng.gen_range(0..3u64));
+                let d = rng.gen_range(-2..3i64);
+                *want.entry((item, slot, extra)).or_default() += d;
+                dense.update(item, slot, extra, |s| *s += d);
+            }
+            want.retain(|_, v| *v != 0);
+            let mut changes = Vec::new();
+            dense.finish(|item, slot, extra, v, diff| changes.push(((item, slot, extra), *v, diff)));
+            for (k, v, diff) in changes {
+                if diff < 0 {
+                    assert_eq!(got.remove(&k), Some(v), "retracted a value not held");
+                    assert_eq!(before.get(&k), Some(&v));
+                } else {
+                    assert!(got.insert(k, v).is_none(), "two values for one key");
+                }
+            }
+            assert_eq!(got, want);
+            assert_eq!(dense.len(), want.len());
+        }
+    }
+}
