@@ -139,8 +139,15 @@ impl ItemEntry {
     /// slot. Empty when the item is not listable.
     pub fn index_values(&self, layout: &Layout) -> Vec<(usize, OrderKey)> {
         let mut out = Vec::new();
+        self.index_values_into(layout, &mut out);
+        out
+    }
+
+    /// [`index_values`](Self::index_values) into a reused vector (cleared first).
+    pub fn index_values_into(&self, layout: &Layout, out: &mut Vec<(usize, OrderKey)>) {
+        out.clear();
         if !self.is_listable() {
-            return out;
+            return;
         }
         for (kind, lanes) in &self.windows {
             let Some(kl) = layout.kind(*kind) else { continue };
@@ -187,7 +194,6 @@ impl ItemEntry {
             out.push((slot, created));
         }
         out.sort_unstable();
-        out
     }
 }
 

@@ -1,7 +1,8 @@
 //! The ordered ranking indexes of a snapshot and the layout that numbers them.
 //!
 //! For every signal type `k` the serving state keeps, as persistent ordered sets
-//! (`imbl::OrdSet`, so a snapshot clone is O(1) and an update O(log n)):
+//! ([`OrdIndex`](crate::ordindex::OrdIndex), so a snapshot clone is O(1) and a batch of
+//! changes costs one pass over the leaves it touches):
 //! one `trending` index per window (`count_W` desc), one `rising` index per window
 //! (`2·count_W − count_2W` desc), one `hot` index per half-life ([`hot_key`] desc) and one
 //! `top` index (`total` desc); plus a single `new` index (`created_at` desc). Only positive
@@ -14,8 +15,6 @@
 //! [`hot_key`]: tidal_core::features::hot_key
 
 use std::cmp::Ordering;
-use std::sync::Arc;
-
 use tidal_core::Config;
 
 use crate::contract::{HalfLifeIdx, ItemKey, KindIdx};
@@ -51,30 +50,67 @@ pub fn from_order_f64(k: OrderKey) -> f64 {
     }
 }
 
-/// One entry of an ordered index.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// One entry of an ordered index: the item's value and key, and a 16-byte digest of its id
+/// that orders like the id. `Copy` and 32 bytes, so index nodes copy cheaply.
+///
+/// Entries order by value descending, then id ascending (byte order), then key — exactly
+/// the tie rule of SPEC §3. The digest is the id's first 15 bytes (zero padded) and its
+/// length capped at 16: it orders like the id itself, and two equal digests mean equal ids
+/// unless both ids are longer than 15 bytes. Only then are the full ids compared
+/// ([`IndexEntry::cmp_with`]); the full id is the item's
+/// ([`ItemEntry::id`](crate::ItemEntry::id)), looked up by key.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IndexEntry {
     /// The ranked value, encoded (see [`order_i64`], [`order_f64`]).
     pub order: OrderKey,
-    /// The item's id: ties break on it.
-    pub id: Arc<str>,
     /// The item's key, for random access to its features.
     pub key: ItemKey,
+    digest: u128,
 }
 
-impl Ord for IndexEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
+/// Bytes of the id kept in a digest.
+const DIGEST_BYTES: usize = 15;
+
+impl IndexEntry {
+    /// The entry of item `key` with id `id` at value `order`.
+    pub fn new(order: OrderKey, id: &str, key: ItemKey) -> IndexEntry {
+        let mut bytes = [0u8; 16];
+        let n = id.len().min(DIGEST_BYTES);
+        bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+        bytes[DIGEST_BYTES] = id.len().min(DIGEST_BYTES + 1) as u8;
+        IndexEntry {
+            order,
+            key,
+            digest: u128::from_be_bytes(bytes),
+        }
+    }
+
+    /// Whether the digest holds the whole id (then equal digests are equal ids).
+    fn whole_id(&self) -> bool {
+        (self.digest & 0xff) as usize <= DIGEST_BYTES
+    }
+
+    /// Index order (best first) between two entries whose full ids `self_id` and `other_id`
+    /// give; those are asked for only when the values tie and both ids are longer than the
+    /// digest with the same first bytes.
+    pub fn cmp_with<'a, 'b>(
+        &self,
+        other: &IndexEntry,
+        self_id: impl FnOnce() -> &'a str,
+        other_id: impl FnOnce() -> &'b str,
+    ) -> Ordering {
         other
             .order
             .cmp(&self.order)
-            .then_with(|| self.id.as_bytes().cmp(other.id.as_bytes()))
-            .then_with(|| self.key.cmp(&other.key))
-    }
-}
-
-impl PartialOrd for IndexEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+            .then(self.digest.cmp(&other.digest))
+            .then_with(|| {
+                if self.whole_id() {
+                    Ordering::Equal
+                } else {
+                    self_id().as_bytes().cmp(other_id().as_bytes())
+                }
+            })
+            .then(self.key.cmp(&other.key))
     }
 }
 
@@ -218,6 +254,31 @@ mod tests {
             assert!(order_f64(w[0]) <= order_f64(w[1]), "{} {}", w[0], w[1]);
             assert_eq!(from_order_f64(order_f64(w[1])), w[1]);
         }
+    }
+
+    #[test]
+    fn entries_order_like_their_ids() {
+        let ids = [
+            "", "\0", "a", "a\0", "a\0\0", "ab", "abcdefghijklmn", "abcdefghijklmno", "abcdefghijklmno\0",
+            "abcdefghijklmnoa", "abcdefghijklmnop", "abcdefghijklmnopq", "abcdefghijklmnoz", "b", "\u{e9}", "\u{ffff}",
+        ];
+        let mut asked = 0;
+        for a in ids {
+            for b in ids {
+                for (oa, ob) in [(1, 1), (1, 2), (2, 1)] {
+                    let (ea, eb) = (IndexEntry::new(oa, a, 7), IndexEntry::new(ob, b, 7));
+                    let mut ask = |s| {
+                        asked += 1;
+                        s
+                    };
+                    let got = ea.cmp_with(&eb, || ask(a), || b);
+                    let want = ob.cmp(&oa).then(a.as_bytes().cmp(b.as_bytes()));
+                    assert_eq!(got, want, "{a:?} {b:?} {oa} {ob}");
+                }
+            }
+        }
+        // Only ties between ids longer than the digest need the full ids.
+        assert!(asked > 0 && asked <= 7 * 7, "{asked}");
     }
 
     #[test]

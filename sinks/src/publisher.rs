@@ -1,5 +1,5 @@
 //! The hand-off point between the dataflow and the readers: an `ArcSwap` holding the
-//! latest [`Snapshot`]. The sink stores a new version per frontier; readers `load` the
+//! latest [`Snapshot`]. The sink stores each new version; readers `load` the
 //! current one without locks and keep it as long as they like. Optionally the publisher
 //! owns the fjall entity store the sink writes item metadata into.
 
@@ -11,7 +11,8 @@ use arc_swap::ArcSwap;
 use tidal_core::Config;
 use tidal_core::record::ItemMeta;
 
-use crate::snapshot::{ItemChange, Snapshot, SnapshotBuilder};
+use crate::SnapshotBuilder;
+use crate::snapshot::{ItemChange, Snapshot};
 use crate::store::{EntityStore, StoreError};
 
 /// The latest published snapshot, plus the entity store.
@@ -59,6 +60,11 @@ impl Publisher {
     /// Makes `snapshot` the current version.
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+    }
+
+    /// Makes a shared `snapshot` the current version.
+    pub fn publish_shared(&self, snapshot: Arc<Snapshot>) {
+        self.current.store(snapshot);
     }
 
     /// Writes item changes to the entity store, if there is one (best effort).

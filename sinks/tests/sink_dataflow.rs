@@ -170,24 +170,26 @@ fn deleted_items_leave_the_entity_store() {
         }),
         deleted: false,
     };
-    let changes = b.apply(vec![(
+    b.apply(vec![(
         tidal_sinks::Update::Item {
             key: 1,
             state: live.clone(),
         },
         1,
     )]);
-    publisher.write_items(&changes);
+    b.snapshot(1);
+    publisher.write_items(&b.take_item_changes());
     assert_eq!(publisher.stored_item("x"), live.meta);
     let dead = ItemState {
         deleted: true,
         ..live.clone()
     };
-    let changes = b.apply(vec![
+    b.apply(vec![
         (tidal_sinks::Update::Item { key: 1, state: live }, -1),
         (tidal_sinks::Update::Item { key: 1, state: dead }, 1),
     ]);
-    publisher.write_items(&changes);
+    b.snapshot(2);
+    publisher.write_items(&b.take_item_changes());
     assert_eq!(publisher.stored_item("x"), None);
 }
 

@@ -1,5 +1,5 @@
-//! Random batches of changes applied to a `SnapshotBuilder`, checked after every batch
-//! against a from-scratch model: every feature, the id map, the listed count, the entity
+//! Random batches of changes applied to a `SnapshotBuilder` (one to three per version),
+//! every version checked against a from-scratch model: every feature, the id map, the listed count, the entity
 //! store writes, and every ordered index against a brute-force sort of all items.
 
 use std::collections::BTreeMap;
@@ -204,14 +204,18 @@ fn indexes_match_brute_force_after_random_batches() {
         let mut b = SnapshotBuilder::new(&config);
         let mut store: BTreeMap<String, ItemMeta> = BTreeMap::new();
         for round in 0..40 {
-            let batch = random_batch(&mut rng, &mut m, &h_ms);
-            for c in b.apply(batch) {
+            // Several batches may be applied before a version is cut.
+            for _ in 0..rng.gen_range(1..4) {
+                let batch = random_batch(&mut rng, &mut m, &h_ms);
+                b.apply(batch);
+            }
+            let snap = b.snapshot(round + 1);
+            for c in b.take_item_changes() {
                 match c.meta {
                     Some(meta) => store.insert(c.id, meta),
                     None => store.remove(&c.id),
                 };
             }
-            let snap = b.snapshot(round + 1);
             let ctx = format!("seed {seed} round {round}");
             assert_eq!(snap.lsn, m.lsn, "{ctx}");
 

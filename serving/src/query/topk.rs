@@ -127,14 +127,16 @@ fn walk_one<'s>(snapshot: &'s Snapshot, scorer: &Scorer, filters: &Filters<'_>, 
         if out.len() >= need {
             break;
         }
-        let Some(item) = snapshot.entry(e.key) else { continue };
+        let Some((item, id)) = snapshot.entry(e.key).and_then(|i| Some((i, i.id()?))) else {
+            continue;
+        };
         let score = scorer.list_value(0, e);
-        if !(score > 0.0 || scorer.base == Base::New) || !filters.passes(&e.id, item) || !diversity.accept(item) {
+        if !(score > 0.0 || scorer.base == Base::New) || !filters.passes(id, item) || !diversity.accept(item) {
             continue;
         }
         out.push(Hit {
             score,
-            id: e.id.clone(),
+            id: id.clone(),
             key: e.key,
             entry: item,
         });
@@ -165,15 +167,17 @@ fn threshold<'s>(snapshot: &'s Snapshot, scorer: &Scorer, filters: &Filters<'_>,
             if !seen.insert(e.key) {
                 continue;
             }
-            let Some(item) = snapshot.entry(e.key) else { continue };
-            if !filters.passes(&e.id, item) {
+            let Some((item, id)) = snapshot.entry(e.key).and_then(|i| Some((i, i.id()?))) else {
+                continue;
+            };
+            if !filters.passes(id, item) {
                 continue;
             }
             let score = scorer.score(item);
             if score > 0.0 {
                 cands.insert(Hit {
                     score,
-                    id: e.id.clone(),
+                    id: id.clone(),
                     key: e.key,
                     entry: item,
                 });

@@ -1,0 +1,205 @@
+//! [`SnapshotBuilder`]: the sink's working copy of the serving state.
+//!
+//! Changes arrive in batches of complete times ([`SnapshotBuilder::apply`]). A batch is
+//! consolidated per entry slot and time and applied at once to mutable working copies of
+//! the items it touches, which are only marked dirty: no index, map or store is touched
+//! yet. Cutting a version ([`SnapshotBuilder::version`]) then settles every dirty item once,
+//! however many batches changed it since the last version: its old and new index values are
+//! diffed into a [`Log`], whose index changes are applied to each ordered index in one
+//! sorted pass, the persistent maps take the new entries, and the entity-store writes of the
+//! items whose state changed are gathered ([`SnapshotBuilder::take_item_changes`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use tidal_core::Config;
+use tidal_core::time::Time;
+
+use crate::contract::ItemKey;
+use crate::entry::ItemEntry;
+use crate::delta::{Delta, LSN_SLOT};
+use crate::log::Log;
+use crate::snapshot::{ItemChange, Snapshot, Update};
+
+/// Runs longer than this are consolidated by sorting rather than pairwise.
+const PAIRWISE_MAX: usize = 16;
+
+/// Where a delta sorts while a batch is applied: (item key, slot, time, vector, position).
+type Order = (ItemKey, u128, Time, u32, u32);
+
+/// Owns the working copy of the serving state and cuts immutable versions of it.
+///
+/// A version is a copy-on-write clone of the last one with the [`Log`] of the changes since
+/// applied: it shares every node the changes do not touch.
+#[derive(Clone, Debug)]
+pub struct SnapshotBuilder {
+    /// The last version cut.
+    last: Arc<Snapshot>,
+    /// The LSN applied since the last version.
+    lsn: u64,
+    /// Items changed since the last version, with their current features.
+    dirty: HashMap<ItemKey, ItemEntry, RandomState>,
+    /// Entity-store writes of the versions cut since the last `take_item_changes`.
+    item_changes: Vec<ItemChange>,
+    /// Reused buffer: the batch sort order.
+    order: Vec<Order>,
+}
+
+impl SnapshotBuilder {
+    /// An empty builder for a schema.
+    pub fn new(config: &Config) -> SnapshotBuilder {
+        SnapshotBuilder {
+            last: Arc::new(Snapshot::empty(config)),
+            lsn: 0,
+            dirty: HashMap::default(),
+            item_changes: Vec::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// The last version cut (its `frontier` is that version's); changes applied since are
+    /// not in it.
+    pub fn current(&self) -> &Snapshot {
+        &self.last
+    }
+
+    /// Whether changes were applied since the last version.
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty() || self.lsn != self.last.lsn
+    }
+
+    /// Applies a batch of changes whose times are all complete. The batch is consolidated
+    /// first; per value, `−1` removes it (if it is the current value) before `+1` sets the
+    /// new one. The changes show in the next [`snapshot`](Self::snapshot).
+    pub fn apply(&mut self, updates: Vec<(Update, isize)>) {
+        let batch: Vec<(Delta, Time, isize)> = updates.into_iter().map(|(u, d)| (Delta::from(u), 0, d)).collect();
+        self.apply_deltas(&[batch]);
+    }
+
+    /// [`apply`](Self::apply) for the sink's own form of the changes, at several complete
+    /// times, in any number of vectors: per entry slot, the times are applied in order,
+    /// each consolidated.
+    pub(crate) fn apply_deltas(&mut self, batches: &[Vec<(Delta, Time, isize)>]) {
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        for (b, batch) in batches.iter().enumerate() {
+            for (i, (u, t, _)) in batch.iter().enumerate() {
+                let (key, slot) = u.slot();
+                order.push((key, slot, *t, b as u32, i as u32));
+            }
+        }
+        order.sort_unstable();
+        let at = |r: &Order| &batches[r.3 as usize][r.4 as usize];
+        let mut net: Vec<(&Order, isize)> = Vec::new();
+        let mut rest = &order[..];
+        while let Some(&(key, slot, _, _, _)) = rest.first() {
+            let run = rest.iter().take_while(|r| (r.0, r.1) == (key, slot)).count();
+            let (group, tail) = rest.split_at(run);
+            rest = tail;
+            if (key, slot) == LSN_SLOT {
+                consolidate(group, &at, &mut net);
+                let newest = net
+                    .iter()
+                    .filter_map(|&(r, d)| match at(r).0 {
+                        Delta::Lsn(l) if d > 0 => Some(l),
+                        _ => None,
+                    })
+                    .max();
+                if let Some(l) = newest {
+                    self.lsn = l;
+                }
+                continue;
+            }
+            let last = &self.last;
+            let entry = self
+                .dirty
+                .entry(key)
+                .or_insert_with(|| last.entries.get(&key).map(|e| (**e).clone()).unwrap_or_default());
+            let mut times = group;
+            while let Some(first) = times.first() {
+                let n = times.iter().take_while(|r| r.2 == first.2).count();
+                let (now, later) = times.split_at(n);
+                times = later;
+                consolidate(now, &at, &mut net);
+                for &(r, d) in net.iter().filter(|n| n.1 < 0) {
+                    if d != -1 {
+                        tracing::debug!(key, diff = d, "unexpected multiplicity in the serving sink");
+                    }
+                    apply_one(entry, &at(r).0, false);
+                }
+                for &(r, _) in net.iter().filter(|n| n.1 > 0) {
+                    apply_one(entry, &at(r).0, true);
+                }
+            }
+        }
+        self.order = order;
+    }
+
+    /// A new version at `frontier`, with every change applied so far (see [`version`]).
+    ///
+    /// [`version`]: Self::version
+    pub fn snapshot(&mut self, frontier: Time) -> Snapshot {
+        (*self.version(frontier)).clone()
+    }
+
+    /// A new shared version at `frontier`, with every change applied so far.
+    pub fn version(&mut self, frontier: Time) -> Arc<Snapshot> {
+        let log = Log::new(&self.last, self.dirty.drain(), self.lsn, &mut self.item_changes);
+        let mut next = (*self.last).clone();
+        log.apply_to(&mut next);
+        next.frontier = frontier;
+        self.last = Arc::new(next);
+        self.last.clone()
+    }
+
+    /// The entity-store writes of the versions cut since the last call: per item id whose
+    /// state changed, its latest live metadata or `None` (forget the id).
+    pub fn take_item_changes(&mut self) -> Vec<ItemChange> {
+        std::mem::take(&mut self.item_changes)
+    }
+}
+
+/// Sums the differences of equal values among updates to one slot at one time; `out` gets
+/// the values whose sum is not zero.
+fn consolidate<'o, 'a>(
+    run: &'o [Order],
+    at: &impl Fn(&Order) -> &'a (Delta, Time, isize),
+    out: &mut Vec<(&'o Order, isize)>,
+) {
+    out.clear();
+    if run.len() <= PAIRWISE_MAX {
+        for r in run {
+            let (u, _, d) = at(r);
+            match out.iter_mut().find(|(o, _)| at(o).0 == *u) {
+                Some(slot) => slot.1 += d,
+                None => out.push((r, *d)),
+            }
+        }
+    } else {
+        let mut sorted: Vec<&Order> = run.iter().collect();
+        sorted.sort_by(|x, y| at(x).0.cmp(&at(y).0));
+        for r in sorted {
+            let (u, _, d) = at(r);
+            match out.last_mut() {
+                Some(last) if at(last.0).0 == *u => last.1 += d,
+                _ => out.push((r, *d)),
+            }
+        }
+    }
+    out.retain(|n| n.1 != 0);
+}
+
+/// Removes (`set == false`) or sets one value of an entry.
+fn apply_one(entry: &mut ItemEntry, u: &Delta, set: bool) {
+    match (u, set) {
+        (Delta::Window { kind, lanes, .. }, false) => entry.remove_lanes(*kind, lanes),
+        (Delta::Window { kind, lanes, .. }, true) => entry.set_lanes(*kind, *lanes),
+        (Delta::Decay { kind, hl, epoch, sum, .. }, false) => entry.remove_epoch(*kind, *hl, *epoch, *sum),
+        (Delta::Decay { kind, hl, epoch, sum, .. }, true) => entry.set_epoch(*kind, *hl, *epoch, *sum),
+        (Delta::Item { state, .. }, false) => entry.remove_state(state),
+        (Delta::Item { state, .. }, true) => entry.set_state((**state).clone()),
+        (Delta::Lsn(_), _) => {}
+    }
+}

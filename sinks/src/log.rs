@@ -1,0 +1,179 @@
+//! [`Log`]: the changes that turn one version of the serving state into the next.
+//!
+//! A log is computed from the items changed since the last version (their new entries
+//! against the last version's): the new entries, the sorted index changes, the id map
+//! updates, the listed count and the LSN. Applied to a copy-on-write clone of the last
+//! version, it makes the next one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use crate::contract::ItemKey;
+use crate::entry::ItemEntry;
+use crate::index::IndexEntry;
+use crate::ordindex::{Change, Prepared};
+use crate::snapshot::{IdKeys, ItemChange, Snapshot};
+
+/// The changes from one version to the next.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Log {
+    /// New entries by key (`None`: the key is gone).
+    entries: Vec<(ItemKey, Option<Arc<ItemEntry>>)>,
+    /// Per index slot with changes, the changes.
+    indexes: Vec<(usize, Prepared)>,
+    /// New keys per item id (`None`: the id is gone).
+    ids: Vec<(Arc<str>, Option<IdKeys>)>,
+    listed: usize,
+    lsn: u64,
+}
+
+impl Log {
+    /// The log that takes `last` to the state where the keys of `dirty` hold their new
+    /// entries and the LSN is `lsn`; the entity-store writes it implies go to `writes`.
+    pub(crate) fn new(
+        last: &Snapshot,
+        dirty: impl Iterator<Item = (ItemKey, ItemEntry)>,
+        lsn: u64,
+        writes: &mut Vec<ItemChange>,
+    ) -> Log {
+        let layout = &last.layout;
+        let empty = ItemEntry::default();
+        let mut queues: Vec<Vec<Change>> = vec![Vec::new(); layout.slots()];
+        let mut updated: HashMap<ItemKey, Option<Arc<ItemEntry>>, RandomState> = HashMap::default();
+        let mut state_changed: Vec<ItemKey> = Vec::new();
+        let mut listed = last.listed;
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for (key, new) in dirty {
+            let old = last.entries.get(&key).map_or(&empty, |e| &**e);
+            if *old == new {
+                continue;
+            }
+            old.index_values_into(layout, &mut before);
+            new.index_values_into(layout, &mut after);
+            diff_indexes(&mut queues, key, (old, &before), (&new, &after));
+            listed = listed + usize::from(new.is_listable()) - usize::from(old.is_listable());
+            if old.state() != new.state() {
+                state_changed.push(key);
+            }
+            updated.insert(key, (!new.is_empty()).then(|| Arc::new(new)));
+        }
+        let indexes = queues
+            .into_iter()
+            .enumerate()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(slot, q)| (slot, Prepared::new(q)))
+            .collect();
+        let entry = |k: ItemKey| match updated.get(&k) {
+            Some(e) => e.as_deref(),
+            None => last.entries.get(&k).map(|e| &**e),
+        };
+        // Id map: the keys of every id whose state changed somewhere.
+        let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> = HashMap::default();
+        state_changed.sort_unstable();
+        for key in state_changed {
+            let old = last.entries.get(&key).map(|e| &**e);
+            let new = entry(key);
+            let Some(id) = new.and_then(|e| e.id()).or(old.and_then(|e| e.id())) else {
+                continue;
+            };
+            let keys = ids
+                .entry(id.clone())
+                .or_insert_with(|| Some(last.ids.get(id).cloned().unwrap_or_default()));
+            let k = keys.get_or_insert_with(IdKeys::default);
+            if new.and_then(|e| e.state()).is_some() {
+                k.insert(key);
+            } else {
+                k.remove(key);
+            }
+            if k.latest().is_none() {
+                *keys = None;
+            }
+        }
+        let mut ids: Vec<(Arc<str>, Option<IdKeys>)> = ids.into_iter().collect();
+        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (id, keys) in &ids {
+            let state = keys
+                .as_ref()
+                .and_then(IdKeys::latest)
+                .and_then(entry)
+                .and_then(|e| e.state());
+            writes.push(ItemChange {
+                id: id.to_string(),
+                meta: state.filter(|s| !s.deleted).and_then(|s| s.meta.clone()),
+            });
+        }
+        Log {
+            entries: updated.into_iter().collect(),
+            indexes,
+            ids,
+            listed,
+            lsn,
+        }
+    }
+
+    /// Applies the log to a copy of the version it was computed from.
+    pub(crate) fn apply_to(&self, s: &mut Snapshot) {
+        // Index changes first: the old entries give the ids of the entries indexed.
+        let entries = &s.entries;
+        let id_of = |k: ItemKey| entries.get(&k).and_then(|e| e.id()).map(|id| &**id);
+        for (slot, changes) in &self.indexes {
+            if let Some(index) = s.indexes.get_mut(*slot) {
+                index.apply(changes, &id_of);
+            }
+        }
+        for (key, entry) in &self.entries {
+            match entry {
+                Some(e) => {
+                    s.entries.insert(*key, e.clone());
+                }
+                None => {
+                    s.entries.remove(key);
+                }
+            }
+        }
+        for (id, keys) in &self.ids {
+            match keys {
+                Some(k) => {
+                    s.ids.insert(id.clone(), k.clone());
+                }
+                None => {
+                    s.ids.remove(id);
+                }
+            }
+        }
+        s.listed = self.listed;
+        s.lsn = self.lsn;
+    }
+}
+
+/// Queues the index changes that move `key` from its old values to its new ones (each
+/// entry with its sorted `(slot, order)` values).
+fn diff_indexes(
+    queues: &mut [Vec<Change>],
+    key: ItemKey,
+    (old, before): (&ItemEntry, &[(usize, u64)]),
+    (new, after): (&ItemEntry, &[(usize, u64)]),
+) {
+    let same_id = old.id() == new.id();
+    let mut push = |e: &ItemEntry, slot: usize, order, insert| {
+        if let (Some(id), Some(q)) = (e.id(), queues.get_mut(slot)) {
+            q.push(Change {
+                entry: IndexEntry::new(order, id, key),
+                id: id.clone(),
+                insert,
+            });
+        }
+    };
+    for &(slot, order) in before {
+        if !same_id || after.binary_search(&(slot, order)).is_err() {
+            push(old, slot, order, false);
+        }
+    }
+    for &(slot, order) in after {
+        if !same_id || before.binary_search(&(slot, order)).is_err() {
+            push(new, slot, order, true);
+        }
+    }
+}
