@@ -18,8 +18,8 @@ use tidal_core::Config;
 use tidal_core::time::Time;
 
 use crate::contract::ItemKey;
-use crate::entry::ItemEntry;
 use crate::delta::{Delta, LSN_SLOT};
+use crate::entry::ItemEntry;
 use crate::log::Log;
 use crate::snapshot::{ItemChange, Snapshot, Update};
 
@@ -196,8 +196,18 @@ fn apply_one(entry: &mut ItemEntry, u: &Delta, set: bool) {
     match (u, set) {
         (Delta::Window { kind, lanes, .. }, false) => entry.remove_lanes(*kind, lanes),
         (Delta::Window { kind, lanes, .. }, true) => entry.set_lanes(*kind, *lanes),
-        (Delta::Decay { kind, hl, epoch, sum, .. }, false) => entry.remove_epoch(*kind, *hl, *epoch, *sum),
-        (Delta::Decay { kind, hl, epoch, sum, .. }, true) => entry.set_epoch(*kind, *hl, *epoch, *sum),
+        (
+            Delta::Decay {
+                kind, hl, epoch, sum, ..
+            },
+            false,
+        ) => entry.remove_epoch(*kind, *hl, *epoch, *sum),
+        (
+            Delta::Decay {
+                kind, hl, epoch, sum, ..
+            },
+            true,
+        ) => entry.set_epoch(*kind, *hl, *epoch, *sum),
         (Delta::Item { state, .. }, false) => entry.remove_state(state),
         (Delta::Item { state, .. }, true) => entry.set_state((**state).clone()),
         (Delta::Lsn(_), _) => {}

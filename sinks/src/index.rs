@@ -259,8 +259,22 @@ mod tests {
     #[test]
     fn entries_order_like_their_ids() {
         let ids = [
-            "", "\0", "a", "a\0", "a\0\0", "ab", "abcdefghijklmn", "abcdefghijklmno", "abcdefghijklmno\0",
-            "abcdefghijklmnoa", "abcdefghijklmnop", "abcdefghijklmnopq", "abcdefghijklmnoz", "b", "\u{e9}", "\u{ffff}",
+            "",
+            "\0",
+            "a",
+            "a\0",
+            "a\0\0",
+            "ab",
+            "abcdefghijklmn",
+            "abcdefghijklmno",
+            "abcdefghijklmno\0",
+            "abcdefghijklmnoa",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnoz",
+            "b",
+            "\u{e9}",
+            "\u{ffff}",
         ];
         let mut asked = 0;
         for a in ids {

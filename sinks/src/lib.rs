@@ -25,8 +25,8 @@ pub mod publisher;
 pub mod snapshot;
 pub mod store;
 
-pub use entry::ItemEntry;
 pub use builder::SnapshotBuilder;
+pub use entry::ItemEntry;
 pub use index::{IndexEntry, IndexKind, Layout};
 pub use ordindex::OrdIndex;
 pub use publish::{PUBLISH_INTERVAL, publish};

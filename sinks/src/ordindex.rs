@@ -244,7 +244,9 @@ impl Merge<'_, '_> {
         let leaves = &mid.child[..];
         let mut rest = changes;
         for (l, leaf) in leaves.iter().enumerate() {
-            let take = leaves.get(l + 1).map_or(rest.len(), |next| self.before(rest, &next.first));
+            let take = leaves
+                .get(l + 1)
+                .map_or(rest.len(), |next| self.before(rest, &next.first));
             let (here, tail) = rest.split_at(take);
             rest = tail;
             if here.is_empty() {
@@ -397,30 +399,52 @@ mod tests {
                     if next.get(key) != Some(old) {
                         let entry = IndexEntry::new(*old, &ids[*key as usize], *key);
                         let id = ids[*key as usize].clone();
-                        changes.push(Change { entry, id, insert: false });
+                        changes.push(Change {
+                            entry,
+                            id,
+                            insert: false,
+                        });
                     }
                 }
                 for (key, new) in &next {
                     if model.get(key) != Some(new) {
                         let entry = IndexEntry::new(*new, &ids[*key as usize], *key);
                         let id = ids[*key as usize].clone();
-                        changes.push(Change { entry, id, insert: true });
+                        changes.push(Change {
+                            entry,
+                            id,
+                            insert: true,
+                        });
                     }
                 }
                 // A no-op pair and a stale removal are tolerated.
                 if let Some((k, v)) = next.iter().next() {
                     let entry = IndexEntry::new(*v, &ids[*k as usize], *k);
                     let id = ids[*k as usize].clone();
-                    changes.push(Change { entry, id: id.clone(), insert: false });
-                    changes.push(Change { entry, id, insert: true });
+                    changes.push(Change {
+                        entry,
+                        id: id.clone(),
+                        insert: false,
+                    });
+                    changes.push(Change {
+                        entry,
+                        id,
+                        insert: true,
+                    });
                 }
                 let stale = IndexEntry::new(999, &ids[0], 0);
                 let id = ids[0].clone();
-                changes.push(Change { entry: stale, id, insert: false });
+                changes.push(Change {
+                    entry: stale,
+                    id,
+                    insert: false,
+                });
                 let lookup = |k: ItemKey| ids.get(k as usize).map(|s| &**s);
                 let batch = Prepared::new(std::mem::take(&mut changes));
                 // The same batch applied to a clone gives the same entries.
-                let mut twin = versions.last().map_or_else(OrdIndex::new, |(v, _): &(OrdIndex, _)| v.clone());
+                let mut twin = versions
+                    .last()
+                    .map_or_else(OrdIndex::new, |(v, _): &(OrdIndex, _)| v.clone());
                 twin.apply(&batch, &lookup);
                 ix.apply(&batch, &lookup);
                 let twin: Vec<_> = twin.iter().map(|e| (e.order, e.key)).collect();

@@ -27,8 +27,8 @@ use tidal_core::features::Lanes;
 use tidal_core::time::Time;
 
 use crate::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
-use crate::publisher::Publisher;
 use crate::delta::Delta;
+use crate::publisher::Publisher;
 use crate::snapshot::CLOSED;
 
 /// The shortest time between two published versions while frontier advances keep coming,
@@ -137,7 +137,9 @@ type Batch = Vec<(Delta, Time, isize)>;
 /// Files a container under `ready` if all its times are before the frontier `now`, under
 /// `later` (by its earliest time) if none is, or splits it.
 fn sort_out(batch: Batch, now: Time, ready: &mut Vec<Batch>, later: &mut BTreeMap<Time, Vec<Batch>>) {
-    let Some(min) = batch.iter().map(|u| u.1).min() else { return };
+    let Some(min) = batch.iter().map(|u| u.1).min() else {
+        return;
+    };
     let max = batch.iter().map(|u| u.1).max().unwrap_or(min);
     if max < now {
         ready.push(batch);

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 

@@ -88,9 +88,27 @@ impl Feed {
         }
         for ((key, kind, hl), (old, new)) in sums {
             if let Some(o) = old {
-                out.push((Update::Decay { key, kind, hl, epoch, sum: o }, -1));
+                out.push((
+                    Update::Decay {
+                        key,
+                        kind,
+                        hl,
+                        epoch,
+                        sum: o,
+                    },
+                    -1,
+                ));
             }
-            out.push((Update::Decay { key, kind, hl, epoch, sum: new }, 1));
+            out.push((
+                Update::Decay {
+                    key,
+                    kind,
+                    hl,
+                    epoch,
+                    sum: new,
+                },
+                1,
+            ));
             self.sums.insert((key, kind, hl), new);
         }
         out
@@ -167,7 +185,10 @@ fn index_changes_per_second() {
         insert,
     };
     let mut ix = OrdIndex::new();
-    ix.apply(&Prepared::new((0..n).map(|k| change(k, value[k as usize], true)).collect()), &lookup);
+    ix.apply(
+        &Prepared::new((0..n).map(|k| change(k, value[k as usize], true)).collect()),
+        &lookup,
+    );
     let mut keep = Vec::new();
     for hold in [false, true] {
         let started = Instant::now();
@@ -193,6 +214,9 @@ fn index_changes_per_second() {
             }
         }
         let secs = started.elapsed().as_secs_f64();
-        println!("{count} changes, versions held: {hold}: {:.0} ns per change", secs * 1e9 / count as f64);
+        println!(
+            "{count} changes, versions held: {hold}: {:.0} ns per change",
+            secs * 1e9 / count as f64
+        );
     }
 }
