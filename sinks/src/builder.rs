@@ -20,7 +20,7 @@ use tidal_core::time::Time;
 use crate::contract::ItemKey;
 use crate::delta::{Delta, LSN_SLOT};
 use crate::entry::ItemEntry;
-use crate::log::Log;
+use crate::log::{Buffers, Log};
 use crate::snapshot::{ItemChange, Snapshot, Update};
 
 /// Runs longer than this are consolidated by sorting rather than pairwise.
@@ -43,8 +43,9 @@ pub struct SnapshotBuilder {
     dirty: HashMap<ItemKey, ItemEntry, RandomState>,
     /// Entity-store writes of the versions cut since the last `take_item_changes`.
     item_changes: Vec<ItemChange>,
-    /// Reused buffer: the batch sort order.
+    /// Reused buffers: the batch sort order; the vectors logs are built in.
     order: Vec<Order>,
+    bufs: Buffers,
 }
 
 impl SnapshotBuilder {
@@ -56,6 +57,7 @@ impl SnapshotBuilder {
             dirty: HashMap::default(),
             item_changes: Vec::new(),
             order: Vec::new(),
+            bufs: Buffers::default(),
         }
     }
 
@@ -146,9 +148,16 @@ impl SnapshotBuilder {
 
     /// A new shared version at `frontier`, with every change applied so far.
     pub fn version(&mut self, frontier: Time) -> Arc<Snapshot> {
-        let log = Log::new(&self.last, self.dirty.drain(), self.lsn, &mut self.item_changes);
+        let log = Log::new(
+            &self.last,
+            self.dirty.drain(),
+            self.lsn,
+            &mut self.item_changes,
+            &mut self.bufs,
+        );
         let mut next = (*self.last).clone();
         log.apply_to(&mut next);
+        log.recycle(&mut self.bufs);
         next.frontier = frontier;
         self.last = Arc::new(next);
         self.last.clone()

@@ -16,6 +16,16 @@ use crate::index::IndexEntry;
 use crate::ordindex::{Change, Prepared};
 use crate::snapshot::{IdKeys, ItemChange, Snapshot};
 
+/// Vectors a [`Log`] is built in, kept from one version to the next.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Buffers {
+    /// Per index slot, its changes.
+    queues: Vec<Vec<Change>>,
+    /// New entries by key, as a map and as the log's list.
+    updated: HashMap<ItemKey, Option<Arc<ItemEntry>>, RandomState>,
+    entries: Vec<(ItemKey, Option<Arc<ItemEntry>>)>,
+}
+
 /// The changes from one version to the next.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Log {
@@ -32,16 +42,21 @@ pub(crate) struct Log {
 impl Log {
     /// The log that takes `last` to the state where the keys of `dirty` hold their new
     /// entries and the LSN is `lsn`; the entity-store writes it implies go to `writes`.
+    /// `bufs` lends the vectors the log is built in ([`recycle`](Self::recycle) returns
+    /// them), so that large buffers are not allocated and freed for every version.
     pub(crate) fn new(
         last: &Snapshot,
         dirty: impl Iterator<Item = (ItemKey, ItemEntry)>,
         lsn: u64,
         writes: &mut Vec<ItemChange>,
+        bufs: &mut Buffers,
     ) -> Log {
         let layout = &last.layout;
         let empty = ItemEntry::default();
-        let mut queues: Vec<Vec<Change>> = vec![Vec::new(); layout.slots()];
-        let mut updated: HashMap<ItemKey, Option<Arc<ItemEntry>>, RandomState> = HashMap::default();
+        let queues = &mut bufs.queues;
+        queues.resize_with(layout.slots(), Vec::new);
+        let updated = &mut bufs.updated;
+        updated.clear();
         let mut state_changed: Vec<ItemKey> = Vec::new();
         let mut listed = last.listed;
         let (mut before, mut after) = (Vec::new(), Vec::new());
@@ -52,7 +67,7 @@ impl Log {
             }
             old.index_values_into(layout, &mut before);
             new.index_values_into(layout, &mut after);
-            diff_indexes(&mut queues, key, (old, &before), (&new, &after));
+            diff_indexes(queues, key, (old, &before), (&new, &after));
             listed = listed + usize::from(new.is_listable()) - usize::from(old.is_listable());
             if old.state() != new.state() {
                 state_changed.push(key);
@@ -60,10 +75,10 @@ impl Log {
             updated.insert(key, (!new.is_empty()).then(|| Arc::new(new)));
         }
         let indexes = queues
-            .into_iter()
+            .iter_mut()
             .enumerate()
             .filter(|(_, q)| !q.is_empty())
-            .map(|(slot, q)| (slot, Prepared::new(q)))
+            .map(|(slot, q)| (slot, Prepared::new(std::mem::take(q))))
             .collect();
         let entry = |k: ItemKey| match updated.get(&k) {
             Some(e) => e.as_deref(),
@@ -105,11 +120,28 @@ impl Log {
             });
         }
         Log {
-            entries: updated.into_iter().collect(),
+            entries: {
+                let mut entries = std::mem::take(&mut bufs.entries);
+                entries.extend(bufs.updated.drain());
+                entries
+            },
             indexes,
             ids,
             listed,
             lsn,
+        }
+    }
+
+    /// Hands the log's change vectors back to `bufs`, emptied.
+    pub(crate) fn recycle(mut self, bufs: &mut Buffers) {
+        self.entries.clear();
+        bufs.entries = self.entries;
+        for (slot, changes) in self.indexes {
+            if let Some(q) = bufs.queues.get_mut(slot) {
+                let mut v = changes.into_inner();
+                v.clear();
+                *q = v;
+            }
         }
     }
 

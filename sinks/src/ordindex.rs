@@ -81,6 +81,11 @@ impl Prepared {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The sorted changes, to reuse the vector.
+    pub fn into_inner(self) -> Vec<Change> {
+        self.0
+    }
 }
 
 /// A child of a node: its first entry (for routing without touching the child), the number

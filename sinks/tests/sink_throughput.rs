@@ -195,15 +195,17 @@ fn index_changes_per_second() {
         let mut count = 0;
         for _ in 0..200 {
             let mut batch = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for _ in 0..1000 {
                 let k = rng.gen_range(0..n);
+                if !seen.insert(k) {
+                    continue;
+                }
                 let v = value[k as usize];
                 batch.push(change(k, v, false));
                 batch.push(change(k, v + 1, true));
                 value[k as usize] = v + 1;
             }
-            batch.sort_by_key(|c| (c.entry.key, c.insert));
-            batch.dedup_by_key(|c| (c.entry.key, c.insert));
             count += batch.len();
             ix.apply(&Prepared::new(batch), &lookup);
             if hold {
