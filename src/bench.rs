@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
 
 use tidal_core::config::Config;
 use tidal_core::record::{Record, Signal};
@@ -23,7 +24,8 @@ use tidal_core::time::{ClockMode, Durability, wall_clock_ms};
 use tidal_sources::feed::Feed;
 use tidal_sources::wal::{Wal, WalOptions};
 
-use crate::server::{Running, wal_dir};
+use tidal::Tidal;
+use tidal_serving::wal_dir;
 
 /// Options of `tidal bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -54,30 +56,6 @@ pub struct BenchArgs {
     pub no_http: bool,
 }
 
-/// Zipf(s) sampler over `0..n` by inverse CDF.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(n);
-        let mut acc = 0.0;
-        for k in 1..=n {
-            acc += (k as f64).powf(-s);
-            cdf.push(acc);
-        }
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Zipf { cdf }
-    }
-    fn sample(&self, rng: &mut SmallRng) -> usize {
-        let u: f64 = rng.r#gen();
-        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
-    }
-}
-
 /// The six default types with a feed-like mix.
 const MIX: [(&str, f64); 6] = [
     ("view", 0.70),
@@ -89,7 +67,8 @@ const MIX: [(&str, f64); 6] = [
 ];
 
 struct Gen {
-    zipf: Zipf,
+    /// Item popularity ranks `1..=n`.
+    zipf: Zipf<f64>,
     users: usize,
     rng: SmallRng,
     /// Idempotency ids handed out so far (HTTP phases send one with every signal).
@@ -98,7 +77,7 @@ struct Gen {
 
 impl Gen {
     fn signal(&mut self, ts: Option<u64>) -> Signal {
-        let item = self.zipf.sample(&mut self.rng);
+        let item = self.zipf.sample(&mut self.rng) as u64 - 1;
         let user = self.rng.gen_range(0..self.users);
         let mut u: f64 = self.rng.r#gen();
         let mut kind = "view";
@@ -149,8 +128,11 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => {
-            tmp = TempDir::new()?;
-            tmp.0.clone()
+            tmp = tempfile::Builder::new()
+                .prefix("tidal-bench-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            tmp.path().to_path_buf()
         }
     };
     let mut rows = Vec::new();
@@ -161,7 +143,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         dir.display()
     );
     let mut g = Gen {
-        zipf: Zipf::new(args.items, 1.1),
+        zipf: Zipf::new(args.items as u64, 1.1).map_err(|e| format!("--items: {e}"))?,
         users: args.users,
         rng: SmallRng::seed_from_u64(42),
         ids: 0,
@@ -174,7 +156,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     config.engine.workers = args.workers;
     config.engine.durability = Durability::Buffer;
     let started = Instant::now();
-    let running = Running::start(config)?;
+    let tidal = Tidal::open(config).map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
     let rate = args.signals as f64 / secs;
     rows.push(Row {
@@ -184,7 +166,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         met: Some(rate >= 1e6),
     });
     let rss = peak_rss("self").unwrap_or(0);
-    running.shutdown();
+    tidal.shutdown().map_err(|e| e.to_string())?;
+    drop(tidal);
 
     // Restart of the real binary on that data directory.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -444,21 +427,4 @@ fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut V
         result: format!("p50 {q50:.2} ms, p99 {q99:.2} ms"),
         met: Some(q50 <= 2.0 && q99 <= 10.0),
     });
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir, String> {
-        let p = std::env::temp_dir().join(format!("tidal-bench-{}-{}", std::process::id(), wall_clock_ms()));
-        std::fs::create_dir_all(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

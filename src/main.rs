@@ -3,16 +3,30 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 use tidal::server::{ServeOptions, serve};
 use tidal_core::time::ClockMode;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "tidal", version, about = "A streaming ranking engine for content feeds")]
 struct Cli {
+    /// Log format on stderr: text (coloured only on a terminal) or json (one object per line,
+    /// for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -46,7 +60,7 @@ enum Command {
         command: ConfigCommand,
     },
     /// Run the feed-1m benchmark and print the table (SPEC §10).
-    Bench(tidal::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// What-if experiments over a recorded WAL (SPEC §8).
     Replay(tidal::replay::ReplayArgs),
 }
@@ -74,12 +88,21 @@ enum ConfigCommand {
     Default,
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDAL_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Colour codes only when a person reads the terminal, never in a file or a pipe.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TIDAL_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve {
             config,
@@ -93,7 +116,8 @@ fn main() -> ExitCode {
             listen,
             workers,
             clock,
-        }),
+        })
+        .map_err(|e| e.to_string()),
         Command::Wal {
             command: WalCommand::Verify { dir },
         } => match tidal_sources::wal::verify(&dir) {
@@ -115,7 +139,7 @@ fn main() -> ExitCode {
             print!("{}", tidal_core::config::DEFAULT_TOML);
             Ok(())
         }
-        Command::Bench(args) => tidal::bench::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Replay(args) => tidal::replay::run(args),
     };
     match result {

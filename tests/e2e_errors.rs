@@ -39,8 +39,16 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
         (json!({"type": "view", "item": "a", "ts": -5}), "invalid_signal"),
         (json!({"type": "view", "item": "a", "ts": 1.5}), "invalid_signal"),
         (
-            json!({"type": "view", "item": "a", "ts": 99_999_999_999_999u64}),
+            json!({"type": "view", "item": "a", "ts": 8_000_000_000_000u64}),
             "ts_in_future",
+        ),
+        (
+            json!({"type": "view", "item": "a", "ts": 99_999_999_999_999u64}),
+            "time_out_of_range",
+        ),
+        (
+            json!({"type": "view", "item": "a", "ts": 18_446_744_073_709_551_000u64}),
+            "time_out_of_range",
         ),
         (json!({"type": "view", "item": "a", "colour": "red"}), "invalid_signal"),
         (json!(42), "invalid_signal"),

@@ -233,11 +233,14 @@ fn rankings_and_features_follow_the_formulas_and_survive_kill9() {
 
     // Deleting an item drops it from every ranking.
     let victim = six[0].0.clone();
-    let (st, _) = s.delete(&format!("/v1/items/{victim}"));
-    assert_eq!(st, 204);
+    let (st, del) = s.delete(&format!("/v1/items/{victim}"));
+    assert_eq!(st, 200, "{del}");
+    assert_eq!(del["id"], victim.as_str());
+    assert_eq!(del["lsn"].as_u64(), Some(clock_lsn + 1), "{del}");
+    assert!(del["clock"].as_u64().is_some(), "{del}");
     let (_, v) = s.get(&format!(
         "/v1/rankings?profile=top&signal=view&limit=100&min_lsn={}",
-        clock_lsn + 1
+        del["lsn"]
     ));
     assert!(
         !v["items"]

@@ -159,8 +159,17 @@ pub struct EngineConfig {
     pub segment_bytes: u64,
     /// In the wall clock, a `ts` further ahead than this is rejected.
     pub max_future_skew: Dur,
+    /// In the event clock, the most one batch may move the clock forward once it is set;
+    /// only `POST /v1/clock` moves it further.
+    pub max_clock_jump: Dur,
     /// Byte-identical signals within this window are duplicates.
     pub dedup_window: Dur,
+    /// The most keys the dedup window remembers; past it the oldest are forgotten first.
+    pub dedup_max_entries: usize,
+    /// Write requests queued for the WAL writer before writes are refused with 503.
+    pub wal_queue_requests: usize,
+    /// Signals durable but not yet visible to queries before writes are refused with 503.
+    pub max_lag_signals: u64,
     /// How often (ms) the wall clock is sealed into the dataflow when idle.
     pub tick_ms: u64,
 }
@@ -176,7 +185,11 @@ impl Default for EngineConfig {
             group_commit_max_delay_us: 0,
             segment_bytes: 64 << 20,
             max_future_skew: Dur(5 * 60_000),
+            max_clock_jump: Dur(30 * 86_400_000),
             dedup_window: Dur(10 * 60_000),
+            dedup_max_entries: 4_000_000,
+            wal_queue_requests: 1024,
+            max_lag_signals: 500_000,
             tick_ms: 20,
         }
     }
@@ -442,6 +455,15 @@ impl Config {
         }
         if e.segment_bytes < 4096 {
             return bad("engine.segment_bytes".into(), "must be at least 4096");
+        }
+        if e.max_clock_jump.ms() == 0 {
+            return bad("engine.max_clock_jump".into(), "must be positive");
+        }
+        if e.wal_queue_requests == 0 {
+            return bad("engine.wal_queue_requests".into(), "must be at least 1");
+        }
+        if e.max_lag_signals == 0 {
+            return bad("engine.max_lag_signals".into(), "must be at least 1");
         }
         if e.tick_ms == 0 {
             return bad("engine.tick_ms".into(), "must be at least 1");

@@ -16,5 +16,5 @@ pub mod time;
 pub use config::{Config, SignalType};
 pub use duration::Dur;
 pub use error::{Error, Result};
-pub use record::{CommittedBatch, ItemMeta, Lsn, Record, Signal};
+pub use record::{CommittedBatch, ItemMeta, Lsn, Position, Record, Signal};
 pub use time::{ClockMode, Durability, Time};

@@ -11,6 +11,16 @@ use crate::time::Time;
 /// Position of a record in the WAL; strictly increasing, first record is 1.
 pub type Lsn = u64;
 
+/// How far into the log some state is: the last LSN applied and the signals in the log up to
+/// it (so that a lag can be told in signals, whatever the size of the records).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// The last LSN applied (0: none).
+    pub lsn: Lsn,
+    /// Signals in the records up to `lsn`.
+    pub signals: u64,
+}
+
 /// One engagement event as the client sent it (after validation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Signal {

@@ -15,6 +15,9 @@ pub const SEQ_BITS: u32 = 20;
 /// The largest clock value (ms) a logical time can carry.
 pub const MAX_CLOCK_MS: u64 = (u64::MAX >> SEQ_BITS) - 1;
 
+/// Every `ts` and clock a client gives must lie below this: `2^43` ms, the year 2248.
+pub const MAX_TS_MS: u64 = 1 << 43;
+
 /// The first logical time at clock `ms`.
 pub fn time_at(ms: u64) -> Time {
     ms.min(MAX_CLOCK_MS) << SEQ_BITS

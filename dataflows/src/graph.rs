@@ -10,6 +10,7 @@ use differential_dataflow::VecCollection;
 
 use tidal_core::config::Config;
 use tidal_core::features::Lanes;
+use tidal_core::record::Position;
 use tidal_core::time::Time;
 use tidal_operators::decay::DecayKey;
 use tidal_sinks::contract::{ItemKey, ItemState, KindIdx};
@@ -24,8 +25,8 @@ pub struct Outputs<'s> {
     pub decay: VecCollection<'s, Time, (DecayKey, i128), isize>,
     /// Current state per item key.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
-    /// One element: the last LSN applied.
-    pub lsn: VecCollection<'s, Time, u64, isize>,
+    /// One element: the log position applied.
+    pub lsn: VecCollection<'s, Time, Position, isize>,
 }
 
 /// Builds source and materializers in `scope`.

@@ -27,6 +27,27 @@ const PARK: Duration = Duration::from_millis(20);
 /// Merge effort differential spends on traces while a worker is otherwise idle.
 const IDLE_MERGE_EFFORT: isize = 1_000;
 
+/// Why the engine could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Zero workers were asked for.
+    #[error("the engine needs at least one worker")]
+    NoWorkers,
+    /// The thread running the workers could not be started.
+    #[error("cannot start the dataflow thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// timely refused the configuration or could not connect the workers.
+    #[error("timely could not start the workers: {0}")]
+    Timely(String),
+    /// A worker failed.
+    #[error("a dataflow worker failed: {0}")]
+    Worker(String),
+    /// The dataflow thread panicked.
+    #[error("the dataflow thread panicked")]
+    Panicked,
+}
+
 /// How the workers are laid out.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -47,10 +68,10 @@ impl EngineOptions {
     }
 
     /// The timely configuration: threads or cluster, demand-driven progress, idle merging.
-    pub fn timely_config(&self) -> Result<timely::Config, String> {
+    pub fn timely_config(&self) -> Result<timely::Config, EngineError> {
         let communication = match &self.communication {
             Some(c) => c.clone(),
-            None if self.workers == 0 => return Err("the engine needs at least one worker".into()),
+            None if self.workers == 0 => return Err(EngineError::NoWorkers),
             None if self.workers == 1 => CommunicationConfig::Thread,
             None => CommunicationConfig::Process(self.workers),
         };
@@ -69,7 +90,7 @@ impl EngineOptions {
 /// The running dataflow.
 pub struct Engine {
     feed: Arc<Feed>,
-    thread: Option<JoinHandle<Result<(), String>>>,
+    thread: Option<JoinHandle<Result<(), EngineError>>>,
 }
 
 impl Engine {
@@ -79,7 +100,7 @@ impl Engine {
         workers: usize,
         feed: Arc<Feed>,
         publisher: Arc<Publisher>,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, EngineError> {
         Engine::start_with(
             config,
             EngineOptions::threads(workers),
@@ -95,7 +116,7 @@ impl Engine {
         options: EngineOptions,
         feed: Arc<Feed>,
         sink: S,
-    ) -> Result<Engine, String>
+    ) -> Result<Engine, EngineError>
     where
         S: for<'s> Fn(Outputs<'s>) + Send + Sync + 'static,
     {
@@ -108,14 +129,16 @@ impl Engine {
                     let (feed, config) = (worker_feed.clone(), config.clone());
                     worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config)));
                     while worker.step_or_park(Some(PARK)) {}
-                })?;
+                })
+                .map_err(EngineError::Timely)?;
                 guards
                     .join()
                     .into_iter()
                     .collect::<Result<Vec<()>, String>>()
                     .map(|_| ())
+                    .map_err(EngineError::Worker)
             })
-            .map_err(|e| format!("cannot start the dataflow thread: {e}"))?;
+            .map_err(EngineError::Spawn)?;
         Ok(Engine {
             feed,
             thread: Some(thread),
@@ -129,15 +152,15 @@ impl Engine {
     }
 
     /// Waits for the workers; they finish once the feed is closed and drained.
-    pub fn join(mut self) -> Result<(), String> {
+    pub fn join(mut self) -> Result<(), EngineError> {
         match self.thread.take() {
-            Some(t) => t.join().map_err(|_| "the dataflow thread panicked".to_string())?,
+            Some(t) => t.join().map_err(|_| EngineError::Panicked)?,
             None => Ok(()),
         }
     }
 
     /// Closes the feed and waits for the workers.
-    pub fn shutdown(self) -> Result<(), String> {
+    pub fn shutdown(self) -> Result<(), EngineError> {
         self.feed.close();
         self.join()
     }

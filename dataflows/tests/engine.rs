@@ -65,7 +65,8 @@ fn run(config: &Config, batches: &[CommittedBatch], workers: usize) -> Captured 
             let c = sink_target.clone();
             out.items.inspect(move |u| c.lock().unwrap().items.push(u.clone()));
             let c = sink_target.clone();
-            out.lsn.inspect(move |u| c.lock().unwrap().lsn.push(*u));
+            out.lsn
+                .inspect(move |(p, t, r)| c.lock().unwrap().lsn.push((p.lsn, *t, *r)));
         },
     )
     .unwrap();

@@ -1,8 +1,14 @@
-//! The serving layer: the query engine over published snapshots ([`query`]) and the HTTP API
-//! ([`http`]) that takes writes into the WAL and answers reads from the latest snapshot.
+//! The serving layer: the embedded engine ([`Tidal`]: open a data directory, write, read,
+//! rank), the query engine over published snapshots ([`query`]) and the HTTP API ([`http`]),
+//! a thin layer over [`Tidal`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod http;
 pub mod metrics;
 pub mod query;
+pub mod tidal;
+
+pub use tidal::{
+    Error, Health, NewSignal, Overload, Pipeline, RankQuery, Result, SignalsAck, Stats, Tidal, WriteAck, wal_dir,
+};

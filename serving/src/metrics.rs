@@ -45,6 +45,14 @@ pub struct Metrics {
     pub frontier_lag_ms: Gauge,
     /// The last LSN visible to queries.
     pub serving_lsn: Gauge,
+    /// Signals durable but not yet visible to queries.
+    pub lag_signals: Gauge,
+    /// Write requests waiting for the WAL writer.
+    pub wal_queue: Gauge,
+    /// Keys in the dedup window.
+    pub dedup_entries: Gauge,
+    /// Dedup keys forgotten before their window ended (`engine.dedup_max_entries`).
+    pub dedup_evicted: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,6 +77,26 @@ impl Metrics {
         let frontier_lag_lsn = Gauge::default();
         let frontier_lag_ms = Gauge::default();
         let serving_lsn = Gauge::default();
+        let lag_signals = Gauge::default();
+        let wal_queue = Gauge::default();
+        let dedup_entries = Gauge::default();
+        let dedup_evicted = Gauge::default();
+        registry.register(
+            "lag_signals",
+            "Signals durable but not yet visible to queries",
+            lag_signals.clone(),
+        );
+        registry.register(
+            "wal_queue_requests",
+            "Write requests waiting for the WAL writer",
+            wal_queue.clone(),
+        );
+        registry.register("dedup_entries", "Keys in the dedup window", dedup_entries.clone());
+        registry.register(
+            "dedup_evicted",
+            "Dedup keys forgotten before their window ended (engine.dedup_max_entries)",
+            dedup_evicted.clone(),
+        );
         registry.register(
             "signals_accepted",
             "Signals written to the WAL",
@@ -111,7 +139,25 @@ impl Metrics {
             frontier_lag_lsn,
             frontier_lag_ms,
             serving_lsn,
+            lag_signals,
+            wal_queue,
+            dedup_entries,
+            dedup_evicted,
         }
+    }
+
+    /// Sets the gauges from the engine's counters (at scrape time).
+    pub fn observe(&self, s: &crate::Stats) {
+        self.serving_lsn.set(s.visible_lsn as i64);
+        self.frontier_lag_lsn
+            .set(s.wal_lsn.saturating_sub(s.visible_lsn) as i64);
+        self.frontier_lag_ms
+            .set(tidal_core::time::wall_clock_ms().saturating_sub(s.serving_clock) as i64);
+        self.lag_signals
+            .set(s.signals_written.saturating_sub(s.signals_visible) as i64);
+        self.wal_queue.set(s.wal_queue as i64);
+        self.dedup_entries.set(s.dedup_entries as i64);
+        self.dedup_evicted.set(s.dedup_evicted as i64);
     }
 
     /// Prometheus text exposition.

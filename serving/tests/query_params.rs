@@ -243,7 +243,8 @@ fn item_view_reports_every_feature() {
         ),
     ]);
     let snap = Arc::new(b.snapshot(tidal_core::time::time_at(clock) + 1));
-    let v = item_view(&snap, &config, "a").unwrap();
+    // The JSON answered for the view (SPEC §5's shape).
+    let v = serde_json::to_value(item_view(&snap, &config, "a").unwrap()).unwrap();
     assert_eq!(v["id"], "a");
     assert_eq!(v["creator"], "ann");
     assert_eq!(v["title"], "Piano");
@@ -261,7 +262,7 @@ fn item_view_reports_every_feature() {
     assert_eq!(v["signals"]["like"]["counts"]["7d"], 0.0);
     assert_eq!(v["as_of"]["clock"], clock);
     // Known from signals only: no metadata fields. Deleted or unknown: none.
-    let b_view = item_view(&snap, &config, "b").unwrap();
+    let b_view = serde_json::to_value(item_view(&snap, &config, "b").unwrap()).unwrap();
     assert!(b_view.get("creator").is_none() && b_view.get("signals").is_some());
     assert!(item_view(&snap, &config, "gone").is_none());
     assert!(item_view(&snap, &config, "nobody").is_none());

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes, TOTAL_LANE, hot_key, hot_value, weight_float};
-use tidal_core::record::ItemMeta;
+use tidal_core::record::{ItemMeta, Position};
 use tidal_core::time::time_at;
 use tidal_serving::query::{RankParams, Ranking, rank};
 use tidal_sinks::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
@@ -74,7 +74,12 @@ fn world(seed: u64, n: u64, clock: u64) -> World {
         let id = format!("it{:03}", (key * 7919) % 1009);
         let meta = (!rng.gen_bool(0.1)).then(|| ItemMeta {
             creator: rng.gen_bool(0.9).then(|| format!("c{}", rng.gen_range(0..6))),
-            category: Some(format!("cat{}", rng.gen_range(0..3))),
+            // A rare category: its filter is answered from its posting list.
+            category: Some(if rng.gen_bool(0.03) {
+                "rare".to_string()
+            } else {
+                format!("cat{}", rng.gen_range(0..3))
+            }),
             tags: ["a", "b", "c"]
                 .iter()
                 .filter(|_| rng.gen_bool(0.4))
@@ -136,7 +141,7 @@ fn world(seed: u64, n: u64, clock: u64) -> World {
             }
         }
     }
-    updates.push((Update::Lsn(42), 1));
+    updates.push((Update::Lsn(Position { lsn: 42, signals: 42 }), 1));
     let mut b = SnapshotBuilder::new(&config);
     b.apply(updates);
     let snap = Arc::new(b.snapshot(time_at(clock) + 1));
@@ -281,11 +286,14 @@ fn rankings_equal_brute_force() {
         &[("signals", "view:1,like:3")],
         &[("signals", "like:0.5,view:0,share:2")],
     ];
-    let filters: [&[(&str, &str)]; 8] = [
+    let filters: [&[(&str, &str)]; 11] = [
         &[],
         &[("limit", "1")],
         &[("limit", "200")],
         &[("category", "cat1")],
+        &[("category", "rare")],
+        &[("category", "rare"), ("tag", "a"), ("max_per_creator", "1")],
+        &[("category", "nowhere")],
         &[("creator", "c2"), ("limit", "7")],
         &[("tag", "a"), ("max_per_creator", "1")],
         &[

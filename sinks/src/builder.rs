@@ -15,6 +15,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 
 use tidal_core::Config;
+use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::contract::ItemKey;
@@ -37,8 +38,8 @@ type Order = (ItemKey, u128, Time, u32, u32);
 pub struct SnapshotBuilder {
     /// The last version cut.
     last: Arc<Snapshot>,
-    /// The LSN applied since the last version.
-    lsn: u64,
+    /// The log position applied since the last version.
+    lsn: Position,
     /// Items changed since the last version, with their current features.
     dirty: HashMap<ItemKey, ItemEntry, RandomState>,
     /// Entity-store writes of the versions cut since the last `take_item_changes`.
@@ -53,7 +54,7 @@ impl SnapshotBuilder {
     pub fn new(config: &Config) -> SnapshotBuilder {
         SnapshotBuilder {
             last: Arc::new(Snapshot::empty(config)),
-            lsn: 0,
+            lsn: Position::default(),
             dirty: HashMap::default(),
             item_changes: Vec::new(),
             order: Vec::new(),
@@ -69,7 +70,7 @@ impl SnapshotBuilder {
 
     /// Whether changes were applied since the last version.
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty() || self.lsn != self.last.lsn
+        !self.dirty.is_empty() || self.lsn.lsn != self.last.lsn
     }
 
     /// Applies a batch of changes whose times are all complete. The batch is consolidated

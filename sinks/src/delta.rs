@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use tidal_core::features::Lanes;
+use tidal_core::record::Position;
 
 use crate::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use crate::snapshot::Update;
@@ -28,7 +29,7 @@ pub(crate) enum Delta {
         key: ItemKey,
         state: Box<ItemState>,
     },
-    Lsn(u64),
+    Lsn(Position),
 }
 
 /// The slot of the LSN in [`Delta::slot`]'s order: after every item's.

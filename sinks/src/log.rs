@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
+use tidal_core::record::Position;
+
 use crate::contract::ItemKey;
 use crate::entry::ItemEntry;
 use crate::index::IndexEntry;
 use crate::ordindex::{Change, Prepared};
+use crate::postings::{PostingChange, Postings};
 use crate::snapshot::{IdKeys, ItemChange, Snapshot};
 
 /// Vectors a [`Log`] is built in, kept from one version to the next.
@@ -35,8 +38,10 @@ pub(crate) struct Log {
     indexes: Vec<(usize, Prepared)>,
     /// New keys per item id (`None`: the id is gone).
     ids: Vec<(Arc<str>, Option<IdKeys>)>,
+    /// Posting-list changes.
+    postings: Vec<PostingChange>,
     listed: usize,
-    lsn: u64,
+    lsn: Position,
 }
 
 impl Log {
@@ -47,7 +52,7 @@ impl Log {
     pub(crate) fn new(
         last: &Snapshot,
         dirty: impl Iterator<Item = (ItemKey, ItemEntry)>,
-        lsn: u64,
+        lsn: Position,
         writes: &mut Vec<ItemChange>,
         bufs: &mut Buffers,
     ) -> Log {
@@ -86,10 +91,15 @@ impl Log {
         };
         // Id map: the keys of every id whose state changed somewhere.
         let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> = HashMap::default();
+        let mut postings = Vec::new();
+        let (mut terms_before, mut terms_after) = (Vec::new(), Vec::new());
         state_changed.sort_unstable();
         for key in state_changed {
             let old = last.entries.get(&key).map(|e| &**e);
             let new = entry(key);
+            Postings::terms(old.unwrap_or(&empty), &mut terms_before);
+            Postings::terms(new.unwrap_or(&empty), &mut terms_after);
+            Postings::diff(key, &terms_before, &terms_after, &mut postings);
             let Some(id) = new.and_then(|e| e.id()).or(old.and_then(|e| e.id())) else {
                 continue;
             };
@@ -127,6 +137,7 @@ impl Log {
             },
             indexes,
             ids,
+            postings,
             listed,
             lsn,
         }
@@ -175,8 +186,10 @@ impl Log {
                 }
             }
         }
+        s.postings.apply(&self.postings);
         s.listed = self.listed;
-        s.lsn = self.lsn;
+        s.lsn = self.lsn.lsn;
+        s.signals = self.lsn.signals;
     }
 }
 

@@ -24,6 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use tidal_core::features::Lanes;
+use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
@@ -40,7 +41,7 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(3);
 /// - `windows`: current window lanes per (item, signal type index);
 /// - `decay`: current anchored decay sum per (item, type, half-life index, epoch start ms);
 /// - `items`: current [`ItemState`] per key;
-/// - `lsn`: one element, the last LSN applied.
+/// - `lsn`: one element, the log position applied (last LSN and signals up to it).
 ///
 /// Each is a functional collection: a change is `−1` for the old value and `+1` for the new.
 #[allow(clippy::type_complexity)] // the signature is the contract with tidal-dataflows
@@ -48,7 +49,7 @@ pub fn publish<'s>(
     windows: VecCollection<'s, Time, ((ItemKey, KindIdx), Lanes), isize>,
     decay: VecCollection<'s, Time, ((ItemKey, KindIdx, HalfLifeIdx, u64), i128), isize>,
     items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
-    lsn: VecCollection<'s, Time, u64, isize>,
+    lsn: VecCollection<'s, Time, Position, isize>,
     target: Arc<Publisher>,
 ) {
     let is_owner = windows.inner.scope().index() == 0;

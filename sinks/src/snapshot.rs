@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use tidal_core::Config;
 use tidal_core::features::Lanes;
-use tidal_core::record::ItemMeta;
+use tidal_core::record::{ItemMeta, Position};
 use tidal_core::time::{Time, clock_at_frontier};
 
 use crate::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use crate::entry::ItemEntry;
 use crate::index::{IndexKind, Layout};
 use crate::ordindex::OrdIndex;
+use crate::postings::Postings;
 
 /// A persistent hash map with a fast hasher (keys are dense integers and item ids).
 pub(crate) type Map<K, V> = imbl::GenericHashMap<K, V, RandomState, imbl::shared_ptr::DefaultSharedPtr>;
@@ -62,8 +63,8 @@ pub enum Update {
         /// Current state.
         state: ItemState,
     },
-    /// The last LSN applied.
-    Lsn(u64),
+    /// The log position applied.
+    Lsn(Position),
 }
 
 /// What the entity store must do for an item id after a batch: store the metadata, or
@@ -84,10 +85,13 @@ pub struct Snapshot {
     pub frontier: Time,
     /// The last LSN applied.
     pub lsn: u64,
+    /// Signals in the log up to `lsn`.
+    pub signals: u64,
     pub(crate) layout: Arc<Layout>,
     pub(crate) entries: Map<ItemKey, Arc<ItemEntry>>,
     pub(crate) ids: Map<Arc<str>, IdKeys>,
     pub(crate) indexes: Vec<OrdIndex>,
+    pub(crate) postings: Postings,
     pub(crate) listed: usize,
 }
 
@@ -112,10 +116,12 @@ impl Snapshot {
         Snapshot {
             frontier: 0,
             lsn: 0,
+            signals: 0,
             indexes: vec![OrdIndex::new(); layout.slots()],
             layout,
             entries: Map::default(),
             ids: Map::default(),
+            postings: Postings::default(),
             listed: 0,
         }
     }
@@ -165,6 +171,11 @@ impl Snapshot {
     /// entry's id is its item's ([`ItemEntry::id`] of [`entry`](Self::entry)).
     pub fn index(&self, index: IndexKind) -> Option<&OrdIndex> {
         self.indexes.get(self.layout.slot(index)?)
+    }
+
+    /// The posting lists of `category`, `creator` and `tag` values.
+    pub fn postings(&self) -> &Postings {
+        &self.postings
     }
 
     /// Every item key with its entry, in no particular order (tests and diagnostics; O(n)).

@@ -12,6 +12,7 @@ use differential_dataflow::input::InputSession;
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes};
 use tidal_core::record::ItemMeta;
+use tidal_core::record::Position;
 use tidal_core::time::Time;
 use tidal_sinks::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use tidal_sinks::snapshot::CLOSED;
@@ -77,7 +78,7 @@ fn sink_publishes_whole_times_with_their_frontier() {
         let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
         let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
         let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
-        let mut lsn: InputSession<Time, u64, isize> = InputSession::new();
+        let mut lsn: InputSession<Time, Position, isize> = InputSession::new();
         let target = p.clone();
         worker.dataflow::<Time, _, _>(|scope| {
             publish(
@@ -111,9 +112,9 @@ fn sink_publishes_whole_times_with_their_frontier() {
             }
             if index == 0 {
                 if round > 1 {
-                    lsn.update(round - 1, -1);
+                    lsn.update(pos(round - 1), -1);
                 }
-                lsn.update(round, 1);
+                lsn.update(pos(round), 1);
             }
             for s in [&mut windows as &mut dyn Advance, &mut decay, &mut items, &mut lsn] {
                 s.advance_and_flush(t + 1);
@@ -203,4 +204,8 @@ impl<D: differential_dataflow::ExchangeData + std::hash::Hash> Advance for Input
         self.advance_to(t);
         self.flush();
     }
+}
+
+fn pos(lsn: u64) -> Position {
+    Position { lsn, signals: lsn }
 }

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes, TOTAL_LANE, hot_key, hot_value};
-use tidal_core::record::ItemMeta;
+use tidal_core::record::{ItemMeta, Position};
 use tidal_sinks::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use tidal_sinks::index::{from_order_f64, from_order_i64};
 use tidal_sinks::{IndexKind, SnapshotBuilder, Update};
@@ -153,10 +153,22 @@ fn random_batch(rng: &mut SmallRng, m: &mut Model, h_ms: &[[u64; 2]; 2]) -> Vec<
     }
     if rng.gen_bool(0.5) {
         if m.lsn > 0 {
-            out.push((Update::Lsn(m.lsn), -1));
+            out.push((
+                Update::Lsn(Position {
+                    lsn: m.lsn,
+                    signals: m.lsn * 3,
+                }),
+                -1,
+            ));
         }
         m.lsn += rng.gen_range(1..5);
-        out.push((Update::Lsn(m.lsn), 1));
+        out.push((
+            Update::Lsn(Position {
+                lsn: m.lsn,
+                signals: m.lsn * 3,
+            }),
+            1,
+        ));
     }
     // The sink sees updates in any order.
     for i in (1..out.len()).rev() {
@@ -218,6 +230,7 @@ fn indexes_match_brute_force_after_random_batches() {
             }
             let ctx = format!("seed {seed} round {round}");
             assert_eq!(snap.lsn, m.lsn, "{ctx}");
+            assert_eq!(snap.signals, m.lsn * 3, "{ctx}");
 
             // Features, key by key.
             for key in 0..30u64 {

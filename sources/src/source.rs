@@ -29,7 +29,7 @@ use hashbrown::HashTable;
 
 use tidal_core::config::Config;
 use tidal_core::features::weight_fixed;
-use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
+use tidal_core::record::{CommittedBatch, ItemMeta, Position, Record, Signal};
 use tidal_core::time::Time;
 use tidal_operators::SignalEv;
 use tidal_sinks::contract::{ItemKey, ItemState, KindIdx};
@@ -50,13 +50,13 @@ pub struct SourceOutputs<'s> {
     pub signals: VecCollection<'s, Time, SignalEv, isize>,
     /// The current state of every item key.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
-    /// One element: the last LSN applied.
-    pub lsn: VecCollection<'s, Time, u64, isize>,
+    /// One element: the log position applied (last LSN, signals up to it).
+    pub lsn: VecCollection<'s, Time, Position, isize>,
 }
 
 type SignalUpdate = (SignalEv, Time, isize);
 type ItemUpdate = ((ItemKey, ItemState), Time, isize);
-type LsnUpdate = (u64, Time, isize);
+type LsnUpdate = (Position, Time, isize);
 
 /// Builds the source operator in `scope`. Worker 0 registers a wake-up with `feed` and drains
 /// it; every batch's updates carry `batch.time`. The capability follows the last batch and
@@ -303,6 +303,8 @@ struct LogState {
     users: IdMap<u64>,
     next_item: ItemKey,
     last_lsn: Option<u64>,
+    /// Signals in the records applied.
+    signals: u64,
 }
 
 impl LogState {
@@ -314,6 +316,7 @@ impl LogState {
             users: IdMap::new(),
             next_item: 0,
             last_lsn: None,
+            signals: 0,
         }
     }
 
@@ -328,7 +331,12 @@ impl LogState {
 
     /// Applies one committed batch at logical time `time`.
     fn apply(&mut self, batch: &CommittedBatch, time: Time, bufs: &mut Buffers, outs: &mut Outputs<'_>) {
+        let before = Position {
+            lsn: self.last_lsn.unwrap_or(0),
+            signals: self.signals,
+        };
         for logged in &batch.records {
+            self.signals += logged.record.signal_count() as u64;
             match &logged.record {
                 Record::Signals(signals) => {
                     for signal in signals {
@@ -345,11 +353,15 @@ impl LogState {
         }
         let lsn = batch.last_lsn();
         if lsn > 0 && self.last_lsn.is_none_or(|l| l < lsn) {
-            if let Some(old) = self.last_lsn {
-                bufs.lsn.push((old, time, -1));
+            if self.last_lsn.is_some() {
+                bufs.lsn.push((before, time, -1));
             }
-            bufs.lsn.push((lsn, time, 1));
             self.last_lsn = Some(lsn);
+            let now = Position {
+                lsn,
+                signals: self.signals,
+            };
+            bufs.lsn.push((now, time, 1));
         }
     }
 

@@ -128,3 +128,104 @@ fn wall_clock_is_at_least_now_and_never_decreases() {
     }
     wal.shutdown();
 }
+
+/// Issue: one signal with a ts in the far future pinned the event clock for ever. Now a ts
+/// outside [0, 2^43) is refused in both modes, and once the event clock is set a batch may
+/// move it by at most `max_clock_jump`; a refused request moves nothing, and the clock only
+/// follows accepted records, also within one group commit.
+#[test]
+fn event_clock_refuses_far_jumps_and_out_of_range_ts() {
+    use tidal_core::time::MAX_TS_MS;
+    use tidal_sources::wal::WalError;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path(), ClockMode::Event);
+    o.max_clock_jump_ms = 1_000_000;
+    let (wal, _feed, _) = open(o);
+    // The first batch of an empty log sets the clock, however far.
+    let c = wal
+        .submit_blocking(signals(vec![sig("view", "a", None, Some(1_700_000_000_000), None)]))
+        .unwrap();
+    assert_eq!(c.clock_ms, 1_700_000_000_000);
+    let lsn = c.last_lsn;
+    // The defect's signal: refused, naming the record.
+    let far = 18_446_744_073_709_551_000u64;
+    match wal.submit_blocking(signals(vec![
+        sig("view", "b", None, Some(1_700_000_000_001), None),
+        sig("view", "c", None, Some(far), None),
+    ])) {
+        Err(WalError::TimeOutOfRange { index: 1, value, .. }) => assert_eq!(value, far),
+        other => panic!("expected a range error for record 1, got {other:?}"),
+    }
+    // A jump past max_clock_jump: refused; at the limit: accepted.
+    match wal.submit_blocking(signals(vec![sig("view", "d", None, Some(1_700_001_000_001), None)])) {
+        Err(WalError::ClockJump { index: 0, clock, .. }) => assert_eq!(clock, 1_700_000_000_000),
+        other => panic!("expected a clock-jump error, got {other:?}"),
+    }
+    assert_eq!(wal.last_lsn(), lsn, "a refused request wrote nothing");
+    assert_eq!(wal.clock_ms(), 1_700_000_000_000, "a refused request moved the clock");
+    let c = wal
+        .submit_blocking(signals(vec![sig("view", "e", None, Some(1_700_001_000_000), None)]))
+        .unwrap();
+    assert_eq!(c.clock_ms, 1_700_001_000_000);
+    // Only a clock advance moves it further; it too must stay below 2^43.
+    let c = wal
+        .submit_blocking(vec![Record::ClockAdvance {
+            to_ms: 1_800_000_000_000,
+        }])
+        .unwrap();
+    assert_eq!(c.clock_ms, 1_800_000_000_000);
+    assert!(matches!(
+        wal.submit_blocking(vec![Record::ClockAdvance { to_ms: MAX_TS_MS }]),
+        Err(WalError::TimeOutOfRange { .. })
+    ));
+    // In one group: a bad submission does not move the clock for the good ones.
+    let (tx, rx) = mpsc::channel();
+    for (item, ts) in [("f", 1_800_000_000_500u64), ("g", 1_900_000_000_000)] {
+        let tx = tx.clone();
+        wal.submit(
+            signals(vec![sig("view", item, None, Some(ts), None)]),
+            Box::new(move |r| tx.send((item, r)).unwrap()),
+        );
+    }
+    let mut got: Vec<_> = (0..2).map(|_| rx.recv().unwrap()).collect();
+    got.sort_by_key(|(i, _)| *i);
+    assert!(got[0].1.is_ok());
+    assert!(matches!(got[1].1, Err(WalError::ClockJump { .. })));
+    assert_eq!(wal.clock_ms(), 1_800_000_000_500);
+    wal.shutdown();
+}
+
+/// A full writer queue answers at once with `Overloaded` instead of blocking the caller.
+#[test]
+fn full_queue_refuses_without_blocking() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tidal_sources::wal::WalError;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path(), ClockMode::Event);
+    o.queue_capacity = 4;
+    // A feed of one batch that nobody drains stalls the writer after its first commit.
+    let feed = Arc::new(tidal_sources::feed::Feed::new(1));
+    let wal = tidal_sources::wal::Wal::open(o, feed.clone(), |_| {}).unwrap();
+    let overloaded = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    for i in 0..64 {
+        let overloaded = overloaded.clone();
+        wal.submit(
+            signals(vec![sig("view", &format!("i{i}"), None, Some(1_000 + i), None)]),
+            Box::new(move |r| {
+                if matches!(r, Err(WalError::Overloaded { .. })) {
+                    overloaded.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "submit blocked");
+    assert!(
+        overloaded.load(Ordering::SeqCst) >= 64 - 4 - 3,
+        "{}",
+        overloaded.load(Ordering::SeqCst)
+    );
+    feed.close();
+    wal.shutdown();
+}

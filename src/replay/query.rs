@@ -1,32 +1,14 @@
 //! `--query` strings: the query part of a `GET /v1/rankings` URL (`profile=hot&limit=10`),
-//! decoded as a browser would encode it (`%XX` escapes, `+` for a space), and parsed into
-//! ranking parameters for every variant's schema before anything is replayed.
+//! decoded by the same decoder the live server's queries go through
+//! ([`RankQuery::parse`]), and parsed into ranking parameters for every variant's schema
+//! before anything is replayed.
 
 use tidal_core::config::Config;
+use tidal_serving::RankQuery;
 use tidal_serving::query::RankParams;
 
 /// Parameters that make no sense in a replay and are dropped (with a warning).
 const IGNORED: [&str; 1] = ["min_lsn"];
-
-/// Decodes `%XX` and `+`; `None` on a malformed escape or bytes that are not UTF-8.
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
 
 /// Decoded `(name, value)` pairs.
 pub type Pairs = Vec<(String, String)>;
@@ -34,19 +16,15 @@ pub type Pairs = Vec<(String, String)>;
 /// The decoded `(name, value)` pairs of a query string (a leading `?` is allowed), and the
 /// names of ignored parameters that were dropped.
 pub fn pairs(query: &str) -> Result<(Pairs, Vec<String>), String> {
-    let query = query.trim();
-    let query = query.strip_prefix('?').unwrap_or(query);
+    let q = RankQuery::parse(query).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut dropped = Vec::new();
-    for part in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        let bad = || format!("query {query:?}: malformed escape in {part:?}");
-        let (k, v) = (decode(k).ok_or_else(bad)?, decode(v).ok_or_else(bad)?);
+    for (k, v) in q.pairs() {
         if IGNORED.contains(&k.as_str()) {
-            dropped.push(k);
-            continue;
+            dropped.push(k.clone());
+        } else {
+            out.push((k.clone(), v.clone()));
         }
-        out.push((k, v));
     }
     Ok((out, dropped))
 }
@@ -74,8 +52,6 @@ mod tests {
             ]
         );
         assert_eq!(dropped, vec!["min_lsn".to_string()]);
-        assert!(pairs("tag=%zz").is_err());
-        assert!(pairs("tag=%e9").is_err());
         assert!(pairs("").unwrap().0.is_empty());
     }
 

@@ -11,15 +11,13 @@ use std::time::Duration;
 use tidal_core::config::Config;
 use tidal_core::record::SharedBatch;
 use tidal_core::time::{Time, time_at};
-use tidal_dataflows::Engine;
+use tidal_serving::Pipeline;
 use tidal_serving::query::{RankParams, Ranking, rank};
 use tidal_sinks::{Publisher, Snapshot};
 use tidal_sources::feed::Feed;
 
 use super::ReplayError;
 
-/// Undrained batches a variant's feed holds before the reader waits for its dataflow.
-const FEED_CAPACITY: usize = 256;
 /// How often a waiting reader looks at the published frontier.
 const POLL: Duration = Duration::from_micros(200);
 
@@ -53,15 +51,16 @@ pub(crate) struct Variant {
 impl Variant {
     /// Starts the dataflow for `spec` with `workers` threads; `queries` are its parsed queries.
     pub fn start(spec: &VariantSpec, queries: Vec<RankParams>, workers: usize) -> Result<Variant, ReplayError> {
-        let config = Arc::new(spec.config.clone());
-        let feed = Arc::new(Feed::new(FEED_CAPACITY));
-        let publisher = Arc::new(Publisher::new(config.clone()));
-        let engine = Engine::start(config.clone(), workers, feed.clone(), publisher.clone()).map_err(|e| {
-            ReplayError::Engine {
-                variant: spec.name.clone(),
-                message: e,
-            }
+        let mut config = spec.config.clone();
+        config.engine.workers = workers;
+        let config = Arc::new(config);
+        // The same pipeline `tidal serve` runs behind its WAL.
+        let pipeline = Pipeline::start(config.clone(), None).map_err(|e| ReplayError::Engine {
+            variant: spec.name.clone(),
+            message: e.to_string(),
         })?;
+        let feed = pipeline.feed().clone();
+        let publisher = pipeline.publisher().clone();
         let stopped = Arc::new(AtomicBool::new(false));
         let outcome: Outcome = Arc::new(Mutex::new(None));
         // The watcher owns the engine: when it stops (normally only after `finish` closes the
@@ -72,7 +71,7 @@ impl Variant {
             std::thread::Builder::new()
                 .name(format!("tidal-replay-{}", spec.name))
                 .spawn(move || {
-                    let result = engine.join();
+                    let result = pipeline.join().map_err(|e| e.to_string());
                     *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
                     stopped.store(true, Ordering::Release);
                     feed.close();

@@ -1,9 +1,14 @@
 //! API errors in SPEC §5's shape: `{"error": {"code", "message", "index"?}}`, each with a
-//! status chosen on purpose — never 200 for an error, never 500 for the caller's mistake.
+//! status chosen on purpose — never 200 for an error, never 500 for the caller's mistake. A
+//! refused write (503) carries `Retry-After`.
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]
@@ -16,17 +21,33 @@ pub struct ApiError {
     pub message: String,
     /// Index of the first bad record in a batch.
     pub index: Option<usize>,
+    /// For a refused write: when to retry.
+    pub retry_after: Option<Duration>,
+}
+
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `invalid_signal`.
+    pub code: String,
+    /// A message naming the problem.
+    pub message: String,
+    /// The index of the first bad record of a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
 }
 
 impl ApiError {
     /// A 400 with a code and a message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-            index: None,
-        }
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// Any status.
@@ -36,6 +57,7 @@ impl ApiError {
             code,
             message: message.into(),
             index: None,
+            retry_after: None,
         }
     }
 
@@ -53,20 +75,35 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        if let Some(i) = self.index {
-            body["error"]["index"] = i.into();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                index: self.index,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(d) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        (self.status, Json(body)).into_response()
+        resp
     }
 }
 
-impl From<tidal_sources::wal::WalError> for ApiError {
-    fn from(e: tidal_sources::wal::WalError) -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "wal_unavailable",
-            format!("the write-ahead log did not accept the write: {e}"),
-        )
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> ApiError {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %e, "internal error answering a request");
+        }
+        ApiError {
+            status,
+            code: e.code(),
+            index: e.index(),
+            retry_after: e.retry_after(),
+            message: e.to_string(),
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! One handler per endpoint.
+//! One handler per endpoint: parse, call the facade, render. Each carries its OpenAPI
+//! description.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,39 +10,17 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Value, json};
-
-use tidal_core::ids::check_id;
-use tidal_core::record::Record;
-use tidal_core::time::{ClockMode, wall_clock_ms};
 use tidal_sinks::Snapshot;
-use tidal_sources::wal::Commit;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::openapi::{ClockAnswer, DeleteAnswer, HealthAnswer, ItemBodyDoc, ItemDoc};
 use super::{AppState, parse};
 use crate::metrics::{ErrorLabel, RouteLabel};
-use crate::query;
-
-/// Appends records to the WAL and waits until they are durable.
-async fn commit(state: &AppState, records: Vec<Record>) -> Result<Commit, ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let started = Instant::now();
-    state.wal.submit(
-        records,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    let result = rx.await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "wal_unavailable",
-            "the write-ahead log stopped",
-        )
-    })?;
-    state.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(result?)
-}
+use crate::query::Ranking;
+use crate::{NewSignal, RankQuery, SignalsAck};
 
 fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
@@ -54,139 +34,19 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn record_error(state: &AppState, e: ApiError) -> ApiError {
-    state.metrics.errors.get_or_create(&ErrorLabel { code: e.code }).inc();
-    e
+/// Counts an error answer by code.
+fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
+    r.inspect_err(|e| {
+        state.metrics.errors.get_or_create(&ErrorLabel { code: e.code }).inc();
+    })
 }
 
-/// `POST /v1/signals`: one object, an array, or NDJSON; all-or-nothing.
-pub async fn post_signals(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let result = async {
-        let raw = body(raw)?;
-        let ndjson = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/ndjson"));
-        let values = parse::signal_values(&raw, ndjson, state.config.server.max_records_per_request)?;
-        let rules = parse::SignalRules {
-            config: &state.config,
-            now_ms: wall_clock_ms(),
-        };
-        let mut signals = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            signals.push(parse::signal(v, &rules, i)?);
-        }
-        let n = signals.len();
-        let c = commit(&state, vec![Record::Signals(signals)]).await?;
-        state.metrics.batch_size.observe(n as f64);
-        state.metrics.signals_accepted.inc_by(c.accepted as u64);
-        state.metrics.signals_duplicate.inc_by(c.duplicates as u64);
-        if c.accepted > 0 {
-            state.metrics.records.inc();
-        }
-        Ok(Json(json!({
-            "accepted": c.accepted,
-            "duplicates": c.duplicates,
-            "lsn": c.last_lsn,
-            "clock": c.clock_ms,
-        })))
-    }
-    .await;
-    result.map_err(|e| record_error(&state, e))
-}
-
-fn item_id(id: &str, state: &AppState) -> Result<(), ApiError> {
-    check_id("item id", id, state.config.server.max_id_bytes).map_err(|m| ApiError::bad_request("invalid_id", m))
-}
-
-/// `PUT /v1/items/{id}`.
-pub async fn put_item(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let result = async {
-        item_id(&id, &state)?;
-        let raw = body(raw)?;
-        let meta = parse::item(&raw, &state.config)?;
-        let c = commit(
-            &state,
-            vec![Record::ItemPut {
-                id: id.clone(),
-                meta: meta.clone(),
-            }],
-        )
-        .await?;
-        state.metrics.records.inc();
-        let mut out = serde_json::to_value(&meta).unwrap_or_else(|_| json!({}));
-        out["id"] = json!(id);
-        out["lsn"] = json!(c.last_lsn);
-        out["clock"] = json!(c.clock_ms);
-        Ok(Json(out))
-    }
-    .await;
-    result.map_err(|e| record_error(&state, e))
-}
-
-/// `DELETE /v1/items/{id}`: 204 once durable.
-pub async fn delete_item(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let result = async {
-        item_id(&id, &state)?;
-        commit(&state, vec![Record::ItemDelete { id }]).await?;
-        state.metrics.records.inc();
-        Ok(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    result.map_err(|e| record_error(&state, e))
-}
-
-/// Waits (bounded) until the published snapshot includes `min_lsn`.
-async fn snapshot_with(state: &AppState, min_lsn: Option<u64>) -> Result<std::sync::Arc<Snapshot>, ApiError> {
-    let snap = state.publisher.load();
-    let Some(min) = min_lsn else { return Ok(snap) };
-    if snap.lsn >= min {
-        return Ok(snap);
-    }
-    if min > state.wal.last_lsn() {
-        return Err(ApiError::bad_request(
-            "lsn_not_written",
-            format!("min_lsn {min} is beyond the last written LSN {}", state.wal.last_lsn()),
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_millis(state.config.server.read_your_writes_timeout_ms);
-    loop {
-        tokio::time::sleep(Duration::from_micros(250)).await;
-        let snap = state.publisher.load();
-        if snap.lsn >= min {
-            return Ok(snap);
-        }
-        if Instant::now() >= deadline {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "lsn_not_visible",
-                format!(
-                    "LSN {min} did not become visible within {} ms (visible: {})",
-                    state.config.server.read_your_writes_timeout_ms, snap.lsn
-                ),
-            ));
-        }
-    }
-}
-
-fn min_lsn(pairs: &[(String, String)]) -> Result<Option<u64>, ApiError> {
-    match pairs.iter().rev().find(|(k, _)| k == "min_lsn") {
-        None => Ok(None),
-        Some((_, v)) => v.parse::<u64>().map(Some).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_parameter",
-                format!("min_lsn must be a non-negative integer, got {v:?}"),
-            )
-        }),
-    }
+/// The state a read answers from: the latest, or one including `min_lsn` (waited for).
+async fn snapshot_with(state: &AppState, min_lsn: Option<u64>) -> Result<Arc<Snapshot>, ApiError> {
+    Ok(match min_lsn {
+        None => state.tidal.snapshot(),
+        Some(lsn) => state.tidal.wait_visible_async(lsn).await?,
+    })
 }
 
 fn query_pairs(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Vec<(String, String)>, ApiError> {
@@ -194,116 +54,307 @@ fn query_pairs(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Resul
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-/// `GET /v1/items/{id}`: metadata and every feature.
+/// Writes signals: one JSON object, a JSON array of them, or NDJSON
+/// (`Content-Type: application/x-ndjson`); all or nothing, answered once durable.
+#[utoipa::path(
+    post,
+    path = "/v1/signals",
+    tag = "signals",
+    request_body(
+        description = "one signal object, an array of them, or NDJSON (one object per line)",
+        content((Vec<NewSignal> = "application/json"), (String = "application/x-ndjson"))
+    ),
+    responses(
+        (status = 200, description = "durable", body = SignalsAck),
+        (status = 400, description = "a bad record; nothing written; `index` names the first", body = super::ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = super::ErrorBody),
+        (status = 413, description = "body or record count over the limit", body = super::ErrorBody),
+        (status = 503, description = "overloaded (with Retry-After), or the WAL is poisoned", body = super::ErrorBody),
+    )
+)]
+pub async fn post_signals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<SignalsAck>, ApiError> {
+    let result = async {
+        let raw = body(raw)?;
+        let ndjson = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/ndjson"));
+        let tidal = state.tidal.clone();
+        let max = tidal.config().server.max_records_per_request;
+        let (record, n) = state
+            .writes
+            .run(move || -> Result<_, ApiError> {
+                let signals = parse::signals(&raw, ndjson, max)?;
+                let n = signals.len();
+                Ok((tidal.signals_record(signals)?, n))
+            })
+            .await??;
+        let ack = state.tidal.write_signals_async(record).await?;
+        let m = &state.metrics;
+        m.batch_size.observe(n as f64);
+        m.signals_accepted.inc_by(ack.accepted as u64);
+        m.signals_duplicate.inc_by(ack.duplicates as u64);
+        Ok(Json(ack))
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// Puts an item's metadata (replacing what was there); answered once durable.
+#[utoipa::path(
+    put,
+    path = "/v1/items/{id}",
+    tag = "items",
+    params(("id" = String, Path, description = "item id: 1-256 bytes of UTF-8 without control characters")),
+    request_body(content = ItemBodyDoc, description = "every field optional"),
+    responses(
+        (status = 200, description = "the stored item with the LSN and clock of the write", body = ItemBodyDoc),
+        (status = 400, description = "a bad field", body = super::ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = super::ErrorBody),
+        (status = 503, description = "overloaded (with Retry-After)", body = super::ErrorBody),
+    )
+)]
+pub async fn put_item(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let raw = body(raw)?;
+        let meta = parse::item(&raw)?;
+        let ack = state.tidal.put_item_async(&id, meta.clone()).await?;
+        let mut out = serde_json::to_value(&meta).unwrap_or_else(|_| json!({}));
+        out["id"] = json!(id);
+        out["lsn"] = json!(ack.lsn);
+        out["clock"] = json!(ack.clock);
+        Ok(Json(out))
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// Deletes an item: it leaves every ranking. Answered once durable with the LSN a following
+/// read passes as `min_lsn`.
+#[utoipa::path(
+    delete,
+    path = "/v1/items/{id}",
+    tag = "items",
+    params(("id" = String, Path, description = "item id")),
+    responses(
+        (status = 200, description = "deleted", body = DeleteAnswer),
+        (status = 400, description = "a bad id", body = super::ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = super::ErrorBody),
+        (status = 503, description = "overloaded (with Retry-After)", body = super::ErrorBody),
+    )
+)]
+pub async fn delete_item(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeleteAnswer>, ApiError> {
+    let result = async {
+        let ack = state.tidal.delete_item_async(&id).await?;
+        Ok(Json(DeleteAnswer {
+            id,
+            lsn: ack.lsn,
+            clock: ack.clock,
+        }))
+    }
+    .await;
+    counted(&state, result)
+}
+
+#[derive(Deserialize)]
+struct MinLsn {
+    min_lsn: Option<u64>,
+}
+
+/// An item's metadata and every feature of every signal type.
+#[utoipa::path(
+    get,
+    path = "/v1/items/{id}",
+    tag = "items",
+    params(
+        ("id" = String, Path, description = "item id"),
+        ("min_lsn" = Option<u64>, Query, description = "answer from a state that includes this LSN (waits up to server.read_your_writes_timeout_ms, then 503)"),
+    ),
+    responses(
+        (status = 200, description = "the item", body = ItemDoc),
+        (status = 400, description = "a bad id or parameter", body = super::ErrorBody),
+        (status = 404, description = "unknown or deleted", body = super::ErrorBody),
+        (status = 503, description = "min_lsn not visible in time", body = super::ErrorBody),
+    )
+)]
 pub async fn get_item(
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let result = async {
-        item_id(&id, &state)?;
         let pairs = query_pairs(q)?;
-        let snap = snapshot_with(&state, min_lsn(&pairs)?).await?;
-        query::item_view(&snap, &state.config, &id)
-            .map(Json)
-            .ok_or_else(|| ApiError::not_found(format!("no item {id:?}")))
+        let min_lsn = serde_urlencoded::to_string(&pairs)
+            .ok()
+            .and_then(|s| serde_urlencoded::from_str::<MinLsn>(&s).ok())
+            .ok_or_else(|| ApiError::bad_request("invalid_parameter", "min_lsn must be a non-negative integer"))?
+            .min_lsn;
+        let snap = snapshot_with(&state, min_lsn).await?;
+        let tidal = state.tidal.clone();
+        let view = state
+            .reads
+            .run(move || tidal.item_on(&snap, &id).map(|v| (v, id)))
+            .await??;
+        match view {
+            (Some(v), _) => Ok(Json(v).into_response()),
+            (None, id) => Err(ApiError::not_found(format!("no item {id:?}"))),
+        }
     }
     .await;
-    result.map_err(|e| record_error(&state, e))
+    counted(&state, result)
 }
 
-/// `GET /v1/rankings`.
+/// A ranking: built-in profiles `trending`, `rising`, `hot`, `top`, `new` or one declared in
+/// the schema, with filters, diversity, paging and `explain`.
+#[utoipa::path(
+    get,
+    path = "/v1/rankings",
+    tag = "rankings",
+    params(
+        ("profile" = Option<String>, Query, description = "trending (default), rising, hot, top, new, or a declared profile"),
+        ("signal" = Option<String>, Query, description = "rank by one signal type"),
+        ("signals" = Option<String>, Query, description = "a blend: view:1,like:3"),
+        ("window" = Option<String>, Query, description = "trending/rising window, e.g. 24h"),
+        ("half_life" = Option<String>, Query, description = "hot half-life, e.g. 6h"),
+        ("category" = Option<String>, Query, description = "only items of this category"),
+        ("creator" = Option<String>, Query, description = "only items of this creator"),
+        ("tag" = Option<String>, Query, description = "only items with this tag"),
+        ("exclude" = Option<String>, Query, description = "ids never listed, comma-separated"),
+        ("max_per_creator" = Option<usize>, Query, description = "diversity: at most this many items per creator"),
+        ("limit" = Option<usize>, Query, description = "page size, default 20, at most 1000"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page"),
+        ("explain" = Option<u8>, Query, description = "1: per-item features and score terms"),
+        ("min_lsn" = Option<u64>, Query, description = "read your writes: wait (bounded) until this LSN is visible"),
+    ),
+    responses(
+        (status = 200, description = "a page of the ranking", body = Ranking),
+        (status = 400, description = "a bad parameter, named in the message", body = super::ErrorBody),
+        (status = 503, description = "min_lsn not visible in time", body = super::ErrorBody),
+    )
+)]
 pub async fn get_rankings(
     State(state): State<AppState>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Ranking>, ApiError> {
     let result = async {
-        let pairs = query_pairs(q)?;
-        let wait = min_lsn(&pairs)?;
-        let params = query::RankParams::parse(&pairs, &state.config)
-            .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-        let snap = snapshot_with(&state, wait).await?;
+        let query = RankQuery::from_pairs(query_pairs(q)?);
+        let params = state.tidal.parse_query(&query)?;
+        let snap = snapshot_with(&state, params.min_lsn).await?;
+        let tidal = state.tidal.clone();
         let started = Instant::now();
-        let ranking =
-            query::rank(&snap, &state.config, &params).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        let ranking = state.reads.run(move || tidal.rank_on(&snap, &params)).await??;
         state
             .metrics
             .query_seconds
             .get_or_create(&RouteLabel { route: "rankings" })
             .observe(started.elapsed().as_secs_f64());
-        serde_json::to_value(&ranking)
-            .map(Json)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+        Ok(Json(ranking))
     }
     .await;
-    result.map_err(|e| record_error(&state, e))
+    counted(&state, result)
 }
 
-/// `POST /v1/clock {"advance_to": ms}` (event clock only).
+/// The body of `POST /v1/clock`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    /// The clock to move to, ms since the epoch.
+    advance_to: u64,
+}
+
+/// Moves the event clock forward (event clock only).
+#[utoipa::path(
+    post,
+    path = "/v1/clock",
+    tag = "clock",
+    request_body = AdvanceClock,
+    responses(
+        (status = 200, description = "the new clock and the LSN of the write", body = crate::WriteAck),
+        (status = 400, description = "wall clock, or a bad body", body = super::ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = super::ErrorBody),
+    )
+)]
 pub async fn post_clock(
     State(state): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::WriteAck>, ApiError> {
     let result = async {
-        if state.config.engine.clock != ClockMode::Event {
-            return Err(ApiError::bad_request(
-                "wall_clock",
-                "the clock follows wall time; POST /v1/clock needs the event clock (--clock event)",
-            ));
-        }
         let raw = body(raw)?;
-        let v: Value = serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
-        let to_ms = v
-            .get("advance_to")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| ApiError::bad_request("invalid_clock", "expected {\"advance_to\": <ms since the epoch>}"))?;
-        let c = commit(&state, vec![Record::ClockAdvance { to_ms }]).await?;
-        Ok(Json(json!({"clock": c.clock_ms, "lsn": c.last_lsn})))
+        let req: AdvanceClock = serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_clock",
+                format!("expected {{\"advance_to\": <ms since the epoch>}}: {e}"),
+            )
+        })?;
+        Ok(Json(state.tidal.advance_clock_async(req.advance_to).await?))
     }
     .await;
-    result.map_err(|e| record_error(&state, e))
+    counted(&state, result)
 }
 
-/// `GET /v1/clock`: the commit clock and the serving clock.
-pub async fn get_clock(State(state): State<AppState>) -> Json<Value> {
-    let snap = state.publisher.load();
-    Json(json!({
-        "clock": state.wal.clock_ms(),
-        "lsn": state.wal.last_lsn(),
-        "serving": {"clock": snap.clock_ms(), "lsn": snap.lsn},
-        "mode": state.config.engine.clock,
-    }))
+/// The commit clock and the serving clock.
+#[utoipa::path(get, path = "/v1/clock", tag = "clock", responses((status = 200, description = "clocks", body = ClockAnswer)))]
+pub async fn get_clock(State(state): State<AppState>) -> Json<ClockAnswer> {
+    let snap = state.tidal.snapshot();
+    let (clock, mode) = state.tidal.clock();
+    Json(ClockAnswer {
+        clock,
+        lsn: state.tidal.stats().wal_lsn,
+        serving: crate::query::AsOf {
+            clock: snap.clock_ms(),
+            lsn: snap.lsn,
+        },
+        mode: match mode {
+            tidal_core::ClockMode::Wall => "wall".into(),
+            tidal_core::ClockMode::Event => "event".into(),
+        },
+    })
 }
 
-/// `GET /v1/schema`.
+/// The schema in force.
+#[utoipa::path(get, path = "/v1/schema", tag = "schema", responses((status = 200, description = "signal types, cohort dimensions, cohorts, profiles and settings (no secrets)", body = Object)))]
 pub async fn get_schema(State(state): State<AppState>) -> Json<Value> {
-    Json(state.config.schema_json())
+    Json(state.tidal.schema())
 }
 
-/// `GET /healthz`.
+/// Liveness: 503 when the WAL is poisoned or the dataflow has stopped.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "serving", body = HealthAnswer),
+        (status = 503, description = "the WAL is poisoned or the dataflow has stopped", body = super::ErrorBody),
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    let snap = state.publisher.load();
-    if state.wal.is_poisoned() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "wal_poisoned",
-            "a WAL write or fsync failed; no more writes are accepted. Restart the server.",
-        )
-        .into_response();
+    match state.tidal.health() {
+        Ok(h) => Json(HealthAnswer {
+            status: "ok".into(),
+            lsn: h.lsn,
+            clock: h.clock,
+        })
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
-    Json(json!({"status": "ok", "lsn": snap.lsn, "clock": snap.clock_ms()})).into_response()
 }
 
-/// `GET /metrics` in Prometheus text.
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let snap = state.publisher.load();
     let m = &state.metrics;
-    m.serving_lsn.set(snap.lsn as i64);
-    m.frontier_lag_lsn
-        .set(state.wal.last_lsn().saturating_sub(snap.lsn) as i64);
-    m.frontier_lag_ms
-        .set(wall_clock_ms().saturating_sub(snap.clock_ms()) as i64);
+    m.observe(&state.tidal.stats());
     (
         [(
             header::CONTENT_TYPE,
@@ -312,4 +363,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.render(),
     )
         .into_response()
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "the OpenAPI 3 document", body = Object)))]
+pub async fn openapi_json() -> Response {
+    match super::openapi().to_json() {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+    }
 }

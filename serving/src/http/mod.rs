@@ -1,10 +1,16 @@
-//! The HTTP API (SPEC §5) on axum. [`app`] builds the router from an [`AppState`], so the
-//! whole API can be tested without a socket. Writes are validated completely, then appended to
-//! the WAL and answered once durable; reads come from the latest published snapshot and never
-//! wait on the dataflow (except `min_lsn`, which waits, bounded, for a given LSN to be visible).
+//! The HTTP API (SPEC §5) on axum: a thin layer over [`Tidal`](crate::Tidal) — handlers parse,
+//! call, render. [`app`] builds the router from an [`AppState`], so the whole API can be
+//! tested without a socket; [`openapi`] is the OpenAPI 3 document generated from the same
+//! route table (`GET /openapi.json`).
+//!
+//! Reads and writes never wait on each other: parsing and checking a write body runs on the
+//! write pool, ranking and item views on the read pool, and the async runtime itself only
+//! moves bytes. A write the engine cannot take now (full WAL queue, dataflow too far behind)
+//! is answered at once with 503 and `Retry-After`.
 
 mod error;
 mod handlers;
+mod openapi;
 pub mod parse;
 
 use std::sync::Arc;
@@ -15,33 +21,86 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use tidal_core::config::Config;
-use tidal_sinks::Publisher;
-use tidal_sources::wal::WalHandle;
-
+use crate::Tidal;
 use crate::metrics::Metrics;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// A small pool of threads of its own (a tokio runtime) that CPU work runs on, so that one
+/// kind of request cannot take the threads another kind needs.
+pub struct Pool {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Pool {
+    /// A pool of `threads` threads named `name`.
+    pub fn new(name: &str, threads: usize) -> std::io::Result<Pool> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name)
+            .enable_time()
+            .build()?;
+        Ok(Pool { rt: Some(rt) })
+    }
+
+    /// Runs `f` on the pool and waits for its result without blocking the caller's thread.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let Some(rt) = &self.rt else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shut_down",
+                "the server is stopping",
+            ));
+        };
+        rt.spawn(async move { f() }).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("a worker failed: {e}"),
+            )
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 /// Everything a request handler needs.
 pub struct Inner {
-    /// The schema in force.
-    pub config: Arc<Config>,
-    /// The write-ahead log.
-    pub wal: WalHandle,
-    /// The published serving snapshots.
-    pub publisher: Arc<Publisher>,
+    /// The engine.
+    pub tidal: Arc<Tidal>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Bearer token that writes require, if any.
-    pub auth_token: Option<String>,
+    /// Threads for queries.
+    pub reads: Pool,
+    /// Threads for parsing and checking writes.
+    pub writes: Pool,
 }
 
 /// Shared handler state.
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
+
+impl AppState {
+    /// State over an engine, with read and write pools sized to the machine.
+    pub fn new(tidal: Arc<Tidal>) -> std::io::Result<AppState> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(AppState(Arc::new(Inner {
+            tidal,
+            metrics: Arc::new(Metrics::new()),
+            reads: Pool::new("tidal-read", cores)?,
+            writes: Pool::new("tidal-write", cores)?,
+        })))
+    }
+}
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -50,23 +109,31 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Every route with its documentation: the router and the OpenAPI document come from here.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(handlers::post_signals))
+        .routes(routes!(handlers::get_item, handlers::put_item, handlers::delete_item))
+        .routes(routes!(handlers::get_rankings))
+        .routes(routes!(handlers::post_clock, handlers::get_clock))
+        .routes(routes!(handlers::get_schema))
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::openapi_json))
+}
+
+/// The OpenAPI 3 document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
 /// The router of the whole API.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.config.server.body_limit_bytes;
-    let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-    Router::new()
-        .route("/v1/signals", post(handlers::post_signals))
-        .route(
-            "/v1/items/{id}",
-            get(handlers::get_item)
-                .put(handlers::put_item)
-                .delete(handlers::delete_item),
-        )
-        .route("/v1/rankings", get(handlers::get_rankings))
-        .route("/v1/clock", post(handlers::post_clock).get(handlers::get_clock))
-        .route("/v1/schema", get(handlers::get_schema))
-        .route("/healthz", get(handlers::healthz))
-        .route("/metrics", get(handlers::metrics))
+    let server = &state.tidal.config().server;
+    let body_limit = server.body_limit_bytes;
+    let timeout = Duration::from_millis(server.request_timeout_ms);
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -94,7 +161,7 @@ async fn method_not_allowed(req: Request) -> ApiError {
 
 /// Writes (every method but GET/HEAD) need `Authorization: Bearer <token>` when a token is set.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.auth_token {
+    if let Some(token) = &state.tidal.config().server.auth_token {
         let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
         if !is_read {
             let given = req

@@ -1,139 +1,89 @@
 //! Why a ranking request was refused. Every error names the query parameter it is about and
 //! carries a stable snake_case code; all of them are the caller's mistake (HTTP 400).
 
-use std::fmt;
+/// What kind of mistake a [`QueryError`] is; each has a stable code.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryErrorKind {
+    /// A parameter tidal does not know (a typo, usually).
+    UnknownParameter,
+    /// A parameter of a feature this version does not serve.
+    UnsupportedParameter,
+    /// A value that does not parse or is out of range.
+    InvalidParameter,
+    /// `profile=` names neither a built-in nor a declared profile.
+    UnknownProfile,
+    /// A profile this version does not serve.
+    UnsupportedProfile,
+    /// A signal type the schema does not declare.
+    UnknownSignal,
+    /// A window a used signal type does not declare.
+    UndeclaredWindow,
+    /// A half-life a used signal type does not declare.
+    UndeclaredHalfLife,
+    /// `limit` above the maximum.
+    LimitTooLarge,
+    /// A cursor tidal did not hand out.
+    InvalidCursor,
+}
+
+impl QueryErrorKind {
+    /// The stable error code answered in `{"error": {"code": ..}}`.
+    pub fn code(self) -> &'static str {
+        match self {
+            QueryErrorKind::UnknownParameter => "unknown_parameter",
+            QueryErrorKind::UnsupportedParameter => "unsupported_parameter",
+            QueryErrorKind::InvalidParameter => "invalid_parameter",
+            QueryErrorKind::UnknownProfile => "unknown_profile",
+            QueryErrorKind::UnsupportedProfile => "unsupported_profile",
+            QueryErrorKind::UnknownSignal => "unknown_signal",
+            QueryErrorKind::UndeclaredWindow => "undeclared_window",
+            QueryErrorKind::UndeclaredHalfLife => "undeclared_half_life",
+            QueryErrorKind::LimitTooLarge => "limit_too_large",
+            QueryErrorKind::InvalidCursor => "invalid_cursor",
+        }
+    }
+}
 
 /// A ranking request that cannot be answered as asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum QueryError {
-    /// A parameter tidal does not know (a typo, usually).
-    UnknownParameter {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A parameter of a feature this version does not serve yet (`cohort`, `user`, `q`...).
-    UnsupportedParameter {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A value that does not parse or is out of range.
-    InvalidParameter {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// `profile=` names neither a built-in nor a declared profile.
-    UnknownProfile {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A personalised profile (`for_you`, `following`), not available yet.
-    UnsupportedProfile {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A signal type the schema does not declare.
-    UnknownSignal {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A window a used signal type does not declare.
-    UndeclaredWindow {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A half-life a used signal type does not declare.
-    UndeclaredHalfLife {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// `limit` above the maximum.
-    LimitTooLarge {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A cursor tidal did not hand out.
-    InvalidCursor {
-        /// The parameter.
-        param: String,
-        /// What is wrong.
-        message: String,
-    },
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct QueryError {
+    /// What kind of mistake.
+    pub kind: QueryErrorKind,
+    /// The query parameter it is about.
+    pub param: String,
+    /// The human-readable explanation (also the `Display` text).
+    pub message: String,
 }
 
 impl QueryError {
-    /// The stable error code answered in `{"error": {"code": ..}}`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            QueryError::UnknownParameter { .. } => "unknown_parameter",
-            QueryError::UnsupportedParameter { .. } => "unsupported_parameter",
-            QueryError::InvalidParameter { .. } => "invalid_parameter",
-            QueryError::UnknownProfile { .. } => "unknown_profile",
-            QueryError::UnsupportedProfile { .. } => "unsupported_profile",
-            QueryError::UnknownSignal { .. } => "unknown_signal",
-            QueryError::UndeclaredWindow { .. } => "undeclared_window",
-            QueryError::UndeclaredHalfLife { .. } => "undeclared_half_life",
-            QueryError::LimitTooLarge { .. } => "limit_too_large",
-            QueryError::InvalidCursor { .. } => "invalid_cursor",
+    /// An error of `kind` about `param`.
+    pub fn new(kind: QueryErrorKind, param: &str, message: impl Into<String>) -> QueryError {
+        QueryError {
+            kind,
+            param: param.into(),
+            message: message.into(),
         }
     }
 
-    fn parts(&self) -> (&str, &str) {
-        match self {
-            QueryError::UnknownParameter { param, message }
-            | QueryError::UnsupportedParameter { param, message }
-            | QueryError::InvalidParameter { param, message }
-            | QueryError::UnknownProfile { param, message }
-            | QueryError::UnsupportedProfile { param, message }
-            | QueryError::UnknownSignal { param, message }
-            | QueryError::UndeclaredWindow { param, message }
-            | QueryError::UndeclaredHalfLife { param, message }
-            | QueryError::LimitTooLarge { param, message }
-            | QueryError::InvalidCursor { param, message } => (param, message),
-        }
+    /// The stable error code answered in `{"error": {"code": ..}}`.
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
     }
 
     /// The query parameter the error is about.
     pub fn param(&self) -> &str {
-        self.parts().0
+        &self.param
     }
 
-    /// The human-readable explanation (also the `Display` text).
+    /// The human-readable explanation.
     pub fn message(&self) -> &str {
-        self.parts().1
+        &self.message
     }
 }
 
-impl fmt::Display for QueryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
-    }
-}
-
-impl std::error::Error for QueryError {}
-
-/// Shorthand constructors used by the parser.
+/// An invalid value of `param`.
 pub(crate) fn invalid(param: &str, message: impl Into<String>) -> QueryError {
-    QueryError::InvalidParameter {
-        param: param.into(),
-        message: message.into(),
-    }
+    QueryError::new(QueryErrorKind::InvalidParameter, param, message)
 }

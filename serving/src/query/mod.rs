@@ -19,14 +19,14 @@ use serde_json::Value;
 use tidal_core::Config;
 use tidal_sinks::Snapshot;
 
-pub use error::QueryError;
-pub use item::item_view;
+pub use error::{QueryError, QueryErrorKind};
+pub use item::{ItemView, SignalFeatures, item_view};
 pub use params::{Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor};
 
 use score::Scorer;
 
 /// One ranked item.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RankedItem {
     /// Item id.
     pub id: String,
@@ -36,11 +36,12 @@ pub struct RankedItem {
     pub rank: usize,
     /// With `explain=1`: the item's features and score terms.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub features: Option<Value>,
 }
 
 /// The state a ranking was computed from.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AsOf {
     /// The serving clock (ms).
     pub clock: u64,
@@ -49,7 +50,7 @@ pub struct AsOf {
 }
 
 /// A page of a ranking, in SPEC §5's response shape.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Ranking {
     /// The items of this page.
     pub items: Vec<RankedItem>,

@@ -10,7 +10,7 @@ use tidal_core::config::ProfileDef;
 use tidal_core::{Config, Dur};
 use tidal_sinks::contract::{HalfLifeIdx, KindIdx};
 
-use super::error::{QueryError, invalid};
+use super::error::{QueryError, QueryErrorKind, invalid};
 
 /// Items per page when `limit` is left out.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -168,16 +168,18 @@ impl RankParams {
         keys.sort_unstable();
         for k in keys {
             if let Some((_, why)) = UNSUPPORTED.iter().find(|(p, _)| *p == k) {
-                return Err(QueryError::UnsupportedParameter {
-                    param: k.into(),
-                    message: format!("{k}: {why}"),
-                });
+                return Err(QueryError::new(
+                    QueryErrorKind::UnsupportedParameter,
+                    k,
+                    format!("{k}: {why}"),
+                ));
             }
             if !KNOWN.contains(&k) {
-                return Err(QueryError::UnknownParameter {
-                    param: k.into(),
-                    message: format!("unknown parameter {k:?}; known parameters: {}", KNOWN.join(", ")),
-                });
+                return Err(QueryError::new(
+                    QueryErrorKind::UnknownParameter,
+                    k,
+                    format!("unknown parameter {k:?}; known parameters: {}", KNOWN.join(", ")),
+                ));
             }
         }
         let get = |k: &str| map.get(k).copied();
@@ -195,10 +197,11 @@ impl RankParams {
             Some(v) => {
                 let n = positive("limit", v)?;
                 if n > MAX_LIMIT {
-                    return Err(QueryError::LimitTooLarge {
-                        param: "limit".into(),
-                        message: format!("limit: {n} is above the maximum of {MAX_LIMIT}"),
-                    });
+                    return Err(QueryError::new(
+                        QueryErrorKind::LimitTooLarge,
+                        "limit",
+                        format!("limit: {n} is above the maximum of {MAX_LIMIT}"),
+                    ));
                 }
                 n
             }
@@ -251,9 +254,12 @@ pub fn encode_cursor(offset: usize) -> String {
 }
 
 fn decode_cursor(v: &str) -> Result<usize, QueryError> {
-    let bad = || QueryError::InvalidCursor {
-        param: "cursor".into(),
-        message: format!("cursor: {v:?} is not a cursor this server handed out"),
+    let bad = || {
+        QueryError::new(
+            QueryErrorKind::InvalidCursor,
+            "cursor",
+            format!("cursor: {v:?} is not a cursor this server handed out"),
+        )
     };
     let hex = v.strip_prefix('p').ok_or_else(bad)?;
     if hex.is_empty() || hex.len() > 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
@@ -261,10 +267,11 @@ fn decode_cursor(v: &str) -> Result<usize, QueryError> {
     }
     let offset = usize::from_str_radix(hex, 16).map_err(|_| bad())?;
     if offset > MAX_OFFSET {
-        return Err(QueryError::InvalidCursor {
-            param: "cursor".into(),
-            message: format!("cursor: pages deeper than {MAX_OFFSET} items are not served"),
-        });
+        return Err(QueryError::new(
+            QueryErrorKind::InvalidCursor,
+            "cursor",
+            format!("cursor: pages deeper than {MAX_OFFSET} items are not served"),
+        ));
     }
     Ok(offset)
 }
@@ -275,13 +282,14 @@ fn profile<'c>(v: Option<&str>, config: &'c Config) -> Result<(String, Base, Opt
         return Ok((name.into(), base, None));
     }
     if name == "for_you" || name == "following" {
-        return Err(QueryError::UnsupportedProfile {
-            param: "profile".into(),
-            message: format!(
+        return Err(QueryError::new(
+            QueryErrorKind::UnsupportedProfile,
+            "profile",
+            format!(
                 "profile: {name:?} is a personalised profile; personalised profiles (for_you, following) are not available yet. \
                  Use trending, rising, hot, top, new or a profile declared in the schema"
             ),
-        });
+        ));
     }
     if let Some(def) = config.profile(name) {
         let base = Base::parse(&def.base).ok_or_else(|| {
@@ -293,14 +301,15 @@ fn profile<'c>(v: Option<&str>, config: &'c Config) -> Result<(String, Base, Opt
         return Ok((name.into(), base, Some(def)));
     }
     let declared: Vec<&str> = config.profiles.iter().map(|p| p.name.as_str()).collect();
-    Err(QueryError::UnknownProfile {
-        param: "profile".into(),
-        message: format!(
+    Err(QueryError::new(
+        QueryErrorKind::UnknownProfile,
+        "profile",
+        format!(
             "profile: unknown profile {name:?}; available: trending, rising, hot, top, new{}{}",
             if declared.is_empty() { "" } else { ", " },
             declared.join(", ")
         ),
-    })
+    ))
 }
 
 /// `(type index, weight)` for every used type, sorted by type; zero weights dropped.
@@ -313,10 +322,11 @@ fn weights(
     let kind = |param: &str, name: &str| {
         config.signal_index(name).map(|i| i as KindIdx).ok_or_else(|| {
             let known: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
-            QueryError::UnknownSignal {
-                param: param.into(),
-                message: format!("{param}: unknown signal type {name:?}; declared: {}", known.join(", ")),
-            }
+            QueryError::new(
+                QueryErrorKind::UnknownSignal,
+                param,
+                format!("{param}: unknown signal type {name:?}; declared: {}", known.join(", ")),
+            )
         })
     };
     let mut out: Vec<(KindIdx, f64)> = match (signal, signals) {
@@ -398,15 +408,16 @@ fn terms(
                 };
                 let Some(index) = index else {
                     let declared: Vec<String> = st.windows.iter().map(|d| d.size.to_string()).collect();
-                    return Err(QueryError::UndeclaredWindow {
-                        param: "window".into(),
-                        message: format!(
+                    return Err(QueryError::new(
+                        QueryErrorKind::UndeclaredWindow,
+                        "window",
+                        format!(
                             "window: signal type {:?} declares no window {} (declared: {})",
                             st.name,
                             window.map_or("at all".into(), |w| w.to_string()),
                             declared.join(", ")
                         ),
-                    });
+                    ));
                 };
                 Feature::Window {
                     index,
@@ -420,15 +431,16 @@ fn terms(
                 };
                 let Some(index) = index else {
                     let declared: Vec<String> = st.half_lives.iter().map(|d| d.to_string()).collect();
-                    return Err(QueryError::UndeclaredHalfLife {
-                        param: "half_life".into(),
-                        message: format!(
+                    return Err(QueryError::new(
+                        QueryErrorKind::UndeclaredHalfLife,
+                        "half_life",
+                        format!(
                             "half_life: signal type {:?} declares no half-life {} (declared: {})",
                             st.name,
                             half_life.map_or("at all".into(), |h| h.to_string()),
                             declared.join(", ")
                         ),
-                    });
+                    ));
                 };
                 Feature::HalfLife {
                     index: index as HalfLifeIdx,

@@ -6,7 +6,9 @@
 //! and of its id, domain-separated. Duplicates are judged at the dedup clock (the largest
 //! clock a group asked for so far); what is written is remembered at its batch's commit
 //! clock, exactly as recovery rebuilds it from the log, and expires through a queue ordered
-//! by that (never decreasing) clock. A window of 0 disables deduplication.
+//! by that (never decreasing) clock. A window of 0 disables deduplication. At most
+//! `max_entries` keys are remembered: past that the oldest are forgotten first (and counted),
+//! so memory is bounded by configuration whatever the traffic.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -23,6 +25,8 @@ const ID_TAG: u8 = b'i';
 #[derive(Debug, Default)]
 pub struct Dedup {
     window_ms: u64,
+    max_entries: usize,
+    evicted: u64,
     now_ms: u64,
     seen: HashSet<Key>,
     order: VecDeque<(u64, Key)>,
@@ -40,12 +44,19 @@ fn key(tag: u8, bytes: &[u8]) -> Key {
 }
 
 impl Dedup {
-    /// Deduplication within `window_ms` of the commit clock (0 = off).
-    pub fn new(window_ms: u64) -> Dedup {
+    /// Deduplication within `window_ms` of the commit clock (0 = off), remembering at most
+    /// `max_entries` keys.
+    pub fn new(window_ms: u64, max_entries: usize) -> Dedup {
         Dedup {
             window_ms,
+            max_entries,
             ..Dedup::default()
         }
+    }
+
+    /// Keys forgotten before their window ended, because `max_entries` was reached.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Whether deduplication is on.
@@ -95,6 +106,11 @@ impl Dedup {
     pub fn commit(&mut self, clock_ms: u64) {
         let at = self.order.back().map_or(clock_ms, |&(last, _)| clock_ms.max(last));
         self.order.extend(self.pending.drain(..).map(|k| (at, k)));
+        while self.order.len() > self.max_entries {
+            let Some((_, k)) = self.order.pop_front() else { break };
+            self.seen.remove(&k);
+            self.evicted += 1;
+        }
     }
 
     /// Whether `s` duplicates a remembered signal; if not, it is remembered (to be dated by
@@ -157,7 +173,7 @@ mod tests {
 
     #[test]
     fn expiry_by_clock() {
-        let mut d = Dedup::new(100);
+        let mut d = Dedup::new(100, usize::MAX);
         let mut v = vec![sig("a", None)];
         assert_eq!(d.filter(&mut v, 1_000), 0);
         d.commit(1_000);
@@ -171,12 +187,28 @@ mod tests {
     }
 
     #[test]
+    fn bounded_by_max_entries_oldest_first() {
+        let mut d = Dedup::new(1_000_000, 10);
+        for i in 0..25u64 {
+            let mut v = vec![sig(&format!("i{i}"), None)];
+            assert_eq!(d.filter(&mut v, 1_000 + i), 0);
+            d.commit(1_000 + i);
+            assert!(d.len() <= 10, "{} keys after {i}", d.len());
+        }
+        assert_eq!(d.evicted(), 15);
+        // The newest are still remembered, the oldest are not.
+        let mut v = vec![sig("i24", None), sig("i0", None)];
+        assert_eq!(d.filter(&mut v, 2_000), 1);
+        assert_eq!(v[0].item, "i0");
+    }
+
+    #[test]
     fn id_and_content_keys_are_separate() {
-        let mut d = Dedup::new(100);
+        let mut d = Dedup::new(100, usize::MAX);
         let mut v = vec![sig("a", Some("x")), sig("b", Some("x")), sig("c", Some("y"))];
         assert_eq!(d.filter(&mut v, 1), 1);
         assert_eq!(v.len(), 2);
-        let mut off = Dedup::new(0);
+        let mut off = Dedup::new(0, usize::MAX);
         let mut v = vec![sig("a", Some("x")), sig("a", Some("x"))];
         assert_eq!(off.filter(&mut v, 1), 0);
     }

@@ -71,6 +71,38 @@ pub enum WalError {
         /// The limit.
         max: usize,
     },
+    /// In the event clock, a signal's `ts` would move the clock further than one batch may.
+    #[error(
+        "record {index}: ts {ts} is {} ms ahead of the clock {clock}; one batch may move the event clock by \
+         at most {max_ms} ms (engine.max_clock_jump); use POST /v1/clock to move it further",
+        ts.saturating_sub(*clock)
+    )]
+    ClockJump {
+        /// Index of the signal in its request.
+        index: usize,
+        /// Its `ts`.
+        ts: u64,
+        /// The clock when it was checked, ms.
+        clock: u64,
+        /// The largest jump allowed, ms.
+        max_ms: u64,
+    },
+    /// A `ts` or clock value outside `[0, 2^43)` ms.
+    #[error("record {index}: {what} {value} is outside [0, 2^43) ms")]
+    TimeOutOfRange {
+        /// Index of the record (or signal) in its request.
+        index: usize,
+        /// `ts` or `advance_to`.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// The writer's queue is full: the caller should retry later.
+    #[error("the WAL queue is full ({queued} requests waiting); retry shortly")]
+    Overloaded {
+        /// Requests queued.
+        queued: usize,
+    },
     /// The logical clock cannot move further (it reached the largest representable time).
     #[error("the WAL's logical clock is exhausted: no later time can be represented")]
     ClockExhausted,
@@ -85,35 +117,6 @@ impl WalError {
         WalError::Io {
             path: path.into(),
             source,
-        }
-    }
-
-    /// A copy of this error for answering several producers; I/O errors keep their kind and
-    /// message.
-    pub fn duplicate(&self) -> WalError {
-        match self {
-            WalError::Io { path, source } => WalError::Io {
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            WalError::Corrupt { file, offset, reason } => WalError::Corrupt {
-                file: file.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            WalError::TornTail { file, offset, reason } => WalError::TornTail {
-                file: file.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            WalError::Poisoned { cause } => WalError::Poisoned { cause: cause.clone() },
-            WalError::Closed => WalError::Closed,
-            WalError::TooLarge { bytes, max } => WalError::TooLarge {
-                bytes: *bytes,
-                max: *max,
-            },
-            WalError::ClockExhausted => WalError::ClockExhausted,
-            WalError::InvalidOptions(s) => WalError::InvalidOptions(s.clone()),
         }
     }
 }

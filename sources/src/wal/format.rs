@@ -54,24 +54,93 @@ pub fn header() -> [u8; HEADER_BYTES] {
     h
 }
 
-/// Checks a segment header; the error is a human-readable reason.
-pub fn check_header(buf: &[u8]) -> Result<(), String> {
+/// Why a segment header is not one this build reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The file is shorter than a header.
+    #[error("segment header incomplete ({0} of {HEADER_BYTES} bytes)")]
+    Incomplete(usize),
+    /// The magic bytes are wrong.
+    #[error("not a tidal WAL segment (bad magic)")]
+    BadMagic,
+    /// Another format version.
+    #[error("unsupported WAL format version {0} (this tidal reads version {FORMAT_VERSION})")]
+    Version(u32),
+}
+
+/// Checks a segment header.
+pub fn check_header(buf: &[u8]) -> Result<(), HeaderError> {
     if buf.len() < HEADER_BYTES {
-        return Err(format!(
-            "segment header incomplete ({} of {HEADER_BYTES} bytes)",
-            buf.len()
-        ));
+        return Err(HeaderError::Incomplete(buf.len()));
     }
     if &buf[..8] != MAGIC {
-        return Err("not a tidal WAL segment (bad magic)".into());
+        return Err(HeaderError::BadMagic);
     }
     let version = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
     if version != FORMAT_VERSION {
-        return Err(format!(
-            "unsupported WAL format version {version} (this tidal reads version {FORMAT_VERSION})"
-        ));
+        return Err(HeaderError::Version(version));
     }
     Ok(())
+}
+
+/// Why a payload does not decode. `what` names the field being read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The payload ends inside a field.
+    #[error("payload ends inside {what} (needs {needed} bytes at {at})")]
+    Truncated {
+        /// The field.
+        what: &'static str,
+        /// Bytes needed.
+        needed: usize,
+        /// Offset in the payload.
+        at: usize,
+    },
+    /// A varint does not fit 64 bits.
+    #[error("{what}: varint overflows 64 bits")]
+    VarintOverflow {
+        /// The field.
+        what: &'static str,
+    },
+    /// A varint runs past 10 bytes.
+    #[error("{what}: varint longer than 10 bytes")]
+    VarintTooLong {
+        /// The field.
+        what: &'static str,
+    },
+    /// A count larger than the bytes left could hold.
+    #[error("{what}: count {count} exceeds the remaining {remaining} bytes")]
+    CountTooLarge {
+        /// The field.
+        what: &'static str,
+        /// The count read.
+        count: u64,
+        /// Bytes left.
+        remaining: u64,
+    },
+    /// A string is not UTF-8.
+    #[error("{what}: invalid UTF-8")]
+    Utf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// A presence byte other than 0 or 1.
+    #[error("{what}: bad presence byte {byte}")]
+    Presence {
+        /// The field.
+        what: &'static str,
+        /// The byte.
+        byte: u8,
+    },
+    /// Signal flags with unknown bits.
+    #[error("signal flags: unknown bits {0:#04x}")]
+    Flags(u8),
+    /// Bytes left after the record.
+    #[error("{0} trailing bytes after the payload")]
+    Trailing(usize),
+    /// A record kind this build does not know.
+    #[error("unknown record kind {0} (written by a newer tidal?)")]
+    UnknownKind(u8),
 }
 
 /// The name of a record kind, for humans.
@@ -149,7 +218,7 @@ pub struct RawFrame<'a> {
 
 impl RawFrame<'_> {
     /// Decodes the payload.
-    pub fn record(&self) -> Result<Record, String> {
+    pub fn record(&self) -> Result<Record, DecodeError> {
         decode_payload(self.kind, self.payload)
     }
 }
@@ -386,76 +455,81 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| format!("payload ends inside {what} (needs {n} bytes at {})", self.pos))?;
+            .ok_or(DecodeError::Truncated {
+                what,
+                needed: n,
+                at: self.pos,
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
-    fn u8(&mut self, what: &str) -> Result<u8, String> {
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, String> {
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         let b = self.take(8, what)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn varint(&mut self, what: &str) -> Result<u64, String> {
+    fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = self.u8(what)?;
             let part = u64::from(b & 0x7f);
             if i == 9 && part > 1 {
-                return Err(format!("{what}: varint overflows 64 bits"));
+                return Err(DecodeError::VarintOverflow { what });
             }
             v |= part << (7 * i);
             if b & 0x80 == 0 {
                 return Ok(v);
             }
         }
-        Err(format!("{what}: varint longer than 10 bytes"))
+        Err(DecodeError::VarintTooLong { what })
     }
 
     /// A count of items each at least `min_item` bytes long, bounded by what remains.
-    fn count(&mut self, min_item: usize, what: &str) -> Result<usize, String> {
+    fn count(&mut self, min_item: usize, what: &'static str) -> Result<usize, DecodeError> {
         let n = self.varint(what)?;
         let remaining = (self.buf.len() - self.pos) as u64;
         if n.saturating_mul(min_item as u64) > remaining {
-            return Err(format!("{what}: count {n} exceeds the remaining {remaining} bytes"));
+            return Err(DecodeError::CountTooLarge {
+                what,
+                count: n,
+                remaining,
+            });
         }
         Ok(n as usize)
     }
 
-    fn string(&mut self, what: &str) -> Result<String, String> {
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let n = self.count(1, what)?;
         let b = self.take(n, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| format!("{what}: invalid UTF-8"))
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Utf8 { what })
     }
 
-    fn opt_string(&mut self, what: &str) -> Result<Option<String>, String> {
+    fn opt_string(&mut self, what: &'static str) -> Result<Option<String>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),
             1 => Ok(Some(self.string(what)?)),
-            b => Err(format!("{what}: bad presence byte {b}")),
+            byte => Err(DecodeError::Presence { what, byte }),
         }
     }
 
-    fn finish(&self) -> Result<(), String> {
+    fn finish(&self) -> Result<(), DecodeError> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {
-            Err(format!(
-                "{} trailing bytes after the payload",
-                self.buf.len() - self.pos
-            ))
+            Err(DecodeError::Trailing(self.buf.len() - self.pos))
         }
     }
 }
@@ -463,12 +537,12 @@ impl<'a> Cursor<'a> {
 /// Smallest encoding of a signal: two empty strings, flags, weight.
 const MIN_SIGNAL_BYTES: usize = 1 + 1 + 1 + 8;
 
-fn decode_signal(c: &mut Cursor<'_>) -> Result<Signal, String> {
+fn decode_signal(c: &mut Cursor<'_>) -> Result<Signal, DecodeError> {
     let kind = c.string("signal kind")?;
     let item = c.string("signal item")?;
     let flags = c.u8("signal flags")?;
     if flags & !(FLAG_USER | FLAG_TS | FLAG_ID) != 0 {
-        return Err(format!("signal flags: unknown bits {flags:#04x}"));
+        return Err(DecodeError::Flags(flags));
     }
     let user = if flags & FLAG_USER != 0 {
         Some(c.string("signal user")?)
@@ -496,7 +570,7 @@ fn decode_signal(c: &mut Cursor<'_>) -> Result<Signal, String> {
     })
 }
 
-fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, String> {
+fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, DecodeError> {
     let creator = c.opt_string("item creator")?;
     let title = c.opt_string("item title")?;
     let text = c.opt_string("item text")?;
@@ -509,7 +583,12 @@ fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, String> {
     let created_at = match c.u8("item created_at")? {
         0 => None,
         1 => Some(c.u64("item created_at")?),
-        b => return Err(format!("item created_at: bad presence byte {b}")),
+        byte => {
+            return Err(DecodeError::Presence {
+                what: "item created_at",
+                byte,
+            });
+        }
     };
     let embedding = match c.u8("item embedding")? {
         0 => None,
@@ -522,7 +601,12 @@ fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, String> {
                 .collect();
             Some(Embedding(v))
         }
-        b => return Err(format!("item embedding: bad presence byte {b}")),
+        byte => {
+            return Err(DecodeError::Presence {
+                what: "item embedding",
+                byte,
+            });
+        }
     };
     Ok(ItemMeta {
         creator,
@@ -536,7 +620,7 @@ fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, String> {
 }
 
 /// Decodes a record from its kind code and payload.
-pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, String> {
+pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
     let mut c = Cursor { buf: payload, pos: 0 };
     let record = match kind {
         kind::SIGNALS => {
@@ -561,9 +645,7 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, String> {
         kind::CONFIG => Record::Config {
             toml: c.string("config text")?,
         },
-        other => {
-            return Err(format!("unknown record kind {other} (written by a newer tidal?)"));
-        }
+        other => return Err(DecodeError::UnknownKind(other)),
     };
     c.finish()?;
     Ok(record)

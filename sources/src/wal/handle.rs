@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use tidal_core::record::Record;
 use tidal_core::time::Time;
 
@@ -53,6 +53,10 @@ pub(crate) struct Status {
     pub last_lsn: AtomicU64,
     pub clock_ms: AtomicU64,
     pub last_time: AtomicU64,
+    /// Signals in the log (recovered and written).
+    pub signals: AtomicU64,
+    pub dedup_entries: AtomicU64,
+    pub dedup_evicted: AtomicU64,
     pub poisoned: AtomicBool,
     pub cause: Mutex<Option<String>>,
 }
@@ -121,9 +125,10 @@ impl WalHandle {
         }
     }
 
-    /// Submits one client request's records (usually one). `reply` is called once, on the
-    /// writer thread, after the group commit holding them is durable per the durability mode,
-    /// or with an error. It must not block.
+    /// Submits one client request's records (usually one) without ever blocking. `reply` is
+    /// called once: on the writer thread after the group commit holding them is durable per the
+    /// durability mode, or with an error — at once, on the caller's thread, when the WAL is
+    /// poisoned, closed, or its queue is full ([`WalError::Overloaded`]). It must not block.
     pub fn submit(&self, records: Vec<Record>, reply: ReplyFn) {
         let reply = Reply::new(reply);
         if let Some(e) = self.inner.status.poison_error() {
@@ -133,16 +138,34 @@ impl WalHandle {
         let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner()).clone();
         match tx {
             None => reply.send(Err(WalError::Closed)),
-            Some(tx) => {
-                if let Err(e) = tx.send(Submission { records, reply }) {
-                    e.into_inner().reply.send(Err(WalError::Closed));
-                }
-            }
+            Some(tx) => match tx.try_send(Submission { records, reply }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(s)) => s.reply.send(Err(WalError::Overloaded { queued: tx.len() })),
+                Err(TrySendError::Disconnected(s)) => s.reply.send(Err(WalError::Closed)),
+            },
         }
     }
 
-    /// Submits and waits for the answer (for callers that are not asynchronous).
+    /// Submits and waits for the answer (for callers that are not asynchronous). A full queue
+    /// is waited out rather than refused.
     pub fn submit_blocking(&self, records: Vec<Record>) -> Result<Commit, WalError> {
+        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(e) = self.inner.status.poison_error() {
+            return Err(e);
+        }
+        let Some(tx) = tx else { return Err(WalError::Closed) };
+        let (done, rx) = std::sync::mpsc::sync_channel(1);
+        let reply = Reply::new(Box::new(move |r| {
+            let _ = done.send(r);
+        }));
+        if let Err(e) = tx.send(Submission { records, reply }) {
+            e.into_inner().reply.send(Err(WalError::Closed));
+        }
+        rx.recv().unwrap_or(Err(WalError::Closed))
+    }
+
+    /// Submits and waits, refusing with [`WalError::Overloaded`] when the queue is full.
+    pub fn try_submit_blocking(&self, records: Vec<Record>) -> Result<Commit, WalError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.submit(
             records,
@@ -161,6 +184,30 @@ impl WalHandle {
     /// The commit clock in ms (`T_commit` of the last batch, or later after an idle tick).
     pub fn clock_ms(&self) -> u64 {
         self.inner.status.clock_ms.load(Ordering::Acquire)
+    }
+
+    /// Signals in the log: recovered at open plus written since.
+    pub fn signals_written(&self) -> u64 {
+        self.inner.status.signals.load(Ordering::Acquire)
+    }
+
+    /// Keys the dedup window remembers, and keys it forgot early (`engine.dedup_max_entries`).
+    pub fn dedup_stats(&self) -> (u64, u64) {
+        let s = &self.inner.status;
+        (
+            s.dedup_entries.load(Ordering::Acquire),
+            s.dedup_evicted.load(Ordering::Acquire),
+        )
+    }
+
+    /// Submissions waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.inner
+            .tx
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |tx| tx.len())
     }
 
     /// Logical time of the last batch written (0 for an empty log).

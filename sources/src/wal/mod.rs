@@ -49,8 +49,15 @@ pub struct WalOptions {
     pub max_batch_delay: Duration,
     /// How the commit clock moves.
     pub clock: ClockMode,
+    /// In the event clock, the most one batch may move a set clock forward, ms.
+    pub max_clock_jump_ms: u64,
     /// Duplicate signals are detected within this many ms of the commit clock (0 = off).
     pub dedup_window_ms: u64,
+    /// The most keys the dedup window remembers (the oldest are forgotten first).
+    pub dedup_max_entries: usize,
+    /// Submissions queued for the writer before [`WalHandle::submit`] refuses with
+    /// [`WalError::Overloaded`].
+    pub queue_capacity: usize,
     /// In the wall clock, after this long without submissions the clock is advanced and
     /// the feed sealed, so time-driven changes (window retractions) become visible.
     pub tick: Duration,
@@ -75,7 +82,10 @@ impl WalOptions {
             max_batch_records: e.group_commit_max_records,
             max_batch_delay: Duration::from_micros(e.group_commit_max_delay_us),
             clock: e.clock,
+            max_clock_jump_ms: e.max_clock_jump.ms(),
             dedup_window_ms: e.dedup_window.ms(),
+            dedup_max_entries: e.dedup_max_entries,
+            queue_capacity: e.wal_queue_requests,
             tick: Duration::from_millis(e.tick_ms),
             fail_sync: None,
         }
@@ -91,6 +101,9 @@ impl WalOptions {
         }
         if self.max_batch_records == 0 {
             return Err(WalError::InvalidOptions("max_batch_records must be at least 1".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(WalError::InvalidOptions("queue_capacity must be at least 1".into()));
         }
         if self.tick.is_zero() {
             return Err(WalError::InvalidOptions("tick must be positive".into()));

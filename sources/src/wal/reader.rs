@@ -148,11 +148,11 @@ impl WalReader {
         });
         if let Err(reason) = header {
             if partial_header {
-                self.damaged(0, reason, expected.saturating_sub(1))?;
+                self.damaged(0, reason.to_string(), expected.saturating_sub(1))?;
                 return Ok(false);
             }
             self.finished = true;
-            return Err(Self::corrupt(&seg.path, 0, reason));
+            return Err(Self::corrupt(&seg.path, 0, reason.to_string()));
         }
         if seg.first_lsn != expected {
             self.finished = true;

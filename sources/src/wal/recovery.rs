@@ -21,6 +21,8 @@ use crate::feed::Feed;
 /// What recovery found.
 pub(crate) struct Recovered {
     pub next_lsn: u64,
+    /// Signals in the log.
+    pub signals: u64,
     pub last_time: Option<Time>,
     pub dedup: Dedup,
     /// The last segment, to append to.
@@ -52,9 +54,15 @@ impl Wal {
 fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> Result<Recovered, WalError> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| WalError::io(&opts.dir, e))?;
     let mut reader = WalReader::open(&opts.dir, true)?;
-    let mut dedup = Dedup::new(opts.dedup_window_ms);
+    let mut dedup = Dedup::new(opts.dedup_window_ms, opts.dedup_max_entries);
     let mut last_time = None;
+    let mut signals = 0u64;
     while let Some(batch) = reader.next_batch()? {
+        signals += batch
+            .records
+            .iter()
+            .map(|r| r.record.signal_count() as u64)
+            .sum::<u64>();
         if dedup.enabled() {
             let sigs = batch.records.iter().flat_map(|r| match &r.record {
                 Record::Signals(s) => s.as_slice(),
@@ -71,6 +79,7 @@ fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> R
     }
     Ok(Recovered {
         next_lsn: reader.next_lsn(),
+        signals,
         last_time,
         dedup,
         active: reader.segments().last().map(|s| s.path.clone()),

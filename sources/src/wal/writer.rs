@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tidal_core::record::{CommittedBatch, LoggedRecord, Record};
-use tidal_core::time::{ClockMode, wall_clock_ms};
+use tidal_core::time::{ClockMode, MAX_TS_MS, wall_clock_ms};
 
 use super::clock::CommitClock;
 use super::dedup::Dedup;
@@ -22,9 +22,6 @@ use super::recovery::Recovered;
 use super::segment::{ActiveSegment, sync_file};
 use super::{Commit, WalError, WalOptions};
 use crate::feed::Feed;
-
-/// Submissions the channel holds before producers wait.
-const CHANNEL_CAPACITY: usize = 16 * 1024;
 
 struct Writer {
     opts: WalOptions,
@@ -61,11 +58,13 @@ pub(crate) fn spawn(
     };
     let status = Arc::new(Status::default());
     status.last_lsn.store(rec.next_lsn - 1, Ordering::Release);
+    status.signals.store(rec.signals, Ordering::Release);
+    status.dedup_entries.store(rec.dedup.len() as u64, Ordering::Release);
     status.clock_ms.store(clock.clock_ms(), Ordering::Release);
     status
         .last_time
         .store(clock.last_time().unwrap_or(0), Ordering::Release);
-    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+    let (tx, rx) = crossbeam_channel::bounded(opts.queue_capacity);
     let mut writer = Writer {
         opts,
         feed,
@@ -154,9 +153,17 @@ impl Writer {
             return false;
         }
         let wall = wall_clock_ms();
-        let target_all = self.clock.target(group.iter().flat_map(|s| &s.records), wall);
+        let clock_before = self.clock.clock_ms();
+        let mut plans: Vec<Plan> = group.into_iter().map(|s| self.check(s, clock_before)).collect();
+        // Duplicates are judged at the clock the accepted records ask for.
+        let target_all = self.clock.target(
+            plans.iter().filter(|p| p.error.is_none()).flat_map(|p| &p.records),
+            wall,
+        );
         let dedup_clock = self.clock.peek(target_all);
-        let mut plans: Vec<Plan> = group.into_iter().map(|s| self.plan(s, dedup_clock)).collect();
+        for p in plans.iter_mut().filter(|p| p.error.is_none()) {
+            self.dedup(p, dedup_clock);
+        }
 
         let writable = plans.iter().any(|p| p.error.is_none() && !p.records.is_empty());
         let mut batch = None;
@@ -188,6 +195,8 @@ impl Writer {
             self.status.last_lsn.store(self.next_lsn - 1, Ordering::Release);
             self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
             self.status.last_time.store(time, Ordering::Release);
+            let written: usize = plans.iter().filter(|p| p.error.is_none()).map(|p| p.accepted).sum();
+            self.status.signals.fetch_add(written as u64, Ordering::AcqRel);
             batch = Some(CommittedBatch {
                 time,
                 clock_ms,
@@ -195,6 +204,10 @@ impl Writer {
             });
         }
 
+        self.status
+            .dedup_entries
+            .store(self.dedup.len() as u64, Ordering::Release);
+        self.status.dedup_evicted.store(self.dedup.evicted(), Ordering::Release);
         // Hand the batch to the dataflow before acknowledging, so that whatever a producer
         // has been told is committed is already on its way to the readers.
         let wrote = match batch {
@@ -227,8 +240,10 @@ impl Writer {
         wrote
     }
 
-    /// Checks a submission's size and drops its duplicate signals.
-    fn plan(&mut self, s: Submission, dedup_clock: u64) -> Plan {
+    /// Checks a submission's size and times; a bad submission is answered with its error and
+    /// writes nothing. In the event clock, once the clock is set (`clock_ms > 0`), a signal
+    /// may move it forward by at most `max_clock_jump_ms`.
+    fn check(&self, s: Submission, clock_ms: u64) -> Plan {
         let mut plan = Plan {
             reply: s.reply,
             records: s.records,
@@ -237,19 +252,66 @@ impl Writer {
             accepted: 0,
             lsns: None,
         };
-        if let Some(bytes) = plan
-            .records
+        if let Some(e) = self.check_records(&plan.records, clock_ms) {
+            plan.error = Some(e);
+            plan.records.clear();
+        }
+        plan
+    }
+
+    fn check_records(&self, records: &[Record], clock_ms: u64) -> Option<WalError> {
+        if let Some(bytes) = records
             .iter()
             .map(|r| format::frame_len(r) - 4)
             .find(|&n| n > MAX_FRAME_BYTES)
         {
-            plan.error = Some(WalError::TooLarge {
+            return Some(WalError::TooLarge {
                 bytes,
                 max: MAX_FRAME_BYTES,
             });
-            plan.records.clear();
-            return plan;
         }
+        let event = self.opts.clock == ClockMode::Event;
+        let limit = clock_ms.saturating_add(self.opts.max_clock_jump_ms);
+        let mut index = 0;
+        for (ri, r) in records.iter().enumerate() {
+            match r {
+                Record::Signals(sigs) => {
+                    for sig in sigs {
+                        if let Some(ts) = sig.ts {
+                            if ts >= MAX_TS_MS {
+                                return Some(WalError::TimeOutOfRange {
+                                    index,
+                                    what: "ts",
+                                    value: ts,
+                                });
+                            }
+                            if event && clock_ms > 0 && ts > limit {
+                                return Some(WalError::ClockJump {
+                                    index,
+                                    ts,
+                                    clock: clock_ms,
+                                    max_ms: self.opts.max_clock_jump_ms,
+                                });
+                            }
+                        }
+                        index += 1;
+                    }
+                }
+                Record::ClockAdvance { to_ms } if *to_ms >= MAX_TS_MS => {
+                    return Some(WalError::TimeOutOfRange {
+                        index: ri,
+                        what: "advance_to",
+                        value: *to_ms,
+                    });
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Drops a checked submission's duplicate signals at the dedup clock.
+    fn dedup(&mut self, plan: &mut Plan, dedup_clock: u64) {
         if self.dedup.enabled() {
             for r in &mut plan.records {
                 if let Record::Signals(sigs) = r {
@@ -262,7 +324,6 @@ impl Writer {
             }
         }
         plan.accepted = plan.records.iter().map(Record::signal_count).sum();
-        plan
     }
 
     /// Encodes every planned record into the buffer with its LSN; moves them into the batch.

@@ -1,0 +1,365 @@
+//! [`Tidal`]: the engine as a library — open a data directory, write signals and items, read
+//! features, rank — with no HTTP in between. The HTTP API ([`crate::http`]) is a thin layer
+//! over it, and replay runs the same [`Pipeline`].
+//!
+//! Writes are durable when they return (their WAL batch is synced per `engine.durability`)
+//! and answer the LSN and clock of what they wrote; a read asking for that LSN (`min_lsn`)
+//! sees it. Reads come from the latest published snapshot and never wait for the dataflow
+//! unless asked to. Every method takes `&self`: share one `Tidal` behind an `Arc` among any
+//! number of threads. The `*_async` methods are the same operations for async callers (they
+//! need a tokio runtime and never block a thread): a full queue or a dataflow too far behind
+//! is refused with [`Error::Overloaded`] instead of waited out.
+
+mod error;
+mod pipeline;
+mod types;
+mod write;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tidal_core::config::Config;
+use tidal_core::record::Record;
+use tidal_core::time::ClockMode;
+use tidal_sinks::Snapshot;
+use tidal_sources::wal::{Wal, WalHandle, WalOptions};
+
+use crate::query::{self, ItemView, RankParams, Ranking};
+
+pub use error::{Error, Overload, Result};
+pub use pipeline::Pipeline;
+pub use types::{NewSignal, RankQuery, SignalsAck, WriteAck};
+
+/// How often a reader waiting for an LSN looks again.
+const POLL: Duration = Duration::from_micros(250);
+
+/// A running tidal engine over one data directory: WAL, dataflow and serving state.
+///
+/// ```
+/// # fn main() -> Result<(), tidal_serving::Error> {
+/// use tidal_serving::{NewSignal, RankQuery, Tidal};
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut config = tidal_core::Config::default_filled();
+/// config.engine.data_dir = dir.path().display().to_string();
+/// let tidal = Tidal::open(config)?;
+/// let ack = tidal.signals(vec![NewSignal::new("like", "m1").user("u1"), NewSignal::new("view", "m2")])?;
+/// let top = tidal.rank(&RankQuery::new().profile("top").min_lsn(ack.lsn))?;
+/// assert_eq!(top.items[0].id, "m1");
+/// tidal.shutdown()?;
+/// # Ok(()) }
+/// ```
+pub struct Tidal {
+    config: Arc<Config>,
+    wal: WalHandle,
+    pipeline: Mutex<Option<Pipeline>>,
+    publisher: Arc<tidal_sinks::Publisher>,
+    recovered_records: u64,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Tidal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tidal")
+            .field("data_dir", &self.config.engine.data_dir)
+            .field("wal", &self.wal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A healthy engine's position, as `GET /healthz` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// The LSN visible to queries.
+    pub lsn: u64,
+    /// The serving clock, ms.
+    pub clock: u64,
+}
+
+/// Counters for monitoring (`GET /metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The last LSN written.
+    pub wal_lsn: u64,
+    /// The LSN visible to queries.
+    pub visible_lsn: u64,
+    /// Signals in the log.
+    pub signals_written: u64,
+    /// Signals visible to queries.
+    pub signals_visible: u64,
+    /// Write requests waiting for the WAL writer.
+    pub wal_queue: usize,
+    /// The commit clock, ms.
+    pub clock: u64,
+    /// The serving clock, ms.
+    pub serving_clock: u64,
+    /// Keys in the dedup window.
+    pub dedup_entries: u64,
+    /// Dedup keys forgotten early (`engine.dedup_max_entries`).
+    pub dedup_evicted: u64,
+}
+
+/// `<data-dir>/wal`: where the WAL of a data directory lives.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+impl Tidal {
+    /// Opens (creating if needed) the data directory `config.engine.data_dir`: verifies and
+    /// recovers the WAL into a new dataflow, and returns once everything recovered is visible
+    /// to queries. A torn tail is truncated (with a warning); damage elsewhere fails with an
+    /// error naming file and offset. Only one process may open a data directory at a time.
+    pub fn open(config: Config) -> Result<Tidal> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let data_dir = PathBuf::from(&config.engine.data_dir);
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let lock = lock_dir(&data_dir)?;
+        let started = Instant::now();
+        let pipeline = Pipeline::start(config.clone(), Some(&data_dir.join("entities")))?;
+        let mut recovered_records = 0u64;
+        let mut last_config: Option<String> = None;
+        let feed = pipeline.feed().clone();
+        let wal = Wal::open(
+            WalOptions::from_config(&config, wal_dir(&data_dir)),
+            pipeline.feed().clone(),
+            |batch| {
+                recovered_records += batch.records.len() as u64;
+                for r in &batch.records {
+                    if let Record::Config { toml } = &r.record {
+                        last_config = Some(toml.clone());
+                    }
+                }
+                feed.push(Arc::new(batch));
+            },
+        )?;
+        let target = wal.last_lsn();
+        let publisher = pipeline.publisher().clone();
+        while publisher.load().lsn < target {
+            std::thread::sleep(Duration::from_millis(2));
+            if pipeline.is_finished() {
+                return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
+            }
+        }
+        tracing::info!(
+            records = recovered_records,
+            lsn = target,
+            seconds = started.elapsed().as_secs_f64(),
+            "recovered the WAL"
+        );
+        let tidal = Tidal {
+            config,
+            wal,
+            pipeline: Mutex::new(Some(pipeline)),
+            publisher,
+            recovered_records,
+            _lock: lock,
+        };
+        // The WAL records the configuration in force, so replay can use it as its baseline.
+        let toml = tidal.config.to_toml();
+        if last_config.as_deref() != Some(toml.as_str()) {
+            tidal.wal.submit_blocking(vec![Record::Config { toml }])?;
+        }
+        Ok(tidal)
+    }
+
+    /// The configuration in force (the schema and every setting).
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The schema as `GET /v1/schema` answers it (no secrets).
+    pub fn schema(&self) -> serde_json::Value {
+        self.config.schema_json()
+    }
+
+    /// Records recovered from the WAL when opened.
+    pub fn recovered_records(&self) -> u64 {
+        self.recovered_records
+    }
+
+    /// The latest published snapshot: one consistent state, as of its frontier.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.publisher.load()
+    }
+
+    /// Waits until the published state includes `lsn`, at most
+    /// `server.read_your_writes_timeout_ms`.
+    pub fn wait_visible(&self, lsn: u64) -> Result<Arc<Snapshot>> {
+        let deadline = self.visible_deadline(lsn)?;
+        loop {
+            let snap = self.publisher.load();
+            if snap.lsn >= lsn {
+                return Ok(snap);
+            }
+            self.check_visible_deadline(lsn, &snap, deadline)?;
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// [`wait_visible`](Self::wait_visible) without blocking a thread.
+    pub async fn wait_visible_async(&self, lsn: u64) -> Result<Arc<Snapshot>> {
+        let deadline = self.visible_deadline(lsn)?;
+        loop {
+            let snap = self.publisher.load();
+            if snap.lsn >= lsn {
+                return Ok(snap);
+            }
+            self.check_visible_deadline(lsn, &snap, deadline)?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn visible_deadline(&self, lsn: u64) -> Result<Instant> {
+        let last = self.wal.last_lsn();
+        if lsn > last {
+            return Err(Error::LsnNotWritten { lsn, last });
+        }
+        Ok(Instant::now() + Duration::from_millis(self.config.server.read_your_writes_timeout_ms))
+    }
+
+    fn check_visible_deadline(&self, lsn: u64, snap: &Snapshot, deadline: Instant) -> Result<()> {
+        if Instant::now() < deadline {
+            return Ok(());
+        }
+        if let Some(stopped) = self.dataflow_problem() {
+            return Err(Error::DataflowStopped(stopped));
+        }
+        Err(Error::NotVisible {
+            lsn,
+            visible: snap.lsn,
+            waited: Duration::from_millis(self.config.server.read_your_writes_timeout_ms),
+        })
+    }
+
+    /// An item's metadata and every feature, as of now.
+    pub fn item(&self, id: &str) -> Result<Option<ItemView>> {
+        self.check_item_id(id)?;
+        Ok(query::item_view(&self.snapshot(), &self.config, id))
+    }
+
+    /// An item's metadata and every feature, from a state that includes `min_lsn`.
+    pub fn item_after(&self, id: &str, min_lsn: u64) -> Result<Option<ItemView>> {
+        self.check_item_id(id)?;
+        let snap = self.wait_visible(min_lsn)?;
+        Ok(query::item_view(&snap, &self.config, id))
+    }
+
+    /// The item's view on a given snapshot.
+    pub fn item_on(&self, snapshot: &Snapshot, id: &str) -> Result<Option<ItemView>> {
+        self.check_item_id(id)?;
+        Ok(query::item_view(snapshot, &self.config, id))
+    }
+
+    /// Checks a ranking request against the schema.
+    pub fn parse_query(&self, q: &RankQuery) -> Result<RankParams> {
+        Ok(RankParams::parse(q.pairs(), &self.config)?)
+    }
+
+    /// Ranks as `q` asks, waiting (bounded) for its `min_lsn` if it has one.
+    pub fn rank(&self, q: &RankQuery) -> Result<Ranking> {
+        let params = self.parse_query(q)?;
+        let snap = match params.min_lsn {
+            Some(lsn) => self.wait_visible(lsn)?,
+            None => self.snapshot(),
+        };
+        self.rank_on(&snap, &params)
+    }
+
+    /// Ranks on a given snapshot (which the caller got from [`snapshot`](Self::snapshot) or
+    /// [`wait_visible`](Self::wait_visible)); `min_lsn` is not waited for.
+    pub fn rank_on(&self, snapshot: &Snapshot, params: &RankParams) -> Result<Ranking> {
+        Ok(query::rank(snapshot, &self.config, params)?)
+    }
+
+    /// Whether writes and reads are served: [`Error::Poisoned`] after a failed WAL sync,
+    /// [`Error::DataflowStopped`] once the dataflow has stopped.
+    pub fn health(&self) -> Result<Health> {
+        if let Some(e) = self.wal.poison_error() {
+            return Err(e.into());
+        }
+        if let Some(problem) = self.dataflow_problem() {
+            return Err(Error::DataflowStopped(problem));
+        }
+        let snap = self.snapshot();
+        Ok(Health {
+            lsn: snap.lsn,
+            clock: snap.clock_ms(),
+        })
+    }
+
+    fn dataflow_problem(&self) -> Option<String> {
+        let guard = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            None => Some("the engine is shut down".into()),
+            Some(p) if p.is_finished() => Some("the dataflow has stopped".into()),
+            Some(_) => None,
+        }
+    }
+
+    /// Counters for monitoring.
+    pub fn stats(&self) -> Stats {
+        let snap = self.snapshot();
+        let (dedup_entries, dedup_evicted) = self.wal.dedup_stats();
+        Stats {
+            wal_lsn: self.wal.last_lsn(),
+            visible_lsn: snap.lsn,
+            signals_written: self.wal.signals_written(),
+            signals_visible: snap.signals,
+            wal_queue: self.wal.queued(),
+            clock: self.wal.clock_ms(),
+            serving_clock: snap.clock_ms(),
+            dedup_entries,
+            dedup_evicted,
+        }
+    }
+
+    /// The commit clock (ms) and its mode.
+    pub fn clock(&self) -> (u64, ClockMode) {
+        (self.wal.clock_ms(), self.config.engine.clock)
+    }
+
+    /// Stops taking writes, makes what was written durable, lets the dataflow apply it, and
+    /// stops the workers. Later writes answer [`Error::Closed`]. Idempotent.
+    pub fn shutdown(&self) -> Result<()> {
+        self.wal.shutdown();
+        let pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match pipeline {
+            Some(p) => p.shutdown(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Tidal {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "the engine stopped with an error");
+        }
+    }
+}
+
+/// Takes the data directory's lock file, so that two processes never write one WAL.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io { path, source }),
+    }
+}

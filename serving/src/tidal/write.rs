@@ -1,0 +1,253 @@
+//! The write path: every record is checked against the schema and the limits before anything
+//! is written (a request is all-or-nothing and an error names its first bad record), then
+//! appended to the WAL and answered once durable.
+
+use tidal_core::ids::check_id;
+use tidal_core::record::{ItemMeta, Record, Signal};
+use tidal_core::time::{ClockMode, MAX_TS_MS, wall_clock_ms};
+use tidal_sources::wal::Commit;
+
+use super::Tidal;
+use super::error::{Error, Overload, RETRY_AFTER, Result};
+use super::types::{NewSignal, SignalsAck, WriteAck};
+
+impl Tidal {
+    /// Writes one signal; returns once it is durable.
+    pub fn signal(&self, signal: NewSignal) -> Result<SignalsAck> {
+        self.signals(vec![signal])
+    }
+
+    /// Writes signals as one record, all or nothing; returns once they are durable. A full
+    /// WAL queue is waited out (the caller is slowed down rather than refused).
+    pub fn signals(&self, signals: Vec<NewSignal>) -> Result<SignalsAck> {
+        let record = self.signals_record(signals)?;
+        let c = self.wal.submit_blocking(vec![record])?;
+        Ok(signals_ack(&c))
+    }
+
+    /// [`signals`](Self::signals) without blocking: refused with [`Error::Overloaded`] when
+    /// the WAL queue is full or the dataflow is too far behind.
+    pub async fn signals_async(&self, signals: Vec<NewSignal>) -> Result<SignalsAck> {
+        let record = self.signals_record(signals)?;
+        self.write_signals_async(record).await
+    }
+
+    /// Writes a record made by [`signals_record`](Self::signals_record) without blocking.
+    pub async fn write_signals_async(&self, record: Record) -> Result<SignalsAck> {
+        self.admit()?;
+        let c = self.commit_async(vec![record]).await?;
+        Ok(signals_ack(&c))
+    }
+
+    /// Checks signals and makes them one WAL record.
+    pub fn signals_record(&self, signals: Vec<NewSignal>) -> Result<Record> {
+        if signals.is_empty() {
+            return Err(Error::InvalidSignal {
+                index: 0,
+                message: "a request must hold at least one signal".into(),
+            });
+        }
+        let now = wall_clock_ms();
+        let mut out = Vec::with_capacity(signals.len());
+        for (index, s) in signals.into_iter().enumerate() {
+            out.push(self.check_signal(s, index, now)?);
+        }
+        Ok(Record::Signals(out))
+    }
+
+    fn check_signal(&self, s: NewSignal, index: usize, now_ms: u64) -> Result<Signal> {
+        let config = &self.config;
+        let bad = |message: String| Error::InvalidSignal { index, message };
+        let Some(st) = config.signal(&s.kind) else {
+            let declared: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::UnknownSignalType {
+                index,
+                name: s.kind,
+                declared: declared.join(", "),
+            });
+        };
+        let max_id = config.server.max_id_bytes;
+        check_id("item", &s.item, max_id).map_err(bad)?;
+        if let Some(u) = &s.user {
+            check_id("user", u, max_id).map_err(bad)?;
+        }
+        if let Some(i) = &s.id {
+            check_id("id", i, max_id).map_err(bad)?;
+        }
+        let weight = s.weight.unwrap_or(st.default_weight);
+        if !weight.is_finite() {
+            return Err(bad("weight must be a finite number".into()));
+        }
+        if weight < st.min_weight || weight > st.max_weight {
+            return Err(bad(format!(
+                "weight {weight} is outside [{}, {}] for signal type {:?}",
+                st.min_weight, st.max_weight, st.name
+            )));
+        }
+        if let Some(ts) = s.ts {
+            if ts >= MAX_TS_MS {
+                return Err(Error::TimeOutOfRange {
+                    index,
+                    what: "ts",
+                    value: ts,
+                });
+            }
+            let skew = config.engine.max_future_skew;
+            if config.engine.clock == ClockMode::Wall && ts > now_ms.saturating_add(skew.ms()) {
+                return Err(Error::TsInFuture {
+                    index,
+                    ts,
+                    ahead_ms: ts - now_ms,
+                    max: skew,
+                });
+            }
+        }
+        Ok(Signal {
+            kind: s.kind,
+            item: s.item,
+            user: s.user,
+            weight,
+            ts: s.ts,
+            id: s.id,
+        })
+    }
+
+    pub(super) fn check_item_id(&self, id: &str) -> Result<()> {
+        check_id("item id", id, self.config.server.max_id_bytes).map_err(Error::InvalidId)
+    }
+
+    /// Checks an item's metadata against the limits.
+    pub fn check_item(&self, id: &str, meta: &ItemMeta) -> Result<()> {
+        self.check_item_id(id)?;
+        let max_id = self.config.server.max_id_bytes;
+        if let Some(c) = &meta.creator {
+            check_id("creator", c, max_id).map_err(Error::InvalidItem)?;
+        }
+        for t in &meta.tags {
+            check_id("tag", t, max_id).map_err(Error::InvalidItem)?;
+        }
+        if let Some(c) = meta.created_at
+            && c >= MAX_TS_MS
+        {
+            return Err(Error::InvalidItem(format!("created_at {c} is outside [0, 2^43) ms")));
+        }
+        if let Some(e) = &meta.embedding {
+            let max = self.config.server.max_embedding_dim;
+            if e.0.is_empty() || e.0.len() > max {
+                return Err(Error::InvalidItem(format!(
+                    "embedding has {} dimensions; it must have 1 to {max}",
+                    e.0.len()
+                )));
+            }
+            if !e.0.iter().all(|x| x.is_finite()) {
+                return Err(Error::InvalidItem("embedding must hold finite numbers".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts an item's metadata (replacing what was there); returns once durable.
+    pub fn put_item(&self, id: &str, meta: ItemMeta) -> Result<WriteAck> {
+        self.check_item(id, &meta)?;
+        self.commit(vec![Record::ItemPut { id: id.into(), meta }])
+    }
+
+    /// [`put_item`](Self::put_item) without blocking.
+    pub async fn put_item_async(&self, id: &str, meta: ItemMeta) -> Result<WriteAck> {
+        self.check_item(id, &meta)?;
+        self.admit()?;
+        let c = self.commit_async(vec![Record::ItemPut { id: id.into(), meta }]).await?;
+        Ok(write_ack(&c))
+    }
+
+    /// Deletes an item: it leaves every ranking. Returns once durable.
+    pub fn delete_item(&self, id: &str) -> Result<WriteAck> {
+        self.check_item_id(id)?;
+        self.commit(vec![Record::ItemDelete { id: id.into() }])
+    }
+
+    /// [`delete_item`](Self::delete_item) without blocking.
+    pub async fn delete_item_async(&self, id: &str) -> Result<WriteAck> {
+        self.check_item_id(id)?;
+        self.admit()?;
+        let c = self.commit_async(vec![Record::ItemDelete { id: id.into() }]).await?;
+        Ok(write_ack(&c))
+    }
+
+    fn clock_record(&self, to_ms: u64) -> Result<Record> {
+        if self.config.engine.clock != ClockMode::Event {
+            return Err(Error::WallClock);
+        }
+        if to_ms >= MAX_TS_MS {
+            return Err(Error::TimeOutOfRange {
+                index: 0,
+                what: "advance_to",
+                value: to_ms,
+            });
+        }
+        Ok(Record::ClockAdvance { to_ms })
+    }
+
+    /// Moves the event clock forward to `to_ms` (never back); windows slide and decays fall
+    /// as of the new clock. Only in the event clock.
+    pub fn advance_clock(&self, to_ms: u64) -> Result<WriteAck> {
+        let record = self.clock_record(to_ms)?;
+        self.commit(vec![record])
+    }
+
+    /// [`advance_clock`](Self::advance_clock) without blocking.
+    pub async fn advance_clock_async(&self, to_ms: u64) -> Result<WriteAck> {
+        let record = self.clock_record(to_ms)?;
+        let c = self.commit_async(vec![record]).await?;
+        Ok(write_ack(&c))
+    }
+
+    fn commit(&self, records: Vec<Record>) -> Result<WriteAck> {
+        let c = self.wal.submit_blocking(records)?;
+        Ok(write_ack(&c))
+    }
+
+    /// Appends records without blocking a thread; resolves once they are durable.
+    pub async fn commit_async(&self, records: Vec<Record>) -> Result<Commit> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.wal.submit(
+            records,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// Refuses a write while the dataflow is more than `engine.max_lag_signals` behind the WAL.
+    fn admit(&self) -> Result<()> {
+        let max = self.config.engine.max_lag_signals;
+        let behind = self.wal.signals_written().saturating_sub(self.publisher.load().signals);
+        if behind > max {
+            return Err(Error::Overloaded {
+                reason: Overload::Lag { behind, max },
+                retry_after: RETRY_AFTER,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn signals_ack(c: &Commit) -> SignalsAck {
+    SignalsAck {
+        accepted: c.accepted,
+        duplicates: c.duplicates,
+        lsn: c.last_lsn,
+        clock: c.clock_ms,
+    }
+}
+
+fn write_ack(c: &Commit) -> WriteAck {
+    WriteAck {
+        lsn: c.last_lsn,
+        clock: c.clock_ms,
+    }
+}
