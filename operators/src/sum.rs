@@ -25,6 +25,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 
@@ -178,30 +179,6 @@ impl<P: Ord, D: Semigroup> Pending<P, D> {
     }
 }
 
-/// Sorts `updates` by update and merges equal ones, dropping zero diffs. The stable sort
-/// finds the prefix left sorted by the previous consolidation and only merges it with the
-/// sorted rest.
-fn consolidate<P: Ord, D: Semigroup>(updates: &mut Vec<(P, D)>) {
-    updates.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut kept = 0;
-    for i in 0..updates.len() {
-        if kept > 0 && updates[kept - 1].0 == updates[i].0 {
-            let (head, tail) = updates.split_at_mut(i);
-            head[kept - 1].1.plus_equals(&tail[0].1);
-        } else {
-            if kept > 0 && updates[kept - 1].1.is_zero() {
-                kept -= 1;
-            }
-            updates.swap(kept, i);
-            kept += 1;
-        }
-    }
-    if kept > 0 && updates[kept - 1].1.is_zero() {
-        kept -= 1;
-    }
-    updates.truncate(kept);
-}
-
 /// The current sum per key of everything `expander` makes of `signals`, as a collection.
 pub(crate) fn keyed_sums<'s, E: Expander>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
@@ -242,19 +219,4 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
             }
         })
         .as_collection()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::consolidate;
-
-    #[test]
-    fn consolidation_merges_and_drops_zeros() {
-        let mut v = vec![(3, 1i64), (1, 2), (3, -1), (2, 5), (1, 1), (4, 0), (2, -5), (0, 7)];
-        consolidate(&mut v);
-        assert_eq!(v, vec![(0, 7), (1, 3)]);
-        let mut empty: Vec<(u8, i64)> = Vec::new();
-        consolidate(&mut empty);
-        assert!(empty.is_empty());
-    }
 }

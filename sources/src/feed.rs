@@ -27,6 +27,8 @@ struct State {
     batches: VecDeque<SharedBatch>,
     sealed: Time,
     closed: bool,
+    /// Fault-injection for tests: while set, the consumer gets nothing.
+    held: bool,
 }
 
 /// A queue of committed batches from one producer to the dataflow source.
@@ -95,9 +97,26 @@ impl Feed {
             .push(activator);
     }
 
+    /// Fault-injection hook for tests: while held, [`drain`](Self::drain) hands out nothing
+    /// and reports the seal unchanged, as a dataflow that has fallen behind would see it.
+    pub fn hold(&self, held: bool) {
+        self.lock().held = held;
+        if !held {
+            self.wake();
+        }
+    }
+
+    /// Batches waiting to be drained.
+    pub fn queued(&self) -> usize {
+        self.lock().batches.len()
+    }
+
     /// Takes up to `max` batches.
     pub fn drain(&self, max: usize) -> Drained {
         let mut st = self.lock();
+        if st.held {
+            return Drained::default();
+        }
         let n = st.batches.len().min(max);
         let batches: Vec<_> = st.batches.drain(..n).collect();
         let closed = st.closed && st.batches.is_empty();

@@ -323,6 +323,15 @@ impl Tidal {
         (self.wal.clock_ms(), self.config.engine.clock)
     }
 
+    /// Fault-injection for tests: while held, the dataflow takes nothing new from the WAL,
+    /// as if it had fallen far behind (writes stay durable; reads see the state before).
+    #[doc(hidden)]
+    pub fn hold_dataflow_for_tests(&self, held: bool) {
+        if let Some(p) = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            p.feed().hold(held);
+        }
+    }
+
     /// Stops taking writes, makes what was written durable, lets the dataflow apply it, and
     /// stops the workers. Later writes answer [`Error::Closed`]. Idempotent.
     pub fn shutdown(&self) -> Result<()> {
