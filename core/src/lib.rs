@@ -9,6 +9,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod features;
+pub mod flow;
 pub mod ids;
 pub mod record;
 pub mod time;

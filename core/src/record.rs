@@ -142,7 +142,7 @@ impl Record {
 }
 
 /// A record with its LSN.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoggedRecord {
     /// Its position in the log.
     pub lsn: Lsn,
@@ -151,7 +151,7 @@ pub struct LoggedRecord {
 }
 
 /// Records made durable together: one group commit, one commit clock, one logical time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommittedBatch {
     /// The logical time of every update this batch causes.
     pub time: Time,

@@ -1,43 +1,58 @@
-//! The dataflow graph, built from the schema on every worker: the WAL source feeds the
-//! windows and decay materializers; their outputs, with the item states and the last LSN,
-//! are what a sink publishes.
+//! The dataflow graph, built from the schema on every worker: the WAL source (read by one
+//! worker per process) broadcasts its control stream; each worker's entities stage takes its
+//! own items from it and feeds the windows and decay materializers; their outputs, the item
+//! states and the marks are what the worker's sink publishes as its shard.
 
 use std::sync::Arc;
 
-use timely::dataflow::Scope;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::{Scope, StreamVec};
 
 use differential_dataflow::VecCollection;
 
 use tidal_core::config::Config;
 use tidal_core::features::Lanes;
-use tidal_core::record::Position;
+use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx};
 use tidal_core::time::Time;
 use tidal_operators::decay::DecayKey;
-use tidal_sinks::contract::{ItemKey, ItemState, KindIdx};
+use tidal_sinks::SinkInputs;
 use tidal_sources::feed::Feed;
 use tidal_sources::source::wal_source;
 
-/// The collections the graph hands to its sink (the shapes `tidal_sinks::publish` takes).
+/// What one worker's graph produces.
 pub struct Outputs<'s> {
-    /// Current window lanes per (item, signal type).
+    /// The broadcast control stream (runs of batches and marks).
+    pub control: StreamVec<'s, Time, Control>,
+    /// Current window lanes per (item, signal type) of this worker's items.
     pub windows: VecCollection<'s, Time, ((ItemKey, KindIdx), Lanes), isize>,
     /// Current anchored decay sum per (item, signal type, half-life index, epoch start).
     pub decay: VecCollection<'s, Time, (DecayKey, i128), isize>,
-    /// Current state per item key.
+    /// Current state per item key of this worker's items.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
-    /// One element: the log position applied.
-    pub lsn: VecCollection<'s, Time, Position, isize>,
 }
 
-/// Builds source and materializers in `scope`.
-pub fn build<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, config: Arc<Config>) -> Outputs<'s> {
-    let source = wal_source(scope, feed, config.clone());
-    let windows = tidal_operators::windows(source.signals.clone(), &config);
-    let decay = tidal_operators::decay(source.signals, &config);
+impl<'s> Outputs<'s> {
+    /// The inputs of this worker's serving sink.
+    pub fn sink_inputs(&self) -> SinkInputs<'s> {
+        SinkInputs {
+            windows: self.windows.clone(),
+            decay: self.decay.clone(),
+            items: self.items.clone(),
+        }
+    }
+}
+
+/// Builds the source and the materializers in `scope`; `reader` says whether this worker
+/// reads the feed (one per process).
+pub fn build<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, config: Arc<Config>, reader: bool) -> Outputs<'s> {
+    let control = wal_source(scope, feed, reader).broadcast();
+    let entities = tidal_operators::entities(control.clone(), config.clone());
+    let windows = tidal_operators::windows(entities.signals.clone(), &config);
+    let decay = tidal_operators::decay(entities.signals, &config);
     Outputs {
+        control,
         windows,
         decay,
-        items: source.items,
-        lsn: source.lsn,
+        items: entities.items,
     }
 }

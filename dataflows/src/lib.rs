@@ -1,7 +1,8 @@
 //! Wiring tidal's dataflow from the schema ([`graph`]) and running it on timely workers
 //! ([`Engine`]). The engine builds its own `timely::Config` (threads in this process, or a
 //! multi-process cluster), runs every worker in the background until the feed is closed and
-//! the dataflow has drained, and publishes through `tidal_sinks::publish`.
+//! the dataflow has drained, and publishes each worker's shard through
+//! `tidal_sinks::shard_sink`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -16,7 +17,7 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use tidal_core::config::Config;
 use tidal_core::time::Time;
-use tidal_sinks::Publisher;
+use tidal_sinks::{EntityStore, Shards, shard_sink};
 use tidal_sources::feed::Feed;
 
 pub use graph::{Outputs, build};
@@ -51,7 +52,7 @@ pub enum EngineError {
 /// How the workers are laid out.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// Worker threads in this process.
+    /// Worker threads in this process (in a cluster: in each process).
     pub workers: usize,
     /// A multi-process cluster (`CommunicationConfig::Cluster`); `None` runs `workers` threads
     /// in this process.
@@ -65,6 +66,32 @@ impl EngineOptions {
             workers,
             communication: None,
         }
+    }
+
+    /// Processes in the cluster.
+    pub fn processes(&self) -> usize {
+        match &self.communication {
+            Some(CommunicationConfig::Cluster { addresses, .. }) => addresses.len().max(1),
+            _ => 1,
+        }
+    }
+
+    /// This process's index in the cluster.
+    pub fn process(&self) -> usize {
+        match &self.communication {
+            Some(CommunicationConfig::Cluster { process, .. }) => *process,
+            _ => 0,
+        }
+    }
+
+    /// Workers in the whole cluster.
+    pub fn peers(&self) -> usize {
+        self.workers.max(1) * self.processes()
+    }
+
+    /// The global index of this process's first worker.
+    pub fn first_worker(&self) -> usize {
+        self.workers.max(1) * self.process()
     }
 
     /// The timely configuration: threads or cluster, demand-driven progress, idle merging.
@@ -94,23 +121,31 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts `workers` threads running the dataflow over `feed`, publishing into `publisher`.
+    /// Starts the workers running the dataflow over `feed`, each publishing its shard into
+    /// `shards` (and item metadata into `store`).
     pub fn start(
         config: Arc<Config>,
-        workers: usize,
+        options: EngineOptions,
         feed: Arc<Feed>,
-        publisher: Arc<Publisher>,
+        shards: Arc<Shards>,
+        store: Option<Arc<EntityStore>>,
     ) -> Result<Engine, EngineError> {
-        Engine::start_with(
-            config,
-            EngineOptions::threads(workers),
-            feed,
-            move |out: Outputs<'_>| tidal_sinks::publish(out.windows, out.decay, out.items, out.lsn, publisher.clone()),
-        )
+        let schema = config.clone();
+        Engine::start_with(config, options, feed, move |out: Outputs<'_>, index: usize| {
+            if let Some(shard) = shards.shard(index) {
+                shard_sink(
+                    out.sink_inputs(),
+                    out.control.clone(),
+                    shard.clone(),
+                    store.clone(),
+                    &schema,
+                );
+            }
+        })
     }
 
     /// Starts the dataflow with any worker layout and any sink: `sink` is called once per
-    /// worker with that worker's [`Outputs`].
+    /// worker with that worker's [`Outputs`] and global index.
     pub fn start_with<S>(
         config: Arc<Config>,
         options: EngineOptions,
@@ -118,16 +153,19 @@ impl Engine {
         sink: S,
     ) -> Result<Engine, EngineError>
     where
-        S: for<'s> Fn(Outputs<'s>) + Send + Sync + 'static,
+        S: for<'s> Fn(Outputs<'s>, usize) + Send + Sync + 'static,
     {
         let timely_config = options.timely_config()?;
         let worker_feed = feed.clone();
+        let per_process = options.workers.max(1);
         let thread = std::thread::Builder::new()
             .name("tidal-dataflow".into())
             .spawn(move || {
                 let guards = timely::execute(timely_config, move |worker| {
                     let (feed, config) = (worker_feed.clone(), config.clone());
-                    worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config)));
+                    let index = worker.index();
+                    let reader = index % per_process == 0;
+                    worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config, reader), index));
                     while worker.step_or_park(Some(PARK)) {}
                 })
                 .map_err(EngineError::Timely)?;

@@ -1,5 +1,6 @@
-//! The engine end to end: the same committed batches through 1, 2 and 4 workers give the same
-//! updates at the same times; deletes retire item keys; the real publisher sees the final
+//! The engine end to end: the same committed batches through 1, 2 and 4 workers give the
+//! same final state per item id (keys depend on the number of workers: each id is interned
+//! at the worker that owns it); deletes retire item keys; the serving shards see the final
 //! state.
 
 use std::collections::BTreeMap;
@@ -11,10 +12,11 @@ use rand::{Rng, SeedableRng};
 
 use tidal_core::config::Config;
 use tidal_core::features::{Lanes, TOTAL_LANE, weight_fixed};
+use tidal_core::flow::ItemState;
 use tidal_core::record::{CommittedBatch, ItemMeta, LoggedRecord, Record, Signal};
 use tidal_core::time::{Time, time_at};
 use tidal_dataflows::{Engine, EngineOptions, Outputs};
-use tidal_sinks::contract::ItemState;
+use tidal_sinks::Shards;
 use tidal_sources::feed::Feed;
 
 type WindowUpdate = (((u64, u16), Lanes), Time, isize);
@@ -25,27 +27,72 @@ struct Captured {
     windows: Vec<WindowUpdate>,
     decay: Vec<DecayUpdate>,
     items: Vec<((u64, ItemState), Time, isize)>,
-    lsn: Vec<(u64, Time, isize)>,
+}
+
+/// An item key named by what does not depend on the worker count: the id, and the how-many-th
+/// key of that id it is (a delete retires a key; the id's next write gets a new one).
+type Named = (String, usize);
+
+/// The final state of every collection, by item id.
+#[derive(Debug, PartialEq)]
+struct Final {
+    items: BTreeMap<Named, ItemState>,
+    windows: BTreeMap<(Named, u16), Lanes>,
+    decay: BTreeMap<(Named, u16, u8, u64), i128>,
 }
 
 impl Captured {
-    fn consolidated(mut self) -> Captured {
-        consolidate_updates(&mut self.windows);
-        consolidate_updates(&mut self.decay);
-        consolidate_updates(&mut self.items);
-        consolidate_updates(&mut self.lsn);
-        self
-    }
-
-    /// The final contents (all times accumulated) of a captured collection.
-    fn last<D: Ord + Clone>(updates: &[(D, Time, isize)]) -> Vec<D> {
-        let mut acc: Vec<(D, Time, isize)> = updates.iter().map(|(d, _, r)| (d.clone(), 0, *r)).collect();
+    /// The contents of a captured collection as of frontier `before` (every update at an
+    /// earlier time accumulated).
+    fn last<D: Ord + Clone>(updates: &[(D, Time, isize)], before: Time) -> Vec<D> {
+        let mut acc: Vec<(D, Time, isize)> = updates
+            .iter()
+            .filter(|(_, t, _)| *t < before)
+            .map(|(d, _, r)| (d.clone(), 0, *r))
+            .collect();
         consolidate_updates(&mut acc);
         assert!(
             acc.iter().all(|(_, _, r)| *r == 1),
             "a collection holds a record with multiplicity != 1"
         );
         acc.into_iter().map(|(d, _, _)| d).collect()
+    }
+
+    /// Names every key by its id and ordinal (every key ever emitted has an item state: the
+    /// states' history names them, even retired ones).
+    fn finals(&self, before: Time) -> Final {
+        let mut keys: BTreeMap<u64, String> = BTreeMap::new();
+        for ((k, s), _, _) in &self.items {
+            keys.insert(*k, s.id.clone());
+        }
+        let mut ordinal: BTreeMap<u64, Named> = BTreeMap::new();
+        let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+        // Keys of one id are interned in log order at its owner: ascending keys.
+        for (k, id) in &keys {
+            let n = per_id.entry(id.clone()).or_default();
+            ordinal.insert(*k, (id.clone(), *n));
+            *n += 1;
+        }
+        let name = |k: u64| {
+            ordinal
+                .get(&k)
+                .cloned()
+                .unwrap_or_else(|| panic!("key {k} has no item state"))
+        };
+        Final {
+            items: Self::last(&self.items, before)
+                .into_iter()
+                .map(|(k, s)| (name(k), s))
+                .collect(),
+            windows: Self::last(&self.windows, before)
+                .into_iter()
+                .map(|((k, kind), l)| ((name(k), kind), l))
+                .collect(),
+            decay: Self::last(&self.decay, before)
+                .into_iter()
+                .map(|((k, kind, h, e), v)| ((name(k), kind, h, e), v))
+                .collect(),
+        }
     }
 }
 
@@ -57,16 +104,13 @@ fn run(config: &Config, batches: &[CommittedBatch], workers: usize) -> Captured 
         Arc::new(config.clone()),
         EngineOptions::threads(workers),
         feed.clone(),
-        move |out: Outputs<'_>| {
+        move |out: Outputs<'_>, _index| {
             let c = sink_target.clone();
             out.windows.inspect(move |u| c.lock().unwrap().windows.push(*u));
             let c = sink_target.clone();
             out.decay.inspect(move |u| c.lock().unwrap().decay.push(*u));
             let c = sink_target.clone();
             out.items.inspect(move |u| c.lock().unwrap().items.push(u.clone()));
-            let c = sink_target.clone();
-            out.lsn
-                .inspect(move |(p, t, r)| c.lock().unwrap().lsn.push((p.lsn, *t, *r)));
         },
     )
     .unwrap();
@@ -75,7 +119,7 @@ fn run(config: &Config, batches: &[CommittedBatch], workers: usize) -> Captured 
     }
     engine.shutdown().unwrap();
     let mut guard = captured.lock().unwrap();
-    std::mem::take(&mut *guard).consolidated()
+    std::mem::take(&mut *guard)
 }
 
 fn signal(kind: &str, item: &str, weight: f64, ts: Option<u64>, user: Option<&str>) -> Signal {
@@ -154,11 +198,13 @@ fn same_updates_for_one_two_and_four_workers() {
     let config = Config::default();
     for seed in 0..2 {
         let batches = random_batches(seed, 120);
-        let one = run(&config, &batches, 1);
+        // The state as of the last batch's clock (the run closes the feed, and a closed
+        // dataflow applies every future retraction: the end of time).
+        let at = time_at(batches.last().unwrap().clock_ms + 1);
+        let one = run(&config, &batches, 1).finals(at);
         assert!(!one.windows.is_empty() && !one.decay.is_empty() && !one.items.is_empty());
-        assert_eq!(Captured::last(&one.lsn), vec![batches.last().unwrap().last_lsn()]);
         for workers in [2, 4] {
-            let many = run(&config, &batches, workers);
+            let many = run(&config, &batches, workers).finals(at);
             assert!(one == many, "seed {seed}: {workers} workers differ from one");
         }
     }
@@ -220,40 +266,40 @@ fn deletes_retire_keys() {
         ),
     ];
     let out = run(&config, &batches, 2);
-    let items: BTreeMap<u64, ItemState> = Captured::last(&out.items).into_iter().collect();
+    let f = out.finals(Time::MAX);
+    let items = &f.items;
+    let n = |id: &str, i: usize| (id.to_string(), i);
     let state = |id: &str, meta: Option<ItemMeta>, deleted: bool| ItemState {
         id: id.into(),
         meta,
         deleted,
     };
-    // a -> 0, b -> 1, a again after its delete -> 2, ghost -> 3.
-    assert_eq!(items[&0], state("a", Some(meta("A")), true));
-    assert_eq!(items[&1], state("b", None, false));
-    assert_eq!(items[&2], state("a", None, true));
-    assert_eq!(items[&3], state("ghost", Some(meta("G")), false));
+    // a's first key, b, a's key after its delete, ghost.
+    assert_eq!(items[&n("a", 0)], state("a", Some(meta("A")), true));
+    assert_eq!(items[&n("b", 0)], state("b", None, false));
+    assert_eq!(items[&n("a", 1)], state("a", None, true));
+    assert_eq!(items[&n("ghost", 0)], state("ghost", Some(meta("G")), false));
     assert_eq!(items.len(), 4);
-    let totals: BTreeMap<(u64, u16), i64> = Captured::last(&out.windows)
-        .into_iter()
-        .map(|(k, l)| (k, l.0[TOTAL_LANE]))
-        .collect();
-    assert_eq!(totals[&(0, view)], weight_fixed(1.0));
-    assert_eq!(totals[&(1, view)], weight_fixed(2.0));
-    assert_eq!(totals[&(2, view)], weight_fixed(5.0) + weight_fixed(0.5));
-    assert_eq!(totals[&(3, view)], weight_fixed(1.0));
-    // The item state of key 0 changed at the delete's time, not later.
-    assert!(
-        out.items
-            .contains(&((0, state("a", Some(meta("A")), true)), time_at(clock + 2), 1))
-    );
-    assert_eq!(Captured::last(&out.lsn), vec![51]);
+    let totals: BTreeMap<(Named, u16), i64> = f.windows.iter().map(|(k, l)| (k.clone(), l.0[TOTAL_LANE])).collect();
+    assert_eq!(totals[&(n("a", 0), view)], weight_fixed(1.0));
+    assert_eq!(totals[&(n("b", 0), view)], weight_fixed(2.0));
+    assert_eq!(totals[&(n("a", 1), view)], weight_fixed(5.0) + weight_fixed(0.5));
+    assert_eq!(totals[&(n("ghost", 0), view)], weight_fixed(1.0));
 }
 
 #[test]
-fn engine_publishes_through_the_publisher() {
+fn engine_publishes_every_shard() {
     let config = Arc::new(Config::default());
-    let publisher = Arc::new(tidal_sinks::Publisher::new(config.clone()));
+    let shards = Arc::new(Shards::new(config.clone(), 2, 0, 2));
     let feed = Arc::new(Feed::new(8));
-    let engine = Engine::start(config.clone(), 2, feed.clone(), publisher.clone()).unwrap();
+    let engine = Engine::start(
+        config.clone(),
+        EngineOptions::threads(2),
+        feed.clone(),
+        shards.clone(),
+        None,
+    )
+    .unwrap();
     let clock = 1_700_000_000_000u64;
     let signals = vec![
         signal("like", "x", 2.0, None, None),
@@ -269,11 +315,13 @@ fn engine_publishes_through_the_publisher() {
     }));
     feed.seal(time_at(clock + 10));
     engine.shutdown().unwrap();
-    let snapshot = publisher.load();
+    let view = shards.view();
+    assert!(view.is_closed());
+    assert_eq!(view.lsn(), 1);
     let like = config.signals.iter().position(|s| s.name == "like").unwrap() as u16;
-    let (_, x) = snapshot.item("x").expect("x published");
+    let (_, x) = view.shard_of("x").and_then(|s| s.item("x")).expect("x published");
     assert_eq!(x.lanes(like).map(|l| l.0[TOTAL_LANE]), Some(weight_fixed(2.0)));
-    assert!(snapshot.item("y").is_some());
+    assert!(view.shard_of("y").and_then(|s| s.item("y")).is_some());
 }
 
 #[test]

@@ -83,16 +83,22 @@ fn signals_per_second() {
     let (start, cpu_start) = (Instant::now(), cpu_seconds());
     let engine = if std::env::var("TIDAL_TP_PUBLISH").is_ok_and(|v| v == "1") {
         frontiers.iter().for_each(|f| f.store(u64::MAX, Ordering::Relaxed));
-        let publisher = Arc::new(tidal_sinks::Publisher::new(config.clone()));
-        Engine::start(config.clone(), workers, feed.clone(), publisher).unwrap()
+        let shards = Arc::new(tidal_sinks::Shards::new(config.clone(), workers, 0, workers));
+        Engine::start(
+            config.clone(),
+            EngineOptions::threads(workers),
+            feed.clone(),
+            shards,
+            None,
+        )
+        .unwrap()
     } else {
         let slots = frontiers.clone();
         Engine::start_with(
             config.clone(),
             EngineOptions::threads(workers),
             feed.clone(),
-            move |out: Outputs<'_>| {
-                let index = out.windows.inner.scope().index();
+            move |out: Outputs<'_>, index| {
                 for (i, stream) in [out.windows.map(|_| ()).inner, out.decay.map(|_| ()).inner]
                     .into_iter()
                     .enumerate()

@@ -14,14 +14,13 @@ use differential_dataflow::VecCollection;
 
 use tidal_core::config::Config;
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
+use tidal_core::flow::{HalfLifeIdx, ItemKey, KindIdx};
 use tidal_core::time::{Time, time_at};
-use tidal_sinks::contract::{HalfLifeIdx, ItemKey, KindIdx};
 
 use crate::sum::{Expander, keyed_sums};
 use crate::{KindSpec, SignalEv, kind_specs};
 
-/// The key of one anchored decay sum: item, signal type, half-life index, epoch start (ms).
-pub type DecayKey = (ItemKey, KindIdx, HalfLifeIdx, u64);
+pub use tidal_core::flow::DecayKey;
 
 /// The current non-zero anchored decay sums: `+1` for a key's new sum, `-1` for its old one,
 /// at each logical time it changes.

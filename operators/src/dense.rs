@@ -14,7 +14,7 @@
 
 use differential_dataflow::difference::IsZero;
 
-use tidal_sinks::contract::ItemKey;
+use tidal_core::flow::ItemKey;
 
 /// No node.
 const NIL: u32 = u32::MAX;

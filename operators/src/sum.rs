@@ -1,6 +1,6 @@
 //! The engine of every materializer: keyed running sums of fixed-point diffs, fed by a
-//! temporal filter. Each [`SignalEv`] is routed once to the worker owning its item
-//! ([`shard`]) and expanded there into compact `(time, update, diff)` values: its insertion
+//! temporal filter. Each [`SignalEv`] arrives at the worker owning its item (the entities
+//! stage runs there) and is expanded into compact `(time, update, diff)` values: its insertion
 //! at its commit time and its retractions at the future logical times where windows close or
 //! epochs expire. Updates wait per time, each distinct time holding one capability. Updates
 //! due later than the event that made them are consolidated as they accumulate, so
@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 
@@ -29,11 +29,11 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 
+use tidal_core::flow::ItemKey;
 use tidal_core::time::Time;
-use tidal_sinks::contract::ItemKey;
 
+use crate::SignalEv;
 use crate::dense::DenseSums;
-use crate::{SignalEv, shard};
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
@@ -186,11 +186,10 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
     expander: E,
 ) -> VecCollection<'s, Time, (E::Key, E::Sum), isize> {
     type Out<K, S> = Vec<((K, S), Time, isize)>;
-    let route = Exchange::new(|update: &(SignalEv, Time, isize)| shard(update.0.item));
     let peers = signals.inner.scope().peers();
     signals
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Out<E::Key, E::Sum>>, _, _, _>(route, name, move |_cap, _info| {
+        .unary_frontier::<CapacityContainerBuilder<Out<E::Key, E::Sum>>, _, _, _>(Pipeline, name, move |_cap, _info| {
             let mut scratch = Vec::new();
             let mut pending: Pending<E::Pending, E::Diff> = Pending::new();
             let mut sums: DenseSums<E::Extra, E::Sum> = DenseSums::new(peers, expander.slots());

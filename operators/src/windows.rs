@@ -15,8 +15,8 @@ use differential_dataflow::VecCollection;
 
 use tidal_core::config::{Config, MAX_WINDOWS};
 use tidal_core::features::{Lanes, TOTAL_LANE, window_end};
+use tidal_core::flow::{ItemKey, KindIdx};
 use tidal_core::time::{Time, time_at};
-use tidal_sinks::contract::{ItemKey, KindIdx};
 
 use crate::sum::{Expander, keyed_sums};
 use crate::{KindSpec, SignalEv, kind_specs};

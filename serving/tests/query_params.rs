@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidal_core::features::{Lanes, TOTAL_LANE};
+use tidal_core::flow::ItemState;
 use tidal_core::record::ItemMeta;
 use tidal_core::{Config, Dur};
 use tidal_serving::query::{Base, Feature, RankParams, encode_cursor, item_view, rank};
-use tidal_sinks::contract::ItemState;
 use tidal_sinks::{SnapshotBuilder, Update};
 
 fn config() -> Config {
@@ -242,7 +242,7 @@ fn item_view_reports_every_feature() {
             1,
         ),
     ]);
-    let snap = Arc::new(b.snapshot(tidal_core::time::time_at(clock) + 1));
+    let snap = tidal_sinks::View::single(Arc::new(b.snapshot(tidal_core::time::time_at(clock) + 1)));
     // The JSON answered for the view (SPEC §5's shape).
     let v = serde_json::to_value(item_view(&snap, &config, "a").unwrap()).unwrap();
     assert_eq!(v["id"], "a");

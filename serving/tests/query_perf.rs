@@ -11,10 +11,10 @@ use rand::{Rng, SeedableRng};
 
 use tidal_core::Config;
 use tidal_core::features::{Lanes, TOTAL_LANE, decay_fixed, epoch_of, weight_fixed};
+use tidal_core::flow::ItemState;
 use tidal_core::record::ItemMeta;
 use tidal_core::time::time_at;
 use tidal_serving::query::{RankParams, rank};
-use tidal_sinks::contract::ItemState;
 use tidal_sinks::{SnapshotBuilder, Update};
 
 const ITEMS: u64 = 1_000_000;
@@ -103,10 +103,10 @@ fn trending_top50_over_1m_items() {
         }
     }
     b.apply(batch);
-    let snap = b.snapshot(time_at(clock) + 1);
+    let snap = tidal_sinks::View::single(std::sync::Arc::new(b.snapshot(time_at(clock) + 1)));
     println!(
         "built {} items in {:.1}s",
-        snap.listed(),
+        snap.shards[0].listed(),
         started.elapsed().as_secs_f64()
     );
 

@@ -14,11 +14,12 @@ use rand::{Rng, SeedableRng};
 
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes, TOTAL_LANE, hot_key, hot_value, weight_float};
+use tidal_core::flow::owner;
+use tidal_core::flow::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use tidal_core::record::{ItemMeta, Position};
 use tidal_core::time::time_at;
 use tidal_serving::query::{RankParams, Ranking, rank};
-use tidal_sinks::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
-use tidal_sinks::{Snapshot, SnapshotBuilder, Update};
+use tidal_sinks::{Snapshot, SnapshotBuilder, Update, View};
 
 const CONFIG: &str = r#"
 [[signals]]
@@ -59,7 +60,7 @@ const T0: u64 = 2_000 * 96 * HOUR;
 /// What was generated, item by item: the oracle's input.
 struct World {
     config: Config,
-    snap: Arc<Snapshot>,
+    snap: View,
     states: BTreeMap<ItemKey, ItemState>,
     lanes: BTreeMap<(ItemKey, KindIdx), Lanes>,
     epochs: BTreeMap<(ItemKey, KindIdx, HalfLifeIdx), Vec<(u64, i128)>>,
@@ -141,10 +142,32 @@ fn world(seed: u64, n: u64, clock: u64) -> World {
             }
         }
     }
-    updates.push((Update::Lsn(Position { lsn: 42, signals: 42 }), 1));
-    let mut b = SnapshotBuilder::new(&config);
-    b.apply(updates);
-    let snap = Arc::new(b.snapshot(time_at(clock) + 1));
+    // Split over 1, 2 or 3 shards by the ids' owners, as the engine's workers publish them:
+    // the merged ranking must not depend on it.
+    let peers = 1 + (seed % 3) as usize;
+    let mut shards: Vec<Vec<(Update, isize)>> = vec![Vec::new(); peers];
+    for (u, d) in updates {
+        let key = match &u {
+            Update::Window { key, .. } | Update::Decay { key, .. } | Update::Item { key, .. } => *key,
+        };
+        shards[owner(&states[&key].id, peers)].push((u, d));
+    }
+    let shards: Vec<Arc<Snapshot>> = shards
+        .into_iter()
+        .map(|updates| {
+            let mut b = SnapshotBuilder::new(&config);
+            b.apply(updates);
+            b.set_position(Position { lsn: 42, signals: 42 });
+            Arc::new(b.snapshot(time_at(clock) + 1))
+        })
+        .collect();
+    let snap = View {
+        frontier: time_at(clock) + 1,
+        position: Position { lsn: 42, signals: 42 },
+        peers,
+        first: 0,
+        shards,
+    };
     World {
         config,
         snap,

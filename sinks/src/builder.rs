@@ -18,11 +18,11 @@ use tidal_core::Config;
 use tidal_core::record::Position;
 use tidal_core::time::Time;
 
-use crate::contract::ItemKey;
-use crate::delta::{Delta, LSN_SLOT};
+use crate::delta::Delta;
 use crate::entry::ItemEntry;
 use crate::log::{Buffers, Log};
 use crate::snapshot::{ItemChange, Snapshot, Update};
+use tidal_core::flow::ItemKey;
 
 /// Runs longer than this are consolidated by sorting rather than pairwise.
 const PAIRWISE_MAX: usize = 16;
@@ -38,8 +38,8 @@ type Order = (ItemKey, u128, Time, u32, u32);
 pub struct SnapshotBuilder {
     /// The last version cut.
     last: Arc<Snapshot>,
-    /// The log position applied since the last version.
-    lsn: Position,
+    /// The log position of the next version.
+    position: Position,
     /// Items changed since the last version, with their current features.
     dirty: HashMap<ItemKey, ItemEntry, RandomState>,
     /// Entity-store writes of the versions cut since the last `take_item_changes`.
@@ -54,7 +54,7 @@ impl SnapshotBuilder {
     pub fn new(config: &Config) -> SnapshotBuilder {
         SnapshotBuilder {
             last: Arc::new(Snapshot::empty(config)),
-            lsn: Position::default(),
+            position: Position::default(),
             dirty: HashMap::default(),
             item_changes: Vec::new(),
             order: Vec::new(),
@@ -70,7 +70,7 @@ impl SnapshotBuilder {
 
     /// Whether changes were applied since the last version.
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty() || self.lsn.lsn != self.last.lsn
+        !self.dirty.is_empty() || self.position.lsn != self.last.lsn
     }
 
     /// Applies a batch of changes whose times are all complete. The batch is consolidated
@@ -101,20 +101,6 @@ impl SnapshotBuilder {
             let run = rest.iter().take_while(|r| (r.0, r.1) == (key, slot)).count();
             let (group, tail) = rest.split_at(run);
             rest = tail;
-            if (key, slot) == LSN_SLOT {
-                consolidate(group, &at, &mut net);
-                let newest = net
-                    .iter()
-                    .filter_map(|&(r, d)| match at(r).0 {
-                        Delta::Lsn(l) if d > 0 => Some(l),
-                        _ => None,
-                    })
-                    .max();
-                if let Some(l) = newest {
-                    self.lsn = l;
-                }
-                continue;
-            }
             let last = &self.last;
             let entry = self
                 .dirty
@@ -140,19 +126,26 @@ impl SnapshotBuilder {
         self.order = order;
     }
 
-    /// A new version at `frontier`, with every change applied so far (see [`version`]).
+    /// A new version at `frontier`, with every change applied so far, at the position last
+    /// set (see [`version`]).
     ///
     /// [`version`]: Self::version
     pub fn snapshot(&mut self, frontier: Time) -> Snapshot {
-        (*self.version(frontier)).clone()
+        (*self.version(frontier, self.position)).clone()
     }
 
-    /// A new shared version at `frontier`, with every change applied so far.
-    pub fn version(&mut self, frontier: Time) -> Arc<Snapshot> {
+    /// Sets the log position of the next version.
+    pub fn set_position(&mut self, position: Position) {
+        self.position = position;
+    }
+
+    /// A new shared version at `frontier` and log `position`, with every change applied so far.
+    pub fn version(&mut self, frontier: Time, position: Position) -> Arc<Snapshot> {
+        self.position = position;
         let log = Log::new(
             &self.last,
             self.dirty.drain(),
-            self.lsn,
+            position,
             &mut self.item_changes,
             &mut self.bufs,
         );
@@ -220,6 +213,5 @@ fn apply_one(entry: &mut ItemEntry, u: &Delta, set: bool) {
         ) => entry.set_epoch(*kind, *hl, *epoch, *sum),
         (Delta::Item { state, .. }, false) => entry.remove_state(state),
         (Delta::Item { state, .. }, true) => entry.set_state((**state).clone()),
-        (Delta::Lsn(_), _) => {}
     }
 }

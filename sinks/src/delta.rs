@@ -5,10 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use tidal_core::features::Lanes;
-use tidal_core::record::Position;
 
-use crate::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use crate::snapshot::Update;
+use tidal_core::flow::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 
 /// One change the sink applies (see [`Update`], whose variants it mirrors).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -29,15 +28,11 @@ pub(crate) enum Delta {
         key: ItemKey,
         state: Box<ItemState>,
     },
-    Lsn(Position),
 }
-
-/// The slot of the LSN in [`Delta::slot`]'s order: after every item's.
-pub(crate) const LSN_SLOT: (ItemKey, u128) = (ItemKey::MAX, u128::MAX);
 
 impl Delta {
     /// The item key and the slot of the value this delta changes: two deltas with the same
-    /// slot are values of one functional entry. Every item slot orders before [`LSN_SLOT`].
+    /// slot are values of one functional entry.
     pub(crate) fn slot(&self) -> (ItemKey, u128) {
         match self {
             Delta::Window { key, kind, .. } => (*key, u128::from(*kind) << 96),
@@ -48,7 +43,6 @@ impl Delta {
                 1 << 120 | u128::from(*kind) << 96 | u128::from(*hl) << 64 | u128::from(*epoch),
             ),
             Delta::Item { key, .. } => (*key, 2 << 120),
-            Delta::Lsn(_) => LSN_SLOT,
         }
     }
 }
@@ -74,7 +68,6 @@ impl From<Update> for Delta {
                 key,
                 state: Box::new(state),
             },
-            Update::Lsn(l) => Delta::Lsn(l),
         }
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tidal_core::features::{Lanes, TOTAL_LANE, decay_sum, hot_key};
 use tidal_core::record::ItemMeta;
 
-use crate::contract::{HalfLifeIdx, ItemState, KindIdx};
 use crate::index::{IndexKind, Layout, OrderKey, order_f64, order_i64};
+use tidal_core::flow::{HalfLifeIdx, ItemState, KindIdx};
 
 /// The features and state of one item key.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use tidal_core::Config;
 
-use crate::contract::{HalfLifeIdx, ItemKey, KindIdx};
+use tidal_core::flow::{HalfLifeIdx, ItemKey, KindIdx};
 
 /// A value mapped onto `u64` so that a larger key means a better rank, whatever the
 /// value's type (`i64` fixed point, `f64` hot key, `u64` timestamp).

@@ -12,12 +12,12 @@ use foldhash::fast::RandomState;
 
 use tidal_core::record::Position;
 
-use crate::contract::ItemKey;
 use crate::entry::ItemEntry;
 use crate::index::IndexEntry;
 use crate::ordindex::{Change, Prepared};
 use crate::postings::{PostingChange, Postings};
 use crate::snapshot::{IdKeys, ItemChange, Snapshot};
+use tidal_core::flow::ItemKey;
 
 /// Vectors a [`Log`] is built in, kept from one version to the next.
 #[derive(Clone, Debug, Default)]

@@ -21,8 +21,8 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::contract::ItemKey;
 use crate::index::IndexEntry;
+use tidal_core::flow::ItemKey;
 
 /// Most entries in a leaf; a longer run is split.
 pub const LEAF_MAX: usize = 128;

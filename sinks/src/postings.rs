@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use roaring::RoaringTreemap;
 
-use crate::contract::ItemKey;
 use crate::entry::ItemEntry;
 use crate::snapshot::Map;
+use tidal_core::flow::ItemKey;
 
 /// The metadata fields with posting lists.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,14 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use tidal_core::Config;
 use tidal_core::features::Lanes;
-use tidal_core::record::{ItemMeta, Position};
+use tidal_core::record::ItemMeta;
 use tidal_core::time::{Time, clock_at_frontier};
 
-use crate::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use crate::entry::ItemEntry;
 use crate::index::{IndexKind, Layout};
 use crate::ordindex::OrdIndex;
 use crate::postings::Postings;
+use tidal_core::flow::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 
 /// A persistent hash map with a fast hasher (keys are dense integers and item ids).
 pub(crate) type Map<K, V> = imbl::GenericHashMap<K, V, RandomState, imbl::shared_ptr::DefaultSharedPtr>;
@@ -63,8 +63,6 @@ pub enum Update {
         /// Current state.
         state: ItemState,
     },
-    /// The log position applied.
-    Lsn(Position),
 }
 
 /// What the entity store must do for an item id after a batch: store the metadata, or

@@ -1,22 +1,24 @@
-//! The sink operator in a real timely dataflow with two workers: every published version
-//! is a whole number of input times (a concurrent reader checks an invariant that a half
-//! applied batch would break), versions carry the frontier, future-time updates stay out
-//! until their time completes, and closing the inputs publishes the final version. The
-//! entity store follows item puts and deletes.
+//! The sink operator in a real timely dataflow with two workers, each publishing its own
+//! shard: a reader's view never mixes two rounds, across shards either (a concurrent reader
+//! checks an invariant that a half-applied batch or shards at different versions would
+//! break); versions are cut exactly at the marks and carry their frontier and position;
+//! future-time updates stay out until their time completes; closing the inputs publishes the
+//! final version. The entity store follows item puts and deletes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use differential_dataflow::input::InputSession;
+use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::vec::Input;
 
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes};
-use tidal_core::record::ItemMeta;
-use tidal_core::record::Position;
+use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, ItemState, KindIdx};
+use tidal_core::record::{ItemMeta, Position};
 use tidal_core::time::Time;
-use tidal_sinks::contract::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use tidal_sinks::snapshot::CLOSED;
-use tidal_sinks::{IndexKind, Publisher, publish};
+use tidal_sinks::{EntityStore, IndexKind, Shards, SinkInputs, shard_sink};
 
 /// The decay input's record: ((item, type, half-life, epoch), anchored sum).
 type DecayRecord = ((ItemKey, KindIdx, HalfLifeIdx, u64), i128);
@@ -42,27 +44,35 @@ fn state(key: ItemKey, round: u64) -> ItemState {
     }
 }
 
+fn pos(lsn: u64) -> Position {
+    Position { lsn, signals: lsn }
+}
+
 #[test]
-fn sink_publishes_whole_times_with_their_frontier() {
+fn shards_publish_whole_times_at_common_marks() {
     let dir = tempfile::tempdir().unwrap();
     let config = Arc::new(Config::default_filled());
-    let publisher = Arc::new(Publisher::with_store(config, dir.path().join("entities")).unwrap());
-    assert_eq!(publisher.load().frontier, 0);
+    let shards = Arc::new(Shards::new(config.clone(), 2, 0, 2));
+    let store = Arc::new(EntityStore::open(&dir.path().join("entities")).unwrap());
+    assert_eq!(shards.view().frontier, 0);
 
-    // A reader that checks every version it sees: all keys carry the value of one round,
-    // and that round is the version's LSN.
+    // A reader that checks every view it sees: all keys, on both shards, carry the value of
+    // one round, and that round is the view's LSN.
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (publisher, stop) = (publisher.clone(), stop.clone());
+        let (shards, stop) = (shards.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut seen = 0;
             while !stop.load(Ordering::Relaxed) {
-                let snap = publisher.load();
-                if snap.lsn > 0 && !snap.is_closed() {
+                let view = shards.view();
+                if view.lsn() > 0 && !view.is_closed() {
                     for key in 0..KEYS {
-                        let e = snap.entry(key).expect("every key is present");
-                        assert_eq!(e.lanes(0), Some(&lanes(snap.lsn)), "a version mixes two rounds");
+                        let e = view.shards[(key % 2) as usize]
+                            .entry(key)
+                            .expect("every key is present");
+                        assert_eq!(e.lanes(0), Some(&lanes(view.lsn())), "a view mixes two rounds");
                     }
+                    assert!(view.shards.iter().all(|s| s.frontier == view.frontier));
                     seen += 1;
                 }
                 std::thread::yield_now();
@@ -71,26 +81,26 @@ fn sink_publishes_whole_times_with_their_frontier() {
         })
     };
 
-    let p = publisher.clone();
+    let (all, target_store) = (shards.clone(), store.clone());
     timely::execute(timely::Config::process(2), move |worker| {
         let index = worker.index() as u64;
         let peers = worker.peers() as u64;
         let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
         let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
         let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
-        let mut lsn: InputSession<Time, Position, isize> = InputSession::new();
-        let target = p.clone();
+        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
+        let shard = all.shard(index as usize).unwrap().clone();
+        let (schema, store) = (all.config().clone(), target_store.clone());
         worker.dataflow::<Time, _, _>(|scope| {
-            publish(
-                windows.to_collection(scope),
-                decay.to_collection(scope),
-                items.to_collection(scope),
-                lsn.to_collection(scope),
-                target,
-            );
+            let inputs = SinkInputs {
+                windows: windows.to_collection(scope),
+                decay: decay.to_collection(scope),
+                items: items.to_collection(scope),
+            };
+            shard_sink(inputs, scope.input_from(&mut control), shard, Some(store), &schema);
         });
         // An update at a future time: invisible until that time completes.
-        if index == 0 {
+        if index == 1 {
             windows.update_at(((999, 0), lanes(7)), FUTURE, 1);
             decay.update_at(((999, 0, 0, 0), 1 << 50), FUTURE, 1);
             items.update_at((999, state(999, 0)), FUTURE, 1);
@@ -100,7 +110,7 @@ fn sink_publishes_whole_times_with_their_frontier() {
             windows.advance_to(t);
             decay.advance_to(t);
             items.advance_to(t);
-            lsn.advance_to(t);
+            control.advance_to(t);
             // The keys of a round are spread over both workers.
             for key in (0..KEYS).filter(|k| k % peers == index) {
                 if round > 1 {
@@ -110,31 +120,47 @@ fn sink_publishes_whole_times_with_their_frontier() {
                 windows.update(((key, 0), lanes(round)), 1);
                 items.update((key, state(key, round)), 1);
             }
-            if index == 0 {
-                if round > 1 {
-                    lsn.update(pos(round - 1), -1);
-                }
-                lsn.update(pos(round), 1);
-            }
-            for s in [&mut windows as &mut dyn Advance, &mut decay, &mut items, &mut lsn] {
-                s.advance_and_flush(t + 1);
-            }
-            while p.load().frontier < t + 1 {
+            // The mark of the round's end (every worker's sink needs the marks).
+            control.send(Control::Mark {
+                time: t + 1,
+                position: pos(round),
+            });
+            windows.advance_to(t + 1);
+            decay.advance_to(t + 1);
+            items.advance_to(t + 1);
+            control.advance_to(t + 1);
+            windows.flush();
+            decay.flush();
+            items.flush();
+            control.flush();
+            while all.view().frontier < t + 1 {
                 worker.step();
             }
-            let snap = p.load();
-            assert_eq!(snap.frontier, t + 1);
-            assert_eq!(snap.lsn, round);
-            assert!(snap.entry(999).is_none(), "future update visible at round {round}");
+            let view = all.view();
+            assert_eq!(view.frontier, t + 1);
+            assert_eq!(view.lsn(), round);
+            assert!(
+                view.shards[1].entry(999).is_none(),
+                "future update visible at round {round}"
+            );
             let expect_listed = if (10..20).contains(&round) { KEYS / 2 } else { KEYS };
-            assert_eq!(snap.listed(), expect_listed as usize, "round {round}");
             assert_eq!(
-                snap.index(IndexKind::Trending { kind: 0, window: 0 }).unwrap().len(),
+                view.shards.iter().map(|s| s.listed()).sum::<usize>(),
                 expect_listed as usize
             );
+            let indexed: usize = view
+                .shards
+                .iter()
+                .map(|s| s.index(IndexKind::Trending { kind: 0, window: 0 }).unwrap().len())
+                .sum();
+            assert_eq!(indexed, expect_listed as usize, "round {round}");
         }
-        drop((windows, decay, items, lsn));
-        while !p.load().is_closed() {
+        control.send(Control::Mark {
+            time: Time::MAX,
+            position: pos(ROUNDS),
+        });
+        drop((windows, decay, items, control));
+        while !all.view().is_closed() {
             worker.step();
         }
     })
@@ -143,69 +169,18 @@ fn sink_publishes_whole_times_with_their_frontier() {
     let seen = reader.join().unwrap();
     assert!(seen > 0);
 
-    let last = publisher.load();
+    let last = shards.view();
     assert_eq!(last.frontier, CLOSED);
+    assert_eq!(last.lsn(), ROUNDS);
     assert_eq!(
-        last.entry(999).and_then(|e| e.lanes(0)),
+        last.shards[1].entry(999).and_then(|e| e.lanes(0)),
         Some(&lanes(7)),
         "closing completes every time"
     );
-    assert_eq!(last.key_of("i999"), Some(999));
+    assert_eq!(last.shards[1].key_of("i999"), Some(999));
     // The entity store holds the latest metadata of live items.
     for key in 0..KEYS {
-        let stored = publisher.stored_item(&format!("i{key}"));
+        let stored = store.get(&format!("i{key}"));
         assert_eq!(stored, state(key, ROUNDS).meta, "key {key}");
     }
-}
-
-#[test]
-fn deleted_items_leave_the_entity_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let publisher = Publisher::with_store(Arc::new(Config::default_filled()), dir.path().join("entities")).unwrap();
-    let mut b = publisher.builder();
-    let live = ItemState {
-        id: "x".into(),
-        meta: Some(ItemMeta {
-            title: Some("hello".into()),
-            ..Default::default()
-        }),
-        deleted: false,
-    };
-    b.apply(vec![(
-        tidal_sinks::Update::Item {
-            key: 1,
-            state: live.clone(),
-        },
-        1,
-    )]);
-    b.snapshot(1);
-    publisher.write_items(&b.take_item_changes());
-    assert_eq!(publisher.stored_item("x"), live.meta);
-    let dead = ItemState {
-        deleted: true,
-        ..live.clone()
-    };
-    b.apply(vec![
-        (tidal_sinks::Update::Item { key: 1, state: live }, -1),
-        (tidal_sinks::Update::Item { key: 1, state: dead }, 1),
-    ]);
-    b.snapshot(2);
-    publisher.write_items(&b.take_item_changes());
-    assert_eq!(publisher.stored_item("x"), None);
-}
-
-/// Advancing the four differently typed inputs in one loop.
-trait Advance {
-    fn advance_and_flush(&mut self, t: Time);
-}
-
-impl<D: differential_dataflow::ExchangeData + std::hash::Hash> Advance for InputSession<Time, D, isize> {
-    fn advance_and_flush(&mut self, t: Time) {
-        self.advance_to(t);
-        self.flush();
-    }
-}
-
-fn pos(lsn: u64) -> Position {
-    Position { lsn, signals: lsn }
 }

@@ -2,7 +2,8 @@
 //! signals (Zipf 1.1 popularity over 1M items, the default schema's six types), turned into
 //! the window, decay and item changes the dataflow would emit, one time per 1000 signals,
 //! applied to a `SnapshotBuilder` as the sink does in bulk replay: every time as soon as it
-//! is complete, and a version once [`PUBLISH_INTERVAL`] has passed since the last one.
+//! is complete, and a version once [`MARK_INTERVAL`] (the source's mark interval) has passed
+//! since the last one.
 //! Generating the feed stands for the dataflow sharing the sink's worker; only the builder
 //! is timed.
 //! `cargo test --release -p tidal-sinks --test sink_throughput -- --ignored --nocapture`;
@@ -16,8 +17,11 @@ use rand::{Rng, SeedableRng};
 
 use tidal_core::Config;
 use tidal_core::features::Lanes;
-use tidal_sinks::contract::{ItemKey, ItemState, KindIdx};
-use tidal_sinks::{PUBLISH_INTERVAL, SnapshotBuilder, Update};
+use tidal_core::flow::{ItemKey, ItemState, KindIdx};
+use tidal_sinks::{SnapshotBuilder, Update};
+
+/// The source's interval between marks, at which shards cut versions.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -149,8 +153,8 @@ fn sink_signals_per_second() {
         applying += started.elapsed();
         // Generating the feed stands for the dataflow on the sink's worker: it counts
         // towards the interval, not towards the sink's time.
-        if last_version.elapsed() >= PUBLISH_INTERVAL {
-            std::hint::black_box(b.version(t as u64 + 1));
+        if last_version.elapsed() >= MARK_INTERVAL {
+            std::hint::black_box(b.version(t as u64 + 1, Default::default()));
             versions += 1;
             last_version = Instant::now();
         }

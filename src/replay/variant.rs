@@ -1,4 +1,4 @@
-//! One configuration under replay: its own feed, dataflow engine and publisher — the same
+//! One configuration under replay: its own feed, dataflow engine and serving shards — the same
 //! pieces `tidal serve` runs, with the WAL reader as the producer instead of the WAL writer.
 //! Every variant receives the same committed batches; each evaluates queries on its own
 //! published snapshots.
@@ -13,7 +13,7 @@ use tidal_core::record::SharedBatch;
 use tidal_core::time::{Time, time_at};
 use tidal_serving::Pipeline;
 use tidal_serving::query::{RankParams, Ranking, rank};
-use tidal_sinks::{Publisher, Snapshot};
+use tidal_sinks::{Shards, View};
 use tidal_sources::feed::Feed;
 
 use super::ReplayError;
@@ -42,7 +42,7 @@ pub(crate) struct Variant {
     /// The parsed queries, in `--query` order.
     pub queries: Vec<RankParams>,
     feed: Arc<Feed>,
-    publisher: Arc<Publisher>,
+    shards: Arc<Shards>,
     stopped: Arc<AtomicBool>,
     outcome: Outcome,
     watcher: Option<JoinHandle<()>>,
@@ -60,7 +60,7 @@ impl Variant {
             message: e.to_string(),
         })?;
         let feed = pipeline.feed().clone();
-        let publisher = pipeline.publisher().clone();
+        let shards = pipeline.shards().clone();
         let stopped = Arc::new(AtomicBool::new(false));
         let outcome: Outcome = Arc::new(Mutex::new(None));
         // The watcher owns the engine: when it stops (normally only after `finish` closes the
@@ -86,7 +86,7 @@ impl Variant {
             config,
             queries,
             feed,
-            publisher,
+            shards,
             stopped,
             outcome,
             watcher: Some(watcher),
@@ -121,16 +121,16 @@ impl Variant {
 
     /// Waits until the published state is complete through clock `clock_ms` (frontier at
     /// `time_at(clock_ms + 1)`), and returns that snapshot: it answers as of `clock_ms`.
-    pub fn snapshot_through(&self, clock_ms: u64) -> Result<Arc<Snapshot>, ReplayError> {
+    pub fn snapshot_through(&self, clock_ms: u64) -> Result<View, ReplayError> {
         let target: Time = time_at(clock_ms.saturating_add(1));
         loop {
-            let snap = self.publisher.load();
+            let snap = self.shards.view();
             if snap.frontier >= target {
                 return Ok(snap);
             }
             if self.stopped.load(Ordering::Acquire) {
                 // A last look: the final snapshot may have landed as the engine stopped.
-                let snap = self.publisher.load();
+                let snap = self.shards.view();
                 if snap.frontier >= target {
                     return Ok(snap);
                 }
@@ -141,7 +141,7 @@ impl Variant {
     }
 
     /// Answers query `index` on `snapshot`.
-    pub fn rank(&self, snapshot: &Snapshot, index: usize, query: &str) -> Result<Ranking, ReplayError> {
+    pub fn rank(&self, snapshot: &View, index: usize, query: &str) -> Result<Ranking, ReplayError> {
         let params = self.queries.get(index).ok_or_else(|| ReplayError::Query {
             variant: self.name.clone(),
             query: query.to_string(),

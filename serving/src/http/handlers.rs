@@ -1,7 +1,6 @@
 //! One handler per endpoint: parse, call the facade, render. Each carries its OpenAPI
 //! description.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -12,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidal_sinks::Snapshot;
+use tidal_sinks::View;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -42,9 +41,9 @@ fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
 }
 
 /// The state a read answers from: the latest, or one including `min_lsn` (waited for).
-async fn snapshot_with(state: &AppState, min_lsn: Option<u64>) -> Result<Arc<Snapshot>, ApiError> {
+async fn snapshot_with(state: &AppState, min_lsn: Option<u64>) -> Result<View, ApiError> {
     Ok(match min_lsn {
-        None => state.tidal.snapshot(),
+        None => state.tidal.view(),
         Some(lsn) => state.tidal.wait_visible_async(lsn).await?,
     })
 }
@@ -306,14 +305,14 @@ pub async fn post_clock(
 /// The commit clock and the serving clock.
 #[utoipa::path(get, path = "/v1/clock", tag = "clock", responses((status = 200, description = "clocks", body = ClockAnswer)))]
 pub async fn get_clock(State(state): State<AppState>) -> Json<ClockAnswer> {
-    let snap = state.tidal.snapshot();
+    let snap = state.tidal.view();
     let (clock, mode) = state.tidal.clock();
     Json(ClockAnswer {
         clock,
         lsn: state.tidal.stats().wal_lsn,
         serving: crate::query::AsOf {
             clock: snap.clock_ms(),
-            lsn: snap.lsn,
+            lsn: snap.lsn(),
         },
         mode: match mode {
             tidal_core::ClockMode::Wall => "wall".into(),

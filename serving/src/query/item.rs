@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use tidal_core::Config;
 use tidal_core::features::{decay_sum, weight_float};
+use tidal_core::flow::{HalfLifeIdx, KindIdx};
 use tidal_core::record::ItemMeta;
-use tidal_sinks::Snapshot;
-use tidal_sinks::contract::{HalfLifeIdx, KindIdx};
+use tidal_sinks::View;
 
 use super::AsOf;
 
@@ -44,13 +44,13 @@ pub struct ItemView {
 }
 
 /// The view of item `id`; `None` for an unknown or deleted id.
-pub fn item_view(snapshot: &Snapshot, config: &Config, id: &str) -> Option<ItemView> {
-    let (_, entry) = snapshot.item(id)?;
+pub fn item_view(view: &View, config: &Config, id: &str) -> Option<ItemView> {
+    let (_, entry) = view.shard_of(id)?.item(id)?;
     let state = entry.state()?;
     if state.deleted {
         return None;
     }
-    let clock = snapshot.clock_ms();
+    let clock = view.clock_ms();
     let mut signals = BTreeMap::new();
     for (k, st) in config.signals.iter().enumerate() {
         let kind = k as KindIdx;
@@ -80,9 +80,6 @@ pub fn item_view(snapshot: &Snapshot, config: &Config, id: &str) -> Option<ItemV
         id: state.id.clone(),
         meta: state.meta.clone(),
         signals,
-        as_of: AsOf {
-            clock,
-            lsn: snapshot.lsn,
-        },
+        as_of: AsOf { clock, lsn: view.lsn() },
     })
 }

@@ -1,4 +1,4 @@
-//! The ranking engine over a published [`Snapshot`]: parse a request ([`RankParams`]),
+//! The ranking engine over a published [`View`]: parse a request ([`RankParams`]),
 //! rank ([`rank`]) and describe one item ([`item_view`]).
 //!
 //! Rankings never scan all items: a single-signal ranking walks one ordered index, a blend
@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use tidal_core::Config;
-use tidal_sinks::Snapshot;
+use tidal_sinks::View;
 
 pub use error::{QueryError, QueryErrorKind};
 pub use item::{ItemView, SignalFeatures, item_view};
@@ -60,17 +60,17 @@ pub struct Ranking {
     pub as_of: AsOf,
 }
 
-/// Ranks the snapshot's items as `params` asks.
+/// Ranks the items of every shard of `view` as `params` asks.
 ///
 /// `config` must be the schema `params` was parsed with; it names the signal types in
 /// `explain` output. Currently every parsed request can be answered, so this returns `Ok`;
 /// the `Result` leaves room for requests that need state a snapshot may lack.
-pub fn rank(snapshot: &Snapshot, config: &Config, params: &RankParams) -> Result<Ranking, QueryError> {
+pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking, QueryError> {
     let as_of = AsOf {
-        clock: snapshot.clock_ms(),
-        lsn: snapshot.lsn,
+        clock: view.clock_ms(),
+        lsn: view.lsn(),
     };
-    let scorer = Scorer::new(snapshot, params);
+    let scorer = Scorer::new(view.clock_ms(), params);
     if scorer.lists.is_empty() {
         // Every weight is 0: every score is 0, and only positive scores are listed.
         return Ok(Ranking {
@@ -80,7 +80,7 @@ pub fn rank(snapshot: &Snapshot, config: &Config, params: &RankParams) -> Result
         });
     }
     let page_end = params.offset + params.limit;
-    let hits = topk::top(snapshot, &scorer, params, page_end + 1);
+    let hits = topk::top(view, &scorer, params, page_end + 1);
     let next_cursor = (hits.len() > page_end).then(|| encode_cursor(page_end));
     let items = hits
         .into_iter()

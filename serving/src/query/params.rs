@@ -7,8 +7,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use tidal_core::config::ProfileDef;
+use tidal_core::flow::{HalfLifeIdx, KindIdx};
 use tidal_core::{Config, Dur};
-use tidal_sinks::contract::{HalfLifeIdx, KindIdx};
 
 use super::error::{QueryError, QueryErrorKind, invalid};
 

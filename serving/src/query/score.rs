@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tidal_core::Config;
 use tidal_core::features::{TOTAL_LANE, decay_sum, hot_value, weight_float};
 use tidal_sinks::index::{from_order_f64, from_order_i64};
-use tidal_sinks::{IndexEntry, IndexKind, ItemEntry, Snapshot};
+use tidal_sinks::{IndexEntry, IndexKind, ItemEntry};
 
 use super::params::{Base, Feature, RankParams, Term};
 
@@ -38,7 +38,7 @@ pub(crate) struct Scorer {
 }
 
 impl Scorer {
-    pub(crate) fn new(snapshot: &Snapshot, params: &RankParams) -> Scorer {
+    pub(crate) fn new(clock: u64, params: &RankParams) -> Scorer {
         let lists = if params.base == Base::New {
             vec![List {
                 term: None,
@@ -90,7 +90,7 @@ impl Scorer {
         Scorer {
             base: params.base,
             lists,
-            clock: snapshot.clock_ms(),
+            clock,
         }
     }
 

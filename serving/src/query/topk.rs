@@ -1,15 +1,18 @@
-//! Top-k without scanning every item.
+//! Top-k without scanning every item, over every shard of a [`View`].
 //!
-//! With one list (a single signal type, or `new`) the index order *is* the ranking order, so
-//! the answer is a walk down one ordered index, filtering as it goes, until `k` items are
-//! accepted. With several signal types it is Fagin's threshold algorithm: the per-type
+//! Each shard yields its own ranking lazily, best first ([`ShardStream`]), and a k-way merge
+//! takes the best head until `k` items are accepted: ties (score desc, then id asc, then key)
+//! and `max_per_creator` come out exactly as from one shard, since diversity is applied to the
+//! merged order and every shard's stream is in that order.
+//!
+//! In a shard, with one list (a single signal type, or `new`) the index order *is* the
+//! ranking order, so the stream is a walk down one ordered index, filtering as it goes. With
+//! several signal types it is Fagin's threshold algorithm, run incrementally: the per-type
 //! indexes are read round-robin, every newly seen item is scored by random access to its
-//! features and filtered, and the walk stops once the `k`-th accepted item's score is
-//! strictly above the threshold — the sum of the lists' current values, which bounds the
-//! score of every item not yet seen. (A tie at the threshold keeps the walk going, so ties
-//! still break by id exactly.) Diversity (`max_per_creator`) is applied in ranking order
-//! over the candidates, which keeps the stopping rule sound: an unseen item ranks after the
-//! `k`-th accepted one and cannot change which items before it are accepted.
+//! features and filtered, and the best candidate is handed out once its score is strictly
+//! above the threshold — the sum of the lists' current values, which bounds the score of
+//! every item not yet seen. (A tie at the threshold keeps reading, so ties still break by id
+//! exactly.)
 //!
 //! A `category`, `creator` or `tag` filter that matches few items is answered from its
 //! posting list instead: walking an index until `k` matching items turn up costs about
@@ -17,14 +20,15 @@
 //! `n`; the cheaper is taken (`n² ≤ k · N` with a margin), so a filter matching 0.1% of a
 //! million items scores a thousand items instead of walking the whole index.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use roaring::RoaringTreemap;
 
-use tidal_sinks::contract::ItemKey;
-use tidal_sinks::{Field, ItemEntry, Snapshot};
+use tidal_core::flow::ItemKey;
+use tidal_sinks::index::IndexEntry;
+use tidal_sinks::{Field, ItemEntry, Snapshot, View};
 
 use super::params::{Base, RankParams};
 use super::score::Scorer;
@@ -67,7 +71,7 @@ struct Filters<'p> {
 impl Filters<'_> {
     fn needs_meta(&self) -> bool {
         let p = self.params;
-        p.category.is_some() || p.creator.is_some() || p.tag.is_some() || p.max_per_creator.is_some()
+        p.category.is_some() || p.creator.is_some() || p.tag.is_some()
     }
 
     fn passes(&self, id: &str, item: &ItemEntry) -> bool {
@@ -118,26 +122,189 @@ impl<'s> Diversity<'s> {
 /// How much cheaper than an index step scoring one posting-list entry must be counted.
 const POSTING_COST: u64 = 4;
 
-/// The first `need` items of the ranking, in order, after filters and diversity.
-pub(crate) fn top<'s>(snapshot: &'s Snapshot, scorer: &Scorer, params: &RankParams, need: usize) -> Vec<Hit<'s>> {
-    let filters = Filters { params };
-    if let Some(matches) = filter_matches(snapshot, params) {
-        let n = matches.len();
-        let indexed = scorer
-            .lists
-            .iter()
-            .filter_map(|l| snapshot.index(l.index))
-            .map(|ix| ix.len() as u64)
-            .max()
-            .unwrap_or(0);
-        if n.saturating_mul(n).saturating_mul(POSTING_COST) <= (need as u64).saturating_mul(indexed) {
-            return score_matches(snapshot, scorer, &filters, &matches, need);
+/// The first `need` items of the ranking over every shard of `view`, in order, after
+/// filters and diversity.
+pub(crate) fn top<'s>(view: &'s View, scorer: &'s Scorer, params: &'s RankParams, need: usize) -> Vec<Hit<'s>> {
+    let mut streams: Vec<ShardStream<'s>> = view
+        .shards
+        .iter()
+        .map(|s| ShardStream::new(s, scorer, params, need))
+        .collect();
+    let mut heads: BinaryHeap<Reverse<(Hit<'s>, usize)>> = BinaryHeap::new();
+    for (i, s) in streams.iter_mut().enumerate() {
+        if let Some(h) = s.next() {
+            heads.push(Reverse((h, i)));
         }
     }
-    if scorer.lists.len() == 1 {
-        walk_one(snapshot, scorer, &filters, need)
-    } else {
-        threshold(snapshot, scorer, &filters, need)
+    let mut diversity = Diversity::new(params.max_per_creator);
+    let mut out = Vec::with_capacity(need.min(1024));
+    while out.len() < need {
+        let Some(Reverse((hit, i))) = heads.pop() else { break };
+        if let Some(next) = streams[i].next() {
+            heads.push(Reverse((next, i)));
+        }
+        if diversity.accept(hit.entry) {
+            out.push(hit);
+        }
+    }
+    out
+}
+
+/// One shard's ranking, best first, filtered (diversity is the merge's).
+enum ShardStream<'s> {
+    Walk(Walk<'s>),
+    Threshold(Box<Threshold<'s>>),
+    Sorted(std::vec::IntoIter<Hit<'s>>),
+}
+
+impl<'s> ShardStream<'s> {
+    fn new(snapshot: &'s Snapshot, scorer: &'s Scorer, params: &'s RankParams, need: usize) -> ShardStream<'s> {
+        let filters = Filters { params };
+        if let Some(matches) = filter_matches(snapshot, params) {
+            let n = matches.len();
+            let indexed = scorer
+                .lists
+                .iter()
+                .filter_map(|l| snapshot.index(l.index))
+                .map(|ix| ix.len() as u64)
+                .max()
+                .unwrap_or(0);
+            if n.saturating_mul(n).saturating_mul(POSTING_COST) <= (need as u64).saturating_mul(indexed) {
+                return ShardStream::Sorted(score_matches(snapshot, scorer, &filters, &matches).into_iter());
+            }
+        }
+        if scorer.lists.len() == 1 {
+            ShardStream::Walk(Walk {
+                snapshot,
+                scorer,
+                filters,
+                entries: snapshot
+                    .index(scorer.lists[0].index)
+                    .map(|ix| Box::new(ix.iter()) as Entries<'s>),
+            })
+        } else {
+            ShardStream::Threshold(Box::new(Threshold::new(snapshot, scorer, filters)))
+        }
+    }
+}
+
+impl<'s> Iterator for ShardStream<'s> {
+    type Item = Hit<'s>;
+    fn next(&mut self) -> Option<Hit<'s>> {
+        match self {
+            ShardStream::Walk(w) => w.next(),
+            ShardStream::Threshold(t) => t.next(),
+            ShardStream::Sorted(s) => s.next(),
+        }
+    }
+}
+
+type Entries<'s> = Box<dyn Iterator<Item = &'s IndexEntry> + 's>;
+
+/// One index, walked in order.
+struct Walk<'s> {
+    snapshot: &'s Snapshot,
+    scorer: &'s Scorer,
+    filters: Filters<'s>,
+    entries: Option<Entries<'s>>,
+}
+
+impl<'s> Walk<'s> {
+    fn next(&mut self) -> Option<Hit<'s>> {
+        let entries = self.entries.as_mut()?;
+        for e in entries.by_ref() {
+            let Some((item, id)) = self.snapshot.entry(e.key).and_then(|i| Some((i, i.id()?))) else {
+                continue;
+            };
+            let score = self.scorer.list_value(0, e);
+            if !(score > 0.0 || self.scorer.base == Base::New) || !self.filters.passes(id, item) {
+                continue;
+            }
+            return Some(Hit {
+                score,
+                id: id.clone(),
+                key: e.key,
+                entry: item,
+            });
+        }
+        None
+    }
+}
+
+/// The threshold algorithm over several indexes, handing out items in order.
+struct Threshold<'s> {
+    snapshot: &'s Snapshot,
+    scorer: &'s Scorer,
+    filters: Filters<'s>,
+    lists: Vec<Option<Entries<'s>>>,
+    bounds: Vec<f64>,
+    seen: HashSet<ItemKey>,
+    cands: BTreeSet<Hit<'s>>,
+}
+
+impl<'s> Threshold<'s> {
+    fn new(snapshot: &'s Snapshot, scorer: &'s Scorer, filters: Filters<'s>) -> Threshold<'s> {
+        let lists = scorer
+            .lists
+            .iter()
+            .map(|l| snapshot.index(l.index).map(|ix| Box::new(ix.iter()) as Entries<'s>))
+            .collect::<Vec<_>>();
+        Threshold {
+            snapshot,
+            scorer,
+            filters,
+            bounds: vec![f64::INFINITY; lists.len()],
+            lists,
+            seen: HashSet::new(),
+            cands: BTreeSet::new(),
+        }
+    }
+
+    /// Reads one entry of every list; false when all are exhausted.
+    fn round(&mut self) -> bool {
+        let mut progressed = false;
+        for i in 0..self.lists.len() {
+            let Some(e) = self.lists[i].as_mut().and_then(Iterator::next) else {
+                // Exhausted: an unseen item is not in this index, so its term is ≤ 0.
+                self.lists[i] = None;
+                self.bounds[i] = 0.0;
+                continue;
+            };
+            progressed = true;
+            self.bounds[i] = self.scorer.list_value(i, e);
+            if !self.seen.insert(e.key) {
+                continue;
+            }
+            let Some((item, id)) = self.snapshot.entry(e.key).and_then(|it| Some((it, it.id()?))) else {
+                continue;
+            };
+            if !self.filters.passes(id, item) {
+                continue;
+            }
+            let score = self.scorer.score(item);
+            if score > 0.0 {
+                self.cands.insert(Hit {
+                    score,
+                    id: id.clone(),
+                    key: e.key,
+                    entry: item,
+                });
+            }
+        }
+        progressed
+    }
+
+    fn next(&mut self) -> Option<Hit<'s>> {
+        loop {
+            let tau = Scorer::threshold(&self.bounds);
+            if self.cands.first().is_some_and(|h| h.score > tau) {
+                return self.cands.pop_first();
+            }
+            if !self.round() {
+                // Every list is exhausted: what is left is in order.
+                return self.cands.pop_first();
+            }
+        }
     }
 }
 
@@ -167,13 +334,12 @@ fn filter_matches(snapshot: &Snapshot, params: &RankParams) -> Option<RoaringTre
     Some(out)
 }
 
-/// Ranks a filter's matches by scoring each (random access to its features).
+/// A filter's matches, scored (random access to their features) and sorted.
 fn score_matches<'s>(
     snapshot: &'s Snapshot,
     scorer: &Scorer,
     filters: &Filters<'_>,
     matches: &RoaringTreemap,
-    need: usize,
 ) -> Vec<Hit<'s>> {
     let mut hits = Vec::new();
     for key in matches.iter() {
@@ -198,115 +364,5 @@ fn score_matches<'s>(
         }
     }
     hits.sort_unstable();
-    let mut diversity = Diversity::new(filters.params.max_per_creator);
-    hits.into_iter()
-        .filter(|h| diversity.accept(h.entry))
-        .take(need)
-        .collect()
-}
-
-fn walk_one<'s>(snapshot: &'s Snapshot, scorer: &Scorer, filters: &Filters<'_>, need: usize) -> Vec<Hit<'s>> {
-    let mut out = Vec::with_capacity(need.min(1024));
-    let Some(index) = snapshot.index(scorer.lists[0].index) else {
-        return out;
-    };
-    let mut diversity = Diversity::new(filters.params.max_per_creator);
-    for e in index.iter() {
-        if out.len() >= need {
-            break;
-        }
-        let Some((item, id)) = snapshot.entry(e.key).and_then(|i| Some((i, i.id()?))) else {
-            continue;
-        };
-        let score = scorer.list_value(0, e);
-        if !(score > 0.0 || scorer.base == Base::New) || !filters.passes(id, item) || !diversity.accept(item) {
-            continue;
-        }
-        out.push(Hit {
-            score,
-            id: id.clone(),
-            key: e.key,
-            entry: item,
-        });
-    }
-    out
-}
-
-fn threshold<'s>(snapshot: &'s Snapshot, scorer: &Scorer, filters: &Filters<'_>, need: usize) -> Vec<Hit<'s>> {
-    let lists = &scorer.lists;
-    let mut iters: Vec<_> = lists
-        .iter()
-        .map(|l| snapshot.index(l.index).map(|s| s.iter()))
-        .collect();
-    let mut bounds = vec![f64::INFINITY; lists.len()];
-    let mut seen: HashSet<ItemKey> = HashSet::new();
-    let mut cands: BTreeSet<Hit<'s>> = BTreeSet::new();
-    let capped = filters.params.max_per_creator.is_some();
-    loop {
-        let mut progressed = false;
-        for (i, it) in iters.iter_mut().enumerate() {
-            let Some(e) = it.as_mut().and_then(Iterator::next) else {
-                // Exhausted: an unseen item is not in this index, so its term is ≤ 0.
-                bounds[i] = 0.0;
-                continue;
-            };
-            progressed = true;
-            bounds[i] = scorer.list_value(i, e);
-            if !seen.insert(e.key) {
-                continue;
-            }
-            let Some((item, id)) = snapshot.entry(e.key).and_then(|i| Some((i, i.id()?))) else {
-                continue;
-            };
-            if !filters.passes(id, item) {
-                continue;
-            }
-            let score = scorer.score(item);
-            if score > 0.0 {
-                cands.insert(Hit {
-                    score,
-                    id: id.clone(),
-                    key: e.key,
-                    entry: item,
-                });
-                if !capped && cands.len() > need {
-                    cands.pop_last();
-                }
-            }
-        }
-        if !progressed {
-            break;
-        }
-        let tau = Scorer::threshold(&bounds);
-        if kth_accepted(&cands, filters.params.max_per_creator, need).is_some_and(|s| s > tau) {
-            break;
-        }
-    }
-    let mut diversity = Diversity::new(filters.params.max_per_creator);
-    cands
-        .into_iter()
-        .filter(|h| diversity.accept(h.entry))
-        .take(need)
-        .collect()
-}
-
-/// The score of the `need`-th candidate accepted by diversity, if there are that many.
-fn kth_accepted(cands: &BTreeSet<Hit<'_>>, cap: Option<usize>, need: usize) -> Option<f64> {
-    if need == 0 {
-        return Some(f64::INFINITY);
-    }
-    if cap.is_none() {
-        // Without a cap the candidates are trimmed to `need`: the last one is the k-th.
-        return if cands.len() >= need {
-            cands.last().map(|h| h.score)
-        } else {
-            None
-        };
-    }
-    let mut diversity = Diversity::new(cap);
-    cands
-        .iter()
-        .filter(|h| diversity.accept(h.entry))
-        .nth(need - 1)
-        .map(|h| h.score)
+    hits
 }

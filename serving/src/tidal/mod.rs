@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tidal_core::config::Config;
 use tidal_core::record::Record;
 use tidal_core::time::ClockMode;
-use tidal_sinks::Snapshot;
+use tidal_sinks::{Shards, View};
 use tidal_sources::wal::{Wal, WalHandle, WalOptions};
 
 use crate::query::{self, ItemView, RankParams, Ranking};
@@ -54,7 +54,7 @@ pub struct Tidal {
     config: Arc<Config>,
     wal: WalHandle,
     pipeline: Mutex<Option<Pipeline>>,
-    publisher: Arc<tidal_sinks::Publisher>,
+    shards: Arc<Shards>,
     recovered_records: u64,
     _lock: File,
 }
@@ -138,8 +138,8 @@ impl Tidal {
             },
         )?;
         let target = wal.last_lsn();
-        let publisher = pipeline.publisher().clone();
-        while publisher.load().lsn < target {
+        let shards = pipeline.shards().clone();
+        while shards.view().lsn() < target {
             std::thread::sleep(Duration::from_millis(2));
             if pipeline.is_finished() {
                 return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
@@ -155,7 +155,7 @@ impl Tidal {
             config,
             wal,
             pipeline: Mutex::new(Some(pipeline)),
-            publisher,
+            shards,
             recovered_records,
             _lock: lock,
         };
@@ -182,18 +182,18 @@ impl Tidal {
         self.recovered_records
     }
 
-    /// The latest published snapshot: one consistent state, as of its frontier.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.publisher.load()
+    /// The latest published state: every shard's version at one common frontier.
+    pub fn view(&self) -> View {
+        self.shards.view()
     }
 
     /// Waits until the published state includes `lsn`, at most
     /// `server.read_your_writes_timeout_ms`.
-    pub fn wait_visible(&self, lsn: u64) -> Result<Arc<Snapshot>> {
+    pub fn wait_visible(&self, lsn: u64) -> Result<View> {
         let deadline = self.visible_deadline(lsn)?;
         loop {
-            let snap = self.publisher.load();
-            if snap.lsn >= lsn {
+            let snap = self.view();
+            if snap.lsn() >= lsn {
                 return Ok(snap);
             }
             self.check_visible_deadline(lsn, &snap, deadline)?;
@@ -202,11 +202,11 @@ impl Tidal {
     }
 
     /// [`wait_visible`](Self::wait_visible) without blocking a thread.
-    pub async fn wait_visible_async(&self, lsn: u64) -> Result<Arc<Snapshot>> {
+    pub async fn wait_visible_async(&self, lsn: u64) -> Result<View> {
         let deadline = self.visible_deadline(lsn)?;
         loop {
-            let snap = self.publisher.load();
-            if snap.lsn >= lsn {
+            let snap = self.view();
+            if snap.lsn() >= lsn {
                 return Ok(snap);
             }
             self.check_visible_deadline(lsn, &snap, deadline)?;
@@ -222,7 +222,7 @@ impl Tidal {
         Ok(Instant::now() + Duration::from_millis(self.config.server.read_your_writes_timeout_ms))
     }
 
-    fn check_visible_deadline(&self, lsn: u64, snap: &Snapshot, deadline: Instant) -> Result<()> {
+    fn check_visible_deadline(&self, lsn: u64, snap: &View, deadline: Instant) -> Result<()> {
         if Instant::now() < deadline {
             return Ok(());
         }
@@ -231,7 +231,7 @@ impl Tidal {
         }
         Err(Error::NotVisible {
             lsn,
-            visible: snap.lsn,
+            visible: snap.lsn(),
             waited: Duration::from_millis(self.config.server.read_your_writes_timeout_ms),
         })
     }
@@ -239,7 +239,7 @@ impl Tidal {
     /// An item's metadata and every feature, as of now.
     pub fn item(&self, id: &str) -> Result<Option<ItemView>> {
         self.check_item_id(id)?;
-        Ok(query::item_view(&self.snapshot(), &self.config, id))
+        Ok(query::item_view(&self.view(), &self.config, id))
     }
 
     /// An item's metadata and every feature, from a state that includes `min_lsn`.
@@ -249,8 +249,8 @@ impl Tidal {
         Ok(query::item_view(&snap, &self.config, id))
     }
 
-    /// The item's view on a given snapshot.
-    pub fn item_on(&self, snapshot: &Snapshot, id: &str) -> Result<Option<ItemView>> {
+    /// The item's view on a given state.
+    pub fn item_on(&self, snapshot: &View, id: &str) -> Result<Option<ItemView>> {
         self.check_item_id(id)?;
         Ok(query::item_view(snapshot, &self.config, id))
     }
@@ -265,14 +265,14 @@ impl Tidal {
         let params = self.parse_query(q)?;
         let snap = match params.min_lsn {
             Some(lsn) => self.wait_visible(lsn)?,
-            None => self.snapshot(),
+            None => self.view(),
         };
         self.rank_on(&snap, &params)
     }
 
-    /// Ranks on a given snapshot (which the caller got from [`snapshot`](Self::snapshot) or
+    /// Ranks on a given state (which the caller got from [`view`](Self::view) or
     /// [`wait_visible`](Self::wait_visible)); `min_lsn` is not waited for.
-    pub fn rank_on(&self, snapshot: &Snapshot, params: &RankParams) -> Result<Ranking> {
+    pub fn rank_on(&self, snapshot: &View, params: &RankParams) -> Result<Ranking> {
         Ok(query::rank(snapshot, &self.config, params)?)
     }
 
@@ -285,9 +285,9 @@ impl Tidal {
         if let Some(problem) = self.dataflow_problem() {
             return Err(Error::DataflowStopped(problem));
         }
-        let snap = self.snapshot();
+        let snap = self.view();
         Ok(Health {
-            lsn: snap.lsn,
+            lsn: snap.lsn(),
             clock: snap.clock_ms(),
         })
     }
@@ -303,13 +303,13 @@ impl Tidal {
 
     /// Counters for monitoring.
     pub fn stats(&self) -> Stats {
-        let snap = self.snapshot();
+        let snap = self.view();
         let (dedup_entries, dedup_evicted) = self.wal.dedup_stats();
         Stats {
             wal_lsn: self.wal.last_lsn(),
-            visible_lsn: snap.lsn,
+            visible_lsn: snap.lsn(),
             signals_written: self.wal.signals_written(),
-            signals_visible: snap.signals,
+            signals_visible: snap.position.signals,
             wal_queue: self.wal.queued(),
             clock: self.wal.clock_ms(),
             serving_clock: snap.clock_ms(),

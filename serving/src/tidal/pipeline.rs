@@ -1,5 +1,5 @@
 //! [`Pipeline`]: the engine without its WAL — a feed of committed batches, the dataflow that
-//! materializes them and the published serving snapshots. [`Tidal`](super::Tidal) puts a WAL
+//! materializes them and the serving shards it publishes. [`Tidal`](super::Tidal) puts a WAL
 //! writer in front of it; replay feeds it batches read from WAL files.
 
 use std::path::Path;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tidal_core::config::Config;
 use tidal_core::record::SharedBatch;
-use tidal_dataflows::{Engine, EngineError};
-use tidal_sinks::{Publisher, Snapshot};
+use tidal_dataflows::{Engine, EngineOptions};
+use tidal_sinks::{EntityStore, Shards, View};
 use tidal_sources::feed::Feed;
 
 use super::error::{Error, Result};
@@ -19,7 +19,7 @@ const FEED_BATCHES: usize = 1024;
 /// A running dataflow fed by committed batches.
 pub struct Pipeline {
     feed: Arc<Feed>,
-    publisher: Arc<Publisher>,
+    shards: Arc<Shards>,
     engine: Engine,
 }
 
@@ -27,17 +27,24 @@ impl Pipeline {
     /// Starts `config.engine.workers` workers; with `store`, item metadata is also kept in a
     /// fjall entity store there.
     pub fn start(config: Arc<Config>, store: Option<&Path>) -> Result<Pipeline> {
+        Pipeline::start_with(config.clone(), EngineOptions::threads(config.engine.workers), store)
+    }
+
+    /// Starts the dataflow with a worker layout of its own (threads or a cluster).
+    pub fn start_with(config: Arc<Config>, options: EngineOptions, store: Option<&Path>) -> Result<Pipeline> {
         let feed = Arc::new(Feed::new(FEED_BATCHES));
-        let publisher = Arc::new(match store {
-            Some(path) => Publisher::with_store(config.clone(), path)?,
-            None => Publisher::new(config.clone()),
-        });
-        let engine = Engine::start(config.clone(), config.engine.workers, feed.clone(), publisher.clone())?;
-        Ok(Pipeline {
-            feed,
-            publisher,
-            engine,
-        })
+        let store = match store {
+            Some(path) => Some(Arc::new(EntityStore::open(path)?)),
+            None => None,
+        };
+        let shards = Arc::new(Shards::new(
+            config.clone(),
+            options.peers(),
+            options.first_worker(),
+            options.workers,
+        ));
+        let engine = Engine::start(config, options, feed.clone(), shards.clone(), store)?;
+        Ok(Pipeline { feed, shards, engine })
     }
 
     /// The feed the dataflow reads.
@@ -45,14 +52,14 @@ impl Pipeline {
         &self.feed
     }
 
-    /// Where the snapshots are published.
-    pub fn publisher(&self) -> &Arc<Publisher> {
-        &self.publisher
+    /// The serving shards.
+    pub fn shards(&self) -> &Arc<Shards> {
+        &self.shards
     }
 
-    /// The latest snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.publisher.load()
+    /// The latest state common to every shard.
+    pub fn view(&self) -> View {
+        self.shards.view()
     }
 
     /// Hands a committed batch to the dataflow (waits while the feed is full).
@@ -67,15 +74,11 @@ impl Pipeline {
 
     /// Closes the feed, lets the dataflow apply what it holds and joins the workers.
     pub fn shutdown(self) -> Result<()> {
-        self.engine.shutdown().map_err(engine_error)
+        self.engine.shutdown().map_err(Error::Engine)
     }
 
     /// Waits for the workers to stop (after the feed was closed elsewhere).
     pub fn join(self) -> Result<()> {
-        self.engine.join().map_err(engine_error)
+        self.engine.join().map_err(Error::Engine)
     }
-}
-
-fn engine_error(e: EngineError) -> Error {
-    Error::Engine(e)
 }

@@ -225,7 +225,7 @@ impl Tidal {
     /// Refuses a write while the dataflow is more than `engine.max_lag_signals` behind the WAL.
     fn admit(&self) -> Result<()> {
         let max = self.config.engine.max_lag_signals;
-        let behind = self.wal.signals_written().saturating_sub(self.publisher.load().signals);
+        let behind = self.wal.signals_written().saturating_sub(self.view().position.signals);
         if behind > max {
             return Err(Error::Overloaded {
                 reason: Overload::Lag { behind, max },

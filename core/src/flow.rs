@@ -1,0 +1,131 @@
+//! What flows between the stages of the dataflow, and how state is partitioned among its
+//! workers. The source, the materializers and the sinks each depend on this vocabulary and on
+//! nothing of each other.
+//!
+//! **Ownership.** Every item (and user) id is owned by one worker of the cluster, chosen by a
+//! fixed hash of the id ([`owner`]), the same in every run, process and checkpoint. The owner
+//! interns the id to a dense key `local · peers + owner` ([`Partition::key`]): `key % peers`
+//! names the owner and `key / peers` indexes that worker's dense arrays. All state keyed by
+//! the item lives at its owner, which also publishes the item's share of the serving state.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{CommittedBatch, ItemMeta, Position};
+use crate::time::Time;
+
+/// An item's dense key at its owner (see [`Partition`]). A delete retires the key.
+pub type ItemKey = u64;
+/// Index of a signal type in the schema.
+pub type KindIdx = u16;
+/// Index of a half-life in its signal type's `half_lives`.
+pub type HalfLifeIdx = u8;
+
+/// The key of one anchored decay sum: item, signal type, half-life index, epoch start (ms).
+pub type DecayKey = (ItemKey, KindIdx, HalfLifeIdx, u64);
+
+/// The seed of the ownership hash; part of the checkpoint format.
+const OWNER_SEED: u64 = 0x7469_6461_6c5f_6f77;
+
+/// The owner hash of an id (stable: the same in every process and run).
+pub fn id_hash(id: &str) -> u64 {
+    foldhash::fast::FixedState::with_seed(OWNER_SEED).hash_one(id.as_bytes())
+}
+
+/// The worker (of `peers`) that owns `id`.
+pub fn owner(id: &str, peers: usize) -> usize {
+    (id_hash(id) % peers.max(1) as u64) as usize
+}
+
+/// How ids and keys are spread over the workers of a cluster.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// Workers in the cluster.
+    pub peers: usize,
+    /// This worker's index.
+    pub index: usize,
+}
+
+impl Partition {
+    /// Worker `index` of `peers`.
+    pub fn new(index: usize, peers: usize) -> Partition {
+        Partition {
+            peers: peers.max(1),
+            index,
+        }
+    }
+
+    /// Whether this worker owns `id`.
+    pub fn owns(&self, id: &str) -> bool {
+        owner(id, self.peers) == self.index
+    }
+
+    /// The key of this worker's `local`-th id.
+    pub fn key(&self, local: u64) -> ItemKey {
+        local * self.peers as u64 + self.index as u64
+    }
+
+    /// The dense local index of one of this worker's keys.
+    pub fn local(&self, key: ItemKey) -> u64 {
+        key / self.peers as u64
+    }
+
+    /// The worker owning `key`.
+    pub fn owner_of_key(&self, key: ItemKey) -> usize {
+        (key % self.peers as u64) as usize
+    }
+}
+
+/// An item as the serving layer knows it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ItemState {
+    /// The client's id.
+    pub id: String,
+    /// Metadata, once put.
+    pub meta: Option<ItemMeta>,
+    /// Deleted and not put again: never listed.
+    pub deleted: bool,
+}
+
+/// One signal as the materializers see it: ids interned, weight in fixed point.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SignalEv {
+    /// The item's key.
+    pub item: ItemKey,
+    /// The signal type's index in the schema.
+    pub kind: KindIdx,
+    /// `min(ts, T_commit)`, ms.
+    pub ts_eff: u64,
+    /// The weight in fixed point ([`crate::features::weight_fixed`]).
+    pub weight: i64,
+    /// The user's interned id; 0 when the signal names no user.
+    pub user: u64,
+}
+
+/// Committed batches applied together at one logical time: the source coalesces every batch
+/// it finds queued (during recovery, replay, or when behind) into one run, since no one can
+/// observe the times in between. Each batch keeps its own commit clock for `ts_eff`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// The batches, in log order.
+    pub batches: Vec<Arc<CommittedBatch>>,
+    /// The log position after the last of them.
+    pub position: Position,
+}
+
+/// What the source broadcasts to every worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Control {
+    /// Records to apply at the message's time.
+    Run(Arc<Run>),
+    /// Cut a version of the serving state holding every time before `time`: every shard
+    /// cuts at the same marks, so a reader finds one state common to all of them.
+    Mark {
+        /// The version's frontier.
+        time: Time,
+        /// The log position every batch before `time` reaches.
+        position: Position,
+    },
+}

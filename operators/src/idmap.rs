@@ -1,0 +1,162 @@
+//! [`IdMap`]: a map from id strings to values built for the interning hot path: a table
+//! hashed with a randomly seeded foldhash (fast on short strings, yet a client cannot aim ids
+//! at one bucket without the seed) whose entries hold ids of up to [`INLINE_ID`] bytes in
+//! place, so a lookup compares fixed-size arrays in the entry it probed instead of following a
+//! pointer to the stored string.
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+
+/// Longest id kept inside its table entry.
+pub const INLINE_ID: usize = 38;
+
+/// An id as stored in an [`IdMap`]: short ids in place (zero-padded, so equal ids have equal
+/// arrays), long ones on the heap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StoredId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+impl StoredId {
+    /// The in-place form of `id`, if it is short enough.
+    fn inline(id: &str) -> Option<StoredId> {
+        let src = id.as_bytes();
+        let len = u8::try_from(src.len()).ok().filter(|l| usize::from(*l) <= INLINE_ID)?;
+        let mut bytes = [0u8; INLINE_ID];
+        bytes[..src.len()].copy_from_slice(src);
+        Some(StoredId::Inline { len, bytes })
+    }
+
+    fn new(id: &str) -> StoredId {
+        StoredId::inline(id).unwrap_or_else(|| StoredId::Heap(id.into()))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            StoredId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StoredId::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// A map from id strings to `V`, built for the source's hot path (see the module docs).
+pub(crate) struct IdMap<V> {
+    table: HashTable<(StoredId, V)>,
+    hasher: RandomState,
+}
+
+impl<V> IdMap<V> {
+    pub(crate) fn new() -> IdMap<V> {
+        IdMap {
+            table: HashTable::new(),
+            hasher: RandomState::default(),
+        }
+    }
+
+    fn hash(hasher: &RandomState, id: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        hasher.hash_one(id)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The value of `id`, if any, and `id`'s hash.
+    pub(crate) fn find_mut(&mut self, id: &str) -> (Option<&mut V>, u64) {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let found = match StoredId::inline(id) {
+            Some(probe) => self.table.find_mut(hash, |(k, _)| *k == probe),
+            None => self
+                .table
+                .find_mut(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
+        };
+        (found.map(|(_, v)| v), hash)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut V> {
+        self.find_mut(id).0
+    }
+
+    pub(crate) fn contains(&mut self, id: &str) -> bool {
+        self.find_mut(id).0.is_some()
+    }
+
+    /// Adds `id`, which must be absent and hash to `hash`.
+    pub(crate) fn insert_new(&mut self, id: &str, hash: u64, value: V) -> &mut V {
+        let hasher = &self.hasher;
+        let entry = self.table.insert_unique(hash, (StoredId::new(id), value), |(k, _)| {
+            Self::hash(hasher, k.as_bytes())
+        });
+        &mut entry.into_mut().1
+    }
+
+    /// Sets `id`'s value.
+    pub(crate) fn insert(&mut self, id: &str, value: V) {
+        match self.find_mut(id) {
+            (Some(v), _) => *v = value,
+            (None, hash) => {
+                self.insert_new(id, hash, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+
+    /// Random ids on both sides of the in-place limit, against a std map.
+    #[test]
+    fn id_map_matches_a_hash_map() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ids: IdMap<u64> = IdMap::new();
+        let mut want: HashMap<String, u64> = HashMap::new();
+        for i in 0..20_000u64 {
+            let len = (next() % 60) as usize;
+            // Few distinct ids per length, so that most operations hit an existing one; a
+            // trailing NUL must not make an id equal to a shorter one.
+            let id: String = (0..len)
+                .map(|j| {
+                    if j + 1 == len && next() % 4 == 0 {
+                        '\0'
+                    } else {
+                        char::from(b'a' + (next() % 2) as u8)
+                    }
+                })
+                .collect();
+            match next() % 3 {
+                0 => {
+                    ids.insert(&id, i);
+                    want.insert(id, i);
+                }
+                1 => assert_eq!(ids.get_mut(&id).copied(), want.get(&id).copied(), "{id:?}"),
+                _ => {
+                    let (found, hash) = ids.find_mut(&id);
+                    match found {
+                        Some(v) => *v += 1,
+                        None => {
+                            ids.insert_new(&id, hash, i);
+                        }
+                    }
+                    want.entry(id).and_modify(|v| *v += 1).or_insert(i);
+                }
+            }
+        }
+        assert_eq!(ids.len(), want.len());
+        for (id, v) in &want {
+            assert_eq!(ids.get_mut(id), Some(&mut v.clone()), "{id:?}");
+            assert!(ids.contains(id));
+        }
+    }
+}

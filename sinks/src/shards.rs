@@ -1,0 +1,221 @@
+//! The hand-off point between the dataflow and the readers: every worker publishes its own
+//! share of the serving state (a [`Shard`]), as a short ring of recent versions cut at the
+//! source's marks. A reader takes a [`View`]: the newest mark that every shard has, and each
+//! shard's version at it — one consistent state across shards, without locks, never waiting
+//! for the dataflow and never blocking it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use tidal_core::Config;
+use tidal_core::flow::{Partition, owner};
+use tidal_core::record::Position;
+use tidal_core::time::{Time, clock_at_frontier};
+
+use crate::snapshot::{CLOSED, Snapshot};
+
+/// Versions a shard keeps: enough for a reader to find a mark common to shards that are a
+/// few marks apart.
+pub const RING: usize = 64;
+/// The longest a reader waits for shards to share a mark before taking the nearest versions.
+const COMMON_WAIT: Duration = Duration::from_millis(200);
+
+/// One worker's published versions, oldest first, each at a mark.
+#[derive(Debug)]
+struct Ring {
+    versions: VecDeque<Arc<Snapshot>>,
+}
+
+/// One worker's share of the serving state.
+#[derive(Debug)]
+pub struct Shard {
+    ring: ArcSwap<Ring>,
+}
+
+impl Shard {
+    fn new(config: &Config) -> Shard {
+        let mut versions = VecDeque::new();
+        versions.push_back(Arc::new(Snapshot::empty(config)));
+        Shard {
+            ring: ArcSwap::from_pointee(Ring { versions }),
+        }
+    }
+
+    /// Publishes a version (its frontier must be above the last one's).
+    pub fn publish(&self, version: Arc<Snapshot>) {
+        let old = self.ring.load();
+        let mut versions = old.versions.clone();
+        versions.push_back(version);
+        while versions.len() > RING {
+            versions.pop_front();
+        }
+        self.ring.store(Arc::new(Ring { versions }));
+    }
+
+    /// The newest version.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.ring.load().versions.back().cloned()
+    }
+}
+
+/// The shards of this process, one per local worker.
+#[derive(Debug)]
+pub struct Shards {
+    config: Arc<Config>,
+    /// Workers in the whole cluster.
+    peers: usize,
+    /// The global index of this process's first worker.
+    first: usize,
+    shards: Vec<Arc<Shard>>,
+}
+
+/// A consistent state: every local shard's version at one common frontier.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The common frontier: every update before it is applied, none at or after it.
+    pub frontier: Time,
+    /// The log position it reflects.
+    pub position: Position,
+    /// Workers in the cluster (the ownership modulus).
+    pub peers: usize,
+    /// The global index of the first local shard.
+    pub first: usize,
+    /// The local shards' versions, by local worker index.
+    pub shards: Vec<Arc<Snapshot>>,
+}
+
+impl View {
+    /// The clock (ms) the state is answered as of.
+    pub fn clock_ms(&self) -> u64 {
+        clock_at_frontier(self.frontier)
+    }
+
+    /// The last LSN applied.
+    pub fn lsn(&self) -> u64 {
+        self.position.lsn
+    }
+
+    /// Whether the dataflow's inputs are closed (the final state).
+    pub fn is_closed(&self) -> bool {
+        self.frontier == CLOSED
+    }
+
+    /// The local shard owning item `id`, if it is local.
+    pub fn shard_of(&self, id: &str) -> Option<&Snapshot> {
+        let w = owner(id, self.peers);
+        w.checked_sub(self.first).and_then(|i| self.shards.get(i)).map(|s| &**s)
+    }
+
+    /// A view of one snapshot (tests and tools).
+    pub fn single(snapshot: Arc<Snapshot>) -> View {
+        View {
+            frontier: snapshot.frontier,
+            position: Position {
+                lsn: snapshot.lsn,
+                signals: snapshot.signals,
+            },
+            peers: 1,
+            first: 0,
+            shards: vec![snapshot],
+        }
+    }
+}
+
+impl Shards {
+    /// Empty shards for `local` workers, the first with global index `first` of `peers`.
+    pub fn new(config: Arc<Config>, peers: usize, first: usize, local: usize) -> Shards {
+        let shards = (0..local.max(1)).map(|_| Arc::new(Shard::new(&config))).collect();
+        Shards {
+            config,
+            peers: peers.max(1),
+            first,
+            shards,
+        }
+    }
+
+    /// The schema the shards are built for.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The shard of global worker `index`, if local.
+    pub fn shard(&self, index: usize) -> Option<&Arc<Shard>> {
+        index.checked_sub(self.first).and_then(|i| self.shards.get(i))
+    }
+
+    /// The partition of global worker `index`.
+    pub fn partition(&self, index: usize) -> Partition {
+        Partition::new(index, self.peers)
+    }
+
+    /// The newest state common to every local shard.
+    pub fn view(&self) -> View {
+        let deadline = Instant::now() + COMMON_WAIT;
+        loop {
+            let rings: Vec<_> = self.shards.iter().map(|s| s.ring.load_full()).collect();
+            match common(&rings) {
+                Some(view) => return self.view_of(view),
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(50)),
+                None => {
+                    // Shards more than a ring apart: the versions nearest the slowest one.
+                    tracing::warn!("serving shards share no recent version; answering from the nearest ones");
+                    let m = rings
+                        .iter()
+                        .filter_map(|r| r.versions.back().map(|v| v.frontier))
+                        .min()
+                        .unwrap_or(0);
+                    let shards = rings
+                        .iter()
+                        .map(|r| {
+                            r.versions
+                                .iter()
+                                .rev()
+                                .find(|v| v.frontier <= m)
+                                .or(r.versions.front())
+                                .cloned()
+                                .unwrap_or_else(|| Arc::new(Snapshot::empty(&self.config)))
+                        })
+                        .collect();
+                    return self.view_of(shards);
+                }
+            }
+        }
+    }
+
+    fn view_of(&self, shards: Vec<Arc<Snapshot>>) -> View {
+        let first = shards.first();
+        View {
+            frontier: first.map_or(0, |s| s.frontier),
+            position: first.map_or(Position::default(), |s| Position {
+                lsn: s.lsn,
+                signals: s.signals,
+            }),
+            peers: self.peers,
+            first: self.first,
+            shards,
+        }
+    }
+}
+
+/// Each ring's version at the newest frontier every ring has.
+fn common(rings: &[Arc<Ring>]) -> Option<Vec<Arc<Snapshot>>> {
+    let newest = rings
+        .iter()
+        .filter_map(|r| r.versions.back().map(|v| v.frontier))
+        .min()?;
+    // Try the candidates of the first ring from the newest down.
+    let first = rings.first()?;
+    for candidate in first.versions.iter().rev().map(|v| v.frontier).filter(|f| *f <= newest) {
+        let found: Option<Vec<_>> = rings
+            .iter()
+            .map(|r| r.versions.iter().rev().find(|v| v.frontier == candidate).cloned())
+            .collect();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}

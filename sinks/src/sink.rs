@@ -1,0 +1,159 @@
+//! The serving sink: a timely operator on every worker that applies the worker's own
+//! materialized outputs (its items' window lanes, decay sums and states — no exchange, they
+//! were computed here) to its [`Shard`] of the serving state, cutting one version at each
+//! mark of the source.
+//!
+//! Updates are buffered by time. Once the data frontier reaches a mark `m`, the updates at
+//! times before `m` are consolidated and applied to the builder's working copy together, and
+//! the version at `m` is published: it holds every time before `m` and none after, and every
+//! shard cuts at the same marks, so a reader finds one frontier common to all. When the
+//! inputs close, the final version (frontier [`CLOSED`]) is published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use tidal_core::Config;
+use tidal_core::features::Lanes;
+use tidal_core::flow::{Control, DecayKey, ItemKey, ItemState, KindIdx};
+use tidal_core::record::Position;
+use tidal_core::time::Time;
+
+use crate::builder::SnapshotBuilder;
+use crate::delta::Delta;
+use crate::shards::Shard;
+use crate::snapshot::CLOSED;
+use crate::store::EntityStore;
+
+/// The collections a shard is built from (each functional: a change is `−1` for the old
+/// value and `+1` for the new).
+pub struct SinkInputs<'s> {
+    /// Current window lanes per (item, signal type index).
+    pub windows: VecCollection<'s, Time, ((ItemKey, KindIdx), Lanes), isize>,
+    /// Current anchored decay sum per (item, type, half-life index, epoch start ms).
+    pub decay: VecCollection<'s, Time, (DecayKey, i128), isize>,
+    /// Current [`ItemState`] per key.
+    pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
+}
+
+/// Sinks this worker's outputs into `shard`, cutting versions at the marks of `control`
+/// (the broadcast control stream). Item metadata also goes to `store`, if any.
+pub fn shard_sink<'s>(
+    inputs: SinkInputs<'s>,
+    control: StreamVec<'s, Time, Control>,
+    shard: Arc<Shard>,
+    store: Option<Arc<EntityStore>>,
+    config: &Config,
+) {
+    let windows = inputs
+        .windows
+        .map(|((key, kind), lanes)| Delta::Window { key, kind, lanes });
+    let decay = inputs.decay.map(|((key, kind, hl, epoch), sum)| Delta::Decay {
+        key,
+        kind,
+        hl,
+        epoch,
+        sum,
+    });
+    let items = inputs.items.map(|(key, state)| Delta::Item {
+        key,
+        state: Box::new(state),
+    });
+    let all = windows.concatenate([decay, items]);
+
+    let scope = all.inner.scope();
+    let mut op = OperatorBuilder::new("ServingSink".to_owned(), scope);
+    let mut data = op.new_input(all.inner, Pipeline);
+    let mut marks_in = op.new_input(control, Pipeline);
+
+    let mut builder = SnapshotBuilder::new(config);
+    // Containers received since the last cut, and containers with updates at times not yet
+    // cut, by their earliest such time.
+    let mut fresh: Vec<Batch> = Vec::new();
+    let mut later: BTreeMap<Time, Vec<Batch>> = BTreeMap::new();
+    // Marks received and not yet cut, with the log position each stands for.
+    let mut marks: BTreeMap<Time, Position> = BTreeMap::new();
+    let mut cut: Time = 0;
+    let mut position = Position::default();
+    // The newest position any mark carried (the final version's).
+    let mut newest = Position::default();
+    op.build(move |_capabilities| {
+        move |frontiers| {
+            data.for_each(|_cap, d| fresh.push(std::mem::take(d)));
+            marks_in.for_each(|_cap, d| {
+                for c in d.drain(..) {
+                    if let Control::Mark { time, position: p } = c {
+                        newest = newest.max(p);
+                        if time > cut {
+                            let m = marks.entry(time).or_default();
+                            *m = (*m).max(p);
+                        }
+                    }
+                }
+            });
+            if cut == CLOSED {
+                return;
+            }
+            // Times are totally ordered: a frontier is one time, or empty once closed.
+            let reached = frontiers[0].frontier().iter().min().copied().unwrap_or(CLOSED);
+            let closed = reached == CLOSED && frontiers[1].frontier().is_empty();
+            let mut due: Vec<(Time, Position)> = Vec::new();
+            while let Some(entry) = marks.first_entry() {
+                if *entry.key() > reached {
+                    break;
+                }
+                due.push(entry.remove_entry());
+            }
+            if closed && due.last().is_none_or(|(m, _)| *m != CLOSED) {
+                due.push((CLOSED, newest));
+            }
+            for (m, p) in due {
+                let mut ready = Vec::new();
+                let rest = later.split_off(&m);
+                for batch in std::mem::replace(&mut later, rest)
+                    .into_values()
+                    .flatten()
+                    .chain(fresh.drain(..))
+                {
+                    sort_out(batch, m, &mut ready, &mut later);
+                }
+                if !ready.is_empty() {
+                    builder.apply_deltas(&ready);
+                }
+                position = position.max(p);
+                shard.publish(builder.version(m, position));
+                if let Some(store) = &store {
+                    store.write(&builder.take_item_changes());
+                } else {
+                    builder.take_item_changes();
+                }
+                cut = m;
+            }
+        }
+    });
+}
+
+/// Updates as the sink receives them.
+type Batch = Vec<(Delta, Time, isize)>;
+
+/// Files a container under `ready` if all its times are before `now`, under `later` (by its
+/// earliest time) if none is, or splits it.
+fn sort_out(batch: Batch, now: Time, ready: &mut Vec<Batch>, later: &mut BTreeMap<Time, Vec<Batch>>) {
+    let Some(min) = batch.iter().map(|u| u.1).min() else {
+        return;
+    };
+    let max = batch.iter().map(|u| u.1).max().unwrap_or(min);
+    if max < now {
+        ready.push(batch);
+    } else if min >= now {
+        later.entry(min).or_default().push(batch);
+    } else {
+        let (done, open): (Batch, Batch) = batch.into_iter().partition(|u| u.1 < now);
+        ready.push(done);
+        sort_out(open, now, ready, later);
+    }
+}
