@@ -89,6 +89,10 @@ pub struct ItemState {
     pub deleted: bool,
 }
 
+/// The signal type of a [`SignalEv`] that retires its item's key (a delete): every sum of
+/// the item is zeroed, and its `ts_eff` is the delete's commit clock.
+pub const RETIRE: KindIdx = KindIdx::MAX;
+
 /// One signal as the materializers see it: ids interned, weight in fixed point.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SignalEv {

@@ -12,6 +12,7 @@ pub mod features;
 pub mod flow;
 pub mod ids;
 pub mod record;
+pub mod stats;
 pub mod time;
 
 pub use config::{Config, SignalType};

@@ -13,6 +13,7 @@ use differential_dataflow::VecCollection;
 use tidal_core::config::Config;
 use tidal_core::features::Lanes;
 use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx};
+use tidal_core::stats::StateStats;
 use tidal_core::time::Time;
 use tidal_operators::decay::DecayKey;
 use tidal_sinks::SinkInputs;
@@ -44,11 +45,17 @@ impl<'s> Outputs<'s> {
 
 /// Builds the source and the materializers in `scope`; `reader` says whether this worker
 /// reads the feed (one per process).
-pub fn build<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, config: Arc<Config>, reader: bool) -> Outputs<'s> {
+pub fn build<'s>(
+    scope: Scope<'s, Time>,
+    feed: Arc<Feed>,
+    config: Arc<Config>,
+    reader: bool,
+    stats: Arc<StateStats>,
+) -> Outputs<'s> {
     let control = wal_source(scope, feed, reader).broadcast();
-    let entities = tidal_operators::entities(control.clone(), config.clone());
-    let windows = tidal_operators::windows(entities.signals.clone(), &config);
-    let decay = tidal_operators::decay(entities.signals, &config);
+    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone());
+    let windows = tidal_operators::windows(entities.signals.clone(), control.clone(), &config, stats.clone());
+    let decay = tidal_operators::decay(entities.signals, control.clone(), &config, stats);
     Outputs {
         control,
         windows,

@@ -16,6 +16,7 @@ use timely::worker::ProgressMode;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use tidal_core::config::Config;
+use tidal_core::stats::EngineStats;
 use tidal_core::time::Time;
 use tidal_sinks::{EntityStore, Shards, shard_sink};
 use tidal_sources::feed::Feed;
@@ -117,6 +118,7 @@ impl EngineOptions {
 /// The running dataflow.
 pub struct Engine {
     feed: Arc<Feed>,
+    stats: Arc<EngineStats>,
     thread: Option<JoinHandle<Result<(), EngineError>>>,
 }
 
@@ -158,6 +160,8 @@ impl Engine {
         let timely_config = options.timely_config()?;
         let worker_feed = feed.clone();
         let per_process = options.workers.max(1);
+        let stats = Arc::new(EngineStats::new(per_process));
+        let worker_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("tidal-dataflow".into())
             .spawn(move || {
@@ -165,7 +169,8 @@ impl Engine {
                     let (feed, config) = (worker_feed.clone(), config.clone());
                     let index = worker.index();
                     let reader = index % per_process == 0;
-                    worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config, reader), index));
+                    let stats = worker_stats.workers[index % per_process].clone();
+                    worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config, reader, stats), index));
                     while worker.step_or_park(Some(PARK)) {}
                 })
                 .map_err(EngineError::Timely)?;
@@ -179,8 +184,14 @@ impl Engine {
             .map_err(EngineError::Spawn)?;
         Ok(Engine {
             feed,
+            stats,
             thread: Some(thread),
         })
+    }
+
+    /// The sizes of the local workers' state.
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
     }
 
     /// Whether every worker has finished (the feed was closed and everything drained, or a

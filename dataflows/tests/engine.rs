@@ -97,6 +97,12 @@ impl Captured {
 }
 
 fn run(config: &Config, batches: &[CommittedBatch], workers: usize) -> Captured {
+    run_phases(config, &[batches], workers)
+}
+
+/// Runs `phases` of batches one after the other: each is sealed and applied before the next
+/// is pushed (so they are not coalesced into one run).
+fn run_phases(config: &Config, phases: &[&[CommittedBatch]], workers: usize) -> Captured {
     let captured = Arc::new(Mutex::new(Captured::default()));
     let feed = Arc::new(Feed::new(8));
     let sink_target = captured.clone();
@@ -114,8 +120,18 @@ fn run(config: &Config, batches: &[CommittedBatch], workers: usize) -> Captured 
         },
     )
     .unwrap();
-    for b in batches {
-        feed.push(Arc::new(b.clone()));
+    for batches in phases {
+        for b in batches.iter() {
+            feed.push(Arc::new(b.clone()));
+        }
+        // The state as of the last batch's clock is observed (marked), and the next phase
+        // is only pushed once the source has taken this one (a run of its own).
+        if let Some(last) = batches.last() {
+            feed.seal(time_at(last.clock_ms + 1));
+        }
+        while feed.queued() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
     engine.shutdown().unwrap();
     let mut guard = captured.lock().unwrap();
@@ -211,24 +227,26 @@ fn same_updates_for_one_two_and_four_workers() {
 }
 
 #[test]
-fn deletes_retire_keys() {
+fn deletes_retire_keys_and_leave_nothing_behind() {
     let config = Config::default();
     let view = config.signals.iter().position(|s| s.name == "view").unwrap() as u16;
     let clock = 1_700_000_000_000u64;
-    let batch = |i: u64, records: Vec<Record>| CommittedBatch {
-        time: time_at(clock + i),
-        clock_ms: clock + i,
+    let day = 86_400_000u64;
+    let batch = |ms: u64, lsn: u64, records: Vec<Record>| CommittedBatch {
+        time: time_at(clock + ms),
+        clock_ms: clock + ms,
         records: records
             .into_iter()
             .enumerate()
             .map(|(j, record)| LoggedRecord {
-                lsn: i * 10 + j as u64 + 1,
+                lsn: lsn * 10 + j as u64 + 1,
                 record,
             })
             .collect(),
     };
-    let batches = vec![
+    let early = vec![
         batch(
+            0,
             0,
             vec![Record::Signals(vec![
                 signal("view", "a", 1.0, None, None),
@@ -237,20 +255,24 @@ fn deletes_retire_keys() {
         ),
         batch(
             1,
+            1,
             vec![Record::ItemPut {
                 id: "a".into(),
                 meta: meta("A"),
             }],
         ),
+        // Signals of a deleted item are not counted until it is put again.
         batch(
+            2,
             2,
             vec![
                 Record::ItemDelete { id: "a".into() },
                 Record::Signals(vec![signal("view", "a", 5.0, None, None)]),
             ],
         ),
-        batch(3, vec![Record::Signals(vec![signal("view", "a", 0.5, None, None)])]),
+        batch(3, 3, vec![Record::Signals(vec![signal("view", "a", 0.5, None, None)])]),
         batch(
+            4,
             4,
             vec![
                 Record::ItemDelete { id: "ghost".into() },
@@ -259,32 +281,63 @@ fn deletes_retire_keys() {
         ),
         batch(
             5,
+            5,
             vec![Record::ItemPut {
                 id: "ghost".into(),
                 meta: meta("G"),
             }],
         ),
     ];
-    let out = run(&config, &batches, 2);
-    let f = out.finals(Time::MAX);
-    let items = &f.items;
-    let n = |id: &str, i: usize| (id.to_string(), i);
-    let state = |id: &str, meta: Option<ItemMeta>, deleted: bool| ItemState {
+    let out = run(&config, &early, 2);
+    let f = out.finals(time_at(clock + 6));
+    let state = |id: &str, meta: Option<ItemMeta>| ItemState {
         id: id.into(),
         meta,
-        deleted,
+        deleted: false,
     };
-    // a's first key, b, a's key after its delete, ghost.
-    assert_eq!(items[&n("a", 0)], state("a", Some(meta("A")), true));
-    assert_eq!(items[&n("b", 0)], state("b", None, false));
-    assert_eq!(items[&n("a", 1)], state("a", None, true));
-    assert_eq!(items[&n("ghost", 0)], state("ghost", Some(meta("G")), false));
-    assert_eq!(items.len(), 4);
+    let n = |id: &str, i: usize| (id.to_string(), i);
+    let states: Vec<_> = f.items.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+    assert_eq!(
+        states,
+        vec![
+            (n("b", 0), state("b", None)),
+            (n("ghost", 0), state("ghost", Some(meta("G"))))
+        ]
+    );
     let totals: BTreeMap<(Named, u16), i64> = f.windows.iter().map(|(k, l)| (k.clone(), l.0[TOTAL_LANE])).collect();
-    assert_eq!(totals[&(n("a", 0), view)], weight_fixed(1.0));
-    assert_eq!(totals[&(n("b", 0), view)], weight_fixed(2.0));
-    assert_eq!(totals[&(n("a", 1), view)], weight_fixed(5.0) + weight_fixed(0.5));
-    assert_eq!(totals[&(n("ghost", 0), view)], weight_fixed(1.0));
+    assert_eq!(totals, BTreeMap::from([((n("b", 0), view), weight_fixed(2.0))]));
+    assert!(
+        f.decay.keys().all(|(k, ..)| *k == n("b", 0)),
+        "a's decay sums were zeroed"
+    );
+
+    // Once a's signals have left every window (twice the longest, 7d), its id and key are
+    // forgotten: a later signal starts a new item, on the reused key.
+    let later = vec![batch(
+        15 * day,
+        6,
+        vec![Record::Signals(vec![signal("view", "a", 3.0, None, None)])],
+    )];
+    let out = run_phases(&config, &[&early, &later], 1);
+    let f = out.finals(time_at(clock + 15 * day + 1));
+    let a_keys: std::collections::BTreeSet<u64> = out
+        .items
+        .iter()
+        .filter(|((_, s), _, d)| s.id == "a" && *d > 0)
+        .map(|((k, _), _, _)| *k)
+        .collect();
+    assert_eq!(a_keys.len(), 1, "the retired key is reused: {a_keys:?}");
+    assert!(
+        out.items
+            .iter()
+            .any(|((_, s), t, d)| s.id == "a" && *d > 0 && *t >= time_at(clock + 15 * day))
+    );
+    let a = f
+        .windows
+        .iter()
+        .find(|((k, _), _)| k.0 == "a")
+        .map(|(_, l)| l.0[TOTAL_LANE]);
+    assert_eq!(a, Some(weight_fixed(3.0)));
 }
 
 #[test]

@@ -1,20 +1,24 @@
 //! The decay materializer: per (item, signal type, half-life, epoch) it maintains the exact
 //! anchored sum `Σ round(w · 2^((ts_eff − E)/h) · 2^DECAY_BITS)` as an `i128`, from which a
 //! reader gets `decay_h(T) = Σ_E sum_E · 2^(−(T − E)/h)` (`features::decay_sum`). Epochs
-//! span `EPOCH_HALF_LIVES` half-lives, so every anchored term stays below `w · 2^16`; an
-//! epoch is retracted whole at `epoch_expiry`, when its weight has fallen below `2^-64`, so
-//! state is bounded by the epochs of the last `EPOCH_HALF_LIVES + EXPIRY_HALF_LIVES`
-//! half-lives. Integer sums cancel exactly and do not depend on the order of addition, so
-//! the result is the same for any number of workers. Cost per event: one exchange of the
-//! event and, per half-life, two updates (insertion now, expiry later; none for an epoch
-//! already expired), each an O(1) array change of one running sum when its time completes.
-//! Expiries of one key and epoch share a time and are consolidated while they wait.
+//! span `EPOCH_HALF_LIVES` half-lives, so every anchored term stays below `w · 2^16`. An
+//! epoch's sums are dropped whole at `epoch_expiry`, when its weight has fallen below
+//! `2^-64`: one *clear* of that (type, half-life, epoch) for every item at once, so no
+//! per-item retraction waits — a deleted item leaves nothing behind, and pending state is one
+//! entry per live epoch. Integer sums cancel exactly and do not depend on the order of
+//! addition, so the result is the same for any number of workers. Cost per event: per
+//! half-life, one O(1) array change of one running sum; per epoch expiry, one scan of that
+//! slot over the worker's items (every `EPOCH_HALF_LIVES` half-lives).
+
+use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
+use timely::dataflow::StreamVec;
 
 use tidal_core::config::Config;
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
-use tidal_core::flow::{HalfLifeIdx, ItemKey, KindIdx};
+use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, KindIdx};
+use tidal_core::stats::StateStats;
 use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
@@ -26,9 +30,20 @@ pub use tidal_core::flow::DecayKey;
 /// at each logical time it changes.
 pub fn decay<'s>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
+    control: StreamVec<'s, Time, Control>,
     config: &Config,
+    stats: Arc<StateStats>,
 ) -> VecCollection<'s, Time, (DecayKey, i128), isize> {
-    keyed_sums(signals, "Decay", DecayExpander::new(kind_specs(config)))
+    keyed_sums(
+        signals,
+        control,
+        "Decay",
+        DecayExpander::new(kind_specs(config)),
+        move |s| {
+            StateStats::set(&stats.decay_sums, s.sums);
+            StateStats::set(&stats.decay_times, s.times);
+        },
+    )
 }
 
 struct DecayExpander {
@@ -55,9 +70,34 @@ impl Expander for DecayExpander {
         self.specs.len() * self.per_kind
     }
 
-    fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, DecayKey, i128)>) {
-        if let Some(spec) = self.specs.get(usize::from(ev.kind)) {
-            expand_event(spec, ev, time, mult, out);
+    fn expand(
+        &self,
+        ev: &SignalEv,
+        time: Time,
+        mult: isize,
+        out: &mut Vec<(Time, DecayKey, i128)>,
+        clears: &mut Vec<(Time, usize, u64)>,
+    ) {
+        let Some(spec) = self.specs.get(usize::from(ev.kind)) else {
+            return;
+        };
+        if ev.weight == 0 || mult == 0 {
+            return;
+        }
+        let w = weight_float(ev.weight);
+        for (hi, &h) in spec.half_lives().iter().enumerate() {
+            let epoch = epoch_of(ev.ts_eff, h);
+            let expiry = time_at(epoch_expiry(epoch, h));
+            if expiry <= time {
+                continue;
+            }
+            let v = decay_fixed(w, ev.ts_eff, epoch, h).wrapping_mul(mult as i128);
+            if v == 0 {
+                continue;
+            }
+            // At most MAX_HALF_LIVES (4) half-lives: the index fits.
+            out.push((time, (ev.item, ev.kind, hi as HalfLifeIdx, epoch), v));
+            clears.push((expiry, usize::from(ev.kind) * self.per_kind + hi, epoch));
         }
     }
 
@@ -75,29 +115,10 @@ impl Expander for DecayExpander {
         let (kind, hi) = (slot / self.per_kind, slot % self.per_kind);
         (item, kind as KindIdx, hi as HalfLifeIdx, epoch)
     }
-}
 
-/// Pushes, per half-life, the anchored contribution of one event committed at `time` and its
-/// retraction at the epoch's expiry.
-fn expand_event(spec: &KindSpec, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, DecayKey, i128)>) {
-    if ev.weight == 0 || mult == 0 {
-        return;
-    }
-    let w = weight_float(ev.weight);
-    for (hi, &h) in spec.half_lives().iter().enumerate() {
-        let epoch = epoch_of(ev.ts_eff, h);
-        let expiry = time_at(epoch_expiry(epoch, h));
-        if expiry <= time {
-            continue;
-        }
-        let v = decay_fixed(w, ev.ts_eff, epoch, h).wrapping_mul(mult as i128);
-        if v == 0 {
-            continue;
-        }
-        // At most MAX_HALF_LIVES (4) half-lives: the index fits.
-        let key = (ev.item, ev.kind, hi as HalfLifeIdx, epoch);
-        out.push((time, key, v));
-        out.push((expiry, key, v.wrapping_neg()));
+    fn retired_until(&self, _clock_ms: u64) -> Option<Time> {
+        // Nothing per item waits: a retired item's sums are zeroed and that is all.
+        None
     }
 }
 
@@ -107,7 +128,7 @@ mod tests {
     use tidal_core::features::{EPOCH_HALF_LIVES, EXPIRY_HALF_LIVES, weight_fixed};
 
     #[test]
-    fn expired_epochs_are_skipped() {
+    fn expired_epochs_are_skipped_and_live_ones_cleared_once() {
         let mut spec = KindSpec::default();
         spec.half_lives[0] = 1_000;
         spec.half_lives[1] = 100_000;
@@ -120,11 +141,10 @@ mod tests {
             user: 0,
         };
         let late = (EPOCH_HALF_LIVES + EXPIRY_HALF_LIVES) * 1_000;
-        let mut out = Vec::new();
-        expand_event(&spec, &ev, time_at(late), 1, &mut out);
-        assert_eq!(out.len(), 2, "only the 100s half-life is still live");
+        let (mut out, mut clears) = (Vec::new(), Vec::new());
+        DecayExpander::new(vec![spec]).expand(&ev, time_at(late), 1, &mut out, &mut clears);
+        assert_eq!(out.len(), 1, "only the 100s half-life is still live");
         assert_eq!(out[0].1, (3, 0, 1, 0));
-        assert_eq!(out[0].2, -out[1].2);
-        assert_eq!(out[1].0, time_at(late * 100));
+        assert_eq!(clears, vec![(time_at(late * 100), 1, 0)]);
     }
 }

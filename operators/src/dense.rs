@@ -39,6 +39,8 @@ struct Touched<S> {
 /// Sums per (item, slot, extra) for the items one worker owns.
 pub(crate) struct DenseSums<X, S> {
     peers: u64,
+    /// This worker's index: item keys are `local · peers + owner`.
+    owner: u64,
     slots: usize,
     /// Per local item and slot, the first node of the slot's list, or [`NIL`].
     heads: Vec<u32>,
@@ -49,10 +51,11 @@ pub(crate) struct DenseSums<X, S> {
 }
 
 impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
-    /// Sums for the items of one of `peers` workers, `slots` slots per item.
-    pub(crate) fn new(peers: usize, slots: usize) -> Self {
+    /// Sums for the items of worker `owner` of `peers`, `slots` slots per item.
+    pub(crate) fn new(peers: usize, owner: usize, slots: usize) -> Self {
         DenseSums {
             peers: (peers as u64).max(1),
+            owner: owner as u64,
             slots: slots.max(1),
             heads: Vec::new(),
             nodes: Vec::new(),
@@ -63,9 +66,60 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
     }
 
     /// Number of non-zero sums held (between rounds).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.nodes.len() - self.free.len()
+    }
+
+    /// Records node `n`'s value before this round, on its first change in the round.
+    fn touch(&mut self, item: ItemKey, slot: usize, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        if node.stamp != self.round {
+            node.stamp = self.round;
+            self.touched.push(Touched {
+                item,
+                slot: slot as u32,
+                node: n,
+                old: node.sum.clone(),
+            });
+        }
+    }
+
+    /// Sets every sum of `item` to zero (in this round).
+    pub(crate) fn clear_item(&mut self, item: ItemKey) {
+        let base = (item / self.peers) as usize * self.slots;
+        for slot in 0..self.slots {
+            let Some(&head) = self.heads.get(base + slot) else {
+                return;
+            };
+            let mut n = head;
+            while n != NIL {
+                self.touch(item, slot, n);
+                let node = &mut self.nodes[n as usize];
+                node.sum = S::default();
+                n = node.next;
+            }
+        }
+    }
+
+    /// Sets to zero, for every item, the sum of `slot` told apart by `extra` (in this round).
+    /// A scan of the slot over every item: O(items).
+    pub(crate) fn clear_extra(&mut self, slot: usize, extra: X) {
+        let items = self.heads.len() / self.slots;
+        for local in 0..items {
+            let mut n = self.heads[local * self.slots + slot];
+            while n != NIL {
+                let (next, hit) = {
+                    let node = &self.nodes[n as usize];
+                    (node.next, node.extra == extra)
+                };
+                if hit {
+                    let item = local as u64 * self.peers + self.owner;
+                    self.touch(item, slot, n);
+                    self.nodes[n as usize].sum = S::default();
+                }
+                n = next;
+            }
+        }
     }
 
     /// Changes the sum of (`item`, `slot`, `extra`) with `change`, recording its old value
@@ -87,17 +141,8 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
             n = self.alloc(extra, self.heads[at]);
             self.heads[at] = n;
         }
-        let node = &mut self.nodes[n as usize];
-        if node.stamp != self.round {
-            node.stamp = self.round;
-            self.touched.push(Touched {
-                item,
-                slot: slot as u32,
-                node: n,
-                old: node.sum.clone(),
-            });
-        }
-        change(&mut node.sum);
+        self.touch(item, slot, n);
+        change(&mut self.nodes[n as usize].sum);
     }
 
     fn alloc(&mut self, extra: X, next: u32) -> u32 {
@@ -185,7 +230,7 @@ mod tests {
     fn rounds_match_a_map() {
         let mut rng = StdRng::seed_from_u64(3);
         let (peers, worker) = (3u64, 1u64);
-        let mut dense: DenseSums<u64, i64> = DenseSums::new(peers as usize, 4);
+        let mut dense: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 4);
         let mut want: BTreeMap<(u64, usize, u64), i64> = BTreeMap::new();
         let mut got: BTreeMap<(u64, usize, u64), i64> = BTreeMap::new();
         for _ in 0..300 {
@@ -196,6 +241,20 @@ mod tests {
                 let d = rng.gen_range(-2..3i64);
                 *want.entry((item, slot, extra)).or_default() += d;
                 dense.update(item, slot, extra, |s| *s += d);
+            }
+            // Now and then, clear an item, or one extra of a slot across items.
+            match rng.gen_range(0..10) {
+                0 => {
+                    let item = rng.gen_range(0..50u64) * peers + worker;
+                    want.retain(|k, _| k.0 != item);
+                    dense.clear_item(item);
+                }
+                1 => {
+                    let (slot, extra) = (rng.gen_range(0..4usize), rng.gen_range(0..3u64));
+                    want.retain(|k, _| (k.1, k.2) != (slot, extra));
+                    dense.clear_extra(slot, extra);
+                }
+                _ => {}
             }
             want.retain(|_, v| *v != 0);
             let mut changes = Vec::new();

@@ -5,13 +5,17 @@
 //! (key, new) +1`). Interning happens in log order at the owner, so the keys of a log are the
 //! same in every run with the same number of workers.
 //!
-//! A delete retires the item's key: its next signal or put gets a fresh key, so features
-//! gathered before the delete are never listed again, and a signal arriving first keeps the
-//! item unlisted (`deleted: true`) until it is put again.
+//! A delete retires the item's key: the item's state is retracted, a retire event zeroes its
+//! features in every materializer, and the id is remembered as a *tombstone* until its
+//! signals have left every window (twice the longest window): signals for it meanwhile are
+//! not counted, and a put starts it afresh under a new key. After that the tombstone and the
+//! key are forgotten (the key is given to a later item), so a deleted item leaves nothing
+//! behind.
 //!
 //! Cost per signal on every worker: one ownership hash of the item id; on its owner, one
 //! interning lookup and one push.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -23,8 +27,9 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use tidal_core::config::Config;
 use tidal_core::features::weight_fixed;
-use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx, Partition, SignalEv};
+use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx, Partition, RETIRE, SignalEv};
 use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
+use tidal_core::stats::StateStats;
 use tidal_core::time::Time;
 
 use crate::idmap::IdMap;
@@ -44,7 +49,11 @@ type SignalUpdate = (SignalEv, Time, isize);
 type ItemUpdate = ((ItemKey, ItemState), Time, isize);
 
 /// Builds the entities materializer over the broadcast control stream.
-pub fn entities<'s>(control: StreamVec<'s, Time, Control>, config: Arc<Config>) -> EntityOutputs<'s> {
+pub fn entities<'s>(
+    control: StreamVec<'s, Time, Control>,
+    config: Arc<Config>,
+    stats: Arc<StateStats>,
+) -> EntityOutputs<'s> {
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("Entities".to_owned(), scope);
@@ -76,6 +85,9 @@ pub fn entities<'s>(control: StreamVec<'s, Time, Control>, config: Arc<Config>) 
                 }
                 outs.flush(&mut bufs);
             });
+            StateStats::set(&stats.items, log.live);
+            StateStats::set(&stats.tombstones, log.tombstones.len());
+            StateStats::set(&stats.free_keys, log.free.len());
         }
     });
     EntityOutputs {
@@ -122,11 +134,11 @@ impl Outputs<'_> {
     }
 }
 
-/// An item id's latest key and that key's state (the id is the map key). `key` is `None`
-/// once a delete retired it. Kept small: most items never get metadata.
+/// An item id's key and state (the id is the map key), or its tombstone: `key` is `None`
+/// once a delete retired it, until clock `until`. Kept small: most items never get metadata.
 struct ItemSlot {
     key: Option<ItemKey>,
-    deleted: bool,
+    until: u64,
     meta: Option<Box<ItemMeta>>,
 }
 
@@ -135,7 +147,7 @@ impl ItemSlot {
         ItemState {
             id: id.to_owned(),
             meta: self.meta.as_deref().cloned(),
-            deleted: self.deleted,
+            deleted: false,
         }
     }
 }
@@ -148,6 +160,16 @@ struct Interner {
     packed_kinds: Vec<Option<u128>>,
     items: IdMap<ItemSlot>,
     next_local: u64,
+    /// How long a deleted item's id and key are kept: twice the longest window, ms.
+    retention: u64,
+    /// Tombstones by the clock they end at, oldest first.
+    tombstones: VecDeque<(u64, String)>,
+    /// Retired keys, the clock after which they may be given to a new item, and the logical
+    /// time that retired them (never reused within it: the materializers zero a retired key at
+    /// the end of its time).
+    free: VecDeque<(u64, Time, ItemKey)>,
+    /// Ids with a live key.
+    live: usize,
 }
 
 impl Interner {
@@ -158,6 +180,15 @@ impl Interner {
             packed_kinds: config.signals.iter().map(|s| pack_kind(&s.name)).collect(),
             items: IdMap::new(),
             next_local: 0,
+            retention: config
+                .signals
+                .iter()
+                .flat_map(|s| s.windows.iter().map(|w| 2 * w.size.ms()))
+                .max()
+                .unwrap_or(0),
+            tombstones: VecDeque::new(),
+            free: VecDeque::new(),
+            live: 0,
         }
     }
 
@@ -172,17 +203,19 @@ impl Interner {
 
     /// Applies the records of one committed batch that this worker owns, at logical `time`.
     fn apply(&mut self, batch: &CommittedBatch, time: Time, bufs: &mut Buffers, outs: &mut Outputs<'_>) {
+        let clock = batch.clock_ms;
+        self.expire(clock);
         for logged in &batch.records {
             match &logged.record {
                 Record::Signals(signals) => {
                     for signal in signals {
                         if self.partition.owns(&signal.item) {
-                            self.signal(signal, batch.clock_ms, time, bufs);
+                            self.signal(signal, clock, time, bufs);
                         }
                     }
                 }
-                Record::ItemPut { id, meta } if self.partition.owns(id) => self.put(id, meta, time, bufs),
-                Record::ItemDelete { id } if self.partition.owns(id) => self.delete(id, time, bufs),
+                Record::ItemPut { id, meta } if self.partition.owns(id) => self.put(id, meta, clock, time, bufs),
+                Record::ItemDelete { id } if self.partition.owns(id) => self.delete(id, clock, time, bufs),
                 // The commit clock already moved the batch's time; configuration changes are
                 // not applied by this dataflow.
                 _ => {}
@@ -191,11 +224,29 @@ impl Interner {
         }
     }
 
+    /// Forgets the tombstones that ended before `clock`.
+    fn expire(&mut self, clock: u64) {
+        while self.tombstones.front().is_some_and(|(until, _)| *until < clock) {
+            let Some((until, id)) = self.tombstones.pop_front() else {
+                break;
+            };
+            // Only if still that tombstone (a put may have revived the id since).
+            if let Some(slot) = self.items.get_mut(&id)
+                && slot.key.is_none()
+                && slot.until == until
+            {
+                self.items.remove(&id);
+            }
+        }
+    }
+
     fn signal(&mut self, signal: &Signal, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         let Some(kind) = self.kind(&signal.kind) else { return };
         let item = match self.items.get_mut(&signal.item) {
             Some(ItemSlot { key: Some(key), .. }) => *key,
-            _ => self.fresh_key(&signal.item, None, time, bufs),
+            // Deleted: not counted until it is put again.
+            Some(_) => return,
+            None => self.fresh_key(&signal.item, None, clock_ms, time, bufs),
         };
         let ev = SignalEv {
             item,
@@ -207,59 +258,83 @@ impl Interner {
         bufs.signals.push((ev, time, 1));
     }
 
-    /// Gives `id` a new key. A put (`meta`) makes the item listed; a signal makes it listed
-    /// unless the id was deleted before (an id with a slot but no live key was deleted).
-    fn fresh_key(&mut self, id: &str, meta: Option<&ItemMeta>, time: Time, bufs: &mut Buffers) -> ItemKey {
-        let key = self.partition.key(self.next_local);
-        self.next_local += 1;
-        let was_deleted = self.items.contains(id);
+    /// Gives `id` a key (a retired one whose time is up, or a new one) and makes it listed.
+    fn fresh_key(
+        &mut self,
+        id: &str,
+        meta: Option<&ItemMeta>,
+        clock_ms: u64,
+        time: Time,
+        bufs: &mut Buffers,
+    ) -> ItemKey {
+        let key = match self.free.front() {
+            Some(&(after, retired, key)) if after < clock_ms && retired < time => {
+                self.free.pop_front();
+                key
+            }
+            _ => {
+                self.next_local += 1;
+                self.partition.key(self.next_local - 1)
+            }
+        };
         let slot = ItemSlot {
             key: Some(key),
-            deleted: meta.is_none() && was_deleted,
+            until: 0,
             meta: meta.cloned().map(Box::new),
         };
         bufs.items.push(((key, slot.state(id)), time, 1));
         self.items.insert(id, slot);
+        self.live += 1;
         key
     }
 
-    fn put(&mut self, id: &str, meta: &ItemMeta, time: Time, bufs: &mut Buffers) {
+    fn put(&mut self, id: &str, meta: &ItemMeta, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         match self.items.get_mut(id).and_then(|slot| Some((slot.key?, slot))) {
             Some((key, slot)) => {
-                if slot.deleted || slot.meta.as_deref() != Some(meta) {
+                if slot.meta.as_deref() != Some(meta) {
                     bufs.items.push(((key, slot.state(id)), time, -1));
-                    slot.deleted = false;
                     slot.meta = Some(Box::new(meta.clone()));
                     bufs.items.push(((key, slot.state(id)), time, 1));
                 }
             }
             None => {
-                self.fresh_key(id, Some(meta), time, bufs);
+                self.fresh_key(id, Some(meta), clock_ms, time, bufs);
             }
         }
     }
 
-    fn delete(&mut self, id: &str, time: Time, bufs: &mut Buffers) {
+    fn delete(&mut self, id: &str, clock_ms: u64, time: Time, bufs: &mut Buffers) {
+        let until = clock_ms.saturating_add(self.retention);
         match self.items.get_mut(id) {
             Some(slot) => {
-                if let Some(key) = slot.key.take()
-                    && !slot.deleted
-                {
+                if let Some(key) = slot.key.take() {
                     bufs.items.push(((key, slot.state(id)), time, -1));
-                    slot.deleted = true;
-                    bufs.items.push(((key, slot.state(id)), time, 1));
+                    let retire = SignalEv {
+                        item: key,
+                        kind: RETIRE,
+                        ts_eff: clock_ms,
+                        weight: 0,
+                        user: 0,
+                    };
+                    bufs.signals.push((retire, time, 1));
+                    slot.meta = None;
+                    slot.until = until;
+                    self.live -= 1;
+                    self.free.push_back((until, time, key));
+                    self.tombstones.push_back((until, id.to_owned()));
                 }
             }
             None => {
-                // Never seen: remember the delete, so a later signal keeps the item unlisted.
+                // Never seen: remember the delete, so that stray signals are not counted.
                 self.items.insert(
                     id,
                     ItemSlot {
                         key: None,
-                        deleted: true,
+                        until,
                         meta: None,
                     },
                 );
+                self.tombstones.push_back((until, id.to_owned()));
             }
         }
     }

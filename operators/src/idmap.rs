@@ -80,6 +80,7 @@ impl<V> IdMap<V> {
         self.find_mut(id).0
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&mut self, id: &str) -> bool {
         self.find_mut(id).0.is_some()
     }
@@ -91,6 +92,18 @@ impl<V> IdMap<V> {
             Self::hash(hasher, k.as_bytes())
         });
         &mut entry.into_mut().1
+    }
+
+    /// Removes `id`, returning its value.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<V> {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let entry = match StoredId::inline(id) {
+            Some(probe) => self.table.find_entry(hash, |(k, _)| *k == probe),
+            None => self
+                .table
+                .find_entry(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
+        };
+        entry.ok().map(|e| e.remove().0.1)
     }
 
     /// Sets `id`'s value.

@@ -1,26 +1,33 @@
 //! The engine of every materializer: keyed running sums of fixed-point diffs, fed by a
 //! temporal filter. Each [`SignalEv`] arrives at the worker owning its item (the entities
 //! stage runs there) and is expanded into compact `(time, update, diff)` values: its insertion
-//! at its commit time and its retractions at the future logical times where windows close or
-//! epochs expire. Updates wait per time, each distinct time holding one capability. Updates
-//! due later than the event that made them are consolidated as they accumulate, so
-//! pending state is bounded by (a small multiple of) keys × distinct future times, not by
-//! events. Once the input
-//! frontier passes a time, its updates are applied to the per-key sums ([`DenseSums`], arrays
-//! indexed by the dense item key) and every key that changed emits `(key, old) −1,
-//! (key, new) +1` at that time: the output is the differential collection of current sums,
-//! consolidated per time.
+//! at its commit time and its retractions at the future logical times where windows close.
+//! Updates wait per time, each distinct time holding one capability; those due later than the
+//! event that made them are consolidated as they accumulate, so pending state is bounded by
+//! (a small multiple of) keys × distinct future times, not by events. An expander may also
+//! schedule *clears*: at a time, the sum of one slot and extra is set to zero for every item
+//! (decay expires a whole epoch so, with no per-item pending state at all).
+//!
+//! Once the input frontier passes some times, their updates are applied to the per-key sums
+//! ([`DenseSums`], arrays indexed by the dense item key) and every key that changed emits
+//! `(key, old) −1, (key, new) +1`: the output is the differential collection of current sums.
+//! Only the source's marks are observed (the serving shards cut versions there), so every
+//! time between two marks is applied as one round and emitted at the latest of those times:
+//! a catch-up over a long log does one round per mark, not one per retraction time.
+//!
+//! A retire event (kind [`RETIRE`]) zeroes every sum of its item at the end of its round and,
+//! when the expander says so, ignores the item's pending updates until they have all come due
+//! (the item's key may then be given to a new item).
 //!
 //! This is what `explode` + `count_total` computes, without their costs: differential's merge
 //! batcher re-reads every update it holds at each seal (future retractions would be re-read
 //! at every step), and an arrangement sorts, merges and seeks where one array update per key
-//! and time suffices for a sum over a totally ordered time. Cost per event: one exchange, a
-//! push per update (found through a small cache of recent times), a share of the
-//! consolidation of future times, and one array update per update when its time completes.
+//! and time suffices for a sum over a totally ordered time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
@@ -29,7 +36,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 
-use tidal_core::flow::ItemKey;
+use tidal_core::flow::{Control, ItemKey, RETIRE};
 use tidal_core::time::Time;
 
 use crate::SignalEv;
@@ -42,7 +49,7 @@ pub(crate) trait Expander: 'static {
     /// The sum.
     type Sum: Clone + Default + PartialEq + IsZero + 'static;
     /// What tells apart the sums of one (item, slot).
-    type Extra: Copy + Eq + 'static;
+    type Extra: Copy + Eq + std::hash::Hash + 'static;
     /// An update as held while it waits (compact; ordered for consolidation).
     type Pending: Ord + Clone + 'static;
     /// An update's diff as held while it waits.
@@ -52,8 +59,15 @@ pub(crate) trait Expander: 'static {
     fn slots(&self) -> usize;
 
     /// Pushes the updates of `ev`, committed at `time` with multiplicity `mult`, each at a
-    /// time at or after `time`.
-    fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, Self::Pending, Self::Diff)>);
+    /// time at or after `time`, and the clears `(time, slot, extra)` it needs.
+    fn expand(
+        &self,
+        ev: &SignalEv,
+        time: Time,
+        mult: isize,
+        out: &mut Vec<(Time, Self::Pending, Self::Diff)>,
+        clears: &mut Vec<(Time, usize, Self::Extra)>,
+    );
 
     /// The sum a waiting update changes: its item, slot (below [`Expander::slots`]) and extra.
     fn locate(&self, pending: &Self::Pending) -> (ItemKey, usize, Self::Extra);
@@ -63,12 +77,18 @@ pub(crate) trait Expander: 'static {
 
     /// The output key of the sum at (`item`, `slot`, `extra`).
     fn key(&self, item: ItemKey, slot: usize, extra: Self::Extra) -> Self::Key;
+
+    /// For an item retired at clock `clock_ms`: the last time at which an update it scheduled
+    /// may still come due (to be ignored), or `None` if it schedules none.
+    fn retired_until(&self, clock_ms: u64) -> Option<Time>;
 }
 
-/// Updates due at one time, with the capability to emit their effect then.
-struct Due<P, D> {
+/// Updates, clears and retires due at one time, with the capability to emit their effect.
+struct Due<P, D, X> {
     cap: Capability<Time>,
     updates: Vec<(P, D)>,
+    clears: Vec<(usize, X)>,
+    retires: Vec<(ItemKey, u64)>,
     /// Length at which to consolidate next: a multiple of the length after the last one.
     next_consolidation: usize,
 }
@@ -83,18 +103,22 @@ const SPARE: usize = 16;
 const SPARE_MAX_LEN: usize = 1 << 18;
 
 /// The waiting updates, per time.
-struct Pending<P, D> {
+struct Pending<P, D, X> {
     /// Time -> index in `slots`.
     order: BTreeMap<Time, usize>,
-    slots: Vec<Option<Due<P, D>>>,
+    slots: Vec<Option<Due<P, D, X>>>,
     free: Vec<usize>,
     /// Recently used (time, index) pairs, replaced round robin.
     cache: [(Time, usize); CACHE],
     cache_next: usize,
     spare: Vec<Vec<(P, D)>>,
+    /// Clears already scheduled (each is scheduled once, however many events ask).
+    scheduled: HashSet<(Time, usize, X)>,
+    /// Updates held.
+    held: usize,
 }
 
-impl<P: Ord, D: Semigroup> Pending<P, D> {
+impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
     fn new() -> Self {
         Pending {
             order: BTreeMap::new(),
@@ -103,71 +127,101 @@ impl<P: Ord, D: Semigroup> Pending<P, D> {
             cache: [(Time::MAX, usize::MAX); CACHE],
             cache_next: 0,
             spare: Vec::new(),
+            scheduled: HashSet::new(),
+            held: 0,
         }
     }
 
-    /// The index of the bucket at `at`, made with a capability from `cap` if new.
-    fn bucket(&mut self, at: Time, cap: &InputCapability<Time>) -> usize {
-        if let Some(&(_, i)) = self.cache.iter().find(|(t, _)| *t == at) {
-            return i;
-        }
-        let i = match self.order.get(&at) {
-            Some(&i) => i,
+    /// The bucket at `at`, made with a capability from `cap` if new.
+    fn bucket(&mut self, at: Time, cap: &InputCapability<Time>) -> &mut Due<P, D, X> {
+        let i = match self.cache.iter().find(|(t, _)| *t == at) {
+            Some(&(_, i)) => i,
             None => {
-                let due = Due {
-                    cap: cap.delayed(&at, 0),
-                    updates: self.spare.pop().unwrap_or_default(),
-                    next_consolidation: MIN_CONSOLIDATION,
-                };
-                let i = match self.free.pop() {
-                    Some(i) => {
-                        self.slots[i] = Some(due);
+                let i = match self.order.get(&at) {
+                    Some(&i) => i,
+                    None => {
+                        let due = Due {
+                            cap: cap.delayed(&at, 0),
+                            updates: self.spare.pop().unwrap_or_default(),
+                            clears: Vec::new(),
+                            retires: Vec::new(),
+                            next_consolidation: MIN_CONSOLIDATION,
+                        };
+                        let i = match self.free.pop() {
+                            Some(i) => {
+                                self.slots[i] = Some(due);
+                                i
+                            }
+                            None => {
+                                self.slots.push(Some(due));
+                                self.slots.len() - 1
+                            }
+                        };
+                        self.order.insert(at, i);
                         i
                     }
-                    None => {
-                        self.slots.push(Some(due));
-                        self.slots.len() - 1
-                    }
                 };
-                self.order.insert(at, i);
+                self.cache[self.cache_next] = (at, i);
+                self.cache_next = (self.cache_next + 1) % CACHE;
                 i
             }
         };
-        self.cache[self.cache_next] = (at, i);
-        self.cache_next = (self.cache_next + 1) % CACHE;
-        i
+        // A bucket is only freed after its entry leaves `order` and `cache`.
+        match self.slots[i].as_mut() {
+            Some(due) => due,
+            None => unreachable_bucket(),
+        }
     }
 
     /// Adds an update due at `at`; `now` is the time of the event that made it.
     fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &InputCapability<Time>) {
-        let i = self.bucket(at, cap);
-        let Some(due) = self.slots[i].as_mut() else { return };
+        let due = self.bucket(at, cap);
         due.updates.push((update, diff));
+        let mut held = 1isize;
         // Updates at their event's own time are applied soon: only later ones are consolidated.
         if at > now && due.updates.len() >= due.next_consolidation {
             let before = due.updates.len();
             consolidate(&mut due.updates);
             let after = due.updates.len();
+            held -= (before - after) as isize;
             // Held at most 2x (4x when consolidating saves little) its distinct updates.
             let factor = if after * 4 <= before * 3 { 2 } else { 4 };
             due.next_consolidation = factor * after + MIN_CONSOLIDATION;
         }
+        self.held = self.held.saturating_add_signed(held);
     }
 
-    /// Removes the earliest bucket if `ready` says its time is complete.
-    fn pop_ready(&mut self, ready: impl Fn(Time) -> bool) -> Option<(Time, Due<P, D>)> {
-        let entry = self.order.first_entry()?;
-        let at = *entry.key();
-        if !ready(at) {
-            return None;
+    /// Schedules a clear of (`slot`, `extra`) at `at`, once.
+    fn clear(&mut self, at: Time, slot: usize, extra: X, cap: &InputCapability<Time>) {
+        if self.scheduled.insert((at, slot, extra)) {
+            self.bucket(at, cap).clears.push((slot, extra));
         }
-        let i = entry.remove();
+    }
+
+    /// Schedules the retirement of `item` (deleted at clock `clock_ms`) at `at`.
+    fn retire(&mut self, at: Time, item: ItemKey, clock_ms: u64, cap: &InputCapability<Time>) {
+        self.bucket(at, cap).retires.push((item, clock_ms));
+    }
+
+    /// The earliest time waiting, if any.
+    fn first(&self) -> Option<Time> {
+        self.order.keys().next().copied()
+    }
+
+    /// Removes the bucket at the earliest time.
+    fn pop_first(&mut self) -> Option<(Time, Due<P, D, X>)> {
+        let (at, i) = self.order.pop_first()?;
         self.free.push(i);
         self.cache
             .iter_mut()
             .filter(|(t, _)| *t == at)
             .for_each(|c| *c = (Time::MAX, usize::MAX));
-        self.slots[i].take().map(|due| (at, due))
+        let due = self.slots[i].take()?;
+        self.held = self.held.saturating_sub(due.updates.len());
+        for (slot, extra) in &due.clears {
+            self.scheduled.remove(&(at, *slot, *extra));
+        }
+        Some((at, due))
     }
 
     /// Keeps an emptied update vector for a later bucket.
@@ -179,43 +233,145 @@ impl<P: Ord, D: Semigroup> Pending<P, D> {
     }
 }
 
+#[cold]
+fn unreachable_bucket() -> ! {
+    // `bucket` only hands out indexes of live slots.
+    panic!("a pending bucket index points at a freed slot")
+}
+
+/// The size of a keyed sum's state, for monitoring.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SumStats {
+    /// Non-zero sums held.
+    pub sums: usize,
+    /// Updates waiting for a future time.
+    pub pending: usize,
+    /// Distinct future times waited for.
+    pub times: usize,
+    /// Retired items whose pending updates are still ignored.
+    pub retired: usize,
+}
+
 /// The current sum per key of everything `expander` makes of `signals`, as a collection.
+/// `control` is the broadcast control stream (its marks delimit the rounds); `stats` is told
+/// the state's size after every activation.
 pub(crate) fn keyed_sums<'s, E: Expander>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
+    control: StreamVec<'s, Time, Control>,
     name: &str,
     expander: E,
+    stats: impl Fn(SumStats) + 'static,
 ) -> VecCollection<'s, Time, (E::Key, E::Sum), isize> {
     type Out<K, S> = Vec<((K, S), Time, isize)>;
-    let peers = signals.inner.scope().peers();
+    let scope = signals.inner.scope();
+    let (peers, index) = (scope.peers(), scope.index());
     signals
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Out<E::Key, E::Sum>>, _, _, _>(Pipeline, name, move |_cap, _info| {
-            let mut scratch = Vec::new();
-            let mut pending: Pending<E::Pending, E::Diff> = Pending::new();
-            let mut sums: DenseSums<E::Extra, E::Sum> = DenseSums::new(peers, expander.slots());
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    for (ev, time, mult) in data.iter() {
-                        expander.expand(ev, *time, *mult, &mut scratch);
-                        for (at, update, diff) in scratch.drain(..) {
-                            pending.push(at, *time, update, diff, &cap);
+        .binary_frontier::<_, CapacityContainerBuilder<Out<E::Key, E::Sum>>, _, _, _, _>(
+            control,
+            Pipeline,
+            Pipeline,
+            name,
+            move |_cap, _info| {
+                let mut scratch = Vec::new();
+                let mut clears = Vec::new();
+                let mut pending: Pending<E::Pending, E::Diff, E::Extra> = Pending::new();
+                let mut sums: DenseSums<E::Extra, E::Sum> = DenseSums::new(peers, index, expander.slots());
+                let mut marks: BTreeSet<Time> = BTreeSet::new();
+                // Retired items: key -> the last time their pending updates are ignored.
+                let mut dead: HashMap<ItemKey, Time> = HashMap::new();
+                let mut dead_until: BTreeMap<Time, Vec<ItemKey>> = BTreeMap::new();
+                move |(input, input_frontier), (control, control_frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(&time) = cap.least() else { return };
+                        for (ev, t, mult) in data.iter() {
+                            debug_assert_eq!(*t, time);
+                            if ev.kind == RETIRE {
+                                pending.retire(time, ev.item, ev.ts_eff, &cap);
+                                continue;
+                            }
+                            expander.expand(ev, time, *mult, &mut scratch, &mut clears);
+                            for (at, update, diff) in scratch.drain(..) {
+                                pending.push(at, time, update, diff, &cap);
+                            }
+                            for (at, slot, extra) in clears.drain(..) {
+                                pending.clear(at, slot, extra, &cap);
+                            }
                         }
+                    });
+                    control.for_each(|_cap, data| {
+                        for c in data.iter() {
+                            if let Control::Mark { time, .. } = c {
+                                marks.insert(*time);
+                            }
+                        }
+                    });
+                    // Every time before both frontiers is complete, and every mark before them
+                    // has arrived (a mark is sent at or before its time).
+                    let reached = [input_frontier, control_frontier]
+                        .iter()
+                        .map(|f| f.frontier().iter().min().copied().unwrap_or(Time::MAX))
+                        .min()
+                        .unwrap_or(Time::MAX);
+                    while let Some(first) = pending.first().filter(|t| *t < reached) {
+                        // The round spans every waiting time up to the next mark.
+                        let bound = marks
+                            .range(first + 1..)
+                            .next()
+                            .copied()
+                            .unwrap_or(Time::MAX)
+                            .min(reached);
+                        let mut last_cap: Option<Capability<Time>> = None;
+                        while let Some(at) = pending.first().filter(|t| *t < bound) {
+                            let Some((_, mut due)) = pending.pop_first() else { break };
+                            while let Some((&until, _)) = dead_until.first_key_value() {
+                                if until >= at {
+                                    break;
+                                }
+                                for key in dead_until.pop_first().map(|(_, k)| k).unwrap_or_default() {
+                                    if dead.get(&key) == Some(&until) {
+                                        dead.remove(&key);
+                                    }
+                                }
+                            }
+                            for (update, diff) in due.updates.drain(..) {
+                                let (item, slot, extra) = expander.locate(&update);
+                                if !dead.is_empty() && dead.contains_key(&item) {
+                                    continue;
+                                }
+                                sums.update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
+                            }
+                            for (slot, extra) in due.clears.drain(..) {
+                                sums.clear_extra(slot, extra);
+                            }
+                            // A retired item is zeroed after every update of its time (its key
+                            // is never reused within the time that retired it).
+                            for (item, clock_ms) in due.retires.drain(..) {
+                                sums.clear_item(item);
+                                if let Some(until) = expander.retired_until(clock_ms) {
+                                    dead.insert(item, until);
+                                    dead_until.entry(until).or_default().push(item);
+                                }
+                            }
+                            pending.recycle(due.updates);
+                            last_cap = Some(due.cap);
+                        }
+                        let Some(cap) = last_cap else { break };
+                        let at = *cap.time();
+                        let mut session = output.session(&cap);
+                        sums.finish(|item, slot, extra, sum, diff| {
+                            session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
+                        });
                     }
-                });
-                // Apply every time the input frontier has passed, in time order.
-                let ready = |t: Time| !frontier.frontier().iter().any(|f| *f <= t);
-                while let Some((at, mut due)) = pending.pop_ready(ready) {
-                    for (update, diff) in due.updates.drain(..) {
-                        let (item, slot, extra) = expander.locate(&update);
-                        sums.update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
-                    }
-                    pending.recycle(due.updates);
-                    let mut session = output.session(&due.cap);
-                    sums.finish(|item, slot, extra, sum, diff| {
-                        session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
+                    marks = marks.split_off(&reached);
+                    stats(SumStats {
+                        sums: sums.len(),
+                        pending: pending.held,
+                        times: pending.order.len(),
+                        retired: dead.len(),
                     });
                 }
-            }
-        })
+            },
+        )
         .as_collection()
 }

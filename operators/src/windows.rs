@@ -11,11 +11,15 @@
 
 use std::num::Wrapping;
 
+use std::sync::Arc;
+
 use differential_dataflow::VecCollection;
+use timely::dataflow::StreamVec;
 
 use tidal_core::config::{Config, MAX_WINDOWS};
 use tidal_core::features::{Lanes, TOTAL_LANE, window_end};
-use tidal_core::flow::{ItemKey, KindIdx};
+use tidal_core::flow::{Control, ItemKey, KindIdx};
+use tidal_core::stats::StateStats;
 use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
@@ -25,15 +29,22 @@ use crate::{KindSpec, SignalEv, kind_specs};
 /// new value, `-1` for the old one, at each logical time it changes.
 pub fn windows<'s>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
+    control: StreamVec<'s, Time, Control>,
     config: &Config,
+    stats: Arc<StateStats>,
 ) -> VecCollection<'s, Time, ((ItemKey, KindIdx), Lanes), isize> {
-    keyed_sums(
-        signals,
-        "Windows",
-        WindowExpander {
-            specs: kind_specs(config),
-        },
-    )
+    let specs = kind_specs(config);
+    // A retired item's last retraction comes due within twice its longest window.
+    let span = specs
+        .iter()
+        .flat_map(|s| s.windows().iter().map(|(w, _)| 2 * w))
+        .max()
+        .unwrap_or(0);
+    keyed_sums(signals, control, "Windows", WindowExpander { specs, span }, move |s| {
+        StateStats::set(&stats.window_sums, s.sums);
+        StateStats::set(&stats.window_pending, s.pending);
+        StateStats::set(&stats.window_retired, s.retired);
+    })
 }
 
 /// A waiting window update: the key and the lanes it changes (bit `i` = lane `i`); its diff
@@ -42,6 +53,8 @@ type LaneUpdate = (ItemKey, KindIdx, u16);
 
 struct WindowExpander {
     specs: Vec<KindSpec>,
+    /// The longest `2W` of any type, ms.
+    span: u64,
 }
 
 impl Expander for WindowExpander {
@@ -55,10 +68,22 @@ impl Expander for WindowExpander {
         self.specs.len()
     }
 
-    fn expand(&self, ev: &SignalEv, time: Time, mult: isize, out: &mut Vec<(Time, LaneUpdate, Wrapping<i64>)>) {
+    fn expand(
+        &self,
+        ev: &SignalEv,
+        time: Time,
+        mult: isize,
+        out: &mut Vec<(Time, LaneUpdate, Wrapping<i64>)>,
+        _clears: &mut Vec<(Time, usize, ())>,
+    ) {
         if let Some(spec) = self.specs.get(usize::from(ev.kind)) {
             expand_event(spec, ev, time, mult, out);
         }
+    }
+
+    fn retired_until(&self, clock_ms: u64) -> Option<Time> {
+        // Every retraction of a signal with ts_eff <= clock comes due by clock + 2W.
+        Some(time_at(clock_ms.saturating_add(self.span)))
     }
 
     fn locate(&self, &(item, kind, _): &LaneUpdate) -> (ItemKey, usize, ()) {
@@ -152,7 +177,10 @@ mod tests {
         assert_eq!(out[0].1.2, 0b1_0000_1111, "all four lanes and the total open");
         assert_eq!(out[2].1.2, 0b110, "lanes 1 and 2 close together");
         assert_eq!(out[2].2.0, -ev.weight);
-        let expander = WindowExpander { specs: vec![spec] };
+        let expander = WindowExpander {
+            specs: vec![spec],
+            span: 40_000,
+        };
         let mut lanes = Lanes::default();
         expander.add(&mut lanes, &out[2].1, &out[2].2);
         assert_eq!(lanes.0[..4], [0, -ev.weight, -ev.weight, 0]);

@@ -1,7 +1,8 @@
 //! Oracle tests: random signals (negative weights, late and future timestamps, retractions,
-//! many batches per millisecond, times long past every window and epoch) go through the
-//! windows and decay materializers; the accumulated output at many logical times is compared
-//! with a from-scratch computation of SPEC §3's formulas over the same events.
+//! deleted items whose keys are later reused, many batches per millisecond, times long past
+//! every window and epoch) go through the windows and decay materializers; the accumulated
+//! output at many logical times — each one a mark, as the serving shards observe them — is
+//! compared with a from-scratch computation of SPEC §3's formulas over the same events.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -17,7 +18,15 @@ use tidal_core::features::{
     LANES, Lanes, TOTAL_LANE, decay_sum, epoch_expiry, epoch_of, weight_fixed, weight_float, window_end,
 };
 use tidal_core::time::{SEQ_BITS, Time, clock_of, time_at};
+use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::vec::Input;
+
+use tidal_core::flow::{Control, RETIRE};
+use tidal_core::stats::StateStats;
 use tidal_operators::{SignalEv, kind_specs};
+
+/// A retired item's key is reused only after twice the longest window (10s) of the schema.
+const REUSE_AFTER: u64 = 20_000;
 
 const SCHEMA: &str = r#"
 [[signals]]
@@ -45,6 +54,8 @@ fn history(seed: u64, batches: usize) -> Vec<Update> {
     let mut seq: u64 = 0;
     let mut out: Vec<Update> = Vec::new();
     let mut live: Vec<SignalEv> = Vec::new();
+    // Per item, the clock until which it is retired (no events; its key is not reused).
+    let mut retired: [u64; 5] = [0; 5];
     for _ in 0..batches {
         if rng.gen_bool(0.7) {
             clock += rng.gen_range(1..2_500);
@@ -53,6 +64,21 @@ fn history(seed: u64, batches: usize) -> Vec<Update> {
             seq += 1;
         }
         let time = time_at(clock) | seq;
+        if rng.gen_bool(0.04) {
+            let item = rng.gen_range(0..5u64);
+            if retired[item as usize] < clock {
+                let ev = SignalEv {
+                    item,
+                    kind: RETIRE,
+                    ts_eff: clock,
+                    weight: 0,
+                    user: 0,
+                };
+                out.push((ev, time, 1));
+                live.retain(|e| e.item != item);
+                retired[item as usize] = clock + REUSE_AFTER;
+            }
+        }
         for _ in 0..rng.gen_range(0..6) {
             if !live.is_empty() && rng.gen_bool(0.1) {
                 let ev = live.swap_remove(rng.gen_range(0..live.len()));
@@ -71,8 +97,12 @@ fn history(seed: u64, batches: usize) -> Vec<Update> {
             } else {
                 weight_fixed(rng.gen_range(-3.0..5.0))
             };
+            let item = rng.gen_range(0..5);
+            if retired[item as usize] >= clock {
+                continue;
+            }
             let ev = SignalEv {
-                item: rng.gen_range(0..5),
+                item,
                 kind: rng.gen_range(0..3),
                 ts_eff: ts.min(clock),
                 weight,
@@ -94,22 +124,35 @@ struct Captured {
     decay: Vec<DecayUpdate>,
 }
 
-/// Runs the materializers over `updates` in one worker, stepping between batches at random.
-fn run(updates: Vec<Update>, config: Config, seed: u64) -> Captured {
+/// Runs the materializers over `updates` in one worker, stepping between batches at random;
+/// the states at `observed` times (the frontiers marked) are what the test checks.
+fn run(updates: Vec<Update>, config: Config, seed: u64, observed: Vec<Time>) -> Captured {
     timely::execute_directly(move |worker| {
         let windows_out = Rc::new(RefCell::new(Vec::new()));
         let decay_out = Rc::new(RefCell::new(Vec::new()));
         let mut input: InputSession<Time, SignalEv, isize> = InputSession::new();
+        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
         let (w_out, d_out) = (windows_out.clone(), decay_out.clone());
+        let stats = std::sync::Arc::new(StateStats::default());
         let probe = worker.dataflow::<Time, _, _>(|scope| {
             let signals = input.to_collection(scope);
-            let w = tidal_operators::windows(signals.clone(), &config).inspect(move |u| w_out.borrow_mut().push(*u));
-            let (probe, _) = tidal_operators::decay(signals, &config)
+            let marks = scope.input_from(&mut control);
+            let w = tidal_operators::windows(signals.clone(), marks.clone(), &config, stats.clone())
+                .inspect(move |u| w_out.borrow_mut().push(*u));
+            let (probe, _) = tidal_operators::decay(signals, marks, &config, stats)
                 .inspect(move |u| d_out.borrow_mut().push(*u))
                 .probe();
             w.probe_with(&probe);
             probe
         });
+        // The state as of `at` is the version at frontier `at + 1`.
+        for at in observed {
+            control.send(Control::Mark {
+                time: at + 1,
+                position: Default::default(),
+            });
+        }
+        control.close();
         let mut rng = StdRng::seed_from_u64(seed ^ 0xabcdef);
         for (ev, time, diff) in updates {
             if time > *input.time() {
@@ -186,11 +229,24 @@ fn check_times(updates: &[Update], seed: u64) -> Vec<Time> {
     times
 }
 
+/// The events that count at `at`: committed by then and not retired by then.
+fn counted(updates: &[Update], at: Time) -> Vec<Update> {
+    let mut out: Vec<Update> = Vec::new();
+    for u in updates.iter().filter(|(_, t, _)| *t <= at) {
+        if u.0.kind == RETIRE {
+            out.retain(|(ev, _, _)| ev.item != u.0.item);
+        } else {
+            out.push(*u);
+        }
+    }
+    out
+}
+
 fn windows_oracle(updates: &[Update], config: &Config, at: Time) -> BTreeMap<(u64, u16), Lanes> {
     let specs = kind_specs(config);
     let now = clock_of(at);
     let mut map: BTreeMap<(u64, u16), Lanes> = BTreeMap::new();
-    for (ev, _, d) in updates.iter().filter(|(_, t, _)| *t <= at) {
+    for (ev, _, d) in counted(updates, at).iter() {
         let lanes = &mut map.entry((ev.item, ev.kind)).or_default().0;
         let w = ev.weight * *d as i64;
         for (j, &(size, g)) in specs[ev.kind as usize].windows().iter().enumerate() {
@@ -212,9 +268,10 @@ fn windows_match_the_formulas() {
     let config = Config::parse(SCHEMA).expect("schema");
     for seed in 0..6 {
         let updates = history(seed, 160);
-        let out = run(updates.clone(), config.clone(), seed);
+        let times = check_times(&updates, seed);
+        let out = run(updates.clone(), config.clone(), seed, times.clone());
         assert_minimal(&out.windows);
-        for at in check_times(&updates, seed) {
+        for at in times {
             let got = as_of(&out.windows, at);
             let want = windows_oracle(&updates, &config, at);
             assert_eq!(
@@ -234,9 +291,9 @@ fn decay_matches_the_formula() {
     let specs = kind_specs(&config);
     for seed in 10..16 {
         let updates = history(seed, 160);
-        let out = run(updates.clone(), config.clone(), seed);
-        assert_minimal(&out.decay);
         let times = check_times(&updates, seed);
+        let out = run(updates.clone(), config.clone(), seed, times.clone());
+        assert_minimal(&out.decay);
         for &at in &times {
             let got = as_of(&out.decay, at);
             let now = clock_of(at);
@@ -249,9 +306,9 @@ fn decay_matches_the_formula() {
                             .map(|((_, _, _, e), v)| (*e, *v));
                         let value = decay_sum(epochs, h, now);
                         let (mut exact, mut magnitude) = (0.0f64, 0.0f64);
-                        for (ev, _, d) in updates
+                        for (ev, _, d) in counted(&updates, at)
                             .iter()
-                            .filter(|(ev, t, _)| *t <= at && ev.item == item && usize::from(ev.kind) == kind)
+                            .filter(|(ev, _, _)| ev.item == item && usize::from(ev.kind) == kind)
                         {
                             let term =
                                 *d as f64 * weight_float(ev.weight) * (-((now - ev.ts_eff) as f64) / h as f64).exp2();

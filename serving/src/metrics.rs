@@ -53,6 +53,15 @@ pub struct Metrics {
     pub dedup_entries: Gauge,
     /// Dedup keys forgotten before their window ended (`engine.dedup_max_entries`).
     pub dedup_evicted: Gauge,
+    /// The materializers' state sizes, by part.
+    pub state: Family<StateLabel, Gauge>,
+}
+
+/// Labels of the state-size series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The part: items, tombstones, window_sums, ...
+    pub part: &'static str,
 }
 
 impl Default for Metrics {
@@ -81,6 +90,12 @@ impl Metrics {
         let wal_queue = Gauge::default();
         let dedup_entries = Gauge::default();
         let dedup_evicted = Gauge::default();
+        let state = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "state_entries",
+            "Entries of the materializers' state, by part (items, tombstones, window sums, ...)",
+            state.clone(),
+        );
         registry.register(
             "lag_signals",
             "Signals durable but not yet visible to queries",
@@ -143,6 +158,7 @@ impl Metrics {
             wal_queue,
             dedup_entries,
             dedup_evicted,
+            state,
         }
     }
 
@@ -158,6 +174,20 @@ impl Metrics {
         self.wal_queue.set(s.wal_queue as i64);
         self.dedup_entries.set(s.dedup_entries as i64);
         self.dedup_evicted.set(s.dedup_evicted as i64);
+        let c = &s.state;
+        for (part, v) in [
+            ("items", c.items),
+            ("tombstones", c.tombstones),
+            ("free_keys", c.free_keys),
+            ("window_sums", c.window_sums),
+            ("window_pending", c.window_pending),
+            ("window_retired", c.window_retired),
+            ("decay_sums", c.decay_sums),
+            ("decay_expiry_times", c.decay_times),
+            ("serving_keys", s.serving_keys as u64),
+        ] {
+            self.state.get_or_create(&StateLabel { part }).set(v as i64);
+        }
     }
 
     /// Prometheus text exposition.

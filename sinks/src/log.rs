@@ -124,10 +124,22 @@ impl Log {
                 .and_then(IdKeys::latest)
                 .and_then(entry)
                 .and_then(|e| e.state());
-            writes.push(ItemChange {
-                id: id.to_string(),
-                meta: state.filter(|s| !s.deleted).and_then(|s| s.meta.clone()),
-            });
+            let meta = state.filter(|s| !s.deleted).and_then(|s| s.meta.as_ref());
+            let before = last
+                .ids
+                .get(&**id)
+                .and_then(IdKeys::latest)
+                .and_then(|k| last.entries.get(&k))
+                .and_then(|e| e.state())
+                .filter(|s| !s.deleted)
+                .and_then(|s| s.meta.as_ref());
+            // The store holds metadata: an item known from signals alone is not written.
+            if meta != before {
+                writes.push(ItemChange {
+                    id: id.to_string(),
+                    meta: meta.cloned(),
+                });
+            }
         }
         Log {
             entries: {

@@ -20,6 +20,8 @@ pub struct Drained {
     pub sealed: Time,
     /// The producer is gone: after these batches, the input is closed.
     pub closed: bool,
+    /// Batches still queued after these.
+    pub remaining: usize,
 }
 
 #[derive(Default)]
@@ -125,9 +127,11 @@ impl Feed {
             Some(b) => b.time,
             None => st.sealed,
         };
+        let remaining = st.batches.len();
         drop(st);
         self.space.notify_all();
         Drained {
+            remaining,
             batches,
             sealed,
             closed,

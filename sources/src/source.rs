@@ -13,8 +13,10 @@
 //!
 //! **Marks.** After moving its capability the reader emits a [`Control::Mark`] for the new
 //! frontier, at most one per [`MARK_INTERVAL`] (a deferred mark is emitted when the interval
-//! is up, so a completed frontier is never left unmarked). Every serving shard cuts its
-//! versions exactly at the marks, so readers find one frontier common to all shards.
+//! is up, so a completed frontier is never left unmarked). While more batches are queued
+//! behind a run, no mark is made (at most one per [`MAX_MARK_GAP`]): the materializers apply
+//! everything between two marks as one round. Every serving shard cuts its versions exactly
+//! at the marks, so readers find one frontier common to all shards.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +34,11 @@ use crate::feed::Feed;
 /// many, so other operators get to run between slices of a long replay.
 pub const MAX_RUN_BATCHES: usize = 1024;
 /// The shortest time between two marks (and so the longest a completed frontier waits for
-/// its mark).
+/// its mark once the source has caught up).
 pub const MARK_INTERVAL: Duration = Duration::from_millis(2);
+/// While batches keep queuing up (recovery, replay, a backlog), marks are left out — nobody
+/// waits for the times in between — but at least one is made per this interval.
+pub const MAX_MARK_GAP: Duration = Duration::from_millis(250);
 /// Poll interval in case a wake-up from the feed is missed.
 const FALLBACK_POLL: Duration = Duration::from_millis(5);
 
@@ -85,7 +90,18 @@ pub fn wal_source<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, reader: bool) -> 
                 upper = time.saturating_add(1);
             }
             if drained.closed {
-                // The final state: every shard cuts it when the frontier empties.
+                // The frontier reached (sealed) before closing is observable: mark it, then
+                // the final state, which every shard cuts when the frontier empties.
+                let upper = upper.max(drained.sealed);
+                if upper > *held.time() {
+                    held.downgrade(&upper);
+                }
+                if *held.time() > marked {
+                    let time = *held.time();
+                    output
+                        .activate()
+                        .give(&*held, &mut vec![Control::Mark { time, position }]);
+                }
                 output.activate().give(
                     &*held,
                     &mut vec![Control::Mark {
@@ -103,7 +119,8 @@ pub fn wal_source<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, reader: bool) -> 
             let now = Instant::now();
             if *held.time() > marked {
                 let since = last_mark.map_or(Duration::MAX, |t| now.duration_since(t));
-                if since >= MARK_INTERVAL {
+                let behind = drained.remaining > 0;
+                if (since >= MARK_INTERVAL && !behind) || since >= MAX_MARK_GAP {
                     let time = *held.time();
                     output
                         .activate()
@@ -111,8 +128,8 @@ pub fn wal_source<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, reader: bool) -> 
                     marked = time;
                     last_mark = Some(now);
                     mark_due = None;
-                } else if mark_due.is_none_or(|d| d <= now) {
-                    let wait = MARK_INTERVAL - since;
+                } else if !behind && mark_due.is_none_or(|d| d <= now) {
+                    let wait = MARK_INTERVAL.saturating_sub(since);
                     activator.activate_after(wait);
                     mark_due = Some(now + wait);
                 }

@@ -98,6 +98,10 @@ pub struct Stats {
     pub dedup_entries: u64,
     /// Dedup keys forgotten early (`engine.dedup_max_entries`).
     pub dedup_evicted: u64,
+    /// The sizes of the materializers' state.
+    pub state: tidal_core::stats::StateCounts,
+    /// Item keys in the serving state.
+    pub serving_keys: usize,
 }
 
 /// `<data-dir>/wal`: where the WAL of a data directory lives.
@@ -315,6 +319,14 @@ impl Tidal {
             serving_clock: snap.clock_ms(),
             dedup_entries,
             dedup_evicted,
+            state: self
+                .pipeline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|p| p.state())
+                .unwrap_or_default(),
+            serving_keys: snap.shards.iter().map(|s| s.key_count()).sum(),
         }
     }
 

@@ -57,6 +57,11 @@ impl Pipeline {
         &self.shards
     }
 
+    /// The sizes of the workers' state.
+    pub fn state(&self) -> tidal_core::stats::StateCounts {
+        self.engine.stats().total()
+    }
+
     /// The latest state common to every shard.
     pub fn view(&self) -> View {
         self.shards.view()
