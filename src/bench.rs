@@ -171,6 +171,18 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         result: format!("{:.0} signals/s ({} in {:.1} s)", rate, args.signals, secs),
         met: Some(rate >= 1e6),
     });
+    let busy = tidal.stats().state.busy_ns;
+    let stages: Vec<String> = tidal_core::stats::STAGE_NAMES
+        .iter()
+        .zip(busy)
+        .map(|(n, ns)| format!("{n} {:.2} s", ns as f64 / 1e9))
+        .collect();
+    rows.push(Row {
+        figure: "replay: busy time per stage (all workers)",
+        target: "-",
+        result: stages.join(", "),
+        met: None,
+    });
     let rss = peak_rss("self").unwrap_or(0);
     tidal.shutdown().map_err(|e| e.to_string())?;
     drop(tidal);

@@ -23,6 +23,29 @@ pub struct StateStats {
     pub decay_sums: AtomicU64,
     /// Distinct future times the decay materializer waits for (epoch expiries).
     pub decay_times: AtomicU64,
+    /// Time spent in each stage, ns (the source, entities, windows, decay, the sink).
+    pub busy_ns: [AtomicU64; STAGES],
+}
+
+/// The stages whose busy time is counted, in [`StateStats::busy_ns`] order.
+pub const STAGE_NAMES: [&str; STAGES] = ["source", "entities", "windows", "decay", "sink"];
+/// Number of stages.
+pub const STAGES: usize = 5;
+
+/// A stage of [`STAGE_NAMES`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Stage {
+    /// The WAL source.
+    Source = 0,
+    /// The entities materializer.
+    Entities = 1,
+    /// The windows materializer.
+    Windows = 2,
+    /// The decay materializer.
+    Decay = 3,
+    /// The serving sink.
+    Sink = 4,
 }
 
 /// A plain copy of [`StateStats`] (summed over workers by [`EngineStats::total`]).
@@ -44,12 +67,19 @@ pub struct StateCounts {
     pub decay_sums: u64,
     /// Distinct future times of epoch expiries.
     pub decay_times: u64,
+    /// Busy time per stage ([`STAGE_NAMES`]), ns.
+    pub busy_ns: [u64; STAGES],
 }
 
 impl StateStats {
     /// Sets a counter.
     pub fn set(counter: &AtomicU64, v: usize) {
         counter.store(v as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `since` to a stage's busy time.
+    pub fn busy(&self, stage: Stage, since: std::time::Instant) {
+        self.busy_ns[stage as usize].fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// A copy of the counters.
@@ -64,6 +94,7 @@ impl StateStats {
             window_retired: g(&self.window_retired),
             decay_sums: g(&self.decay_sums),
             decay_times: g(&self.decay_times),
+            busy_ns: std::array::from_fn(|i| g(&self.busy_ns[i])),
         }
     }
 }
@@ -97,6 +128,7 @@ impl EngineStats {
                 window_retired: a.window_retired + b.window_retired,
                 decay_sums: a.decay_sums + b.decay_sums,
                 decay_times: a.decay_times + b.decay_times,
+                busy_ns: std::array::from_fn(|i| a.busy_ns[i] + b.busy_ns[i]),
             })
     }
 }

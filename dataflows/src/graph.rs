@@ -30,6 +30,8 @@ pub struct Outputs<'s> {
     pub decay: VecCollection<'s, Time, (DecayKey, i128), isize>,
     /// Current state per item key of this worker's items.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
+    /// This worker's state counters.
+    pub stats: Arc<StateStats>,
 }
 
 impl<'s> Outputs<'s> {
@@ -52,14 +54,15 @@ pub fn build<'s>(
     reader: bool,
     stats: Arc<StateStats>,
 ) -> Outputs<'s> {
-    let control = wal_source(scope, feed, reader).broadcast();
+    let control = wal_source(scope, feed, reader, stats.clone()).broadcast();
     let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone());
     let windows = tidal_operators::windows(entities.signals.clone(), control.clone(), &config, stats.clone());
-    let decay = tidal_operators::decay(entities.signals, control.clone(), &config, stats);
+    let decay = tidal_operators::decay(entities.signals, control.clone(), &config, stats.clone());
     Outputs {
         control,
         windows,
         decay,
         items: entities.items,
+        stats,
     }
 }

@@ -141,6 +141,7 @@ impl Engine {
                     shard.clone(),
                     store.clone(),
                     &schema,
+                    out.stats.clone(),
                 );
             }
         })

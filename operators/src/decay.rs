@@ -18,7 +18,7 @@ use timely::dataflow::StreamVec;
 use tidal_core::config::Config;
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
 use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, KindIdx};
-use tidal_core::stats::StateStats;
+use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
@@ -42,6 +42,7 @@ pub fn decay<'s>(
         move |s| {
             StateStats::set(&stats.decay_sums, s.sums);
             StateStats::set(&stats.decay_times, s.times);
+            stats.busy(Stage::Decay, s.started);
         },
     )
 }

@@ -29,7 +29,7 @@ use tidal_core::config::Config;
 use tidal_core::features::weight_fixed;
 use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx, Partition, RETIRE, SignalEv};
 use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
-use tidal_core::stats::StateStats;
+use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 
 use crate::idmap::IdMap;
@@ -64,6 +64,7 @@ pub fn entities<'s>(
         let mut log = Interner::new(&config, partition);
         let mut bufs = Buffers::default();
         move |_frontiers| {
+            let started = std::time::Instant::now();
             input.for_each(|cap, data| {
                 // Messages under no capability make no claims; the source always sends with one.
                 let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
@@ -88,6 +89,7 @@ pub fn entities<'s>(
             StateStats::set(&stats.items, log.live);
             StateStats::set(&stats.tombstones, log.tombstones.len());
             StateStats::set(&stats.free_keys, log.free.len());
+            stats.busy(Stage::Entities, started);
         }
     });
     EntityOutputs {

@@ -97,10 +97,10 @@ struct Due<P, D, X> {
 const MIN_CONSOLIDATION: usize = 4096;
 /// Recent times looked up, to skip the ordered map for most pushes.
 const CACHE: usize = 32;
-/// Update vectors kept for reuse.
-const SPARE: usize = 16;
-/// Longest update vector kept for reuse.
-const SPARE_MAX_LEN: usize = 1 << 18;
+/// Update vectors kept for reuse (the largest are kept: a catch-up's run fills one bucket
+/// with millions of updates, and a vector freed back to the kernel is paid for again, page by
+/// zeroed page, by the next run).
+const SPARE: usize = 8;
 
 /// The waiting updates, per time.
 struct Pending<P, D, X> {
@@ -112,8 +112,10 @@ struct Pending<P, D, X> {
     cache: [(Time, usize); CACHE],
     cache_next: usize,
     spare: Vec<Vec<(P, D)>>,
-    /// Clears already scheduled (each is scheduled once, however many events ask).
+    /// Clears already scheduled (each is scheduled once, however many events ask), and the
+    /// last one asked for per slot (most events ask for the same one as the event before).
     scheduled: HashSet<(Time, usize, X)>,
+    last_clear: Vec<Option<(Time, X)>>,
     /// Updates held.
     held: usize,
 }
@@ -128,6 +130,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
             cache_next: 0,
             spare: Vec::new(),
             scheduled: HashSet::new(),
+            last_clear: Vec::new(),
             held: 0,
         }
     }
@@ -142,7 +145,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
                     None => {
                         let due = Due {
                             cap: cap.delayed(&at, 0),
-                            updates: self.spare.pop().unwrap_or_default(),
+                            updates: self.take_spare(),
                             clears: Vec::new(),
                             retires: Vec::new(),
                             next_consolidation: MIN_CONSOLIDATION,
@@ -173,6 +176,17 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
         }
     }
 
+    /// The largest spare vector, or a new one.
+    fn take_spare(&mut self) -> Vec<(P, D)> {
+        let largest = self
+            .spare
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        largest.map(|i| self.spare.swap_remove(i)).unwrap_or_default()
+    }
+
     /// Adds an update due at `at`; `now` is the time of the event that made it.
     fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &InputCapability<Time>) {
         let due = self.bucket(at, cap);
@@ -193,6 +207,13 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
 
     /// Schedules a clear of (`slot`, `extra`) at `at`, once.
     fn clear(&mut self, at: Time, slot: usize, extra: X, cap: &InputCapability<Time>) {
+        if self.last_clear.get(slot).copied().flatten() == Some((at, extra)) {
+            return;
+        }
+        if slot >= self.last_clear.len() {
+            self.last_clear.resize(slot + 1, None);
+        }
+        self.last_clear[slot] = Some((at, extra));
         if self.scheduled.insert((at, slot, extra)) {
             self.bucket(at, cap).clears.push((slot, extra));
         }
@@ -220,15 +241,22 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
         self.held = self.held.saturating_sub(due.updates.len());
         for (slot, extra) in &due.clears {
             self.scheduled.remove(&(at, *slot, *extra));
+            if self.last_clear.get(*slot).copied().flatten() == Some((at, *extra)) {
+                self.last_clear[*slot] = None;
+            }
         }
         Some((at, due))
     }
 
-    /// Keeps an emptied update vector for a later bucket.
+    /// Keeps an emptied update vector for a later bucket (the largest few).
     fn recycle(&mut self, mut updates: Vec<(P, D)>) {
-        if self.spare.len() < SPARE && updates.capacity() <= SPARE_MAX_LEN {
-            updates.clear();
+        updates.clear();
+        if self.spare.len() < SPARE {
             self.spare.push(updates);
+        } else if let Some(smallest) = self.spare.iter_mut().min_by_key(|v| v.capacity())
+            && smallest.capacity() < updates.capacity()
+        {
+            *smallest = updates;
         }
     }
 }
@@ -240,7 +268,7 @@ fn unreachable_bucket() -> ! {
 }
 
 /// The size of a keyed sum's state, for monitoring.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct SumStats {
     /// Non-zero sums held.
     pub sums: usize,
@@ -250,6 +278,8 @@ pub struct SumStats {
     pub times: usize,
     /// Retired items whose pending updates are still ignored.
     pub retired: usize,
+    /// When the activation that measured these began.
+    pub started: std::time::Instant,
 }
 
 /// The current sum per key of everything `expander` makes of `signals`, as a collection.
@@ -282,6 +312,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 let mut dead: HashMap<ItemKey, Time> = HashMap::new();
                 let mut dead_until: BTreeMap<Time, Vec<ItemKey>> = BTreeMap::new();
                 move |(input, input_frontier), (control, control_frontier), output| {
+                    let started = std::time::Instant::now();
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };
                         for (ev, t, mult) in data.iter() {
@@ -369,6 +400,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         pending: pending.held,
                         times: pending.order.len(),
                         retired: dead.len(),
+                        started,
                     });
                 }
             },

@@ -19,7 +19,7 @@ use timely::dataflow::StreamVec;
 use tidal_core::config::{Config, MAX_WINDOWS};
 use tidal_core::features::{Lanes, TOTAL_LANE, window_end};
 use tidal_core::flow::{Control, ItemKey, KindIdx};
-use tidal_core::stats::StateStats;
+use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
@@ -44,6 +44,7 @@ pub fn windows<'s>(
         StateStats::set(&stats.window_sums, s.sums);
         StateStats::set(&stats.window_pending, s.pending);
         StateStats::set(&stats.window_retired, s.retired);
+        stats.busy(Stage::Windows, s.started);
     })
 }
 

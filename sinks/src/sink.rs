@@ -21,6 +21,7 @@ use tidal_core::Config;
 use tidal_core::features::Lanes;
 use tidal_core::flow::{Control, DecayKey, ItemKey, ItemState, KindIdx};
 use tidal_core::record::Position;
+use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 
 use crate::builder::SnapshotBuilder;
@@ -48,6 +49,7 @@ pub fn shard_sink<'s>(
     shard: Arc<Shard>,
     store: Option<Arc<EntityStore>>,
     config: &Config,
+    stats: Arc<StateStats>,
 ) {
     let windows = inputs
         .windows
@@ -83,6 +85,7 @@ pub fn shard_sink<'s>(
     let mut newest = Position::default();
     op.build(move |_capabilities| {
         move |frontiers| {
+            let started = std::time::Instant::now();
             data.for_each(|_cap, d| fresh.push(std::mem::take(d)));
             marks_in.for_each(|_cap, d| {
                 for c in d.drain(..) {
@@ -96,6 +99,7 @@ pub fn shard_sink<'s>(
                 }
             });
             if cut == CLOSED {
+                stats.busy(Stage::Sink, started);
                 return;
             }
             // Times are totally ordered: a frontier is one time, or empty once closed.
@@ -133,6 +137,7 @@ pub fn shard_sink<'s>(
                 }
                 cut = m;
             }
+            stats.busy(Stage::Sink, started);
         }
     });
 }

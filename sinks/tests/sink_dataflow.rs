@@ -97,7 +97,14 @@ fn shards_publish_whole_times_at_common_marks() {
                 decay: decay.to_collection(scope),
                 items: items.to_collection(scope),
             };
-            shard_sink(inputs, scope.input_from(&mut control), shard, Some(store), &schema);
+            shard_sink(
+                inputs,
+                scope.input_from(&mut control),
+                shard,
+                Some(store),
+                &schema,
+                Default::default(),
+            );
         });
         // An update at a future time: invisible until that time completes.
         if index == 1 {

@@ -22,6 +22,11 @@ pub struct Drained {
     pub closed: bool,
     /// Batches still queued after these.
     pub remaining: usize,
+    /// The producer is catching up (recovery, replay): batches are coalesced into large runs
+    /// until [`flush`](Self::flush) is asked for.
+    pub catching_up: bool,
+    /// How many times a flush was asked for (an explicit seal, the end of a catch-up).
+    pub flushes: u64,
 }
 
 #[derive(Default)]
@@ -31,6 +36,8 @@ struct State {
     closed: bool,
     /// Fault-injection for tests: while set, the consumer gets nothing.
     held: bool,
+    catching_up: bool,
+    flushes: u64,
 }
 
 /// A queue of committed batches from one producer to the dataflow source.
@@ -69,14 +76,37 @@ impl Feed {
         self.wake();
     }
 
-    /// Promises that no batch will come with a time below `t`.
+    /// Promises that no batch will come with a time below `t`, and asks for the state up to
+    /// there to be made visible (a flush of a catch-up). The writer's idle ticks use
+    /// [`advance`](Self::advance) instead.
     pub fn seal(&self, t: Time) {
+        let mut st = self.lock();
+        st.sealed = st.sealed.max(t);
+        st.flushes += 1;
+        drop(st);
+        self.wake();
+    }
+
+    /// Promises that no batch will come with a time below `t`.
+    pub fn advance(&self, t: Time) {
         let mut st = self.lock();
         if t > st.sealed {
             st.sealed = t;
             drop(st);
             self.wake();
         }
+    }
+
+    /// Marks the start (`true`) or the end (`false`) of a catch-up: while catching up, the
+    /// source gathers batches into large runs and makes them visible only when flushed.
+    pub fn catch_up(&self, on: bool) {
+        let mut st = self.lock();
+        st.catching_up = on;
+        if !on {
+            st.flushes += 1;
+        }
+        drop(st);
+        self.wake();
     }
 
     /// The current seal.
@@ -117,7 +147,11 @@ impl Feed {
     pub fn drain(&self, max: usize) -> Drained {
         let mut st = self.lock();
         if st.held {
-            return Drained::default();
+            return Drained {
+                catching_up: st.catching_up,
+                flushes: st.flushes,
+                ..Drained::default()
+            };
         }
         let n = st.batches.len().min(max);
         let batches: Vec<_> = st.batches.drain(..n).collect();
@@ -128,6 +162,7 @@ impl Feed {
             None => st.sealed,
         };
         let remaining = st.batches.len();
+        let (st_catching_up, st_flushes) = (st.catching_up, st.flushes);
         drop(st);
         self.space.notify_all();
         Drained {
@@ -135,6 +170,8 @@ impl Feed {
             batches,
             sealed,
             closed,
+            catching_up: st_catching_up,
+            flushes: st_flushes,
         }
     }
 

@@ -5,11 +5,14 @@
 //! is copied or re-routed inside a process.
 //!
 //! **Catch-up.** Each activation takes every batch queued in the feed (up to
-//! [`MAX_RUN_BATCHES`]) and emits them as one [`Run`] at the time of the last one: while
-//! recovering, replaying, or behind the WAL, the times in between are never observed (the
-//! state as of `T` depends only on the records committed at `≤ T` and on `T`), so the
-//! materializers do one round of work for many batches and the window lanes already closed at
-//! the run's time are never opened at all. Each batch keeps its commit clock for `ts_eff`.
+//! [`MAX_RUN_BATCHES`]) and emits them as one [`Run`] at the time of the last one: when behind
+//! the WAL the times in between are never observed (the state as of `T` depends only on the
+//! records committed at `≤ T` and on `T`), so the materializers do one round of work for many
+//! batches and the window lanes already closed at the run's time are never opened at all.
+//! While the producer says it is catching up (recovery, replay: [`Feed::catch_up`]), batches
+//! are gathered into runs of about [`CATCH_UP_RUN_SIGNALS`] signals, cut early only when the
+//! producer asks for the state to be visible (a flush). Each batch keeps its commit clock for
+//! `ts_eff`.
 //!
 //! **Marks.** After moving its capability the reader emits a [`Control::Mark`] for the new
 //! frontier, at most one per [`MARK_INTERVAL`] (a deferred mark is emitted when the interval
@@ -26,13 +29,16 @@ use timely::dataflow::{Scope, StreamVec};
 
 use tidal_core::flow::{Control, Run};
 use tidal_core::record::Position;
+use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 
 use crate::feed::Feed;
 
-/// Most batches coalesced into one run; the operator re-activates itself when it took that
-/// many, so other operators get to run between slices of a long replay.
+/// Most batches taken from the feed in one activation; the operator re-activates itself when
+/// it took that many, so other operators get to run between slices.
 pub const MAX_RUN_BATCHES: usize = 1024;
+/// While catching up, batches are gathered into runs of about this many signals.
+pub const CATCH_UP_RUN_SIGNALS: u64 = 1 << 20;
 /// The shortest time between two marks (and so the longest a completed frontier waits for
 /// its mark once the source has caught up).
 pub const MARK_INTERVAL: Duration = Duration::from_millis(2);
@@ -46,7 +52,12 @@ const FALLBACK_POLL: Duration = Duration::from_millis(5);
 /// every batch's records go out at its run's time. The capability follows the runs and the
 /// feed's seal, and is dropped once the feed is closed and drained. The output is meant to be
 /// broadcast.
-pub fn wal_source<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, reader: bool) -> StreamVec<'s, Time, Control> {
+pub fn wal_source<'s>(
+    scope: Scope<'s, Time>,
+    feed: Arc<Feed>,
+    reader: bool,
+    stats: Arc<StateStats>,
+) -> StreamVec<'s, Time, Control> {
     let mut builder = OperatorBuilder::new("WalSource".to_owned(), scope);
     let info = builder.operator_info();
     let (mut output, stream) = builder.new_output::<Vec<Control>>();
@@ -58,16 +69,42 @@ pub fn wal_source<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, reader: bool) -> 
     builder.build(move |mut capabilities| {
         let mut cap = if reader { capabilities.pop() } else { None };
         let mut position = Position::default();
+        // Batches gathered while catching up, their signals, and the flushes seen.
+        let mut gathered: Vec<Arc<tidal_core::record::CommittedBatch>> = Vec::new();
+        let mut gathered_signals = 0u64;
+        let mut flushes = 0u64;
         let mut marked: Time = 0;
         let mut last_mark: Option<Instant> = None;
         let mut mark_due: Option<Instant> = None;
         let mut next_poll: Option<Instant> = None;
         move |_frontiers| {
+            let started = Instant::now();
             let Some(held) = cap.as_mut() else { return };
-            let drained = feed.drain(MAX_RUN_BATCHES);
+            let mut drained = feed.drain(MAX_RUN_BATCHES);
             let lower = *held.time();
             let mut upper = lower;
             let full = drained.batches.len() == MAX_RUN_BATCHES;
+            gathered_signals += drained
+                .batches
+                .iter()
+                .flat_map(|b| &b.records)
+                .map(|r| r.record.signal_count() as u64)
+                .sum::<u64>();
+            gathered.append(&mut drained.batches);
+            let flush = drained.flushes != flushes || drained.closed || !drained.catching_up;
+            flushes = drained.flushes;
+            if !flush && gathered_signals < CATCH_UP_RUN_SIGNALS && gathered.len() < 64 * MAX_RUN_BATCHES {
+                // Keep gathering: nobody observes the times of a catch-up before its flush.
+                if full {
+                    activator.activate();
+                } else {
+                    activator.activate_after(FALLBACK_POLL);
+                }
+                stats.busy(Stage::Source, started);
+                return;
+            }
+            drained.batches = std::mem::take(&mut gathered);
+            gathered_signals = 0;
             if let Some(last) = drained.batches.last() {
                 // The whole run is applied at its last batch's time (never below the seal).
                 let time = last.time.max(lower);
@@ -140,6 +177,7 @@ pub fn wal_source<'s>(scope: Scope<'s, Time>, feed: Arc<Feed>, reader: bool) -> 
                 next_poll = Some(now + FALLBACK_POLL);
                 activator.activate_after(FALLBACK_POLL);
             }
+            stats.busy(Stage::Source, started);
         }
     });
     stream

@@ -128,6 +128,8 @@ impl Tidal {
         let mut recovered_records = 0u64;
         let mut last_config: Option<String> = None;
         let feed = pipeline.feed().clone();
+        // Nobody reads until the log is recovered: the dataflow may take it in large runs.
+        feed.catch_up(true);
         let wal = Wal::open(
             WalOptions::from_config(&config, wal_dir(&data_dir)),
             pipeline.feed().clone(),
@@ -141,6 +143,7 @@ impl Tidal {
                 feed.push(Arc::new(batch));
             },
         )?;
+        pipeline.feed().catch_up(false);
         let target = wal.last_lsn();
         let shards = pipeline.shards().clone();
         while shards.view().lsn() < target {

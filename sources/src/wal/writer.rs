@@ -131,7 +131,7 @@ impl Writer {
         }
         let seal = self.clock.advance_idle(wall_clock_ms());
         self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
-        self.feed.seal(seal);
+        self.feed.advance(seal);
     }
 
     fn finish(&mut self) {
