@@ -93,7 +93,11 @@ pub fn wal_source<'s>(
             gathered.append(&mut drained.batches);
             let flush = drained.flushes != flushes || drained.closed || !drained.catching_up;
             flushes = drained.flushes;
-            if !flush && gathered_signals < CATCH_UP_RUN_SIGNALS && gathered.len() < 64 * MAX_RUN_BATCHES {
+            if !flush
+                && !gathered.is_empty()
+                && gathered_signals < CATCH_UP_RUN_SIGNALS
+                && gathered.len() < 64 * MAX_RUN_BATCHES
+            {
                 // Keep gathering: nobody observes the times of a catch-up before its flush.
                 if full {
                     activator.activate();
