@@ -52,6 +52,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod checkpoint;
 pub mod replay;
 pub mod server;
 

@@ -63,6 +63,18 @@ enum Command {
     Bench(bench::BenchArgs),
     /// What-if experiments over a recorded WAL (SPEC §8).
     Replay(tidal::replay::ReplayArgs),
+    /// Write a checkpoint of a stopped data directory, so the next start replays only the
+    /// WAL after it (a running server checkpoints on its own).
+    Checkpoint {
+        /// The data directory.
+        dir: PathBuf,
+        /// The configuration the server runs with (default: the newest one its WAL records).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Worker threads of the server that will open it.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,7 +101,8 @@ enum ConfigCommand {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDAL_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDAL_LOG")
+        .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -141,6 +154,18 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => bench::run(args),
         Command::Replay(args) => tidal::replay::run(args),
+        Command::Checkpoint { dir, config, workers } => {
+            match tidal::checkpoint::run(&tidal::checkpoint::CheckpointOptions { dir, config, workers }) {
+                Ok((m, seconds)) => {
+                    println!(
+                        "checkpoint at lsn {} ({} signals) in {seconds:.2} s",
+                        m.position.lsn, m.position.signals
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

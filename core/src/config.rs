@@ -170,6 +170,9 @@ pub struct EngineConfig {
     pub wal_queue_requests: usize,
     /// Signals durable but not yet visible to queries before writes are refused with 503.
     pub max_lag_signals: u64,
+    /// A checkpoint of the materialized state is written after every this many signals (and
+    /// at a clean shutdown); 0 writes one only at shutdown and on request.
+    pub checkpoint_every: u64,
     /// How often (ms) the wall clock is sealed into the dataflow when idle.
     pub tick_ms: u64,
 }
@@ -190,6 +193,7 @@ impl Default for EngineConfig {
             dedup_max_entries: 4_000_000,
             wal_queue_requests: 1024,
             max_lag_signals: 500_000,
+            checkpoint_every: 2_000_000,
             tick_ms: 20,
         }
     }

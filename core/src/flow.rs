@@ -93,6 +93,11 @@ pub struct ItemState {
 /// the item is zeroed, and its `ts_eff` is the delete's commit clock.
 pub const RETIRE: KindIdx = KindIdx::MAX;
 
+/// The signal type of a [`SignalEv`] that asks the materializers for a checkpoint of their
+/// state as of frontier `ts_eff` (the entities stage forwards it in order with the signals);
+/// `item` and `user` carry the log position it covers (LSN and signals).
+pub const CHECKPOINT: KindIdx = KindIdx::MAX - 1;
+
 /// One signal as the materializers see it: ids interned, weight in fixed point.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SignalEv {
@@ -124,6 +129,13 @@ pub struct Run {
 pub enum Control {
     /// Records to apply at the message's time.
     Run(Arc<Run>),
+    /// Checkpoint every materializer's state as of frontier `time` (every time before it).
+    Checkpoint {
+        /// The frontier.
+        time: Time,
+        /// The log position every batch before `time` reaches.
+        position: Position,
+    },
     /// Cut a version of the serving state holding every time before `time`: every shard
     /// cuts at the same marks, so a reader finds one state common to all of them.
     Mark {
@@ -132,4 +144,60 @@ pub enum Control {
         /// The log position every batch before `time` reaches.
         position: Position,
     },
+}
+
+/// Where a worker's stateful operators put their checkpoint parts: `(frontier, position,
+/// part name, bytes)`.
+pub type PartSink = Arc<dyn Fn(Time, Position, String, Vec<u8>) + Send + Sync>;
+
+/// A checkpoint to start from: the frontier and position it covers and its parts by name.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// The frontier of the state.
+    pub frontier: Time,
+    /// The log position it covers.
+    pub position: Position,
+    /// The parts by name (`w<index>-<operator>`).
+    pub parts: std::collections::HashMap<String, Vec<u8>>,
+}
+
+/// How a worker's stateful operators persist and restore their state.
+#[derive(Clone, Default)]
+pub struct Persist {
+    /// Where checkpoint parts go (`None`: checkpoints are not written).
+    pub parts: Option<PartSink>,
+    /// The checkpoint to start from.
+    pub restore: Option<Arc<Restore>>,
+}
+
+impl std::fmt::Debug for Persist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persist")
+            .field("writes", &self.parts.is_some())
+            .field("restore", &self.restore.as_ref().map(|r| r.position))
+            .finish()
+    }
+}
+
+impl Persist {
+    /// The bytes of this worker's part `what`, when restoring.
+    pub fn restored(&self, index: usize, what: &str) -> Option<&[u8]> {
+        self.restore
+            .as_ref()?
+            .parts
+            .get(&part_name(index, what))
+            .map(Vec::as_slice)
+    }
+
+    /// Hands over this worker's part `what` of the checkpoint at `frontier`.
+    pub fn write(&self, index: usize, what: &str, frontier: Time, position: Position, bytes: Vec<u8>) {
+        if let Some(sink) = &self.parts {
+            sink(frontier, position, part_name(index, what), bytes);
+        }
+    }
+}
+
+/// The name of worker `index`'s checkpoint part `what`.
+pub fn part_name(index: usize, what: &str) -> String {
+    format!("w{index}-{what}")
 }

@@ -12,13 +12,13 @@ use differential_dataflow::VecCollection;
 
 use tidal_core::config::Config;
 use tidal_core::features::Lanes;
-use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx};
+use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx, Persist};
 use tidal_core::stats::StateStats;
 use tidal_core::time::Time;
 use tidal_operators::decay::DecayKey;
 use tidal_sinks::SinkInputs;
 use tidal_sources::feed::Feed;
-use tidal_sources::source::wal_source;
+use tidal_sources::source::{SourceOptions, wal_source};
 
 /// What one worker's graph produces.
 pub struct Outputs<'s> {
@@ -45,19 +45,27 @@ impl<'s> Outputs<'s> {
     }
 }
 
-/// Builds the source and the materializers in `scope`; `reader` says whether this worker
-/// reads the feed (one per process).
+/// Builds the source and the materializers in `scope`; `source` says whether this worker
+/// reads the feed (one per process) and when it asks for checkpoints, `persist` where the
+/// stateful operators write them and what they restore from.
 pub fn build<'s>(
     scope: Scope<'s, Time>,
     feed: Arc<Feed>,
     config: Arc<Config>,
-    reader: bool,
+    source: SourceOptions,
     stats: Arc<StateStats>,
+    persist: Persist,
 ) -> Outputs<'s> {
-    let control = wal_source(scope, feed, reader, stats.clone()).broadcast();
-    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone());
-    let windows = tidal_operators::windows(entities.signals.clone(), control.clone(), &config, stats.clone());
-    let decay = tidal_operators::decay(entities.signals, control.clone(), &config, stats.clone());
+    let control = wal_source(scope, feed, source, stats.clone()).broadcast();
+    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone(), persist.clone());
+    let windows = tidal_operators::windows(
+        entities.signals.clone(),
+        control.clone(),
+        &config,
+        stats.clone(),
+        persist.clone(),
+    );
+    let decay = tidal_operators::decay(entities.signals, control.clone(), &config, stats.clone(), persist);
     Outputs {
         control,
         windows,

@@ -16,10 +16,12 @@ use timely::worker::ProgressMode;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use tidal_core::config::Config;
+use tidal_core::flow::Persist;
 use tidal_core::stats::EngineStats;
 use tidal_core::time::Time;
 use tidal_sinks::{EntityStore, Shards, shard_sink};
 use tidal_sources::feed::Feed;
+use tidal_sources::source::SourceOptions;
 
 pub use graph::{Outputs, build};
 
@@ -50,11 +52,30 @@ pub enum EngineError {
     Panicked,
 }
 
-/// How the workers are laid out.
+/// Stops an [`Engine`]'s workers from any thread, without applying what is pending.
+#[derive(Clone)]
+pub struct AbortHandle {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    feed: Arc<Feed>,
+}
+
+impl AbortHandle {
+    /// Asks the workers to stop; they do within a park interval.
+    pub fn abort(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.feed.close();
+    }
+}
+
+/// How the workers are laid out, and how their state is persisted.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Worker threads in this process (in a cluster: in each process).
     pub workers: usize,
+    /// Checkpoint writing and restoring.
+    pub persist: Persist,
+    /// A checkpoint is asked for after every this many signals (0: only when requested).
+    pub checkpoint_every: u64,
     /// A multi-process cluster (`CommunicationConfig::Cluster`); `None` runs `workers` threads
     /// in this process.
     pub communication: Option<CommunicationConfig>,
@@ -65,6 +86,8 @@ impl EngineOptions {
     pub fn threads(workers: usize) -> EngineOptions {
         EngineOptions {
             workers,
+            persist: Persist::default(),
+            checkpoint_every: 0,
             communication: None,
         }
     }
@@ -118,6 +141,7 @@ impl EngineOptions {
 /// The running dataflow.
 pub struct Engine {
     feed: Arc<Feed>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     stats: Arc<EngineStats>,
     thread: Option<JoinHandle<Result<(), EngineError>>>,
 }
@@ -161,18 +185,31 @@ impl Engine {
         let timely_config = options.timely_config()?;
         let worker_feed = feed.clone();
         let per_process = options.workers.max(1);
+        let persist = options.persist.clone();
+        let start = persist.restore.as_ref().map(|r| (r.frontier, r.position));
+        let checkpoint_every = options.checkpoint_every;
         let stats = Arc::new(EngineStats::new(per_process));
         let worker_stats = stats.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("tidal-dataflow".into())
             .spawn(move || {
+                let worker_stop = worker_stop.clone();
                 let guards = timely::execute(timely_config, move |worker| {
                     let (feed, config) = (worker_feed.clone(), config.clone());
                     let index = worker.index();
-                    let reader = index % per_process == 0;
+                    let source = SourceOptions {
+                        reader: index % per_process == 0,
+                        checkpoint_every,
+                        start,
+                    };
                     let stats = worker_stats.workers[index % per_process].clone();
-                    worker.dataflow::<Time, _, _>(|scope| sink(build(scope, feed, config, reader, stats), index));
-                    while worker.step_or_park(Some(PARK)) {}
+                    let persist = persist.clone();
+                    worker.dataflow::<Time, _, _>(|scope| {
+                        sink(build(scope, feed, config, source, stats, persist), index)
+                    });
+                    while !worker_stop.load(std::sync::atomic::Ordering::Acquire) && worker.step_or_park(Some(PARK)) {}
                 })
                 .map_err(EngineError::Timely)?;
                 guards
@@ -185,6 +222,7 @@ impl Engine {
             .map_err(EngineError::Spawn)?;
         Ok(Engine {
             feed,
+            stop,
             stats,
             thread: Some(thread),
         })
@@ -211,6 +249,23 @@ impl Engine {
 
     /// Closes the feed and waits for the workers.
     pub fn shutdown(self) -> Result<(), EngineError> {
+        self.feed.close();
+        self.join()
+    }
+
+    /// A handle that stops the workers from another thread (see [`abort`](Self::abort)).
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            stop: self.stop.clone(),
+            feed: self.feed.clone(),
+        }
+    }
+
+    /// Stops the workers without applying what is still pending (the final state, every
+    /// future retraction applied, is of no use to a server going down): quick whatever the
+    /// state's size.
+    pub fn abort(self) -> Result<(), EngineError> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.feed.close();
         self.join()
     }

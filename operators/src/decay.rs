@@ -17,7 +17,7 @@ use timely::dataflow::StreamVec;
 
 use tidal_core::config::Config;
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
-use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, KindIdx};
+use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, KindIdx, Persist};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
@@ -33,12 +33,15 @@ pub fn decay<'s>(
     control: StreamVec<'s, Time, Control>,
     config: &Config,
     stats: Arc<StateStats>,
+    persist: Persist,
 ) -> VecCollection<'s, Time, (DecayKey, i128), isize> {
     keyed_sums(
         signals,
         control,
         "Decay",
+        "decay",
         DecayExpander::new(kind_specs(config)),
+        persist,
         move |s| {
             StateStats::set(&stats.decay_sums, s.sums);
             StateStats::set(&stats.decay_times, s.times);

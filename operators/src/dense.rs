@@ -14,6 +14,8 @@
 
 use differential_dataflow::difference::IsZero;
 
+use tidal_core::codec::{Codec, Cursor, DecodeError, put_u64};
+
 use tidal_core::flow::ItemKey;
 
 /// No node.
@@ -193,6 +195,51 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
             }
             self.round = 1;
         }
+    }
+
+    /// Appends every non-zero sum as `(local item, slot, extra, sum)` (a checkpoint).
+    pub(crate) fn save(&self, out: &mut Vec<u8>)
+    where
+        X: Codec,
+        S: Codec,
+    {
+        put_u64(out, self.len() as u64);
+        for (at, &head) in self.heads.iter().enumerate() {
+            let mut n = head;
+            while n != NIL {
+                let node = &self.nodes[n as usize];
+                put_u64(out, (at / self.slots) as u64);
+                put_u64(out, (at % self.slots) as u64);
+                node.extra.put(out);
+                node.sum.put(out);
+                n = node.next;
+            }
+        }
+    }
+
+    /// Reads back what [`save`](Self::save) wrote; the sums read count as changed in this
+    /// round, so the next [`finish`](Self::finish) emits them.
+    pub(crate) fn load(&mut self, c: &mut Cursor<'_>) -> Result<(), DecodeError>
+    where
+        X: Codec,
+        S: Codec,
+    {
+        let n = c.u64("sums")?;
+        for _ in 0..n {
+            let local = c.u64("item")?;
+            let slot = c.u64("slot")? as usize;
+            if slot >= self.slots {
+                return Err(DecodeError::OutOfRange {
+                    what: "slot",
+                    value: slot as u64,
+                });
+            }
+            let extra = X::get(c)?;
+            let sum = S::get(c)?;
+            let item = local * self.peers + self.owner;
+            self.update(item, slot, extra, |s| *s = sum);
+        }
+        Ok(())
     }
 
     /// Unlinks node `n` from the list at `at` and frees it.

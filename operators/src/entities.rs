@@ -25,9 +25,10 @@ use timely::dataflow::channels::pushers::Output;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use tidal_core::codec::{Cursor, DecodeError, decode_meta, encode_meta, put_str, put_u64};
 use tidal_core::config::Config;
 use tidal_core::features::weight_fixed;
-use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx, Partition, RETIRE, SignalEv};
+use tidal_core::flow::{CHECKPOINT, Control, ItemKey, ItemState, KindIdx, Partition, Persist, RETIRE, SignalEv};
 use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
@@ -53,6 +54,7 @@ pub fn entities<'s>(
     control: StreamVec<'s, Time, Control>,
     config: Arc<Config>,
     stats: Arc<StateStats>,
+    persist: Persist,
 ) -> EntityOutputs<'s> {
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
@@ -60,11 +62,34 @@ pub fn entities<'s>(
     let mut input = builder.new_input(control, Pipeline);
     let (mut signal_out, signals) = builder.new_output::<Vec<SignalUpdate>>();
     let (mut item_out, items) = builder.new_output::<Vec<ItemUpdate>>();
-    builder.build(move |_capabilities| {
+    builder.build(move |capabilities| {
         let mut log = Interner::new(&config, partition);
         let mut bufs = Buffers::default();
+        if let Some(bytes) = persist.restored(partition.index, "entities")
+            && let Err(e) = log.load(bytes, &mut bufs)
+        {
+            // A checked checkpoint (checksum, format version) does not fail to decode; were
+            // it to, the state would be wrong: stop here rather than serve it.
+            panic!(
+                "checkpoint part entities of worker {} does not decode: {e}",
+                partition.index
+            );
+        }
+        let mut initial = Some(capabilities);
         move |_frontiers| {
             let started = std::time::Instant::now();
+            // The restored items go out at time 0, with the initial capabilities.
+            if let Some(caps) = initial.take()
+                && let [c0, c1] = &caps[..]
+            {
+                let caps = [c0.clone(), c1.clone()];
+                let mut outs = Outputs {
+                    signals: &mut signal_out,
+                    items: &mut item_out,
+                    caps: &caps,
+                };
+                outs.flush(&mut bufs);
+            }
             input.for_each(|cap, data| {
                 // Messages under no capability make no claims; the source always sends with one.
                 let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
@@ -78,10 +103,32 @@ pub fn entities<'s>(
                     caps: &caps,
                 };
                 for msg in data.drain(..) {
-                    if let Control::Run(run) = msg {
-                        for batch in &run.batches {
-                            log.apply(batch, time, &mut bufs, &mut outs);
+                    match msg {
+                        Control::Run(run) => {
+                            for batch in &run.batches {
+                                log.apply(batch, time, &mut bufs, &mut outs);
+                            }
                         }
+                        Control::Checkpoint {
+                            time: frontier,
+                            position,
+                        } => {
+                            // Every run before the checkpoint is applied, none after it.
+                            let mut bytes = Vec::new();
+                            log.save(&mut bytes);
+                            persist.write(partition.index, "entities", frontier, position, bytes);
+                            // The materializers after this one checkpoint at the same place
+                            // of their input: the marker travels with the signals.
+                            let marker = SignalEv {
+                                item: position.lsn,
+                                kind: CHECKPOINT,
+                                ts_eff: frontier,
+                                weight: 0,
+                                user: position.signals,
+                            };
+                            bufs.signals.push((marker, time, 1));
+                        }
+                        Control::Mark { .. } => {}
                     }
                 }
                 outs.flush(&mut bufs);
@@ -224,6 +271,75 @@ impl Interner {
             }
             outs.ship_full(bufs);
         }
+    }
+
+    /// Appends the interned ids, their states, tombstones and free keys (a checkpoint).
+    fn save(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.next_local);
+        put_u64(out, self.items.len_all() as u64);
+        for (id, slot) in self.items.iter() {
+            put_str(out, id);
+            match slot.key {
+                Some(k) => {
+                    out.push(1);
+                    put_u64(out, k);
+                }
+                None => out.push(0),
+            }
+            put_u64(out, slot.until);
+            match &slot.meta {
+                Some(m) => {
+                    out.push(1);
+                    encode_meta(out, m);
+                }
+                None => out.push(0),
+            }
+        }
+        put_u64(out, self.tombstones.len() as u64);
+        for (until, id) in &self.tombstones {
+            put_u64(out, *until);
+            put_str(out, id);
+        }
+        put_u64(out, self.free.len() as u64);
+        for (after, retired, key) in &self.free {
+            put_u64(out, *after);
+            put_u64(out, *retired);
+            put_u64(out, *key);
+        }
+    }
+
+    /// Reads back what [`save`](Self::save) wrote; every live item's state is queued in `bufs`
+    /// (emitted at time 0).
+    fn load(&mut self, bytes: &[u8], bufs: &mut Buffers) -> Result<(), DecodeError> {
+        let mut c = Cursor::new(bytes);
+        self.next_local = c.u64("next key")?;
+        for _ in 0..c.u64("items")? {
+            let id = c.string("item id")?;
+            let key = match c.u8("key")? {
+                0 => None,
+                _ => Some(c.u64("key")?),
+            };
+            let until = c.u64("until")?;
+            let meta = match c.u8("meta")? {
+                0 => None,
+                _ => Some(Box::new(decode_meta(&mut c)?)),
+            };
+            let slot = ItemSlot { key, until, meta };
+            if let Some(k) = key {
+                bufs.items.push(((k, slot.state(&id)), 0, 1));
+                self.live += 1;
+            }
+            self.items.insert(&id, slot);
+        }
+        for _ in 0..c.u64("tombstones")? {
+            let until = c.u64("until")?;
+            self.tombstones.push_back((until, c.string("id")?));
+        }
+        for _ in 0..c.u64("free keys")? {
+            let (after, retired, key) = (c.u64("after")?, c.u64("retired")?, c.u64("key")?);
+            self.free.push_back((after, retired, key));
+        }
+        c.finish()
     }
 
     /// Forgets the tombstones that ended before `clock`.

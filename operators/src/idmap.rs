@@ -59,6 +59,11 @@ impl<V> IdMap<V> {
         hasher.hash_one(id)
     }
 
+    /// Number of ids.
+    pub(crate) fn len_all(&self) -> usize {
+        self.table.len()
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.table.len()
@@ -92,6 +97,13 @@ impl<V> IdMap<V> {
             Self::hash(hasher, k.as_bytes())
         });
         &mut entry.into_mut().1
+    }
+
+    /// Every id with its value, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.table
+            .iter()
+            .filter_map(|(k, v)| Some((std::str::from_utf8(k.as_bytes()).ok()?, v)))
     }
 
     /// Removes `id`, returning its value.

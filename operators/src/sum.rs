@@ -29,14 +29,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, InputCapability};
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 
-use tidal_core::flow::{Control, ItemKey, RETIRE};
+use tidal_core::codec::{Codec, Cursor, DecodeError, put_u64};
+use tidal_core::flow::{CHECKPOINT, Control, ItemKey, Persist, RETIRE};
+use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::SignalEv;
@@ -47,13 +49,13 @@ pub(crate) trait Expander: 'static {
     /// The key of a sum in the output.
     type Key: Clone + 'static;
     /// The sum.
-    type Sum: Clone + Default + PartialEq + IsZero + 'static;
+    type Sum: Clone + Default + PartialEq + IsZero + Codec + 'static;
     /// What tells apart the sums of one (item, slot).
-    type Extra: Copy + Eq + std::hash::Hash + 'static;
+    type Extra: Copy + Eq + std::hash::Hash + Codec + 'static;
     /// An update as held while it waits (compact; ordered for consolidation).
-    type Pending: Ord + Clone + 'static;
+    type Pending: Ord + Clone + Codec + 'static;
     /// An update's diff as held while it waits.
-    type Diff: Semigroup + 'static;
+    type Diff: Semigroup + Codec + 'static;
 
     /// Number of slots per item (see [`DenseSums`]).
     fn slots(&self) -> usize;
@@ -120,7 +122,7 @@ struct Pending<P, D, X> {
     held: usize,
 }
 
-impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
+impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Codec> Pending<P, D, X> {
     fn new() -> Self {
         Pending {
             order: BTreeMap::new(),
@@ -136,7 +138,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
     }
 
     /// The bucket at `at`, made with a capability from `cap` if new.
-    fn bucket(&mut self, at: Time, cap: &InputCapability<Time>) -> &mut Due<P, D, X> {
+    fn bucket(&mut self, at: Time, cap: &Capability<Time>) -> &mut Due<P, D, X> {
         let i = match self.cache.iter().find(|(t, _)| *t == at) {
             Some(&(_, i)) => i,
             None => {
@@ -144,7 +146,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
                     Some(&i) => i,
                     None => {
                         let due = Due {
-                            cap: cap.delayed(&at, 0),
+                            cap: cap.delayed(&at),
                             updates: self.take_spare(),
                             clears: Vec::new(),
                             retires: Vec::new(),
@@ -188,7 +190,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
     }
 
     /// Adds an update due at `at`; `now` is the time of the event that made it.
-    fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &InputCapability<Time>) {
+    fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &Capability<Time>) {
         let due = self.bucket(at, cap);
         due.updates.push((update, diff));
         let mut held = 1isize;
@@ -206,7 +208,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
     }
 
     /// Schedules a clear of (`slot`, `extra`) at `at`, once.
-    fn clear(&mut self, at: Time, slot: usize, extra: X, cap: &InputCapability<Time>) {
+    fn clear(&mut self, at: Time, slot: usize, extra: X, cap: &Capability<Time>) {
         if self.last_clear.get(slot).copied().flatten() == Some((at, extra)) {
             return;
         }
@@ -220,7 +222,7 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
     }
 
     /// Schedules the retirement of `item` (deleted at clock `clock_ms`) at `at`.
-    fn retire(&mut self, at: Time, item: ItemKey, clock_ms: u64, cap: &InputCapability<Time>) {
+    fn retire(&mut self, at: Time, item: ItemKey, clock_ms: u64, cap: &Capability<Time>) {
         self.bucket(at, cap).retires.push((item, clock_ms));
     }
 
@@ -246,6 +248,59 @@ impl<P: Ord, D: Semigroup, X: Copy + Eq + std::hash::Hash> Pending<P, D, X> {
             }
         }
         Some((at, due))
+    }
+
+    /// Appends every waiting update, clear and retire, by time (a checkpoint).
+    fn save(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.order.len() as u64);
+        for (&at, &i) in &self.order {
+            let Some(due) = self.slots[i].as_ref() else { continue };
+            put_u64(out, at);
+            put_u64(out, due.updates.len() as u64);
+            for (p, d) in &due.updates {
+                p.put(out);
+                d.put(out);
+            }
+            put_u64(out, due.clears.len() as u64);
+            for (slot, extra) in &due.clears {
+                put_u64(out, *slot as u64);
+                extra.put(out);
+            }
+            put_u64(out, due.retires.len() as u64);
+            for (item, clock) in &due.retires {
+                put_u64(out, *item);
+                put_u64(out, *clock);
+            }
+        }
+    }
+
+    /// Reads back what [`save`](Self::save) wrote, with capabilities from `cap`.
+    fn load(&mut self, c: &mut Cursor<'_>, cap: &Capability<Time>) -> Result<(), DecodeError> {
+        let buckets = c.u64("buckets")?;
+        for _ in 0..buckets {
+            let at = c.u64("time")?;
+            if at < *cap.time() {
+                return Err(DecodeError::OutOfRange {
+                    what: "time",
+                    value: at,
+                });
+            }
+            let n = c.u64("updates")?;
+            for _ in 0..n {
+                let (p, d) = (P::get(c)?, D::get(c)?);
+                self.push(at, 0, p, d, cap);
+            }
+            for _ in 0..c.u64("clears")? {
+                let slot = c.u64("slot")? as usize;
+                let extra = X::get(c)?;
+                self.clear(at, slot, extra, cap);
+            }
+            for _ in 0..c.u64("retires")? {
+                let (item, clock) = (c.u64("item")?, c.u64("clock")?);
+                self.retire(at, item, clock, cap);
+            }
+        }
+        Ok(())
     }
 
     /// Keeps an emptied update vector for a later bucket (the largest few).
@@ -282,14 +337,60 @@ pub struct SumStats {
     pub started: std::time::Instant,
 }
 
+/// Everything a keyed sum holds, written into a checkpoint part.
+fn save_state<E: Expander>(
+    sums: &DenseSums<E::Extra, E::Sum>,
+    pending: &Pending<E::Pending, E::Diff, E::Extra>,
+    dead: &HashMap<ItemKey, Time>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    sums.save(&mut out);
+    pending.save(&mut out);
+    put_u64(&mut out, dead.len() as u64);
+    for (k, until) in dead {
+        put_u64(&mut out, *k);
+        put_u64(&mut out, *until);
+    }
+    out
+}
+
+/// The state a keyed sum restores from a checkpoint part.
+type Restored<E> = (
+    DenseSums<<E as Expander>::Extra, <E as Expander>::Sum>,
+    Pending<<E as Expander>::Pending, <E as Expander>::Diff, <E as Expander>::Extra>,
+    Vec<(ItemKey, Time)>,
+);
+
+fn load_state<E: Expander>(
+    bytes: &[u8],
+    sums: DenseSums<E::Extra, E::Sum>,
+    cap: &Capability<Time>,
+) -> Result<Restored<E>, DecodeError> {
+    let mut sums = sums;
+    let mut pending = Pending::new();
+    let mut c = Cursor::new(bytes);
+    sums.load(&mut c)?;
+    pending.load(&mut c, cap)?;
+    let mut dead = Vec::new();
+    for _ in 0..c.u64("retired")? {
+        dead.push((c.u64("item")?, c.u64("until")?));
+    }
+    c.finish()?;
+    Ok((sums, pending, dead))
+}
+
 /// The current sum per key of everything `expander` makes of `signals`, as a collection.
 /// `control` is the broadcast control stream (its marks delimit the rounds); `stats` is told
-/// the state's size after every activation.
+/// the state's size after every activation. With `persist`, the state is restored from a
+/// checkpoint part named `what` and written into one at every checkpoint marker.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn keyed_sums<'s, E: Expander>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
     control: StreamVec<'s, Time, Control>,
     name: &str,
+    what: &'static str,
     expander: E,
+    persist: Persist,
     stats: impl Fn(SumStats) + 'static,
 ) -> VecCollection<'s, Time, (E::Key, E::Sum), isize> {
     type Out<K, S> = Vec<((K, S), Time, isize)>;
@@ -302,7 +403,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
             Pipeline,
             Pipeline,
             name,
-            move |_cap, _info| {
+            move |initial, _info| {
                 let mut scratch = Vec::new();
                 let mut clears = Vec::new();
                 let mut pending: Pending<E::Pending, E::Diff, E::Extra> = Pending::new();
@@ -311,23 +412,74 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // Retired items: key -> the last time their pending updates are ignored.
                 let mut dead: HashMap<ItemKey, Time> = HashMap::new();
                 let mut dead_until: BTreeMap<Time, Vec<ItemKey>> = BTreeMap::new();
+                // A checkpoint asked for (its frontier and position), and the input at or
+                // after its frontier held back until the state before it is written.
+                let mut checkpoint: Option<(Time, Position)> = None;
+                let mut stash: Vec<(Capability<Time>, SignalEv, isize)> = Vec::new();
+                // The restored state is emitted (at time 0) in the first activation.
+                let mut restored = false;
+                if let Some(bytes) = persist.restored(index, what) {
+                    match load_state::<E>(bytes, sums, &initial) {
+                        Ok((s, p, d)) => {
+                            (sums, pending) = (s, p);
+                            for (k, until) in d {
+                                dead.insert(k, until);
+                                dead_until.entry(until).or_default().push(k);
+                            }
+                            restored = true;
+                        }
+                        Err(e) => {
+                            // A checked checkpoint does not fail to decode; were it to, the
+                            // state would be wrong: stop here rather than serve it.
+                            panic!("checkpoint part {what} of worker {index} does not decode: {e}");
+                        }
+                    }
+                }
+                let mut initial = Some(initial);
                 move |(input, input_frontier), (control, control_frontier), output| {
                     let started = std::time::Instant::now();
-                    input.for_each(|cap, data| {
-                        let Some(&time) = cap.least() else { return };
-                        for (ev, t, mult) in data.iter() {
-                            debug_assert_eq!(*t, time);
+                    if let Some(cap) = initial.take()
+                        && restored
+                    {
+                        let mut session = output.session(&cap);
+                        sums.finish(|item, slot, extra, sum, diff| {
+                            session.give(((expander.key(item, slot, extra), sum.clone()), 0, diff));
+                        });
+                    }
+                    let mut apply =
+                        |cap: &Capability<Time>, ev: &SignalEv, mult: isize, pending: &mut Pending<_, _, _>| {
+                            let time = *cap.time();
                             if ev.kind == RETIRE {
-                                pending.retire(time, ev.item, ev.ts_eff, &cap);
-                                continue;
+                                pending.retire(time, ev.item, ev.ts_eff, cap);
+                                return;
                             }
-                            expander.expand(ev, time, *mult, &mut scratch, &mut clears);
+                            expander.expand(ev, time, mult, &mut scratch, &mut clears);
                             for (at, update, diff) in scratch.drain(..) {
-                                pending.push(at, time, update, diff, &cap);
+                                pending.push(at, time, update, diff, cap);
                             }
                             for (at, slot, extra) in clears.drain(..) {
-                                pending.clear(at, slot, extra, &cap);
+                                pending.clear(at, slot, extra, cap);
                             }
+                        };
+                    input.for_each(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        let time = *cap.time();
+                        for (ev, _, mult) in data.iter() {
+                            if ev.kind == CHECKPOINT {
+                                let position = Position {
+                                    lsn: ev.item,
+                                    signals: ev.user,
+                                };
+                                checkpoint = Some((ev.ts_eff, position));
+                                // Rounds never span the checkpoint's frontier.
+                                marks.insert(ev.ts_eff);
+                                continue;
+                            }
+                            if checkpoint.is_some_and(|(f, _)| time >= f) {
+                                stash.push((cap.clone(), *ev, *mult));
+                                continue;
+                            }
+                            apply(&cap, ev, *mult, &mut pending);
                         }
                     });
                     control.for_each(|_cap, data| {
@@ -344,55 +496,72 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         .map(|f| f.frontier().iter().min().copied().unwrap_or(Time::MAX))
                         .min()
                         .unwrap_or(Time::MAX);
-                    while let Some(first) = pending.first().filter(|t| *t < reached) {
-                        // The round spans every waiting time up to the next mark.
-                        let bound = marks
-                            .range(first + 1..)
-                            .next()
-                            .copied()
-                            .unwrap_or(Time::MAX)
-                            .min(reached);
-                        let mut last_cap: Option<Capability<Time>> = None;
-                        while let Some(at) = pending.first().filter(|t| *t < bound) {
-                            let Some((_, mut due)) = pending.pop_first() else { break };
-                            while let Some((&until, _)) = dead_until.first_key_value() {
-                                if until >= at {
-                                    break;
-                                }
-                                for key in dead_until.pop_first().map(|(_, k)| k).unwrap_or_default() {
-                                    if dead.get(&key) == Some(&until) {
-                                        dead.remove(&key);
+                    loop {
+                        while let Some(first) = pending.first().filter(|t| *t < reached) {
+                            // The round spans every waiting time up to the next mark.
+                            let bound = marks
+                                .range(first + 1..)
+                                .next()
+                                .copied()
+                                .unwrap_or(Time::MAX)
+                                .min(reached);
+                            let mut last_cap: Option<Capability<Time>> = None;
+                            while let Some(at) = pending.first().filter(|t| *t < bound) {
+                                let Some((_, mut due)) = pending.pop_first() else { break };
+                                while let Some((&until, _)) = dead_until.first_key_value() {
+                                    if until >= at {
+                                        break;
+                                    }
+                                    for key in dead_until.pop_first().map(|(_, k)| k).unwrap_or_default() {
+                                        if dead.get(&key) == Some(&until) {
+                                            dead.remove(&key);
+                                        }
                                     }
                                 }
-                            }
-                            for (update, diff) in due.updates.drain(..) {
-                                let (item, slot, extra) = expander.locate(&update);
-                                if !dead.is_empty() && dead.contains_key(&item) {
-                                    continue;
+                                for (update, diff) in due.updates.drain(..) {
+                                    let (item, slot, extra) = expander.locate(&update);
+                                    if !dead.is_empty() && dead.contains_key(&item) {
+                                        continue;
+                                    }
+                                    sums.update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
                                 }
-                                sums.update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
-                            }
-                            for (slot, extra) in due.clears.drain(..) {
-                                sums.clear_extra(slot, extra);
-                            }
-                            // A retired item is zeroed after every update of its time (its key
-                            // is never reused within the time that retired it).
-                            for (item, clock_ms) in due.retires.drain(..) {
-                                sums.clear_item(item);
-                                if let Some(until) = expander.retired_until(clock_ms) {
-                                    dead.insert(item, until);
-                                    dead_until.entry(until).or_default().push(item);
+                                for (slot, extra) in due.clears.drain(..) {
+                                    sums.clear_extra(slot, extra);
                                 }
+                                // A retired item is zeroed after every update of its time (its key
+                                // is never reused within the time that retired it).
+                                for (item, clock_ms) in due.retires.drain(..) {
+                                    sums.clear_item(item);
+                                    if let Some(until) = expander.retired_until(clock_ms) {
+                                        dead.insert(item, until);
+                                        dead_until.entry(until).or_default().push(item);
+                                    }
+                                }
+                                pending.recycle(due.updates);
+                                last_cap = Some(due.cap);
                             }
-                            pending.recycle(due.updates);
-                            last_cap = Some(due.cap);
+                            let Some(cap) = last_cap else { break };
+                            let at = *cap.time();
+                            let mut session = output.session(&cap);
+                            sums.finish(|item, slot, extra, sum, diff| {
+                                session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
+                            });
                         }
-                        let Some(cap) = last_cap else { break };
-                        let at = *cap.time();
-                        let mut session = output.session(&cap);
-                        sums.finish(|item, slot, extra, sum, diff| {
-                            session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
-                        });
+                        if let Some((frontier, position)) = checkpoint
+                            && reached >= frontier
+                            && pending.first().is_none_or(|t| t >= frontier)
+                        {
+                            // Every time before the frontier is applied, nothing after it is.
+                            let bytes = save_state::<E>(&sums, &pending, &dead);
+                            persist.write(index, what, frontier, position, bytes);
+                            checkpoint = None;
+                            for (cap, ev, mult) in std::mem::take(&mut stash) {
+                                apply(&cap, &ev, mult, &mut pending);
+                            }
+                            // What was held back may be complete already.
+                            continue;
+                        }
+                        break;
                     }
                     marks = marks.split_off(&reached);
                     stats(SumStats {

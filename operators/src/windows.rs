@@ -18,7 +18,7 @@ use timely::dataflow::StreamVec;
 
 use tidal_core::config::{Config, MAX_WINDOWS};
 use tidal_core::features::{Lanes, TOTAL_LANE, window_end};
-use tidal_core::flow::{Control, ItemKey, KindIdx};
+use tidal_core::flow::{Control, ItemKey, KindIdx, Persist};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
@@ -32,6 +32,7 @@ pub fn windows<'s>(
     control: StreamVec<'s, Time, Control>,
     config: &Config,
     stats: Arc<StateStats>,
+    persist: Persist,
 ) -> VecCollection<'s, Time, ((ItemKey, KindIdx), Lanes), isize> {
     let specs = kind_specs(config);
     // A retired item's last retraction comes due within twice its longest window.
@@ -40,7 +41,8 @@ pub fn windows<'s>(
         .flat_map(|s| s.windows().iter().map(|(w, _)| 2 * w))
         .max()
         .unwrap_or(0);
-    keyed_sums(signals, control, "Windows", WindowExpander { specs, span }, move |s| {
+    let expander = WindowExpander { specs, span };
+    keyed_sums(signals, control, "Windows", "windows", expander, persist, move |s| {
         StateStats::set(&stats.window_sums, s.sums);
         StateStats::set(&stats.window_pending, s.pending);
         StateStats::set(&stats.window_retired, s.retired);

@@ -21,7 +21,7 @@ use tidal_core::time::{SEQ_BITS, Time, clock_of, time_at};
 use timely::dataflow::InputHandleVec;
 use timely::dataflow::operators::vec::Input;
 
-use tidal_core::flow::{Control, RETIRE};
+use tidal_core::flow::{Control, Persist, RETIRE};
 use tidal_core::stats::StateStats;
 use tidal_operators::{SignalEv, kind_specs};
 
@@ -137,9 +137,15 @@ fn run(updates: Vec<Update>, config: Config, seed: u64, observed: Vec<Time>) -> 
         let probe = worker.dataflow::<Time, _, _>(|scope| {
             let signals = input.to_collection(scope);
             let marks = scope.input_from(&mut control);
-            let w = tidal_operators::windows(signals.clone(), marks.clone(), &config, stats.clone())
-                .inspect(move |u| w_out.borrow_mut().push(*u));
-            let (probe, _) = tidal_operators::decay(signals, marks, &config, stats)
+            let w = tidal_operators::windows(
+                signals.clone(),
+                marks.clone(),
+                &config,
+                stats.clone(),
+                Persist::default(),
+            )
+            .inspect(move |u| w_out.borrow_mut().push(*u));
+            let (probe, _) = tidal_operators::decay(signals, marks, &config, stats, Persist::default())
                 .inspect(move |u| d_out.borrow_mut().push(*u))
                 .probe();
             w.probe_with(&probe);

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub dedup_evicted: Gauge,
     /// The materializers' state sizes, by part.
     pub state: Family<StateLabel, Gauge>,
+    /// The LSN the newest complete checkpoint covers.
+    pub checkpoint_lsn: Gauge,
+    /// WAL records replayed at the last start.
+    pub recovered_records: Gauge,
 }
 
 /// Labels of the state-size series.
@@ -91,6 +95,18 @@ impl Metrics {
         let dedup_entries = Gauge::default();
         let dedup_evicted = Gauge::default();
         let state = Family::<StateLabel, Gauge>::default();
+        let checkpoint_lsn = Gauge::default();
+        let recovered_records = Gauge::default();
+        registry.register(
+            "checkpoint_lsn",
+            "The LSN the newest complete checkpoint covers (0: none yet)",
+            checkpoint_lsn.clone(),
+        );
+        registry.register(
+            "recovered_records",
+            "WAL records replayed at the last start (after the checkpoint it loaded)",
+            recovered_records.clone(),
+        );
         registry.register(
             "state_entries",
             "Entries of the materializers' state, by part (items, tombstones, window sums, ...)",
@@ -159,6 +175,8 @@ impl Metrics {
             dedup_entries,
             dedup_evicted,
             state,
+            checkpoint_lsn,
+            recovered_records,
         }
     }
 
@@ -174,6 +192,8 @@ impl Metrics {
         self.wal_queue.set(s.wal_queue as i64);
         self.dedup_entries.set(s.dedup_entries as i64);
         self.dedup_evicted.set(s.dedup_evicted as i64);
+        self.checkpoint_lsn.set(s.checkpoint_lsn as i64);
+        self.recovered_records.set(s.recovered_records as i64);
         let c = &s.state;
         for (part, v) in [
             ("items", c.items),

@@ -27,6 +27,8 @@ pub struct Drained {
     pub catching_up: bool,
     /// How many times a flush was asked for (an explicit seal, the end of a catch-up).
     pub flushes: u64,
+    /// How many checkpoints were asked for.
+    pub checkpoints: u64,
 }
 
 #[derive(Default)]
@@ -38,6 +40,7 @@ struct State {
     held: bool,
     catching_up: bool,
     flushes: u64,
+    checkpoints: u64,
 }
 
 /// A queue of committed batches from one producer to the dataflow source.
@@ -97,6 +100,14 @@ impl Feed {
         }
     }
 
+    /// Asks for a checkpoint of the state after every batch pushed so far.
+    pub fn request_checkpoint(&self) {
+        let mut st = self.lock();
+        st.checkpoints += 1;
+        drop(st);
+        self.wake();
+    }
+
     /// Marks the start (`true`) or the end (`false`) of a catch-up: while catching up, the
     /// source gathers batches into large runs and makes them visible only when flushed.
     pub fn catch_up(&self, on: bool) {
@@ -150,6 +161,7 @@ impl Feed {
             return Drained {
                 catching_up: st.catching_up,
                 flushes: st.flushes,
+                checkpoints: st.checkpoints,
                 ..Drained::default()
             };
         }
@@ -162,7 +174,7 @@ impl Feed {
             None => st.sealed,
         };
         let remaining = st.batches.len();
-        let (st_catching_up, st_flushes) = (st.catching_up, st.flushes);
+        let (st_catching_up, st_flushes, st_checkpoints) = (st.catching_up, st.flushes, st.checkpoints);
         drop(st);
         self.space.notify_all();
         Drained {
@@ -172,6 +184,7 @@ impl Feed {
             closed,
             catching_up: st_catching_up,
             flushes: st_flushes,
+            checkpoints: st_checkpoints,
         }
     }
 

@@ -48,6 +48,17 @@ pub const MAX_MARK_GAP: Duration = Duration::from_millis(250);
 /// Poll interval in case a wake-up from the feed is missed.
 const FALLBACK_POLL: Duration = Duration::from_millis(5);
 
+/// How the source runs.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct SourceOptions {
+    /// Whether this worker reads the feed (one per process).
+    pub reader: bool,
+    /// A checkpoint is asked for after every this many signals (0: only when requested).
+    pub checkpoint_every: u64,
+    /// Where a restored state left off: its frontier and log position.
+    pub start: Option<(Time, Position)>,
+}
+
 /// Builds the source operator in `scope`. When `reader` is set this worker drains `feed`;
 /// every batch's records go out at its run's time. The capability follows the runs and the
 /// feed's seal, and is dropped once the feed is closed and drained. The output is meant to be
@@ -55,9 +66,10 @@ const FALLBACK_POLL: Duration = Duration::from_millis(5);
 pub fn wal_source<'s>(
     scope: Scope<'s, Time>,
     feed: Arc<Feed>,
-    reader: bool,
+    options: SourceOptions,
     stats: Arc<StateStats>,
 ) -> StreamVec<'s, Time, Control> {
+    let reader = options.reader;
     let mut builder = OperatorBuilder::new("WalSource".to_owned(), scope);
     let info = builder.operator_info();
     let (mut output, stream) = builder.new_output::<Vec<Control>>();
@@ -68,7 +80,9 @@ pub fn wal_source<'s>(
 
     builder.build(move |mut capabilities| {
         let mut cap = if reader { capabilities.pop() } else { None };
-        let mut position = Position::default();
+        let (start_at, mut position) = options.start.unwrap_or_default();
+        let mut since_checkpoint = 0u64;
+        let mut checkpoints = 0u64;
         // Batches gathered while catching up, their signals, and the flushes seen.
         let mut gathered: Vec<Arc<tidal_core::record::CommittedBatch>> = Vec::new();
         let mut gathered_signals = 0u64;
@@ -91,7 +105,8 @@ pub fn wal_source<'s>(
                 .map(|r| r.record.signal_count() as u64)
                 .sum::<u64>();
             gathered.append(&mut drained.batches);
-            let flush = drained.flushes != flushes || drained.closed || !drained.catching_up;
+            let asked = drained.checkpoints != checkpoints;
+            let flush = drained.flushes != flushes || drained.closed || !drained.catching_up || asked;
             flushes = drained.flushes;
             if !flush
                 && !gathered.is_empty()
@@ -120,7 +135,9 @@ pub fn wal_source<'s>(
                     if lsn > position.lsn {
                         position.lsn = lsn;
                     }
-                    position.signals += b.records.iter().map(|r| r.record.signal_count() as u64).sum::<u64>();
+                    let n = b.records.iter().map(|r| r.record.signal_count() as u64).sum::<u64>();
+                    position.signals += n;
+                    since_checkpoint += n;
                 }
                 held.downgrade(&time);
                 let run = Run {
@@ -153,7 +170,16 @@ pub fn wal_source<'s>(
                 cap = None;
                 return;
             }
-            let upper = upper.max(drained.sealed);
+            let upper = upper.max(drained.sealed).max(start_at);
+            // A checkpoint of the state before the new frontier: asked for, or due.
+            let due = options.checkpoint_every > 0 && since_checkpoint >= options.checkpoint_every;
+            if asked || due {
+                output
+                    .activate()
+                    .give(&*held, &mut vec![Control::Checkpoint { time: upper, position }]);
+                since_checkpoint = 0;
+                checkpoints = drained.checkpoints;
+            }
             if upper > *held.time() {
                 held.downgrade(&upper);
             }

@@ -46,6 +46,7 @@ pub(crate) struct Variant {
     stopped: Arc<AtomicBool>,
     outcome: Outcome,
     watcher: Option<JoinHandle<()>>,
+    abort: tidal_dataflows::AbortHandle,
 }
 
 impl Variant {
@@ -66,6 +67,7 @@ impl Variant {
         let shards = pipeline.shards().clone();
         let stopped = Arc::new(AtomicBool::new(false));
         let outcome: Outcome = Arc::new(Mutex::new(None));
+        let abort = pipeline.abort_handle();
         // The watcher owns the engine: when it stops (normally only after `finish` closes the
         // feed) it records why and closes the feed, so a reader waiting on a full queue of a
         // failed dataflow wakes up.
@@ -93,6 +95,7 @@ impl Variant {
             stopped,
             outcome,
             watcher: Some(watcher),
+            abort,
         })
     }
 
@@ -159,7 +162,8 @@ impl Variant {
 
     /// Closes the feed and waits until the dataflow has drained and stopped.
     pub fn finish(mut self) -> Result<(), ReplayError> {
-        self.feed.close();
+        // Every evaluation is done: what the dataflow still holds is never observed.
+        self.abort.abort();
         if let Some(w) = self.watcher.take()
             && w.join().is_err()
         {

@@ -164,6 +164,14 @@ pub enum Error {
     /// The engine was shut down.
     #[error("the engine is shut down")]
     Closed,
+    /// A checkpoint did not complete in time.
+    #[error("the checkpoint covering LSN {lsn} was not complete after {} s", waited.as_secs())]
+    CheckpointTimeout {
+        /// The LSN it was to cover.
+        lsn: u64,
+        /// How long it was waited for.
+        waited: Duration,
+    },
     /// The dataflow stopped; nothing new becomes visible.
     #[error("the dataflow has stopped: {0}")]
     DataflowStopped(String),
@@ -263,6 +271,7 @@ impl Error {
             | Error::NotVisible { .. }
             | Error::Poisoned { .. }
             | Error::Closed
+            | Error::CheckpointTimeout { .. }
             | Error::DataflowStopped(_) => 503,
             Error::Locked { .. }
             | Error::InsecureListen { .. }
@@ -293,6 +302,7 @@ impl Error {
             Error::NotVisible { .. } => "lsn_not_visible",
             Error::Poisoned { .. } => "wal_poisoned",
             Error::Closed => "shut_down",
+            Error::CheckpointTimeout { .. } => "checkpoint_timeout",
             Error::DataflowStopped(_) => "dataflow_stopped",
             Error::Locked { .. } => "data_dir_locked",
             Error::Config(_) => "bad_configuration",

@@ -21,10 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidal_core::config::Config;
+use tidal_core::flow::{Persist, Restore};
 use tidal_core::record::Record;
 use tidal_core::time::ClockMode;
+use tidal_dataflows::EngineOptions;
 use tidal_sinks::{Shards, View};
-use tidal_sources::wal::{Wal, WalHandle, WalOptions};
+use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
+use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::query::{self, ItemView, RankParams, Ranking};
 
@@ -34,6 +37,12 @@ pub use types::{NewSignal, RankQuery, SignalsAck, WriteAck};
 
 /// How often a reader waiting for an LSN looks again.
 const POLL: Duration = Duration::from_micros(250);
+/// The checkpoint part holding the WAL's dedup window.
+const DEDUP_PART: &str = "dedup";
+/// Checkpoint parts each worker writes (entities, windows, decay).
+const PARTS_PER_WORKER: usize = 3;
+/// How long a checkpoint may take before [`Tidal::checkpoint`] gives up waiting.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 
 /// A running tidal engine over one data directory: WAL, dataflow and serving state.
 ///
@@ -55,6 +64,7 @@ pub struct Tidal {
     wal: WalHandle,
     pipeline: Mutex<Option<Pipeline>>,
     shards: Arc<Shards>,
+    checkpointer: Arc<Checkpointer>,
     recovered_records: u64,
     _lock: File,
 }
@@ -102,6 +112,10 @@ pub struct Stats {
     pub state: tidal_core::stats::StateCounts,
     /// Item keys in the serving state.
     pub serving_keys: usize,
+    /// The LSN the newest complete checkpoint covers (0: none yet).
+    pub checkpoint_lsn: u64,
+    /// WAL records replayed at the last start (those after the checkpoint it loaded).
+    pub recovered_records: u64,
 }
 
 /// `<data-dir>/wal`: where the WAL of a data directory lives.
@@ -124,26 +138,78 @@ impl Tidal {
         })?;
         let lock = lock_dir(&data_dir)?;
         let started = Instant::now();
-        let pipeline = Pipeline::start(config.clone(), Some(&data_dir.join("entities")))?;
+        let options = EngineOptions::threads(config.engine.workers);
+        let layout = Layout {
+            schema: schema_fingerprint(&config),
+            peers: options.peers(),
+            first: options.first_worker(),
+            workers: options.workers,
+        };
+        // The newest whole checkpoint for this schema and layout, if any: restart replays
+        // only the WAL after it.
+        let ckpt_dir = checkpoint::dir_of(&data_dir);
+        let mut loaded = checkpoint::load_latest(&ckpt_dir, &layout);
+        let dedup = loaded.as_mut().and_then(|l| l.parts.remove(DEDUP_PART));
+        let latest = loaded.as_ref().map(|l| l.manifest.clone());
+        let restore = loaded.map(|l| {
+            Arc::new(Restore {
+                frontier: l.manifest.frontier,
+                position: l.manifest.position,
+                parts: l.parts,
+            })
+        });
+        if let Some(r) = &restore {
+            tracing::info!(
+                lsn = r.position.lsn,
+                signals = r.position.signals,
+                "restoring a checkpoint"
+            );
+        }
+        let checkpointer = Arc::new(
+            Checkpointer::start(ckpt_dir.clone(), layout, options.workers * PARTS_PER_WORKER, latest).map_err(
+                |source| Error::Io {
+                    path: ckpt_dir.clone(),
+                    source,
+                },
+            )?,
+        );
+        let parts = checkpointer.clone();
+        let options = EngineOptions {
+            persist: Persist {
+                parts: Some(Arc::new(move |frontier, position, name, bytes| {
+                    parts.part(frontier, position, name, bytes)
+                })),
+                restore: restore.clone(),
+            },
+            checkpoint_every: config.engine.checkpoint_every,
+            ..options
+        };
+        let pipeline = Pipeline::start_with(config.clone(), options, Some(&data_dir.join("entities")))?;
         let mut recovered_records = 0u64;
         let mut last_config: Option<String> = None;
         let feed = pipeline.feed().clone();
         // Nobody reads until the log is recovered: the dataflow may take it in large runs.
         feed.catch_up(true);
-        let wal = Wal::open(
-            WalOptions::from_config(&config, wal_dir(&data_dir)),
-            pipeline.feed().clone(),
-            |batch| {
-                recovered_records += batch.records.len() as u64;
-                for r in &batch.records {
-                    if let Record::Config { toml } = &r.record {
-                        last_config = Some(toml.clone());
-                    }
+        let mut wal_options = WalOptions::from_config(&config, wal_dir(&data_dir));
+        wal_options.resume = restore.as_ref().map(|r| Resume {
+            lsn: r.position.lsn,
+            signals: r.position.signals,
+            dedup,
+        });
+        let wal = Wal::open(wal_options, pipeline.feed().clone(), |batch| {
+            recovered_records += batch.records.len() as u64;
+            for r in &batch.records {
+                if let Record::Config { toml } = &r.record {
+                    last_config = Some(toml.clone());
                 }
-                feed.push(Arc::new(batch));
-            },
-        )?;
+            }
+            feed.push(Arc::new(batch));
+        })?;
         pipeline.feed().catch_up(false);
+        let snapshot_wal = wal.clone();
+        checkpointer.set_extra(Box::new(move || {
+            vec![(DEDUP_PART.to_string(), snapshot_wal.dedup_snapshot())]
+        }));
         let target = wal.last_lsn();
         let shards = pipeline.shards().clone();
         while shards.view().lsn() < target {
@@ -163,10 +229,12 @@ impl Tidal {
             wal,
             pipeline: Mutex::new(Some(pipeline)),
             shards,
+            checkpointer,
             recovered_records,
             _lock: lock,
         };
-        // The WAL records the configuration in force, so replay can use it as its baseline.
+        // The WAL records the configuration in force, so replay can use it as its baseline
+        // (a restored checkpoint covers the records before it: write it again if unsure).
         let toml = tidal.config.to_toml();
         if last_config.as_deref() != Some(toml.as_str()) {
             tidal.wal.submit_blocking(vec![Record::Config { toml }])?;
@@ -330,6 +398,8 @@ impl Tidal {
                 .map(|p| p.state())
                 .unwrap_or_default(),
             serving_keys: snap.shards.iter().map(|s| s.key_count()).sum(),
+            checkpoint_lsn: self.checkpointer.latest().map_or(0, |m| m.position.lsn),
+            recovered_records: self.recovered_records,
         }
     }
 
@@ -347,15 +417,53 @@ impl Tidal {
         }
     }
 
-    /// Stops taking writes, makes what was written durable, lets the dataflow apply it, and
-    /// stops the workers. Later writes answer [`Error::Closed`]. Idempotent.
+    /// Writes a checkpoint of the state after every write acknowledged so far, and returns
+    /// its manifest once it is durable. Restart loads the newest checkpoint and replays only
+    /// the WAL after it.
+    pub fn checkpoint(&self) -> Result<Manifest> {
+        let lsn = self.wal.last_lsn();
+        if let Some(m) = self.checkpointer.latest().filter(|m| m.position.lsn >= lsn) {
+            return Ok(m);
+        }
+        {
+            let guard = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(p) = guard.as_ref() else {
+                return Err(Error::Closed);
+            };
+            p.feed().request_checkpoint();
+        }
+        self.checkpointer
+            .wait_for(lsn, CHECKPOINT_WAIT)
+            .ok_or(Error::CheckpointTimeout {
+                lsn,
+                waited: CHECKPOINT_WAIT,
+            })
+    }
+
+    /// The newest complete checkpoint (written, or loaded at open).
+    pub fn latest_checkpoint(&self) -> Option<Manifest> {
+        self.checkpointer.latest()
+    }
+
+    /// Writes a checkpoint (so that the next open replays next to nothing), makes what was
+    /// written durable, and stops the workers. Later writes answer [`Error::Closed`].
+    /// Idempotent.
     pub fn shutdown(&self) -> Result<()> {
+        let running = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if running
+            && !self.wal.is_poisoned()
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(error = %e, "no checkpoint at shutdown; the next start replays more of the WAL");
+        }
         self.wal.shutdown();
         let pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match pipeline {
+        let result = match pipeline {
             Some(p) => p.shutdown(),
             None => Ok(()),
-        }
+        };
+        self.checkpointer.shutdown();
+        result
     }
 }
 

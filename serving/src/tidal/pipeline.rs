@@ -77,9 +77,21 @@ impl Pipeline {
         self.engine.is_finished()
     }
 
-    /// Closes the feed, lets the dataflow apply what it holds and joins the workers.
+    /// Stops the workers at once, without applying what is pending (the state is in the WAL
+    /// and, where there is one, the checkpoint).
     pub fn shutdown(self) -> Result<()> {
+        self.engine.abort().map_err(Error::Engine)
+    }
+
+    /// Closes the feed, lets the dataflow apply everything (to the end of time) and joins the
+    /// workers.
+    pub fn drain(self) -> Result<()> {
         self.engine.shutdown().map_err(Error::Engine)
+    }
+
+    /// A handle that stops the workers from another thread.
+    pub fn abort_handle(&self) -> tidal_dataflows::AbortHandle {
+        self.engine.abort_handle()
     }
 
     /// Waits for the workers to stop (after the feed was closed elsewhere).

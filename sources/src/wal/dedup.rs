@@ -143,6 +143,35 @@ impl Dedup {
         before - signals.len()
     }
 
+    /// Appends the remembered keys with their clocks, oldest first (a checkpoint).
+    pub fn save(&self, out: &mut Vec<u8>) {
+        use tidal_core::codec::put_u64;
+        put_u64(out, self.now_ms);
+        put_u64(out, self.evicted);
+        put_u64(out, self.order.len() as u64);
+        for (at, k) in &self.order {
+            put_u64(out, *at);
+            out.extend_from_slice(k);
+        }
+    }
+
+    /// Reads back what [`save`](Self::save) wrote into an empty window.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(), tidal_core::codec::DecodeError> {
+        let mut c = tidal_core::codec::Cursor::new(bytes);
+        self.now_ms = c.u64("dedup clock")?;
+        self.evicted = c.u64("dedup evicted")?;
+        let n = c.u64("dedup keys")?;
+        for _ in 0..n {
+            let at = c.u64("dedup key clock")?;
+            let mut k = [0u8; 16];
+            k.copy_from_slice(c.take(16, "dedup key")?);
+            if self.seen.insert(k) {
+                self.order.push_back((at, k));
+            }
+        }
+        c.finish()
+    }
+
     /// Remembers signals already in the log at `clock_ms` (recovery).
     pub fn remember_logged<'a>(&mut self, signals: impl IntoIterator<Item = &'a Signal>, clock_ms: u64) {
         if !self.enabled() {

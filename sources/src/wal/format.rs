@@ -12,7 +12,10 @@
 //! length as an LEB128 varint, optional fields with a presence byte or flag bits. Decoding
 //! checks every bound and returns an error on any input; it never panics.
 
-use tidal_core::record::{Embedding, ItemMeta, Record, Signal};
+use tidal_core::codec::{Cursor, decode_meta, encode_meta, meta_len, put_str, put_varint, str_len, varint_len};
+use tidal_core::record::{Record, Signal};
+
+pub use tidal_core::codec::DecodeError;
 use tidal_core::time::Time;
 
 /// The first 8 bytes of every segment file.
@@ -81,66 +84,6 @@ pub fn check_header(buf: &[u8]) -> Result<(), HeaderError> {
         return Err(HeaderError::Version(version));
     }
     Ok(())
-}
-
-/// Why a payload does not decode. `what` names the field being read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// The payload ends inside a field.
-    #[error("payload ends inside {what} (needs {needed} bytes at {at})")]
-    Truncated {
-        /// The field.
-        what: &'static str,
-        /// Bytes needed.
-        needed: usize,
-        /// Offset in the payload.
-        at: usize,
-    },
-    /// A varint does not fit 64 bits.
-    #[error("{what}: varint overflows 64 bits")]
-    VarintOverflow {
-        /// The field.
-        what: &'static str,
-    },
-    /// A varint runs past 10 bytes.
-    #[error("{what}: varint longer than 10 bytes")]
-    VarintTooLong {
-        /// The field.
-        what: &'static str,
-    },
-    /// A count larger than the bytes left could hold.
-    #[error("{what}: count {count} exceeds the remaining {remaining} bytes")]
-    CountTooLarge {
-        /// The field.
-        what: &'static str,
-        /// The count read.
-        count: u64,
-        /// Bytes left.
-        remaining: u64,
-    },
-    /// A string is not UTF-8.
-    #[error("{what}: invalid UTF-8")]
-    Utf8 {
-        /// The field.
-        what: &'static str,
-    },
-    /// A presence byte other than 0 or 1.
-    #[error("{what}: bad presence byte {byte}")]
-    Presence {
-        /// The field.
-        what: &'static str,
-        /// The byte.
-        byte: u8,
-    },
-    /// Signal flags with unknown bits.
-    #[error("signal flags: unknown bits {0:#04x}")]
-    Flags(u8),
-    /// Bytes left after the record.
-    #[error("{0} trailing bytes after the payload")]
-    Trailing(usize),
-    /// A record kind this build does not know.
-    #[error("unknown record kind {0} (written by a newer tidal?)")]
-    UnknownKind(u8),
 }
 
 /// The name of a record kind, for humans.
@@ -303,46 +246,6 @@ pub(crate) fn peek_lsn(buf: &[u8]) -> Option<u64> {
 
 // ----- payload encoding -----
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn str_len(s: &str) -> usize {
-    varint_len(s.len() as u64) + s.len()
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn opt_str_len(s: &Option<String>) -> usize {
-    1 + s.as_deref().map_or(0, str_len)
-}
-
-fn put_opt_str(out: &mut Vec<u8>, s: &Option<String>) {
-    match s {
-        Some(s) => {
-            out.push(1);
-            put_str(out, s);
-        }
-        None => out.push(0),
-    }
-}
-
 /// Encoded size of one signal.
 pub fn signal_len(s: &Signal) -> usize {
     str_len(&s.kind)
@@ -371,49 +274,6 @@ pub fn encode_signal(out: &mut Vec<u8>, s: &Signal) {
     }
     if let Some(id) = &s.id {
         put_str(out, id);
-    }
-}
-
-fn meta_len(m: &ItemMeta) -> usize {
-    opt_str_len(&m.creator)
-        + opt_str_len(&m.title)
-        + opt_str_len(&m.text)
-        + opt_str_len(&m.category)
-        + varint_len(m.tags.len() as u64)
-        + m.tags.iter().map(|t| str_len(t)).sum::<usize>()
-        + 1
-        + if m.created_at.is_some() { 8 } else { 0 }
-        + 1
-        + m.embedding
-            .as_ref()
-            .map_or(0, |e| varint_len(e.0.len() as u64) + 4 * e.0.len())
-}
-
-fn encode_meta(out: &mut Vec<u8>, m: &ItemMeta) {
-    put_opt_str(out, &m.creator);
-    put_opt_str(out, &m.title);
-    put_opt_str(out, &m.text);
-    put_opt_str(out, &m.category);
-    put_varint(out, m.tags.len() as u64);
-    for t in &m.tags {
-        put_str(out, t);
-    }
-    match m.created_at {
-        Some(c) => {
-            out.push(1);
-            out.extend_from_slice(&c.to_le_bytes());
-        }
-        None => out.push(0),
-    }
-    match &m.embedding {
-        Some(e) => {
-            out.push(1);
-            put_varint(out, e.0.len() as u64);
-            for x in &e.0 {
-                out.extend_from_slice(&x.to_bits().to_le_bytes());
-            }
-        }
-        None => out.push(0),
     }
 }
 
@@ -448,91 +308,6 @@ pub fn encode_payload(out: &mut Vec<u8>, record: &Record) {
 }
 
 // ----- payload decoding -----
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(DecodeError::Truncated {
-                what,
-                needed: n,
-                at: self.pos,
-            })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8(what)?;
-            let part = u64::from(b & 0x7f);
-            if i == 9 && part > 1 {
-                return Err(DecodeError::VarintOverflow { what });
-            }
-            v |= part << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError::VarintTooLong { what })
-    }
-
-    /// A count of items each at least `min_item` bytes long, bounded by what remains.
-    fn count(&mut self, min_item: usize, what: &'static str) -> Result<usize, DecodeError> {
-        let n = self.varint(what)?;
-        let remaining = (self.buf.len() - self.pos) as u64;
-        if n.saturating_mul(min_item as u64) > remaining {
-            return Err(DecodeError::CountTooLarge {
-                what,
-                count: n,
-                remaining,
-            });
-        }
-        Ok(n as usize)
-    }
-
-    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        let n = self.count(1, what)?;
-        let b = self.take(n, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Utf8 { what })
-    }
-
-    fn opt_string(&mut self, what: &'static str) -> Result<Option<String>, DecodeError> {
-        match self.u8(what)? {
-            0 => Ok(None),
-            1 => Ok(Some(self.string(what)?)),
-            byte => Err(DecodeError::Presence { what, byte }),
-        }
-    }
-
-    fn finish(&self) -> Result<(), DecodeError> {
-        if self.pos == self.buf.len() {
-            Ok(())
-        } else {
-            Err(DecodeError::Trailing(self.buf.len() - self.pos))
-        }
-    }
-}
 
 /// Smallest encoding of a signal: two empty strings, flags, weight.
 const MIN_SIGNAL_BYTES: usize = 1 + 1 + 1 + 8;
@@ -570,58 +345,9 @@ fn decode_signal(c: &mut Cursor<'_>) -> Result<Signal, DecodeError> {
     })
 }
 
-fn decode_meta(c: &mut Cursor<'_>) -> Result<ItemMeta, DecodeError> {
-    let creator = c.opt_string("item creator")?;
-    let title = c.opt_string("item title")?;
-    let text = c.opt_string("item text")?;
-    let category = c.opt_string("item category")?;
-    let n = c.count(1, "item tags")?;
-    let mut tags = Vec::with_capacity(n);
-    for _ in 0..n {
-        tags.push(c.string("item tag")?);
-    }
-    let created_at = match c.u8("item created_at")? {
-        0 => None,
-        1 => Some(c.u64("item created_at")?),
-        byte => {
-            return Err(DecodeError::Presence {
-                what: "item created_at",
-                byte,
-            });
-        }
-    };
-    let embedding = match c.u8("item embedding")? {
-        0 => None,
-        1 => {
-            let n = c.count(4, "item embedding")?;
-            let raw = c.take(4 * n, "item embedding")?;
-            let v = raw
-                .chunks_exact(4)
-                .map(|b| f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                .collect();
-            Some(Embedding(v))
-        }
-        byte => {
-            return Err(DecodeError::Presence {
-                what: "item embedding",
-                byte,
-            });
-        }
-    };
-    Ok(ItemMeta {
-        creator,
-        title,
-        text,
-        category,
-        tags,
-        created_at,
-        embedding,
-    })
-}
-
 /// Decodes a record from its kind code and payload.
 pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
-    let mut c = Cursor { buf: payload, pos: 0 };
+    let mut c = Cursor::new(payload);
     let record = match kind {
         kind::SIGNALS => {
             let n = c.count(MIN_SIGNAL_BYTES, "signal count")?;

@@ -80,6 +80,7 @@ impl Status {
 
 struct Inner {
     tx: RwLock<Option<Sender<Submission>>>,
+    dedup: Arc<Mutex<super::dedup::Dedup>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     status: Arc<Status>,
 }
@@ -115,10 +116,16 @@ pub struct WalHandle {
 }
 
 impl WalHandle {
-    pub(crate) fn new(tx: Sender<Submission>, thread: JoinHandle<()>, status: Arc<Status>) -> WalHandle {
+    pub(crate) fn new(
+        tx: Sender<Submission>,
+        thread: JoinHandle<()>,
+        status: Arc<Status>,
+        dedup: Arc<Mutex<super::dedup::Dedup>>,
+    ) -> WalHandle {
         WalHandle {
             inner: Arc::new(Inner {
                 tx: RwLock::new(Some(tx)),
+                dedup,
                 thread: Mutex::new(Some(thread)),
                 status,
             }),
@@ -198,6 +205,20 @@ impl WalHandle {
             s.dedup_entries.load(Ordering::Acquire),
             s.dedup_evicted.load(Ordering::Acquire),
         )
+    }
+
+    /// The dedup window as bytes (a checkpoint part; see [`Dedup::save`]). It holds every
+    /// signal committed so far.
+    ///
+    /// [`Dedup::save`]: super::dedup::Dedup::save
+    pub fn dedup_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.inner
+            .dedup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .save(&mut out);
+        out
     }
 
     /// Submissions waiting for the writer.

@@ -61,6 +61,9 @@ pub struct WalOptions {
     /// In the wall clock, after this long without submissions the clock is advanced and
     /// the feed sealed, so time-driven changes (window retractions) become visible.
     pub tick: Duration,
+    /// Resume after a checkpoint: records up to its LSN are covered by it (not handed to the
+    /// caller again), and the dedup window starts from its copy.
+    pub resume: Option<Resume>,
     /// Fault-injection hook for tests: while the flag is set, every sync of a group
     /// commit fails (in every durability mode), which poisons the WAL. `None` in production.
     pub fail_sync: Option<Arc<AtomicBool>>,
@@ -87,6 +90,7 @@ impl WalOptions {
             dedup_max_entries: e.dedup_max_entries,
             queue_capacity: e.wal_queue_requests,
             tick: Duration::from_millis(e.tick_ms),
+            resume: None,
             fail_sync: None,
         }
     }
@@ -110,6 +114,17 @@ impl WalOptions {
         }
         Ok(())
     }
+}
+
+/// Where a checkpoint left the log.
+#[derive(Clone, Debug, Default)]
+pub struct Resume {
+    /// The last LSN the checkpoint covers.
+    pub lsn: u64,
+    /// Signals in the log up to it.
+    pub signals: u64,
+    /// The dedup window's copy ([`WalHandle::dedup_snapshot`]), if any.
+    pub dedup: Option<Vec<u8>>,
 }
 
 /// The acknowledgement of one submission.

@@ -68,6 +68,18 @@ impl WalReader {
         })
     }
 
+    /// Skips the segments that hold only records at or below `lsn` (a resume from a
+    /// checkpoint covering them): reading starts at the segment holding `lsn + 1`, or the last
+    /// one. Must be called before reading.
+    pub fn skip_through(&mut self, lsn: u64) {
+        let keep_from = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_lsn <= lsn.saturating_add(1))
+            .unwrap_or(0);
+        self.segments.drain(..keep_from);
+    }
+
     /// The segment files, in log order.
     pub fn segments(&self) -> &[SegmentFile] {
         &self.segments

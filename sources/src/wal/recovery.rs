@@ -57,7 +57,24 @@ fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> R
     let mut dedup = Dedup::new(opts.dedup_window_ms, opts.dedup_max_entries);
     let mut last_time = None;
     let mut signals = 0u64;
+    let mut covered = 0u64;
+    if let Some(r) = &opts.resume {
+        reader.skip_through(r.lsn);
+        covered = r.lsn;
+        signals = r.signals;
+        if let Some(bytes) = &r.dedup
+            && let Err(e) = dedup.load(bytes)
+        {
+            tracing::warn!(error = %e, "the checkpoint's dedup window does not decode; starting it empty");
+            dedup = Dedup::new(opts.dedup_window_ms, opts.dedup_max_entries);
+        }
+    }
     while let Some(batch) = reader.next_batch()? {
+        last_time = Some(batch.time);
+        if batch.last_lsn() <= covered {
+            // In the checkpoint already (its dedup keys too).
+            continue;
+        }
         signals += batch
             .records
             .iter()
@@ -70,7 +87,6 @@ fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> R
             });
             dedup.remember_logged(sigs, batch.clock_ms);
         }
-        last_time = Some(batch.time);
         on_recovered(batch);
     }
     if let Some((file, offset)) = reader.torn_tail() {

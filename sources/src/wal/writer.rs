@@ -6,8 +6,8 @@
 //! the WAL. In the wall clock an idle writer advances the clock and seals the feed every
 //! `tick`, so that the passing of time reaches the dataflow.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -28,7 +28,8 @@ struct Writer {
     feed: Arc<Feed>,
     status: Arc<Status>,
     clock: CommitClock,
-    dedup: Dedup,
+    /// Shared with the handle, which snapshots it for checkpoints.
+    dedup: Arc<Mutex<Dedup>>,
     next_lsn: u64,
     active: Option<ActiveSegment>,
     buf: Vec<u8>,
@@ -65,12 +66,13 @@ pub(crate) fn spawn(
         .last_time
         .store(clock.last_time().unwrap_or(0), Ordering::Release);
     let (tx, rx) = crossbeam_channel::bounded(opts.queue_capacity);
+    let dedup = Arc::new(Mutex::new(rec.dedup));
     let mut writer = Writer {
         opts,
         feed,
         status: status.clone(),
         clock,
-        dedup: rec.dedup,
+        dedup: dedup.clone(),
         next_lsn: rec.next_lsn,
         active,
         buf: Vec::with_capacity(1 << 20),
@@ -80,7 +82,7 @@ pub(crate) fn spawn(
         .name("tidal-wal-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| WalError::io(std::path::PathBuf::from("<wal writer thread>"), e))?;
-    Ok(WalHandle::new(tx, thread, status))
+    Ok(WalHandle::new(tx, thread, status, dedup))
 }
 
 impl Writer {
@@ -161,8 +163,11 @@ impl Writer {
             wall,
         );
         let dedup_clock = self.clock.peek(target_all);
-        for p in plans.iter_mut().filter(|p| p.error.is_none()) {
-            self.dedup(p, dedup_clock);
+        {
+            let mut dedup = self.dedup.lock().unwrap_or_else(|p| p.into_inner());
+            for p in plans.iter_mut().filter(|p| p.error.is_none()) {
+                dedup_plan(&mut dedup, p, dedup_clock);
+            }
         }
 
         let writable = plans.iter().any(|p| p.error.is_none() && !p.records.is_empty());
@@ -173,7 +178,10 @@ impl Writer {
                 wall,
             );
             let stamp = self.clock.stamp(target);
-            self.dedup.commit(self.clock.clock_ms());
+            self.dedup
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commit(self.clock.clock_ms());
             let Some((clock_ms, time)) = stamp else {
                 for p in plans {
                     p.reply.send(Err(WalError::ClockExhausted));
@@ -204,10 +212,11 @@ impl Writer {
             });
         }
 
-        self.status
-            .dedup_entries
-            .store(self.dedup.len() as u64, Ordering::Release);
-        self.status.dedup_evicted.store(self.dedup.evicted(), Ordering::Release);
+        {
+            let dedup = self.dedup.lock().unwrap_or_else(|p| p.into_inner());
+            self.status.dedup_entries.store(dedup.len() as u64, Ordering::Release);
+            self.status.dedup_evicted.store(dedup.evicted(), Ordering::Release);
+        }
         // Hand the batch to the dataflow before acknowledging, so that whatever a producer
         // has been told is committed is already on its way to the readers.
         let wrote = match batch {
@@ -310,22 +319,6 @@ impl Writer {
         None
     }
 
-    /// Drops a checked submission's duplicate signals at the dedup clock.
-    fn dedup(&mut self, plan: &mut Plan, dedup_clock: u64) {
-        if self.dedup.enabled() {
-            for r in &mut plan.records {
-                if let Record::Signals(sigs) = r {
-                    plan.duplicates += self.dedup.filter(sigs, dedup_clock);
-                }
-            }
-            if plan.duplicates > 0 {
-                plan.records
-                    .retain(|r| !matches!(r, Record::Signals(s) if s.is_empty()));
-            }
-        }
-        plan.accepted = plan.records.iter().map(Record::signal_count).sum();
-    }
-
     /// Encodes every planned record into the buffer with its LSN; moves them into the batch.
     fn encode(&mut self, plans: &mut [Plan], clock_ms: u64, time: u64) -> Vec<LoggedRecord> {
         self.buf.clear();
@@ -396,4 +389,20 @@ impl Writer {
         }
         sync_file(&seg.file, durability).map_err(|e| WalError::io(&seg.path, e))
     }
+}
+
+/// Drops a checked submission's duplicate signals at the dedup clock.
+fn dedup_plan(dedup: &mut Dedup, plan: &mut Plan, dedup_clock: u64) {
+    if dedup.enabled() {
+        for r in &mut plan.records {
+            if let Record::Signals(sigs) = r {
+                plan.duplicates += dedup.filter(sigs, dedup_clock);
+            }
+        }
+        if plan.duplicates > 0 {
+            plan.records
+                .retain(|r| !matches!(r, Record::Signals(s) if s.is_empty()));
+        }
+    }
+    plan.accepted = plan.records.iter().map(Record::signal_count).sum();
 }

@@ -1,0 +1,468 @@
+//! Checkpoints: a consistent copy of every materializer's state at one frontier, with the log
+//! position it covers, so that a restart loads it and replays only the WAL after it.
+//!
+//! Every worker's stateful operators serialize their own state when the checkpoint's frontier
+//! reaches them and hand the bytes to this process's [`Checkpointer`], a background thread
+//! that writes the parts into `<data-dir>/checkpoints/<name>.tmp/`, syncs them, writes the
+//! `MANIFEST` (frontier, position, schema hash, layout, each part's size and BLAKE3) last,
+//! and renames the directory into place: a checkpoint is either complete or ignored. The two
+//! newest complete checkpoints are kept. [`load_latest`] takes the newest one whose manifest
+//! and parts check out and whose schema and layout match; a damaged one is skipped with a
+//! warning (the one before, or the whole WAL, is used instead).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use tidal_core::record::Position;
+use tidal_core::time::Time;
+
+/// The format of the files this build writes.
+pub const FORMAT: u32 = 1;
+/// Complete checkpoints kept.
+const KEEP: usize = 2;
+
+/// What a checkpoint must match to be loaded: the schema (its hash) and the partitioning.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// BLAKE3 of the schema the state was computed for.
+    pub schema: String,
+    /// Workers in the cluster (the ownership modulus).
+    pub peers: usize,
+    /// The global index of this process's first worker.
+    pub first: usize,
+    /// Workers in this process.
+    pub workers: usize,
+}
+
+/// One part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name in the checkpoint's directory.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its BLAKE3, hex.
+    pub blake3: String,
+}
+
+/// A checkpoint's manifest, written last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The file format.
+    pub format: u32,
+    /// The frontier: the state of every time before it.
+    pub frontier: Time,
+    /// The log position covered: every record up to `position.lsn`.
+    pub position: Position,
+    /// What the state was computed for.
+    pub layout: Layout,
+    /// The parts.
+    pub files: Vec<FileEntry>,
+    /// Wall clock when written, ms.
+    pub created_ms: u64,
+}
+
+/// A checkpoint read back, its parts checked.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The parts by name.
+    pub parts: HashMap<String, Vec<u8>>,
+}
+
+impl Loaded {
+    /// The part called `name`, if the checkpoint has it.
+    pub fn part(&self, name: &str) -> Option<&[u8]> {
+        self.parts.get(name).map(Vec::as_slice)
+    }
+}
+
+/// A fingerprint of the parts of a configuration the materialized state depends on (the
+/// schema: signal types, windows, half-lives, cohorts...), not of engine or server settings.
+pub fn schema_fingerprint(config: &tidal_core::Config) -> String {
+    let mut c = config.clone();
+    c.engine = Default::default();
+    c.server = Default::default();
+    blake3::hash(c.to_toml().as_bytes()).to_hex().to_string()
+}
+
+/// `<data-dir>/checkpoints`.
+pub fn dir_of(data_dir: &Path) -> PathBuf {
+    data_dir.join("checkpoints")
+}
+
+/// The directory name of the checkpoint covering `lsn`.
+fn name_of(lsn: u64) -> String {
+    format!("ckpt-{lsn:020}")
+}
+
+enum Msg {
+    Part {
+        frontier: Time,
+        position: Position,
+        name: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// A checkpoint being gathered.
+struct Gathering {
+    frontier: Time,
+    position: Position,
+    dir: PathBuf,
+    files: Vec<FileEntry>,
+    failed: bool,
+}
+
+#[derive(Default)]
+struct Done {
+    latest: Option<Manifest>,
+}
+
+/// Extra parts of a checkpoint produced outside the dataflow (the WAL's dedup window).
+pub type ExtraParts = Box<dyn Fn() -> Vec<(String, Vec<u8>)> + Send>;
+
+/// This process's checkpoint writer: a background thread.
+pub struct Checkpointer {
+    tx: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
+    done: Arc<(Mutex<Done>, Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    extra: Arc<Mutex<Option<ExtraParts>>>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// Starts the writer for checkpoints in `dir`, each of `parts` parts from the dataflow
+    /// (plus the extras), for `layout`. `latest` is the checkpoint loaded at start, if any.
+    pub fn start(
+        dir: PathBuf,
+        layout: Layout,
+        parts: usize,
+        latest: Option<Manifest>,
+    ) -> std::io::Result<Checkpointer> {
+        std::fs::create_dir_all(&dir)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let done = Arc::new((Mutex::new(Done { latest }), Condvar::new()));
+        let extra: Arc<Mutex<Option<ExtraParts>>> = Arc::new(Mutex::new(None));
+        let (d, e) = (done.clone(), extra.clone());
+        let thread = std::thread::Builder::new()
+            .name("tidal-checkpoint".into())
+            .spawn(move || writer(rx, dir, layout, parts, d, e))?;
+        Ok(Checkpointer {
+            tx: Mutex::new(Some(tx)),
+            done,
+            thread: Mutex::new(Some(thread)),
+            extra,
+        })
+    }
+
+    /// Sets the producer of the extra parts (called once per checkpoint, on the writer thread).
+    pub fn set_extra(&self, extra: ExtraParts) {
+        *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(extra);
+    }
+
+    /// Hands over one part of the checkpoint at `frontier` covering `position`.
+    pub fn part(&self, frontier: Time, position: Position, name: String, bytes: Vec<u8>) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Part {
+                frontier,
+                position,
+                name,
+                bytes,
+            });
+        }
+    }
+
+    /// The newest complete checkpoint (written or loaded).
+    pub fn latest(&self) -> Option<Manifest> {
+        self.done.0.lock().unwrap_or_else(|p| p.into_inner()).latest.clone()
+    }
+
+    /// Waits until a checkpoint covering at least `lsn` is complete, at most `timeout`.
+    pub fn wait_for(&self, lsn: u64, timeout: Duration) -> Option<Manifest> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.done;
+        let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(m) = done.latest.as_ref().filter(|m| m.position.lsn >= lsn) {
+                return Some(m.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            done = cond
+                .wait_timeout(done, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Stops the writer after what it was handed.
+    pub fn shutdown(&self) {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn writer(
+    rx: std::sync::mpsc::Receiver<Msg>,
+    dir: PathBuf,
+    layout: Layout,
+    parts: usize,
+    done: Arc<(Mutex<Done>, Condvar)>,
+    extra: Arc<Mutex<Option<ExtraParts>>>,
+) {
+    let mut gathering: HashMap<u64, Gathering> = HashMap::new();
+    while let Ok(Msg::Part {
+        frontier,
+        position,
+        name,
+        bytes,
+    }) = rx.recv()
+    {
+        let lsn = position.lsn;
+        let final_dir = dir.join(name_of(lsn));
+        if final_dir.exists() && !gathering.contains_key(&lsn) {
+            // One at this position is there already: the same state, or a damaged copy
+            // (skipped when loaded). Write it anew.
+            let _ = std::fs::remove_dir_all(&final_dir);
+        }
+        let g = gathering.entry(lsn).or_insert_with(|| {
+            let tmp = dir.join(format!("{}.tmp", name_of(lsn)));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let failed = std::fs::create_dir_all(&tmp).is_err();
+            let mut g = Gathering {
+                frontier,
+                position,
+                dir: tmp,
+                files: Vec::new(),
+                failed,
+            };
+            // The extra parts (the WAL's dedup window) come with the first part.
+            let extras = extra.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f());
+            for (name, bytes) in extras.unwrap_or_default() {
+                write_part(&mut g, name, &bytes);
+            }
+            g
+        });
+        write_part(g, name, &bytes);
+        let extras = g.files.iter().filter(|f| !f.name.starts_with('w')).count();
+        if g.files.len() - extras < parts {
+            continue;
+        }
+        let Some(g) = gathering.remove(&lsn) else { continue };
+        match finish(&dir, g, &layout) {
+            Ok(manifest) => {
+                tracing::info!(lsn = manifest.position.lsn, "checkpoint written");
+                let (lock, cond) = &*done;
+                lock.lock().unwrap_or_else(|p| p.into_inner()).latest = Some(manifest);
+                cond.notify_all();
+                prune(&dir);
+            }
+            Err(e) => tracing::warn!(error = %e, lsn, "checkpoint not written"),
+        }
+    }
+}
+
+fn write_part(g: &mut Gathering, name: String, bytes: &[u8]) {
+    if g.failed {
+        return;
+    }
+    let path = g.dir.join(&name);
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => g.files.push(FileEntry {
+            name,
+            bytes: bytes.len() as u64,
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+        }),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write a checkpoint part");
+            g.failed = true;
+        }
+    }
+}
+
+fn finish(dir: &Path, g: Gathering, layout: &Layout) -> std::io::Result<Manifest> {
+    if g.failed {
+        return Err(std::io::Error::other("a part could not be written"));
+    }
+    let mut files = g.files;
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let manifest = Manifest {
+        format: FORMAT,
+        frontier: g.frontier,
+        position: g.position,
+        layout: layout.clone(),
+        files,
+        created_ms: tidal_core::time::wall_clock_ms(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+    let path = g.dir.join("MANIFEST");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+    }
+    sync_dir(&g.dir)?;
+    std::fs::rename(&g.dir, dir.join(name_of(g.position.lsn)))?;
+    sync_dir(dir)?;
+    Ok(manifest)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Complete checkpoints in `dir`, newest first.
+fn complete(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("ckpt-") && !n.ends_with(".tmp"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.reverse();
+    out
+}
+
+/// Removes all but the newest [`KEEP`] complete checkpoints, and unfinished ones.
+fn prune(dir: &Path) {
+    for old in complete(dir).into_iter().skip(KEEP) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+/// Why a checkpoint was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest does not parse.
+    #[error("{}: bad manifest: {message}", path.display())]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A part is damaged or missing.
+    #[error("{}: part {name} {problem}", dir.display())]
+    Part {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// The part.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Written for another schema, partitioning or format.
+    #[error("{}: written for {what}; this process has another", dir.display())]
+    Mismatch {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// What differs.
+        what: &'static str,
+    },
+}
+
+fn load(dir: &Path, layout: &Layout) -> Result<Loaded, CheckpointError> {
+    let path = dir.join("MANIFEST");
+    let text = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| CheckpointError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let mismatch = |what| {
+        Err(CheckpointError::Mismatch {
+            dir: dir.to_path_buf(),
+            what,
+        })
+    };
+    if manifest.format != FORMAT {
+        return mismatch("another checkpoint format");
+    }
+    if manifest.layout.schema != layout.schema {
+        return mismatch("another schema");
+    }
+    if manifest.layout != *layout {
+        return mismatch("another number or layout of workers");
+    }
+    let mut parts = HashMap::new();
+    for f in &manifest.files {
+        let p = dir.join(&f.name);
+        let bytes = std::fs::read(&p).map_err(|source| CheckpointError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let problem = |problem: String| CheckpointError::Part {
+            dir: dir.to_path_buf(),
+            name: f.name.clone(),
+            problem,
+        };
+        if bytes.len() as u64 != f.bytes {
+            return Err(problem(format!(
+                "is {} bytes, the manifest says {}",
+                bytes.len(),
+                f.bytes
+            )));
+        }
+        if blake3::hash(&bytes).to_hex().as_str() != f.blake3 {
+            return Err(problem("fails its checksum".into()));
+        }
+        parts.insert(f.name.clone(), bytes);
+    }
+    Ok(Loaded { manifest, parts })
+}
+
+/// The newest checkpoint in `dir` that is whole and matches `layout`; the others are skipped
+/// with a warning naming what is wrong.
+pub fn load_latest(dir: &Path, layout: &Layout) -> Option<Loaded> {
+    for candidate in complete(dir) {
+        match load(&candidate, layout) {
+            Ok(loaded) => return Some(loaded),
+            Err(e) => tracing::warn!(error = %e, "skipping a checkpoint"),
+        }
+    }
+    None
+}

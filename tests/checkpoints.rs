@@ -1,0 +1,212 @@
+//! Checkpoints: a restart from a checkpoint plus the WAL after it answers exactly as a replay
+//! of the whole WAL, on random logs with puts, deletes, late events and clock moves; a
+//! damaged or half-written checkpoint is skipped (the one before, or the whole log, is used);
+//! a checkpoint of another schema is refused.
+
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use tidal::{ClockMode, Config, ItemMeta, NewSignal, RankQuery, Tidal};
+
+const T0: u64 = 1_700_000_000_000;
+const MIN: u64 = 60_000;
+
+const QUERIES: [&str; 6] = [
+    "profile=trending&limit=50",
+    "profile=trending&window=24h&signals=view:1,like:3&limit=50",
+    "profile=rising&signal=view&limit=50",
+    "profile=hot&half_life=1h&limit=50",
+    "profile=top&category=c1&max_per_creator=2&limit=50",
+    "profile=new&limit=10",
+];
+
+fn config(dir: &Path, every: u64) -> Config {
+    let mut c = Config::default_filled();
+    c.engine.data_dir = dir.display().to_string();
+    c.engine.clock = ClockMode::Event;
+    c.engine.durability = tidal::Durability::Buffer;
+    c.engine.checkpoint_every = every;
+    c
+}
+
+/// A random stretch of writes: signals (some late), puts, deletes, clock moves.
+fn write_random(t: &Tidal, rng: &mut StdRng, clock: &mut u64, steps: usize) -> u64 {
+    let mut last = 0;
+    for _ in 0..steps {
+        *clock += rng.gen_range(0..20 * MIN);
+        let id = format!("i{}", rng.gen_range(0..40));
+        last = match rng.gen_range(0..20) {
+            0 => t.delete_item(&id).expect("delete").lsn,
+            1 | 2 => {
+                let meta = ItemMeta {
+                    creator: Some(format!("u{}", rng.gen_range(0..5))),
+                    category: Some(format!("c{}", rng.gen_range(0..3))),
+                    created_at: Some(*clock - rng.gen_range(0..1000 * MIN)),
+                    ..Default::default()
+                };
+                t.put_item(&id, meta).expect("put").lsn
+            }
+            3 => t.advance_clock(*clock).expect("advance").lsn,
+            _ => {
+                let sigs = (0..rng.gen_range(1..12))
+                    .map(|_| {
+                        let kind = ["view", "view", "like", "share", "skip"][rng.gen_range(0..5)];
+                        let late = rng.gen_range(0..3) * 30 * MIN;
+                        NewSignal::new(kind, format!("i{}", rng.gen_range(0..40)))
+                            .user(format!("u{}", rng.gen_range(0..9)))
+                            .weight(rng.gen_range(1..5) as f64 * 0.5)
+                            .ts(clock.saturating_sub(late))
+                    })
+                    .collect();
+                t.signals(sigs).expect("signals").lsn
+            }
+        };
+    }
+    last
+}
+
+/// Every query's ranking and every item's view, as JSON.
+fn answers(t: &Tidal) -> Vec<Value> {
+    let lsn = t.stats().wal_lsn;
+    let mut out = Vec::new();
+    for q in QUERIES {
+        let r = t.rank(&RankQuery::parse(q).expect("query").min_lsn(lsn)).expect("rank");
+        out.push(serde_json::to_value(&r.items).expect("json"));
+        out.push(serde_json::json!(r.as_of.clock));
+    }
+    for i in 0..40 {
+        let v = t.item(&format!("i{i}")).expect("item");
+        out.push(serde_json::to_value(v.map(|v| (v.meta, v.signals))).expect("json"));
+    }
+    out
+}
+
+#[test]
+fn restart_from_a_checkpoint_answers_as_a_full_replay() {
+    for seed in 0..4u64 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut clock = T0;
+        // Automatic checkpoints every 150 signals, and one asked for.
+        let t = Tidal::open(config(dir.path(), 150)).expect("open");
+        write_random(&t, &mut rng, &mut clock, 60);
+        let asked = t.checkpoint().expect("checkpoint");
+        assert_eq!(asked.position.lsn, t.stats().wal_lsn);
+        write_random(&t, &mut rng, &mut clock, 80);
+        let before = answers(&t);
+        let lsn = t.stats().wal_lsn;
+        drop(t); // a shutdown: checkpoints the whole log
+
+        let t = Tidal::open(config(dir.path(), 150)).expect("reopen");
+        let ckpt = t.latest_checkpoint().expect("a checkpoint was loaded");
+        assert_eq!(ckpt.position.lsn, lsn, "the shutdown checkpoint covers the whole log");
+        assert!(
+            t.recovered_records() <= 1,
+            "seed {seed}: replayed {} records",
+            t.recovered_records()
+        );
+        assert_eq!(answers(&t), before, "seed {seed}: restored state differs");
+        // More writes after the restore: the state goes on exactly.
+        write_random(&t, &mut rng, &mut clock, 40);
+        let after = answers(&t);
+        drop(t);
+
+        // Without any checkpoint: a replay of the whole WAL gives the same answers.
+        std::fs::remove_dir_all(dir.path().join("checkpoints")).expect("remove checkpoints");
+        let t = Tidal::open(config(dir.path(), 0)).expect("full replay");
+        assert!(t.recovered_records() > 100);
+        assert_eq!(
+            answers(&t),
+            after,
+            "seed {seed}: checkpoint + tail differs from a full replay"
+        );
+        t.shutdown().expect("shutdown");
+    }
+}
+
+/// Flips a byte in the middle of a file.
+fn damage(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn checkpoints(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("checkpoints"))
+        .expect("checkpoints")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| !p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn damaged_or_unfinished_checkpoints_are_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut clock = T0;
+    let t = Tidal::open(config(dir.path(), 0)).expect("open");
+    write_random(&t, &mut rng, &mut clock, 50);
+    let first = t.checkpoint().expect("first checkpoint");
+    write_random(&t, &mut rng, &mut clock, 50);
+    let expected = answers(&t);
+    drop(t);
+    let all = checkpoints(dir.path());
+    assert_eq!(all.len(), 2);
+    // The newest is damaged: a part fails its checksum.
+    let part = std::fs::read_dir(&all[1])
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains("windows")))
+        .expect("a windows part");
+    damage(&part);
+    // And a checkpoint cut short by a crash, newer still.
+    std::fs::create_dir_all(dir.path().join("checkpoints/ckpt-99999999999999999999.tmp")).expect("tmp");
+    let t = Tidal::open(config(dir.path(), 0)).expect("reopen");
+    let used = t.latest_checkpoint().expect("the older checkpoint");
+    assert_eq!(used.position, first.position, "the damaged one was skipped");
+    assert!(t.recovered_records() > 0, "the WAL after the older one is replayed");
+    assert_eq!(answers(&t), expected);
+    drop(t);
+
+    // Every checkpoint unusable (the manifest of the remaining ones damaged): the whole log.
+    for c in checkpoints(dir.path()) {
+        damage(&c.join("MANIFEST"));
+    }
+    let t = Tidal::open(config(dir.path(), 0)).expect("full replay");
+    assert!(t.recovered_records() > 50);
+    assert_eq!(answers(&t), expected);
+    t.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_checkpoint_of_another_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tidal::open(config(dir.path(), 0)).expect("open");
+    let sigs = (0..30)
+        .map(|i| NewSignal::new("view", format!("i{}", i % 3)).ts(T0 + i * MIN))
+        .collect();
+    t.signals(sigs).expect("signals");
+    drop(t);
+    // The same data directory under a schema with another window for views.
+    let mut c = config(dir.path(), 0);
+    c.signals[0].windows.push(tidal_core::config::WindowDef {
+        size: tidal::Dur(2 * 3_600_000),
+        granularity: Some(tidal::Dur(120_000)),
+    });
+    let t = Tidal::open(c).expect("reopen");
+    assert!(
+        t.latest_checkpoint().is_none(),
+        "the old schema's checkpoint is not used"
+    );
+    assert!(t.recovered_records() > 0, "the whole WAL is replayed");
+    let v = t.item("i0").expect("item").expect("i0");
+    // i0 has views at minutes 0, 3, 6, ..., 27; the clock is at minute 29: 2h window holds all.
+    assert_eq!(v.signals["view"].counts["2h"], 10.0);
+    t.shutdown().expect("shutdown");
+}
