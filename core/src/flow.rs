@@ -157,8 +157,9 @@ pub struct Restore {
     pub frontier: Time,
     /// The log position it covers.
     pub position: Position,
-    /// The parts by name (`w<index>-<operator>`).
-    pub parts: std::collections::HashMap<String, Vec<u8>>,
+    /// The parts by name (`w<index>-<operator>`), each taken by the operator that loads
+    /// it (so that the bytes are freed once loaded).
+    pub parts: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 /// How a worker's stateful operators persist and restore their state.
@@ -180,13 +181,14 @@ impl std::fmt::Debug for Persist {
 }
 
 impl Persist {
-    /// The bytes of this worker's part `what`, when restoring.
-    pub fn restored(&self, index: usize, what: &str) -> Option<&[u8]> {
+    /// Takes the bytes of this worker's part `what`, when restoring.
+    pub fn take_restored(&self, index: usize, what: &str) -> Option<Vec<u8>> {
         self.restore
             .as_ref()?
             .parts
-            .get(&part_name(index, what))
-            .map(Vec::as_slice)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&part_name(index, what))
     }
 
     /// Hands over this worker's part `what` of the checkpoint at `frontier`.

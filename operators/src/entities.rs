@@ -65,8 +65,8 @@ pub fn entities<'s>(
     builder.build(move |capabilities| {
         let mut log = Interner::new(&config, partition);
         let mut bufs = Buffers::default();
-        if let Some(bytes) = persist.restored(partition.index, "entities")
-            && let Err(e) = log.load(bytes, &mut bufs)
+        if let Some(bytes) = persist.take_restored(partition.index, "entities")
+            && let Err(e) = log.load(&bytes, &mut bufs)
         {
             // A checked checkpoint (checksum, format version) does not fail to decode; were
             // it to, the state would be wrong: stop here rather than serve it.

@@ -418,8 +418,8 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 let mut stash: Vec<(Capability<Time>, SignalEv, isize)> = Vec::new();
                 // The restored state is emitted (at time 0) in the first activation.
                 let mut restored = false;
-                if let Some(bytes) = persist.restored(index, what) {
-                    match load_state::<E>(bytes, sums, &initial) {
+                if let Some(bytes) = persist.take_restored(index, what) {
+                    match load_state::<E>(&bytes, sums, &initial) {
                         Ok((s, p, d)) => {
                             (sums, pending) = (s, p);
                             for (k, until) in d {

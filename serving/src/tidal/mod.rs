@@ -155,7 +155,7 @@ impl Tidal {
             Arc::new(Restore {
                 frontier: l.manifest.frontier,
                 position: l.manifest.position,
-                parts: l.parts,
+                parts: std::sync::Mutex::new(l.parts),
             })
         });
         if let Some(r) = &restore {
@@ -218,10 +218,17 @@ impl Tidal {
                 return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
             }
         }
+        let busy = pipeline.state().busy_ns;
+        let busy: Vec<String> = tidal_core::stats::STAGE_NAMES
+            .iter()
+            .zip(busy)
+            .map(|(n, ns)| format!("{n}={:.2}s", ns as f64 / 1e9))
+            .collect();
         tracing::info!(
             records = recovered_records,
             lsn = target,
             seconds = started.elapsed().as_secs_f64(),
+            busy = busy.join(" "),
             "recovered the WAL"
         );
         let tidal = Tidal {
