@@ -11,6 +11,7 @@ use tidal::server::{ServeOptions, serve};
 use tidal_core::time::ClockMode;
 
 mod bench;
+mod reference;
 
 #[derive(Parser)]
 #[command(name = "tidal", version, about = "A streaming ranking engine for content feeds")]

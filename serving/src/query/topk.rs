@@ -16,9 +16,10 @@
 //!
 //! A `category`, `creator` or `tag` filter that matches few items is answered from its
 //! posting list instead: walking an index until `k` matching items turn up costs about
-//! `k · N / n` entries for `n` matches among `N` indexed items, scoring the `n` matches costs
-//! `n`; the cheaper is taken (`n² ≤ k · N` with a margin), so a filter matching 0.1% of a
-//! million items scores a thousand items instead of walking the whole index.
+//! `k · N / n` entries for `n` matches among `N` indexed items if they are spread evenly (and
+//! up to `N` if they are not), scoring the `n` matches costs `n`: see [`prefer_postings`]. A
+//! filter matching 0.1% of a million items scores a thousand items instead of walking the
+//! whole index.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -150,6 +151,22 @@ pub(crate) fn top<'s>(view: &'s View, scorer: &'s Scorer, params: &'s RankParams
     out
 }
 
+/// Whether scoring the `matches` items of a filter's posting list beats walking an index of
+/// `indexed` entries until `need` of them turn up. The walk's expected cost, `need · indexed /
+/// matches` entries, holds only when the matches are spread evenly through the index; when
+/// they are not (a category of unpopular items sits at the end of every index) the walk reads
+/// the whole index. So the posting list is taken when it is cheaper than the expected walk
+/// (with a wide margin), or cheaper than the whole walk: its cost is known, the walk's is not.
+fn prefer_postings(matches: u64, need: u64, indexed: u64) -> bool {
+    let scoring = matches.saturating_mul(POSTING_COST);
+    let expected_walk = need.saturating_mul(indexed) / matches.max(1);
+    scoring <= expected_walk || (scoring <= indexed && scoring <= expected_walk.saturating_mul(WALK_MARGIN))
+}
+
+/// How far above the expected walk the posting list's cost may be and still be taken
+/// because the walk's cost is uncertain.
+const WALK_MARGIN: u64 = 100;
+
 /// One shard's ranking, best first, filtered (diversity is the merge's).
 enum ShardStream<'s> {
     Walk(Walk<'s>),
@@ -169,7 +186,7 @@ impl<'s> ShardStream<'s> {
                 .map(|ix| ix.len() as u64)
                 .max()
                 .unwrap_or(0);
-            if n.saturating_mul(n).saturating_mul(POSTING_COST) <= (need as u64).saturating_mul(indexed) {
+            if prefer_postings(n, need as u64, indexed) {
                 return ShardStream::Sorted(score_matches(snapshot, scorer, &filters, &matches).into_iter());
             }
         }
@@ -365,4 +382,29 @@ fn score_matches<'s>(
     }
     hits.sort_unstable();
     hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefer_postings;
+
+    #[test]
+    fn postings_are_taken_when_few_items_match() {
+        // 0.1% of a million indexed items: scoring a thousand beats any walk.
+        assert!(prefer_postings(1_000, 50, 1_000_000));
+        // A thousand matches in a short index (a one-hour window holds 60k items): the
+        // matches may all sit at its end, and scoring them costs less than the whole walk.
+        assert!(prefer_postings(1_000, 50, 60_000));
+        assert!(prefer_postings(0, 50, 10));
+    }
+
+    #[test]
+    fn a_broad_filter_walks_the_index() {
+        // Half of the items match: 50 of them turn up within ~100 entries.
+        assert!(!prefer_postings(500_000, 50, 1_000_000));
+        // 10% match: ~500 entries expected against scoring 100k items.
+        assert!(!prefer_postings(100_000, 50, 1_000_000));
+        // More matches than the index is long: walking is never worse.
+        assert!(!prefer_postings(20_000, 50, 10_000));
+    }
 }
