@@ -49,6 +49,15 @@ enum Command {
         /// Clock mode: wall or event.
         #[arg(long)]
         clock: Option<ClockMode>,
+        /// Processes in the cluster (needs --hostfile).
+        #[arg(long, requires = "hostfile")]
+        processes: Option<usize>,
+        /// This process's index in the cluster, from 0 (needs --hostfile).
+        #[arg(long, requires = "hostfile")]
+        process_id: Option<usize>,
+        /// The cluster: one line per process, in order, `TIMELY_ADDR HTTP_ADDR`.
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
     },
     /// Check or print a write-ahead log.
     Wal {
@@ -124,12 +133,18 @@ fn main() -> ExitCode {
             listen,
             workers,
             clock,
+            processes,
+            process_id,
+            hostfile,
         } => serve(ServeOptions {
             config,
             data_dir,
             listen,
             workers,
             clock,
+            processes,
+            process_id,
+            hostfile,
         })
         .map_err(|e| e.to_string()),
         Command::Wal {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tidal_core::config::Config;
+use tidal_core::config::{ClusterConfig, Config};
 use tidal_core::time::ClockMode;
 use tidal_serving::http::{AppState, app};
 use tidal_serving::{Error, Tidal};
@@ -23,6 +23,12 @@ pub struct ServeOptions {
     pub workers: Option<usize>,
     /// `engine.clock`.
     pub clock: Option<ClockMode>,
+    /// Processes in the cluster (checked against the host file).
+    pub processes: Option<usize>,
+    /// `cluster.process_id`.
+    pub process_id: Option<usize>,
+    /// The cluster's host file: `cluster.processes`.
+    pub hostfile: Option<PathBuf>,
 }
 
 /// Loads the configuration and applies the command-line overrides and `TIDAL_AUTH_TOKEN`.
@@ -42,6 +48,26 @@ pub fn load_config(opts: &ServeOptions) -> Result<Config, Error> {
     }
     if let Some(c) = opts.clock {
         config.engine.clock = c;
+    }
+    if let Some(path) = &opts.hostfile {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let process_id = opts.process_id.unwrap_or(config.cluster.process_id);
+        config.cluster = ClusterConfig::parse_hostfile(&text, process_id)?;
+        if let Some(n) = opts.processes
+            && n != config.cluster.processes.len()
+        {
+            return Err(Error::Config(tidal_core::Error::Config {
+                field: "--processes".into(),
+                message: format!(
+                    "is {n} but the host file {} lists {} processes",
+                    path.display(),
+                    config.cluster.processes.len()
+                ),
+            }));
+        }
     }
     if let Ok(t) = std::env::var("TIDAL_AUTH_TOKEN")
         && !t.is_empty()
@@ -78,6 +104,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
         reason: reason.to_string(),
     };
     let state = AppState::new(tidal.clone()).map_err(io)?;
+    let watch = tidal.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidal-http")
@@ -88,10 +115,42 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
         let local = listener.local_addr().map_err(io)?;
         tracing::info!(%local, "tidal is serving");
         println!("tidal serving on http://{local} (data in {data_dir})");
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+        if watch.peers().is_some() {
+            // A cluster's dataflow stops when a process leaves it: this process cannot go on
+            // alone, so it stops too (a supervisor restarts every process and the cluster
+            // forms again, each recovering its own WAL).
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Err(Error::DataflowStopped(why)) = watch.health() {
+                        let _ = lost_tx.send(why);
+                        return;
+                    }
+                }
+            });
+        }
+        let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let lost_in = lost.clone();
+        let stop = async move {
+            tokio::select! {
+                _ = stop_signal() => {},
+                Ok(why) = lost_rx => {
+                    tracing::error!(reason = %why, "the cluster's dataflow stopped (a process left); stopping");
+                    *lost_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                },
+            }
+        };
         axum::serve(listener, app(state))
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(stop)
             .await
-            .map_err(io)
+            .map_err(io)?;
+        match lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(why) => Err(Error::DataflowStopped(format!(
+                "{why}: a process of the cluster left; restart every process"
+            ))),
+            None => Ok(()),
+        }
     });
     drop(rt);
     tidal.shutdown()?;

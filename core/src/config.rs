@@ -45,6 +45,74 @@ pub struct Config {
     /// HTTP server settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// The processes of a multi-process cluster (absent: one process).
+    #[serde(default, skip_serializing_if = "ClusterConfig::is_single")]
+    pub cluster: ClusterConfig,
+}
+
+/// A cluster of tidal processes (SPEC §11): each runs `engine.workers` workers, has its own
+/// data directory, WAL and HTTP listener, and reaches the others through timely's network
+/// (the dataflow) and their HTTP listeners (queries, the event clock).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This process's index among `processes`.
+    pub process_id: usize,
+    /// Every process in order (empty: a single process).
+    pub processes: Vec<ClusterPeer>,
+}
+
+/// One process of a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPeer {
+    /// Its timely address (`host:port`), where the dataflow's workers connect.
+    pub timely: String,
+    /// Its HTTP address (`host:port`), where peers scatter queries and the clock.
+    pub http: String,
+}
+
+impl ClusterConfig {
+    /// Whether this is a single process (no cluster).
+    pub fn is_single(&self) -> bool {
+        self.processes.len() <= 1
+    }
+
+    /// Processes in the cluster (1 when there is none).
+    pub fn len(&self) -> usize {
+        self.processes.len().max(1)
+    }
+
+    /// Whether no process is listed.
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    /// Parses a host file: one process per line, `TIMELY_ADDR HTTP_ADDR`, in process order
+    /// (blank lines and `#` comments ignored).
+    pub fn parse_hostfile(text: &str, process_id: usize) -> Result<ClusterConfig> {
+        let mut processes = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(timely), Some(http), None) => processes.push(ClusterPeer {
+                    timely: timely.to_string(),
+                    http: http.to_string(),
+                }),
+                _ => {
+                    return Err(Error::Config {
+                        field: format!("hostfile line {}", n + 1),
+                        message: "expected `TIMELY_ADDR HTTP_ADDR`, for example `127.0.0.1:7800 127.0.0.1:7700`".into(),
+                    });
+                }
+            }
+        }
+        Ok(ClusterConfig { process_id, processes })
+    }
 }
 
 /// A declared signal type.
@@ -265,6 +333,7 @@ impl Default for Config {
             profiles: Vec::new(),
             engine: EngineConfig::default(),
             server: ServerConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -394,6 +463,24 @@ impl Config {
             }
             if s.rank_weight < 0.0 {
                 return bad(f("rank_weight"), "must not be negative");
+            }
+        }
+        if !self.cluster.processes.is_empty() {
+            if self.cluster.process_id >= self.cluster.processes.len() {
+                return bad(
+                    "cluster.process_id".into(),
+                    &format!(
+                        "must be below the number of processes ({})",
+                        self.cluster.processes.len()
+                    ),
+                );
+            }
+            for (i, p) in self.cluster.processes.iter().enumerate() {
+                for (name, addr) in [("timely", &p.timely), ("http", &p.http)] {
+                    if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                        return bad(format!("cluster.processes[{i}].{name}"), "must be host:port");
+                    }
+                }
             }
         }
         for (i, d) in self.cohort_dimensions.iter().enumerate() {

@@ -141,8 +141,10 @@ pub enum Control {
     Mark {
         /// The version's frontier.
         time: Time,
-        /// The log position every batch before `time` reaches.
+        /// The log position every batch of the origin's WAL before `time` reaches.
         position: Position,
+        /// The process whose source made the mark (its WAL is the one `position` is in).
+        origin: usize,
     },
 }
 

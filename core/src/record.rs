@@ -77,29 +77,117 @@ impl std::hash::Hash for Embedding {
 }
 
 /// Item metadata, as `PUT /v1/items/{id}` stores it. Every field is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// In JSON (and any human-readable format) absent fields are left out; in binary formats —
+/// timely's exchange between the processes of a cluster — every field is written, since
+/// those formats cannot skip a field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ItemMeta {
     /// The author.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<String>,
     /// Title (searchable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// Body text (searchable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Category.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     /// Tags.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Creation time, ms since the epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<u64>,
     /// Embedding vector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Embedding>,
+}
+
+/// [`ItemMeta`] as JSON has it: absent fields left out.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "ItemMeta")]
+struct ItemMetaText {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    creator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    category: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    embedding: Option<Embedding>,
+}
+
+/// [`ItemMeta`] in binary formats: every field, in order.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "ItemMeta")]
+struct ItemMetaBinary(
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+    Option<u64>,
+    Option<Embedding>,
+);
+
+impl Serialize for ItemMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.clone();
+        if s.is_human_readable() {
+            ItemMetaText {
+                creator: m.creator,
+                title: m.title,
+                text: m.text,
+                category: m.category,
+                tags: m.tags,
+                created_at: m.created_at,
+                embedding: m.embedding,
+            }
+            .serialize(s)
+        } else {
+            ItemMetaBinary(
+                m.creator,
+                m.title,
+                m.text,
+                m.category,
+                m.tags,
+                m.created_at,
+                m.embedding,
+            )
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ItemMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ItemMeta, D::Error> {
+        if d.is_human_readable() {
+            let t = ItemMetaText::deserialize(d)?;
+            Ok(ItemMeta {
+                creator: t.creator,
+                title: t.title,
+                text: t.text,
+                category: t.category,
+                tags: t.tags,
+                created_at: t.created_at,
+                embedding: t.embedding,
+            })
+        } else {
+            let ItemMetaBinary(creator, title, text, category, tags, created_at, embedding) =
+                ItemMetaBinary::deserialize(d)?;
+            Ok(ItemMeta {
+                creator,
+                title,
+                text,
+                category,
+                tags,
+                created_at,
+                embedding,
+            })
+        }
+    }
 }
 
 /// One WAL record's content.
@@ -170,3 +258,31 @@ impl CommittedBatch {
 
 /// A shared committed batch, as handed from the WAL writer to the dataflow source.
 pub type SharedBatch = Arc<CommittedBatch>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_meta_leaves_absent_fields_out_of_json_and_keeps_every_field_in_binary() {
+        let some = ItemMeta {
+            creator: Some("ann".into()),
+            tags: vec!["a".into()],
+            created_at: Some(7),
+            ..ItemMeta::default()
+        };
+        for meta in [ItemMeta::default(), some] {
+            let json = serde_json::to_value(&meta).unwrap();
+            assert!(json.get("title").is_none(), "{json}");
+            assert_eq!(serde_json::from_value::<ItemMeta>(json).unwrap(), meta);
+            // bincode (timely's exchange between processes) cannot skip a field.
+            let bytes = bincode::serialize(&Record::ItemPut {
+                id: "m1".into(),
+                meta: meta.clone(),
+            })
+            .unwrap();
+            let back: Record = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back, Record::ItemPut { id: "m1".into(), meta });
+        }
+    }
+}

@@ -57,7 +57,13 @@ pub fn build<'s>(
     persist: Persist,
 ) -> Outputs<'s> {
     let control = wal_source(scope, feed, source, stats.clone()).broadcast();
-    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone(), persist.clone());
+    let entities = tidal_operators::entities(
+        control.clone(),
+        config.clone(),
+        stats.clone(),
+        persist.clone(),
+        source.sources > 1,
+    );
     let windows = tidal_operators::windows(
         entities.signals.clone(),
         control.clone(),

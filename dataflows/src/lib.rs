@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use timely::WorkerConfig;
 use timely::worker::ProgressMode;
-use timely::{CommunicationConfig, WorkerConfig};
 
 use tidal_core::config::Config;
 use tidal_core::flow::Persist;
@@ -24,6 +24,7 @@ use tidal_sources::feed::Feed;
 use tidal_sources::source::SourceOptions;
 
 pub use graph::{Outputs, build};
+pub use timely::CommunicationConfig;
 
 /// How long an idle worker parks before looking again (wake-ups from the feed and from other
 /// workers cut it short).
@@ -157,6 +158,10 @@ impl Engine {
         store: Option<Arc<EntityStore>>,
     ) -> Result<Engine, EngineError> {
         let schema = config.clone();
+        let place = tidal_sinks::Place {
+            process: options.process(),
+            processes: options.processes(),
+        };
         Engine::start_with(config, options, feed, move |out: Outputs<'_>, index: usize| {
             if let Some(shard) = shards.shard(index) {
                 shard_sink(
@@ -166,6 +171,7 @@ impl Engine {
                     store.clone(),
                     &schema,
                     out.stats.clone(),
+                    place,
                 );
             }
         })
@@ -185,6 +191,8 @@ impl Engine {
         let timely_config = options.timely_config()?;
         let worker_feed = feed.clone();
         let per_process = options.workers.max(1);
+        let origin = options.process();
+        let sources = options.processes();
         let persist = options.persist.clone();
         let start = persist.restore.as_ref().map(|r| (r.frontier, r.position));
         let checkpoint_every = options.checkpoint_every;
@@ -203,6 +211,8 @@ impl Engine {
                         reader: index % per_process == 0,
                         checkpoint_every,
                         start,
+                        origin,
+                        sources,
                     };
                     let stats = worker_stats.workers[index % per_process].clone();
                     let persist = persist.clone();

@@ -49,12 +49,17 @@ pub struct EntityOutputs<'s> {
 type SignalUpdate = (SignalEv, Time, isize);
 type ItemUpdate = ((ItemKey, ItemState), Time, isize);
 
-/// Builds the entities materializer over the broadcast control stream.
+/// Builds the entities materializer over the broadcast control stream. With `reorder`
+/// (several sources feed the stream: the processes of a cluster) messages are held until
+/// the input frontier passes their time and applied in time order, since an item's state
+/// changes must follow the log's logical time, not the order of arrival; with one source
+/// they arrive in time order and are applied at once.
 pub fn entities<'s>(
     control: StreamVec<'s, Time, Control>,
     config: Arc<Config>,
     stats: Arc<StateStats>,
     persist: Persist,
+    reorder: bool,
 ) -> EntityOutputs<'s> {
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
@@ -76,7 +81,10 @@ pub fn entities<'s>(
             );
         }
         let mut initial = Some(capabilities);
-        move |_frontiers| {
+        // With `reorder`: messages by time, with the capabilities to emit at that time.
+        let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 2], Vec<Control>)> =
+            std::collections::BTreeMap::new();
+        move |frontiers| {
             let started = std::time::Instant::now();
             // The restored items go out at time 0, with the initial capabilities.
             if let Some(caps) = initial.take()
@@ -90,19 +98,14 @@ pub fn entities<'s>(
                 };
                 outs.flush(&mut bufs);
             }
-            input.for_each(|cap, data| {
-                // Messages under no capability make no claims; the source always sends with one.
-                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
-                    return;
-                };
-                let caps = [c0, c1];
+            let mut apply = |caps: [Capability<Time>; 2], msgs: &mut Vec<Control>| {
                 let time = *caps[0].time();
                 let mut outs = Outputs {
                     signals: &mut signal_out,
                     items: &mut item_out,
                     caps: &caps,
                 };
-                for msg in data.drain(..) {
+                for msg in msgs.drain(..) {
                     match msg {
                         Control::Run(run) => {
                             for batch in &run.batches {
@@ -132,7 +135,29 @@ pub fn entities<'s>(
                     }
                 }
                 outs.flush(&mut bufs);
+            };
+            input.for_each(|cap, data| {
+                // Messages under no capability make no claims; the source always sends with one.
+                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
+                    return;
+                };
+                if reorder {
+                    let held = waiting.entry(*c0.time()).or_insert_with(|| ([c0, c1], Vec::new()));
+                    held.1.append(data);
+                } else {
+                    apply([c0, c1], data);
+                }
             });
+            if reorder {
+                let frontier = &frontiers[0];
+                while let Some(entry) = waiting.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (caps, mut msgs) = entry.remove();
+                    apply(caps, &mut msgs);
+                }
+            }
             StateStats::set(&stats.items, log.live);
             StateStats::set(&stats.tombstones, log.tombstones.len());
             StateStats::set(&stats.free_keys, log.free.len());

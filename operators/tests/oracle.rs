@@ -156,6 +156,7 @@ fn run(updates: Vec<Update>, config: Config, seed: u64, observed: Vec<Time>) -> 
             control.send(Control::Mark {
                 time: at + 1,
                 position: Default::default(),
+                origin: 0,
             });
         }
         control.close();

@@ -4,6 +4,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod query;

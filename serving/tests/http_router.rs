@@ -376,6 +376,8 @@ async fn openapi_documents_every_route() {
         ("get", "/healthz"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
+        // Between the processes of a cluster (SPEC §11).
+        ("get", "/v1/internal/share"),
     ];
     for (method, path) in spec_routes {
         assert!(

@@ -167,6 +167,7 @@ fn world(seed: u64, n: u64, clock: u64) -> World {
         peers,
         first: 0,
         shards,
+        lsns: Arc::from(Vec::new()),
     };
     World {
         config,

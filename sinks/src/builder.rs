@@ -141,6 +141,12 @@ impl SnapshotBuilder {
 
     /// A new shared version at `frontier` and log `position`, with every change applied so far.
     pub fn version(&mut self, frontier: Time, position: Position) -> Arc<Snapshot> {
+        self.version_in_cluster(frontier, position, Arc::from(Vec::new()))
+    }
+
+    /// [`version`](Self::version) in a cluster: `lsns` is, per process, the last LSN of its
+    /// WAL the version holds.
+    pub fn version_in_cluster(&mut self, frontier: Time, position: Position, lsns: Arc<[u64]>) -> Arc<Snapshot> {
         self.position = position;
         let log = Log::new(
             &self.last,
@@ -153,6 +159,7 @@ impl SnapshotBuilder {
         log.apply_to(&mut next);
         log.recycle(&mut self.bufs);
         next.frontier = frontier;
+        next.lsns = lsns;
         self.last = Arc::new(next);
         self.last.clone()
     }

@@ -29,6 +29,6 @@ pub use index::{IndexEntry, IndexKind, Layout};
 pub use ordindex::OrdIndex;
 pub use postings::{Field, Postings};
 pub use shards::{Shard, Shards, View};
-pub use sink::{SinkInputs, shard_sink};
+pub use sink::{Place, SinkInputs, shard_sink};
 pub use snapshot::{ItemChange, Snapshot, Update};
 pub use store::{EntityStore, StoreError};

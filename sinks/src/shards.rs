@@ -85,6 +85,8 @@ pub struct View {
     pub first: usize,
     /// The local shards' versions, by local worker index.
     pub shards: Vec<Arc<Snapshot>>,
+    /// In a cluster: per process, the last LSN of its WAL the state holds (empty alone).
+    pub lsns: Arc<[u64]>,
 }
 
 impl View {
@@ -96,6 +98,14 @@ impl View {
     /// The last LSN applied.
     pub fn lsn(&self) -> u64 {
         self.position.lsn
+    }
+
+    /// The last LSN of process `process`'s WAL the state holds (alone: [`lsn`](Self::lsn)).
+    pub fn lsn_of(&self, process: usize) -> u64 {
+        self.lsns
+            .get(process)
+            .copied()
+            .unwrap_or(if process == 0 { self.lsn() } else { 0 })
     }
 
     /// Whether the dataflow's inputs are closed (the final state).
@@ -119,6 +129,7 @@ impl View {
             },
             peers: 1,
             first: 0,
+            lsns: snapshot.lsns.clone(),
             shards: vec![snapshot],
         }
     }
@@ -185,9 +196,34 @@ impl Shards {
         }
     }
 
+    /// The state at exactly `frontier` (a mark), waiting up to `wait` for every local shard
+    /// to reach it. `None` when a shard has it no longer (it kept newer versions only) or
+    /// has not reached it in time.
+    pub fn view_at(&self, frontier: Time, wait: Duration) -> Option<View> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let rings: Vec<_> = self.shards.iter().map(|s| s.ring.load_full()).collect();
+            let found: Option<Vec<_>> = rings
+                .iter()
+                .map(|r| r.versions.iter().rev().find(|v| v.frontier == frontier).cloned())
+                .collect();
+            if let Some(shards) = found {
+                return Some(self.view_of(shards));
+            }
+            let behind = rings
+                .iter()
+                .any(|r| r.versions.back().is_none_or(|v| v.frontier < frontier));
+            if !behind || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     fn view_of(&self, shards: Vec<Arc<Snapshot>>) -> View {
         let first = shards.first();
         View {
+            lsns: first.map_or_else(|| Arc::from(Vec::new()), |s| s.lsns.clone()),
             frontier: first.map_or(0, |s| s.frontier),
             position: first.map_or(Position::default(), |s| Position {
                 lsn: s.lsn,

@@ -41,8 +41,29 @@ pub struct SinkInputs<'s> {
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
 }
 
+/// Where a shard sits in the cluster: its process and how many there are.
+#[derive(Copy, Clone, Debug)]
+pub struct Place {
+    /// This process's index.
+    pub process: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+}
+
+impl Default for Place {
+    fn default() -> Place {
+        Place {
+            process: 0,
+            processes: 1,
+        }
+    }
+}
+
 /// Sinks this worker's outputs into `shard`, cutting versions at the marks of `control`
-/// (the broadcast control stream). Item metadata also goes to `store`, if any.
+/// (the broadcast control stream, which carries the marks of every process's source). A
+/// version's position is this process's WAL position; in a cluster it also records, per
+/// process, the last LSN of that process's WAL it holds. Item metadata also goes to `store`,
+/// if any.
 pub fn shard_sink<'s>(
     inputs: SinkInputs<'s>,
     control: StreamVec<'s, Time, Control>,
@@ -50,6 +71,7 @@ pub fn shard_sink<'s>(
     store: Option<Arc<EntityStore>>,
     config: &Config,
     stats: Arc<StateStats>,
+    place: Place,
 ) {
     let windows = inputs
         .windows
@@ -77,23 +99,32 @@ pub fn shard_sink<'s>(
     // cut, by their earliest such time.
     let mut fresh: Vec<Batch> = Vec::new();
     let mut later: BTreeMap<Time, Vec<Batch>> = BTreeMap::new();
-    // Marks received and not yet cut, with the log position each stands for.
-    let mut marks: BTreeMap<Time, Position> = BTreeMap::new();
+    // Marks received and not yet cut, with the log position each stands for, per origin.
+    let mut marks: BTreeMap<Time, Vec<(usize, Position)>> = BTreeMap::new();
     let mut cut: Time = 0;
-    let mut position = Position::default();
-    // The newest position any mark carried (the final version's).
-    let mut newest = Position::default();
+    // Per process, the position of its newest mark cut so far.
+    let mut positions = vec![Position::default(); place.processes.max(1)];
+    // The newest position any mark carried, per process (the final version's).
+    let mut newest = positions.clone();
     op.build(move |_capabilities| {
         move |frontiers| {
             let started = std::time::Instant::now();
             data.for_each(|_cap, d| fresh.push(std::mem::take(d)));
             marks_in.for_each(|_cap, d| {
                 for c in d.drain(..) {
-                    if let Control::Mark { time, position: p } = c {
-                        newest = newest.max(p);
+                    if let Control::Mark {
+                        time,
+                        position: p,
+                        origin,
+                    } = c
+                    {
+                        let Some(n) = newest.get_mut(origin) else {
+                            tracing::error!(origin, "a mark from a process outside the cluster");
+                            continue;
+                        };
+                        *n = (*n).max(p);
                         if time > cut {
-                            let m = marks.entry(time).or_default();
-                            *m = (*m).max(p);
+                            marks.entry(time).or_default().push((origin, p));
                         }
                     }
                 }
@@ -105,7 +136,7 @@ pub fn shard_sink<'s>(
             // Times are totally ordered: a frontier is one time, or empty once closed.
             let reached = frontiers[0].frontier().iter().min().copied().unwrap_or(CLOSED);
             let closed = reached == CLOSED && frontiers[1].frontier().is_empty();
-            let mut due: Vec<(Time, Position)> = Vec::new();
+            let mut due: Vec<(Time, Vec<(usize, Position)>)> = Vec::new();
             while let Some(entry) = marks.first_entry() {
                 if *entry.key() > reached {
                     break;
@@ -113,9 +144,9 @@ pub fn shard_sink<'s>(
                 due.push(entry.remove_entry());
             }
             if closed && due.last().is_none_or(|(m, _)| *m != CLOSED) {
-                due.push((CLOSED, newest));
+                due.push((CLOSED, newest.iter().copied().enumerate().collect()));
             }
-            for (m, p) in due {
+            for (m, ps) in due {
                 let mut ready = Vec::new();
                 let rest = later.split_off(&m);
                 for batch in std::mem::replace(&mut later, rest)
@@ -128,8 +159,19 @@ pub fn shard_sink<'s>(
                 if !ready.is_empty() {
                     builder.apply_deltas(&ready);
                 }
-                position = position.max(p);
-                shard.publish(builder.version(m, position));
+                for (o, p) in ps {
+                    if let Some(q) = positions.get_mut(o) {
+                        *q = (*q).max(p);
+                    }
+                }
+                let own = positions.get(place.process).copied().unwrap_or_default();
+                let version = if place.processes > 1 {
+                    let lsns: Arc<[u64]> = positions.iter().map(|p| p.lsn).collect();
+                    builder.version_in_cluster(m, own, lsns)
+                } else {
+                    builder.version(m, own)
+                };
+                shard.publish(version);
                 if let Some(store) = &store {
                     store.write(&builder.take_item_changes());
                 } else {

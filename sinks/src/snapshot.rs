@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub lsn: u64,
     /// Signals in the log up to `lsn`.
     pub signals: u64,
+    /// In a cluster: per process, the last LSN of its WAL this version holds (at least).
+    pub lsns: Arc<[u64]>,
     pub(crate) layout: Arc<Layout>,
     pub(crate) entries: Map<ItemKey, Arc<ItemEntry>>,
     pub(crate) ids: Map<Arc<str>, IdKeys>,
@@ -115,6 +117,7 @@ impl Snapshot {
             frontier: 0,
             lsn: 0,
             signals: 0,
+            lsns: Arc::from(Vec::new()),
             indexes: vec![OrdIndex::new(); layout.slots()],
             layout,
             entries: Map::default(),

@@ -104,6 +104,7 @@ fn shards_publish_whole_times_at_common_marks() {
                 Some(store),
                 &schema,
                 Default::default(),
+                Default::default(),
             );
         });
         // An update at a future time: invisible until that time completes.
@@ -131,6 +132,7 @@ fn shards_publish_whole_times_at_common_marks() {
             control.send(Control::Mark {
                 time: t + 1,
                 position: pos(round),
+                origin: 0,
             });
             windows.advance_to(t + 1);
             decay.advance_to(t + 1);
@@ -165,6 +167,7 @@ fn shards_publish_whole_times_at_common_marks() {
         control.send(Control::Mark {
             time: Time::MAX,
             position: pos(ROUNDS),
+            origin: 0,
         });
         drop((windows, decay, items, control));
         while !all.view().is_closed() {

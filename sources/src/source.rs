@@ -57,6 +57,10 @@ pub struct SourceOptions {
     pub checkpoint_every: u64,
     /// Where a restored state left off: its frontier and log position.
     pub start: Option<(Time, Position)>,
+    /// This process's index in the cluster (0 alone): marks name it as their origin.
+    pub origin: usize,
+    /// Processes whose sources feed the control stream (1 alone).
+    pub sources: usize,
 }
 
 /// Builds the source operator in `scope`. When `reader` is set this worker drains `feed`;
@@ -70,6 +74,7 @@ pub fn wal_source<'s>(
     stats: Arc<StateStats>,
 ) -> StreamVec<'s, Time, Control> {
     let reader = options.reader;
+    let origin = options.origin;
     let mut builder = OperatorBuilder::new("WalSource".to_owned(), scope);
     let info = builder.operator_info();
     let (mut output, stream) = builder.new_output::<Vec<Control>>();
@@ -158,13 +163,14 @@ pub fn wal_source<'s>(
                     let time = *held.time();
                     output
                         .activate()
-                        .give(&*held, &mut vec![Control::Mark { time, position }]);
+                        .give(&*held, &mut vec![Control::Mark { time, position, origin }]);
                 }
                 output.activate().give(
                     &*held,
                     &mut vec![Control::Mark {
                         time: Time::MAX,
                         position,
+                        origin,
                     }],
                 );
                 cap = None;
@@ -191,7 +197,7 @@ pub fn wal_source<'s>(
                     let time = *held.time();
                     output
                         .activate()
-                        .give(&*held, &mut vec![Control::Mark { time, position }]);
+                        .give(&*held, &mut vec![Control::Mark { time, position, origin }]);
                     marked = time;
                     last_mark = Some(now);
                     mark_due = None;

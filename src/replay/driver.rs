@@ -9,7 +9,7 @@
 //! pass continues.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,18 +108,48 @@ impl Schedule {
     }
 }
 
-/// The reader plus the batches already read ahead of it.
+/// The readers (one WAL, or the WALs of a cluster's processes) plus the batches already
+/// read ahead of them.
 struct Batches {
     ahead: VecDeque<CommittedBatch>,
+    readers: Vec<Reader>,
+}
+
+/// One WAL and its next batch.
+struct Reader {
     reader: WalReader,
+    head: Option<CommittedBatch>,
+    done: bool,
 }
 
 impl Batches {
     fn next(&mut self) -> Result<Option<CommittedBatch>, WalError> {
         match self.ahead.pop_front() {
             Some(b) => Ok(Some(b)),
-            None => self.reader.next_batch(),
+            None => self.read(),
         }
+    }
+
+    /// The next batch in logical-time order over every WAL (each is in time order; the
+    /// first WAL's batch goes first at equal times).
+    fn read(&mut self) -> Result<Option<CommittedBatch>, WalError> {
+        for r in &mut self.readers {
+            if r.head.is_none() && !r.done {
+                r.head = r.reader.next_batch()?;
+                r.done = r.head.is_none();
+            }
+        }
+        let next = self
+            .readers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.head.as_ref().map(|b| (b.time, i)))
+            .min();
+        Ok(next.and_then(|(_, i)| self.readers[i].head.take()))
+    }
+
+    fn torn_tail(&self) -> Option<(PathBuf, u64)> {
+        self.readers.iter().find_map(|r| r.reader.torn_tail())
     }
 }
 
@@ -135,7 +165,7 @@ fn config_in(batch: &CommittedBatch) -> Option<(u64, &str)> {
 /// separate scan of the log (only logs written without one need it).
 fn wal_config(batches: &mut Batches, wal: &Path, tolerate: bool) -> Result<Option<(u64, String)>, WalError> {
     while batches.ahead.len() < LOOKAHEAD {
-        let Some(b) = batches.reader.next_batch()? else {
+        let Some(b) = batches.read()? else {
             break;
         };
         let found = config_in(&b).map(|(lsn, t)| (lsn, t.to_string()));
@@ -163,34 +193,50 @@ fn schema_of(config: &Config) -> Config {
     let mut c = config.clone();
     c.engine = Default::default();
     c.server = Default::default();
+    c.cluster = Default::default();
     c
 }
 
 /// Runs the replay described by `opts`.
 pub(crate) fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
-    let reader = WalReader::open(&opts.wal, opts.tolerate_torn_tail)?;
-    if reader.segments().is_empty() {
-        return Err(ReplayError::NoSegments { dir: opts.wal.clone() });
+    let mut readers = Vec::new();
+    let mut total_bytes = 0u64;
+    for dir in std::iter::once(&opts.wal).chain(&opts.more_wals) {
+        let reader = WalReader::open(dir, opts.tolerate_torn_tail)?;
+        if reader.segments().is_empty() {
+            return Err(ReplayError::NoSegments { dir: dir.clone() });
+        }
+        total_bytes += reader
+            .segments()
+            .iter()
+            .filter_map(|s| std::fs::metadata(&s.path).ok())
+            .map(|m| m.len())
+            .sum::<u64>();
+        readers.push(Reader {
+            reader,
+            head: None,
+            done: false,
+        });
     }
-    let total_bytes: u64 = reader
-        .segments()
-        .iter()
-        .filter_map(|s| std::fs::metadata(&s.path).ok())
-        .map(|m| m.len())
-        .sum();
     let mut batches = Batches {
         ahead: VecDeque::new(),
-        reader,
+        readers,
     };
     let mut warnings = Vec::new();
     let baseline = match wal_config(&mut batches, &opts.wal, opts.tolerate_torn_tail)? {
         Some((lsn, toml)) => VariantSpec {
             name: opts.baseline_name.clone(),
-            config: Config::parse(&toml).map_err(|e| ReplayError::Config {
-                origin: format!("the WAL's configuration record (LSN {lsn})"),
-                message: e.to_string(),
-            })?,
+            config: Config::parse(&toml)
+                .map(|mut c| {
+                    // A cluster's processes replay together in this one process.
+                    c.cluster = Default::default();
+                    c
+                })
+                .map_err(|e| ReplayError::Config {
+                    origin: format!("the WAL's configuration record (LSN {lsn})"),
+                    message: e.to_string(),
+                })?,
             origin: "WAL".into(),
         },
         None => {
@@ -281,12 +327,16 @@ pub(crate) fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         v.finish()?;
     }
     let elapsed_s = started.elapsed().as_secs_f64();
-    let torn_tail = batches.reader.torn_tail().map(|(file, offset)| TornTail {
+    let torn_tail = batches.torn_tail().map(|(file, offset)| TornTail {
         file: file.display().to_string(),
         offset,
     });
     Ok(ReplayReport {
-        wal: opts.wal.display().to_string(),
+        wal: std::iter::once(&opts.wal)
+            .chain(&opts.more_wals)
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         variants: specs
             .iter()
             .map(|s| VariantInfo {

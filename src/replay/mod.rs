@@ -133,6 +133,9 @@ impl From<WalError> for ReplayError {
 pub struct ReplayOptions {
     /// The WAL directory (`<data-dir>/wal`); only read.
     pub wal: PathBuf,
+    /// The WALs of a cluster's other processes, replayed together with `wal` in logical-time
+    /// order (the state a cluster serves at a clock is that of all its WALs' records).
+    pub more_wals: Vec<PathBuf>,
     /// The baseline's name (default `baseline`).
     pub baseline_name: String,
     /// Variants besides the baseline, in report order.
@@ -160,6 +163,7 @@ impl ReplayOptions {
     pub fn new(wal: impl Into<PathBuf>) -> ReplayOptions {
         ReplayOptions {
             wal: wal.into(),
+            more_wals: Vec::new(),
             baseline_name: "baseline".into(),
             variants: Vec::new(),
             at: Vec::new(),
@@ -214,9 +218,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
 /// `tidal replay` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
-    /// The WAL directory (<data-dir>/wal or a copy of it). Opened read-only.
-    #[arg(long, value_name = "DIR")]
-    pub wal: PathBuf,
+    /// The WAL directory (<data-dir>/wal or a copy of it). Opened read-only. Repeat it for
+    /// the WALs of a cluster's processes: they replay together, in logical-time order.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub wal: Vec<PathBuf>,
     /// Evaluate at this clock: ms since the epoch or RFC 3339. Repeatable.
     #[arg(long = "at", value_name = "TIME")]
     pub at: Vec<String>,
@@ -291,8 +296,13 @@ impl ReplayArgs {
                 .unwrap_or_default();
             variants.push(load_variant(&name, path)?);
         }
+        let (wal, more_wals) = match self.wal.split_first() {
+            Some((first, rest)) => (first.clone(), rest.to_vec()),
+            None => return Err(ReplayError::Usage("--wal DIR is required".into())),
+        };
         Ok(ReplayOptions {
-            wal: self.wal.clone(),
+            wal,
+            more_wals,
             baseline_name: self.baseline_name.clone(),
             variants,
             at: self.at.iter().map(|s| clock("at", s)).collect::<Result<_, _>>()?,

@@ -21,12 +21,18 @@ pub fn tidal() -> Command {
 impl Server {
     /// Starts `tidal serve` on an ephemeral port and waits until it serves.
     pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(data_dir, "127.0.0.1:0", args, env).wait()
+    }
+
+    /// Starts `tidal serve` listening on `listen`, without waiting for it (the processes of
+    /// a cluster wait for each other).
+    pub fn launch(data_dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Launched {
         let mut cmd = tidal();
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(args)
             .env("TIDAL_LOG", "warn")
             .env_remove("TIDAL_AUTH_TOKEN")
@@ -47,12 +53,9 @@ impl Server {
                 }
             }
         });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("tidal did not start serving within 60 s");
-        Server {
-            child,
-            base,
+        Launched {
+            child: Some(child),
+            rx,
             data_dir: data_dir.to_path_buf(),
         }
     }
@@ -102,6 +105,37 @@ impl Server {
                 )
             })
             .collect()
+    }
+}
+
+/// A `tidal serve` process started and not yet serving.
+pub struct Launched {
+    child: Option<Child>,
+    rx: std::sync::mpsc::Receiver<String>,
+    data_dir: PathBuf,
+}
+
+impl Launched {
+    /// Waits until it serves.
+    pub fn wait(mut self) -> Server {
+        let base = self
+            .rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("tidal did not start serving within 60 s");
+        Server {
+            child: self.child.take().expect("child"),
+            base,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

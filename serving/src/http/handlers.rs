@@ -40,11 +40,12 @@ fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
     })
 }
 
-/// The state a read answers from: the latest, or one including `min_lsn` (waited for).
-async fn snapshot_with(state: &AppState, min_lsn: Option<u64>) -> Result<View, ApiError> {
+/// The state a read answers from: the latest, or one including `min_lsn` (waited for) —
+/// an LSN of this process's WAL, or of process `P`'s in a cluster (`P:LSN`).
+async fn snapshot_with(state: &AppState, min_lsn: Option<(Option<usize>, u64)>) -> Result<View, ApiError> {
     Ok(match min_lsn {
         None => state.tidal.view(),
-        Some(lsn) => state.tidal.wait_visible_async(lsn).await?,
+        Some((process, lsn)) => state.tidal.wait_visible_from_async(process, lsn).await?,
     })
 }
 
@@ -168,7 +169,7 @@ pub async fn delete_item(
 
 #[derive(Deserialize)]
 struct MinLsn {
-    min_lsn: Option<u64>,
+    min_lsn: Option<String>,
 }
 
 /// An item's metadata and every feature of every signal type.
@@ -194,11 +195,36 @@ pub async fn get_item(
 ) -> Result<Response, ApiError> {
     let result = async {
         let pairs = query_pairs(q)?;
-        let min_lsn = serde_urlencoded::to_string(&pairs)
+        let raw_min_lsn = serde_urlencoded::to_string(&pairs)
             .ok()
             .and_then(|s| serde_urlencoded::from_str::<MinLsn>(&s).ok())
-            .ok_or_else(|| ApiError::bad_request("invalid_parameter", "min_lsn must be a non-negative integer"))?
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    "min_lsn must be a non-negative integer or PROCESS:LSN",
+                )
+            })?
             .min_lsn;
+        let min_lsn = raw_min_lsn
+            .as_deref()
+            .map(crate::query::parse_min_lsn)
+            .transpose()
+            .map_err(crate::Error::from)?;
+        state.tidal.check_item_id(&id)?;
+        // In a cluster, an item another process owns is answered by that process.
+        if let Some(peers) = state.tidal.peers().cloned()
+            && let Some(owner) = state.tidal.owner_process(&id)
+            && owner != peers.process()
+        {
+            let found = state
+                .reads
+                .run(move || peers.item(owner, &id, raw_min_lsn.as_deref()).map(|v| (v, id)))
+                .await??;
+            return match found {
+                (Some(v), _) => Ok(Json(v).into_response()),
+                (None, id) => Err(ApiError::not_found(format!("no item {id:?}"))),
+            };
+        }
         let snap = snapshot_with(&state, min_lsn).await?;
         let tidal = state.tidal.clone();
         let view = state
@@ -249,10 +275,15 @@ pub async fn get_rankings(
     let result = async {
         let query = RankQuery::from_pairs(query_pairs(q)?);
         let params = state.tidal.parse_query(&query)?;
-        let snap = snapshot_with(&state, params.min_lsn).await?;
-        let tidal = state.tidal.clone();
         let started = Instant::now();
-        let ranking = state.reads.run(move || tidal.rank_on(&snap, &params)).await??;
+        let tidal = state.tidal.clone();
+        let ranking = if tidal.peers().is_some() {
+            // Scattered to every process: blocking calls, on the read pool.
+            state.reads.run(move || tidal.rank(&query)).await??
+        } else {
+            let snap = snapshot_with(&state, params.min_lsn.map(|l| (params.min_lsn_process, l))).await?;
+            state.reads.run(move || tidal.rank_on(&snap, &params)).await??
+        };
         state
             .metrics
             .query_seconds
@@ -286,6 +317,7 @@ pub struct AdvanceClock {
 )]
 pub async fn post_clock(
     State(state): State<AppState>,
+    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::WriteAck>, ApiError> {
     let result = async {
@@ -296,7 +328,16 @@ pub async fn post_clock(
                 format!("expected {{\"advance_to\": <ms since the epoch>}}: {e}"),
             )
         })?;
-        Ok(Json(state.tidal.advance_clock_async(req.advance_to).await?))
+        let ack = state.tidal.advance_clock_async(req.advance_to).await?;
+        // In a cluster the event clock moves on every process (a peer's request is not
+        // passed on again).
+        if let Some(peers) = state.tidal.peers().cloned()
+            && !headers.contains_key(crate::cluster::PEER_HEADER)
+        {
+            let to = req.advance_to;
+            state.reads.run(move || peers.advance_clock(to)).await??;
+        }
+        Ok(Json(ack))
     }
     .await;
     counted(&state, result)
@@ -371,4 +412,60 @@ pub async fn openapi_json() -> Response {
         Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
+}
+
+/// A peer's request for this process's share of a ranking (cluster only): its first `need`
+/// items as of frontier `frontier`, for the asking process to merge.
+#[utoipa::path(
+    get,
+    path = "/v1/internal/share",
+    tag = "cluster",
+    params(
+        ("frontier" = u64, Query, description = "the common frontier (a mark) to answer at"),
+        ("need" = usize, Query, description = "how many items"),
+    ),
+    responses(
+        (status = 200, description = "the share", body = Object),
+        (status = 400, description = "a bad parameter", body = super::ErrorBody),
+        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
+    )
+)]
+pub async fn get_share(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let mut pairs = query_pairs(q)?;
+        let mut take = |name: &str| -> Result<u64, ApiError> {
+            let i = pairs
+                .iter()
+                .position(|(k, _)| k == name)
+                .ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("{name} is required")))?;
+            let (_, v) = pairs.remove(i);
+            v.parse().map_err(|_| {
+                ApiError::bad_request("invalid_parameter", format!("{name}: expected an integer, got {v:?}"))
+            })
+        };
+        let frontier = take("frontier")?;
+        let need = usize::try_from(take("need")?)
+            .unwrap_or(usize::MAX)
+            .min(crate::query::MAX_OFFSET + 2 * crate::query::MAX_LIMIT);
+        let query = RankQuery::from_pairs(pairs);
+        let params = state.tidal.parse_query(&query)?;
+        let tidal = state.tidal.clone();
+        let share = state
+            .reads
+            .run(move || tidal.view_at(frontier).map(|view| tidal.share_on(&view, &params, need)))
+            .await?;
+        match share {
+            Some(share) => Ok(Json(share).into_response()),
+            None => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "frontier_gone",
+                format!("this process holds no version at frontier {frontier}"),
+            )),
+        }
+    }
+    .await;
+    counted(&state, result)
 }

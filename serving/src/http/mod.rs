@@ -120,6 +120,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi_json))
+        .routes(routes!(handlers::get_share))
 }
 
 /// The OpenAPI 3 document of every route.

@@ -7,6 +7,7 @@
 //! never are. Paging is by an opaque cursor (an offset into the ranking of the snapshot the
 //! next request reads).
 
+pub mod cluster;
 mod error;
 mod item;
 mod params;
@@ -21,7 +22,7 @@ use tidal_sinks::View;
 
 pub use error::{QueryError, QueryErrorKind};
 pub use item::{ItemView, SignalFeatures, item_view};
-pub use params::{Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor};
+pub use params::{Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor, parse_min_lsn};
 
 use score::Scorer;
 

@@ -117,6 +117,27 @@ pub struct RankParams {
     pub explain: bool,
     /// Read-your-writes: the LSN the answer must include (waited for by the HTTP layer).
     pub min_lsn: Option<u64>,
+    /// In a cluster, the process whose WAL `min_lsn` is in (`min_lsn=P:N`); `None`: this
+    /// process's.
+    pub min_lsn_process: Option<usize>,
+}
+
+/// Parses `min_lsn`: `N` (an LSN of this process's WAL) or `P:N` (of process `P`'s, as a
+/// write in a cluster answers it in `token`).
+pub fn parse_min_lsn(v: &str) -> Result<(Option<usize>, u64), QueryError> {
+    let bad = || {
+        super::error::invalid(
+            "min_lsn",
+            format!("min_lsn: expected a non-negative integer or PROCESS:LSN, got {v:?}"),
+        )
+    };
+    match v.split_once(':') {
+        Some((p, n)) => Ok((
+            Some(p.parse::<usize>().map_err(|_| bad())?),
+            n.parse::<u64>().map_err(|_| bad())?,
+        )),
+        None => Ok((None, v.parse::<u64>().map_err(|_| bad())?)),
+    }
 }
 
 /// Parameters of features this version does not serve, with the reason.
@@ -212,16 +233,10 @@ impl RankParams {
             Some("1") | Some("true") => true,
             Some(v) => return Err(invalid("explain", format!("explain: expected 1 or 0, got {v:?}"))),
         };
-        let min_lsn = get("min_lsn")
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    invalid(
-                        "min_lsn",
-                        format!("min_lsn: expected a non-negative integer, got {v:?}"),
-                    )
-                })
-            })
-            .transpose()?;
+        let (min_lsn_process, min_lsn) = match get("min_lsn").map(parse_min_lsn).transpose()? {
+            Some((p, n)) => (p, Some(n)),
+            None => (None, None),
+        };
         let exclude = get("exclude")
             .map(|v| {
                 v.split(',')
@@ -244,6 +259,7 @@ impl RankParams {
             offset,
             explain,
             min_lsn,
+            min_lsn_process,
         })
     }
 }

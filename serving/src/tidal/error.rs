@@ -175,6 +175,20 @@ pub enum Error {
     /// The dataflow stopped; nothing new becomes visible.
     #[error("the dataflow has stopped: {0}")]
     DataflowStopped(String),
+    /// Another process of the cluster could not answer.
+    #[error("process {process} of the cluster could not answer: {message}")]
+    Peer {
+        /// The process.
+        process: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The operation is not available in this configuration.
+    #[error("{what}")]
+    Unsupported {
+        /// What is not available, and why.
+        what: &'static str,
+    },
     /// The data directory is in use by another process.
     #[error("the data directory {} is in use by another tidal process", path.display())]
     Locked {
@@ -273,6 +287,8 @@ impl Error {
             | Error::Closed
             | Error::CheckpointTimeout { .. }
             | Error::DataflowStopped(_) => 503,
+            Error::Peer { .. } => 502,
+            Error::Unsupported { .. } => 501,
             Error::Locked { .. }
             | Error::InsecureListen { .. }
             | Error::Listen { .. }
@@ -304,6 +320,8 @@ impl Error {
             Error::Closed => "shut_down",
             Error::CheckpointTimeout { .. } => "checkpoint_timeout",
             Error::DataflowStopped(_) => "dataflow_stopped",
+            Error::Peer { .. } => "peer_unavailable",
+            Error::Unsupported { .. } => "not_supported",
             Error::Locked { .. } => "data_dir_locked",
             Error::Config(_) => "bad_configuration",
             Error::InsecureListen { .. } => "insecure_listen",

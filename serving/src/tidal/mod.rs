@@ -24,16 +24,17 @@ use tidal_core::config::Config;
 use tidal_core::flow::{Persist, Restore};
 use tidal_core::record::Record;
 use tidal_core::time::ClockMode;
-use tidal_dataflows::EngineOptions;
+use tidal_dataflows::{CommunicationConfig, EngineOptions};
 use tidal_sinks::{Shards, View};
 use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
 use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
+use crate::cluster::{Answer, Peers};
 use crate::query::{self, ItemView, RankParams, Ranking};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
-pub use types::{NewSignal, RankQuery, SignalsAck, WriteAck};
+pub use types::{NewSignal, RankQuery, SignalsAck, Token, WriteAck};
 
 /// How often a reader waiting for an LSN looks again.
 const POLL: Duration = Duration::from_micros(250);
@@ -41,6 +42,9 @@ const POLL: Duration = Duration::from_micros(250);
 const DEDUP_PART: &str = "dedup";
 /// Checkpoint parts each worker writes (entities, windows, decay).
 const PARTS_PER_WORKER: usize = 3;
+/// How often a cluster ranking starts over at a newer frontier when a peer no longer holds
+/// the one asked for.
+const CLUSTER_ATTEMPTS: usize = 5;
 /// How long a checkpoint may take before [`Tidal::checkpoint`] gives up waiting.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 
@@ -66,6 +70,7 @@ pub struct Tidal {
     shards: Arc<Shards>,
     checkpointer: Arc<Checkpointer>,
     recovered_records: u64,
+    peers: Option<Arc<Peers>>,
     _lock: File,
 }
 
@@ -138,7 +143,17 @@ impl Tidal {
         })?;
         let lock = lock_dir(&data_dir)?;
         let started = Instant::now();
-        let options = EngineOptions::threads(config.engine.workers);
+        let peers = Peers::new(&config.cluster, config.server.auth_token.clone()).map(Arc::new);
+        let mut options = EngineOptions::threads(config.engine.workers);
+        if peers.is_some() {
+            options.communication = Some(CommunicationConfig::Cluster {
+                threads: config.engine.workers.max(1),
+                process: config.cluster.process_id,
+                addresses: config.cluster.processes.iter().map(|p| p.timely.clone()).collect(),
+                report: false,
+                zerocopy: false,
+            });
+        }
         let layout = Layout {
             schema: schema_fingerprint(&config),
             peers: options.peers(),
@@ -148,7 +163,12 @@ impl Tidal {
         // The newest whole checkpoint for this schema and layout, if any: restart replays
         // only the WAL after it.
         let ckpt_dir = checkpoint::dir_of(&data_dir);
-        let mut loaded = checkpoint::load_latest(&ckpt_dir, &layout);
+        // In a cluster every process would have to restore the same frontier: checkpoints
+        // are not used there yet, and a start replays the whole WAL.
+        let mut loaded = match peers {
+            None => checkpoint::load_latest(&ckpt_dir, &layout),
+            Some(_) => None,
+        };
         let dedup = loaded.as_mut().and_then(|l| l.parts.remove(DEDUP_PART));
         let latest = loaded.as_ref().map(|l| l.manifest.clone());
         let restore = loaded.map(|l| {
@@ -174,15 +194,18 @@ impl Tidal {
             )?,
         );
         let parts = checkpointer.clone();
-        let options = EngineOptions {
-            persist: Persist {
-                parts: Some(Arc::new(move |frontier, position, name, bytes| {
-                    parts.part(frontier, position, name, bytes)
-                })),
-                restore: restore.clone(),
+        let options = match peers {
+            None => EngineOptions {
+                persist: Persist {
+                    parts: Some(Arc::new(move |frontier, position, name, bytes| {
+                        parts.part(frontier, position, name, bytes)
+                    })),
+                    restore: restore.clone(),
+                },
+                checkpoint_every: config.engine.checkpoint_every,
+                ..options
             },
-            checkpoint_every: config.engine.checkpoint_every,
-            ..options
+            Some(_) => options,
         };
         let pipeline = Pipeline::start_with(config.clone(), options, Some(&data_dir.join("entities")))?;
         let mut recovered_records = 0u64;
@@ -212,7 +235,10 @@ impl Tidal {
         }));
         let target = wal.last_lsn();
         let shards = pipeline.shards().clone();
-        while shards.view().lsn() < target {
+        // In a cluster on the event clock the frontier also waits for the other processes'
+        // clocks, which only `POST /v1/clock` moves: serve at once.
+        let wait = peers.is_none() || config.engine.clock == ClockMode::Wall;
+        while wait && shards.view().lsn() < target {
             std::thread::sleep(Duration::from_millis(2));
             if pipeline.is_finished() {
                 return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
@@ -238,6 +264,7 @@ impl Tidal {
             shards,
             checkpointer,
             recovered_records,
+            peers,
             _lock: lock,
         };
         // The WAL records the configuration in force, so replay can use it as its baseline
@@ -283,6 +310,79 @@ impl Tidal {
         }
     }
 
+    /// Waits until the published state includes LSN `lsn` of process `process`'s WAL (in a
+    /// cluster; `None` or this process: [`wait_visible`](Self::wait_visible)).
+    pub fn wait_visible_from(&self, process: Option<usize>, lsn: u64) -> Result<View> {
+        match self.foreign(process)? {
+            None => self.wait_visible(lsn),
+            Some(p) => {
+                let deadline = Instant::now() + self.read_timeout();
+                loop {
+                    let snap = self.view();
+                    if snap.lsn_of(p) >= lsn {
+                        return Ok(snap);
+                    }
+                    self.check_visible_deadline(lsn, &snap, deadline)?;
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+    }
+
+    /// [`wait_visible_from`](Self::wait_visible_from) without blocking a thread.
+    pub async fn wait_visible_from_async(&self, process: Option<usize>, lsn: u64) -> Result<View> {
+        match self.foreign(process)? {
+            None => self.wait_visible_async(lsn).await,
+            Some(p) => {
+                let deadline = Instant::now() + self.read_timeout();
+                loop {
+                    let snap = self.view();
+                    if snap.lsn_of(p) >= lsn {
+                        return Ok(snap);
+                    }
+                    self.check_visible_deadline(lsn, &snap, deadline)?;
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+
+    /// `Some(p)` when `process` names another process of the cluster.
+    fn foreign(&self, process: Option<usize>) -> Result<Option<usize>> {
+        let Some(p) = process else { return Ok(None) };
+        let cluster = &self.config.cluster;
+        if p >= cluster.len() {
+            return Err(Error::Query(crate::query::QueryError::new(
+                crate::query::QueryErrorKind::InvalidParameter,
+                "min_lsn",
+                format!("min_lsn: process {p} is not in the cluster of {}", cluster.len()),
+            )));
+        }
+        Ok((p != cluster.process_id).then_some(p))
+    }
+
+    fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.server.read_your_writes_timeout_ms)
+    }
+
+    /// In a cluster, the process whose worker owns item `id` (answers its `GET`).
+    pub fn owner_process(&self, id: &str) -> Option<usize> {
+        let peers = self.peers.as_ref()?;
+        let workers = self.config.engine.workers.max(1);
+        Some(tidal_core::flow::owner(id, workers * peers.len()) / workers)
+    }
+
+    /// The other processes of the cluster, if this process is part of one.
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.peers.as_ref()
+    }
+
+    /// The state at exactly `frontier`, as a peer asks for it (waits up to a second for the
+    /// local shards to reach it; `None` when they no longer hold it).
+    pub fn view_at(&self, frontier: tidal_core::Time) -> Option<View> {
+        self.shards.view_at(frontier, Duration::from_secs(1))
+    }
+
     /// [`wait_visible`](Self::wait_visible) without blocking a thread.
     pub async fn wait_visible_async(&self, lsn: u64) -> Result<View> {
         let deadline = self.visible_deadline(lsn)?;
@@ -318,7 +418,9 @@ impl Tidal {
         })
     }
 
-    /// An item's metadata and every feature, as of now.
+    /// An item's metadata and every feature, as of now. In a cluster this process answers
+    /// for the items it owns ([`owner_process`](Self::owner_process)); the HTTP API asks the
+    /// owner for the others.
     pub fn item(&self, id: &str) -> Result<Option<ItemView>> {
         self.check_item_id(id)?;
         Ok(query::item_view(&self.view(), &self.config, id))
@@ -342,20 +444,88 @@ impl Tidal {
         Ok(RankParams::parse(q.pairs(), &self.config)?)
     }
 
-    /// Ranks as `q` asks, waiting (bounded) for its `min_lsn` if it has one.
+    /// Ranks as `q` asks, waiting (bounded) for its `min_lsn` if it has one. In a cluster the
+    /// ranking covers every process's shards.
     pub fn rank(&self, q: &RankQuery) -> Result<Ranking> {
         let params = self.parse_query(q)?;
         let snap = match params.min_lsn {
-            Some(lsn) => self.wait_visible(lsn)?,
+            Some(lsn) => self.wait_visible_from(params.min_lsn_process, lsn)?,
             None => self.view(),
         };
-        self.rank_on(&snap, &params)
+        match &self.peers {
+            None => self.rank_on(&snap, &params),
+            Some(peers) => self.rank_cluster(peers, snap, &params, q.pairs()),
+        }
     }
 
     /// Ranks on a given state (which the caller got from [`view`](Self::view) or
-    /// [`wait_visible`](Self::wait_visible)); `min_lsn` is not waited for.
+    /// [`wait_visible`](Self::wait_visible)); `min_lsn` is not waited for. In a cluster the
+    /// state is only this process's share: use [`rank`](Self::rank).
     pub fn rank_on(&self, snapshot: &View, params: &RankParams) -> Result<Ranking> {
         Ok(query::rank(snapshot, &self.config, params)?)
+    }
+
+    /// This process's share of a ranking at `view`: its first `need` items (what a peer
+    /// asks for at `GET /v1/internal/share`).
+    pub fn share_on(&self, view: &View, params: &RankParams, need: usize) -> query::cluster::Share {
+        query::cluster::candidates(view, &self.config, params, need)
+    }
+
+    /// Scatters the ranking to every process at the frontier of `view` and merges the shares.
+    fn rank_cluster(
+        &self,
+        peers: &Peers,
+        mut view: View,
+        params: &RankParams,
+        pairs: &[(String, String)],
+    ) -> Result<Ranking> {
+        let first_need = params.offset + params.limit + 1;
+        'attempt: for _ in 0..CLUSTER_ATTEMPTS {
+            let frontier = view.frontier;
+            let mut needs = vec![first_need; peers.len()];
+            let mut shares = Vec::with_capacity(peers.len());
+            for p in 0..peers.len() {
+                if p == peers.process() {
+                    shares.push(self.share_on(&view, params, first_need));
+                    continue;
+                }
+                match peers.share(p, frontier, first_need, pairs)? {
+                    Answer::Share(s) => shares.push(s),
+                    Answer::Gone => {
+                        view = self.view();
+                        continue 'attempt;
+                    }
+                }
+            }
+            let as_of = query::AsOf {
+                clock: view.clock_ms(),
+                lsn: view.lsn(),
+            };
+            loop {
+                match query::cluster::merge(&shares, params, as_of) {
+                    Ok(r) => return Ok(r),
+                    Err(p) => {
+                        // Share `p` was cut and used up: fetch it longer.
+                        needs[p] = needs[p].saturating_mul(4);
+                        shares[p] = if p == peers.process() {
+                            self.share_on(&view, params, needs[p])
+                        } else {
+                            match peers.share(p, frontier, needs[p], pairs)? {
+                                Answer::Share(s) => s,
+                                Answer::Gone => {
+                                    view = self.view();
+                                    continue 'attempt;
+                                }
+                            }
+                        };
+                    }
+                }
+            }
+        }
+        Err(Error::Peer {
+            process: peers.process(),
+            message: "the processes found no common serving state".into(),
+        })
     }
 
     /// Whether writes and reads are served: [`Error::Poisoned`] after a failed WAL sync,
@@ -428,6 +598,11 @@ impl Tidal {
     /// its manifest once it is durable. Restart loads the newest checkpoint and replays only
     /// the WAL after it.
     pub fn checkpoint(&self) -> Result<Manifest> {
+        if self.peers.is_some() {
+            return Err(Error::Unsupported {
+                what: "checkpoints are not written in a cluster yet: a start replays the whole WAL",
+            });
+        }
         let lsn = self.wal.last_lsn();
         if let Some(m) = self.checkpointer.latest().filter(|m| m.position.lsn >= lsn) {
             return Ok(m);
@@ -458,6 +633,7 @@ impl Tidal {
     pub fn shutdown(&self) -> Result<()> {
         let running = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         if running
+            && self.peers.is_none()
             && !self.wal.is_poisoned()
             && let Err(e) = self.checkpoint()
         {

@@ -76,6 +76,38 @@ impl NewSignal {
     }
 }
 
+/// In a cluster, what a read on any process passes as `min_lsn` to see a write: the
+/// process that wrote it and the LSN in that process's WAL, written `P:LSN`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The process whose WAL holds the write.
+    pub process: usize,
+    /// Its LSN there.
+    pub lsn: u64,
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.process, self.lsn)
+    }
+}
+
+impl Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Token, D::Error> {
+        let s = String::deserialize(d)?;
+        match crate::query::parse_min_lsn(&s) {
+            Ok((Some(process), lsn)) => Ok(Token { process, lsn }),
+            _ => Err(serde::de::Error::custom(format!("expected PROCESS:LSN, got {s:?}"))),
+        }
+    }
+}
+
 /// The answer to a write of signals, once durable.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignalsAck {
@@ -88,6 +120,10 @@ pub struct SignalsAck {
     pub lsn: u64,
     /// `T_commit` of the batch, ms.
     pub clock: u64,
+    /// In a cluster: what a read on any process passes as `min_lsn` to see the signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "1:2040")]
+    pub token: Option<Token>,
 }
 
 /// The answer to any other write, once durable.
@@ -97,6 +133,10 @@ pub struct WriteAck {
     pub lsn: u64,
     /// `T_commit` of the batch, ms.
     pub clock: u64,
+    /// In a cluster: what a read on any process passes as `min_lsn` to see the write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "1:2040")]
+    pub token: Option<Token>,
 }
 
 /// A ranking request: the parameters of `GET /v1/rankings`, built in code or parsed from a

@@ -9,7 +9,7 @@ use tidal_sources::wal::Commit;
 
 use super::Tidal;
 use super::error::{Error, Overload, RETRY_AFTER, Result};
-use super::types::{NewSignal, SignalsAck, WriteAck};
+use super::types::{NewSignal, SignalsAck, Token, WriteAck};
 
 impl Tidal {
     /// Writes one signal; returns once it is durable.
@@ -22,7 +22,7 @@ impl Tidal {
     pub fn signals(&self, signals: Vec<NewSignal>) -> Result<SignalsAck> {
         let record = self.signals_record(signals)?;
         let c = self.wal.submit_blocking(vec![record])?;
-        Ok(signals_ack(&c))
+        Ok(self.signals_ack(&c))
     }
 
     /// [`signals`](Self::signals) without blocking: refused with [`Error::Overloaded`] when
@@ -36,7 +36,7 @@ impl Tidal {
     pub async fn write_signals_async(&self, record: Record) -> Result<SignalsAck> {
         self.admit()?;
         let c = self.commit_async(vec![record]).await?;
-        Ok(signals_ack(&c))
+        Ok(self.signals_ack(&c))
     }
 
     /// Checks signals and makes them one WAL record.
@@ -112,7 +112,8 @@ impl Tidal {
         })
     }
 
-    pub(super) fn check_item_id(&self, id: &str) -> Result<()> {
+    /// Checks an item id against the id rules (length, no control characters).
+    pub fn check_item_id(&self, id: &str) -> Result<()> {
         check_id("item id", id, self.config.server.max_id_bytes).map_err(Error::InvalidId)
     }
 
@@ -157,7 +158,7 @@ impl Tidal {
         self.check_item(id, &meta)?;
         self.admit()?;
         let c = self.commit_async(vec![Record::ItemPut { id: id.into(), meta }]).await?;
-        Ok(write_ack(&c))
+        Ok(self.write_ack(&c))
     }
 
     /// Deletes an item: it leaves every ranking. Returns once durable.
@@ -171,7 +172,7 @@ impl Tidal {
         self.check_item_id(id)?;
         self.admit()?;
         let c = self.commit_async(vec![Record::ItemDelete { id: id.into() }]).await?;
-        Ok(write_ack(&c))
+        Ok(self.write_ack(&c))
     }
 
     fn clock_record(&self, to_ms: u64) -> Result<Record> {
@@ -199,12 +200,12 @@ impl Tidal {
     pub async fn advance_clock_async(&self, to_ms: u64) -> Result<WriteAck> {
         let record = self.clock_record(to_ms)?;
         let c = self.commit_async(vec![record]).await?;
-        Ok(write_ack(&c))
+        Ok(self.write_ack(&c))
     }
 
     fn commit(&self, records: Vec<Record>) -> Result<WriteAck> {
         let c = self.wal.submit_blocking(records)?;
-        Ok(write_ack(&c))
+        Ok(self.write_ack(&c))
     }
 
     /// Appends records without blocking a thread; resolves once they are durable.
@@ -236,18 +237,30 @@ impl Tidal {
     }
 }
 
-fn signals_ack(c: &Commit) -> SignalsAck {
-    SignalsAck {
-        accepted: c.accepted,
-        duplicates: c.duplicates,
-        lsn: c.last_lsn,
-        clock: c.clock_ms,
+impl Tidal {
+    fn token(&self, lsn: u64) -> Option<Token> {
+        let cluster = &self.config.cluster;
+        (!cluster.is_single()).then_some(Token {
+            process: cluster.process_id,
+            lsn,
+        })
     }
-}
 
-fn write_ack(c: &Commit) -> WriteAck {
-    WriteAck {
-        lsn: c.last_lsn,
-        clock: c.clock_ms,
+    fn signals_ack(&self, c: &Commit) -> SignalsAck {
+        SignalsAck {
+            accepted: c.accepted,
+            duplicates: c.duplicates,
+            lsn: c.last_lsn,
+            clock: c.clock_ms,
+            token: self.token(c.last_lsn),
+        }
+    }
+
+    fn write_ack(&self, c: &Commit) -> WriteAck {
+        WriteAck {
+            lsn: c.last_lsn,
+            clock: c.clock_ms,
+            token: self.token(c.last_lsn),
+        }
     }
 }

@@ -1,0 +1,308 @@
+//! SPEC §11 through the real binary: a 2-process loopback cluster, fed the same writes as a
+//! 1-process server but split at random over its processes, ranks exactly like it (ids,
+//! scores, explain, pages) at the same clock; a read on one process sees a write made on
+//! the other with its token; `POST /v1/clock` on one process moves both; a process that
+//! loses its peer stops, and restarting both gives the same rankings back.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Server, wait_until};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const BASE: u64 = 1_700_000_000_000;
+const MIN: u64 = 60_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Cluster {
+    hosts: std::path::PathBuf,
+    http: [String; 2],
+}
+
+impl Cluster {
+    fn new(dir: &Path) -> Cluster {
+        let (t0, t1, h0, h1) = (free_port(), free_port(), free_port(), free_port());
+        let hosts = dir.join("hosts");
+        std::fs::write(
+            &hosts,
+            format!("# timely address, HTTP address\n127.0.0.1:{t0} 127.0.0.1:{h0}\n127.0.0.1:{t1} 127.0.0.1:{h1}\n"),
+        )
+        .expect("hostfile");
+        Cluster {
+            hosts,
+            http: [format!("127.0.0.1:{h0}"), format!("127.0.0.1:{h1}")],
+        }
+    }
+
+    /// Starts both processes (each waits for the other) and waits until both serve.
+    fn start(&self, dir: &Path) -> [Server; 2] {
+        let hosts = self.hosts.display().to_string();
+        let launched: Vec<_> = (0..2)
+            .map(|p| {
+                let id = p.to_string();
+                Server::launch(
+                    &dir.join(format!("p{p}")),
+                    &self.http[p],
+                    &[
+                        "--clock",
+                        "event",
+                        "--workers",
+                        "2",
+                        "--processes",
+                        "2",
+                        "--process-id",
+                        &id,
+                        "--hostfile",
+                        &hosts,
+                    ],
+                    &[],
+                )
+            })
+            .collect();
+        let mut it = launched.into_iter().map(|l| l.wait());
+        [it.next().expect("p0"), it.next().expect("p1")]
+    }
+}
+
+fn serving_clock(s: &Server) -> u64 {
+    let (status, v) = s.get("/v1/clock");
+    assert_eq!(status, 200, "{v}");
+    v["serving"]["clock"].as_u64().unwrap_or(0)
+}
+
+/// The whole answer of a ranking query but the state it was read from.
+fn answer(s: &Server, query: &str) -> Value {
+    let (status, mut v) = s.get(&format!("/v1/rankings?{query}"));
+    assert_eq!(status, 200, "{query}: {v}");
+    v.as_object_mut().expect("object").remove("as_of");
+    v
+}
+
+const QUERIES: [&str; 10] = [
+    "profile=top&limit=50",
+    "profile=trending&window=1h&limit=50",
+    "profile=trending&window=24h&signals=view:1,like:3,share:5&limit=50&explain=1",
+    "profile=hot&half_life=1h&limit=50",
+    "profile=hot&half_life=24h&signals=like:1,share:2&max_per_creator=2&limit=50",
+    "profile=rising&window=1h&limit=50",
+    "profile=top&category=c1&limit=50",
+    "profile=top&max_per_creator=1&limit=50",
+    "profile=new&limit=50",
+    "profile=top&limit=7",
+];
+
+#[test]
+fn a_two_process_cluster_ranks_exactly_like_one_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let single = Server::start(&dir.path().join("single"), &["--clock", "event", "--workers", "2"], &[]);
+    let cluster = Cluster::new(dir.path());
+    let procs = cluster.start(dir.path());
+    let mut rng = StdRng::seed_from_u64(11);
+
+    // Items with creators and categories, each put once on a process chosen at random.
+    for i in 0..60 {
+        let body = json!({
+            "creator": format!("u{}", i % 7),
+            "category": format!("c{}", i % 3),
+            "created_at": BASE + i * MIN,
+        });
+        let path = format!("/v1/items/m{i}");
+        assert_eq!(single.put(&path, &body).0, 200);
+        assert_eq!(procs[rng.gen_range(0..2)].put(&path, &body).0, 200);
+    }
+    // Batches of signals over three hours of event time, some late, each batch to the single
+    // server and to a process at random.
+    let kinds = ["view", "view", "view", "like", "share", "skip"];
+    let mut end = BASE;
+    let mut n = 0u64;
+    for b in 0..80u64 {
+        let at = BASE + 60 * MIN + b * 2 * MIN;
+        let batch: Vec<Value> = (0..rng.gen_range(1..25))
+            .map(|_| {
+                n += 1;
+                let late = if rng.gen_bool(0.2) {
+                    rng.gen_range(0..90) * MIN
+                } else {
+                    0
+                };
+                let ts = at.saturating_sub(late) + rng.gen_range(0..MIN);
+                end = end.max(ts);
+                json!({
+                    "type": kinds[rng.gen_range(0..kinds.len())],
+                    "item": format!("m{}", (rng.r#gen::<f64>().powi(2) * 60.0) as u64),
+                    "user": format!("v{}", rng.gen_range(0..30)),
+                    "ts": ts,
+                    "id": format!("s{n}"),
+                })
+            })
+            .collect();
+        let body = Value::Array(batch);
+        assert_eq!(single.post("/v1/signals", &body).0, 200);
+        let (status, v) = procs[rng.gen_range(0..2)].post("/v1/signals", &body);
+        assert_eq!(status, 200, "{v}");
+        assert!(v["token"].is_string(), "a cluster write answers a token: {v}");
+    }
+    // One clock for everyone: POST /v1/clock on process 0 moves process 1 too.
+    let clock = end + 5 * MIN;
+    assert_eq!(single.post("/v1/clock", &json!({ "advance_to": clock })).0, 200);
+    let (status, v) = procs[0].post("/v1/clock", &json!({ "advance_to": clock }));
+    assert_eq!(status, 200, "{v}");
+    for s in [&single, &procs[0], &procs[1]] {
+        wait_until("the serving clock", Duration::from_secs(20), || {
+            serving_clock(s) >= clock
+        });
+    }
+
+    for q in QUERIES {
+        let want = answer(&single, q);
+        assert!(
+            !want["items"].as_array().expect("items").is_empty(),
+            "{q}: the single process ranks nothing"
+        );
+        for (p, s) in procs.iter().enumerate() {
+            assert_eq!(answer(s, q), want, "process {p} answers {q} differently");
+        }
+    }
+    // Paging through a ranking: every page the same.
+    let mut cursor = String::new();
+    for _ in 0..4 {
+        let q = format!("profile=trending&window=24h&limit=6{cursor}");
+        let want = answer(&single, &q);
+        assert_eq!(answer(&procs[1], &q), want, "page {q}");
+        match want["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    // An item's features, whichever process owns it.
+    for i in [0, 1, 2, 3, 17, 42] {
+        let path = format!("/v1/items/m{i}");
+        let (_, mut want) = single.get(&path);
+        want.as_object_mut().expect("item").remove("as_of");
+        for s in &procs {
+            let (status, mut got) = s.get(&path);
+            assert_eq!(status, 200, "{path}: {got}");
+            got.as_object_mut().expect("item").remove("as_of");
+            assert_eq!(got, want, "{path}");
+        }
+    }
+
+    // Read-your-writes across processes: a write on process 1, read on process 0 with its
+    // token, at the clock both processes were moved to.
+    let (status, ack) = procs[1].post(
+        "/v1/signals",
+        &json!([{"type": "share", "item": "fresh", "ts": clock, "weight": 1000}]),
+    );
+    assert_eq!(status, 200, "{ack}");
+    let token = ack["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("1:"), "{token}");
+    let (status, v) = procs[0].post("/v1/clock", &json!({ "advance_to": clock + 1 }));
+    assert_eq!(status, 200, "{v}");
+    let top = procs[0].ranking(&format!("profile=top&signal=share&limit=1&min_lsn={token}"));
+    assert_eq!(top.first().map(|t| t.0.as_str()), Some("fresh"), "{top:?}");
+    let (status, v) = procs[0].get("/v1/rankings?min_lsn=7:1");
+    assert_eq!(status, 400, "a process outside the cluster: {v}");
+
+    // kill -9 one process: the other stops (the dataflow spans both); both restart, each
+    // recovering its own WAL, and rank as before.
+    let before: Vec<Value> = QUERIES.iter().map(|q| answer(&procs[0], q)).collect();
+    let [p0, p1] = procs;
+    p1.kill9();
+    let mut p0 = p0;
+    wait_until("process 0 to stop", Duration::from_secs(20), || {
+        p0.child.try_wait().ok().flatten().is_some()
+    });
+    drop(p0);
+    let procs = cluster.start(dir.path());
+    let (status, v) = procs[0].post("/v1/clock", &json!({ "advance_to": clock + 1 }));
+    assert_eq!(status, 200, "{v}");
+    for s in &procs {
+        wait_until("the serving clock after restart", Duration::from_secs(20), || {
+            serving_clock(s) > clock
+        });
+    }
+    for (q, want) in QUERIES.iter().zip(&before) {
+        for s in &procs {
+            assert_eq!(&answer(s, q), want, "{q} after restarting the cluster");
+        }
+    }
+
+    // Both WALs replayed together offline answer what the cluster served.
+    let wals: Vec<_> = procs.iter().map(|s| s.data_dir.join("wal")).collect();
+    for s in procs {
+        s.kill9();
+    }
+    let mut cmd = common::tidal();
+    cmd.arg("replay");
+    for w in &wals {
+        cmd.arg("--wal").arg(w);
+    }
+    cmd.args(["--at", &(clock + 1).to_string(), "--json", "-", "--no-progress"]);
+    for q in QUERIES {
+        cmd.args(["--query", q]);
+    }
+    let out = cmd.output().expect("replay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    let ids_scores = |items: &Value| -> Vec<(Value, Value)> {
+        items
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| (i["id"].clone(), i["score"].clone()))
+            .collect()
+    };
+    for (q, want) in QUERIES.iter().zip(&before) {
+        let row = report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["query"] == *q)
+            .unwrap_or_else(|| panic!("no replay result for {q}"));
+        assert_eq!(
+            ids_scores(&row["items"]),
+            ids_scores(&want["items"]),
+            "replay of both WALs: {q}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_hostfile_is_refused_naming_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1:7800 127.0.0.1:7700\n127.0.0.1:7801\n").expect("hostfile");
+    let out = common::tidal()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .args(["--processes", "2", "--process-id", "1", "--hostfile"])
+        .arg(&hosts)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hostfile line 2"), "{err}");
+
+    std::fs::write(&hosts, "127.0.0.1:7800 127.0.0.1:7700\n").expect("hostfile");
+    let out = common::tidal()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .args(["--processes", "2", "--process-id", "0", "--hostfile"])
+        .arg(&hosts)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--processes"), "{err}");
+}
