@@ -110,7 +110,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
         .thread_name("tidal-http")
         .build()
         .map_err(io)?;
-    let result = rt.block_on(async move {
+    let result: Result<Option<String>, Error> = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
         let local = listener.local_addr().map_err(io)?;
         tracing::info!(%local, "tidal is serving");
@@ -118,8 +118,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
         if watch.peers().is_some() {
             // A cluster's dataflow stops when a process leaves it: this process cannot go on
-            // alone, so it stops too (a supervisor restarts every process and the cluster
-            // forms again, each recovering its own WAL).
+            // alone, so it stops serving and starts afresh (below), recovering its WAL and
+            // waiting for the cluster to form again.
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -136,7 +136,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
             tokio::select! {
                 _ = stop_signal() => {},
                 Ok(why) = lost_rx => {
-                    tracing::error!(reason = %why, "the cluster's dataflow stopped (a process left); stopping");
+                    tracing::error!(reason = %why, "the cluster's dataflow stopped (a process left); restarting to rejoin it");
                     *lost_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 },
             }
@@ -145,16 +145,43 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
             .with_graceful_shutdown(stop)
             .await
             .map_err(io)?;
-        match lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(why) => Err(Error::DataflowStopped(format!(
-                "{why}: a process of the cluster left; restart every process"
-            ))),
-            None => Ok(()),
-        }
+        Ok(lost.lock().unwrap_or_else(|p| p.into_inner()).take())
     });
     drop(rt);
-    tidal.shutdown()?;
-    result
+    let shut = tidal.shutdown();
+    drop(tidal);
+    match result? {
+        None => shut,
+        Some(why) => {
+            if let Err(e) = shut {
+                tracing::warn!(error = %e, "the engine stopped with an error after the cluster broke up");
+            }
+            rejoin(why)
+        }
+    }
+}
+
+/// Starts this process afresh, with the same arguments, in place (the same pid, so a
+/// supervisor or a shell job still holds it): it recovers its WAL and waits for the other
+/// processes, and the cluster forms again once every process is up. Returns only if that
+/// cannot be done.
+fn rejoin(why: String) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let err = match std::env::current_exe() {
+            Ok(exe) => std::process::Command::new(exe).args(args).exec(),
+            Err(e) => e,
+        };
+        Err(Error::DataflowStopped(format!(
+            "{why}: a process of the cluster left, and this one cannot restart itself ({err}); restart every process"
+        )))
+    }
+    #[cfg(not(unix))]
+    Err(Error::DataflowStopped(format!(
+        "{why}: a process of the cluster left; restart every process"
+    )))
 }
 
 async fn stop_signal() {
