@@ -148,9 +148,13 @@ pub enum Control {
     },
 }
 
+/// Writes a checkpoint part's bytes into the writer it is given.
+pub type PartFill<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>;
+
 /// Where a worker's stateful operators put their checkpoint parts: `(frontier, position,
-/// part name, bytes)`.
-pub type PartSink = Arc<dyn Fn(Time, Position, String, Vec<u8>) + Send + Sync>;
+/// part name, fill)`; the sink calls `fill` with a writer for the part (so a large part is
+/// streamed out, never held whole in memory).
+pub type PartSink = Arc<dyn Fn(Time, Position, String, PartFill<'_>) + Send + Sync>;
 
 /// A checkpoint to start from: the frontier and position it covers and its parts by name.
 #[derive(Debug, Default)]
@@ -195,8 +199,13 @@ impl Persist {
 
     /// Hands over this worker's part `what` of the checkpoint at `frontier`.
     pub fn write(&self, index: usize, what: &str, frontier: Time, position: Position, bytes: Vec<u8>) {
+        self.write_with(index, what, frontier, position, &mut |w| w.write_all(&bytes));
+    }
+
+    /// Writes this worker's part `what` of the checkpoint at `frontier` through `fill`.
+    pub fn write_with(&self, index: usize, what: &str, frontier: Time, position: Position, fill: PartFill<'_>) {
         if let Some(sink) = &self.parts {
-            sink(frontier, position, part_name(index, what), bytes);
+            sink(frontier, position, part_name(index, what), fill);
         }
     }
 }

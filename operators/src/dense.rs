@@ -38,6 +38,9 @@ struct Touched<S> {
     old: S,
 }
 
+/// How many encoded bytes a checkpoint writer holds before handing them on.
+pub(crate) const SPILL: usize = 1 << 20;
+
 /// Sums per (item, slot, extra) for the items one worker owns.
 pub(crate) struct DenseSums<X, S> {
     peers: u64,
@@ -197,8 +200,13 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         }
     }
 
-    /// Appends every non-zero sum as `(local item, slot, extra, sum)` (a checkpoint).
-    pub(crate) fn save(&self, out: &mut Vec<u8>)
+    /// Appends every non-zero sum as `(local item, slot, extra, sum)` (a checkpoint),
+    /// handing `out` to `spill` whenever it holds [`SPILL`] bytes.
+    pub(crate) fn save(
+        &self,
+        out: &mut Vec<u8>,
+        spill: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()>
     where
         X: Codec,
         S: Codec,
@@ -214,7 +222,11 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
                 node.sum.put(out);
                 n = node.next;
             }
+            if out.len() >= SPILL {
+                spill(out)?;
+            }
         }
+        Ok(())
     }
 
     /// Reads back what [`save`](Self::save) wrote; the sums read count as changed in this

@@ -42,7 +42,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::SignalEv;
-use crate::dense::DenseSums;
+use crate::dense::{DenseSums, SPILL};
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
@@ -250,8 +250,13 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
         Some((at, due))
     }
 
-    /// Appends every waiting update, clear and retire, by time (a checkpoint).
-    fn save(&self, out: &mut Vec<u8>) {
+    /// Appends every waiting update, clear and retire, by time (a checkpoint), handing
+    /// `out` to `spill` whenever it holds [`SPILL`] bytes.
+    fn save(
+        &self,
+        out: &mut Vec<u8>,
+        spill: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         put_u64(out, self.order.len() as u64);
         for (&at, &i) in &self.order {
             let Some(due) = self.slots[i].as_ref() else { continue };
@@ -260,6 +265,9 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
             for (p, d) in &due.updates {
                 p.put(out);
                 d.put(out);
+                if out.len() >= SPILL {
+                    spill(out)?;
+                }
             }
             put_u64(out, due.clears.len() as u64);
             for (slot, extra) in &due.clears {
@@ -272,6 +280,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
                 put_u64(out, *clock);
             }
         }
+        Ok(())
     }
 
     /// Reads back what [`save`](Self::save) wrote, with capabilities from `cap`.
@@ -337,23 +346,28 @@ pub struct SumStats {
     pub started: std::time::Instant,
 }
 
-/// Everything a keyed sum holds, written into a checkpoint part.
-/// `size_hint`: the size of the last part written, so the buffer is allocated once.
+/// Everything a keyed sum holds, written into a checkpoint part through `w`, a buffer of
+/// [`SPILL`] bytes at a time (the part is never held whole in memory).
 fn save_state<E: Expander>(
     sums: &DenseSums<E::Extra, E::Sum>,
     pending: &Pending<E::Pending, E::Diff, E::Extra>,
     dead: &HashMap<ItemKey, Time>,
-    size_hint: usize,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size_hint + size_hint / 8);
-    sums.save(&mut out);
-    pending.save(&mut out);
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(SPILL + 4096);
+    let mut spill = |out: &mut Vec<u8>| -> std::io::Result<()> {
+        w.write_all(out)?;
+        out.clear();
+        Ok(())
+    };
+    sums.save(&mut out, &mut spill)?;
+    pending.save(&mut out, &mut spill)?;
     put_u64(&mut out, dead.len() as u64);
     for (k, until) in dead {
         put_u64(&mut out, *k);
         put_u64(&mut out, *until);
     }
-    out
+    spill(&mut out)
 }
 
 /// The state a keyed sum restores from a checkpoint part.
@@ -417,14 +431,10 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // A checkpoint asked for (its frontier and position), and the input at or
                 // after its frontier held back until the state before it is written.
                 let mut checkpoint: Option<(Time, Position)> = None;
-                // The size of the last checkpoint part (or the restored one), to allocate the
-                // next one at once.
-                let mut last_part = 0usize;
                 let mut stash: Vec<(Capability<Time>, SignalEv, isize)> = Vec::new();
                 // The restored state is emitted (at time 0) in the first activation.
                 let mut restored = false;
                 if let Some(bytes) = persist.take_restored(index, what) {
-                    last_part = bytes.len();
                     match load_state::<E>(&bytes, sums, &initial) {
                         Ok((s, p, d)) => {
                             (sums, pending) = (s, p);
@@ -558,19 +568,17 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                             && pending.first().is_none_or(|t| t >= frontier)
                         {
                             // Every time before the frontier is applied, nothing after it is.
-                            // The worker stands still while it writes the part (measured at
-                            // 10M signals: ~0.7 s for the windows, ~0.4 s for decay).
+                            // The worker stands still while it streams the part out.
                             let began = std::time::Instant::now();
-                            let bytes = save_state::<E>(&sums, &pending, &dead, last_part);
-                            last_part = bytes.len();
+                            persist.write_with(index, what, frontier, position, &mut |w| {
+                                save_state::<E>(&sums, &pending, &dead, w)
+                            });
                             tracing::debug!(
                                 worker = index,
                                 part = what,
-                                bytes = bytes.len(),
                                 ms = began.elapsed().as_secs_f64() * 1e3,
-                                "checkpoint part serialized"
+                                "checkpoint part written"
                             );
-                            persist.write(index, what, frontier, position, bytes);
                             checkpoint = None;
                             for (cap, ev, mult) in std::mem::take(&mut stash) {
                                 apply(&cap, &ev, mult, &mut pending);

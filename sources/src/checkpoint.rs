@@ -11,12 +11,14 @@
 //! warning (the one before, or the whole WAL, is used instead).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use tidal_core::flow::PartFill;
 use tidal_core::record::Position;
 use tidal_core::time::Time;
 
@@ -102,13 +104,45 @@ fn name_of(lsn: u64) -> String {
 }
 
 enum Msg {
+    /// A part written into a staging file by a worker, to be moved into its checkpoint.
     Part {
         frontier: Time,
         position: Position,
         name: String,
-        bytes: Vec<u8>,
+        /// The staging file, or `None` when it could not be written (the checkpoint fails).
+        staged: Option<Staged>,
     },
 }
+
+/// A part in its staging file: where, how long, its BLAKE3.
+struct Staged {
+    path: PathBuf,
+    bytes: u64,
+    blake3: String,
+}
+
+/// A writer that hashes and counts what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Prefix of the staging files parts are streamed into before they join their checkpoint.
+const STAGING: &str = "staging-";
 
 /// A checkpoint being gathered.
 struct Gathering {
@@ -129,6 +163,8 @@ pub type ExtraParts = Box<dyn Fn() -> Vec<(String, Vec<u8>)> + Send>;
 
 /// This process's checkpoint writer: a background thread.
 pub struct Checkpointer {
+    dir: PathBuf,
+    staged: std::sync::atomic::AtomicU64,
     tx: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
     done: Arc<(Mutex<Done>, Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -151,14 +187,23 @@ impl Checkpointer {
         latest: Option<Manifest>,
     ) -> std::io::Result<Checkpointer> {
         std::fs::create_dir_all(&dir)?;
+        // Parts staged by a process that stopped before their checkpoint was complete.
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(STAGING) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let done = Arc::new((Mutex::new(Done { latest }), Condvar::new()));
         let extra: Arc<Mutex<Option<ExtraParts>>> = Arc::new(Mutex::new(None));
         let (d, e) = (done.clone(), extra.clone());
+        let writer_dir = dir.clone();
         let thread = std::thread::Builder::new()
             .name("tidal-checkpoint".into())
-            .spawn(move || writer(rx, dir, layout, parts, d, e))?;
+            .spawn(move || writer(rx, writer_dir, layout, parts, d, e))?;
         Ok(Checkpointer {
+            dir,
+            staged: std::sync::atomic::AtomicU64::new(0),
             tx: Mutex::new(Some(tx)),
             done,
             thread: Mutex::new(Some(thread)),
@@ -173,12 +218,44 @@ impl Checkpointer {
 
     /// Hands over one part of the checkpoint at `frontier` covering `position`.
     pub fn part(&self, frontier: Time, position: Position, name: String, bytes: Vec<u8>) {
+        self.part_with(frontier, position, name, &mut |w| w.write_all(&bytes));
+    }
+
+    /// Writes one part of the checkpoint at `frontier` covering `position`: `fill` streams
+    /// its bytes into a staging file (on the caller's thread, through a small buffer), which
+    /// the writer thread then syncs and moves into the checkpoint.
+    pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: PartFill<'_>) {
+        // Unique: two checkpoints may cover the same LSN.
+        let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn));
+        let staged = std::fs::File::create(&path).and_then(|f| {
+            let mut w = Hashing {
+                inner: std::io::BufWriter::with_capacity(1 << 20, f),
+                hasher: blake3::Hasher::new(),
+                bytes: 0,
+            };
+            fill(&mut w)?;
+            w.flush()?;
+            Ok(Staged {
+                path: path.clone(),
+                bytes: w.bytes,
+                blake3: w.hasher.finalize().to_hex().to_string(),
+            })
+        });
+        let staged = match staged {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write a checkpoint part");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        };
         if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = tx.send(Msg::Part {
                 frontier,
                 position,
                 name,
-                bytes,
+                staged,
             });
         }
     }
@@ -236,7 +313,7 @@ fn writer(
         frontier,
         position,
         name,
-        bytes,
+        staged,
     }) = rx.recv()
     {
         let lsn = position.lsn;
@@ -264,7 +341,7 @@ fn writer(
             }
             g
         });
-        write_part(g, name, &bytes);
+        place_part(g, name, staged);
         let extras = g.files.iter().filter(|f| !f.name.starts_with('w')).count();
         if g.files.len() - extras < parts {
             continue;
@@ -279,6 +356,34 @@ fn writer(
                 prune(&dir);
             }
             Err(e) => tracing::warn!(error = %e, lsn, "checkpoint not written"),
+        }
+    }
+}
+
+/// Moves a staged part into the checkpoint being gathered, synced.
+fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>) {
+    let Some(staged) = staged else {
+        g.failed = true;
+        return;
+    };
+    if g.failed {
+        let _ = std::fs::remove_file(&staged.path);
+        return;
+    }
+    let path = g.dir.join(&name);
+    let placed = std::fs::File::open(&staged.path)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&staged.path, &path));
+    match placed {
+        Ok(()) => g.files.push(FileEntry {
+            name,
+            bytes: staged.bytes,
+            blake3: staged.blake3,
+        }),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot place a checkpoint part");
+            let _ = std::fs::remove_file(&staged.path);
+            g.failed = true;
         }
     }
 }

@@ -197,8 +197,8 @@ impl Tidal {
         let options = match peers {
             None => EngineOptions {
                 persist: Persist {
-                    parts: Some(Arc::new(move |frontier, position, name, bytes| {
-                        parts.part(frontier, position, name, bytes)
+                    parts: Some(Arc::new(move |frontier, position, name, fill| {
+                        parts.part_with(frontier, position, name, fill)
                     })),
                     restore: restore.clone(),
                 },
