@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::Distribution;
 
 use tidal_core::Config;
 use tidal_core::features::Lanes;
@@ -25,26 +26,6 @@ const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct Zipf(Vec<f64>);
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                acc += (k as f64).powf(-s);
-                acc
-            })
-            .collect();
-        cdf.iter_mut().for_each(|c| *c /= acc);
-        Zipf(cdf)
-    }
-    fn sample(&self, rng: &mut SmallRng) -> usize {
-        let u: f64 = rng.r#gen();
-        self.0.partition_point(|c| *c < u).min(self.0.len() - 1)
-    }
 }
 
 /// The dataflow's view: keys by item, current lanes and decay sums.
@@ -124,7 +105,7 @@ impl Feed {
 fn sink_signals_per_second() {
     let n = env("TIDAL_SINK_SIGNALS", 2_000_000);
     let config = Config::default_filled();
-    let zipf = Zipf::new(1_000_000, 1.1);
+    let zipf = rand_distr::Zipf::new(1_000_000, 1.1).expect("a Zipf distribution");
     let mix: [(KindIdx, f64); 6] = [(0, 0.70), (1, 0.10), (2, 0.03), (3, 0.10), (4, 0.06), (5, 0.01)];
     let mut rng = SmallRng::seed_from_u64(42);
     let mut feed = Feed::default();
@@ -143,7 +124,7 @@ fn sink_signals_per_second() {
                     u -= p;
                     hit
                 });
-                (zipf.sample(&mut rng), kind.map_or(0, |k| k.0))
+                (zipf.sample(&mut rng) as usize - 1, kind.map_or(0, |k| k.0))
             })
             .collect();
         let batch = feed.time(&signals, (t as u64 / 100) * 3_600_000);
