@@ -167,7 +167,15 @@ fn damaged_or_unfinished_checkpoints_are_skipped() {
     damage(&part);
     // And a checkpoint cut short by a crash, newer still.
     std::fs::create_dir_all(dir.path().join("checkpoints/ckpt-99999999999999999999.tmp")).expect("tmp");
+    // And a part staged for it.
+    std::fs::write(dir.path().join("checkpoints/staging-99-0-w0-windows"), b"partial").expect("staged");
     let t = Tidal::open(config(dir.path(), 0)).expect("reopen");
+    for left in ["ckpt-99999999999999999999.tmp", "staging-99-0-w0-windows"] {
+        assert!(
+            !dir.path().join("checkpoints").join(left).exists(),
+            "{left}: what a crash left half-written is cleared away at start"
+        );
+    }
     let used = t.latest_checkpoint().expect("the older checkpoint");
     assert_eq!(used.position, first.position, "the damaged one was skipped");
     assert!(t.recovered_records() > 0, "the WAL after the older one is replayed");

@@ -346,6 +346,17 @@ pub struct SumStats {
     pub started: std::time::Instant,
 }
 
+/// The frontier and log position a checkpoint marker carries.
+fn checkpoint_of(ev: &SignalEv) -> (Time, Position) {
+    (
+        ev.ts_eff,
+        Position {
+            lsn: ev.item,
+            signals: ev.user,
+        },
+    )
+}
+
 /// Everything a keyed sum holds, written into a checkpoint part through `w`, a buffer of
 /// [`SPILL`] bytes at a time (the part is never held whole in memory).
 fn save_state<E: Expander>(
@@ -482,11 +493,13 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         let time = *cap.time();
                         for (ev, _, mult) in data.iter() {
                             if ev.kind == CHECKPOINT {
-                                let position = Position {
-                                    lsn: ev.item,
-                                    signals: ev.user,
-                                };
-                                checkpoint = Some((ev.ts_eff, position));
+                                if checkpoint.is_some() {
+                                    // One checkpoint at a time: this one waits its turn, with
+                                    // what follows it.
+                                    stash.push((cap.clone(), *ev, *mult));
+                                    continue;
+                                }
+                                checkpoint = Some(checkpoint_of(ev));
                                 // Rounds never span the checkpoint's frontier.
                                 marks.insert(ev.ts_eff);
                                 continue;
@@ -580,8 +593,19 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 "checkpoint part written"
                             );
                             checkpoint = None;
+                            // What was held back goes in, in order, up to the next checkpoint
+                            // held back (which holds back what follows it in turn).
                             for (cap, ev, mult) in std::mem::take(&mut stash) {
-                                apply(&cap, &ev, mult, &mut pending);
+                                if ev.kind == CHECKPOINT && checkpoint.is_none() {
+                                    checkpoint = Some(checkpoint_of(&ev));
+                                    marks.insert(ev.ts_eff);
+                                } else if checkpoint.is_some_and(|(f, _)| *cap.time() >= f)
+                                    || (ev.kind == CHECKPOINT && checkpoint.is_some())
+                                {
+                                    stash.push((cap, ev, mult));
+                                } else {
+                                    apply(&cap, &ev, mult, &mut pending);
+                                }
                             }
                             // What was held back may be complete already.
                             continue;

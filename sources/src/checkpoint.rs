@@ -187,10 +187,14 @@ impl Checkpointer {
         latest: Option<Manifest>,
     ) -> std::io::Result<Checkpointer> {
         std::fs::create_dir_all(&dir)?;
-        // Parts staged by a process that stopped before their checkpoint was complete.
+        // Parts staged, and checkpoints begun, by a process that stopped before they were
+        // complete.
         for entry in std::fs::read_dir(&dir)?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(STAGING) {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(STAGING) {
                 let _ = std::fs::remove_file(entry.path());
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
