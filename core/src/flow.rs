@@ -136,8 +136,8 @@ pub enum Control {
         /// The log position every batch before `time` reaches.
         position: Position,
     },
-    /// Cut a version of the serving state holding every time before `time`: every shard
-    /// cuts at the same marks, so a reader finds one state common to all of them.
+    /// The state holds every time before `time`; with `publish`, every shard cuts a version
+    /// there (at the same marks, so a reader finds one state common to all of them).
     Mark {
         /// The version's frontier.
         time: Time,
@@ -145,6 +145,11 @@ pub enum Control {
         position: Position,
         /// The process whose source made the mark (its WAL is the one `position` is in).
         origin: usize,
+        /// Whether the serving shards cut a version here. While the source catches up
+        /// (recovery, replay) no one reads the times in between: its marks still close rounds
+        /// of the materializers and let the sinks apply what they hold, but only the mark that
+        /// ends the catch-up is published — one version, its indexes settled in one pass.
+        publish: bool,
     },
 }
 

@@ -157,6 +157,7 @@ fn run(updates: Vec<Update>, config: Config, seed: u64, observed: Vec<Time>) -> 
                 time: at + 1,
                 position: Default::default(),
                 origin: 0,
+                publish: true,
             });
         }
         control.close();

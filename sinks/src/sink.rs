@@ -1,13 +1,15 @@
 //! The serving sink: a timely operator on every worker that applies the worker's own
 //! materialized outputs (its items' window lanes, decay sums and states — no exchange, they
 //! were computed here) to its [`Shard`] of the serving state, cutting one version at each
-//! mark of the source.
+//! publishing mark of the source.
 //!
 //! Updates are buffered by time. Once the data frontier reaches a mark `m`, the updates at
-//! times before `m` are consolidated and applied to the builder's working copy together, and
-//! the version at `m` is published: it holds every time before `m` and none after, and every
-//! shard cuts at the same marks, so a reader finds one frontier common to all. When the
-//! inputs close, the final version (frontier [`CLOSED`]) is published.
+//! times before `m` are consolidated and applied to the builder's working copy together; if
+//! the mark publishes, the version at `m` is cut: it holds every time before `m` and none
+//! after, and every shard cuts at the same marks, so a reader finds one frontier common to
+//! all. The marks inside a catch-up do not publish: their updates only reach the working
+//! copies, and the catch-up's last mark settles every item it changed in one version. When
+//! the inputs close, the final version (frontier [`CLOSED`]) is published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -99,9 +101,12 @@ pub fn shard_sink<'s>(
     // cut, by their earliest such time.
     let mut fresh: Vec<Batch> = Vec::new();
     let mut later: BTreeMap<Time, Vec<Batch>> = BTreeMap::new();
-    // Marks received and not yet cut, with the log position each stands for, per origin.
-    let mut marks: BTreeMap<Time, Vec<(usize, Position)>> = BTreeMap::new();
+    // Marks received and not yet applied: whether one of them publishes, and the log
+    // position each stands for, per origin.
+    let mut marks: BTreeMap<Time, MarksAt> = BTreeMap::new();
     let mut cut: Time = 0;
+    // The frontier of the last version published.
+    let mut last_version: Time = 0;
     // Per process, the position of its newest mark cut so far.
     let mut positions = vec![Position::default(); place.processes.max(1)];
     // The newest position any mark carried, per process (the final version's).
@@ -116,6 +121,7 @@ pub fn shard_sink<'s>(
                         time,
                         position: p,
                         origin,
+                        publish,
                     } = c
                     {
                         let Some(n) = newest.get_mut(origin) else {
@@ -123,8 +129,12 @@ pub fn shard_sink<'s>(
                             continue;
                         };
                         *n = (*n).max(p);
-                        if time > cut {
-                            marks.entry(time).or_default().push((origin, p));
+                        // A publishing mark at the time already applied (a catch-up ended
+                        // there) still cuts the version the non-publishing one did not.
+                        if time > cut || (publish && time == cut && last_version < cut) {
+                            let m = marks.entry(time).or_default();
+                            m.0 |= publish;
+                            m.1.push((origin, p));
                         }
                     }
                 }
@@ -136,7 +146,7 @@ pub fn shard_sink<'s>(
             // Times are totally ordered: a frontier is one time, or empty once closed.
             let reached = frontiers[0].frontier().iter().min().copied().unwrap_or(CLOSED);
             let closed = reached == CLOSED && frontiers[1].frontier().is_empty();
-            let mut due: Vec<(Time, Vec<(usize, Position)>)> = Vec::new();
+            let mut due: Vec<(Time, MarksAt)> = Vec::new();
             while let Some(entry) = marks.first_entry() {
                 if *entry.key() > reached {
                     break;
@@ -144,9 +154,9 @@ pub fn shard_sink<'s>(
                 due.push(entry.remove_entry());
             }
             if closed && due.last().is_none_or(|(m, _)| *m != CLOSED) {
-                due.push((CLOSED, newest.iter().copied().enumerate().collect()));
+                due.push((CLOSED, (true, newest.iter().copied().enumerate().collect())));
             }
-            for (m, ps) in due {
+            for (m, (publish, ps)) in due {
                 let mut ready = Vec::new();
                 let rest = later.split_off(&m);
                 for batch in std::mem::replace(&mut later, rest)
@@ -164,6 +174,11 @@ pub fn shard_sink<'s>(
                         *q = (*q).max(p);
                     }
                 }
+                cut = m;
+                if !publish {
+                    // Applied to the working copies; the version comes at a publishing mark.
+                    continue;
+                }
                 let own = positions.get(place.process).copied().unwrap_or_default();
                 let version = if place.processes > 1 {
                     let lsns: Arc<[u64]> = positions.iter().map(|p| p.lsn).collect();
@@ -172,17 +187,21 @@ pub fn shard_sink<'s>(
                     builder.version(m, own)
                 };
                 shard.publish(version);
+                last_version = m;
                 if let Some(store) = &store {
                     store.write(&builder.take_item_changes());
                 } else {
                     builder.take_item_changes();
                 }
-                cut = m;
             }
             stats.busy(Stage::Sink, started);
         }
     });
 }
+
+/// The marks received for one time: whether one of them publishes, and the position each
+/// stands for, by origin process.
+type MarksAt = (bool, Vec<(usize, Position)>);
 
 /// Updates as the sink receives them.
 type Batch = Vec<(Delta, Time, isize)>;

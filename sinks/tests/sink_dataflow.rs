@@ -133,6 +133,7 @@ fn shards_publish_whole_times_at_common_marks() {
                 time: t + 1,
                 position: pos(round),
                 origin: 0,
+                publish: true,
             });
             windows.advance_to(t + 1);
             decay.advance_to(t + 1);
@@ -168,6 +169,7 @@ fn shards_publish_whole_times_at_common_marks() {
             time: Time::MAX,
             position: pos(ROUNDS),
             origin: 0,
+            publish: true,
         });
         drop((windows, decay, items, control));
         while !all.view().is_closed() {

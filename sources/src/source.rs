@@ -19,7 +19,9 @@
 //! is up, so a completed frontier is never left unmarked). While more batches are queued
 //! behind a run, no mark is made (at most one per [`MAX_MARK_GAP`]): the materializers apply
 //! everything between two marks as one round. Every serving shard cuts its versions exactly
-//! at the marks, so readers find one frontier common to all shards.
+//! at the publishing marks, so readers find one frontier common to all shards; the marks made
+//! inside a catch-up do not publish (nobody reads those times), so the serving indexes are
+//! settled once, at the mark that ends it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +95,9 @@ pub fn wal_source<'s>(
         let mut gathered_signals = 0u64;
         let mut flushes = 0u64;
         let mut marked: Time = 0;
+        // The last publishing mark (marks inside a catch-up do not publish).
+        let mut published: Time = 0;
+        let mut publish_owed = false;
         let mut last_mark: Option<Instant> = None;
         let mut mark_due: Option<Instant> = None;
         let mut next_poll: Option<Instant> = None;
@@ -161,9 +166,15 @@ pub fn wal_source<'s>(
                 }
                 if *held.time() > marked {
                     let time = *held.time();
-                    output
-                        .activate()
-                        .give(&*held, &mut vec![Control::Mark { time, position, origin }]);
+                    output.activate().give(
+                        &*held,
+                        &mut vec![Control::Mark {
+                            time,
+                            position,
+                            origin,
+                            publish: true,
+                        }],
+                    );
                 }
                 output.activate().give(
                     &*held,
@@ -171,6 +182,7 @@ pub fn wal_source<'s>(
                         time: Time::MAX,
                         position,
                         origin,
+                        publish: true,
                     }],
                 );
                 cap = None;
@@ -190,15 +202,31 @@ pub fn wal_source<'s>(
                 held.downgrade(&upper);
             }
             let now = Instant::now();
-            if *held.time() > marked {
+            // A mark is owed for a new frontier; after a flush (or live, where every mark
+            // publishes) the next mark publishes, even at a frontier only a non-publishing
+            // mark was made for.
+            publish_owed |= flush;
+            if *held.time() > marked || (publish_owed && published < *held.time()) {
                 let since = last_mark.map_or(Duration::MAX, |t| now.duration_since(t));
                 let behind = drained.remaining > 0;
                 if (since >= MARK_INTERVAL && !behind) || since >= MAX_MARK_GAP {
                     let time = *held.time();
-                    output
-                        .activate()
-                        .give(&*held, &mut vec![Control::Mark { time, position, origin }]);
+                    // Inside a catch-up (no flush asked for) nobody reads this time.
+                    let publish = publish_owed;
+                    output.activate().give(
+                        &*held,
+                        &mut vec![Control::Mark {
+                            time,
+                            position,
+                            origin,
+                            publish,
+                        }],
+                    );
                     marked = time;
+                    if publish {
+                        published = time;
+                        publish_owed = false;
+                    }
                     last_mark = Some(now);
                     mark_due = None;
                 } else if !behind && mark_due.is_none_or(|d| d <= now) {
