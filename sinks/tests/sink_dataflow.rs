@@ -3,7 +3,8 @@
 //! checks an invariant that a half-applied batch or shards at different versions would
 //! break); versions are cut exactly at the marks and carry their frontier and position;
 //! future-time updates stay out until their time completes; closing the inputs publishes the
-//! final version. The entity store follows item puts and deletes.
+//! final version. The entity store follows item puts and deletes. Marks inside a catch-up
+//! apply without publishing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,4 +196,103 @@ fn shards_publish_whole_times_at_common_marks() {
         let stored = store.get(&format!("i{key}"));
         assert_eq!(stored, state(key, ROUNDS).meta, "key {key}");
     }
+}
+
+/// Marks inside a catch-up close rounds without publishing: the sink applies them to its
+/// working copy and cuts no version until a publishing mark — also one at the time the last
+/// non-publishing mark already reached, as when a catch-up ends with nothing new.
+#[test]
+fn catch_up_marks_apply_without_publishing() {
+    let config = Arc::new(Config::default_filled());
+    let shards = Arc::new(Shards::new(config.clone(), 1, 0, 1));
+    let all = shards.clone();
+    timely::execute(timely::Config::thread(), move |worker| {
+        let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
+        let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
+        let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
+        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
+        let shard = all.shard(0).unwrap().clone();
+        let schema = all.config().clone();
+        worker.dataflow::<Time, _, _>(|scope| {
+            let inputs = SinkInputs {
+                windows: windows.to_collection(scope),
+                decay: decay.to_collection(scope),
+                items: items.to_collection(scope),
+            };
+            shard_sink(
+                inputs,
+                scope.input_from(&mut control),
+                shard,
+                None,
+                &schema,
+                Default::default(),
+                Default::default(),
+            );
+        });
+        let advance = |t: Time,
+                       windows: &mut InputSession<_, _, _>,
+                       decay: &mut InputSession<_, _, _>,
+                       items: &mut InputSession<_, _, _>,
+                       control: &mut InputHandleVec<Time, Control>| {
+            windows.advance_to(t);
+            decay.advance_to(t);
+            items.advance_to(t);
+            control.advance_to(t);
+            windows.flush();
+            decay.flush();
+            items.flush();
+            control.flush();
+        };
+        for round in 1..=5u64 {
+            advance(round, &mut windows, &mut decay, &mut items, &mut control);
+            for key in 0..KEYS {
+                if round > 1 {
+                    windows.update(((key, 0), lanes(round - 1)), -1);
+                } else {
+                    items.update((key, state(key, 0)), 1);
+                }
+                windows.update(((key, 0), lanes(round)), 1);
+            }
+            control.send(Control::Mark {
+                time: round + 1,
+                position: pos(round),
+                origin: 0,
+                publish: false,
+            });
+            advance(round + 1, &mut windows, &mut decay, &mut items, &mut control);
+            // One thread: a few steps run everything the inputs allow.
+            for _ in 0..50 {
+                worker.step();
+            }
+            assert_eq!(
+                all.view().frontier,
+                0,
+                "round {round}: a catch-up mark published a version"
+            );
+        }
+        // The catch-up ends where its last mark was: a publishing mark at that time.
+        control.send(Control::Mark {
+            time: 6,
+            position: pos(5),
+            origin: 0,
+            publish: true,
+        });
+        advance(7, &mut windows, &mut decay, &mut items, &mut control);
+        for _ in 0..50 {
+            worker.step();
+        }
+        let view = all.view();
+        assert_eq!(view.frontier, 6);
+        assert_eq!(view.lsn(), 5);
+        for key in 0..KEYS {
+            let e = view.shards[0].entry(key).expect("every key is present");
+            assert_eq!(e.lanes(0), Some(&lanes(5)), "key {key}: every round applied");
+        }
+        let indexed = view.shards[0]
+            .index(IndexKind::Trending { kind: 0, window: 0 })
+            .unwrap()
+            .len();
+        assert_eq!(indexed, KEYS as usize, "the indexes are settled in the one version");
+    })
+    .unwrap();
 }
