@@ -299,52 +299,60 @@ impl Tidal {
     /// Waits until the published state includes `lsn`, at most
     /// `server.read_your_writes_timeout_ms`.
     pub fn wait_visible(&self, lsn: u64) -> Result<View> {
-        let deadline = self.visible_deadline(lsn)?;
-        loop {
-            let snap = self.view();
-            if snap.lsn() >= lsn {
-                return Ok(snap);
-            }
-            self.check_visible_deadline(lsn, &snap, deadline)?;
-            std::thread::sleep(POLL);
-        }
+        self.wait_visible_from(None, lsn)
+    }
+
+    /// [`wait_visible`](Self::wait_visible) without blocking a thread.
+    pub async fn wait_visible_async(&self, lsn: u64) -> Result<View> {
+        self.wait_visible_from_async(None, lsn).await
     }
 
     /// Waits until the published state includes LSN `lsn` of process `process`'s WAL (in a
     /// cluster; `None` or this process: [`wait_visible`](Self::wait_visible)).
     pub fn wait_visible_from(&self, process: Option<usize>, lsn: u64) -> Result<View> {
-        match self.foreign(process)? {
-            None => self.wait_visible(lsn),
-            Some(p) => {
-                let deadline = Instant::now() + self.read_timeout();
-                loop {
-                    let snap = self.view();
-                    if snap.lsn_of(p) >= lsn {
-                        return Ok(snap);
-                    }
-                    self.check_visible_deadline(lsn, &snap, deadline)?;
-                    std::thread::sleep(POLL);
-                }
+        let (of, deadline) = self.visible_target(process, lsn)?;
+        loop {
+            if let Some(view) = self.visible(of, lsn, deadline)? {
+                return Ok(view);
             }
+            std::thread::sleep(POLL);
         }
     }
 
     /// [`wait_visible_from`](Self::wait_visible_from) without blocking a thread.
     pub async fn wait_visible_from_async(&self, process: Option<usize>, lsn: u64) -> Result<View> {
-        match self.foreign(process)? {
-            None => self.wait_visible_async(lsn).await,
-            Some(p) => {
-                let deadline = Instant::now() + self.read_timeout();
-                loop {
-                    let snap = self.view();
-                    if snap.lsn_of(p) >= lsn {
-                        return Ok(snap);
-                    }
-                    self.check_visible_deadline(lsn, &snap, deadline)?;
-                    tokio::time::sleep(POLL).await;
-                }
+        let (of, deadline) = self.visible_target(process, lsn)?;
+        loop {
+            if let Some(view) = self.visible(of, lsn, deadline)? {
+                return Ok(view);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Whose WAL `lsn` is in (`None`: this process's, checked to be written) and until when
+    /// it is waited for.
+    fn visible_target(&self, process: Option<usize>, lsn: u64) -> Result<(Option<usize>, Instant)> {
+        let of = self.foreign(process)?;
+        if of.is_none() {
+            let last = self.wal.last_lsn();
+            if lsn > last {
+                return Err(Error::LsnNotWritten { lsn, last });
             }
         }
+        Ok((of, Instant::now() + self.read_timeout()))
+    }
+
+    /// The latest state if it includes `lsn` (of process `of`'s WAL, or this one's); an
+    /// error once `deadline` has passed.
+    fn visible(&self, of: Option<usize>, lsn: u64, deadline: Instant) -> Result<Option<View>> {
+        let snap = self.view();
+        let seen = of.map_or_else(|| snap.lsn(), |p| snap.lsn_of(p));
+        if seen >= lsn {
+            return Ok(Some(snap));
+        }
+        self.check_visible_deadline(lsn, &snap, deadline)?;
+        Ok(None)
     }
 
     /// `Some(p)` when `process` names another process of the cluster.
@@ -381,27 +389,6 @@ impl Tidal {
     /// local shards to reach it; `None` when they no longer hold it).
     pub fn view_at(&self, frontier: tidal_core::Time) -> Option<View> {
         self.shards.view_at(frontier, Duration::from_secs(1))
-    }
-
-    /// [`wait_visible`](Self::wait_visible) without blocking a thread.
-    pub async fn wait_visible_async(&self, lsn: u64) -> Result<View> {
-        let deadline = self.visible_deadline(lsn)?;
-        loop {
-            let snap = self.view();
-            if snap.lsn() >= lsn {
-                return Ok(snap);
-            }
-            self.check_visible_deadline(lsn, &snap, deadline)?;
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn visible_deadline(&self, lsn: u64) -> Result<Instant> {
-        let last = self.wal.last_lsn();
-        if lsn > last {
-            return Err(Error::LsnNotWritten { lsn, last });
-        }
-        Ok(Instant::now() + Duration::from_millis(self.config.server.read_your_writes_timeout_ms))
     }
 
     fn check_visible_deadline(&self, lsn: u64, snap: &View, deadline: Instant) -> Result<()> {
