@@ -204,9 +204,17 @@ fn full_queue_refuses_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = options(dir.path(), ClockMode::Event);
     o.queue_capacity = 4;
-    // A feed of one batch that nobody drains stalls the writer after its first commit.
+    // No waiting for more submissions to join a group: a group is what is queued.
+    o.max_batch_delay = Duration::ZERO;
+    // A feed of one batch, full already and never drained, stalls the writer at its first
+    // commit, whatever the threads' timing.
     let feed = Arc::new(tidal_sources::feed::Feed::new(1));
     let wal = tidal_sources::wal::Wal::open(o, feed.clone(), |_| {}).unwrap();
+    feed.push(Arc::new(tidal_core::record::CommittedBatch {
+        time: 0,
+        clock_ms: 0,
+        records: Vec::new(),
+    }));
     let overloaded = Arc::new(AtomicUsize::new(0));
     let started = std::time::Instant::now();
     for i in 0..64 {
@@ -221,8 +229,10 @@ fn full_queue_refuses_without_blocking() {
         );
     }
     assert!(started.elapsed() < Duration::from_secs(2), "submit blocked");
+    // At most one group (the one it woke for and the 4 queued behind it) is in the stalled
+    // commit and 4 more wait in the queue: every other submission is refused.
     assert!(
-        overloaded.load(Ordering::SeqCst) >= 64 - 4 - 3,
+        overloaded.load(Ordering::SeqCst) >= 64 - 5 - 4,
         "{}",
         overloaded.load(Ordering::SeqCst)
     );
