@@ -30,6 +30,12 @@ pub fn run(opts: &CheckpointOptions) -> Result<(Manifest, f64), Error> {
         Some(path) => Config::load(path)?,
         None => recorded_config(&opts.dir)?.unwrap_or_else(Config::default_filled),
     };
+    if !config.cluster.is_single() {
+        // Starting one process of a cluster alone would wait for the others for ever.
+        return Err(Error::Unsupported {
+            what: "this data directory belongs to a process of a cluster, and a cluster writes no checkpoints yet",
+        });
+    }
     config.engine.data_dir = opts.dir.display().to_string();
     if let Some(w) = opts.workers {
         config.engine.workers = w;

@@ -283,6 +283,17 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             "replay of both WALs: {q}"
         );
     }
+
+    // `tidal checkpoint` on a cluster process's directory says why it cannot (rather than
+    // waiting for the other processes for ever).
+    let out = common::tidal()
+        .arg("checkpoint")
+        .arg(dir.path().join("p0"))
+        .output()
+        .expect("checkpoint");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster"), "{err}");
 }
 
 #[test]
