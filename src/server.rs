@@ -105,6 +105,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     };
     let state = AppState::new(tidal.clone()).map_err(io)?;
     let watch = tidal.clone();
+    if watch.peers().is_some() {
+        quiet_cluster_panics();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidal-http")
@@ -159,6 +162,30 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
             rejoin(why)
         }
     }
+}
+
+/// When a process of the cluster goes away, timely's network and worker threads stop by
+/// panicking, each with a backtrace: report each as one line instead (the server then
+/// restarts itself, see [`rejoin`]). Any other panic is reported as usual.
+fn quiet_cluster_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let from_peer_loss = ["timely communication error", "MergeQueue poisoned", "Send thread panic"]
+            .iter()
+            .any(|m| message.contains(m));
+        if from_peer_loss {
+            let thread = std::thread::current();
+            tracing::warn!(thread = thread.name().unwrap_or("?"), %message, "cluster connection lost");
+        } else {
+            default(info);
+        }
+    }));
 }
 
 /// Starts this process afresh, with the same arguments, in place (the same pid, so a
