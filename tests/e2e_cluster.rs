@@ -46,8 +46,13 @@ impl Cluster {
         }
     }
 
-    /// Starts process `p` without waiting for it.
+    /// Starts process `p` on the event clock without waiting for it.
     fn launch(&self, dir: &Path, p: usize) -> common::Launched {
+        self.launch_with(dir, p, "event")
+    }
+
+    /// Starts process `p` on `clock` without waiting for it.
+    fn launch_with(&self, dir: &Path, p: usize, clock: &str) -> common::Launched {
         let hosts = self.hosts.display().to_string();
         let id = p.to_string();
         Server::launch(
@@ -55,7 +60,7 @@ impl Cluster {
             &self.http[p],
             &[
                 "--clock",
-                "event",
+                clock,
                 "--workers",
                 "2",
                 "--processes",
@@ -294,6 +299,34 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster"), "{err}");
+}
+
+/// On the wall clock (the default) the processes' clocks move on their own: a write on one
+/// process is read on the other with its token, and both rank it alike.
+#[test]
+fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::new(dir.path());
+    let launched: Vec<_> = (0..2).map(|p| cluster.launch_with(dir.path(), p, "wall")).collect();
+    let procs: Vec<Server> = launched.into_iter().map(|l| l.wait()).collect();
+    let mut tokens = Vec::new();
+    for (p, s) in procs.iter().enumerate() {
+        let body = json!([{"type": "like", "item": format!("w{p}"), "weight": (p + 1) as f64}]);
+        let (status, ack) = s.post("/v1/signals", &body);
+        assert_eq!(status, 200, "{ack}");
+        tokens.push(ack["token"].as_str().expect("token").to_string());
+    }
+    for (p, s) in procs.iter().enumerate() {
+        // The other process's write, by its token.
+        let token = &tokens[1 - p];
+        let top = s.ranking(&format!("profile=top&signal=like&min_lsn={token}"));
+        let ids: Vec<&str> = top.iter().map(|t| t.0.as_str()).collect();
+        assert!(ids.contains(&format!("w{}", 1 - p).as_str()), "process {p}: {top:?}");
+    }
+    let a = procs[0].ranking(&format!("profile=top&signal=like&min_lsn={}", tokens[1]));
+    let b = procs[1].ranking(&format!("profile=top&signal=like&min_lsn={}", tokens[0]));
+    assert_eq!(a, b);
+    assert_eq!(a.first().map(|t| t.0.as_str()), Some("w1"));
 }
 
 #[test]

@@ -143,6 +143,9 @@ impl EngineOptions {
 pub struct Engine {
     feed: Arc<Feed>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Local workers running (in a cluster: once every process is connected).
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    workers: usize,
     stats: Arc<EngineStats>,
     thread: Option<JoinHandle<Result<(), EngineError>>>,
 }
@@ -200,11 +203,14 @@ impl Engine {
         let worker_stats = stats.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let worker_stop = stop.clone();
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let worker_running = running.clone();
         let thread = std::thread::Builder::new()
             .name("tidal-dataflow".into())
             .spawn(move || {
                 let worker_stop = worker_stop.clone();
                 let guards = timely::execute(timely_config, move |worker| {
+                    worker_running.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     let (feed, config) = (worker_feed.clone(), config.clone());
                     let index = worker.index();
                     let source = SourceOptions {
@@ -233,9 +239,17 @@ impl Engine {
         Ok(Engine {
             feed,
             stop,
+            running,
+            workers: per_process,
             stats,
             thread: Some(thread),
         })
+    }
+
+    /// Whether every local worker is running (in a cluster, timely starts the workers once
+    /// every process is connected).
+    pub fn is_running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Acquire) >= self.workers
     }
 
     /// The sizes of the local workers' state.

@@ -135,6 +135,11 @@ pub fn shard_sink<'s>(
                             let m = marks.entry(time).or_default();
                             m.0 |= publish;
                             m.1.push((origin, p));
+                        } else if let Some(q) = positions.get_mut(origin) {
+                            // A mark from a process whose clock is behind another's arrives
+                            // below what is applied already: what it says of its process's
+                            // log holds for the state, and the next version says it.
+                            *q = (*q).max(p);
                         }
                     }
                 }

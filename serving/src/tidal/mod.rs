@@ -233,6 +233,21 @@ impl Tidal {
         checkpointer.set_extra(Box::new(move || {
             vec![(DEDUP_PART.to_string(), snapshot_wal.dedup_snapshot())]
         }));
+        if peers.is_some() {
+            // Serve once the cluster has formed: writes acknowledged before would wait,
+            // unseen, for the other processes.
+            let mut waited = Instant::now();
+            while !pipeline.is_running() {
+                if pipeline.is_finished() {
+                    return Err(Error::DataflowStopped("the cluster could not be formed".into()));
+                }
+                if waited.elapsed() >= Duration::from_secs(10) {
+                    tracing::info!("waiting for the other processes of the cluster");
+                    waited = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let target = wal.last_lsn();
         let shards = pipeline.shards().clone();
         // In a cluster on the event clock the frontier also waits for the other processes'
@@ -351,7 +366,7 @@ impl Tidal {
         if seen >= lsn {
             return Ok(Some(snap));
         }
-        self.check_visible_deadline(lsn, &snap, deadline)?;
+        self.check_visible_deadline(lsn, seen, deadline)?;
         Ok(None)
     }
 
@@ -391,7 +406,7 @@ impl Tidal {
         self.shards.view_at(frontier, Duration::from_secs(1))
     }
 
-    fn check_visible_deadline(&self, lsn: u64, snap: &View, deadline: Instant) -> Result<()> {
+    fn check_visible_deadline(&self, lsn: u64, seen: u64, deadline: Instant) -> Result<()> {
         if Instant::now() < deadline {
             return Ok(());
         }
@@ -400,7 +415,7 @@ impl Tidal {
         }
         Err(Error::NotVisible {
             lsn,
-            visible: snap.lsn(),
+            visible: seen,
             waited: Duration::from_millis(self.config.server.read_your_writes_timeout_ms),
         })
     }

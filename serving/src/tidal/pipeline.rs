@@ -72,6 +72,11 @@ impl Pipeline {
         self.feed.push(batch);
     }
 
+    /// Whether every local worker is running (in a cluster: every process is connected).
+    pub fn is_running(&self) -> bool {
+        self.engine.is_running()
+    }
+
     /// Whether the workers have stopped (the feed was closed and drained, or one failed).
     pub fn is_finished(&self) -> bool {
         self.engine.is_finished()
