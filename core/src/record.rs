@@ -79,8 +79,8 @@ impl std::hash::Hash for Embedding {
 /// Item metadata, as `PUT /v1/items/{id}` stores it. Every field is optional.
 ///
 /// In JSON (and any human-readable format) absent fields are left out; in binary formats —
-/// timely's exchange between the processes of a cluster — every field is written, since
-/// those formats cannot skip a field.
+/// timely's exchange between the processes of a cluster, which cannot skip a field — it is
+/// the WAL's own encoding ([`crate::codec::encode_meta`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ItemMeta {
     /// The author.
@@ -101,7 +101,7 @@ pub struct ItemMeta {
 
 /// [`ItemMeta`] as JSON has it: absent fields left out.
 #[derive(Serialize, Deserialize)]
-#[serde(rename = "ItemMeta")]
+#[serde(remote = "ItemMeta")]
 struct ItemMetaText {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     creator: Option<String>,
@@ -119,44 +119,14 @@ struct ItemMetaText {
     embedding: Option<Embedding>,
 }
 
-/// [`ItemMeta`] in binary formats: every field, in order.
-#[derive(Serialize, Deserialize)]
-#[serde(rename = "ItemMeta")]
-struct ItemMetaBinary(
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Vec<String>,
-    Option<u64>,
-    Option<Embedding>,
-);
-
 impl Serialize for ItemMeta {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let m = self.clone();
         if s.is_human_readable() {
-            ItemMetaText {
-                creator: m.creator,
-                title: m.title,
-                text: m.text,
-                category: m.category,
-                tags: m.tags,
-                created_at: m.created_at,
-                embedding: m.embedding,
-            }
-            .serialize(s)
+            ItemMetaText::serialize(self, s)
         } else {
-            ItemMetaBinary(
-                m.creator,
-                m.title,
-                m.text,
-                m.category,
-                m.tags,
-                m.created_at,
-                m.embedding,
-            )
-            .serialize(s)
+            let mut out = Vec::with_capacity(crate::codec::meta_len(self));
+            crate::codec::encode_meta(&mut out, self);
+            out.serialize(s)
         }
     }
 }
@@ -164,28 +134,13 @@ impl Serialize for ItemMeta {
 impl<'de> Deserialize<'de> for ItemMeta {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ItemMeta, D::Error> {
         if d.is_human_readable() {
-            let t = ItemMetaText::deserialize(d)?;
-            Ok(ItemMeta {
-                creator: t.creator,
-                title: t.title,
-                text: t.text,
-                category: t.category,
-                tags: t.tags,
-                created_at: t.created_at,
-                embedding: t.embedding,
-            })
+            ItemMetaText::deserialize(d)
         } else {
-            let ItemMetaBinary(creator, title, text, category, tags, created_at, embedding) =
-                ItemMetaBinary::deserialize(d)?;
-            Ok(ItemMeta {
-                creator,
-                title,
-                text,
-                category,
-                tags,
-                created_at,
-                embedding,
-            })
+            let bytes = Vec::<u8>::deserialize(d)?;
+            let mut c = crate::codec::Cursor::new(&bytes);
+            let meta = crate::codec::decode_meta(&mut c).map_err(serde::de::Error::custom)?;
+            c.finish().map_err(serde::de::Error::custom)?;
+            Ok(meta)
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod decay;
 mod dense;
 pub mod entities;
 mod idmap;
+mod pending;
 mod sum;
 pub mod windows;
 

@@ -24,7 +24,7 @@
 //! at every step), and an arrangement sorts, merges and seeks where one array update per key
 //! and time suffices for a sum over a totally ordered time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -32,7 +32,6 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 
@@ -43,6 +42,7 @@ use tidal_core::time::Time;
 
 use crate::SignalEv;
 use crate::dense::{DenseSums, SPILL};
+use crate::pending::Pending;
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
@@ -83,252 +83,6 @@ pub(crate) trait Expander: 'static {
     /// For an item retired at clock `clock_ms`: the last time at which an update it scheduled
     /// may still come due (to be ignored), or `None` if it schedules none.
     fn retired_until(&self, clock_ms: u64) -> Option<Time>;
-}
-
-/// Updates, clears and retires due at one time, with the capability to emit their effect.
-struct Due<P, D, X> {
-    cap: Capability<Time>,
-    updates: Vec<(P, D)>,
-    clears: Vec<(usize, X)>,
-    retires: Vec<(ItemKey, u64)>,
-    /// Length at which to consolidate next: a multiple of the length after the last one.
-    next_consolidation: usize,
-}
-
-/// Fewest updates a bucket holds before it is consolidated.
-const MIN_CONSOLIDATION: usize = 4096;
-/// Recent times looked up, to skip the ordered map for most pushes.
-const CACHE: usize = 32;
-/// Update vectors kept for reuse (the largest are kept: a catch-up's run fills one bucket
-/// with millions of updates, and a vector freed back to the kernel is paid for again, page by
-/// zeroed page, by the next run).
-const SPARE: usize = 8;
-
-/// The waiting updates, per time.
-struct Pending<P, D, X> {
-    /// Time -> index in `slots`.
-    order: BTreeMap<Time, usize>,
-    slots: Vec<Option<Due<P, D, X>>>,
-    free: Vec<usize>,
-    /// Recently used (time, index) pairs, replaced round robin.
-    cache: [(Time, usize); CACHE],
-    cache_next: usize,
-    spare: Vec<Vec<(P, D)>>,
-    /// Clears already scheduled (each is scheduled once, however many events ask), and the
-    /// last one asked for per slot (most events ask for the same one as the event before).
-    scheduled: HashSet<(Time, usize, X)>,
-    last_clear: Vec<Option<(Time, X)>>,
-    /// Updates held.
-    held: usize,
-}
-
-impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Codec> Pending<P, D, X> {
-    fn new() -> Self {
-        Pending {
-            order: BTreeMap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            cache: [(Time::MAX, usize::MAX); CACHE],
-            cache_next: 0,
-            spare: Vec::new(),
-            scheduled: HashSet::new(),
-            last_clear: Vec::new(),
-            held: 0,
-        }
-    }
-
-    /// The bucket at `at`, made with a capability from `cap` if new.
-    fn bucket(&mut self, at: Time, cap: &Capability<Time>) -> &mut Due<P, D, X> {
-        let i = match self.cache.iter().find(|(t, _)| *t == at) {
-            Some(&(_, i)) => i,
-            None => {
-                let i = match self.order.get(&at) {
-                    Some(&i) => i,
-                    None => {
-                        let due = Due {
-                            cap: cap.delayed(&at),
-                            updates: self.take_spare(),
-                            clears: Vec::new(),
-                            retires: Vec::new(),
-                            next_consolidation: MIN_CONSOLIDATION,
-                        };
-                        let i = match self.free.pop() {
-                            Some(i) => {
-                                self.slots[i] = Some(due);
-                                i
-                            }
-                            None => {
-                                self.slots.push(Some(due));
-                                self.slots.len() - 1
-                            }
-                        };
-                        self.order.insert(at, i);
-                        i
-                    }
-                };
-                self.cache[self.cache_next] = (at, i);
-                self.cache_next = (self.cache_next + 1) % CACHE;
-                i
-            }
-        };
-        // A bucket is only freed after its entry leaves `order` and `cache`.
-        match self.slots[i].as_mut() {
-            Some(due) => due,
-            None => unreachable_bucket(),
-        }
-    }
-
-    /// The largest spare vector, or a new one.
-    fn take_spare(&mut self) -> Vec<(P, D)> {
-        let largest = self
-            .spare
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i);
-        largest.map(|i| self.spare.swap_remove(i)).unwrap_or_default()
-    }
-
-    /// Adds an update due at `at`; `now` is the time of the event that made it.
-    fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &Capability<Time>) {
-        let due = self.bucket(at, cap);
-        due.updates.push((update, diff));
-        let mut held = 1isize;
-        // Updates at their event's own time are applied soon: only later ones are consolidated.
-        if at > now && due.updates.len() >= due.next_consolidation {
-            let before = due.updates.len();
-            consolidate(&mut due.updates);
-            let after = due.updates.len();
-            held -= (before - after) as isize;
-            // Held at most 2x (4x when consolidating saves little) its distinct updates.
-            let factor = if after * 4 <= before * 3 { 2 } else { 4 };
-            due.next_consolidation = factor * after + MIN_CONSOLIDATION;
-        }
-        self.held = self.held.saturating_add_signed(held);
-    }
-
-    /// Schedules a clear of (`slot`, `extra`) at `at`, once.
-    fn clear(&mut self, at: Time, slot: usize, extra: X, cap: &Capability<Time>) {
-        if self.last_clear.get(slot).copied().flatten() == Some((at, extra)) {
-            return;
-        }
-        if slot >= self.last_clear.len() {
-            self.last_clear.resize(slot + 1, None);
-        }
-        self.last_clear[slot] = Some((at, extra));
-        if self.scheduled.insert((at, slot, extra)) {
-            self.bucket(at, cap).clears.push((slot, extra));
-        }
-    }
-
-    /// Schedules the retirement of `item` (deleted at clock `clock_ms`) at `at`.
-    fn retire(&mut self, at: Time, item: ItemKey, clock_ms: u64, cap: &Capability<Time>) {
-        self.bucket(at, cap).retires.push((item, clock_ms));
-    }
-
-    /// The earliest time waiting, if any.
-    fn first(&self) -> Option<Time> {
-        self.order.keys().next().copied()
-    }
-
-    /// Removes the bucket at the earliest time.
-    fn pop_first(&mut self) -> Option<(Time, Due<P, D, X>)> {
-        let (at, i) = self.order.pop_first()?;
-        self.free.push(i);
-        self.cache
-            .iter_mut()
-            .filter(|(t, _)| *t == at)
-            .for_each(|c| *c = (Time::MAX, usize::MAX));
-        let due = self.slots[i].take()?;
-        self.held = self.held.saturating_sub(due.updates.len());
-        for (slot, extra) in &due.clears {
-            self.scheduled.remove(&(at, *slot, *extra));
-            if self.last_clear.get(*slot).copied().flatten() == Some((at, *extra)) {
-                self.last_clear[*slot] = None;
-            }
-        }
-        Some((at, due))
-    }
-
-    /// Appends every waiting update, clear and retire, by time (a checkpoint), handing
-    /// `out` to `spill` whenever it holds [`SPILL`] bytes.
-    fn save(
-        &self,
-        out: &mut Vec<u8>,
-        spill: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        put_u64(out, self.order.len() as u64);
-        for (&at, &i) in &self.order {
-            let Some(due) = self.slots[i].as_ref() else { continue };
-            put_u64(out, at);
-            put_u64(out, due.updates.len() as u64);
-            for (p, d) in &due.updates {
-                p.put(out);
-                d.put(out);
-                if out.len() >= SPILL {
-                    spill(out)?;
-                }
-            }
-            put_u64(out, due.clears.len() as u64);
-            for (slot, extra) in &due.clears {
-                put_u64(out, *slot as u64);
-                extra.put(out);
-            }
-            put_u64(out, due.retires.len() as u64);
-            for (item, clock) in &due.retires {
-                put_u64(out, *item);
-                put_u64(out, *clock);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads back what [`save`](Self::save) wrote, with capabilities from `cap`.
-    fn load(&mut self, c: &mut Cursor<'_>, cap: &Capability<Time>) -> Result<(), DecodeError> {
-        let buckets = c.u64("buckets")?;
-        for _ in 0..buckets {
-            let at = c.u64("time")?;
-            if at < *cap.time() {
-                return Err(DecodeError::OutOfRange {
-                    what: "time",
-                    value: at,
-                });
-            }
-            let n = c.u64("updates")?;
-            for _ in 0..n {
-                let (p, d) = (P::get(c)?, D::get(c)?);
-                self.push(at, 0, p, d, cap);
-            }
-            for _ in 0..c.u64("clears")? {
-                let slot = c.u64("slot")? as usize;
-                let extra = X::get(c)?;
-                self.clear(at, slot, extra, cap);
-            }
-            for _ in 0..c.u64("retires")? {
-                let (item, clock) = (c.u64("item")?, c.u64("clock")?);
-                self.retire(at, item, clock, cap);
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps an emptied update vector for a later bucket (the largest few).
-    fn recycle(&mut self, mut updates: Vec<(P, D)>) {
-        updates.clear();
-        if self.spare.len() < SPARE {
-            self.spare.push(updates);
-        } else if let Some(smallest) = self.spare.iter_mut().min_by_key(|v| v.capacity())
-            && smallest.capacity() < updates.capacity()
-        {
-            *smallest = updates;
-        }
-    }
-}
-
-#[cold]
-fn unreachable_bucket() -> ! {
-    // `bucket` only hands out indexes of live slots.
-    panic!("a pending bucket index points at a freed slot")
 }
 
 /// The size of a keyed sum's state, for monitoring.
@@ -616,7 +370,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                     stats(SumStats {
                         sums: sums.len(),
                         pending: pending.held,
-                        times: pending.order.len(),
+                        times: pending.times(),
                         retired: dead.len(),
                         started,
                     });

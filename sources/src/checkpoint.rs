@@ -220,40 +220,13 @@ impl Checkpointer {
         *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(extra);
     }
 
-    /// Hands over one part of the checkpoint at `frontier` covering `position`.
-    pub fn part(&self, frontier: Time, position: Position, name: String, bytes: Vec<u8>) {
-        self.part_with(frontier, position, name, &mut |w| w.write_all(&bytes));
-    }
-
     /// Writes one part of the checkpoint at `frontier` covering `position`: `fill` streams
     /// its bytes into a staging file (on the caller's thread, through a small buffer), which
     /// the writer thread then syncs and moves into the checkpoint.
     pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: PartFill<'_>) {
         // Unique: two checkpoints may cover the same LSN.
         let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn));
-        let staged = std::fs::File::create(&path).and_then(|f| {
-            let mut w = Hashing {
-                inner: std::io::BufWriter::with_capacity(1 << 20, f),
-                hasher: blake3::Hasher::new(),
-                bytes: 0,
-            };
-            fill(&mut w)?;
-            w.flush()?;
-            Ok(Staged {
-                path: path.clone(),
-                bytes: w.bytes,
-                blake3: w.hasher.finalize().to_hex().to_string(),
-            })
-        });
-        let staged = match staged {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot write a checkpoint part");
-                let _ = std::fs::remove_file(&path);
-                None
-            }
-        };
+        let staged = stage(&self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn)), fill);
         if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = tx.send(Msg::Part {
                 frontier,
@@ -341,7 +314,10 @@ fn writer(
             // The extra parts (the WAL's dedup window) come with the first part.
             let extras = extra.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f());
             for (name, bytes) in extras.unwrap_or_default() {
-                write_part(&mut g, name, &bytes);
+                let staged = stage(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), &mut |w| {
+                    w.write_all(&bytes)
+                });
+                place_part(&mut g, name, staged);
             }
             g
         });
@@ -392,25 +368,29 @@ fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>) {
     }
 }
 
-fn write_part(g: &mut Gathering, name: String, bytes: &[u8]) {
-    if g.failed {
-        return;
-    }
-    let path = g.dir.join(&name);
-    let written = std::fs::File::create(&path).and_then(|mut f| {
-        use std::io::Write;
-        f.write_all(bytes)?;
-        f.sync_all()
+/// Streams a part into the staging file `path` through `fill`, counting and hashing it;
+/// `None` (with a warning, the file removed) when it cannot be written.
+fn stage(path: &Path, fill: PartFill<'_>) -> Option<Staged> {
+    let staged = std::fs::File::create(path).and_then(|f| {
+        let mut w = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, f),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        fill(&mut w)?;
+        w.flush()?;
+        Ok(Staged {
+            path: path.to_path_buf(),
+            bytes: w.bytes,
+            blake3: w.hasher.finalize().to_hex().to_string(),
+        })
     });
-    match written {
-        Ok(()) => g.files.push(FileEntry {
-            name,
-            bytes: bytes.len() as u64,
-            blake3: blake3::hash(bytes).to_hex().to_string(),
-        }),
+    match staged {
+        Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot write a checkpoint part");
-            g.failed = true;
+            let _ = std::fs::remove_file(path);
+            None
         }
     }
 }

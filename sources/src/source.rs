@@ -166,25 +166,11 @@ pub fn wal_source<'s>(
                 }
                 if *held.time() > marked {
                     let time = *held.time();
-                    output.activate().give(
-                        &*held,
-                        &mut vec![Control::Mark {
-                            time,
-                            position,
-                            origin,
-                            publish: true,
-                        }],
-                    );
+                    output.activate().give(&*held, &mut mark(time, position, origin, true));
                 }
-                output.activate().give(
-                    &*held,
-                    &mut vec![Control::Mark {
-                        time: Time::MAX,
-                        position,
-                        origin,
-                        publish: true,
-                    }],
-                );
+                output
+                    .activate()
+                    .give(&*held, &mut mark(Time::MAX, position, origin, true));
                 cap = None;
                 return;
             }
@@ -213,15 +199,9 @@ pub fn wal_source<'s>(
                     let time = *held.time();
                     // Inside a catch-up (no flush asked for) nobody reads this time.
                     let publish = publish_owed;
-                    output.activate().give(
-                        &*held,
-                        &mut vec![Control::Mark {
-                            time,
-                            position,
-                            origin,
-                            publish,
-                        }],
-                    );
+                    output
+                        .activate()
+                        .give(&*held, &mut mark(time, position, origin, publish));
                     marked = time;
                     if publish {
                         published = time;
@@ -245,4 +225,15 @@ pub fn wal_source<'s>(
         }
     });
     stream
+}
+
+/// A mark to broadcast: the frontier `time`, the log position before it, whose log it is,
+/// and whether the shards cut a version there.
+fn mark(time: Time, position: Position, origin: usize, publish: bool) -> Vec<Control> {
+    vec![Control::Mark {
+        time,
+        position,
+        origin,
+        publish,
+    }]
 }

@@ -179,7 +179,7 @@ struct MinLsn {
     tag = "items",
     params(
         ("id" = String, Path, description = "item id"),
-        ("min_lsn" = Option<u64>, Query, description = "answer from a state that includes this LSN (waits up to server.read_your_writes_timeout_ms, then 503)"),
+        ("min_lsn" = Option<String>, Query, description = "answer from a state that includes this LSN of this process, or PROCESS:LSN (a cluster write's token); waits up to server.read_your_writes_timeout_ms, then 503"),
     ),
     responses(
         (status = 200, description = "the item", body = ItemDoc),
@@ -260,7 +260,7 @@ pub async fn get_item(
         ("limit" = Option<usize>, Query, description = "page size, default 20, at most 1000"),
         ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page"),
         ("explain" = Option<u8>, Query, description = "1: per-item features and score terms"),
-        ("min_lsn" = Option<u64>, Query, description = "read your writes: wait (bounded) until this LSN is visible"),
+        ("min_lsn" = Option<String>, Query, description = "read your writes: an LSN of this process, or PROCESS:LSN (a cluster write's token); waits (bounded) until it is visible"),
     ),
     responses(
         (status = 200, description = "a page of the ranking", body = Ranking),

@@ -10,6 +10,7 @@
 //! need a tokio runtime and never block a thread): a full queue or a dataflow too far behind
 //! is refused with [`Error::Overloaded`] instead of waited out.
 
+mod cluster;
 mod error;
 mod pipeline;
 mod types;
@@ -29,7 +30,7 @@ use tidal_sinks::{Shards, View};
 use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
 use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
-use crate::cluster::{Answer, Peers};
+use crate::cluster::Peers;
 use crate::query::{self, ItemView, RankParams, Ranking};
 
 pub use error::{Error, Overload, Result};
@@ -259,17 +260,11 @@ impl Tidal {
                 return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
             }
         }
-        let busy = pipeline.state().busy_ns;
-        let busy: Vec<String> = tidal_core::stats::STAGE_NAMES
-            .iter()
-            .zip(busy)
-            .map(|(n, ns)| format!("{n}={:.2}s", ns as f64 / 1e9))
-            .collect();
         tracing::info!(
             records = recovered_records,
             lsn = target,
             seconds = started.elapsed().as_secs_f64(),
-            busy = busy.join(" "),
+            busy = pipeline.state().busy_summary(),
             "recovered the WAL"
         );
         let tidal = Tidal {
@@ -370,40 +365,8 @@ impl Tidal {
         Ok(None)
     }
 
-    /// `Some(p)` when `process` names another process of the cluster.
-    fn foreign(&self, process: Option<usize>) -> Result<Option<usize>> {
-        let Some(p) = process else { return Ok(None) };
-        let cluster = &self.config.cluster;
-        if p >= cluster.len() {
-            return Err(Error::Query(crate::query::QueryError::new(
-                crate::query::QueryErrorKind::InvalidParameter,
-                "min_lsn",
-                format!("min_lsn: process {p} is not in the cluster of {}", cluster.len()),
-            )));
-        }
-        Ok((p != cluster.process_id).then_some(p))
-    }
-
     fn read_timeout(&self) -> Duration {
         Duration::from_millis(self.config.server.read_your_writes_timeout_ms)
-    }
-
-    /// In a cluster, the process whose worker owns item `id` (answers its `GET`).
-    pub fn owner_process(&self, id: &str) -> Option<usize> {
-        let peers = self.peers.as_ref()?;
-        let workers = self.config.engine.workers.max(1);
-        Some(tidal_core::flow::owner(id, workers * peers.len()) / workers)
-    }
-
-    /// The other processes of the cluster, if this process is part of one.
-    pub fn peers(&self) -> Option<&Arc<Peers>> {
-        self.peers.as_ref()
-    }
-
-    /// The state at exactly `frontier`, as a peer asks for it (waits up to a second for the
-    /// local shards to reach it; `None` when they no longer hold it).
-    pub fn view_at(&self, frontier: tidal_core::Time) -> Option<View> {
-        self.shards.view_at(frontier, Duration::from_secs(1))
     }
 
     fn check_visible_deadline(&self, lsn: u64, seen: u64, deadline: Instant) -> Result<()> {
@@ -465,69 +428,6 @@ impl Tidal {
     /// state is only this process's share: use [`rank`](Self::rank).
     pub fn rank_on(&self, snapshot: &View, params: &RankParams) -> Result<Ranking> {
         Ok(query::rank(snapshot, &self.config, params)?)
-    }
-
-    /// This process's share of a ranking at `view`: its first `need` items (what a peer
-    /// asks for at `GET /v1/internal/share`).
-    pub fn share_on(&self, view: &View, params: &RankParams, need: usize) -> query::cluster::Share {
-        query::cluster::candidates(view, &self.config, params, need)
-    }
-
-    /// Scatters the ranking to every process at the frontier of `view` and merges the shares.
-    fn rank_cluster(
-        &self,
-        peers: &Peers,
-        mut view: View,
-        params: &RankParams,
-        pairs: &[(String, String)],
-    ) -> Result<Ranking> {
-        let first_need = params.offset + params.limit + 1;
-        'attempt: for _ in 0..CLUSTER_ATTEMPTS {
-            let frontier = view.frontier;
-            let mut needs = vec![first_need; peers.len()];
-            let mut shares = Vec::with_capacity(peers.len());
-            for p in 0..peers.len() {
-                if p == peers.process() {
-                    shares.push(self.share_on(&view, params, first_need));
-                    continue;
-                }
-                match peers.share(p, frontier, first_need, pairs)? {
-                    Answer::Share(s) => shares.push(s),
-                    Answer::Gone => {
-                        view = self.view();
-                        continue 'attempt;
-                    }
-                }
-            }
-            let as_of = query::AsOf {
-                clock: view.clock_ms(),
-                lsn: view.lsn(),
-            };
-            loop {
-                match query::cluster::merge(&shares, params, as_of) {
-                    Ok(r) => return Ok(r),
-                    Err(p) => {
-                        // Share `p` was cut and used up: fetch it longer.
-                        needs[p] = needs[p].saturating_mul(4);
-                        shares[p] = if p == peers.process() {
-                            self.share_on(&view, params, needs[p])
-                        } else {
-                            match peers.share(p, frontier, needs[p], pairs)? {
-                                Answer::Share(s) => s,
-                                Answer::Gone => {
-                                    view = self.view();
-                                    continue 'attempt;
-                                }
-                            }
-                        };
-                    }
-                }
-            }
-        }
-        Err(Error::Peer {
-            process: peers.process(),
-            message: "the processes found no common serving state".into(),
-        })
     }
 
     /// Whether writes and reads are served: [`Error::Poisoned`] after a failed WAL sync,
