@@ -56,7 +56,9 @@ pub mod checkpoint;
 pub mod replay;
 pub mod server;
 
-pub use tidal_core::record::{Embedding, ItemMeta};
+pub use tidal_core::record::{Embedding, ItemMeta, RelKind};
 pub use tidal_core::{ClockMode, Config, Dur, Durability};
-pub use tidal_serving::query::{AsOf, ItemView, RankedItem, Ranking, SignalFeatures};
+pub use tidal_serving::query::{
+    AsOf, CohortFeatures, CohortSignal, CreatorAffinity, ItemView, RankedItem, Ranking, SignalFeatures, UserInfo,
+};
 pub use tidal_serving::{Error, Health, NewSignal, Overload, RankQuery, Result, SignalsAck, Stats, Tidal, WriteAck};

@@ -224,6 +224,10 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     // kill -9 one process: the other one's dataflow breaks and it starts itself afresh (same
     // pid), waiting for the cluster; restarting the killed one alone forms the cluster again,
     // each process recovering its own WAL, and it ranks as before.
+    // The rankings before, at the clock the restarted cluster is moved to below.
+    wait_until("the serving clock before restart", Duration::from_secs(20), || {
+        serving_clock(&procs[0]) > clock
+    });
     let before: Vec<Value> = QUERIES.iter().map(|q| answer(&procs[0], q)).collect();
     let [p0, p1] = procs;
     let pid = p0.child.id();

@@ -109,11 +109,34 @@ fn deleted_items_leave_nothing_behind() {
         "one epoch per half-life of the fresh item: {:?}",
         after.state
     );
-    // The retired keys are given to new items: the fresh one took one of them.
-    assert_eq!(after.state.free_keys, n - 1, "{:?}", after.state);
+    // The retired keys wait for the users' seen sets to forget them (the state horizon,
+    // 90d), then are given to new items.
+    assert_eq!(after.state.free_keys, n, "{:?}", after.state);
+    tidal.advance_clock(T0 + 92 * DAY).expect("advance");
+    let ack = tidal
+        .signals(vec![NewSignal::new("view", "fresh2").ts(T0 + 92 * DAY)])
+        .expect("write");
+    tidal.wait_visible(ack.lsn).expect("visible");
+    let after = tidal.stats();
+    assert_eq!(
+        after.state.free_keys,
+        n - 1,
+        "the new item took a retired key: {:?}",
+        after.state
+    );
+    // A user's affinity with a creator lasts until its weight is below 2^-64 (80 half-lives
+    // of 7d after its epoch); then nothing of the users is left.
+    assert!(after.state.users > 0, "{:?}", after.state);
+    tidal.advance_clock(T0 + 700 * DAY).expect("advance");
+    let ack = tidal
+        .signals(vec![NewSignal::new("view", "fresh3").ts(T0 + 700 * DAY)])
+        .expect("write");
+    tidal.wait_visible(ack.lsn).expect("visible");
+    let after = tidal.stats();
+    assert_eq!(after.state.users, 0, "every user's state is gone: {:?}", after.state);
     // Deleted ids may come back as new items.
     let ack = tidal
-        .signals(vec![NewSignal::new("like", "i3").ts(T0 + 15 * DAY + 1)])
+        .signals(vec![NewSignal::new("like", "i3").ts(T0 + 700 * DAY + 1)])
         .expect("write");
     tidal.wait_visible(ack.lsn).expect("visible");
     let v = tidal.item("i3").expect("item").expect("i3 is back");

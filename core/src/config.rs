@@ -39,6 +39,9 @@ pub struct Config {
     /// Named ranking profiles beside the built-ins.
     #[serde(default)]
     pub profiles: Vec<ProfileDef>,
+    /// Per-user state: how long it is kept, how affinity decays.
+    #[serde(default)]
+    pub personalization: PersonalizationConfig,
     /// Engine settings.
     #[serde(default)]
     pub engine: EngineConfig,
@@ -267,6 +270,25 @@ impl Default for EngineConfig {
     }
 }
 
+/// Per-user state (SPEC §4, §12).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonalizationConfig {
+    /// How long a signal keeps its item in the user's seen / liked / hidden sets.
+    pub state_horizon: Dur,
+    /// The half-life of user–creator affinity.
+    pub affinity_half_life: Dur,
+}
+
+impl Default for PersonalizationConfig {
+    fn default() -> Self {
+        PersonalizationConfig {
+            state_horizon: Dur(90 * 86_400_000),
+            affinity_half_life: Dur(7 * 86_400_000),
+        }
+    }
+}
+
 /// HTTP server settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -331,6 +353,7 @@ impl Default for Config {
             cohort_dimensions: raw.cohort_dimensions,
             cohorts: Vec::new(),
             profiles: Vec::new(),
+            personalization: PersonalizationConfig::default(),
             engine: EngineConfig::default(),
             server: ServerConfig::default(),
             cluster: ClusterConfig::default(),
@@ -491,6 +514,14 @@ impl Config {
                 );
             }
         }
+        for (name, d) in [
+            ("state_horizon", self.personalization.state_horizon),
+            ("affinity_half_life", self.personalization.affinity_half_life),
+        ] {
+            if d.ms() < 1000 {
+                return bad(format!("personalization.{name}"), "must be at least 1s");
+            }
+        }
         for (i, c) in self.cohorts.iter().enumerate() {
             if !valid_name(&c.name) {
                 return bad(format!("cohorts[{i}].name"), "must be 1-64 characters of [a-z0-9_-]");
@@ -607,6 +638,7 @@ impl Config {
             "cohort_dimensions": self.cohort_dimensions,
             "cohorts": self.cohorts,
             "profiles": self.profiles,
+            "personalization": self.personalization,
             "builtin_profiles": BUILTIN_PROFILES,
             "engine": self.engine,
             "server": server,

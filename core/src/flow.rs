@@ -219,3 +219,49 @@ impl Persist {
 pub fn part_name(index: usize, what: &str) -> String {
     format!("w{index}-{what}")
 }
+
+/// A user's key: the owner hash of its id ([`id_hash`]). Users are not interned: every
+/// worker computes the same key from the id, and the owner of user `u` is `key % peers`
+/// ([`owner`]). Two ids with the same 64-bit hash would share state (for a million users,
+/// a chance of about 3·10⁻⁸); the owner logs it if it ever happens.
+pub type UserKey = u64;
+
+/// A cohort's key: a hash of `dimension:value` ([`cohort_value`]) or of a declared cohort's
+/// name ([`cohort_named`]), the same in every worker, process and run.
+pub type CohortId = u64;
+
+/// The key of the single-dimension cohort `dimension:value`.
+pub fn cohort_value(dimension: &str, value: &str) -> CohortId {
+    let mut s = String::with_capacity(dimension.len() + value.len() + 1);
+    s.push_str(dimension);
+    s.push(':');
+    s.push_str(value);
+    id_hash(&s)
+}
+
+/// The key of the declared cohort `name` (`#` cannot start a dimension name, so the two
+/// kinds of keys never meet).
+pub fn cohort_named(name: &str) -> CohortId {
+    id_hash(&format!("#{name}"))
+}
+
+/// What a signal with a user tells the user's owner: sent by the item's owner (which knows
+/// the item's key and creator) to the user's.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserSig {
+    /// The user's key.
+    pub user: UserKey,
+    /// The item's key.
+    pub item: ItemKey,
+    /// The signal type.
+    pub kind: KindIdx,
+    /// `min(ts, T_commit)`, ms.
+    pub ts_eff: u64,
+    /// The weight in fixed point.
+    pub weight: i64,
+    /// The owner hash of the item's creator as of the signal; 0 when it has none.
+    pub creator: u64,
+    /// The LSN of the signal's record: the user's owner applies its records and signals of
+    /// one logical time in log order.
+    pub lsn: u64,
+}

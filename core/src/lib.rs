@@ -15,9 +15,10 @@ pub mod ids;
 pub mod record;
 pub mod stats;
 pub mod time;
+pub mod user;
 
 pub use config::{Config, SignalType};
 pub use duration::Dur;
 pub use error::{Error, Result};
-pub use record::{CommittedBatch, ItemMeta, Lsn, Position, Record, Signal};
+pub use record::{CommittedBatch, ItemMeta, Lsn, Position, Record, RelKind, Signal};
 pub use time::{ClockMode, Durability, Time};

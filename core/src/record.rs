@@ -2,6 +2,7 @@
 //! record; a group commit makes several records one [`CommittedBatch`] with one logical time.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -172,6 +173,62 @@ pub enum Record {
         /// The TOML text.
         toml: String,
     },
+    /// A user's attributes were put (replacing what was there).
+    UserPut {
+        /// User id.
+        id: String,
+        /// Attribute name → value.
+        attributes: BTreeMap<String, String>,
+    },
+    /// A user was deleted: attributes, state and relationships dropped; its past signals stay
+    /// counted globally and leave every cohort count.
+    UserDelete {
+        /// User id.
+        id: String,
+    },
+    /// A composite cohort was declared (replacing one of the same name).
+    CohortPut {
+        /// Its name.
+        name: String,
+        /// The attribute values a member has (dimension → value).
+        rule: BTreeMap<String, String>,
+    },
+    /// A declared cohort was dropped.
+    CohortDelete {
+        /// Its name.
+        name: String,
+    },
+    /// A follow or block edge between a user and a creator was set or cleared.
+    Relationship {
+        /// User id.
+        user: String,
+        /// Creator id.
+        creator: String,
+        /// Follow or block.
+        kind: RelKind,
+        /// Whether the edge holds from here on.
+        active: bool,
+    },
+}
+
+/// The kind of an explicit user → creator edge.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelKind {
+    /// The user follows the creator (`profile=following`).
+    Follow,
+    /// The user blocks the creator: its items are never ranked for the user.
+    Block,
+}
+
+impl RelKind {
+    /// The name used in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelKind::Follow => "follow",
+            RelKind::Block => "block",
+        }
+    }
 }
 
 impl Record {

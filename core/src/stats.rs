@@ -23,14 +23,18 @@ pub struct StateStats {
     pub decay_sums: AtomicU64,
     /// Distinct future times the decay materializer waits for (epoch expiries).
     pub decay_times: AtomicU64,
+    /// Non-zero cohort window sums.
+    pub cohort_sums: AtomicU64,
+    /// Users with state at this worker.
+    pub users: AtomicU64,
     /// Time spent in each stage, ns (the source, entities, windows, decay, the sink).
     pub busy_ns: [AtomicU64; STAGES],
 }
 
 /// The stages whose busy time is counted, in [`StateStats::busy_ns`] order.
-pub const STAGE_NAMES: [&str; STAGES] = ["source", "entities", "windows", "decay", "sink"];
+pub const STAGE_NAMES: [&str; STAGES] = ["source", "entities", "windows", "decay", "sink", "users", "cohorts"];
 /// Number of stages.
-pub const STAGES: usize = 5;
+pub const STAGES: usize = 7;
 
 /// A stage of [`STAGE_NAMES`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,6 +50,10 @@ pub enum Stage {
     Decay = 3,
     /// The serving sink.
     Sink = 4,
+    /// The users materializer.
+    Users = 5,
+    /// The cohort rollups.
+    Cohorts = 6,
 }
 
 /// A plain copy of [`StateStats`] (summed over workers by [`EngineStats::total`]).
@@ -67,6 +75,10 @@ pub struct StateCounts {
     pub decay_sums: u64,
     /// Distinct future times of epoch expiries.
     pub decay_times: u64,
+    /// Non-zero cohort window sums.
+    pub cohort_sums: u64,
+    /// Users with state.
+    pub users: u64,
     /// Busy time per stage ([`STAGE_NAMES`]), ns.
     pub busy_ns: [u64; STAGES],
 }
@@ -106,6 +118,8 @@ impl StateStats {
             window_retired: g(&self.window_retired),
             decay_sums: g(&self.decay_sums),
             decay_times: g(&self.decay_times),
+            cohort_sums: g(&self.cohort_sums),
+            users: g(&self.users),
             busy_ns: std::array::from_fn(|i| g(&self.busy_ns[i])),
         }
     }
@@ -140,6 +154,8 @@ impl EngineStats {
                 window_retired: a.window_retired + b.window_retired,
                 decay_sums: a.decay_sums + b.decay_sums,
                 decay_times: a.decay_times + b.decay_times,
+                cohort_sums: a.cohort_sums + b.cohort_sums,
+                users: a.users + b.users,
                 busy_ns: std::array::from_fn(|i| a.busy_ns[i] + b.busy_ns[i]),
             })
     }

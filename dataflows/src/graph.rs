@@ -15,6 +15,8 @@ use tidal_core::features::Lanes;
 use tidal_core::flow::{Control, ItemKey, ItemState, KindIdx, Persist};
 use tidal_core::stats::StateStats;
 use tidal_core::time::Time;
+use tidal_core::user::SideUpdate;
+use tidal_operators::cohorts::CohortKey;
 use tidal_operators::decay::DecayKey;
 use tidal_sinks::SinkInputs;
 use tidal_sources::feed::Feed;
@@ -30,6 +32,10 @@ pub struct Outputs<'s> {
     pub decay: VecCollection<'s, Time, (DecayKey, i128), isize>,
     /// Current state per item key of this worker's items.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
+    /// Current cohort window lanes per (item, signal type, cohort) of this worker's items.
+    pub cohorts: VecCollection<'s, Time, (CohortKey, Lanes), isize>,
+    /// The views of the users this worker owns, and the declared cohorts.
+    pub side: StreamVec<'s, Time, SideUpdate>,
     /// This worker's state counters.
     pub stats: Arc<StateStats>,
 }
@@ -41,6 +47,8 @@ impl<'s> Outputs<'s> {
             windows: self.windows.clone(),
             decay: self.decay.clone(),
             items: self.items.clone(),
+            cohorts: self.cohorts.clone(),
+            side: self.side.clone(),
         }
     }
 }
@@ -71,12 +79,36 @@ pub fn build<'s>(
         stats.clone(),
         persist.clone(),
     );
-    let decay = tidal_operators::decay(entities.signals, control.clone(), &config, stats.clone(), persist);
+    let decay = tidal_operators::decay(
+        entities.signals.clone(),
+        control.clone(),
+        &config,
+        stats.clone(),
+        persist.clone(),
+    );
+    let users = tidal_operators::users(
+        control.clone(),
+        entities.user_signals.clone(),
+        config.clone(),
+        stats.clone(),
+        persist.clone(),
+    );
+    let cohorts = tidal_operators::cohort_rollups(
+        entities.user_signals,
+        users.memberships,
+        entities.signals,
+        control.clone(),
+        &config,
+        stats.clone(),
+        persist,
+    );
     Outputs {
         control,
         windows,
         decay,
         items: entities.items,
+        cohorts,
+        side: users.side,
         stats,
     }
 }

@@ -311,15 +311,16 @@ fn deletes_retire_keys_and_leave_nothing_behind() {
         "a's decay sums were zeroed"
     );
 
-    // Once a's signals have left every window (twice the longest, 7d), its id and key are
-    // forgotten: a later signal starts a new item, on the reused key.
+    // Once a's signals have left every window (twice the longest, 7d) its id is forgotten,
+    // and once users' seen sets have (the state horizon, 90d) so is its key: a later signal
+    // starts a new item, on the reused key.
     let later = vec![batch(
-        15 * day,
+        92 * day,
         6,
         vec![Record::Signals(vec![signal("view", "a", 3.0, None, None)])],
     )];
     let out = run_phases(&config, &[&early, &later], 1);
-    let f = out.finals(time_at(clock + 15 * day + 1));
+    let f = out.finals(time_at(clock + 92 * day + 1));
     let a_keys: std::collections::BTreeSet<u64> = out
         .items
         .iter()
@@ -330,7 +331,7 @@ fn deletes_retire_keys_and_leave_nothing_behind() {
     assert!(
         out.items
             .iter()
-            .any(|((_, s), t, d)| s.id == "a" && *d > 0 && *t >= time_at(clock + 15 * day))
+            .any(|((_, s), t, d)| s.id == "a" && *d > 0 && *t >= time_at(clock + 92 * day))
     );
     let a = f
         .windows

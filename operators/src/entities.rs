@@ -28,7 +28,9 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use tidal_core::codec::{Cursor, DecodeError, decode_meta, encode_meta, put_str, put_u64};
 use tidal_core::config::Config;
 use tidal_core::features::weight_fixed;
-use tidal_core::flow::{CHECKPOINT, Control, ItemKey, ItemState, KindIdx, Partition, Persist, RETIRE, SignalEv};
+use tidal_core::flow::{
+    CHECKPOINT, Control, ItemKey, ItemState, KindIdx, Partition, Persist, RETIRE, SignalEv, UserSig, id_hash,
+};
 use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
@@ -44,6 +46,8 @@ pub struct EntityOutputs<'s> {
     pub signals: VecCollection<'s, Time, SignalEv, isize>,
     /// The current state of every item key this worker owns.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
+    /// The signals with a user on this worker's items, for the user's owner.
+    pub user_signals: StreamVec<'s, Time, UserSig>,
 }
 
 type SignalUpdate = (SignalEv, Time, isize);
@@ -67,6 +71,7 @@ pub fn entities<'s>(
     let mut input = builder.new_input(control, Pipeline);
     let (mut signal_out, signals) = builder.new_output::<Vec<SignalUpdate>>();
     let (mut item_out, items) = builder.new_output::<Vec<ItemUpdate>>();
+    let (mut user_out, user_signals) = builder.new_output::<Vec<UserSig>>();
     builder.build(move |capabilities| {
         let mut log = Interner::new(&config, partition);
         let mut bufs = Buffers::default();
@@ -82,27 +87,29 @@ pub fn entities<'s>(
         }
         let mut initial = Some(capabilities);
         // With `reorder`: messages by time, with the capabilities to emit at that time.
-        let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 2], Vec<Control>)> =
+        let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =
             std::collections::BTreeMap::new();
         move |frontiers| {
             let started = std::time::Instant::now();
             // The restored items go out at time 0, with the initial capabilities.
             if let Some(caps) = initial.take()
-                && let [c0, c1] = &caps[..]
+                && let [c0, c1, c2] = &caps[..]
             {
-                let caps = [c0.clone(), c1.clone()];
+                let caps = [c0.clone(), c1.clone(), c2.clone()];
                 let mut outs = Outputs {
                     signals: &mut signal_out,
                     items: &mut item_out,
+                    users: &mut user_out,
                     caps: &caps,
                 };
                 outs.flush(&mut bufs);
             }
-            let mut apply = |caps: [Capability<Time>; 2], msgs: &mut Vec<Control>| {
+            let mut apply = |caps: [Capability<Time>; 3], msgs: &mut Vec<Control>| {
                 let time = *caps[0].time();
                 let mut outs = Outputs {
                     signals: &mut signal_out,
                     items: &mut item_out,
+                    users: &mut user_out,
                     caps: &caps,
                 };
                 for msg in msgs.drain(..) {
@@ -138,14 +145,15 @@ pub fn entities<'s>(
             };
             input.for_each(|cap, data| {
                 // Messages under no capability make no claims; the source always sends with one.
-                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
+                let (Some(c0), Some(c1), Some(c2)) = (cap.retain_least(0), cap.retain_least(1), cap.retain_least(2))
+                else {
                     return;
                 };
                 if reorder {
-                    let held = waiting.entry(*c0.time()).or_insert_with(|| ([c0, c1], Vec::new()));
+                    let held = waiting.entry(*c0.time()).or_insert_with(|| ([c0, c1, c2], Vec::new()));
                     held.1.append(data);
                 } else {
-                    apply([c0, c1], data);
+                    apply([c0, c1, c2], data);
                 }
             });
             if reorder {
@@ -167,6 +175,7 @@ pub fn entities<'s>(
     EntityOutputs {
         signals: signals.as_collection(),
         items: items.as_collection(),
+        user_signals,
     }
 }
 
@@ -175,13 +184,15 @@ pub fn entities<'s>(
 struct Buffers {
     signals: Vec<SignalUpdate>,
     items: Vec<ItemUpdate>,
+    users: Vec<UserSig>,
 }
 
 /// The operator's outputs and their capabilities (one per output, same time).
 struct Outputs<'a> {
     signals: &'a mut Output<Time, Vec<SignalUpdate>>,
     items: &'a mut Output<Time, Vec<ItemUpdate>>,
-    caps: &'a [Capability<Time>; 2],
+    users: &'a mut Output<Time, Vec<UserSig>>,
+    caps: &'a [Capability<Time>; 3],
 }
 
 impl Outputs<'_> {
@@ -194,6 +205,10 @@ impl Outputs<'_> {
             self.items.activate().give(&self.caps[1], &mut bufs.items);
             bufs.items.clear();
         }
+        if bufs.users.len() >= CHUNK {
+            self.users.activate().give(&self.caps[2], &mut bufs.users);
+            bufs.users.clear();
+        }
     }
 
     fn flush(&mut self, bufs: &mut Buffers) {
@@ -204,6 +219,10 @@ impl Outputs<'_> {
         if !bufs.items.is_empty() {
             self.items.activate().give(&self.caps[1], &mut bufs.items);
             bufs.items.clear();
+        }
+        if !bufs.users.is_empty() {
+            self.users.activate().give(&self.caps[2], &mut bufs.users);
+            bufs.users.clear();
         }
     }
 }
@@ -234,8 +253,11 @@ struct Interner {
     packed_kinds: Vec<Option<u128>>,
     items: IdMap<ItemSlot>,
     next_local: u64,
-    /// How long a deleted item's id and key are kept: twice the longest window, ms.
+    /// How long a deleted item's id is kept: twice the longest window, ms.
     retention: u64,
+    /// How long a deleted item's key is not given to another item: its id's retention, and
+    /// at least the user-state horizon (users' seen sets hold keys until then), ms.
+    key_retention: u64,
     /// Tombstones by the clock they end at, oldest first.
     tombstones: VecDeque<(u64, String)>,
     /// Retired keys, the clock after which they may be given to a new item, and the logical
@@ -260,10 +282,19 @@ impl Interner {
                 .flat_map(|s| s.windows.iter().map(|w| 2 * w.size.ms()))
                 .max()
                 .unwrap_or(0),
+            key_retention: 0,
             tombstones: VecDeque::new(),
             free: VecDeque::new(),
             live: 0,
         }
+        .with_key_retention(config)
+    }
+
+    fn with_key_retention(mut self, config: &Config) -> Interner {
+        let horizon = config.personalization.state_horizon.ms();
+        // A user-state bucket ends up to one granularity (horizon / 90, at least 1 s) later.
+        self.key_retention = self.retention.max(horizon + (horizon / 90).max(1000));
+        self
     }
 
     fn kind(&self, name: &str) -> Option<KindIdx> {
@@ -284,7 +315,7 @@ impl Interner {
                 Record::Signals(signals) => {
                     for signal in signals {
                         if self.partition.owns(&signal.item) {
-                            self.signal(signal, clock, time, bufs);
+                            self.signal(signal, logged.lsn, clock, time, bufs);
                         }
                     }
                 }
@@ -383,14 +414,30 @@ impl Interner {
         }
     }
 
-    fn signal(&mut self, signal: &Signal, clock_ms: u64, time: Time, bufs: &mut Buffers) {
+    fn signal(&mut self, signal: &Signal, lsn: u64, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         let Some(kind) = self.kind(&signal.kind) else { return };
-        let item = match self.items.get_mut(&signal.item) {
-            Some(ItemSlot { key: Some(key), .. }) => *key,
+        let (item, creator) = match self.items.get_mut(&signal.item) {
+            Some(ItemSlot {
+                key: Some(key), meta, ..
+            }) => (
+                *key,
+                meta.as_ref().and_then(|m| m.creator.as_deref()).map_or(0, id_hash),
+            ),
             // Deleted: not counted until it is put again.
             Some(_) => return,
-            None => self.fresh_key(&signal.item, None, clock_ms, time, bufs),
+            None => (self.fresh_key(&signal.item, None, clock_ms, time, bufs), 0),
         };
+        if let Some(user) = &signal.user {
+            bufs.users.push(UserSig {
+                user: id_hash(user),
+                item,
+                kind,
+                ts_eff: signal.ts_eff(clock_ms),
+                weight: weight_fixed(signal.weight),
+                creator,
+                lsn,
+            });
+        }
         let ev = SignalEv {
             item,
             kind,
@@ -448,6 +495,7 @@ impl Interner {
 
     fn delete(&mut self, id: &str, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         let until = clock_ms.saturating_add(self.retention);
+        let key_free = clock_ms.saturating_add(self.key_retention);
         match self.items.get_mut(id) {
             Some(slot) => {
                 if let Some(key) = slot.key.take() {
@@ -463,7 +511,7 @@ impl Interner {
                     slot.meta = None;
                     slot.until = until;
                     self.live -= 1;
-                    self.free.push_back((until, time, key));
+                    self.free.push_back((key_free, time, key));
                     self.tombstones.push_back((until, id.to_owned()));
                 }
             }

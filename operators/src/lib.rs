@@ -14,16 +14,20 @@ use tidal_core::config::{Config, MAX_HALF_LIVES, MAX_WINDOWS};
 use tidal_core::features::window_specs;
 pub use tidal_core::flow::SignalEv;
 
+pub mod cohorts;
 pub mod decay;
 mod dense;
 pub mod entities;
 mod idmap;
 mod pending;
 mod sum;
+pub mod users;
 pub mod windows;
 
+pub use cohorts::cohort_rollups;
 pub use decay::decay;
 pub use entities::{EntityOutputs, entities};
+pub use users::{UserOutputs, users};
 pub use windows::windows;
 
 /// The numbers a materializer needs about one signal type, in ms, in fixed-size arrays so

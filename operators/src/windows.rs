@@ -94,16 +94,21 @@ impl Expander for WindowExpander {
     }
 
     fn add(&self, lanes: &mut Lanes, &(_, _, mask): &LaneUpdate, diff: &Wrapping<i64>) {
-        for (i, lane) in lanes.0.iter_mut().enumerate() {
-            if mask & (1 << i) != 0 {
-                *lane = lane.wrapping_add(diff.0);
-            }
-        }
+        add_masked(lanes, mask, diff.0);
     }
 
     fn key(&self, item: ItemKey, slot: usize, _: ()) -> (ItemKey, KindIdx) {
         // Slots are signal types, fewer than the configuration's limit on them.
         (item, slot as KindIdx)
+    }
+}
+
+/// Adds `w` to the lanes `mask` selects (bit `i` = lane `i`).
+pub(crate) fn add_masked(lanes: &mut Lanes, mask: u16, w: i64) {
+    for (i, lane) in lanes.0.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            *lane = lane.wrapping_add(w);
+        }
     }
 }
 
@@ -116,11 +121,27 @@ fn expand_event(
     mult: isize,
     out: &mut Vec<(Time, LaneUpdate, Wrapping<i64>)>,
 ) {
+    expand_lanes(spec, ev, time, mult, true, |at, mask, w| {
+        out.push((at, (ev.item, ev.kind, mask), Wrapping(w)))
+    });
+}
+
+/// The lane updates of one event committed at `time`, as `(time, lane mask, weight)`: `+w`
+/// now in every lane still open (the `total` lane too, with `total`), `-w` at each later time
+/// where lanes close (lanes closing together share one update).
+pub(crate) fn expand_lanes(
+    spec: &KindSpec,
+    ev: &SignalEv,
+    time: Time,
+    mult: isize,
+    total: bool,
+    mut push: impl FnMut(Time, u16, i64),
+) {
     let w = ev.weight.wrapping_mul(mult as i64);
     if w == 0 {
         return;
     }
-    let mut open = 1u16 << TOTAL_LANE;
+    let mut open = if total { 1u16 << TOTAL_LANE } else { 0 };
     // (close time, lane), at most two per window.
     let mut closes = [(0 as Time, 0usize); 2 * MAX_WINDOWS];
     let mut n = 0;
@@ -135,7 +156,10 @@ fn expand_event(
             }
         }
     }
-    out.push((time, (ev.item, ev.kind, open), Wrapping(w)));
+    if open == 0 {
+        return;
+    }
+    push(time, open, w);
     let closes = &mut closes[..n];
     closes.sort_unstable();
     let mut i = 0;
@@ -146,7 +170,7 @@ fn expand_event(
             mask |= 1 << closes[i].1;
             i += 1;
         }
-        out.push((at, (ev.item, ev.kind, mask), Wrapping(w.wrapping_neg())));
+        push(at, mask, w.wrapping_neg());
     }
 }
 

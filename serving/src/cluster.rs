@@ -123,7 +123,16 @@ impl Peers {
 
     /// An item's view from the process that owns it (`None`: unknown there), as JSON.
     pub fn item(&self, process: usize, id: &str, min_lsn: Option<&str>) -> Result<Option<serde_json::Value>> {
-        let mut path = format!("/v1/items/{}", urlencode(id));
+        self.entity(process, &format!("/v1/items/{}", urlencode(id)), min_lsn)
+    }
+
+    /// `GET /v1/users/{id}` on process `process` (its owner); `None` on 404.
+    pub fn user(&self, process: usize, id: &str, min_lsn: Option<&str>) -> Result<Option<serde_json::Value>> {
+        self.entity(process, &format!("/v1/users/{}", urlencode(id)), min_lsn)
+    }
+
+    fn entity(&self, process: usize, path: &str, min_lsn: Option<&str>) -> Result<Option<serde_json::Value>> {
+        let mut path = path.to_string();
         if let Some(m) = min_lsn {
             path.push_str(&format!("?min_lsn={}", urlencode(m)));
         }

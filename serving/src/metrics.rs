@@ -204,6 +204,8 @@ impl Metrics {
             ("window_retired", c.window_retired),
             ("decay_sums", c.decay_sums),
             ("decay_expiry_times", c.decay_times),
+            ("cohort_sums", c.cohort_sums),
+            ("users", c.users),
             ("serving_keys", s.serving_keys as u64),
         ] {
             self.state.get_or_create(&StateLabel { part }).set(v as i64);

@@ -370,6 +370,13 @@ async fn openapi_documents_every_route() {
         ("get", "/v1/items/{id}"),
         ("delete", "/v1/items/{id}"),
         ("get", "/v1/rankings"),
+        ("put", "/v1/users/{id}"),
+        ("get", "/v1/users/{id}"),
+        ("delete", "/v1/users/{id}"),
+        ("put", "/v1/cohorts/{name}"),
+        ("get", "/v1/cohorts"),
+        ("delete", "/v1/cohorts/{name}"),
+        ("post", "/v1/relationships"),
         ("post", "/v1/clock"),
         ("get", "/v1/clock"),
         ("get", "/v1/schema"),
@@ -390,7 +397,7 @@ async fn openapi_documents_every_route() {
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
             operations += 1;
-            let uri = path.replace("{id}", "x");
+            let uri = path.replace("{id}", "x").replace("{name}", "x");
             let (s, v) = a.send(&method.to_uppercase(), &uri, Some(json!({}))).await;
             let unrouted = v["error"]["code"] == "method_not_allowed"
                 || (s == StatusCode::NOT_FOUND

@@ -124,7 +124,18 @@ fn defaults_come_from_the_schema() {
 fn bad_parameters_are_named() {
     let cases: &[(&[(&str, &str)], &str, &str)] = &[
         (&[("profile", "for_you")], "unsupported_profile", "profile"),
-        (&[("profile", "following")], "unsupported_profile", "profile"),
+        (&[("profile", "following")], "invalid_parameter", "user"),
+        (&[("filter", "unseen")], "invalid_parameter", "filter"),
+        (&[("filter", "seen"), ("user", "u1")], "invalid_parameter", "filter"),
+        (&[("user", "")], "invalid_parameter", "user"),
+        (&[("cohort", "planet:mars")], "unknown_dimension", "cohort"),
+        (&[("cohort", "region")], "invalid_parameter", "cohort"),
+        (&[("cohort", "region:US,region:EU")], "invalid_parameter", "cohort"),
+        (
+            &[("cohort", "region:US"), ("profile", "hot")],
+            "invalid_parameter",
+            "cohort",
+        ),
         (&[("profile", "bogus")], "unknown_profile", "profile"),
         (&[("signal", "clicks")], "unknown_signal", "signal"),
         (&[("signals", "view:1,clicks:2")], "unknown_signal", "signals"),
@@ -159,8 +170,6 @@ fn bad_parameters_are_named() {
         (&[("explain", "yes")], "invalid_parameter", "explain"),
         (&[("min_lsn", "-3")], "invalid_parameter", "min_lsn"),
         (&[("category", "")], "invalid_parameter", "category"),
-        (&[("cohort", "region:US")], "unsupported_parameter", "cohort"),
-        (&[("user", "u1")], "unsupported_parameter", "user"),
         (&[("q", "piano")], "unsupported_parameter", "q"),
         (&[("limt", "5")], "unknown_parameter", "limt"),
     ];

@@ -21,6 +21,7 @@ use tidal_core::time::Time;
 use crate::delta::Delta;
 use crate::entry::ItemEntry;
 use crate::log::{Buffers, Log};
+use crate::side::Side;
 use crate::snapshot::{ItemChange, Snapshot, Update};
 use tidal_core::flow::ItemKey;
 
@@ -47,6 +48,8 @@ pub struct SnapshotBuilder {
     /// Reused buffers: the batch sort order; the vectors logs are built in.
     order: Vec<Order>,
     bufs: Buffers,
+    /// The working copy of the per-user and per-cohort state.
+    pub(crate) side: Side,
 }
 
 impl SnapshotBuilder {
@@ -59,6 +62,7 @@ impl SnapshotBuilder {
             item_changes: Vec::new(),
             order: Vec::new(),
             bufs: Buffers::default(),
+            side: Side::default(),
         }
     }
 
@@ -160,6 +164,7 @@ impl SnapshotBuilder {
         log.recycle(&mut self.bufs);
         next.frontier = frontier;
         next.lsns = lsns;
+        next.side = self.side.clone();
         self.last = Arc::new(next);
         self.last.clone()
     }

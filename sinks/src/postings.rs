@@ -60,6 +60,11 @@ impl Postings {
         self.map(field).get(value).map(|b| &**b)
     }
 
+    /// Every value of `field` with at least one listable item.
+    pub fn values_of(&self, field: Field) -> impl Iterator<Item = &str> {
+        self.map(field).keys().map(|k| &**k)
+    }
+
     /// The values of `field` with at least one listable item.
     pub fn values(&self, field: Field) -> usize {
         self.map(field).len()

@@ -29,8 +29,10 @@ use tidal_core::time::Time;
 use crate::builder::SnapshotBuilder;
 use crate::delta::Delta;
 use crate::shards::Shard;
+use crate::side::CohortKey;
 use crate::snapshot::CLOSED;
 use crate::store::EntityStore;
+use tidal_core::user::SideUpdate;
 
 /// The collections a shard is built from (each functional: a change is `−1` for the old
 /// value and `+1` for the new).
@@ -41,6 +43,10 @@ pub struct SinkInputs<'s> {
     pub decay: VecCollection<'s, Time, (DecayKey, i128), isize>,
     /// Current [`ItemState`] per key.
     pub items: VecCollection<'s, Time, (ItemKey, ItemState), isize>,
+    /// Current cohort window lanes per (item, signal type, cohort).
+    pub cohorts: VecCollection<'s, Time, (CohortKey, Lanes), isize>,
+    /// The views of the users this worker owns, and the declared cohorts.
+    pub side: StreamVec<'s, Time, SideUpdate>,
 }
 
 /// Where a shard sits in the cluster: its process and how many there are.
@@ -95,6 +101,11 @@ pub fn shard_sink<'s>(
     let mut op = OperatorBuilder::new("ServingSink".to_owned(), scope);
     let mut data = op.new_input(all.inner, Pipeline);
     let mut marks_in = op.new_input(control, Pipeline);
+    let mut cohorts_in = op.new_input(inputs.cohorts.inner, Pipeline);
+    let mut side_in = op.new_input(inputs.side, Pipeline);
+    // Cohort and user-state changes by time, applied in time order at the cuts.
+    let mut cohort_later: BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>> = BTreeMap::new();
+    let mut side_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
 
     let mut builder = SnapshotBuilder::new(config);
     // Containers received since the last cut, and containers with updates at times not yet
@@ -115,6 +126,19 @@ pub fn shard_sink<'s>(
         move |frontiers| {
             let started = std::time::Instant::now();
             data.for_each(|_cap, d| fresh.push(std::mem::take(d)));
+            cohorts_in.for_each(|_cap, d| {
+                for (key_lanes, t, diff) in d.drain(..) {
+                    cohort_later
+                        .entry(t)
+                        .or_default()
+                        .push((key_lanes.0, key_lanes.1, diff));
+                }
+            });
+            side_in.for_each(|cap, d| {
+                if let Some(t) = cap.least().copied() {
+                    side_later.entry(t).or_default().append(d);
+                }
+            });
             marks_in.for_each(|_cap, d| {
                 for c in d.drain(..) {
                     if let Control::Mark {
@@ -149,7 +173,11 @@ pub fn shard_sink<'s>(
                 return;
             }
             // Times are totally ordered: a frontier is one time, or empty once closed.
-            let reached = frontiers[0].frontier().iter().min().copied().unwrap_or(CLOSED);
+            let reached = [&frontiers[0], &frontiers[2], &frontiers[3]]
+                .iter()
+                .map(|f| f.frontier().iter().min().copied().unwrap_or(CLOSED))
+                .min()
+                .unwrap_or(CLOSED);
             let closed = reached == CLOSED && frontiers[1].frontier().is_empty();
             let mut due: Vec<(Time, MarksAt)> = Vec::new();
             while let Some(entry) = marks.first_entry() {
@@ -174,6 +202,7 @@ pub fn shard_sink<'s>(
                 if !ready.is_empty() {
                     builder.apply_deltas(&ready);
                 }
+                apply_side(&mut builder, m, &mut cohort_later, &mut side_later);
                 for (o, p) in ps {
                     if let Some(q) = positions.get_mut(o) {
                         *q = (*q).max(p);
@@ -202,6 +231,31 @@ pub fn shard_sink<'s>(
             stats.busy(Stage::Sink, started);
         }
     });
+}
+
+/// Applies the cohort and user-state changes at times before `m`, in time order.
+fn apply_side(
+    builder: &mut SnapshotBuilder,
+    m: Time,
+    cohorts: &mut BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>>,
+    side: &mut BTreeMap<Time, Vec<SideUpdate>>,
+) {
+    loop {
+        let next_c = cohorts.first_key_value().map(|(t, _)| *t).filter(|t| *t < m);
+        let next_s = side.first_key_value().map(|(t, _)| *t).filter(|t| *t < m);
+        let t = match (next_c, next_s) {
+            (None, None) => break,
+            (Some(c), Some(s)) => c.min(s),
+            (Some(c), None) => c,
+            (None, Some(s)) => s,
+        };
+        if let Some(mut updates) = cohorts.remove(&t) {
+            builder.side.apply_cohorts(&mut updates);
+        }
+        for u in side.remove(&t).unwrap_or_default() {
+            builder.side.apply(u);
+        }
+    }
 }
 
 /// The marks received for one time: whether one of them publishes, and the position each

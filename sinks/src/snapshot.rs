@@ -20,7 +20,9 @@ use crate::entry::ItemEntry;
 use crate::index::{IndexKind, Layout};
 use crate::ordindex::OrdIndex;
 use crate::postings::Postings;
-use tidal_core::flow::{HalfLifeIdx, ItemKey, ItemState, KindIdx};
+use crate::side::{CohortLanes, Side};
+use tidal_core::flow::{CohortId, HalfLifeIdx, ItemKey, ItemState, KindIdx, UserKey};
+use tidal_core::user::{CohortDefs, UserView};
 
 /// A persistent hash map with a fast hasher (keys are dense integers and item ids).
 pub(crate) type Map<K, V> = imbl::GenericHashMap<K, V, RandomState, imbl::shared_ptr::DefaultSharedPtr>;
@@ -93,6 +95,7 @@ pub struct Snapshot {
     pub(crate) indexes: Vec<OrdIndex>,
     pub(crate) postings: Postings,
     pub(crate) listed: usize,
+    pub(crate) side: Side,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -124,6 +127,7 @@ impl Snapshot {
             ids: Map::default(),
             postings: Postings::default(),
             listed: 0,
+            side: Side::default(),
         }
     }
 
@@ -177,6 +181,31 @@ impl Snapshot {
     /// The posting lists of `category`, `creator` and `tag` values.
     pub fn postings(&self) -> &Postings {
         &self.postings
+    }
+
+    /// The window lanes of `cohort` per (item, signal type) of this shard's items.
+    pub fn cohort(&self, cohort: CohortId) -> Option<&CohortLanes> {
+        self.side.cohorts.get(&cohort)
+    }
+
+    /// The window lanes of (item `key`, signal type `kind`) in `cohort`.
+    pub fn cohort_lanes(&self, cohort: CohortId, key: ItemKey, kind: KindIdx) -> Option<&Lanes> {
+        self.side.cohorts.get(&cohort)?.get(&(key, kind))
+    }
+
+    /// The state of a user this shard's worker owns.
+    pub fn user(&self, key: UserKey) -> Option<&Arc<UserView>> {
+        self.side.users.get(&key)
+    }
+
+    /// Users with state in this shard.
+    pub fn user_count(&self) -> usize {
+        self.side.users.len()
+    }
+
+    /// The declared cohorts as of this version (the same in every shard).
+    pub fn cohort_defs(&self) -> &Arc<CohortDefs> {
+        &self.side.defs
     }
 
     /// Every item key with its entry, in no particular order (tests and diagnostics; O(n)).

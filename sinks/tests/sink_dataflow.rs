@@ -6,8 +6,12 @@
 //! final version. The entity store follows item puts and deletes. Marks inside a catch-up
 //! apply without publishing.
 
+use differential_dataflow::AsCollection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tidal_core::user::SideUpdate;
+use tidal_sinks::CohortKey;
+use timely::dataflow::operators::ToStream;
 
 use differential_dataflow::input::InputSession;
 use timely::dataflow::InputHandleVec;
@@ -97,6 +101,10 @@ fn shards_publish_whole_times_at_common_marks() {
                 windows: windows.to_collection(scope),
                 decay: decay.to_collection(scope),
                 items: items.to_collection(scope),
+                cohorts: Vec::<((CohortKey, Lanes), Time, isize)>::new()
+                    .to_stream(scope)
+                    .as_collection(),
+                side: Vec::<SideUpdate>::new().to_stream(scope),
             };
             shard_sink(
                 inputs,
@@ -218,6 +226,10 @@ fn catch_up_marks_apply_without_publishing() {
                 windows: windows.to_collection(scope),
                 decay: decay.to_collection(scope),
                 items: items.to_collection(scope),
+                cohorts: Vec::<((CohortKey, Lanes), Time, isize)>::new()
+                    .to_stream(scope)
+                    .as_collection(),
+                side: Vec::<SideUpdate>::new().to_stream(scope),
             };
             shard_sink(
                 inputs,

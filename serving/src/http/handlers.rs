@@ -21,7 +21,7 @@ use crate::metrics::{ErrorLabel, RouteLabel};
 use crate::query::Ranking;
 use crate::{NewSignal, RankQuery, SignalsAck};
 
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -34,7 +34,7 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// Counts an error answer by code.
-fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
+pub(super) fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
     r.inspect_err(|e| {
         state.metrics.errors.get_or_create(&ErrorLabel { code: e.code }).inc();
     })
@@ -42,14 +42,16 @@ fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
 
 /// The state a read answers from: the latest, or one including `min_lsn` (waited for) —
 /// an LSN of this process's WAL, or of process `P`'s in a cluster (`P:LSN`).
-async fn snapshot_with(state: &AppState, min_lsn: Option<(Option<usize>, u64)>) -> Result<View, ApiError> {
+pub(super) async fn snapshot_with(state: &AppState, min_lsn: Option<(Option<usize>, u64)>) -> Result<View, ApiError> {
     Ok(match min_lsn {
         None => state.tidal.view(),
         Some((process, lsn)) => state.tidal.wait_visible_from_async(process, lsn).await?,
     })
 }
 
-fn query_pairs(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_pairs(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
     q.map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
@@ -180,6 +182,7 @@ struct MinLsn {
     params(
         ("id" = String, Path, description = "item id"),
         ("min_lsn" = Option<String>, Query, description = "answer from a state that includes this LSN of this process, or PROCESS:LSN (a cluster write's token); waits up to server.read_your_writes_timeout_ms, then 503"),
+        ("cohort" = Option<String>, Query, description = "also the item's window counts among this cohort's users (dimension:value[,dimension:value])"),
     ),
     responses(
         (status = 200, description = "the item", body = ItemDoc),
@@ -225,11 +228,17 @@ pub async fn get_item(
                 (None, id) => Err(ApiError::not_found(format!("no item {id:?}"))),
             };
         }
+        let cohort = pairs
+            .iter()
+            .find(|(k, _)| k == "cohort")
+            .map(|(_, v)| crate::query::parse_cohort(v, state.tidal.config()))
+            .transpose()
+            .map_err(crate::Error::from)?;
         let snap = snapshot_with(&state, min_lsn).await?;
         let tidal = state.tidal.clone();
         let view = state
             .reads
-            .run(move || tidal.item_on(&snap, &id).map(|v| (v, id)))
+            .run(move || tidal.item_in_cohort(&snap, &id, cohort.as_deref()).map(|v| (v, id)))
             .await??;
         match view {
             (Some(v), _) => Ok(Json(v).into_response()),
@@ -458,7 +467,7 @@ pub async fn get_share(
             .run(move || tidal.view_at(frontier).map(|view| tidal.share_on(&view, &params, need)))
             .await?;
         match share {
-            Some(share) => Ok(Json(share).into_response()),
+            Some(share) => Ok(Json(share?).into_response()),
             None => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "frontier_gone",

@@ -12,6 +12,7 @@ mod error;
 mod handlers;
 mod openapi;
 pub mod parse;
+mod people;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,10 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(handlers::post_signals))
         .routes(routes!(handlers::get_item, handlers::put_item, handlers::delete_item))
+        .routes(routes!(people::get_user, people::put_user, people::delete_user))
+        .routes(routes!(people::put_cohort, people::delete_cohort))
+        .routes(routes!(people::get_cohorts))
+        .routes(routes!(people::post_relationships))
         .routes(routes!(handlers::get_rankings))
         .routes(routes!(handlers::post_clock, handlers::get_clock))
         .routes(routes!(handlers::get_schema))

@@ -16,7 +16,9 @@ use serde_json::Value;
 use tidal_core::Config;
 use tidal_sinks::View;
 
-use super::params::{RankParams, encode_cursor};
+use super::error::QueryError;
+use super::params::{Base, RankParams, encode_cursor};
+use super::personal::Context;
 use super::score::Scorer;
 use super::{AsOf, RankedItem, Ranking, topk};
 
@@ -45,15 +47,16 @@ pub struct Share {
 }
 
 /// The first `need` items of the ranking over the local shards of `view`.
-pub fn candidates(view: &View, config: &Config, params: &RankParams, need: usize) -> Share {
+pub fn candidates(view: &View, config: &Config, params: &RankParams, need: usize) -> Result<Share, QueryError> {
+    let ctx = Context::new(view, params)?;
     let scorer = Scorer::new(view.clock_ms(), params);
-    if scorer.lists.is_empty() {
-        return Share {
+    if scorer.lists.is_empty() && params.base != Base::Following {
+        return Ok(Share {
             items: Vec::new(),
             complete: true,
-        };
+        });
     }
-    let hits = topk::top(view, &scorer, params, need);
+    let hits = topk::top(view, &scorer, params, need, &ctx);
     let complete = hits.len() < need;
     let items = hits
         .into_iter()
@@ -61,10 +64,12 @@ pub fn candidates(view: &View, config: &Config, params: &RankParams, need: usize
             id: h.id.to_string(),
             score: h.score,
             creator: h.entry.meta().and_then(|m| m.creator.clone()),
-            features: params.explain.then(|| scorer.explain(h.entry, config)),
+            features: params
+                .explain
+                .then(|| super::explain(view, &ctx, &scorer, &h, params, config)),
         })
         .collect();
-    Share { items, complete }
+    Ok(Share { items, complete })
 }
 
 /// Merges every process's share into the page `params` asks for. `Err(i)`: share `i` was
@@ -124,6 +129,7 @@ pub fn merge(shares: &[Share], params: &RankParams, as_of: AsOf) -> Result<Ranki
         items,
         next_cursor,
         as_of,
+        estimated: None,
     })
 }
 

@@ -25,6 +25,8 @@ pub enum QueryErrorKind {
     LimitTooLarge,
     /// A cursor tidal did not hand out.
     InvalidCursor,
+    /// `cohort=` names a dimension the schema does not declare.
+    UnknownDimension,
 }
 
 impl QueryErrorKind {
@@ -41,6 +43,7 @@ impl QueryErrorKind {
             QueryErrorKind::UndeclaredHalfLife => "undeclared_half_life",
             QueryErrorKind::LimitTooLarge => "limit_too_large",
             QueryErrorKind::InvalidCursor => "invalid_cursor",
+            QueryErrorKind::UnknownDimension => "unknown_dimension",
         }
     }
 }

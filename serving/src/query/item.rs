@@ -12,6 +12,7 @@ use tidal_core::record::ItemMeta;
 use tidal_sinks::View;
 
 use super::AsOf;
+use super::personal::{counts, select};
 
 /// One signal type's features of an item; maps are keyed by duration strings (`"24h"`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -39,13 +40,45 @@ pub struct ItemView {
     pub meta: Option<ItemMeta>,
     /// Features per signal type.
     pub signals: BTreeMap<String, SignalFeatures>,
+    /// With `cohort=`: the item's window counts among that cohort's users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<CohortFeatures>,
     /// The state the view was read from.
     pub as_of: AsOf,
 }
 
+/// An item's window counts in one cohort.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CohortFeatures {
+    /// The cohort (`dimension:value,...` or a declared name).
+    pub name: String,
+    /// Estimated under independence (a composite never declared).
+    pub estimated: bool,
+    /// Per signal type: `counts`, `velocity`, `acceleration` per window.
+    pub signals: BTreeMap<String, CohortSignal>,
+}
+
+/// One signal type's window features in a cohort.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CohortSignal {
+    /// `count_W` per window.
+    pub counts: BTreeMap<String, f64>,
+    /// `count_W / W_h` per window.
+    pub velocity: BTreeMap<String, f64>,
+    /// `acceleration_W` per window.
+    pub acceleration: BTreeMap<String, f64>,
+}
+
 /// The view of item `id`; `None` for an unknown or deleted id.
 pub fn item_view(view: &View, config: &Config, id: &str) -> Option<ItemView> {
-    let (_, entry) = view.shard_of(id)?.item(id)?;
+    item_view_in(view, config, id, None)
+}
+
+/// The view of item `id` with its counts in `cohort` (`dimension:value` pairs, as
+/// [`parse_cohort`](super::params::parse_cohort) gives them).
+pub fn item_view_in(view: &View, config: &Config, id: &str, cohort: Option<&[(String, String)]>) -> Option<ItemView> {
+    let shard = view.shard_of(id)?;
+    let (key, entry) = shard.item(id)?;
     let state = entry.state()?;
     if state.deleted {
         return None;
@@ -76,10 +109,37 @@ pub fn item_view(view: &View, config: &Config, id: &str) -> Option<ItemView> {
         }
         signals.insert(st.name.clone(), f);
     }
+    let cohort = cohort.map(|pairs| {
+        let sel = select(view, pairs);
+        let mut signals = BTreeMap::new();
+        for (k, st) in config.signals.iter().enumerate() {
+            let c = counts(shard, &sel, key, k as KindIdx);
+            let mut f = CohortSignal {
+                counts: BTreeMap::new(),
+                velocity: BTreeMap::new(),
+                acceleration: BTreeMap::new(),
+            };
+            for (j, w) in st.windows.iter().enumerate() {
+                let key = w.size.to_string();
+                let n = c.map_or(0.0, |c| c.count(j));
+                f.counts.insert(key.clone(), n);
+                f.velocity.insert(key.clone(), n / w.size.hours());
+                f.acceleration
+                    .insert(key, c.map_or(0.0, |c| c.rise(j)) / w.size.hours());
+            }
+            signals.insert(st.name.clone(), f);
+        }
+        CohortFeatures {
+            name: sel.name.clone(),
+            estimated: sel.estimated,
+            signals,
+        }
+    });
     Some(ItemView {
         id: state.id.clone(),
         meta: state.meta.clone(),
         signals,
+        cohort,
         as_of: AsOf { clock, lsn: view.lsn() },
     })
 }

@@ -11,8 +11,10 @@ pub mod cluster;
 mod error;
 mod item;
 mod params;
+pub mod personal;
 mod score;
 mod topk;
+mod user;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -21,8 +23,11 @@ use tidal_core::Config;
 use tidal_sinks::View;
 
 pub use error::{QueryError, QueryErrorKind};
-pub use item::{ItemView, SignalFeatures, item_view};
-pub use params::{Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor, parse_min_lsn};
+pub use item::{CohortFeatures, CohortSignal, ItemView, SignalFeatures, item_view, item_view_in};
+pub use params::{
+    Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor, parse_cohort, parse_min_lsn,
+};
+pub use user::{CreatorAffinity, UserInfo, user_view};
 
 use score::Scorer;
 
@@ -59,6 +64,10 @@ pub struct Ranking {
     pub next_cursor: Option<String>,
     /// The snapshot answered from.
     pub as_of: AsOf,
+    /// `true` when the cohort asked for is a composite never declared: its counts are
+    /// estimated under independence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<bool>,
 }
 
 /// Ranks the items of every shard of `view` as `params` asks.
@@ -71,17 +80,19 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
         clock: view.clock_ms(),
         lsn: view.lsn(),
     };
+    let ctx = personal::Context::new(view, params)?;
     let scorer = Scorer::new(view.clock_ms(), params);
-    if scorer.lists.is_empty() {
+    if scorer.lists.is_empty() && params.base != Base::Following {
         // Every weight is 0: every score is 0, and only positive scores are listed.
         return Ok(Ranking {
             items: Vec::new(),
             next_cursor: None,
             as_of,
+            estimated: None,
         });
     }
     let page_end = params.offset + params.limit;
-    let hits = topk::top(view, &scorer, params, page_end + 1);
+    let hits = topk::top(view, &scorer, params, page_end + 1, &ctx);
     let next_cursor = (hits.len() > page_end).then(|| encode_cursor(page_end));
     let items = hits
         .into_iter()
@@ -92,12 +103,34 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
             id: h.id.to_string(),
             score: h.score,
             rank: i + 1,
-            features: params.explain.then(|| scorer.explain(h.entry, config)),
+            features: params.explain.then(|| explain(view, &ctx, &scorer, &h, params, config)),
         })
         .collect();
     Ok(Ranking {
         items,
         next_cursor,
         as_of,
+        estimated: ctx.cohort.as_ref().is_some_and(|c| c.estimated).then_some(true),
     })
+}
+
+/// `explain=1` of one hit: its features and terms, and its counts in the cohort if any.
+fn explain(
+    view: &View,
+    ctx: &personal::Context,
+    scorer: &Scorer,
+    hit: &topk::Hit<'_>,
+    params: &RankParams,
+    config: &Config,
+) -> Value {
+    let mut v = scorer.explain(hit.entry, config);
+    if let (Some(sel), Some(shard)) = (&ctx.cohort, personal::shard_of_key(view, hit.key))
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert(
+            "cohort".into(),
+            personal::explain_cohort(shard, sel, hit.key, params, config),
+        );
+    }
+    v
 }

@@ -32,6 +32,8 @@ pub enum Base {
     Top,
     /// `created_at`, newest first.
     New,
+    /// Items of the creators the user follows, newest first.
+    Following,
 }
 
 impl Base {
@@ -42,6 +44,7 @@ impl Base {
             "hot" => Base::Hot,
             "top" => Base::Top,
             "new" => Base::New,
+            "following" => Base::Following,
             _ => return None,
         })
     }
@@ -54,6 +57,7 @@ impl Base {
             Base::Hot => "hot",
             Base::Top => "top",
             Base::New => "new",
+            Base::Following => "following",
         }
     }
 }
@@ -120,6 +124,13 @@ pub struct RankParams {
     /// In a cluster, the process whose WAL `min_lsn` is in (`min_lsn=P:N`); `None`: this
     /// process's.
     pub min_lsn_process: Option<usize>,
+    /// Count only signals of users in this cohort: `(dimension, value)` pairs, sorted by
+    /// dimension, each dimension declared.
+    pub cohort: Option<Vec<(String, String)>>,
+    /// The user asking: their hidden items and blocked creators are never listed.
+    pub user: Option<String>,
+    /// `filter=unseen`: the user's seen items are not listed either.
+    pub unseen: bool,
 }
 
 /// Parses `min_lsn`: `N` (an LSN of this process's WAL) or `P:N` (of process `P`'s, as a
@@ -141,17 +152,12 @@ pub fn parse_min_lsn(v: &str) -> Result<(Option<usize>, u64), QueryError> {
 }
 
 /// Parameters of features this version does not serve, with the reason.
-const UNSUPPORTED: [(&str, &str); 4] = [
-    ("cohort", "cohort rankings are not available in this version of tidal"),
-    (
-        "user",
-        "per-user rankings (seen/hidden/blocked exclusion) are not available in this version of tidal",
-    ),
-    ("filter", "per-user filters are not available in this version of tidal"),
-    ("q", "text search is not available in this version of tidal"),
-];
+const UNSUPPORTED: [(&str, &str); 1] = [("q", "text search is not available in this version of tidal")];
 
-const KNOWN: [&str; 14] = [
+const KNOWN: [&str; 17] = [
+    "cohort",
+    "user",
+    "filter",
     "profile",
     "signal",
     "signals",
@@ -237,6 +243,35 @@ impl RankParams {
             Some((p, n)) => (p, Some(n)),
             None => (None, None),
         };
+        let user = text("user", get("user"))?;
+        if let Some(u) = &user {
+            tidal_core::ids::check_id("user", u, config.server.max_id_bytes).map_err(|m| invalid("user", m))?;
+        }
+        let unseen = match get("filter") {
+            None => false,
+            Some("unseen") if user.is_some() => true,
+            Some("unseen") => return Err(invalid("filter", "filter=unseen needs user=")),
+            Some(v) => {
+                return Err(invalid(
+                    "filter",
+                    format!("filter: unknown filter {v:?}; known: unseen"),
+                ));
+            }
+        };
+        if base == Base::Following && user.is_none() {
+            return Err(invalid("user", "profile=following needs user="));
+        }
+        let cohort = get("cohort").map(|v| parse_cohort(v, config)).transpose()?;
+        if cohort.is_some() && !matches!(base, Base::Trending | Base::Rising) {
+            return Err(invalid(
+                "cohort",
+                format!(
+                    "cohort: cohort counts are window counts; profile {:?} ({}) has none — use trending or rising",
+                    profile,
+                    base.as_str()
+                ),
+            ));
+        }
         let exclude = get("exclude")
             .map(|v| {
                 v.split(',')
@@ -260,8 +295,44 @@ impl RankParams {
             explain,
             min_lsn,
             min_lsn_process,
+            cohort,
+            user,
+            unseen,
         })
     }
+}
+
+/// Parses `cohort=dimension:value,dimension:value` (each dimension declared, at most once),
+/// sorted by dimension.
+pub fn parse_cohort(v: &str, config: &Config) -> Result<Vec<(String, String)>, QueryError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in v.split(',') {
+        let Some((d, val)) = part.split_once(':') else {
+            return Err(invalid(
+                "cohort",
+                format!("cohort: expected dimension:value[,dimension:value...], got {part:?}"),
+            ));
+        };
+        if !config.cohort_dimensions.iter().any(|x| x == d) {
+            return Err(QueryError::new(
+                QueryErrorKind::UnknownDimension,
+                "cohort",
+                format!(
+                    "cohort: {d:?} is not a declared cohort dimension (declared: {})",
+                    config.cohort_dimensions.join(", ")
+                ),
+            ));
+        }
+        if val.is_empty() {
+            return Err(invalid("cohort", format!("cohort: empty value for {d:?}")));
+        }
+        if out.iter().any(|(x, _)| x == d) {
+            return Err(invalid("cohort", format!("cohort: {d:?} is given twice")));
+        }
+        out.push((d.to_string(), val.to_string()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The cursor of the page starting after `offset` items.
@@ -297,13 +368,13 @@ fn profile<'c>(v: Option<&str>, config: &'c Config) -> Result<(String, Base, Opt
     if let Some(base) = Base::parse(name) {
         return Ok((name.into(), base, None));
     }
-    if name == "for_you" || name == "following" {
+    if name == "for_you" {
         return Err(QueryError::new(
             QueryErrorKind::UnsupportedProfile,
             "profile",
             format!(
-                "profile: {name:?} is a personalised profile; personalised profiles (for_you, following) are not available yet. \
-                 Use trending, rising, hot, top, new or a profile declared in the schema"
+                "profile: {name:?} is a personalised profile that is not available yet. \
+                 Use trending, rising, hot, top, new, following or a profile declared in the schema"
             ),
         ));
     }
@@ -321,7 +392,7 @@ fn profile<'c>(v: Option<&str>, config: &'c Config) -> Result<(String, Base, Opt
         QueryErrorKind::UnknownProfile,
         "profile",
         format!(
-            "profile: unknown profile {name:?}; available: trending, rising, hot, top, new{}{}",
+            "profile: unknown profile {name:?}; available: trending, rising, hot, top, new, following{}{}",
             if declared.is_empty() { "" } else { ", " },
             declared.join(", ")
         ),
@@ -415,7 +486,7 @@ fn terms(
             continue;
         };
         let feature = match base {
-            Base::New => continue,
+            Base::New | Base::Following => continue,
             Base::Top => Feature::Total,
             Base::Trending | Base::Rising => {
                 let index = match window {

@@ -18,6 +18,7 @@ use tidal_sinks::index::{from_order_f64, from_order_i64};
 use tidal_sinks::{IndexEntry, IndexKind, ItemEntry};
 
 use super::params::{Base, Feature, RankParams, Term};
+use super::personal::Counts;
 
 /// One list of the ranking: an index and how to turn its values into score terms.
 #[derive(Clone, Debug)]
@@ -127,6 +128,21 @@ impl Scorer {
     /// The item's score: its terms summed in list order.
     pub(crate) fn score(&self, item: &ItemEntry) -> f64 {
         (0..self.lists.len()).fold(0.0, |s, i| s + self.term_value(i, item))
+    }
+
+    /// The item's score in a cohort: `counts(kind)` gives its counts there (trending and
+    /// rising only; the same arithmetic as [`term_value`](Self::term_value)).
+    pub(crate) fn cohort_score(&self, counts: impl Fn(tidal_core::flow::KindIdx) -> Option<Counts>) -> f64 {
+        let mut s = 0.0;
+        for l in &self.lists {
+            let v = match l.index {
+                IndexKind::Trending { kind, window } => counts(kind).map_or(0.0, |c| l.factor * c.count(window)),
+                IndexKind::Rising { kind, window } => counts(kind).map_or(0.0, |c| l.factor * c.rise(window)),
+                _ => 0.0,
+            };
+            s += v;
+        }
+        s
     }
 
     /// The score from one list's bound per list, summed in the same order as [`score`]:

@@ -32,6 +32,7 @@ use tidal_sinks::index::IndexEntry;
 use tidal_sinks::{Field, ItemEntry, Snapshot, View};
 
 use super::params::{Base, RankParams};
+use super::personal::{CohortSel, Context, UserFilter, cohort_items, counts};
 use super::score::Scorer;
 
 /// A ranked item: score desc, then id asc (byte order), then key.
@@ -67,6 +68,7 @@ impl Eq for Hit<'_> {}
 /// The request's item filters.
 struct Filters<'p> {
     params: &'p RankParams,
+    user: Option<&'p UserFilter>,
 }
 
 impl Filters<'_> {
@@ -75,9 +77,14 @@ impl Filters<'_> {
         p.category.is_some() || p.creator.is_some() || p.tag.is_some()
     }
 
-    fn passes(&self, id: &str, item: &ItemEntry) -> bool {
+    fn passes(&self, key: ItemKey, id: &str, item: &ItemEntry) -> bool {
         let p = self.params;
         if p.exclude.contains(id) || !item.is_listable() {
+            return false;
+        }
+        if let Some(u) = self.user
+            && !u.allows(key, item.meta().and_then(|m| m.creator.as_deref()))
+        {
             return false;
         }
         if !self.needs_meta() {
@@ -125,11 +132,17 @@ const POSTING_COST: u64 = 4;
 
 /// The first `need` items of the ranking over every shard of `view`, in order, after
 /// filters and diversity.
-pub(crate) fn top<'s>(view: &'s View, scorer: &'s Scorer, params: &'s RankParams, need: usize) -> Vec<Hit<'s>> {
+pub(crate) fn top<'s>(
+    view: &'s View,
+    scorer: &'s Scorer,
+    params: &'s RankParams,
+    need: usize,
+    ctx: &'s Context,
+) -> Vec<Hit<'s>> {
     let mut streams: Vec<ShardStream<'s>> = view
         .shards
         .iter()
-        .map(|s| ShardStream::new(s, scorer, params, need))
+        .map(|s| ShardStream::new(s, scorer, params, need, ctx))
         .collect();
     let mut heads: BinaryHeap<Reverse<(Hit<'s>, usize)>> = BinaryHeap::new();
     for (i, s) in streams.iter_mut().enumerate() {
@@ -175,8 +188,24 @@ enum ShardStream<'s> {
 }
 
 impl<'s> ShardStream<'s> {
-    fn new(snapshot: &'s Snapshot, scorer: &'s Scorer, params: &'s RankParams, need: usize) -> ShardStream<'s> {
-        let filters = Filters { params };
+    fn new(
+        snapshot: &'s Snapshot,
+        scorer: &'s Scorer,
+        params: &'s RankParams,
+        need: usize,
+        ctx: &'s Context,
+    ) -> ShardStream<'s> {
+        let filters = Filters {
+            params,
+            user: ctx.user.as_ref(),
+        };
+        if params.base == Base::Following {
+            let follows = ctx.user.as_ref().map(|u| &u.follows);
+            return ShardStream::Sorted(following(snapshot, &filters, follows).into_iter());
+        }
+        if let Some(sel) = &ctx.cohort {
+            return ShardStream::Sorted(cohort_hits(snapshot, scorer, &filters, sel).into_iter());
+        }
         if let Some(matches) = filter_matches(snapshot, params) {
             let n = matches.len();
             let indexed = scorer
@@ -234,7 +263,7 @@ impl<'s> Walk<'s> {
                 continue;
             };
             let score = self.scorer.list_value(0, e);
-            if !(score > 0.0 || self.scorer.base == Base::New) || !self.filters.passes(id, item) {
+            if !(score > 0.0 || self.scorer.base == Base::New) || !self.filters.passes(e.key, id, item) {
                 continue;
             }
             return Some(Hit {
@@ -295,7 +324,7 @@ impl<'s> Threshold<'s> {
             let Some((item, id)) = self.snapshot.entry(e.key).and_then(|it| Some((it, it.id()?))) else {
                 continue;
             };
-            if !self.filters.passes(id, item) {
+            if !self.filters.passes(e.key, id, item) {
                 continue;
             }
             let score = self.scorer.score(item);
@@ -363,7 +392,7 @@ fn score_matches<'s>(
         let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
             continue;
         };
-        if !filters.passes(id, item) {
+        if !filters.passes(key, id, item) {
             continue;
         }
         let listed = match scorer.base {
@@ -379,6 +408,58 @@ fn score_matches<'s>(
                 entry: item,
             });
         }
+    }
+    hits.sort_unstable();
+    hits
+}
+
+/// A cohort ranking on one shard: every item with counts in the cohort, scored from them.
+fn cohort_hits<'s>(snapshot: &'s Snapshot, scorer: &Scorer, filters: &Filters<'_>, sel: &CohortSel) -> Vec<Hit<'s>> {
+    let mut hits = Vec::new();
+    for key in cohort_items(snapshot, sel) {
+        let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
+            continue;
+        };
+        if !filters.passes(key, id, item) {
+            continue;
+        }
+        let score = scorer.cohort_score(|kind| counts(snapshot, sel, key, kind));
+        if score > 0.0 {
+            hits.push(Hit {
+                score,
+                id: id.clone(),
+                key,
+                entry: item,
+            });
+        }
+    }
+    hits.sort_unstable();
+    hits
+}
+
+/// `following` on one shard: the items of the followed creators, newest `created_at` first
+/// (its score; items without one score 0 and come last, by id).
+fn following<'s>(snapshot: &'s Snapshot, filters: &Filters<'_>, follows: Option<&BTreeSet<String>>) -> Vec<Hit<'s>> {
+    let mut keys = RoaringTreemap::new();
+    for c in follows.into_iter().flatten() {
+        if let Some(bits) = snapshot.postings().get(Field::Creator, c) {
+            keys |= bits;
+        }
+    }
+    let mut hits = Vec::new();
+    for key in keys.iter() {
+        let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
+            continue;
+        };
+        if !filters.passes(key, id, item) {
+            continue;
+        }
+        hits.push(Hit {
+            score: item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
+            id: id.clone(),
+            key,
+            entry: item,
+        });
     }
     hits.sort_unstable();
     hits

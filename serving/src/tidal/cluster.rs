@@ -47,8 +47,8 @@ impl Tidal {
 
     /// This process's share of a ranking at `view`: its first `need` items (what a peer
     /// asks for at `GET /v1/internal/share`).
-    pub fn share_on(&self, view: &View, params: &RankParams, need: usize) -> query::cluster::Share {
-        query::cluster::candidates(view, &self.config, params, need)
+    pub fn share_on(&self, view: &View, params: &RankParams, need: usize) -> Result<query::cluster::Share> {
+        Ok(query::cluster::candidates(view, &self.config, params, need)?)
     }
 
     /// Scatters the ranking to every process at the frontier of `view` and merges the shares.
@@ -63,7 +63,7 @@ impl Tidal {
         // holds that frontier).
         let share = |view: &View, p: usize, need: usize| -> Result<Option<query::cluster::Share>> {
             if p == peers.process() {
-                return Ok(Some(self.share_on(view, params, need)));
+                return Ok(Some(self.share_on(view, params, need)?));
             }
             Ok(match peers.share(p, view.frontier, need, pairs)? {
                 Answer::Share(s) => Some(s),
@@ -88,7 +88,15 @@ impl Tidal {
             };
             loop {
                 match query::cluster::merge(&shares, params, as_of) {
-                    Ok(r) => return Ok(r),
+                    Ok(mut r) => {
+                        r.estimated = params
+                            .cohort
+                            .as_ref()
+                            .map(|pairs| query::personal::select(&view, pairs))
+                            .is_some_and(|c| c.estimated)
+                            .then_some(true);
+                        return Ok(r);
+                    }
                     Err(p) => {
                         // Share `p` was cut and used up: fetch it longer.
                         needs[p] = needs[p].saturating_mul(4);

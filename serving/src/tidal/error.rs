@@ -115,6 +115,9 @@ pub enum Error {
     /// An item's metadata is malformed.
     #[error("{0}")]
     InvalidItem(String),
+    /// A user's attributes, a cohort definition or a relationship is malformed.
+    #[error("{0}")]
+    InvalidUser(String),
     /// A ranking request does not parse for the schema.
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -277,6 +280,7 @@ impl Error {
             | Error::ClockJump { .. }
             | Error::InvalidId(_)
             | Error::InvalidItem(_)
+            | Error::InvalidUser(_)
             | Error::Query(_)
             | Error::WallClock
             | Error::LsnNotWritten { .. } => 400,
@@ -310,6 +314,7 @@ impl Error {
             Error::ClockJump { .. } => "clock_jump",
             Error::InvalidId(_) => "invalid_id",
             Error::InvalidItem(_) => "invalid_item",
+            Error::InvalidUser(_) => "invalid_user",
             Error::Query(q) => q.code(),
             Error::WallClock => "wall_clock",
             Error::TooLarge { .. } => "too_large",

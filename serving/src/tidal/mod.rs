@@ -14,6 +14,7 @@ mod cluster;
 mod error;
 mod pipeline;
 mod types;
+mod users;
 mod write;
 
 use std::fs::File;
@@ -41,8 +42,8 @@ pub use types::{NewSignal, RankQuery, SignalsAck, Token, WriteAck};
 const POLL: Duration = Duration::from_micros(250);
 /// The checkpoint part holding the WAL's dedup window.
 const DEDUP_PART: &str = "dedup";
-/// Checkpoint parts each worker writes (entities, windows, decay).
-const PARTS_PER_WORKER: usize = 3;
+/// Checkpoint parts each worker writes (entities, windows, decay, users, cohorts, retained).
+const PARTS_PER_WORKER: usize = 6;
 /// How often a cluster ranking starts over at a newer frontier when a peer no longer holds
 /// the one asked for.
 const CLUSTER_ATTEMPTS: usize = 5;
@@ -402,6 +403,18 @@ impl Tidal {
     pub fn item_on(&self, snapshot: &View, id: &str) -> Result<Option<ItemView>> {
         self.check_item_id(id)?;
         Ok(query::item_view(snapshot, &self.config, id))
+    }
+
+    /// The item's view on a given state, with its counts in `cohort` (as
+    /// [`parse_cohort`](crate::query::parse_cohort) gives it).
+    pub fn item_in_cohort(
+        &self,
+        snapshot: &View,
+        id: &str,
+        cohort: Option<&[(String, String)]>,
+    ) -> Result<Option<ItemView>> {
+        self.check_item_id(id)?;
+        Ok(query::item_view_in(snapshot, &self.config, id, cohort))
     }
 
     /// Checks a ranking request against the schema.

@@ -203,6 +203,18 @@ impl Tidal {
         Ok(self.write_ack(&c))
     }
 
+    /// Writes one checked record; returns once durable.
+    pub(super) fn write_one(&self, record: Record) -> Result<WriteAck> {
+        self.commit(vec![record])
+    }
+
+    /// Writes one checked record without blocking (refused when overloaded).
+    pub(super) async fn write_one_async(&self, record: Record) -> Result<WriteAck> {
+        self.admit()?;
+        let c = self.commit_async(vec![record]).await?;
+        Ok(self.write_ack(&c))
+    }
+
     fn commit(&self, records: Vec<Record>) -> Result<WriteAck> {
         let c = self.wal.submit_blocking(records)?;
         Ok(self.write_ack(&c))

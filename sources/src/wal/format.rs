@@ -12,8 +12,10 @@
 //! length as an LEB128 varint, optional fields with a presence byte or flag bits. Decoding
 //! checks every bound and returns an error on any input; it never panics.
 
+use std::collections::BTreeMap;
 use tidal_core::codec::{Cursor, decode_meta, encode_meta, meta_len, put_str, put_varint, str_len, varint_len};
-use tidal_core::record::{Record, Signal};
+
+use tidal_core::record::{Record, RelKind, Signal};
 
 pub use tidal_core::codec::DecodeError;
 use tidal_core::time::Time;
@@ -43,6 +45,16 @@ pub mod kind {
     pub const CLOCK_ADVANCE: u8 = 4;
     /// [`Record::Config`](tidal_core::Record::Config).
     pub const CONFIG: u8 = 5;
+    /// [`Record::UserPut`](tidal_core::Record::UserPut).
+    pub const USER_PUT: u8 = 6;
+    /// [`Record::UserDelete`](tidal_core::Record::UserDelete).
+    pub const USER_DELETE: u8 = 7;
+    /// [`Record::CohortPut`](tidal_core::Record::CohortPut).
+    pub const COHORT_PUT: u8 = 8;
+    /// [`Record::CohortDelete`](tidal_core::Record::CohortDelete).
+    pub const COHORT_DELETE: u8 = 9;
+    /// [`Record::Relationship`](tidal_core::Record::Relationship).
+    pub const RELATIONSHIP: u8 = 10;
 }
 
 const FLAG_USER: u8 = 1;
@@ -94,6 +106,11 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::ITEM_DELETE => "item_delete",
         kind::CLOCK_ADVANCE => "clock_advance",
         kind::CONFIG => "config",
+        kind::USER_PUT => "user_put",
+        kind::USER_DELETE => "user_delete",
+        kind::COHORT_PUT => "cohort_put",
+        kind::COHORT_DELETE => "cohort_delete",
+        kind::RELATIONSHIP => "relationship",
         _ => "unknown",
     }
 }
@@ -106,6 +123,11 @@ pub fn record_kind(record: &Record) -> u8 {
         Record::ItemDelete { .. } => kind::ITEM_DELETE,
         Record::ClockAdvance { .. } => kind::CLOCK_ADVANCE,
         Record::Config { .. } => kind::CONFIG,
+        Record::UserPut { .. } => kind::USER_PUT,
+        Record::UserDelete { .. } => kind::USER_DELETE,
+        Record::CohortPut { .. } => kind::COHORT_PUT,
+        Record::CohortDelete { .. } => kind::COHORT_DELETE,
+        Record::Relationship { .. } => kind::RELATIONSHIP,
     }
 }
 
@@ -285,6 +307,11 @@ pub fn payload_len(record: &Record) -> usize {
         Record::ItemDelete { id } => str_len(id),
         Record::ClockAdvance { .. } => 8,
         Record::Config { toml } => str_len(toml),
+        Record::UserPut { id, attributes } => str_len(id) + pairs_len(attributes),
+        Record::UserDelete { id } => str_len(id),
+        Record::CohortPut { name, rule } => str_len(name) + pairs_len(rule),
+        Record::CohortDelete { name } => str_len(name),
+        Record::Relationship { user, creator, .. } => str_len(user) + str_len(creator) + 2,
     }
 }
 
@@ -304,7 +331,60 @@ pub fn encode_payload(out: &mut Vec<u8>, record: &Record) {
         Record::ItemDelete { id } => put_str(out, id),
         Record::ClockAdvance { to_ms } => out.extend_from_slice(&to_ms.to_le_bytes()),
         Record::Config { toml } => put_str(out, toml),
+        Record::UserPut { id, attributes } => {
+            put_str(out, id);
+            put_pairs(out, attributes);
+        }
+        Record::UserDelete { id } => put_str(out, id),
+        Record::CohortPut { name, rule } => {
+            put_str(out, name);
+            put_pairs(out, rule);
+        }
+        Record::CohortDelete { name } => put_str(out, name),
+        Record::Relationship {
+            user,
+            creator,
+            kind,
+            active,
+        } => {
+            put_str(out, user);
+            put_str(out, creator);
+            out.push(match kind {
+                RelKind::Follow => 0,
+                RelKind::Block => 1,
+            });
+            out.push(u8::from(*active));
+        }
     }
+}
+
+/// Encoded size of a string map.
+fn pairs_len(map: &BTreeMap<String, String>) -> usize {
+    varint_len(map.len() as u64) + map.iter().map(|(k, v)| str_len(k) + str_len(v)).sum::<usize>()
+}
+
+/// Appends a string map: its size, then each key and value.
+fn put_pairs(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
+    put_varint(out, map.len() as u64);
+    for (k, v) in map {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+/// Reads what [`put_pairs`] wrote; keys must be strictly increasing (one encoding per map).
+fn decode_pairs(c: &mut Cursor<'_>, what: &'static str) -> Result<BTreeMap<String, String>, DecodeError> {
+    let n = c.count(2, what)?;
+    let mut map = BTreeMap::new();
+    for _ in 0..n {
+        let k = c.string(what)?;
+        let v = c.string(what)?;
+        if map.last_key_value().is_some_and(|(last, _)| *last >= k) {
+            return Err(DecodeError::OutOfRange { what, value: n as u64 });
+        }
+        map.insert(k, v);
+    }
+    Ok(map)
 }
 
 // ----- payload decoding -----
@@ -371,6 +451,50 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
         kind::CONFIG => Record::Config {
             toml: c.string("config text")?,
         },
+        kind::USER_PUT => Record::UserPut {
+            id: c.string("user id")?,
+            attributes: decode_pairs(&mut c, "user attributes")?,
+        },
+        kind::USER_DELETE => Record::UserDelete {
+            id: c.string("user id")?,
+        },
+        kind::COHORT_PUT => Record::CohortPut {
+            name: c.string("cohort name")?,
+            rule: decode_pairs(&mut c, "cohort rule")?,
+        },
+        kind::COHORT_DELETE => Record::CohortDelete {
+            name: c.string("cohort name")?,
+        },
+        kind::RELATIONSHIP => {
+            let user = c.string("relationship user")?;
+            let creator = c.string("relationship creator")?;
+            let kind = match c.u8("relationship kind")? {
+                0 => RelKind::Follow,
+                1 => RelKind::Block,
+                k => {
+                    return Err(DecodeError::OutOfRange {
+                        what: "relationship kind",
+                        value: u64::from(k),
+                    });
+                }
+            };
+            let active = match c.u8("relationship active")? {
+                0 => false,
+                1 => true,
+                byte => {
+                    return Err(DecodeError::Presence {
+                        what: "relationship active",
+                        byte,
+                    });
+                }
+            };
+            Record::Relationship {
+                user,
+                creator,
+                kind,
+                active,
+            }
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     c.finish()?;

@@ -186,6 +186,21 @@ pub fn summary(record: &Record) -> String {
         Record::ItemDelete { id } => format!("item={}", clip(id)),
         Record::ClockAdvance { to_ms } => format!("to={to_ms} ({})", iso8601(*to_ms)),
         Record::Config { toml } => format!("{} bytes of TOML", toml.len()),
+        Record::UserPut { id, attributes } => format!("user={} attributes={}", clip(id), attributes.len()),
+        Record::UserDelete { id } => format!("user={}", clip(id)),
+        Record::CohortPut { name, rule } => format!("cohort={} where={}", clip(name), rule.len()),
+        Record::CohortDelete { name } => format!("cohort={}", clip(name)),
+        Record::Relationship {
+            user,
+            creator,
+            kind,
+            active,
+        } => format!(
+            "user={} creator={} {} active={active}",
+            clip(user),
+            clip(creator),
+            kind.name()
+        ),
     }
 }
 

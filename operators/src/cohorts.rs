@@ -1,0 +1,325 @@
+//! Cohort rollups: the window counts of every (item, signal type) restricted to the signals
+//! whose user belongs to a cohort as of `T` (SPEC §4), built with differential's own
+//! operators.
+//!
+//! The signals with a user arrive from their items' owners as [`UserSig`]s. Each is kept in
+//! an arrangement keyed by user for as long as any of its windows (including the `2W` lanes
+//! of acceleration) is open: `+w` at its commit time, `−w` at the time its last lane closes
+//! (the temporal-filter pattern; a signal whose lanes are all closed when it commits is never
+//! kept). `join_core` with the arranged memberships `(user, cohort)` of the users
+//! materializer gives `(item, type, ts_eff, cohort)` with difference `±w`: a new signal of a
+//! member, a user joining or leaving a cohort (an attribute change, a cohort declared or
+//! dropped, a user deleted) — each at its own logical time, so an attribute change moves
+//! exactly the user's in-window signals from one cohort to the other, and a cohort declared at
+//! run time counts at once every signal still inside a window. The joined signals go back to
+//! the items' owners and through the same window expansion as the global counts, one sum of
+//! lanes per (item, type, cohort) (no `total` lane: cohort counts are window counts).
+
+use std::num::Wrapping;
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+
+use std::collections::HashMap;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::TraceReader;
+use differential_dataflow::trace::cursor::{Cursor as _, cursor_list};
+use differential_dataflow::trace::implementations::ValSpine;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::Filter;
+
+use tidal_core::codec::{Cursor, DecodeError, put_i64, put_u16, put_u64};
+use tidal_core::config::Config;
+use tidal_core::features::{Lanes, window_end};
+use tidal_core::flow::CHECKPOINT;
+use tidal_core::flow::{CohortId, Control, ItemKey, KindIdx, Persist, UserKey, UserSig};
+use tidal_core::record::Position;
+use tidal_core::stats::{Stage, StateStats};
+use tidal_core::time::{Time, time_at};
+
+use crate::sum::{Expander, keyed_sums};
+use crate::windows::{add_masked, expand_lanes};
+use crate::{KindSpec, SignalEv, kind_specs};
+
+/// The key of one cohort's window lanes.
+pub type CohortKey = (ItemKey, KindIdx, CohortId);
+
+/// The current window lanes per (item, signal type, cohort) of this worker's items.
+///
+/// `sigs` are the signals with a user of this worker's items (as the entities stage emits
+/// them), `memberships` the users materializer's output, `items` the entities stage's
+/// signal collection (its retire events and checkpoint markers are what this takes from it).
+pub fn cohort_rollups<'s>(
+    sigs: StreamVec<'s, Time, UserSig>,
+    memberships: VecCollection<'s, Time, (UserKey, CohortId), i64>,
+    items: VecCollection<'s, Time, SignalEv, isize>,
+    control: StreamVec<'s, Time, Control>,
+    config: &Config,
+    stats: Arc<StateStats>,
+    persist: Persist,
+) -> VecCollection<'s, Time, (CohortKey, Lanes), isize> {
+    let specs = kind_specs(config);
+    let retention = specs.clone();
+    let index = sigs.scope().index();
+    // Each signal with a user, kept while one of its lanes is open.
+    let restored = persist.take_restored(index, "retained");
+    let retained = sigs
+        .unary::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "Retain", move |initial, _| {
+            let mut initial = Some(initial);
+            move |input, output| {
+                if let Some(cap) = initial.take()
+                    && let Some(bytes) = &restored
+                {
+                    // The signals a checkpoint kept, at time 0 (and their retractions).
+                    let mut session = output.session(&cap);
+                    if let Err(e) = load_retained(bytes, |user, item, kind, ts_eff, w| {
+                        let end = retention
+                            .get(usize::from(kind))
+                            .map_or(0, |spec| last_close(spec, ts_eff));
+                        let v = (user, (item, kind, ts_eff));
+                        session.give((v, 0, w));
+                        session.give((v, time_at(end).max(1), -w));
+                    }) {
+                        panic!("checkpoint part retained of worker {index} does not decode: {e}");
+                    }
+                }
+                input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    let t = *cap.time();
+                    let mut session = output.session(&cap);
+                    for s in data.drain(..) {
+                        let end = retention
+                            .get(usize::from(s.kind))
+                            .map_or(0, |spec| last_close(spec, s.ts_eff));
+                        let end = time_at(end);
+                        if end > t {
+                            let v = (s.user, (s.item, s.kind, s.ts_eff));
+                            session.give((v, t, s.weight));
+                            session.give((v, end, -s.weight));
+                        }
+                    }
+                });
+            }
+        })
+        .as_collection();
+    let arranged = retained.arrange_by_key_named("RetainedByUser");
+    save_retained(
+        arranged.clone(),
+        items.inner.clone().filter(|(ev, _, _)| ev.kind == CHECKPOINT),
+        persist.clone(),
+    );
+    let joined = arranged.join_core(
+        memberships.arrange_by_key_named("Memberships"),
+        |_user: &UserKey, &(item, kind, ts_eff): &(ItemKey, KindIdx, u64), &cohort: &CohortId| {
+            Some((item, kind, ts_eff, cohort))
+        },
+    );
+    let restored_before = persist.restore.as_ref().map_or(0, |r| r.frontier);
+    let events = joined
+        .inner
+        .flat_map(
+            move |((item, kind, ts_eff, cohort), t, w): ((ItemKey, KindIdx, u64, CohortId), Time, i64)| {
+                // What a restored checkpoint holds already (both sides of the join are restored
+                // before its frontier) is not counted twice.
+                (t >= restored_before).then_some((
+                    SignalEv {
+                        item,
+                        kind,
+                        ts_eff,
+                        weight: w,
+                        user: cohort,
+                    },
+                    t,
+                    1isize,
+                ))
+            },
+        )
+        .exchange(|(ev, _, _): &(SignalEv, Time, isize)| ev.item)
+        .as_collection()
+        .concat(items.filter(|ev| ev.kind >= tidal_core::flow::CHECKPOINT));
+    let span = specs
+        .iter()
+        .flat_map(|s| s.windows().iter().map(|(w, _)| 2 * w))
+        .max()
+        .unwrap_or(0);
+    let expander = CohortExpander { specs, span };
+    keyed_sums(events, control, "Cohorts", "cohorts", expander, persist, move |s| {
+        StateStats::set(&stats.cohort_sums, s.sums);
+        stats.busy(Stage::Cohorts, s.started);
+    })
+}
+
+/// Writes the retained signals (their weight summed over the times before the checkpoint's
+/// frontier) into checkpoint part `retained` at every checkpoint marker, reading the
+/// arrangement's trace once it is complete up to the frontier. The retraction times are not
+/// saved: they follow from each signal's type and `ts_eff`.
+fn save_retained<'s>(
+    arranged: Arranged<'s, RetainedTrace>,
+    markers: StreamVec<'s, Time, (SignalEv, Time, isize)>,
+    persist: Persist,
+) {
+    let scope = markers.scope();
+    let index = scope.index();
+    let mut trace = arranged.trace;
+    let mut op = OperatorBuilder::new("SaveRetained".to_owned(), scope);
+    let mut batches = op.new_input(arranged.stream, Pipeline);
+    let mut marks = op.new_input(markers, Pipeline);
+    let mut pending: std::collections::VecDeque<(Time, Position)> = std::collections::VecDeque::new();
+    let mut compacted: Time = 0;
+    op.build(move |_| {
+        move |frontiers| {
+            batches.for_each(|_, _| {});
+            marks.for_each(|_, data| {
+                for (ev, _, _) in data.iter() {
+                    pending.push_back((
+                        ev.ts_eff,
+                        Position {
+                            lsn: ev.item,
+                            signals: ev.user,
+                        },
+                    ));
+                }
+            });
+            let front = |i: usize| frontiers[i].frontier().iter().min().copied().unwrap_or(Time::MAX);
+            let (arranged_to, marks_to) = (front(0), front(1));
+            while let Some(&(frontier, position)) = pending.front() {
+                if arranged_to < frontier {
+                    break;
+                }
+                pending.pop_front();
+                let mut past: HashMap<(UserKey, (ItemKey, KindIdx, u64)), i64> = HashMap::new();
+                if let Some(batches) = trace.batches_through(timely::progress::frontier::AntichainRef::new(&[])) {
+                    let (mut cursor, storage) = cursor_list(batches);
+                    while cursor.key_valid(&storage) {
+                        let user = *cursor.key(&storage);
+                        while cursor.val_valid(&storage) {
+                            let val = *cursor.val(&storage);
+                            let mut w = 0i64;
+                            cursor.map_times(&storage, |t, d| {
+                                if *t < frontier {
+                                    w = w.wrapping_add(*d);
+                                }
+                            });
+                            if w != 0 {
+                                *past.entry((user, val)).or_default() += w;
+                            }
+                            cursor.step_val(&storage);
+                        }
+                        cursor.step_key(&storage);
+                    }
+                }
+                tracing::debug!(worker = index, signals = past.len(), "retained signals checkpointed");
+                persist.write_with(index, "retained", frontier, position, &mut |out| {
+                    let mut buf = Vec::with_capacity(8 + past.len() * 40);
+                    put_u64(&mut buf, past.len() as u64);
+                    for ((user, (item, kind, ts_eff)), w) in &past {
+                        put_u64(&mut buf, *user);
+                        put_u64(&mut buf, *item);
+                        put_u16(&mut buf, *kind);
+                        put_u64(&mut buf, *ts_eff);
+                        put_i64(&mut buf, *w);
+                    }
+                    out.write_all(&buf)
+                });
+            }
+            // What is compacted: the times before the arrangement's and the markers'
+            // frontiers, never up to a checkpoint still to be read. Compaction to `c` shows an
+            // earlier time as `c`, so for the times before a frontier `F` to stay before it,
+            // `c < F`; a marker not received yet has `F` at or after the markers' frontier
+            // (a marker may be sent at its own frontier).
+            let to = arranged_to
+                .min(marks_to)
+                .min(pending.front().map_or(Time::MAX, |p| p.0))
+                .saturating_sub(1);
+            if to > compacted {
+                compacted = to;
+                let f = [to];
+                trace.set_logical_compaction(timely::progress::frontier::AntichainRef::new(&f));
+                trace.set_physical_compaction(timely::progress::frontier::AntichainRef::new(&f));
+            }
+        }
+    });
+}
+
+/// Reads what [`save_retained`] wrote: `(user, item, type, ts_eff, weight)` per signal.
+fn load_retained(bytes: &[u8], mut each: impl FnMut(UserKey, ItemKey, KindIdx, u64, i64)) -> Result<(), DecodeError> {
+    let mut c = Cursor::new(bytes);
+    for _ in 0..c.u64("retained")? {
+        let user = c.u64("user")?;
+        let item = c.u64("item")?;
+        let kind = c.u16("kind")?;
+        let ts_eff = c.u64("ts_eff")?;
+        let w = c.i64("weight")?;
+        each(user, item, kind, ts_eff, w);
+    }
+    c.finish()
+}
+
+/// The arrangement of the retained signals by user.
+type RetainedTrace = TraceAgent<ValSpine<UserKey, (ItemKey, KindIdx, u64), Time, i64>>;
+
+/// The clock (ms) at which the last lane of a signal of this type with `ts_eff` closes.
+fn last_close(spec: &KindSpec, ts_eff: u64) -> u64 {
+    spec.windows()
+        .iter()
+        .map(|&(size, g)| window_end(ts_eff, size.saturating_mul(2), g))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A waiting cohort lane update: (item, type, lane mask) and the cohort.
+type CohortUpdate = ((ItemKey, KindIdx, u16), CohortId);
+
+struct CohortExpander {
+    specs: Vec<KindSpec>,
+    span: u64,
+}
+
+impl Expander for CohortExpander {
+    type Key = CohortKey;
+    type Sum = Lanes;
+    type Extra = CohortId;
+    type Pending = CohortUpdate;
+    type Diff = Wrapping<i64>;
+
+    fn slots(&self) -> usize {
+        self.specs.len()
+    }
+
+    fn expand(
+        &self,
+        ev: &SignalEv,
+        time: Time,
+        mult: isize,
+        out: &mut Vec<(Time, CohortUpdate, Wrapping<i64>)>,
+        _clears: &mut Vec<(Time, usize, CohortId)>,
+    ) {
+        if let Some(spec) = self.specs.get(usize::from(ev.kind)) {
+            expand_lanes(spec, ev, time, mult, false, |at, mask, w| {
+                out.push((at, ((ev.item, ev.kind, mask), ev.user), Wrapping(w)))
+            });
+        }
+    }
+
+    fn retired_until(&self, clock_ms: u64) -> Option<Time> {
+        Some(time_at(clock_ms.saturating_add(self.span)))
+    }
+
+    fn locate(&self, &((item, kind, _), cohort): &CohortUpdate) -> (ItemKey, usize, CohortId) {
+        (item, usize::from(kind), cohort)
+    }
+
+    fn add(&self, lanes: &mut Lanes, &((_, _, mask), _): &CohortUpdate, diff: &Wrapping<i64>) {
+        add_masked(lanes, mask, diff.0);
+    }
+
+    fn key(&self, item: ItemKey, slot: usize, cohort: CohortId) -> CohortKey {
+        (item, slot as KindIdx, cohort)
+    }
+}

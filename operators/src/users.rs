@@ -1,0 +1,676 @@
+//! The users materializer: at each user's owner worker it keeps the user's attributes, its
+//! cohort memberships, its seen / liked / hidden sets, its follow and block edges and its
+//! decayed affinity with each creator, and publishes the user's [`UserView`] to the worker's
+//! serving shard.
+//!
+//! Inputs: the broadcast control stream (user puts and deletes, cohort declarations,
+//! relationship edges: each worker takes those of the users it owns, and every worker keeps
+//! the declared cohorts) and the [`UserSig`]s the items' owners send here (exchanged by user
+//! key). Both are applied in time order once a time is complete, and in log (LSN) order
+//! within one time.
+//!
+//! Outputs: the *memberships* collection `(user, cohort)` — one per declared dimension the
+//! user has a value for (`dimension:value`) and one per declared cohort whose rule the user's
+//! attributes match — which the cohort rollups join with the user's retained signals; and the
+//! stream of [`SideUpdate`]s (user views, declared cohorts) for the sink.
+//!
+//! The user-state sets follow SPEC §4: an item stays in a set while the signal's bucket
+//! (`floor(ts_eff/g)·g`, `g` = horizon/90) plus the horizon lies after the clock, the rule of a
+//! window; each bucket is dropped whole at the logical time it ends, so the sets are exact as
+//! of every time and a user's state is bounded by the horizon.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use roaring::RoaringTreemap;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
+use tidal_core::config::{Config, Mark};
+use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
+use tidal_core::flow::{CohortId, Control, Partition, Persist, UserKey, UserSig, cohort_named, cohort_value, id_hash};
+use tidal_core::record::{Record, RelKind};
+use tidal_core::stats::{Stage, StateStats};
+use tidal_core::time::{Time, clock_of, time_at};
+use tidal_core::user::{CohortDefs, SideUpdate, UserView, matches};
+
+/// Buckets per state horizon.
+const STATE_BUCKETS: u64 = 90;
+
+/// The three user-state sets, in [`UserView`] field order.
+const SETS: [Mark; 3] = [Mark::Seen, Mark::Liked, Mark::Hidden];
+
+/// The collections and streams the users materializer emits.
+pub struct UserOutputs<'s> {
+    /// `(user, cohort)` for every cohort each user belongs to.
+    pub memberships: VecCollection<'s, Time, (UserKey, CohortId), i64>,
+    /// User views and declared cohorts for this worker's serving shard.
+    pub side: StreamVec<'s, Time, SideUpdate>,
+}
+
+type MemberUpdate = ((UserKey, CohortId), Time, i64);
+
+/// Builds the users materializer (see the module docs).
+pub fn users<'s>(
+    control: StreamVec<'s, Time, Control>,
+    sigs: StreamVec<'s, Time, UserSig>,
+    config: Arc<Config>,
+    stats: Arc<StateStats>,
+    persist: Persist,
+) -> UserOutputs<'s> {
+    let scope = control.scope();
+    let partition = Partition::new(scope.index(), scope.peers());
+    let mut builder = OperatorBuilder::new("Users".to_owned(), scope);
+    let mut control_in = builder.new_input(control, Pipeline);
+    let mut sigs_in = builder.new_input(sigs, Exchange::new(|s: &UserSig| s.user));
+    let (mut member_out, memberships) = builder.new_output::<Vec<MemberUpdate>>();
+    let (mut side_out, side) = builder.new_output::<Vec<SideUpdate>>();
+    builder.build(move |capabilities| {
+        let mut state = Users::new(&config, partition);
+        let mut initial = Some(capabilities);
+        let mut restored = false;
+        if let Some(bytes) = persist.take_restored(partition.index, "users") {
+            if let Err(e) = state.load(&bytes) {
+                panic!(
+                    "checkpoint part users of worker {} does not decode: {e}",
+                    partition.index
+                );
+            }
+            restored = true;
+        }
+        // Per time: the capabilities to emit at it, its control messages and signals.
+        let mut waiting: BTreeMap<Time, Held> = BTreeMap::new();
+        // Per bucket-expiry time, the capabilities to emit at it.
+        let mut expiries: BTreeMap<Time, [Capability<Time>; 2]> = BTreeMap::new();
+        // Checkpoints asked for and not written yet: written once every time before their
+        // frontier is applied and none after it.
+        let mut checkpoints: BTreeMap<Time, tidal_core::record::Position> = BTreeMap::new();
+        move |frontiers| {
+            let started = std::time::Instant::now();
+            if let Some(caps) = initial.take()
+                && let [c0, c1] = &caps[..]
+            {
+                // The declared cohorts (and a restored state) go out at time 0.
+                let mut out = Vec::new();
+                let mut members = Vec::new();
+                out.push(SideUpdate::Cohorts(Arc::new(state.defs.clone())));
+                if restored {
+                    for (key, slot) in &state.slots {
+                        out.push(SideUpdate::User(*key, Some(slot.view.clone())));
+                        for c in &slot.cohorts {
+                            members.push(((*key, *c), 0, 1));
+                        }
+                    }
+                }
+                side_out.activate().give(c1, &mut out);
+                if !members.is_empty() {
+                    member_out.activate().give(c0, &mut members);
+                }
+                for at in state.bucket_expiries() {
+                    expiries.entry(at).or_insert_with(|| [c0.delayed(&at), c1.delayed(&at)]);
+                }
+            }
+            control_in.for_each(|cap, data| {
+                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
+                    return;
+                };
+                for msg in data.iter() {
+                    if let Control::Checkpoint { time, position } = msg {
+                        checkpoints.insert(*time, *position);
+                    }
+                }
+                let held = waiting.entry(*c0.time()).or_insert_with(|| Held::new([c0, c1]));
+                held.control.append(data);
+            });
+            sigs_in.for_each(|cap, data| {
+                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
+                    return;
+                };
+                let held = waiting.entry(*c0.time()).or_insert_with(|| Held::new([c0, c1]));
+                held.sigs.append(data);
+            });
+            let reached = frontiers
+                .iter()
+                .map(|f| f.frontier().iter().min().copied().unwrap_or(Time::MAX))
+                .min()
+                .unwrap_or(Time::MAX);
+            loop {
+                let next_input = waiting.first_key_value().map(|(t, _)| *t).filter(|t| *t < reached);
+                let next_expiry = expiries.first_key_value().map(|(t, _)| *t).filter(|t| *t < reached);
+                let next = next_input.into_iter().chain(next_expiry).min();
+                // A checkpoint whose frontier is reached is written before the next time.
+                while let Some((&f, &position)) = checkpoints.first_key_value() {
+                    if next.is_some_and(|t| t < f) {
+                        break;
+                    }
+                    checkpoints.pop_first();
+                    let mut bytes = Vec::new();
+                    state.save(&mut bytes);
+                    persist.write(partition.index, "users", f, position, bytes);
+                }
+                let (time, caps, control, sigs) = match (next_input, next_expiry) {
+                    (None, None) => break,
+                    (Some(i), e) if e.is_none_or(|e| i <= e) => {
+                        let Some((_, held)) = waiting.pop_first() else { break };
+                        // An expiry at the same time is applied with it.
+                        if e == Some(i) {
+                            expiries.pop_first();
+                        }
+                        (i, held.caps, held.control, held.sigs)
+                    }
+                    _ => {
+                        let Some((t, caps)) = expiries.pop_first() else { break };
+                        (t, caps, Vec::new(), Vec::new())
+                    }
+                };
+                let mut members = Vec::new();
+                let mut side = Vec::new();
+                state.apply(time, &control, &sigs, &mut members, &mut side);
+                if !members.is_empty() {
+                    member_out.activate().give(&caps[0], &mut members);
+                }
+                if !side.is_empty() {
+                    side_out.activate().give(&caps[1], &mut side);
+                }
+                for at in state.take_new_expiries() {
+                    if at > time {
+                        expiries
+                            .entry(at)
+                            .or_insert_with(|| [caps[0].delayed(&at), caps[1].delayed(&at)]);
+                    }
+                }
+            }
+            while let Some((&f, &position)) = checkpoints.first_key_value() {
+                if f > reached {
+                    break;
+                }
+                checkpoints.pop_first();
+                let mut bytes = Vec::new();
+                state.save(&mut bytes);
+                persist.write(partition.index, "users", f, position, bytes);
+            }
+            StateStats::set(&stats.users, state.slots.len());
+            stats.busy(Stage::Users, started);
+        }
+    });
+    UserOutputs {
+        memberships: memberships.as_collection(),
+        side,
+    }
+}
+
+/// A time's inputs, held until it is complete.
+struct Held {
+    caps: [Capability<Time>; 2],
+    control: Vec<Control>,
+    sigs: Vec<UserSig>,
+}
+
+impl Held {
+    fn new(caps: [Capability<Time>; 2]) -> Held {
+        Held {
+            caps,
+            control: Vec::new(),
+            sigs: Vec::new(),
+        }
+    }
+}
+
+/// One user's state at its owner.
+#[derive(Clone, Default)]
+struct Slot {
+    view: Arc<UserView>,
+    /// Per set (seen, liked, hidden): bucket start → item keys marked in it.
+    buckets: [BTreeMap<u64, RoaringTreemap>; 3],
+    /// The cohorts the user belongs to, sorted.
+    cohorts: Vec<CohortId>,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        let v = &*self.view;
+        v.attributes.is_none()
+            && v.follows.is_empty()
+            && v.blocks.is_empty()
+            && v.affinity.is_empty()
+            && self.buckets.iter().all(BTreeMap::is_empty)
+    }
+}
+
+/// The users one worker owns.
+struct Users {
+    partition: Partition,
+    dims: Vec<String>,
+    defs: CohortDefs,
+    /// Per signal type: which sets it marks (bit `i` = `SETS[i]`) and its relationship delta.
+    marks: Vec<u8>,
+    deltas: Vec<f64>,
+    horizon: u64,
+    g: u64,
+    aff_h: u64,
+    slots: HashMap<UserKey, Slot>,
+    /// Per bucket start, the users with marks in it.
+    by_bucket: BTreeMap<u64, HashSet<UserKey>>,
+    /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
+    /// weight is below 2^-64, as the decay materializer drops its epochs).
+    by_epoch: BTreeMap<u64, HashSet<UserKey>>,
+    /// Times at which buckets or epochs that appeared since the last `take_new_expiries` end.
+    new_expiries: Vec<Time>,
+}
+
+impl Users {
+    fn new(config: &Config, partition: Partition) -> Users {
+        let horizon = config.personalization.state_horizon.ms();
+        Users {
+            partition,
+            dims: config.cohort_dimensions.clone(),
+            defs: config
+                .cohorts
+                .iter()
+                .map(|c| (c.name.clone(), c.where_.clone()))
+                .collect(),
+            marks: config
+                .signals
+                .iter()
+                .map(|s| {
+                    SETS.iter()
+                        .enumerate()
+                        .filter(|(_, m)| s.marks.contains(m))
+                        .fold(0u8, |acc, (i, _)| acc | 1 << i)
+                })
+                .collect(),
+            deltas: config.signals.iter().map(|s| s.relationship_delta).collect(),
+            horizon,
+            g: (horizon / STATE_BUCKETS).max(1000),
+            aff_h: config.personalization.affinity_half_life.ms(),
+            slots: HashMap::new(),
+            by_bucket: BTreeMap::new(),
+            by_epoch: BTreeMap::new(),
+            new_expiries: Vec::new(),
+        }
+    }
+
+    /// The cohorts a user with `attributes` belongs to, sorted.
+    fn cohorts_of(&self, attributes: Option<&BTreeMap<String, String>>) -> Vec<CohortId> {
+        let Some(attrs) = attributes else { return Vec::new() };
+        let mut out: Vec<CohortId> = self
+            .dims
+            .iter()
+            .filter_map(|d| attrs.get(d).map(|v| cohort_value(d, v)))
+            .chain(
+                self.defs
+                    .iter()
+                    .filter(|(_, rule)| matches(Some(attrs), rule))
+                    .map(|(name, _)| cohort_named(name)),
+            )
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Applies one complete time: its records, then its signals, then the buckets that end
+    /// at it.
+    fn apply(
+        &mut self,
+        time: Time,
+        control: &[Control],
+        sigs: &[UserSig],
+        members: &mut Vec<MemberUpdate>,
+        side: &mut Vec<SideUpdate>,
+    ) {
+        let mut touched: HashSet<UserKey> = HashSet::new();
+        let clock = clock_of(time);
+        // Records and signals in log order (a catch-up gives several batches one time).
+        let mut records: Vec<(u64, &Record)> = Vec::new();
+        for msg in control {
+            if let Control::Run(run) = msg {
+                for batch in &run.batches {
+                    for logged in &batch.records {
+                        if !matches!(logged.record, Record::Signals(_)) {
+                            records.push((logged.lsn, &logged.record));
+                        }
+                    }
+                }
+            }
+        }
+        records.sort_by_key(|r| r.0);
+        let mut sigs: Vec<&UserSig> = sigs.iter().collect();
+        sigs.sort_by_key(|s| s.lsn);
+        let (mut r, mut s) = (0, 0);
+        while r < records.len() || s < sigs.len() {
+            if s < sigs.len() && (r == records.len() || sigs[s].lsn < records[r].0) {
+                self.signal(sigs[s], clock, &mut touched);
+                s += 1;
+            } else {
+                self.record(records[r].1, time, members, side, &mut touched);
+                r += 1;
+            }
+        }
+        // Buckets ending at or before this time's clock are dropped.
+        while let Some((&b, _)) = self.by_bucket.first_key_value() {
+            if time_at(b.saturating_add(self.horizon)) > time {
+                break;
+            }
+            let users = self.by_bucket.pop_first().map(|(_, u)| u).unwrap_or_default();
+            for key in users {
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    let mut changed = false;
+                    for set in &mut slot.buckets {
+                        changed |= set.remove(&b).is_some();
+                    }
+                    if changed {
+                        touched.insert(key);
+                    }
+                }
+            }
+        }
+        // So are the affinity epochs that expire by then.
+        while let Some((&e, _)) = self.by_epoch.first_key_value() {
+            if time_at(epoch_expiry(e, self.aff_h)) > time {
+                break;
+            }
+            for key in self.by_epoch.pop_first().map(|(_, u)| u).unwrap_or_default() {
+                if self.slots.contains_key(&key) {
+                    touched.insert(key);
+                }
+            }
+        }
+        let mut touched: Vec<UserKey> = touched.into_iter().collect();
+        touched.sort_unstable();
+        for key in touched {
+            let Some(slot) = self.slots.get_mut(&key) else {
+                side.push(SideUpdate::User(key, None));
+                continue;
+            };
+            let view = Arc::make_mut(&mut slot.view);
+            set_unions(view, &slot.buckets);
+            let aff_h = self.aff_h;
+            view.affinity.retain(|_, epochs| {
+                epochs.retain(|(e, v)| *v != 0 && epoch_expiry(*e, aff_h) > clock);
+                !epochs.is_empty()
+            });
+            if slot.is_empty() {
+                self.slots.remove(&key);
+                side.push(SideUpdate::User(key, None));
+            } else {
+                side.push(SideUpdate::User(key, Some(slot.view.clone())));
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        record: &Record,
+        time: Time,
+        members: &mut Vec<MemberUpdate>,
+        side: &mut Vec<SideUpdate>,
+        touched: &mut HashSet<UserKey>,
+    ) {
+        match record {
+            Record::UserPut { id, attributes } if self.partition.owns(id) => {
+                let key = id_hash(id);
+                let slot = self.slots.entry(key).or_default();
+                Arc::make_mut(&mut slot.view).attributes = Some(attributes.clone());
+                self.recompute(key, time, members);
+                touched.insert(key);
+            }
+            Record::UserDelete { id } if self.partition.owns(id) => {
+                let key = id_hash(id);
+                if let Some(slot) = self.slots.remove(&key) {
+                    for c in slot.cohorts {
+                        members.push(((key, c), time, -1));
+                    }
+                    touched.insert(key);
+                }
+            }
+            Record::Relationship {
+                user,
+                creator,
+                kind,
+                active,
+            } if self.partition.owns(user) => {
+                let key = id_hash(user);
+                let view = Arc::make_mut(&mut self.slots.entry(key).or_default().view);
+                let set = match kind {
+                    RelKind::Follow => &mut view.follows,
+                    RelKind::Block => &mut view.blocks,
+                };
+                if *active {
+                    set.insert(creator.clone());
+                } else {
+                    set.remove(creator);
+                }
+                touched.insert(key);
+            }
+            Record::CohortPut { name, rule } => {
+                self.defs.insert(name.clone(), rule.clone());
+                self.redefine(time, members, side);
+            }
+            Record::CohortDelete { name } if self.defs.remove(name).is_some() => {
+                self.redefine(time, members, side);
+            }
+            _ => {}
+        }
+    }
+
+    /// The declared cohorts changed: every user's memberships are recomputed.
+    fn redefine(&mut self, time: Time, members: &mut Vec<MemberUpdate>, side: &mut Vec<SideUpdate>) {
+        side.push(SideUpdate::Cohorts(Arc::new(self.defs.clone())));
+        let keys: Vec<UserKey> = self.slots.keys().copied().collect();
+        for key in keys {
+            self.recompute(key, time, members);
+        }
+    }
+
+    /// Recomputes one user's memberships, emitting the difference.
+    fn recompute(&mut self, key: UserKey, time: Time, members: &mut Vec<MemberUpdate>) {
+        let Some(slot) = self.slots.get(&key) else { return };
+        let now = self.cohorts_of(slot.view.attributes.as_ref());
+        if now == slot.cohorts {
+            return;
+        }
+        for c in &slot.cohorts {
+            if now.binary_search(c).is_err() {
+                members.push(((key, *c), time, -1));
+            }
+        }
+        for c in &now {
+            if slot.cohorts.binary_search(c).is_err() {
+                members.push(((key, *c), time, 1));
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.cohorts = now;
+        }
+    }
+
+    fn signal(&mut self, sig: &UserSig, clock: u64, touched: &mut HashSet<UserKey>) {
+        let k = usize::from(sig.kind);
+        let marks = self.marks.get(k).copied().unwrap_or(0);
+        let delta = self.deltas.get(k).copied().unwrap_or(0.0);
+        let bucket = (sig.ts_eff / self.g) * self.g;
+        let marks_live = marks != 0 && bucket.saturating_add(self.horizon) > clock;
+        let affects = sig.creator != 0 && delta != 0.0 && sig.weight != 0;
+        if !marks_live && !affects {
+            return;
+        }
+        let slot = self.slots.entry(sig.user).or_default();
+        if marks_live {
+            for (i, set) in slot.buckets.iter_mut().enumerate() {
+                if marks & (1 << i) != 0 {
+                    set.entry(bucket).or_default().insert(sig.item);
+                }
+            }
+            let h = self.horizon;
+            let users = self.by_bucket.entry(bucket).or_insert_with(|| {
+                self.new_expiries.push(time_at(bucket.saturating_add(h)));
+                HashSet::new()
+            });
+            users.insert(sig.user);
+        }
+        if affects {
+            let e = epoch_of(sig.ts_eff, self.aff_h);
+            let aff_h = self.aff_h;
+            self.by_epoch
+                .entry(e)
+                .or_insert_with(|| {
+                    self.new_expiries.push(time_at(epoch_expiry(e, aff_h)));
+                    HashSet::new()
+                })
+                .insert(sig.user);
+            let v = decay_fixed(delta * weight_float(sig.weight), sig.ts_eff, e, self.aff_h);
+            let view = Arc::make_mut(&mut slot.view);
+            let epochs = view.affinity.entry(sig.creator).or_default();
+            match epochs.iter_mut().find(|(x, _)| *x == e) {
+                Some((_, s)) => *s = s.wrapping_add(v),
+                None => epochs.push((e, v)),
+            }
+        }
+        touched.insert(sig.user);
+    }
+
+    /// The times at which buckets and epochs that appeared since the last call end.
+    fn take_new_expiries(&mut self) -> Vec<Time> {
+        std::mem::take(&mut self.new_expiries)
+    }
+
+    /// The times at which every bucket and epoch held ends (after a restore).
+    fn bucket_expiries(&self) -> Vec<Time> {
+        let buckets = self.by_bucket.keys().map(|b| time_at(b.saturating_add(self.horizon)));
+        let epochs = self.by_epoch.keys().map(|e| time_at(epoch_expiry(*e, self.aff_h)));
+        buckets.chain(epochs).collect()
+    }
+
+    /// Appends the declared cohorts and every user's state (a checkpoint).
+    fn save(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.defs.len() as u64);
+        for (name, rule) in &self.defs {
+            put_str(out, name);
+            put_map(out, rule);
+        }
+        put_u64(out, self.slots.len() as u64);
+        for (key, slot) in &self.slots {
+            let v = &*slot.view;
+            put_u64(out, *key);
+            match &v.attributes {
+                Some(a) => {
+                    out.push(1);
+                    put_map(out, a);
+                }
+                None => out.push(0),
+            }
+            for set in &slot.buckets {
+                put_u64(out, set.len() as u64);
+                for (b, bits) in set {
+                    put_u64(out, *b);
+                    put_u64(out, bits.serialized_size() as u64);
+                    // Writing into a Vec does not fail.
+                    let _ = bits.serialize_into(&mut *out);
+                }
+            }
+            for set in [&v.follows, &v.blocks] {
+                put_u64(out, set.len() as u64);
+                for c in set {
+                    put_str(out, c);
+                }
+            }
+            put_u64(out, v.affinity.len() as u64);
+            for (creator, epochs) in &v.affinity {
+                put_u64(out, *creator);
+                put_u64(out, epochs.len() as u64);
+                for (e, s) in epochs {
+                    put_u64(out, *e);
+                    out.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Reads back what [`save`](Self::save) wrote.
+    fn load(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        let mut c = Cursor::new(bytes);
+        self.defs.clear();
+        for _ in 0..c.u64("cohorts")? {
+            let name = c.string("cohort name")?;
+            let rule = get_map(&mut c)?;
+            self.defs.insert(name, rule);
+        }
+        for _ in 0..c.u64("users")? {
+            let key = c.u64("user key")?;
+            let mut view = UserView {
+                attributes: match c.u8("attributes")? {
+                    0 => None,
+                    _ => Some(get_map(&mut c)?),
+                },
+                ..UserView::default()
+            };
+            let mut slot = Slot::default();
+            for set in &mut slot.buckets {
+                for _ in 0..c.u64("buckets")? {
+                    let b = c.u64("bucket")?;
+                    let n = usize::try_from(c.u64("bitmap bytes")?).unwrap_or(usize::MAX);
+                    let raw = c.take(n, "bitmap")?;
+                    let bits = RoaringTreemap::deserialize_from(raw).map_err(|_| DecodeError::OutOfRange {
+                        what: "bitmap",
+                        value: n as u64,
+                    })?;
+                    set.insert(b, bits);
+                    self.by_bucket.entry(b).or_default().insert(key);
+                }
+            }
+            for set in [&mut view.follows, &mut view.blocks] {
+                for _ in 0..c.u64("edges")? {
+                    set.insert(c.string("creator")?);
+                }
+            }
+            for _ in 0..c.u64("affinities")? {
+                let creator = c.u64("creator")?;
+                let mut epochs = Vec::new();
+                for _ in 0..c.u64("epochs")? {
+                    let e = c.u64("epoch")?;
+                    let raw = c.take(16, "affinity")?;
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(raw);
+                    epochs.push((e, i128::from_le_bytes(a)));
+                    self.by_epoch.entry(e).or_default().insert(key);
+                }
+                view.affinity.insert(creator, epochs);
+            }
+            set_unions(&mut view, &slot.buckets);
+            slot.cohorts = self.cohorts_of(view.attributes.as_ref());
+            slot.view = Arc::new(view);
+            self.slots.insert(key, slot);
+        }
+        c.finish()
+    }
+}
+
+/// Sets a view's seen, liked and hidden sets to the union of their buckets.
+fn set_unions(view: &mut UserView, buckets: &[BTreeMap<u64, RoaringTreemap>; 3]) {
+    let union = |set: &BTreeMap<u64, RoaringTreemap>| set.values().fold(RoaringTreemap::new(), |acc, b| acc | b);
+    view.seen = union(&buckets[0]);
+    view.liked = union(&buckets[1]);
+    view.hidden = union(&buckets[2]);
+}
+
+fn put_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
+    put_u64(out, map.len() as u64);
+    for (k, v) in map {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+fn get_map(c: &mut Cursor<'_>) -> Result<BTreeMap<String, String>, DecodeError> {
+    let mut map = BTreeMap::new();
+    for _ in 0..c.u64("map size")? {
+        let k = c.string("key")?;
+        map.insert(k, c.string("value")?);
+    }
+    Ok(map)
+}

@@ -1,0 +1,106 @@
+//! `GET /v1/users/{id}`: a user's attributes, cohorts, state counts, edges and top creators,
+//! as of the view's clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use tidal_core::Config;
+use tidal_core::flow::id_hash;
+use tidal_sinks::{Field, View};
+
+use super::AsOf;
+
+/// A creator and the user's affinity with it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct CreatorAffinity {
+    /// Creator id.
+    pub creator: String,
+    /// `affinity_h(u, c, T)` at `personalization.affinity_half_life`.
+    pub affinity: f64,
+}
+
+/// A user as `GET /v1/users/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct UserInfo {
+    /// User id.
+    pub id: String,
+    /// The attributes last put (empty if never put).
+    pub attributes: BTreeMap<String, String>,
+    /// The cohorts the user belongs to: `dimension:value` per declared dimension it has a
+    /// value for, then the declared cohorts it matches.
+    pub cohorts: Vec<String>,
+    /// Items seen within the state horizon.
+    pub seen: u64,
+    /// Items liked within the state horizon.
+    pub liked: u64,
+    /// Items hidden within the state horizon.
+    pub hidden: u64,
+    /// Creators followed.
+    pub follows: Vec<String>,
+    /// Creators blocked.
+    pub blocks: Vec<String>,
+    /// The creators with the highest affinity (at most 10, positive only).
+    pub top_creators: Vec<CreatorAffinity>,
+    /// The state read.
+    pub as_of: AsOf,
+}
+
+/// Creators listed in `top_creators`.
+const TOP_CREATORS: usize = 10;
+
+/// The view of user `id`; `None` when it has no state (never put, no signal within the
+/// horizon, no edge) or its owner is not a local shard.
+pub fn user_view(view: &View, config: &Config, id: &str) -> Option<UserInfo> {
+    let shard = view.shard_of(id)?;
+    let u = shard.user(id_hash(id))?;
+    let attributes = u.attributes.clone().unwrap_or_default();
+    let mut cohorts: Vec<String> = config
+        .cohort_dimensions
+        .iter()
+        .filter_map(|d| attributes.get(d).map(|v| format!("{d}:{v}")))
+        .collect();
+    for (name, rule) in shard.cohort_defs().iter() {
+        if u.matches(rule) {
+            cohorts.push(name.clone());
+        }
+    }
+    let clock = view.clock_ms();
+    let h = config.personalization.affinity_half_life.ms();
+    let mut ranked: Vec<(u64, f64)> = u
+        .affinity
+        .keys()
+        .map(|c| (*c, u.affinity_at(*c, h, clock)))
+        .filter(|(_, a)| *a > 0.0)
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Creator ids from their hashes: every creator with a listable item is in a posting list.
+    let wanted: HashMap<u64, f64> = ranked.iter().copied().collect();
+    let mut names: Vec<(f64, String)> = Vec::new();
+    for s in &view.shards {
+        for c in s.postings().values_of(Field::Creator) {
+            if let Some(a) = wanted.get(&id_hash(c))
+                && !names.iter().any(|(_, n)| n == c)
+            {
+                names.push((*a, c.to_string()));
+            }
+        }
+    }
+    names.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    Some(UserInfo {
+        id: id.to_string(),
+        attributes,
+        cohorts,
+        seen: u.seen.len(),
+        liked: u.liked.len(),
+        hidden: u.hidden.len(),
+        follows: u.follows.iter().cloned().collect(),
+        blocks: u.blocks.iter().cloned().collect(),
+        top_creators: names
+            .into_iter()
+            .take(TOP_CREATORS)
+            .map(|(affinity, creator)| CreatorAffinity { creator, affinity })
+            .collect(),
+        as_of: AsOf { clock, lsn: view.lsn() },
+    })
+}
