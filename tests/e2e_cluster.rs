@@ -96,7 +96,11 @@ fn answer(s: &Server, query: &str) -> Value {
     v
 }
 
-const QUERIES: [&str; 10] = [
+const QUERIES: [&str; 14] = [
+    "profile=trending&window=24h&cohort=region:US&limit=50",
+    "profile=rising&window=1h&cohort=gender:F&limit=50&explain=1",
+    "profile=trending&window=24h&cohort=region:EU,gender:M&limit=50",
+    "profile=trending&window=24h&cohort=region:US,gender:F&signals=view:1,like:3&limit=50",
     "profile=top&limit=50",
     "profile=trending&window=1h&limit=50",
     "profile=trending&window=24h&signals=view:1,like:3,share:5&limit=50&explain=1",
@@ -128,12 +132,31 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
         assert_eq!(single.put(&path, &body).0, 200);
         assert_eq!(procs[rng.gen_range(0..2)].put(&path, &body).0, 200);
     }
+    // Users with cohort attributes, each put on a process at random; a composite cohort
+    // declared on one process.
+    let put_users = |rng: &mut StdRng| {
+        for u in 0..30 {
+            let region = ["US", "EU", "AS"][rng.gen_range(0..3)];
+            let gender = ["F", "M"][rng.gen_range(0..2)];
+            let body = json!({"attributes": {"region": region, "gender": gender}});
+            let path = format!("/v1/users/v{u}");
+            assert_eq!(single.put(&path, &body).0, 200);
+            assert_eq!(procs[rng.gen_range(0..2)].put(&path, &body).0, 200);
+        }
+    };
+    put_users(&mut rng);
+    let def = json!({"where": {"region": "US", "gender": "F"}});
+    assert_eq!(single.put("/v1/cohorts/us-f", &def).0, 200);
+    assert_eq!(procs[1].put("/v1/cohorts/us-f", &def).0, 200);
     // Batches of signals over three hours of event time, some late, each batch to the single
-    // server and to a process at random.
+    // server and to a process at random; halfway, every user's attributes change.
     let kinds = ["view", "view", "view", "like", "share", "skip"];
     let mut end = BASE;
     let mut n = 0u64;
     for b in 0..80u64 {
+        if b == 40 {
+            put_users(&mut rng);
+        }
         let at = BASE + 60 * MIN + b * 2 * MIN;
         let batch: Vec<Value> = (0..rng.gen_range(1..25))
             .map(|_| {
@@ -192,9 +215,28 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             None => break,
         }
     }
-    // An item's features, whichever process owns it.
+    // A user's state on any process (answered by its owner); user= rankings are refused in
+    // a cluster, naming why.
+    for u in [0, 1, 7] {
+        let path = format!("/v1/users/v{u}");
+        let (_, mut want) = single.get(&path);
+        want.as_object_mut().expect("user").remove("as_of");
+        for s in &procs {
+            let (status, mut got) = s.get(&path);
+            assert_eq!(status, 200, "{path}: {got}");
+            got.as_object_mut().expect("user").remove("as_of");
+            assert_eq!(got, want, "{path}");
+        }
+    }
+    let (status, v) = procs[0].get("/v1/rankings?user=v1");
+    assert_eq!(status, 501, "{v}");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("cluster")),
+        "{v}"
+    );
+    // An item's features, whichever process owns it, and its counts in a cohort.
     for i in [0, 1, 2, 3, 17, 42] {
-        let path = format!("/v1/items/m{i}");
+        let path = format!("/v1/items/m{i}?cohort=region:US");
         let (_, mut want) = single.get(&path);
         want.as_object_mut().expect("item").remove("as_of");
         for s in &procs {

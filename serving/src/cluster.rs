@@ -122,19 +122,21 @@ impl Peers {
     }
 
     /// An item's view from the process that owns it (`None`: unknown there), as JSON.
-    pub fn item(&self, process: usize, id: &str, min_lsn: Option<&str>) -> Result<Option<serde_json::Value>> {
-        self.entity(process, &format!("/v1/items/{}", urlencode(id)), min_lsn)
+    pub fn item(&self, process: usize, id: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
+        self.entity(process, &format!("/v1/items/{}", urlencode(id)), query)
     }
 
     /// `GET /v1/users/{id}` on process `process` (its owner); `None` on 404.
-    pub fn user(&self, process: usize, id: &str, min_lsn: Option<&str>) -> Result<Option<serde_json::Value>> {
-        self.entity(process, &format!("/v1/users/{}", urlencode(id)), min_lsn)
+    pub fn user(&self, process: usize, id: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
+        self.entity(process, &format!("/v1/users/{}", urlencode(id)), query)
     }
 
-    fn entity(&self, process: usize, path: &str, min_lsn: Option<&str>) -> Result<Option<serde_json::Value>> {
+    /// `GET path?query` on process `process`; `None` on 404.
+    fn entity(&self, process: usize, path: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
         let mut path = path.to_string();
-        if let Some(m) = min_lsn {
-            path.push_str(&format!("?min_lsn={}", urlencode(m)));
+        for (i, (k, v)) in query.iter().enumerate() {
+            path.push(if i == 0 { '?' } else { '&' });
+            path.push_str(&format!("{}={}", urlencode(k), urlencode(v)));
         }
         match self.get(process, &path).call() {
             Ok(resp) => {

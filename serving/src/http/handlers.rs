@@ -215,13 +215,14 @@ pub async fn get_item(
             .map_err(crate::Error::from)?;
         state.tidal.check_item_id(&id)?;
         // In a cluster, an item another process owns is answered by that process.
+        let forwarded = pairs.clone();
         if let Some(peers) = state.tidal.peers().cloned()
             && let Some(owner) = state.tidal.owner_process(&id)
             && owner != peers.process()
         {
             let found = state
                 .reads
-                .run(move || peers.item(owner, &id, raw_min_lsn.as_deref()).map(|v| (v, id)))
+                .run(move || peers.item(owner, &id, &forwarded).map(|v| (v, id)))
                 .await??;
             return match found {
                 (Some(v), _) => Ok(Json(v).into_response()),

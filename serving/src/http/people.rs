@@ -137,10 +137,9 @@ pub async fn get_user(
             && let Some(owner) = state.tidal.owner_process(&id)
             && owner != peers.process()
         {
-            let raw = pairs.iter().find(|(k, _)| k == "min_lsn").map(|(_, v)| v.clone());
             let found = state
                 .reads
-                .run(move || peers.user(owner, &id, raw.as_deref()).map(|v| (v, id)))
+                .run(move || peers.user(owner, &id, &pairs).map(|v| (v, id)))
                 .await??;
             return match found {
                 (Some(v), _) => Ok(Json(v).into_response()),

@@ -59,6 +59,12 @@ impl Tidal {
         params: &RankParams,
         pairs: &[(String, String)],
     ) -> Result<Ranking> {
+        if params.user.is_some() {
+            return Err(Error::Unsupported {
+                what: "per-user rankings (user=) are not available in a multi-process cluster in this version: \
+                       the user's state lives on its owner process only",
+            });
+        }
         // Process `p`'s first `need` items at the frontier of `view` (`None`: it no longer
         // holds that frontier).
         let share = |view: &View, p: usize, need: usize| -> Result<Option<query::cluster::Share>> {
