@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use roaring::RoaringTreemap;
+use roaring::RoaringBitmap;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
@@ -36,7 +36,7 @@ use tidal_core::flow::{CohortId, Control, Partition, Persist, UserKey, UserSig, 
 use tidal_core::record::{Record, RelKind};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, clock_of, time_at};
-use tidal_core::user::{CohortDefs, SideUpdate, UserView, matches};
+use tidal_core::user::{Attributes, CohortDefs, Edges, SideUpdate, UserView, attribute, matches};
 
 /// Buckets per state horizon.
 const STATE_BUCKETS: u64 = 90;
@@ -100,7 +100,7 @@ pub fn users<'s>(
                 out.push(SideUpdate::Cohorts(Arc::new(state.defs.clone())));
                 if restored {
                     for (key, slot) in &state.slots {
-                        out.push(SideUpdate::User(*key, Some(slot.view.clone())));
+                        out.push(SideUpdate::User(*key, Some(Arc::new(state.view(slot)))));
                         for c in &slot.cohorts {
                             members.push(((*key, *c), 0, 1));
                         }
@@ -223,21 +223,20 @@ impl Held {
 /// One user's state at its owner.
 #[derive(Clone, Default)]
 struct Slot {
-    view: Arc<UserView>,
-    /// Per set (seen, liked, hidden): bucket start → item keys marked in it.
-    buckets: [BTreeMap<u64, RoaringTreemap>; 3],
+    attributes: Option<Attributes>,
+    /// `(bucket start, item key, sets)`: the item is in the sets (bit `i` = `SETS[i]`) from a
+    /// signal in that bucket. Appended as signals come; sorted and merged when published.
+    marks: Vec<(u64, u32, u8)>,
+    edges: Option<Arc<Edges>>,
+    /// `(creator owner hash, epoch, anchored sum)`, sorted.
+    affinity: Vec<(u64, u64, i128)>,
     /// The cohorts the user belongs to, sorted.
     cohorts: Vec<CohortId>,
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
-        let v = &*self.view;
-        v.attributes.is_none()
-            && v.follows.is_empty()
-            && v.blocks.is_empty()
-            && v.affinity.is_empty()
-            && self.buckets.iter().all(BTreeMap::is_empty)
+        self.attributes.is_none() && self.marks.is_empty() && self.edges.is_none() && self.affinity.is_empty()
     }
 }
 
@@ -253,6 +252,8 @@ struct Users {
     g: u64,
     aff_h: u64,
     slots: HashMap<UserKey, Slot>,
+    /// Attribute names and values, shared among users.
+    strings: HashSet<Arc<str>>,
     /// Per bucket start, the users with marks in it.
     by_bucket: BTreeMap<u64, HashSet<UserKey>>,
     /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
@@ -260,6 +261,8 @@ struct Users {
     by_epoch: BTreeMap<u64, HashSet<UserKey>>,
     /// Times at which buckets or epochs that appeared since the last `take_new_expiries` end.
     new_expiries: Vec<Time>,
+    /// Item keys beyond 32 bits seen (not marked in the user sets).
+    wide_keys: bool,
 }
 
 impl Users {
@@ -288,23 +291,39 @@ impl Users {
             g: (horizon / STATE_BUCKETS).max(1000),
             aff_h: config.personalization.affinity_half_life.ms(),
             slots: HashMap::new(),
+            strings: HashSet::new(),
             by_bucket: BTreeMap::new(),
             by_epoch: BTreeMap::new(),
             new_expiries: Vec::new(),
+            wide_keys: false,
+        }
+    }
+
+    /// The shared copy of `s`.
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        match self.strings.get(s) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(s);
+                self.strings.insert(a.clone());
+                a
+            }
         }
     }
 
     /// The cohorts a user with `attributes` belongs to, sorted.
-    fn cohorts_of(&self, attributes: Option<&BTreeMap<String, String>>) -> Vec<CohortId> {
-        let Some(attrs) = attributes else { return Vec::new() };
+    fn cohorts_of(&self, attributes: Option<&[(Arc<str>, Arc<str>)]>) -> Vec<CohortId> {
+        if attributes.is_none() {
+            return Vec::new();
+        }
         let mut out: Vec<CohortId> = self
             .dims
             .iter()
-            .filter_map(|d| attrs.get(d).map(|v| cohort_value(d, v)))
+            .filter_map(|d| attribute(attributes, d).map(|v| cohort_value(d, v)))
             .chain(
                 self.defs
                     .iter()
-                    .filter(|(_, rule)| matches(Some(attrs), rule))
+                    .filter(|(_, rule)| matches(attributes, rule))
                     .map(|(name, _)| cohort_named(name)),
             )
             .collect();
@@ -313,8 +332,29 @@ impl Users {
         out
     }
 
-    /// Applies one complete time: its records, then its signals, then the buckets that end
-    /// at it.
+    /// The serving view of a user.
+    fn view(&self, slot: &Slot) -> UserView {
+        let mut sets = [RoaringBitmap::new(), RoaringBitmap::new(), RoaringBitmap::new()];
+        for (_, item, m) in &slot.marks {
+            for (i, set) in sets.iter_mut().enumerate() {
+                if m & (1 << i) != 0 {
+                    set.insert(*item);
+                }
+            }
+        }
+        let [seen, liked, hidden] = sets;
+        UserView {
+            attributes: slot.attributes.clone(),
+            seen,
+            liked,
+            hidden,
+            edges: slot.edges.clone(),
+            affinity: Arc::from(slot.affinity.as_slice()),
+        }
+    }
+
+    /// Applies one complete time: its records and signals in log order, then the buckets and
+    /// epochs that end at it.
     fn apply(
         &mut self,
         time: Time,
@@ -356,16 +396,10 @@ impl Users {
             if time_at(b.saturating_add(self.horizon)) > time {
                 break;
             }
-            let users = self.by_bucket.pop_first().map(|(_, u)| u).unwrap_or_default();
-            for key in users {
+            for key in self.by_bucket.pop_first().map(|(_, u)| u).unwrap_or_default() {
                 if let Some(slot) = self.slots.get_mut(&key) {
-                    let mut changed = false;
-                    for set in &mut slot.buckets {
-                        changed |= set.remove(&b).is_some();
-                    }
-                    if changed {
-                        touched.insert(key);
-                    }
+                    slot.marks.retain(|m| m.0 != b);
+                    touched.insert(key);
                 }
             }
         }
@@ -375,7 +409,8 @@ impl Users {
                 break;
             }
             for key in self.by_epoch.pop_first().map(|(_, u)| u).unwrap_or_default() {
-                if self.slots.contains_key(&key) {
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    slot.affinity.retain(|a| a.1 != e);
                     touched.insert(key);
                 }
             }
@@ -387,18 +422,21 @@ impl Users {
                 side.push(SideUpdate::User(key, None));
                 continue;
             };
-            let view = Arc::make_mut(&mut slot.view);
-            set_unions(view, &slot.buckets);
-            let aff_h = self.aff_h;
-            view.affinity.retain(|_, epochs| {
-                epochs.retain(|(e, v)| *v != 0 && epoch_expiry(*e, aff_h) > clock);
-                !epochs.is_empty()
+            // Marks sorted, one per (bucket, item), sets merged.
+            slot.marks.sort_unstable();
+            slot.marks.dedup_by(|next, kept| {
+                let same = (next.0, next.1) == (kept.0, kept.1);
+                if same {
+                    kept.2 |= next.2;
+                }
+                same
             });
+            slot.affinity.retain(|a| a.2 != 0);
             if slot.is_empty() {
                 self.slots.remove(&key);
                 side.push(SideUpdate::User(key, None));
-            } else {
-                side.push(SideUpdate::User(key, Some(slot.view.clone())));
+            } else if let Some(slot) = self.slots.get(&key) {
+                side.push(SideUpdate::User(key, Some(Arc::new(self.view(slot)))));
             }
         }
     }
@@ -414,8 +452,12 @@ impl Users {
         match record {
             Record::UserPut { id, attributes } if self.partition.owns(id) => {
                 let key = id_hash(id);
-                let slot = self.slots.entry(key).or_default();
-                Arc::make_mut(&mut slot.view).attributes = Some(attributes.clone());
+                let attrs: Attributes = attributes
+                    .iter()
+                    .map(|(k, v)| (self.intern(k), self.intern(v)))
+                    .collect::<Vec<_>>()
+                    .into();
+                self.slots.entry(key).or_default().attributes = Some(attrs);
                 self.recompute(key, time, members);
                 touched.insert(key);
             }
@@ -435,15 +477,19 @@ impl Users {
                 active,
             } if self.partition.owns(user) => {
                 let key = id_hash(user);
-                let view = Arc::make_mut(&mut self.slots.entry(key).or_default().view);
+                let slot = self.slots.entry(key).or_default();
+                let edges = Arc::make_mut(slot.edges.get_or_insert_with(Default::default));
                 let set = match kind {
-                    RelKind::Follow => &mut view.follows,
-                    RelKind::Block => &mut view.blocks,
+                    RelKind::Follow => &mut edges.follows,
+                    RelKind::Block => &mut edges.blocks,
                 };
                 if *active {
                     set.insert(creator.clone());
                 } else {
                     set.remove(creator);
+                }
+                if edges.follows.is_empty() && edges.blocks.is_empty() {
+                    slot.edges = None;
                 }
                 touched.insert(key);
             }
@@ -470,7 +516,7 @@ impl Users {
     /// Recomputes one user's memberships, emitting the difference.
     fn recompute(&mut self, key: UserKey, time: Time, members: &mut Vec<MemberUpdate>) {
         let Some(slot) = self.slots.get(&key) else { return };
-        let now = self.cohorts_of(slot.view.attributes.as_ref());
+        let now = self.cohorts_of(slot.attributes.as_deref());
         if now == slot.cohorts {
             return;
         }
@@ -494,42 +540,50 @@ impl Users {
         let marks = self.marks.get(k).copied().unwrap_or(0);
         let delta = self.deltas.get(k).copied().unwrap_or(0.0);
         let bucket = (sig.ts_eff / self.g) * self.g;
-        let marks_live = marks != 0 && bucket.saturating_add(self.horizon) > clock;
+        let item = match u32::try_from(sig.item) {
+            Ok(i) => Some(i),
+            Err(_) => {
+                if !self.wide_keys {
+                    self.wide_keys = true;
+                    tracing::warn!("item keys beyond 2^32: such items are not kept in users' seen sets");
+                }
+                None
+            }
+        };
+        let marks_live = marks != 0 && item.is_some() && bucket.saturating_add(self.horizon) > clock;
         let affects = sig.creator != 0 && delta != 0.0 && sig.weight != 0;
         if !marks_live && !affects {
             return;
         }
         let slot = self.slots.entry(sig.user).or_default();
-        if marks_live {
-            for (i, set) in slot.buckets.iter_mut().enumerate() {
-                if marks & (1 << i) != 0 {
-                    set.entry(bucket).or_default().insert(sig.item);
-                }
-            }
+        if let (true, Some(item)) = (marks_live, item) {
+            slot.marks.push((bucket, item, marks));
             let h = self.horizon;
-            let users = self.by_bucket.entry(bucket).or_insert_with(|| {
-                self.new_expiries.push(time_at(bucket.saturating_add(h)));
-                HashSet::new()
-            });
-            users.insert(sig.user);
-        }
-        if affects {
-            let e = epoch_of(sig.ts_eff, self.aff_h);
-            let aff_h = self.aff_h;
-            self.by_epoch
-                .entry(e)
+            let new = &mut self.new_expiries;
+            self.by_bucket
+                .entry(bucket)
                 .or_insert_with(|| {
-                    self.new_expiries.push(time_at(epoch_expiry(e, aff_h)));
+                    new.push(time_at(bucket.saturating_add(h)));
                     HashSet::new()
                 })
                 .insert(sig.user);
+        }
+        if affects {
+            let e = epoch_of(sig.ts_eff, self.aff_h);
             let v = decay_fixed(delta * weight_float(sig.weight), sig.ts_eff, e, self.aff_h);
-            let view = Arc::make_mut(&mut slot.view);
-            let epochs = view.affinity.entry(sig.creator).or_default();
-            match epochs.iter_mut().find(|(x, _)| *x == e) {
-                Some((_, s)) => *s = s.wrapping_add(v),
-                None => epochs.push((e, v)),
+            match slot.affinity.binary_search_by(|a| (a.0, a.1).cmp(&(sig.creator, e))) {
+                Ok(i) => slot.affinity[i].2 = slot.affinity[i].2.wrapping_add(v),
+                Err(i) => slot.affinity.insert(i, (sig.creator, e, v)),
             }
+            let aff_h = self.aff_h;
+            let new = &mut self.new_expiries;
+            self.by_epoch
+                .entry(e)
+                .or_insert_with(|| {
+                    new.push(time_at(epoch_expiry(e, aff_h)));
+                    HashSet::new()
+                })
+                .insert(sig.user);
         }
         touched.insert(sig.user);
     }
@@ -551,42 +605,44 @@ impl Users {
         put_u64(out, self.defs.len() as u64);
         for (name, rule) in &self.defs {
             put_str(out, name);
-            put_map(out, rule);
+            put_u64(out, rule.len() as u64);
+            for (k, v) in rule {
+                put_str(out, k);
+                put_str(out, v);
+            }
         }
         put_u64(out, self.slots.len() as u64);
         for (key, slot) in &self.slots {
-            let v = &*slot.view;
             put_u64(out, *key);
-            match &v.attributes {
+            match &slot.attributes {
                 Some(a) => {
                     out.push(1);
-                    put_map(out, a);
+                    put_u64(out, a.len() as u64);
+                    for (k, v) in a.iter() {
+                        put_str(out, k);
+                        put_str(out, v);
+                    }
                 }
                 None => out.push(0),
             }
-            for set in &slot.buckets {
-                put_u64(out, set.len() as u64);
-                for (b, bits) in set {
-                    put_u64(out, *b);
-                    put_u64(out, bits.serialized_size() as u64);
-                    // Writing into a Vec does not fail.
-                    let _ = bits.serialize_into(&mut *out);
-                }
+            put_u64(out, slot.marks.len() as u64);
+            for (b, item, m) in &slot.marks {
+                put_u64(out, *b);
+                put_u64(out, u64::from(*item));
+                out.push(*m);
             }
-            for set in [&v.follows, &v.blocks] {
+            let edges = slot.edges.as_deref().cloned().unwrap_or_default();
+            for set in [&edges.follows, &edges.blocks] {
                 put_u64(out, set.len() as u64);
                 for c in set {
                     put_str(out, c);
                 }
             }
-            put_u64(out, v.affinity.len() as u64);
-            for (creator, epochs) in &v.affinity {
-                put_u64(out, *creator);
-                put_u64(out, epochs.len() as u64);
-                for (e, s) in epochs {
-                    put_u64(out, *e);
-                    out.extend_from_slice(&s.to_le_bytes());
-                }
+            put_u64(out, slot.affinity.len() as u64);
+            for (c, e, v) in &slot.affinity {
+                put_u64(out, *c);
+                put_u64(out, *e);
+                out.extend_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -597,80 +653,56 @@ impl Users {
         self.defs.clear();
         for _ in 0..c.u64("cohorts")? {
             let name = c.string("cohort name")?;
-            let rule = get_map(&mut c)?;
+            let mut rule = BTreeMap::new();
+            for _ in 0..c.u64("rule size")? {
+                let k = c.string("dimension")?;
+                rule.insert(k, c.string("value")?);
+            }
             self.defs.insert(name, rule);
         }
         for _ in 0..c.u64("users")? {
             let key = c.u64("user key")?;
-            let mut view = UserView {
-                attributes: match c.u8("attributes")? {
-                    0 => None,
-                    _ => Some(get_map(&mut c)?),
-                },
-                ..UserView::default()
-            };
             let mut slot = Slot::default();
-            for set in &mut slot.buckets {
-                for _ in 0..c.u64("buckets")? {
-                    let b = c.u64("bucket")?;
-                    let n = usize::try_from(c.u64("bitmap bytes")?).unwrap_or(usize::MAX);
-                    let raw = c.take(n, "bitmap")?;
-                    let bits = RoaringTreemap::deserialize_from(raw).map_err(|_| DecodeError::OutOfRange {
-                        what: "bitmap",
-                        value: n as u64,
-                    })?;
-                    set.insert(b, bits);
-                    self.by_bucket.entry(b).or_default().insert(key);
+            if c.u8("attributes")? != 0 {
+                let mut attrs = Vec::new();
+                for _ in 0..c.u64("attribute count")? {
+                    let k = c.string("attribute name")?;
+                    let v = c.string("attribute value")?;
+                    attrs.push((self.intern(&k), self.intern(&v)));
                 }
+                slot.attributes = Some(attrs.into());
             }
-            for set in [&mut view.follows, &mut view.blocks] {
+            for _ in 0..c.u64("marks")? {
+                let b = c.u64("bucket")?;
+                let item = c.u64("item")?;
+                let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
+                    what: "item",
+                    value: item,
+                })?;
+                slot.marks.push((b, item, c.u8("sets")?));
+                self.by_bucket.entry(b).or_default().insert(key);
+            }
+            let mut edges = Edges::default();
+            for set in [&mut edges.follows, &mut edges.blocks] {
                 for _ in 0..c.u64("edges")? {
                     set.insert(c.string("creator")?);
                 }
             }
+            if !edges.follows.is_empty() || !edges.blocks.is_empty() {
+                slot.edges = Some(Arc::new(edges));
+            }
             for _ in 0..c.u64("affinities")? {
                 let creator = c.u64("creator")?;
-                let mut epochs = Vec::new();
-                for _ in 0..c.u64("epochs")? {
-                    let e = c.u64("epoch")?;
-                    let raw = c.take(16, "affinity")?;
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(raw);
-                    epochs.push((e, i128::from_le_bytes(a)));
-                    self.by_epoch.entry(e).or_default().insert(key);
-                }
-                view.affinity.insert(creator, epochs);
+                let e = c.u64("epoch")?;
+                let raw = c.take(16, "affinity")?;
+                let mut a = [0u8; 16];
+                a.copy_from_slice(raw);
+                slot.affinity.push((creator, e, i128::from_le_bytes(a)));
+                self.by_epoch.entry(e).or_default().insert(key);
             }
-            set_unions(&mut view, &slot.buckets);
-            slot.cohorts = self.cohorts_of(view.attributes.as_ref());
-            slot.view = Arc::new(view);
+            slot.cohorts = self.cohorts_of(slot.attributes.as_deref());
             self.slots.insert(key, slot);
         }
         c.finish()
     }
-}
-
-/// Sets a view's seen, liked and hidden sets to the union of their buckets.
-fn set_unions(view: &mut UserView, buckets: &[BTreeMap<u64, RoaringTreemap>; 3]) {
-    let union = |set: &BTreeMap<u64, RoaringTreemap>| set.values().fold(RoaringTreemap::new(), |acc, b| acc | b);
-    view.seen = union(&buckets[0]);
-    view.liked = union(&buckets[1]);
-    view.hidden = union(&buckets[2]);
-}
-
-fn put_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
-    put_u64(out, map.len() as u64);
-    for (k, v) in map {
-        put_str(out, k);
-        put_str(out, v);
-    }
-}
-
-fn get_map(c: &mut Cursor<'_>) -> Result<BTreeMap<String, String>, DecodeError> {
-    let mut map = BTreeMap::new();
-    for _ in 0..c.u64("map size")? {
-        let k = c.string("key")?;
-        map.insert(k, c.string("value")?);
-    }
-    Ok(map)
 }

@@ -1,13 +1,15 @@
 //! `tidal bench`: SPEC §10's feed-1m workload, measured end to end and printed as a table.
 //!
-//! Phases: write a WAL of `--signals` signals (Zipf 1.1 item popularity over `--items`
-//! items, `--users` users, the six default signal types); replay it through every
+//! Phases: write a WAL of `--users` users (region, age group and gender; one declared
+//! composite cohort) and `--signals` signals (Zipf 1.1 item popularity over `--items` items,
+//! uniform over the users, the six default signal types); replay it through every
 //! materializer (in process: signals/s and peak memory) and the same stream through the
 //! hand-rolled loop of `reference.rs` (the ratio); with `--scaling`, replay again with the
 //! other worker count; restart a real `tidal serve` on it and time until it serves; then,
 //! against that server over loopback HTTP, durable NDJSON ingest in batches of 1000,
-//! single-signal POST latency, freshness (ack → visible), trending top-50 latency while 50k
-//! signals/s are ingested in the background and under saturating ingest; finally `kill -9`
+//! single-signal POST latency, freshness (ack → visible), trending and cohort trending top-50
+//! latency while 50k signals/s are ingested in the background and under saturating ingest;
+//! finally `kill -9`
 //! the server and time its restart from the newest periodic checkpoint.
 
 use std::path::{Path, PathBuf};
@@ -95,6 +97,9 @@ fn replay_once(dir: &Path, workers: usize, signals: usize, rows: &mut Vec<Row>) 
     tidal.shutdown().map_err(|e| e.to_string())?;
     Ok(rate)
 }
+
+/// Age groups of the benchmark's users.
+const AGE_GROUPS: [&str; 6] = ["13-17", "18-24", "25-34", "35-44", "45-54", "55+"];
 
 /// The six default types with a feed-like mix.
 const MIX: [(&str, f64); 6] = [
@@ -309,6 +314,43 @@ fn write_wal(dir: &Path, args: &BenchArgs, g: &mut Gen) -> Result<(), String> {
     let batches = args.signals.div_ceil(1000);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(64);
     let mut inflight = 0usize;
+    // Every user first, with the three default cohort dimensions (region skewed over ten
+    // values, six age groups, two genders), and one declared composite cohort.
+    let mut records = vec![Record::CohortPut {
+        name: "r1-women".into(),
+        rule: [("region".to_string(), "r1".to_string()), ("gender".into(), "F".into())].into(),
+    }];
+    for u in 0..args.users {
+        let region = (g.rng.r#gen::<f64>().powi(2) * 10.0) as usize;
+        let attributes = [
+            ("region".to_string(), format!("r{region}")),
+            (
+                "age_group".to_string(),
+                AGE_GROUPS[g.rng.gen_range(0..AGE_GROUPS.len())].to_string(),
+            ),
+            ("gender".to_string(), ["F", "M"][g.rng.gen_range(0..2)].to_string()),
+        ]
+        .into();
+        records.push(Record::UserPut {
+            id: format!("u{u}"),
+            attributes,
+        });
+        if records.len() == 1000 || u + 1 == args.users {
+            let tx = tx.clone();
+            wal.submit(
+                std::mem::take(&mut records),
+                Box::new(move |r| {
+                    let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+                }),
+            );
+            inflight += 1;
+            if inflight >= 32 {
+                rx.recv().map_err(|e| e.to_string())??;
+                inflight -= 1;
+            }
+            let _ = feed.drain(usize::MAX);
+        }
+    }
     for b in 0..batches {
         let ts = end - span + span * b as u64 / batches.max(1) as u64;
         let n = 1000.min(args.signals - b * 1000);

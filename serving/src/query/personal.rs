@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use roaring::RoaringTreemap;
+use roaring::RoaringBitmap;
 use serde_json::{Value, json};
 
 use tidal_core::Config;
@@ -37,7 +37,7 @@ pub struct CohortSel {
 #[derive(Clone, Debug, Default)]
 pub struct UserFilter {
     /// Item keys never listed for the user.
-    pub exclude: RoaringTreemap,
+    pub exclude: RoaringBitmap,
     /// Creators whose items are never listed for the user.
     pub blocks: BTreeSet<String>,
     /// Creators the user follows.
@@ -85,14 +85,15 @@ impl UserFilter {
         }
         UserFilter {
             exclude,
-            blocks: v.blocks.clone(),
-            follows: v.follows.clone(),
+            blocks: v.blocks().cloned().collect(),
+            follows: v.follows().cloned().collect(),
         }
     }
 
     /// Whether item `key` by `creator` may be listed for the user.
     pub fn allows(&self, key: ItemKey, creator: Option<&str>) -> bool {
-        !self.exclude.contains(key) && creator.is_none_or(|c| !self.blocks.contains(c))
+        let excluded = u32::try_from(key).is_ok_and(|k| self.exclude.contains(k));
+        !excluded && creator.is_none_or(|c| !self.blocks.contains(c))
     }
 }
 

@@ -54,7 +54,7 @@ const TOP_CREATORS: usize = 10;
 pub fn user_view(view: &View, config: &Config, id: &str) -> Option<UserInfo> {
     let shard = view.shard_of(id)?;
     let u = shard.user(id_hash(id))?;
-    let attributes = u.attributes.clone().unwrap_or_default();
+    let attributes = u.attribute_map();
     let mut cohorts: Vec<String> = config
         .cohort_dimensions
         .iter()
@@ -68,9 +68,8 @@ pub fn user_view(view: &View, config: &Config, id: &str) -> Option<UserInfo> {
     let clock = view.clock_ms();
     let h = config.personalization.affinity_half_life.ms();
     let mut ranked: Vec<(u64, f64)> = u
-        .affinity
-        .keys()
-        .map(|c| (*c, u.affinity_at(*c, h, clock)))
+        .creators()
+        .map(|c| (c, u.affinity_at(c, h, clock)))
         .filter(|(_, a)| *a > 0.0)
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -94,8 +93,8 @@ pub fn user_view(view: &View, config: &Config, id: &str) -> Option<UserInfo> {
         seen: u.seen.len(),
         liked: u.liked.len(),
         hidden: u.hidden.len(),
-        follows: u.follows.iter().cloned().collect(),
-        blocks: u.blocks.iter().cloned().collect(),
+        follows: u.follows().cloned().collect(),
+        blocks: u.blocks().cloned().collect(),
         top_creators: names
             .into_iter()
             .take(TOP_CREATORS)
