@@ -164,6 +164,7 @@ impl SnapshotBuilder {
         log.recycle(&mut self.bufs);
         next.frontier = frontier;
         next.lsns = lsns;
+        self.side.settle();
         next.side = self.side.clone();
         self.last = Arc::new(next);
         self.last.clone()

@@ -1,8 +1,13 @@
 //! The per-user and per-cohort part of a shard: cohort window lanes of the shard's items,
 //! the views of the users its worker owns, and the declared cohorts. Kept in persistent maps
-//! (a version clones them in O(1)) and changed in time order at the sink's cuts.
+//! (a version clones them in O(1)). Changes arrive in time order at the sink's cuts and are
+//! gathered in plain hash maps — the last value of each key — and settled into the persistent
+//! maps once per version, so a catch-up that changes a key at many marks writes it once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::fast::RandomState;
 
 use tidal_core::features::Lanes;
 use tidal_core::flow::{CohortId, ItemKey, KindIdx, UserKey};
@@ -22,25 +27,31 @@ pub(crate) struct Side {
     pub(crate) cohorts: Map<CohortId, CohortLanes>,
     pub(crate) users: Map<UserKey, Arc<UserView>>,
     pub(crate) defs: Arc<CohortDefs>,
+    /// Changes since the last version: a key's value now (`None`: gone).
+    lanes_now: HashMap<CohortKey, Option<Lanes>, RandomState>,
+    users_now: HashMap<UserKey, Option<Arc<UserView>>, RandomState>,
 }
 
 impl Side {
+    /// The current value of a cohort sum, with the changes not settled yet.
+    fn lanes(&self, key: &CohortKey) -> Option<Lanes> {
+        match self.lanes_now.get(key) {
+            Some(v) => *v,
+            None => self.cohorts.get(&key.2).and_then(|m| m.get(&(key.0, key.1))).copied(),
+        }
+    }
+
     /// Applies one time's cohort sum changes (`−1` the old value, `+1` the new).
     pub(crate) fn apply_cohorts(&mut self, updates: &mut [(CohortKey, Lanes, isize)]) {
         // Removals first, so a key's new value is not removed by its old one.
         updates.sort_unstable_by_key(|u| u.2);
-        for &((item, kind, cohort), lanes, diff) in updates.iter() {
+        for &(key, lanes, diff) in updates.iter() {
             if diff < 0 {
-                if let Some(map) = self.cohorts.get_mut(&cohort)
-                    && map.get(&(item, kind)) == Some(&lanes)
-                {
-                    map.remove(&(item, kind));
-                    if map.is_empty() {
-                        self.cohorts.remove(&cohort);
-                    }
+                if self.lanes(&key) == Some(lanes) {
+                    self.lanes_now.insert(key, None);
                 }
             } else if diff > 0 {
-                self.cohorts.entry(cohort).or_default().insert((item, kind), lanes);
+                self.lanes_now.insert(key, Some(lanes));
             }
         }
     }
@@ -48,13 +59,46 @@ impl Side {
     /// Applies one user-state change.
     pub(crate) fn apply(&mut self, update: SideUpdate) {
         match update {
-            SideUpdate::User(key, Some(view)) => {
-                self.users.insert(key, view);
-            }
-            SideUpdate::User(key, None) => {
-                self.users.remove(&key);
+            SideUpdate::User(key, view) => {
+                self.users_now.insert(key, view);
             }
             SideUpdate::Cohorts(defs) => self.defs = defs,
+        }
+    }
+
+    /// Settles the changes into the persistent maps (before a version is cut).
+    pub(crate) fn settle(&mut self) {
+        let mut by_cohort: HashMap<CohortId, Vec<((ItemKey, KindIdx), Option<Lanes>)>, RandomState> =
+            HashMap::default();
+        for ((item, kind, cohort), v) in self.lanes_now.drain() {
+            by_cohort.entry(cohort).or_default().push(((item, kind), v));
+        }
+        for (cohort, mut changes) in by_cohort {
+            changes.sort_unstable_by_key(|c| c.0);
+            let map = self.cohorts.entry(cohort).or_default();
+            for (k, v) in changes {
+                match v {
+                    Some(l) => {
+                        map.insert(k, l);
+                    }
+                    None => {
+                        map.remove(&k);
+                    }
+                }
+            }
+            if map.is_empty() {
+                self.cohorts.remove(&cohort);
+            }
+        }
+        for (key, view) in self.users_now.drain() {
+            match view {
+                Some(v) => {
+                    self.users.insert(key, v);
+                }
+                None => {
+                    self.users.remove(&key);
+                }
+            }
         }
     }
 }
