@@ -21,6 +21,9 @@ pub type CohortLanes = imbl::OrdMap<(ItemKey, KindIdx), Lanes>;
 /// The key of a cohort sum as the dataflow emits it.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
 
+/// One change of a cohort's lanes: (item, signal type) and the value now (`None`: gone).
+type LaneChange = ((ItemKey, KindIdx), Option<Lanes>);
+
 /// The per-user and per-cohort state of a shard.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Side {
@@ -68,8 +71,7 @@ impl Side {
 
     /// Settles the changes into the persistent maps (before a version is cut).
     pub(crate) fn settle(&mut self) {
-        let mut by_cohort: HashMap<CohortId, Vec<((ItemKey, KindIdx), Option<Lanes>)>, RandomState> =
-            HashMap::default();
+        let mut by_cohort: HashMap<CohortId, Vec<LaneChange>, RandomState> = HashMap::default();
         for ((item, kind, cohort), v) in self.lanes_now.drain() {
             by_cohort.entry(cohort).or_default().push(((item, kind), v));
         }
