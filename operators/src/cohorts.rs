@@ -25,8 +25,6 @@ use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 
-use std::collections::HashMap;
-
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor as _, cursor_list};
@@ -46,6 +44,9 @@ use tidal_core::time::{Time, time_at};
 use crate::sum::{Expander, keyed_sums};
 use crate::windows::{add_masked, expand_lanes};
 use crate::{KindSpec, SignalEv, kind_specs};
+
+/// Bytes of a checkpoint part buffered before they are written out.
+const SPILL: usize = 1 << 20;
 
 /// The key of one cohort's window lanes.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
@@ -193,13 +194,19 @@ fn save_retained<'s>(
                     break;
                 }
                 pending.pop_front();
-                let mut past: HashMap<(UserKey, (ItemKey, KindIdx, u64)), i64> = HashMap::new();
-                if let Some(batches) = trace.batches_through(timely::progress::frontier::AntichainRef::new(&[])) {
-                    let (mut cursor, storage) = cursor_list(batches);
+                let batches = trace
+                    .batches_through(timely::progress::frontier::AntichainRef::new(&[]))
+                    .unwrap_or_default();
+                let (mut cursor, storage) = cursor_list(batches);
+                let mut kept = 0u64;
+                // Streamed out (the trace's cursor visits each signal once, with all its
+                // times): a record per signal behind a presence byte, then a 0.
+                persist.write_with(index, "retained", frontier, position, &mut |out| {
+                    let mut buf = Vec::with_capacity(SPILL + 64);
                     while cursor.key_valid(&storage) {
                         let user = *cursor.key(&storage);
                         while cursor.val_valid(&storage) {
-                            let val = *cursor.val(&storage);
+                            let (item, kind, ts_eff) = *cursor.val(&storage);
                             let mut w = 0i64;
                             cursor.map_times(&storage, |t, d| {
                                 if *t < frontier {
@@ -207,26 +214,26 @@ fn save_retained<'s>(
                                 }
                             });
                             if w != 0 {
-                                *past.entry((user, val)).or_default() += w;
+                                buf.push(1);
+                                put_u64(&mut buf, user);
+                                put_u64(&mut buf, item);
+                                put_u16(&mut buf, kind);
+                                put_u64(&mut buf, ts_eff);
+                                put_i64(&mut buf, w);
+                                kept += 1;
+                                if buf.len() >= SPILL {
+                                    out.write_all(&buf)?;
+                                    buf.clear();
+                                }
                             }
                             cursor.step_val(&storage);
                         }
                         cursor.step_key(&storage);
                     }
-                }
-                tracing::debug!(worker = index, signals = past.len(), "retained signals checkpointed");
-                persist.write_with(index, "retained", frontier, position, &mut |out| {
-                    let mut buf = Vec::with_capacity(8 + past.len() * 40);
-                    put_u64(&mut buf, past.len() as u64);
-                    for ((user, (item, kind, ts_eff)), w) in &past {
-                        put_u64(&mut buf, *user);
-                        put_u64(&mut buf, *item);
-                        put_u16(&mut buf, *kind);
-                        put_u64(&mut buf, *ts_eff);
-                        put_i64(&mut buf, *w);
-                    }
+                    buf.push(0);
                     out.write_all(&buf)
                 });
+                tracing::debug!(worker = index, signals = kept, "retained signals checkpointed");
             }
             // What is compacted: the times before the arrangement's and the markers'
             // frontiers, never up to a checkpoint still to be read. Compaction to `c` shows an
@@ -250,7 +257,7 @@ fn save_retained<'s>(
 /// Reads what [`save_retained`] wrote: `(user, item, type, ts_eff, weight)` per signal.
 fn load_retained(bytes: &[u8], mut each: impl FnMut(UserKey, ItemKey, KindIdx, u64, i64)) -> Result<(), DecodeError> {
     let mut c = Cursor::new(bytes);
-    for _ in 0..c.u64("retained")? {
+    while c.u8("retained")? == 1 {
         let user = c.u64("user")?;
         let item = c.u64("item")?;
         let kind = c.u16("kind")?;

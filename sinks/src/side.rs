@@ -21,6 +21,9 @@ pub type CohortLanes = imbl::OrdMap<(ItemKey, KindIdx), Lanes>;
 /// The key of a cohort sum as the dataflow emits it.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
 
+/// Gathered changes settled into the persistent maps before a version is cut, at most.
+const SETTLE_AT: usize = 1 << 20;
+
 /// One change of a cohort's lanes: (item, signal type) and the value now (`None`: gone).
 type LaneChange = ((ItemKey, KindIdx), Option<Lanes>);
 
@@ -57,6 +60,11 @@ impl Side {
                 self.lanes_now.insert(key, Some(lanes));
             }
         }
+        // A long catch-up changes most sums before its one version: settle now and then, so
+        // the gathered changes never hold a second copy of everything.
+        if self.lanes_now.len() + self.users_now.len() > SETTLE_AT {
+            self.settle();
+        }
     }
 
     /// Applies one user-state change.
@@ -64,6 +72,9 @@ impl Side {
         match update {
             SideUpdate::User(key, view) => {
                 self.users_now.insert(key, view);
+                if self.users_now.len() > SETTLE_AT {
+                    self.settle();
+                }
             }
             SideUpdate::Cohorts(defs) => self.defs = defs,
         }

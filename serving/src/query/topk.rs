@@ -32,7 +32,7 @@ use tidal_sinks::index::IndexEntry;
 use tidal_sinks::{Field, ItemEntry, Snapshot, View};
 
 use super::params::{Base, RankParams};
-use super::personal::{CohortSel, Context, UserFilter, cohort_items, counts};
+use super::personal::{CohortSel, Context, Counts, UserFilter, cohort_items, counts};
 use super::score::Scorer;
 
 /// A ranked item: score desc, then id asc (byte order), then key.
@@ -204,7 +204,13 @@ impl<'s> ShardStream<'s> {
             return ShardStream::Sorted(following(snapshot, &filters, follows).into_iter());
         }
         if let Some(sel) = &ctx.cohort {
-            return ShardStream::Sorted(cohort_hits(snapshot, scorer, &filters, sel).into_iter());
+            // Diversity is the merge's: with a cap per creator, any number may be passed over.
+            let need = if params.max_per_creator.is_some() {
+                usize::MAX
+            } else {
+                need
+            };
+            return ShardStream::Sorted(cohort_hits(snapshot, scorer, &filters, sel, need).into_iter());
         }
         if let Some(matches) = filter_matches(snapshot, params) {
             let n = matches.len();
@@ -413,25 +419,69 @@ fn score_matches<'s>(
     hits
 }
 
-/// A cohort ranking on one shard: every item with counts in the cohort, scored from them.
-fn cohort_hits<'s>(snapshot: &'s Snapshot, scorer: &Scorer, filters: &Filters<'_>, sel: &CohortSel) -> Vec<Hit<'s>> {
+/// A cohort ranking on one shard, its first `need` items (and every item tying the last):
+/// every item with counts in the cohort is scored from them in one pass over the cohort's
+/// lanes (no lookups), then only the best are looked up and filtered, best first.
+fn cohort_hits<'s>(
+    snapshot: &'s Snapshot,
+    scorer: &Scorer,
+    filters: &Filters<'_>,
+    sel: &CohortSel,
+    need: usize,
+) -> Vec<Hit<'s>> {
+    let mut scored: Vec<(f64, ItemKey)> = Vec::new();
+    if sel.estimated {
+        for key in cohort_items(snapshot, sel) {
+            let score = scorer.cohort_score(|kind| counts(snapshot, sel, key, kind));
+            if score > 0.0 {
+                scored.push((score, key));
+            }
+        }
+    } else if let Some(map) = snapshot.cohort(sel.ids[0]) {
+        // Entries are ordered by (item, type): one item's types are adjacent.
+        let mut item: Option<ItemKey> = None;
+        let mut lanes: Vec<(tidal_core::flow::KindIdx, tidal_core::features::Lanes)> = Vec::new();
+        let mut flush = |item: ItemKey, lanes: &mut Vec<(tidal_core::flow::KindIdx, tidal_core::features::Lanes)>| {
+            let score =
+                scorer.cohort_score(|kind| lanes.iter().find(|(k, _)| *k == kind).map(|(_, l)| Counts::Exact(*l)));
+            if score > 0.0 {
+                scored.push((score, item));
+            }
+            lanes.clear();
+        };
+        for (&(key, kind), l) in map.iter() {
+            if item.is_some_and(|i| i != key) {
+                if let Some(i) = item {
+                    flush(i, &mut lanes);
+                }
+            }
+            item = Some(key);
+            lanes.push((kind, *l));
+        }
+        if let Some(i) = item {
+            flush(i, &mut lanes);
+        }
+    }
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     let mut hits = Vec::new();
-    for key in cohort_items(snapshot, sel) {
+    for (score, key) in scored {
+        // Past `need` accepted items, only those tying the last one can still rank ahead
+        // of it (by id).
+        if hits.len() >= need && hits.last().is_some_and(|h: &Hit<'_>| score < h.score) {
+            break;
+        }
         let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
             continue;
         };
         if !filters.passes(key, id, item) {
             continue;
         }
-        let score = scorer.cohort_score(|kind| counts(snapshot, sel, key, kind));
-        if score > 0.0 {
-            hits.push(Hit {
-                score,
-                id: id.clone(),
-                key,
-                entry: item,
-            });
-        }
+        hits.push(Hit {
+            score,
+            id: id.clone(),
+            key,
+            entry: item,
+        });
     }
     hits.sort_unstable();
     hits
