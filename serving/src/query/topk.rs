@@ -450,10 +450,10 @@ fn cohort_hits<'s>(
             lanes.clear();
         };
         for (&(key, kind), l) in map.iter() {
-            if item.is_some_and(|i| i != key) {
-                if let Some(i) = item {
-                    flush(i, &mut lanes);
-                }
+            if let Some(i) = item
+                && i != key
+            {
+                flush(i, &mut lanes);
             }
             item = Some(key);
             lanes.push((kind, *l));
