@@ -113,6 +113,22 @@ fn users_cohorts_and_relationships_through_the_server() {
     assert!(r.get("estimated").is_none(), "{r}");
     assert_eq!(ids(&r), ["song-a", "song-c"]);
     assert_eq!(r["items"][0]["features"]["cohort"]["cohort"], "us-women");
+    // A declared cohort answers by its name too; an undeclared name is a 400 naming it.
+    let (_, by_name) = s.get(&format!(
+        "/v1/rankings?cohort=us-women&signals=view:1,like:3&min_lsn={lsn}&explain=1"
+    ));
+    assert_eq!(by_name["items"], r["items"], "{by_name}");
+    let (status, v) = s.get("/v1/rankings?cohort=no-such-cohort");
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-cohort")),
+        "{v}"
+    );
+    let (status, v) = s.get("/v1/items/song-a?cohort=us-women");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["cohort"]["signals"]["view"]["counts"]["24h"], 5.0, "{v}");
     let (_, list) = s.get("/v1/cohorts");
     assert_eq!(list["cohorts"][0]["name"], "us-women", "{list}");
     let (_, ann) = s.get(&format!("/v1/users/ann?min_lsn={lsn}"));

@@ -129,7 +129,7 @@ fn bad_parameters_are_named() {
         (&[("filter", "seen"), ("user", "u1")], "invalid_parameter", "filter"),
         (&[("user", "")], "invalid_parameter", "user"),
         (&[("cohort", "planet:mars")], "unknown_dimension", "cohort"),
-        (&[("cohort", "region")], "invalid_parameter", "cohort"),
+        (&[("cohort", "Region!")], "invalid_parameter", "cohort"),
         (&[("cohort", "region:US,region:EU")], "invalid_parameter", "cohort"),
         (
             &[("cohort", "region:US"), ("profile", "hot")],

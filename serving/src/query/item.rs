@@ -71,12 +71,29 @@ pub struct CohortSignal {
 
 /// The view of item `id`; `None` for an unknown or deleted id.
 pub fn item_view(view: &View, config: &Config, id: &str) -> Option<ItemView> {
-    item_view_in(view, config, id, None)
+    item_view_with(view, config, id, None)
 }
 
 /// The view of item `id` with its counts in `cohort` (`dimension:value` pairs, as
 /// [`parse_cohort`](super::params::parse_cohort) gives them).
-pub fn item_view_in(view: &View, config: &Config, id: &str, cohort: Option<&[(String, String)]>) -> Option<ItemView> {
+///
+/// `Err` when the cohort names a declared cohort that is not declared.
+pub fn item_view_in(
+    view: &View,
+    config: &Config,
+    id: &str,
+    cohort: Option<&[(String, String)]>,
+) -> Result<Option<ItemView>, super::QueryError> {
+    let sel = cohort.map(|pairs| select(view, pairs)).transpose()?;
+    Ok(item_view_with(view, config, id, sel.as_ref()))
+}
+
+fn item_view_with(
+    view: &View,
+    config: &Config,
+    id: &str,
+    sel: Option<&super::personal::CohortSel>,
+) -> Option<ItemView> {
     let shard = view.shard_of(id)?;
     let (key, entry) = shard.item(id)?;
     let state = entry.state()?;
@@ -109,11 +126,10 @@ pub fn item_view_in(view: &View, config: &Config, id: &str, cohort: Option<&[(St
         }
         signals.insert(st.name.clone(), f);
     }
-    let cohort = cohort.map(|pairs| {
-        let sel = select(view, pairs);
+    let cohort = sel.map(|sel| {
         let mut signals = BTreeMap::new();
         for (k, st) in config.signals.iter().enumerate() {
-            let c = counts(shard, &sel, key, k as KindIdx);
+            let c = counts(shard, sel, key, k as KindIdx);
             let mut f = CohortSignal {
                 counts: BTreeMap::new(),
                 velocity: BTreeMap::new(),

@@ -303,8 +303,18 @@ impl RankParams {
 }
 
 /// Parses `cohort=dimension:value,dimension:value` (each dimension declared, at most once),
-/// sorted by dimension.
+/// sorted by dimension; or `cohort=NAME`, a declared cohort by its name (returned as the one
+/// pair `("", NAME)`, resolved when ranked).
 pub fn parse_cohort(v: &str, config: &Config) -> Result<Vec<(String, String)>, QueryError> {
+    if !v.contains(':') {
+        let valid = !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if valid {
+            return Ok(vec![(String::new(), v.to_string())]);
+        }
+    }
     let mut out: Vec<(String, String)> = Vec::new();
     for part in v.split(',') {
         let Some((d, val)) = part.split_once(':') else {

@@ -57,7 +57,7 @@ impl Context {
     /// Resolves `params`' cohort and user against `view`. A user whose owner is not a local
     /// shard (another process of a cluster) is refused.
     pub fn new(view: &View, params: &RankParams) -> Result<Context, QueryError> {
-        let cohort = params.cohort.as_ref().map(|pairs| select(view, pairs));
+        let cohort = params.cohort.as_ref().map(|pairs| select(view, pairs)).transpose()?;
         let user = match &params.user {
             None => None,
             Some(id) => {
@@ -97,25 +97,50 @@ impl UserFilter {
     }
 }
 
-/// The cohort `pairs` name, as of `view` (a declared composite, or an estimate).
-pub fn select(view: &View, pairs: &[(String, String)]) -> CohortSel {
+/// The cohort `pairs` name, as of `view` (a declared composite, or an estimate); `("", NAME)`
+/// is the declared cohort `NAME` (a 400 when it is not declared).
+pub fn select(view: &View, pairs: &[(String, String)]) -> Result<CohortSel, QueryError> {
+    let defs = view.shards.first().map(|s| s.cohort_defs().clone()).unwrap_or_default();
+    if let [(d, name)] = pairs
+        && d.is_empty()
+    {
+        if !defs.contains_key(name) {
+            let declared: Vec<&str> = defs.keys().map(String::as_str).collect();
+            return Err(QueryError::new(
+                QueryErrorKind::InvalidParameter,
+                "cohort",
+                format!(
+                    "cohort: no declared cohort {name:?} (declared: {}); a cohort is dimension:value[,dimension:value] or a declared name",
+                    if declared.is_empty() {
+                        "none".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            ));
+        }
+        return Ok(CohortSel {
+            name: name.clone(),
+            estimated: false,
+            ids: vec![cohort_named(name)],
+        });
+    }
     let name = pairs
         .iter()
         .map(|(d, v)| format!("{d}:{v}"))
         .collect::<Vec<_>>()
         .join(",");
     if let [(d, v)] = pairs {
-        return CohortSel {
+        return Ok(CohortSel {
             name,
             estimated: false,
             ids: vec![cohort_value(d, v)],
-        };
+        });
     }
-    let defs = view.shards.first().map(|s| s.cohort_defs().clone()).unwrap_or_default();
     let declared = defs
         .iter()
         .find(|(_, rule)| rule.len() == pairs.len() && pairs.iter().all(|(d, v)| rule.get(d) == Some(v)));
-    match declared {
+    Ok(match declared {
         Some((n, _)) => CohortSel {
             name: n.clone(),
             estimated: false,
@@ -126,7 +151,7 @@ pub fn select(view: &View, pairs: &[(String, String)]) -> CohortSel {
             estimated: true,
             ids: pairs.iter().map(|(d, v)| cohort_value(d, v)).collect(),
         },
-    }
+    })
 }
 
 /// One (item, signal type)'s window counts in a cohort.

@@ -98,7 +98,7 @@ impl Tidal {
                         r.estimated = params
                             .cohort
                             .as_ref()
-                            .map(|pairs| query::personal::select(&view, pairs))
+                            .and_then(|pairs| query::personal::select(&view, pairs).ok())
                             .is_some_and(|c| c.estimated)
                             .then_some(true);
                         return Ok(r);

@@ -414,7 +414,7 @@ impl Tidal {
         cohort: Option<&[(String, String)]>,
     ) -> Result<Option<ItemView>> {
         self.check_item_id(id)?;
-        Ok(query::item_view_in(snapshot, &self.config, id, cohort))
+        Ok(query::item_view_in(snapshot, &self.config, id, cohort)?)
     }
 
     /// Checks a ranking request against the schema.
