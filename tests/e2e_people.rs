@@ -232,36 +232,23 @@ fn users_cohorts_and_relationships_through_the_server() {
     assert_eq!(status, 400, "{v}");
 
     // kill -9 and restart: the same answers.
-    let before: Vec<Value> = [
+    let paths = [
         "/v1/rankings?cohort=region:US,gender:F&signals=view:1,like:3",
         "/v1/rankings?cohort=region:EU",
         "/v1/rankings?profile=top&user=ann&filter=unseen",
         "/v1/rankings?profile=following&user=bob",
         "/v1/users/ann",
         "/v1/cohorts",
-    ]
-    .iter()
-    .map(|p| {
+    ];
+    let read = |s: &Server, p: &str| {
         let (_, mut v) = s.get(p);
         v.as_object_mut().map(|o| o.remove("as_of"));
         v
-    })
-    .collect();
+    };
+    let before: Vec<Value> = paths.iter().map(|p| read(&s, p)).collect();
     s.kill9();
     let s = Server::start(&data, &["--clock", "event"], &[]);
-    for (p, want) in [
-        "/v1/rankings?cohort=region:US,gender:F&signals=view:1,like:3",
-        "/v1/rankings?cohort=region:EU",
-        "/v1/rankings?profile=top&user=ann&filter=unseen",
-        "/v1/rankings?profile=following&user=bob",
-        "/v1/users/ann",
-        "/v1/cohorts",
-    ]
-    .iter()
-    .zip(&before)
-    {
-        let (_, mut v) = s.get(p);
-        v.as_object_mut().map(|o| o.remove("as_of"));
-        assert_eq!(&v, want, "{p} after kill -9");
+    for (p, want) in paths.iter().zip(&before) {
+        assert_eq!(&read(&s, p), want, "{p} after kill -9");
     }
 }

@@ -313,7 +313,24 @@ fn write_wal(dir: &Path, args: &BenchArgs, g: &mut Gen) -> Result<(), String> {
     let span = 7 * 86_400_000u64;
     let batches = args.signals.div_ceil(1000);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(64);
-    let mut inflight = 0usize;
+    // At most 32 requests in flight; the feed is not read here: what it holds is dropped.
+    let inflight = std::cell::Cell::new(0usize);
+    let submit = |records: Vec<Record>| -> Result<(), String> {
+        let tx = tx.clone();
+        wal.submit(
+            records,
+            Box::new(move |r| {
+                let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            }),
+        );
+        inflight.set(inflight.get() + 1);
+        if inflight.get() >= 32 {
+            rx.recv().map_err(|e| e.to_string())??;
+            inflight.set(inflight.get() - 1);
+        }
+        let _ = feed.drain(usize::MAX);
+        Ok(())
+    };
     // Every user first, with the three default cohort dimensions (region skewed over ten
     // values, six age groups, two genders), and one declared composite cohort.
     let mut records = vec![Record::CohortPut {
@@ -336,41 +353,16 @@ fn write_wal(dir: &Path, args: &BenchArgs, g: &mut Gen) -> Result<(), String> {
             attributes,
         });
         if records.len() == 1000 || u + 1 == args.users {
-            let tx = tx.clone();
-            wal.submit(
-                std::mem::take(&mut records),
-                Box::new(move |r| {
-                    let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
-                }),
-            );
-            inflight += 1;
-            if inflight >= 32 {
-                rx.recv().map_err(|e| e.to_string())??;
-                inflight -= 1;
-            }
-            let _ = feed.drain(usize::MAX);
+            submit(std::mem::take(&mut records))?;
         }
     }
     for b in 0..batches {
         let ts = end - span + span * b as u64 / batches.max(1) as u64;
         let n = 1000.min(args.signals - b * 1000);
         let sigs: Vec<Signal> = (0..n).map(|_| g.signal(Some(ts))).collect();
-        let tx = tx.clone();
-        wal.submit(
-            vec![Record::Signals(sigs)],
-            Box::new(move |r| {
-                let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
-            }),
-        );
-        inflight += 1;
-        if inflight >= 32 {
-            rx.recv().map_err(|e| e.to_string())??;
-            inflight -= 1;
-        }
-        // The feed is not read here: drop what it holds.
-        let _ = feed.drain(usize::MAX);
+        submit(vec![Record::Signals(sigs)])?;
     }
-    for _ in 0..inflight {
+    for _ in 0..inflight.get() {
         rx.recv().map_err(|e| e.to_string())??;
     }
     wal.shutdown();
