@@ -25,6 +25,8 @@ pub struct StateStats {
     pub decay_times: AtomicU64,
     /// Non-zero cohort window sums.
     pub cohort_sums: AtomicU64,
+    /// Cohort window retractions waiting for their time.
+    pub cohort_pending: AtomicU64,
     /// Users with state at this worker.
     pub users: AtomicU64,
     /// Time spent in each stage, ns (the source, entities, windows, decay, the sink).
@@ -77,6 +79,8 @@ pub struct StateCounts {
     pub decay_times: u64,
     /// Non-zero cohort window sums.
     pub cohort_sums: u64,
+    /// Cohort window retractions waiting for their time.
+    pub cohort_pending: u64,
     /// Users with state.
     pub users: u64,
     /// Busy time per stage ([`STAGE_NAMES`]), ns.
@@ -119,6 +123,7 @@ impl StateStats {
             decay_sums: g(&self.decay_sums),
             decay_times: g(&self.decay_times),
             cohort_sums: g(&self.cohort_sums),
+            cohort_pending: g(&self.cohort_pending),
             users: g(&self.users),
             busy_ns: std::array::from_fn(|i| g(&self.busy_ns[i])),
         }
@@ -155,6 +160,7 @@ impl EngineStats {
                 decay_sums: a.decay_sums + b.decay_sums,
                 decay_times: a.decay_times + b.decay_times,
                 cohort_sums: a.cohort_sums + b.cohort_sums,
+                cohort_pending: a.cohort_pending + b.cohort_pending,
                 users: a.users + b.users,
                 busy_ns: std::array::from_fn(|i| a.busy_ns[i] + b.busy_ns[i]),
             })

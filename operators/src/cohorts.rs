@@ -152,6 +152,7 @@ pub fn cohort_rollups<'s>(
     let expander = CohortExpander { specs, span };
     keyed_sums(events, control, "Cohorts", "cohorts", expander, persist, move |s| {
         StateStats::set(&stats.cohort_sums, s.sums);
+        StateStats::set(&stats.cohort_pending, s.pending);
         stats.busy(Stage::Cohorts, s.started);
     })
 }

@@ -205,6 +205,7 @@ impl Metrics {
             ("decay_sums", c.decay_sums),
             ("decay_expiry_times", c.decay_times),
             ("cohort_sums", c.cohort_sums),
+            ("cohort_pending", c.cohort_pending),
             ("users", c.users),
             ("serving_keys", s.serving_keys as u64),
         ] {
