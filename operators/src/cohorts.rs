@@ -42,7 +42,7 @@ use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
-use crate::windows::{add_masked, expand_lanes};
+use crate::windows::{add_masked, expand_lanes, retraction_span};
 use crate::{KindSpec, SignalEv, kind_specs};
 
 /// Bytes of a checkpoint part buffered before they are written out.
@@ -144,11 +144,7 @@ pub fn cohort_rollups<'s>(
         .exchange(|(ev, _, _): &(SignalEv, Time, isize)| ev.item)
         .as_collection()
         .concat(items.filter(|ev| ev.kind >= tidal_core::flow::CHECKPOINT));
-    let span = specs
-        .iter()
-        .flat_map(|s| s.windows().iter().map(|(w, _)| 2 * w))
-        .max()
-        .unwrap_or(0);
+    let span = retraction_span(&specs);
     let expander = CohortExpander { specs, span };
     keyed_sums(events, control, "Cohorts", "cohorts", expander, persist, move |s| {
         StateStats::set(&stats.cohort_sums, s.sums);

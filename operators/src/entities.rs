@@ -417,11 +417,15 @@ impl Interner {
     fn signal(&mut self, signal: &Signal, lsn: u64, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         let Some(kind) = self.kind(&signal.kind) else { return };
         let (item, creator) = match self.items.get_mut(&signal.item) {
+            // The creator's hash is only wanted by a signal with a user.
             Some(ItemSlot {
                 key: Some(key), meta, ..
             }) => (
                 *key,
-                meta.as_ref().and_then(|m| m.creator.as_deref()).map_or(0, id_hash),
+                match signal.user {
+                    Some(_) => meta.as_ref().and_then(|m| m.creator.as_deref()).map_or(0, id_hash),
+                    None => 0,
+                },
             ),
             // Deleted: not counted until it is put again.
             Some(_) => return,

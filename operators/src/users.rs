@@ -29,7 +29,6 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
 use tidal_core::config::{Config, Mark};
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
 use tidal_core::flow::{CohortId, Control, Partition, Persist, UserKey, UserSig, cohort_named, cohort_value, id_hash};
@@ -37,6 +36,8 @@ use tidal_core::record::{Record, RelKind};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, clock_of, time_at};
 use tidal_core::user::{Attributes, CohortDefs, Edges, SideUpdate, UserView, attribute, matches};
+
+mod checkpoint;
 
 /// Buckets per state horizon.
 const STATE_BUCKETS: u64 = 90;
@@ -141,10 +142,11 @@ pub fn users<'s>(
             loop {
                 let next_input = waiting.first_key_value().map(|(t, _)| *t).filter(|t| *t < reached);
                 let next_expiry = expiries.first_key_value().map(|(t, _)| *t).filter(|t| *t < reached);
-                let next = next_input.into_iter().chain(next_expiry).min();
-                // A checkpoint whose frontier is reached is written before the next time.
+                // A checkpoint is written once every time before its frontier is applied and
+                // none after it: before the next time to apply, or when all complete times are.
+                let next = next_input.into_iter().chain(next_expiry).min().unwrap_or(reached);
                 while let Some((&f, &position)) = checkpoints.first_key_value() {
-                    if next.is_some_and(|t| t < f) {
+                    if f > next {
                         break;
                     }
                     checkpoints.pop_first();
@@ -183,15 +185,6 @@ pub fn users<'s>(
                             .or_insert_with(|| [caps[0].delayed(&at), caps[1].delayed(&at)]);
                     }
                 }
-            }
-            while let Some((&f, &position)) = checkpoints.first_key_value() {
-                if f > reached {
-                    break;
-                }
-                checkpoints.pop_first();
-                let mut bytes = Vec::new();
-                state.save(&mut bytes);
-                persist.write(partition.index, "users", f, position, bytes);
             }
             StateStats::set(&stats.users, state.slots.len());
             stats.busy(Stage::Users, started);
@@ -598,111 +591,5 @@ impl Users {
         let buckets = self.by_bucket.keys().map(|b| time_at(b.saturating_add(self.horizon)));
         let epochs = self.by_epoch.keys().map(|e| time_at(epoch_expiry(*e, self.aff_h)));
         buckets.chain(epochs).collect()
-    }
-
-    /// Appends the declared cohorts and every user's state (a checkpoint).
-    fn save(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.defs.len() as u64);
-        for (name, rule) in &self.defs {
-            put_str(out, name);
-            put_u64(out, rule.len() as u64);
-            for (k, v) in rule {
-                put_str(out, k);
-                put_str(out, v);
-            }
-        }
-        put_u64(out, self.slots.len() as u64);
-        for (key, slot) in &self.slots {
-            put_u64(out, *key);
-            match &slot.attributes {
-                Some(a) => {
-                    out.push(1);
-                    put_u64(out, a.len() as u64);
-                    for (k, v) in a.iter() {
-                        put_str(out, k);
-                        put_str(out, v);
-                    }
-                }
-                None => out.push(0),
-            }
-            put_u64(out, slot.marks.len() as u64);
-            for (b, item, m) in &slot.marks {
-                put_u64(out, *b);
-                put_u64(out, u64::from(*item));
-                out.push(*m);
-            }
-            let edges = slot.edges.as_deref().cloned().unwrap_or_default();
-            for set in [&edges.follows, &edges.blocks] {
-                put_u64(out, set.len() as u64);
-                for c in set {
-                    put_str(out, c);
-                }
-            }
-            put_u64(out, slot.affinity.len() as u64);
-            for (c, e, v) in &slot.affinity {
-                put_u64(out, *c);
-                put_u64(out, *e);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-
-    /// Reads back what [`save`](Self::save) wrote.
-    fn load(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
-        let mut c = Cursor::new(bytes);
-        self.defs.clear();
-        for _ in 0..c.u64("cohorts")? {
-            let name = c.string("cohort name")?;
-            let mut rule = BTreeMap::new();
-            for _ in 0..c.u64("rule size")? {
-                let k = c.string("dimension")?;
-                rule.insert(k, c.string("value")?);
-            }
-            self.defs.insert(name, rule);
-        }
-        for _ in 0..c.u64("users")? {
-            let key = c.u64("user key")?;
-            let mut slot = Slot::default();
-            if c.u8("attributes")? != 0 {
-                let mut attrs = Vec::new();
-                for _ in 0..c.u64("attribute count")? {
-                    let k = c.string("attribute name")?;
-                    let v = c.string("attribute value")?;
-                    attrs.push((self.intern(&k), self.intern(&v)));
-                }
-                slot.attributes = Some(attrs.into());
-            }
-            for _ in 0..c.u64("marks")? {
-                let b = c.u64("bucket")?;
-                let item = c.u64("item")?;
-                let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
-                    what: "item",
-                    value: item,
-                })?;
-                slot.marks.push((b, item, c.u8("sets")?));
-                self.by_bucket.entry(b).or_default().insert(key);
-            }
-            let mut edges = Edges::default();
-            for set in [&mut edges.follows, &mut edges.blocks] {
-                for _ in 0..c.u64("edges")? {
-                    set.insert(c.string("creator")?);
-                }
-            }
-            if !edges.follows.is_empty() || !edges.blocks.is_empty() {
-                slot.edges = Some(Arc::new(edges));
-            }
-            for _ in 0..c.u64("affinities")? {
-                let creator = c.u64("creator")?;
-                let e = c.u64("epoch")?;
-                let raw = c.take(16, "affinity")?;
-                let mut a = [0u8; 16];
-                a.copy_from_slice(raw);
-                slot.affinity.push((creator, e, i128::from_le_bytes(a)));
-                self.by_epoch.entry(e).or_default().insert(key);
-            }
-            slot.cohorts = self.cohorts_of(slot.attributes.as_deref());
-            self.slots.insert(key, slot);
-        }
-        c.finish()
     }
 }

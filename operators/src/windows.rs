@@ -35,12 +35,7 @@ pub fn windows<'s>(
     persist: Persist,
 ) -> VecCollection<'s, Time, ((ItemKey, KindIdx), Lanes), isize> {
     let specs = kind_specs(config);
-    // A retired item's last retraction comes due within twice its longest window.
-    let span = specs
-        .iter()
-        .flat_map(|s| s.windows().iter().map(|(w, _)| 2 * w))
-        .max()
-        .unwrap_or(0);
+    let span = retraction_span(&specs);
     let expander = WindowExpander { specs, span };
     keyed_sums(signals, control, "Windows", "windows", expander, persist, move |s| {
         StateStats::set(&stats.window_sums, s.sums);
@@ -101,6 +96,16 @@ impl Expander for WindowExpander {
         // Slots are signal types, fewer than the configuration's limit on them.
         (item, slot as KindIdx)
     }
+}
+
+/// How long after an event its last window retraction may come due: twice the longest
+/// window (a retired item's pending retractions are ignored for that long).
+pub(crate) fn retraction_span(specs: &[KindSpec]) -> u64 {
+    specs
+        .iter()
+        .flat_map(|s| s.windows().iter().map(|(w, _)| 2 * w))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Adds `w` to the lanes `mask` selects (bit `i` = lane `i`).

@@ -77,6 +77,12 @@ impl Filters<'_> {
         p.category.is_some() || p.creator.is_some() || p.tag.is_some()
     }
 
+    /// Item `key` of `snapshot` with its id, if it exists and passes the filters.
+    fn admit<'s>(&self, snapshot: &'s Snapshot, key: ItemKey) -> Option<(&'s ItemEntry, &'s Arc<str>)> {
+        let (item, id) = snapshot.entry(key).and_then(|i| Some((i, i.id()?)))?;
+        self.passes(key, id, item).then_some((item, id))
+    }
+
     fn passes(&self, key: ItemKey, id: &str, item: &ItemEntry) -> bool {
         let p = self.params;
         if p.exclude.contains(id) || !item.is_listable() {
@@ -395,12 +401,9 @@ fn score_matches<'s>(
 ) -> Vec<Hit<'s>> {
     let mut hits = Vec::new();
     for key in matches.iter() {
-        let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
+        let Some((item, id)) = filters.admit(snapshot, key) else {
             continue;
         };
-        if !filters.passes(key, id, item) {
-            continue;
-        }
         let listed = match scorer.base {
             Base::New => item.meta().is_some_and(|m| m.created_at.is_some()),
             _ => true,
@@ -470,12 +473,9 @@ fn cohort_hits<'s>(
         if hits.len() >= need && hits.last().is_some_and(|h: &Hit<'_>| score < h.score) {
             break;
         }
-        let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
+        let Some((item, id)) = filters.admit(snapshot, key) else {
             continue;
         };
-        if !filters.passes(key, id, item) {
-            continue;
-        }
         hits.push(Hit {
             score,
             id: id.clone(),
@@ -498,12 +498,9 @@ fn following<'s>(snapshot: &'s Snapshot, filters: &Filters<'_>, follows: Option<
     }
     let mut hits = Vec::new();
     for key in keys.iter() {
-        let Some((item, id)) = snapshot.entry(key).and_then(|i| Some((i, i.id()?))) else {
+        let Some((item, id)) = filters.admit(snapshot, key) else {
             continue;
         };
-        if !filters.passes(key, id, item) {
-            continue;
-        }
         hits.push(Hit {
             score: item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
             id: id.clone(),
