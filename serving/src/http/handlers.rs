@@ -33,6 +33,14 @@ pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
     })
 }
 
+/// A read's answer: the entity found, or a 404 naming the `what` and id asked for.
+pub(super) fn found_or_404<T: serde::Serialize>(what: &str, found: (Option<T>, String)) -> Result<Response, ApiError> {
+    match found {
+        (Some(v), _) => Ok(Json(v).into_response()),
+        (None, id) => Err(ApiError::not_found(format!("no {what} {id:?}"))),
+    }
+}
+
 /// Counts an error answer by code.
 pub(super) fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
     r.inspect_err(|e| {
@@ -224,10 +232,7 @@ pub async fn get_item(
                 .reads
                 .run(move || peers.item(owner, &id, &forwarded).map(|v| (v, id)))
                 .await??;
-            return match found {
-                (Some(v), _) => Ok(Json(v).into_response()),
-                (None, id) => Err(ApiError::not_found(format!("no item {id:?}"))),
-            };
+            return found_or_404("item", found);
         }
         let cohort = pairs
             .iter()
@@ -241,10 +246,7 @@ pub async fn get_item(
             .reads
             .run(move || tidal.item_in_cohort(&snap, &id, cohort.as_deref()).map(|v| (v, id)))
             .await??;
-        match view {
-            (Some(v), _) => Ok(Json(v).into_response()),
-            (None, id) => Err(ApiError::not_found(format!("no item {id:?}"))),
-        }
+        found_or_404("item", view)
     }
     .await;
     counted(&state, result)

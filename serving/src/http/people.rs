@@ -6,7 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -15,7 +15,7 @@ use tidal_core::record::RelKind;
 
 use super::AppState;
 use super::error::ApiError;
-use super::handlers::{body, counted, query_pairs, snapshot_with};
+use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with};
 use crate::query::UserInfo;
 
 /// `PUT /v1/users/{id}` body.
@@ -141,10 +141,7 @@ pub async fn get_user(
                 .reads
                 .run(move || peers.user(owner, &id, &pairs).map(|v| (v, id)))
                 .await??;
-            return match found {
-                (Some(v), _) => Ok(Json(v).into_response()),
-                (None, id) => Err(ApiError::not_found(format!("no user {id:?}"))),
-            };
+            return found_or_404("user", found);
         }
         let view = snapshot_with(&state, min_lsn).await?;
         let tidal = state.tidal.clone();
@@ -152,10 +149,7 @@ pub async fn get_user(
             .reads
             .run(move || tidal.user_on(&view, &id).map(|v| (v, id)))
             .await??;
-        match found {
-            (Some(v), _) => Ok(Json(v).into_response()),
-            (None, id) => Err(ApiError::not_found(format!("no user {id:?}"))),
-        }
+        found_or_404("user", found)
     }
     .await;
     counted(&state, result)
