@@ -52,6 +52,7 @@ fn config(dir: &std::path::Path, workers: usize) -> Config {
         };
     }
     c.personalization.state_horizon = Dur(HORIZON);
+    c.personalization.horizon = Dur(HORIZON);
     c.personalization.affinity_half_life = Dur(AFFINITY_H);
     c.validate().expect("valid test config");
     c
@@ -479,7 +480,7 @@ fn check(t: &Tidal, view: &tidal_sinks::View, oracle: &Oracle, config: &Config, 
     // User state, edges and affinity.
     for u in 0..USERS {
         let id = format!("u{u}");
-        let got = t.user_on(view, &id).expect("user");
+        let got = t.user_on(view, &id, false).expect("user");
         let [seen, liked, hidden] = oracle.state(config, &id, now);
         let aff = oracle.affinity(config, &id, now);
         let follows: Vec<String> = oracle

@@ -201,13 +201,31 @@ pub struct ProfileDef {
     /// The window for trending / rising.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Dur>,
-    /// The half-life for hot.
+    /// The half-life for hot (for `for_you`: of its popularity term).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_life: Option<Dur>,
     /// At most this many items per creator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_creator: Option<usize>,
+    /// `for_you`: the weight of `cos(p_u, ê_i)` (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_sim: Option<f64>,
+    /// `for_you`: the weight of the normalised popularity (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_pop: Option<f64>,
+    /// `for_you`: the weight of the normalised user–creator affinity (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_aff: Option<f64>,
+    /// `for_you`: items taken from each candidate source (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
+    /// `for_you`: the share of slots given to cold fresh items (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exploration: Option<f64>,
 }
+
+/// The largest `candidates` a `for_you` profile may take per source.
+pub const MAX_CANDIDATES: usize = 10_000;
 
 /// Engine settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -278,6 +296,20 @@ pub struct PersonalizationConfig {
     pub state_horizon: Dur,
     /// The half-life of user–creator affinity.
     pub affinity_half_life: Dur,
+    /// The half-life of a signal's pull on its user's preference vector.
+    pub half_life: Dur,
+    /// How long a signal pulls on its user's preference vector (at most `state_horizon`).
+    pub horizon: Dur,
+    /// The embedding dimension; `0`: fixed by the first embedding stored.
+    pub dimension: usize,
+    /// Items created this recently are `for_you` candidates ("fresh").
+    pub fresh_window: Dur,
+    /// A fresh item with fewer signals than this (counted by weight) is cold: `for_you`
+    /// gives such items its exploration slots.
+    pub cold_signals: f64,
+    /// Nearest-item candidates are found by an exact scan instead of the approximate index
+    /// (deterministic; for tests and small catalogues).
+    pub exact_search: bool,
 }
 
 impl Default for PersonalizationConfig {
@@ -285,6 +317,12 @@ impl Default for PersonalizationConfig {
         PersonalizationConfig {
             state_horizon: Dur(90 * 86_400_000),
             affinity_half_life: Dur(7 * 86_400_000),
+            half_life: Dur(7 * 86_400_000),
+            horizon: Dur(30 * 86_400_000),
+            dimension: 0,
+            fresh_window: Dur(86_400_000),
+            cold_signals: 10.0,
+            exact_search: false,
         }
     }
 }
@@ -514,13 +552,34 @@ impl Config {
                 );
             }
         }
+        let pz = &self.personalization;
         for (name, d) in [
-            ("state_horizon", self.personalization.state_horizon),
-            ("affinity_half_life", self.personalization.affinity_half_life),
+            ("state_horizon", pz.state_horizon),
+            ("affinity_half_life", pz.affinity_half_life),
+            ("half_life", pz.half_life),
+            ("horizon", pz.horizon),
         ] {
             if d.ms() < 1000 {
                 return bad(format!("personalization.{name}"), "must be at least 1s");
             }
+        }
+        if pz.horizon > pz.state_horizon {
+            return bad(
+                "personalization.horizon".into(),
+                "must not exceed personalization.state_horizon (an item key is reused only after it)",
+            );
+        }
+        if pz.dimension > self.server.max_embedding_dim {
+            return bad(
+                "personalization.dimension".into(),
+                &format!(
+                    "must not exceed server.max_embedding_dim ({})",
+                    self.server.max_embedding_dim
+                ),
+            );
+        }
+        if !pz.cold_signals.is_finite() || pz.cold_signals < 0.0 {
+            return bad("personalization.cold_signals".into(), "must be a finite number ≥ 0");
         }
         for (i, c) in self.cohorts.iter().enumerate() {
             if !valid_name(&c.name) {
@@ -543,8 +602,35 @@ impl Config {
             if BUILTIN_PROFILES.contains(&p.name.as_str()) {
                 return bad(f("name"), &format!("{:?} is a built-in profile", p.name));
             }
-            if !["trending", "rising", "hot", "top", "new"].contains(&p.base.as_str()) {
-                return bad(f("base"), "must be one of trending, rising, hot, top, new");
+            if !["trending", "rising", "hot", "top", "new", "for_you"].contains(&p.base.as_str()) {
+                return bad(f("base"), "must be one of trending, rising, hot, top, new, for_you");
+            }
+            let personal = p.base == "for_you";
+            for (name, w) in [("w_sim", p.w_sim), ("w_pop", p.w_pop), ("w_aff", p.w_aff)] {
+                if let Some(w) = w {
+                    if !personal {
+                        return bad(f(name), "only a for_you profile has this weight");
+                    }
+                    if !w.is_finite() || w < 0.0 {
+                        return bad(f(name), "must be a finite, non-negative weight");
+                    }
+                }
+            }
+            if let Some(c) = p.candidates
+                && (!personal || c == 0 || c > MAX_CANDIDATES)
+            {
+                return bad(
+                    f("candidates"),
+                    &format!("a for_you profile's candidates lie within 1..={MAX_CANDIDATES}"),
+                );
+            }
+            if let Some(x) = p.exploration
+                && (!personal || !(0.0..=1.0).contains(&x))
+            {
+                return bad(
+                    f("exploration"),
+                    "a for_you profile's exploration share lies within 0..=1",
+                );
             }
             for (name, w) in &p.signals {
                 let Some(st) = self.signal(name) else {

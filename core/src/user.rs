@@ -48,6 +48,31 @@ pub struct UserView {
     /// Anchored affinity sums `(creator owner hash, epoch, sum)` (see
     /// [`crate::features::decay_fixed`]) at the schema's affinity half-life, sorted.
     pub affinity: Arc<[(u64, u64, i128)]>,
+    /// The user's pulls on their preference vector, oldest first: one per signal with a
+    /// non-zero `polarity · weight` within `personalization.horizon` (SPEC §12). The vector
+    /// itself is the join of these with the items' embeddings as of the version read
+    /// ([`preference`](Self::preference)).
+    pub pulls: Arc<[Pull]>,
+}
+
+/// One signal's pull on its user's preference vector.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Pull {
+    /// The signal's `ts_eff` (ms).
+    pub ts: u64,
+    /// The item key.
+    pub item: u32,
+    /// `polarity(type) · weight`.
+    pub pull: f64,
+}
+
+impl Pull {
+    /// The pull's factor at clock `t` with half-life `h` and horizon `horizon` (ms): `pull ·
+    /// 2^(−(t − ts)/h)`, or `None` when the signal is no longer within the horizon.
+    pub fn factor(&self, t: u64, h: u64, horizon: u64) -> Option<f64> {
+        let age = t.saturating_sub(self.ts);
+        (age < horizon).then(|| self.pull * (-(age as f64) / h as f64).exp2())
+    }
 }
 
 impl UserView {
@@ -71,6 +96,37 @@ impl UserView {
             last = Some(*c);
             new.then_some(*c)
         })
+    }
+
+    /// The user's preference vector at clock `t` (SPEC §12): `Σ pull · 2^(−(t − ts)/h) · ê_i`
+    /// over the pulls within `horizon`, where `embedding(item)` gives item `i`'s embedding as
+    /// of the same version (`None`: the item has none; it pulls nothing), scaled here to unit
+    /// length. `None` when no pull reaches an embedded item.
+    pub fn preference<'e>(
+        &self,
+        t: u64,
+        h: u64,
+        horizon: u64,
+        mut embedding: impl FnMut(u32) -> Option<&'e [f32]>,
+    ) -> Option<Vec<f64>> {
+        let mut p: Option<Vec<f64>> = None;
+        for pull in self.pulls.iter() {
+            let Some(f) = pull.factor(t, h, horizon) else { continue };
+            let Some(e) = embedding(pull.item) else { continue };
+            let norm = norm(e);
+            if norm == 0.0 {
+                continue;
+            }
+            let acc = p.get_or_insert_with(|| vec![0.0; e.len()]);
+            if acc.len() != e.len() {
+                continue;
+            }
+            let f = f / norm;
+            for (a, x) in acc.iter_mut().zip(e) {
+                *a += f * f64::from(*x);
+            }
+        }
+        p
     }
 
     /// The value of attribute `name`.
@@ -100,6 +156,30 @@ impl UserView {
     /// Creators the user blocks.
     pub fn blocks(&self) -> impl Iterator<Item = &String> {
         self.edges.iter().flat_map(|e| e.blocks.iter())
+    }
+}
+
+/// The Euclidean length of `v`.
+pub fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt()
+}
+
+/// `cos(p, e)`: 0 when either is zero.
+pub fn cosine(p: &[f64], e: &[f32]) -> f64 {
+    if p.len() != e.len() {
+        return 0.0;
+    }
+    let (mut dot, mut pp, mut ee) = (0.0, 0.0, 0.0);
+    for (a, b) in p.iter().zip(e) {
+        let b = f64::from(*b);
+        dot += a * b;
+        pp += a * a;
+        ee += b * b;
+    }
+    if pp == 0.0 || ee == 0.0 {
+        0.0
+    } else {
+        dot / (pp.sqrt() * ee.sqrt())
     }
 }
 

@@ -35,7 +35,7 @@ use tidal_core::flow::{CohortId, Control, Partition, Persist, UserKey, UserSig, 
 use tidal_core::record::{Record, RelKind};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, clock_of, time_at};
-use tidal_core::user::{Attributes, CohortDefs, Edges, SideUpdate, UserView, attribute, matches};
+use tidal_core::user::{Attributes, CohortDefs, Edges, Pull, SideUpdate, UserView, attribute, matches};
 
 mod checkpoint;
 
@@ -225,11 +225,17 @@ struct Slot {
     affinity: Vec<(u64, u64, i128)>,
     /// The cohorts the user belongs to, sorted.
     cohorts: Vec<CohortId>,
+    /// Pulls on the preference vector within the horizon, in log order.
+    pulls: Vec<Pull>,
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
-        self.attributes.is_none() && self.marks.is_empty() && self.edges.is_none() && self.affinity.is_empty()
+        self.attributes.is_none()
+            && self.marks.is_empty()
+            && self.edges.is_none()
+            && self.affinity.is_empty()
+            && self.pulls.is_empty()
     }
 }
 
@@ -241,6 +247,10 @@ struct Users {
     /// Per signal type: which sets it marks (bit `i` = `SETS[i]`) and its relationship delta.
     marks: Vec<u8>,
     deltas: Vec<f64>,
+    /// Per signal type, its preference polarity.
+    polarity: Vec<f64>,
+    /// How long a signal pulls on its user's preference vector.
+    pull_horizon: u64,
     horizon: u64,
     g: u64,
     aff_h: u64,
@@ -280,6 +290,8 @@ impl Users {
                 })
                 .collect(),
             deltas: config.signals.iter().map(|s| s.relationship_delta).collect(),
+            polarity: config.signals.iter().map(|s| s.polarity).collect(),
+            pull_horizon: config.personalization.horizon.ms(),
             horizon,
             g: (horizon / STATE_BUCKETS).max(1000),
             aff_h: config.personalization.affinity_half_life.ms(),
@@ -343,6 +355,7 @@ impl Users {
             hidden,
             edges: slot.edges.clone(),
             affinity: Arc::from(slot.affinity.as_slice()),
+            pulls: Arc::from(slot.pulls.as_slice()),
         }
     }
 
@@ -425,6 +438,8 @@ impl Users {
                 same
             });
             slot.affinity.retain(|a| a.2 != 0);
+            let horizon = self.pull_horizon;
+            slot.pulls.retain(|p| p.ts.saturating_add(horizon) > clock);
             if slot.is_empty() {
                 self.slots.remove(&key);
                 side.push(SideUpdate::User(key, None));
@@ -545,12 +560,32 @@ impl Users {
         };
         let marks_live = marks != 0 && item.is_some() && bucket.saturating_add(self.horizon) > clock;
         let affects = sig.creator != 0 && delta != 0.0 && sig.weight != 0;
-        if !marks_live && !affects {
+        let pull = self.polarity.get(k).copied().unwrap_or(0.0) * weight_float(sig.weight);
+        let pulls = pull != 0.0 && item.is_some() && sig.ts_eff.saturating_add(self.pull_horizon) > clock;
+        if !marks_live && !affects && !pulls {
             return;
         }
         let slot = self.slots.entry(sig.user).or_default();
         if let (true, Some(item)) = (marks_live, item) {
             slot.marks.push((bucket, item, marks));
+            let h = self.horizon;
+            let new = &mut self.new_expiries;
+            self.by_bucket
+                .entry(bucket)
+                .or_insert_with(|| {
+                    new.push(time_at(bucket.saturating_add(h)));
+                    HashSet::new()
+                })
+                .insert(sig.user);
+        }
+        if let (true, Some(item)) = (pulls, item) {
+            slot.pulls.push(Pull {
+                ts: sig.ts_eff,
+                item,
+                pull,
+            });
+            // The bucket's end (past the horizon) touches the user, which drops the pull even
+            // when no later signal does.
             let h = self.horizon;
             let new = &mut self.new_expiries;
             self.by_bucket

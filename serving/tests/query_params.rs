@@ -123,7 +123,12 @@ fn defaults_come_from_the_schema() {
 #[test]
 fn bad_parameters_are_named() {
     let cases: &[(&[(&str, &str)], &str, &str)] = &[
-        (&[("profile", "for_you")], "unsupported_profile", "profile"),
+        (&[("profile", "for_you")], "invalid_parameter", "user"),
+        (
+            &[("profile", "for_you"), ("user", "u1"), ("filter", "none")],
+            "invalid_parameter",
+            "filter",
+        ),
         (&[("profile", "following")], "invalid_parameter", "user"),
         (&[("filter", "unseen")], "invalid_parameter", "filter"),
         (&[("filter", "seen"), ("user", "u1")], "invalid_parameter", "filter"),
@@ -182,7 +187,11 @@ fn bad_parameters_are_named() {
         );
     }
     let e = parse(&[("profile", "for_you")]).unwrap_err();
-    assert!(e.to_string().contains("not available yet"), "{e}");
+    assert!(e.to_string().contains("needs user="), "{e}");
+    let p = parse(&[("profile", "for_you"), ("user", "u1")]).expect("for_you with a user");
+    assert!(p.unseen, "for_you drops seen items by default");
+    let p = parse(&[("profile", "for_you"), ("user", "u1"), ("filter", "all")]).expect("filter=all");
+    assert!(!p.unseen, "filter=all keeps seen items");
 }
 
 #[test]

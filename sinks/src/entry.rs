@@ -41,6 +41,15 @@ impl ItemEntry {
         self.state.as_ref().and_then(|s| s.meta.as_ref())
     }
 
+    /// The item's embedding, if it is listable and has one.
+    pub fn embedding(&self) -> Option<&[f32]> {
+        self.state
+            .as_ref()
+            .filter(|s| !s.deleted)
+            .and_then(|s| s.meta.as_ref()?.embedding.as_ref())
+            .map(|e| e.0.as_slice())
+    }
+
     /// Whether rankings may list the item: it has a state and is not deleted.
     pub fn is_listable(&self) -> bool {
         self.state.as_ref().is_some_and(|s| !s.deleted)

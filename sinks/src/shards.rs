@@ -122,6 +122,14 @@ impl View {
         w.checked_sub(self.first).and_then(|i| self.shards.get(i)).map(|s| &**s)
     }
 
+    /// The dimension of an embedding some item holds, if any does.
+    pub fn embedding_dimension(&self) -> Option<usize> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.entries())
+            .find_map(|(_, e)| e.embedding().map(<[f32]>::len))
+    }
+
     /// A view of one snapshot (tests and tools).
     pub fn single(snapshot: Arc<Snapshot>) -> View {
         View {

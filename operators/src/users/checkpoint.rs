@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
-use tidal_core::user::Edges;
+use tidal_core::user::{Edges, Pull};
 
 use super::{Slot, Users};
 
@@ -53,6 +53,12 @@ impl Users {
                 put_u64(out, *c);
                 put_u64(out, *e);
                 out.extend_from_slice(&v.to_le_bytes());
+            }
+            put_u64(out, slot.pulls.len() as u64);
+            for p in &slot.pulls {
+                put_u64(out, p.ts);
+                put_u64(out, u64::from(p.item));
+                put_u64(out, p.pull.to_bits());
             }
         }
     }
@@ -109,6 +115,16 @@ impl Users {
                 a.copy_from_slice(raw);
                 slot.affinity.push((creator, e, i128::from_le_bytes(a)));
                 self.by_epoch.entry(e).or_default().insert(key);
+            }
+            for _ in 0..c.u64("pulls")? {
+                let ts = c.u64("pull time")?;
+                let item = c.u64("pull item")?;
+                let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
+                    what: "pull item",
+                    value: item,
+                })?;
+                let pull = f64::from_bits(c.u64("pull")?);
+                slot.pulls.push(Pull { ts, item, pull });
             }
             slot.cohorts = self.cohorts_of(slot.attributes.as_deref());
             self.slots.insert(key, slot);

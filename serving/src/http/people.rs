@@ -63,20 +63,35 @@ fn json_body<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T
     })
 }
 
-fn min_lsn_of(pairs: &[(String, String)]) -> Result<Option<(Option<usize>, u64)>, ApiError> {
-    let mut out = None;
+/// A user read's parameters: `min_lsn` and `vector`.
+type UserParams = (Option<(Option<usize>, u64)>, bool);
+
+fn user_params(pairs: &[(String, String)]) -> Result<UserParams, ApiError> {
+    let (mut min_lsn, mut vector) = (None, false);
     for (k, v) in pairs {
         match k.as_str() {
-            "min_lsn" => out = Some(crate::query::parse_min_lsn(v).map_err(crate::Error::from)?),
+            "min_lsn" => min_lsn = Some(crate::query::parse_min_lsn(v).map_err(crate::Error::from)?),
+            "vector" => {
+                vector = match v.as_str() {
+                    "0" | "false" => false,
+                    "1" | "true" => true,
+                    v => {
+                        return Err(ApiError::bad_request(
+                            "invalid_parameter",
+                            format!("vector: expected 1 or 0, got {v:?}"),
+                        ));
+                    }
+                }
+            }
             other => {
                 return Err(ApiError::bad_request(
                     "unknown_parameter",
-                    format!("unknown parameter {other:?}; known: min_lsn"),
+                    format!("unknown parameter {other:?}; known: min_lsn, vector"),
                 ));
             }
         }
     }
-    Ok(out)
+    Ok((min_lsn, vector))
 }
 
 /// Puts a user's attributes; answered once durable.
@@ -118,6 +133,7 @@ pub async fn put_user(
     params(
         ("id" = String, Path, description = "user id"),
         ("min_lsn" = Option<String>, Query, description = "answer from a state that includes this LSN"),
+        ("vector" = Option<String>, Query, description = "1: include the preference vector"),
     ),
     responses(
         (status = 200, description = "the user", body = UserInfo),
@@ -132,7 +148,7 @@ pub async fn get_user(
 ) -> Result<Response, ApiError> {
     let result = async {
         let pairs = query_pairs(q)?;
-        let min_lsn = min_lsn_of(&pairs)?;
+        let (min_lsn, vector) = user_params(&pairs)?;
         if let Some(peers) = state.tidal.peers().cloned()
             && let Some(owner) = state.tidal.owner_process(&id)
             && owner != peers.process()
@@ -147,7 +163,7 @@ pub async fn get_user(
         let tidal = state.tidal.clone();
         let found = state
             .reads
-            .run(move || tidal.user_on(&view, &id).map(|v| (v, id)))
+            .run(move || tidal.user_on(&view, &id, vector).map(|v| (v, id)))
             .await??;
         found_or_404("user", found)
     }

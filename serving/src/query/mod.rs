@@ -9,6 +9,7 @@
 
 pub mod cluster;
 mod error;
+mod foryou;
 mod item;
 mod params;
 pub mod personal;
@@ -23,9 +24,11 @@ use tidal_core::Config;
 use tidal_sinks::View;
 
 pub use error::{QueryError, QueryErrorKind};
+pub use foryou::preference;
 pub use item::{CohortFeatures, CohortSignal, ItemView, SignalFeatures, item_view, item_view_in};
 pub use params::{
-    Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor, parse_cohort, parse_min_lsn,
+    Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, Personal, RankParams, Term, encode_cursor, parse_cohort,
+    parse_min_lsn,
 };
 pub use user::{CreatorAffinity, UserInfo, user_view};
 
@@ -81,6 +84,30 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
         lsn: view.lsn(),
     };
     let ctx = personal::Context::new(view, params)?;
+    if params.base == Base::ForYou {
+        let page_end = params.offset + params.limit;
+        let ranked = foryou::for_you(view, params, &ctx, config, page_end + 1);
+        let next_cursor = (ranked.items.len() > page_end).then(|| encode_cursor(page_end));
+        let items = ranked
+            .items
+            .iter()
+            .enumerate()
+            .skip(params.offset)
+            .take(params.limit)
+            .map(|(i, s)| RankedItem {
+                id: s.hit.id.to_string(),
+                score: s.hit.score,
+                rank: i + 1,
+                features: params.explain.then(|| ranked.explain(i, params)),
+            })
+            .collect();
+        return Ok(Ranking {
+            items,
+            next_cursor,
+            as_of,
+            estimated: None,
+        });
+    }
     let scorer = Scorer::new(view.clock_ms(), params);
     if scorer.lists.is_empty() && params.base != Base::Following {
         // Every weight is 0: every score is 0, and only positive scores are listed.

@@ -34,6 +34,9 @@ pub enum Base {
     New,
     /// Items of the creators the user follows, newest first.
     Following,
+    /// Personalised (SPEC §12): candidates from the user's preference vector, popularity
+    /// (`hot`), followed creators and fresh items, scored by a blend.
+    ForYou,
 }
 
 impl Base {
@@ -45,6 +48,7 @@ impl Base {
             "top" => Base::Top,
             "new" => Base::New,
             "following" => Base::Following,
+            "for_you" => Base::ForYou,
             _ => return None,
         })
     }
@@ -58,6 +62,7 @@ impl Base {
             Base::Top => "top",
             Base::New => "new",
             Base::Following => "following",
+            Base::ForYou => "for_you",
         }
     }
 }
@@ -129,8 +134,52 @@ pub struct RankParams {
     pub cohort: Option<Vec<(String, String)>>,
     /// The user asking: their hidden items and blocked creators are never listed.
     pub user: Option<String>,
-    /// `filter=unseen`: the user's seen items are not listed either.
+    /// `filter=unseen`: the user's seen items are not listed either (`for_you`'s default;
+    /// `filter=all` lists them).
     pub unseen: bool,
+    /// `for_you`'s blend, candidate sizes and exploration share.
+    pub personal: Personal,
+}
+
+/// `for_you`'s parameters (SPEC §12), from its profile declaration or the defaults.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Personal {
+    /// Weight of `cos(p_u, ê_i)`.
+    pub w_sim: f64,
+    /// Weight of `pop_i / max pop`.
+    pub w_pop: f64,
+    /// Weight of `aff(u, creator_i) / max aff`.
+    pub w_aff: f64,
+    /// Items taken from each candidate source.
+    pub candidates: usize,
+    /// The share of slots given to cold fresh items.
+    pub exploration: f64,
+}
+
+impl Default for Personal {
+    fn default() -> Self {
+        Personal {
+            w_sim: 0.5,
+            w_pop: 0.5,
+            w_aff: 0.0,
+            candidates: 500,
+            exploration: 0.1,
+        }
+    }
+}
+
+impl Personal {
+    fn of(def: Option<&ProfileDef>) -> Personal {
+        let d = Personal::default();
+        let Some(p) = def else { return d };
+        Personal {
+            w_sim: p.w_sim.unwrap_or(d.w_sim),
+            w_pop: p.w_pop.unwrap_or(d.w_pop),
+            w_aff: p.w_aff.unwrap_or(d.w_aff),
+            candidates: p.candidates.unwrap_or(d.candidates),
+            exploration: p.exploration.unwrap_or(d.exploration),
+        }
+    }
 }
 
 /// Parses `min_lsn`: `N` (an LSN of this process's WAL) or `P:N` (of process `P`'s, as a
@@ -248,18 +297,19 @@ impl RankParams {
             tidal_core::ids::check_id("user", u, config.server.max_id_bytes).map_err(|m| invalid("user", m))?;
         }
         let unseen = match get("filter") {
-            None => false,
+            None => base == Base::ForYou,
+            Some("all") => false,
             Some("unseen") if user.is_some() => true,
             Some("unseen") => return Err(invalid("filter", "filter=unseen needs user=")),
             Some(v) => {
                 return Err(invalid(
                     "filter",
-                    format!("filter: unknown filter {v:?}; known: unseen"),
+                    format!("filter: unknown filter {v:?}; known: unseen, all"),
                 ));
             }
         };
-        if base == Base::Following && user.is_none() {
-            return Err(invalid("user", "profile=following needs user="));
+        if matches!(base, Base::Following | Base::ForYou) && user.is_none() {
+            return Err(invalid("user", format!("profile={} needs user=", base.as_str())));
         }
         let cohort = get("cohort").map(|v| parse_cohort(v, config)).transpose()?;
         if cohort.is_some() && !matches!(base, Base::Trending | Base::Rising) {
@@ -298,6 +348,7 @@ impl RankParams {
             cohort,
             user,
             unseen,
+            personal: Personal::of(def),
         })
     }
 }
@@ -377,16 +428,6 @@ fn profile<'c>(v: Option<&str>, config: &'c Config) -> Result<(String, Base, Opt
     let name = v.unwrap_or("trending");
     if let Some(base) = Base::parse(name) {
         return Ok((name.into(), base, None));
-    }
-    if name == "for_you" {
-        return Err(QueryError::new(
-            QueryErrorKind::UnsupportedProfile,
-            "profile",
-            format!(
-                "profile: {name:?} is a personalised profile that is not available yet. \
-                 Use trending, rising, hot, top, new, following or a profile declared in the schema"
-            ),
-        ));
     }
     if let Some(def) = config.profile(name) {
         let base = Base::parse(&def.base).ok_or_else(|| {
@@ -521,9 +562,16 @@ fn terms(
                     size: st.windows[index].size,
                 }
             }
-            Base::Hot => {
+            Base::Hot | Base::ForYou => {
                 let index = match half_life {
                     Some(h) => st.half_lives.iter().position(|d| *d == h),
+                    // for_you's popularity decays at the longest declared half-life.
+                    None if base == Base::ForYou => st
+                        .half_lives
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(_, d)| **d)
+                        .map(|(i, _)| i),
                     None => (!st.half_lives.is_empty()).then_some(0),
                 };
                 let Some(index) = index else {

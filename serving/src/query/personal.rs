@@ -42,6 +42,8 @@ pub struct UserFilter {
     pub blocks: BTreeSet<String>,
     /// Creators the user follows.
     pub follows: BTreeSet<String>,
+    /// The user's state, if the owner shard has one.
+    pub state: Option<Arc<UserView>>,
 }
 
 /// A request's cohort and user, resolved against one view.
@@ -69,7 +71,7 @@ impl Context {
                          in a multi-process cluster this version does not forward them yet",
                     )
                 })?;
-                Some(UserFilter::of(shard.user(id_hash(id)).map(|v| &**v), params.unseen))
+                Some(UserFilter::of(shard.user(id_hash(id)), params.unseen))
             }
         };
         Ok(Context { cohort, user })
@@ -77,7 +79,7 @@ impl Context {
 }
 
 impl UserFilter {
-    fn of(view: Option<&UserView>, unseen: bool) -> UserFilter {
+    fn of(view: Option<&Arc<UserView>>, unseen: bool) -> UserFilter {
         let Some(v) = view else { return UserFilter::default() };
         let mut exclude = v.hidden.clone();
         if unseen {
@@ -87,6 +89,7 @@ impl UserFilter {
             exclude,
             blocks: v.blocks().cloned().collect(),
             follows: v.follows().cloned().collect(),
+            state: Some(v.clone()),
         }
     }
 

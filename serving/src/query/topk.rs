@@ -487,6 +487,61 @@ fn cohort_hits<'s>(
     hits
 }
 
+/// The followed creators' items on every shard, filtered (any order).
+pub(crate) fn followed<'s>(view: &'s View, params: &'s RankParams, ctx: &'s Context) -> Vec<Hit<'s>> {
+    let Some(user) = ctx.user.as_ref() else {
+        return Vec::new();
+    };
+    let filters = Filters {
+        params,
+        user: Some(user),
+    };
+    view.shards
+        .iter()
+        .flat_map(|s| following(s, &filters, Some(&user.follows)))
+        .collect()
+}
+
+/// The `k` embedded items nearest to `p` by cosine over every shard, filtered, best first
+/// (score = the cosine; ties by id). An exact scan of the embedded items.
+pub(crate) fn nearest<'s>(
+    view: &'s View,
+    params: &'s RankParams,
+    ctx: &'s Context,
+    p: &[f64],
+    k: usize,
+) -> Vec<Hit<'s>> {
+    let filters = Filters {
+        params,
+        user: ctx.user.as_ref(),
+    };
+    let mut best: BinaryHeap<Hit<'s>> = BinaryHeap::new();
+    for snapshot in &view.shards {
+        for (key, item) in snapshot.entries() {
+            let Some(e) = item.embedding() else { continue };
+            let Some(id) = item.id() else { continue };
+            let hit = Hit {
+                score: tidal_core::user::cosine(p, e),
+                id: id.clone(),
+                key,
+                entry: item,
+            };
+            // The heap's top is the worst kept (Hit orders best first).
+            if best.len() >= k && best.peek().is_some_and(|worst| hit >= *worst) {
+                continue;
+            }
+            if !filters.passes(key, id, item) {
+                continue;
+            }
+            best.push(hit);
+            if best.len() > k {
+                best.pop();
+            }
+        }
+    }
+    best.into_sorted_vec()
+}
+
 /// `following` on one shard: the items of the followed creators, newest `created_at` first
 /// (its score; items without one score 0 and come last, by id).
 fn following<'s>(snapshot: &'s Snapshot, filters: &Filters<'_>, follows: Option<&BTreeSet<String>>) -> Vec<Hit<'s>> {

@@ -42,6 +42,12 @@ pub struct UserInfo {
     pub blocks: Vec<String>,
     /// The creators with the highest affinity (at most 10, positive only).
     pub top_creators: Vec<CreatorAffinity>,
+    /// With `?vector=1`: the preference vector `p_u` as of the state read (SPEC §12), `null`
+    /// when no signal within the horizon is on an embedded item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Option<Vec<f64>>>,
+    /// Signals pulling on the preference vector (within `personalization.horizon`).
+    pub pulls: usize,
     /// The state read.
     pub as_of: AsOf,
 }
@@ -49,9 +55,9 @@ pub struct UserInfo {
 /// Creators listed in `top_creators`.
 const TOP_CREATORS: usize = 10;
 
-/// The view of user `id`; `None` when it has no state (never put, no signal within the
-/// horizon, no edge) or its owner is not a local shard.
-pub fn user_view(view: &View, config: &Config, id: &str) -> Option<UserInfo> {
+/// The view of user `id` (with its preference vector when `vector`); `None` when it has no
+/// state (never put, no signal within the horizon, no edge) or its owner is not a local shard.
+pub fn user_view(view: &View, config: &Config, id: &str, vector: bool) -> Option<UserInfo> {
     let shard = view.shard_of(id)?;
     let u = shard.user(id_hash(id))?;
     let attributes = u.attribute_map();
@@ -100,6 +106,14 @@ pub fn user_view(view: &View, config: &Config, id: &str) -> Option<UserInfo> {
             .take(TOP_CREATORS)
             .map(|(affinity, creator)| CreatorAffinity { creator, affinity })
             .collect(),
+        vector: vector.then(|| super::foryou::preference(view, u, config)),
+        pulls: {
+            let p = &config.personalization;
+            u.pulls
+                .iter()
+                .filter(|x| x.factor(clock, p.half_life.ms(), p.horizon.ms()).is_some())
+                .count()
+        },
         as_of: AsOf { clock, lsn: view.lsn() },
     })
 }

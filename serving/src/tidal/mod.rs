@@ -19,6 +19,7 @@ mod write;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,8 @@ pub struct Tidal {
     checkpointer: Arc<Checkpointer>,
     recovered_records: u64,
     peers: Option<Arc<Peers>>,
+    /// The embedding dimension (0: none fixed yet; SPEC §12).
+    dimension: AtomicUsize,
     _lock: File,
 }
 
@@ -268,6 +271,10 @@ impl Tidal {
             busy = pipeline.state().busy_summary(),
             "recovered the WAL"
         );
+        let dimension = match config.personalization.dimension {
+            0 => shards.view().embedding_dimension().unwrap_or(0),
+            d => d,
+        };
         let tidal = Tidal {
             config,
             wal,
@@ -276,6 +283,7 @@ impl Tidal {
             checkpointer,
             recovered_records,
             peers,
+            dimension: AtomicUsize::new(dimension),
             _lock: lock,
         };
         // The WAL records the configuration in force, so replay can use it as its baseline

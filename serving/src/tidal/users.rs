@@ -156,13 +156,13 @@ impl Tidal {
     /// user has no state. In a cluster, only for users this process owns.
     pub fn user(&self, id: &str) -> Result<Option<UserInfo>> {
         self.check_user_id(id)?;
-        Ok(query::user_view(&self.view(), &self.config, id))
+        Ok(query::user_view(&self.view(), &self.config, id, false))
     }
 
-    /// [`user`](Self::user) on a given state.
-    pub fn user_on(&self, view: &tidal_sinks::View, id: &str) -> Result<Option<UserInfo>> {
+    /// [`user`](Self::user) on a given state, with the preference vector when `vector`.
+    pub fn user_on(&self, view: &tidal_sinks::View, id: &str, vector: bool) -> Result<Option<UserInfo>> {
         self.check_user_id(id)?;
-        Ok(query::user_view(view, &self.config, id))
+        Ok(query::user_view(view, &self.config, id, vector))
     }
 
     /// The declared cohorts as of the latest state (the schema's and those put since).

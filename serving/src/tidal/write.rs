@@ -2,6 +2,8 @@
 //! is written (a request is all-or-nothing and an error names its first bad record), then
 //! appended to the WAL and answered once durable.
 
+use std::sync::atomic::Ordering;
+
 use tidal_core::ids::check_id;
 use tidal_core::record::{ItemMeta, Record, Signal};
 use tidal_core::time::{ClockMode, MAX_TS_MS, wall_clock_ms};
@@ -142,6 +144,27 @@ impl Tidal {
             }
             if !e.0.iter().all(|x| x.is_finite()) {
                 return Err(Error::InvalidItem("embedding must hold finite numbers".into()));
+            }
+            if e.0.iter().all(|x| *x == 0.0) {
+                return Err(Error::InvalidItem(
+                    "embedding must not be all zeros (it is scaled to unit length)".into(),
+                ));
+            }
+            // The first embedding stored fixes the dimension, unless the schema declares it.
+            let dim = e.0.len();
+            if let Err(have) = self
+                .dimension
+                .compare_exchange(0, dim, Ordering::SeqCst, Ordering::SeqCst)
+                && have != dim
+            {
+                let why = if self.config.personalization.dimension != 0 {
+                    "personalization.dimension"
+                } else {
+                    "the first embedding stored"
+                };
+                return Err(Error::InvalidItem(format!(
+                    "embedding has {dim} dimensions; this tidal's embeddings have {have} ({why})"
+                )));
             }
         }
         Ok(())
