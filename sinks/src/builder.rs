@@ -152,6 +152,20 @@ impl SnapshotBuilder {
     /// WAL the version holds.
     pub fn version_in_cluster(&mut self, frontier: Time, position: Position, lsns: Arc<[u64]>) -> Arc<Snapshot> {
         self.position = position;
+        // Embeddings that changed go to the nearest-item index before the version is seen.
+        let mut embedded: Vec<(ItemKey, Option<Vec<f32>>)> = Vec::new();
+        for (key, new) in &self.dirty {
+            let old = self.last.entries.get(key);
+            if old.is_some_and(|o| o.same_state(new)) {
+                continue;
+            }
+            let before = old.and_then(|o| o.embedding());
+            let after = new.embedding();
+            if before != after {
+                embedded.push((*key, after.map(<[f32]>::to_vec)));
+            }
+        }
+        self.last.ann.apply(&embedded);
         let log = Log::new(
             &self.last,
             self.dirty.drain(),

@@ -41,6 +41,15 @@ impl ItemEntry {
         self.state.as_ref().and_then(|s| s.meta.as_ref())
     }
 
+    /// Whether both entries hold the very same state (a cheap pointer test).
+    pub fn same_state(&self, other: &ItemEntry) -> bool {
+        match (&self.state, &other.state) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// The item's embedding, if it is listable and has one.
     pub fn embedding(&self) -> Option<&[f32]> {
         self.state

@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
+pub mod ann;
 mod builder;
 mod delta;
 pub mod entry;
@@ -24,6 +25,7 @@ mod sink;
 pub mod snapshot;
 pub mod store;
 
+pub use ann::Ann;
 pub use builder::SnapshotBuilder;
 pub use entry::ItemEntry;
 pub use index::{IndexEntry, IndexKind, Layout};

@@ -16,6 +16,7 @@ use tidal_core::features::Lanes;
 use tidal_core::record::ItemMeta;
 use tidal_core::time::{Time, clock_at_frontier};
 
+use crate::ann::Ann;
 use crate::entry::ItemEntry;
 use crate::index::{IndexKind, Layout};
 use crate::ordindex::OrdIndex;
@@ -96,6 +97,8 @@ pub struct Snapshot {
     pub(crate) postings: Postings,
     pub(crate) listed: usize,
     pub(crate) side: Side,
+    /// The shard's nearest-item index, shared by all its versions (see [`Ann`]).
+    pub(crate) ann: Arc<Ann>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -128,7 +131,14 @@ impl Snapshot {
             postings: Postings::default(),
             listed: 0,
             side: Side::default(),
+            ann: Arc::new(Ann::default()),
         }
+    }
+
+    /// The shard's nearest-item index (shared by its versions; may hold items newer than
+    /// this version: check every key against it).
+    pub fn ann(&self) -> &Ann {
+        &self.ann
     }
 
     /// The clock (ms) the state is answered as of: the clock of the last complete time.

@@ -79,7 +79,8 @@ pub(crate) fn for_you<'s>(
     let mut found: HashMap<ItemKey, u8> = HashMap::new();
     let mut add = |key: ItemKey, source: u8| *found.entry(key).or_insert(0) |= source;
     if let Some(p) = &vector {
-        for hit in topk::nearest(view, params, ctx, p, personal.candidates) {
+        let exact = config.personalization.exact_search;
+        for hit in topk::nearest(view, params, ctx, p, personal.candidates, exact) {
             add(hit.key, NEAREST);
         }
     }

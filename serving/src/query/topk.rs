@@ -503,40 +503,67 @@ pub(crate) fn followed<'s>(view: &'s View, params: &'s RankParams, ctx: &'s Cont
 }
 
 /// The `k` embedded items nearest to `p` by cosine over every shard, filtered, best first
-/// (score = the cosine; ties by id). An exact scan of the embedded items.
+/// (score = the cosine as of the view; ties by id): an exact scan of the embedded items when
+/// `exact`, else each shard's nearest-item index asked for its `k` nearest admitted items.
 pub(crate) fn nearest<'s>(
     view: &'s View,
     params: &'s RankParams,
     ctx: &'s Context,
     p: &[f64],
     k: usize,
+    exact: bool,
 ) -> Vec<Hit<'s>> {
     let filters = Filters {
         params,
         user: ctx.user.as_ref(),
     };
     let mut best: BinaryHeap<Hit<'s>> = BinaryHeap::new();
+    let offer = |hit: Hit<'s>, best: &mut BinaryHeap<Hit<'s>>| {
+        best.push(hit);
+        if best.len() > k {
+            best.pop();
+        }
+    };
+    let query: Vec<f32> = p.iter().map(|x| *x as f32).collect();
     for snapshot in &view.shards {
-        for (key, item) in snapshot.entries() {
-            let Some(e) = item.embedding() else { continue };
-            let Some(id) = item.id() else { continue };
+        if exact {
+            for (key, item) in snapshot.entries() {
+                let Some(e) = item.embedding() else { continue };
+                let Some(id) = item.id() else { continue };
+                let hit = Hit {
+                    score: tidal_core::user::cosine(p, e),
+                    id: id.clone(),
+                    key,
+                    entry: item,
+                };
+                // The heap's top is the worst kept (Hit orders best first).
+                if best.len() >= k && best.peek().is_some_and(|worst| hit >= *worst) {
+                    continue;
+                }
+                if filters.passes(key, id, item) {
+                    offer(hit, &mut best);
+                }
+            }
+            continue;
+        }
+        // Only keys this version has embedded and the filters admit.
+        let admit = |key: ItemKey| {
+            snapshot
+                .entry(key)
+                .and_then(|i| Some((i, i.embedding()?, i.id()?)))
+                .is_some_and(|(i, _, id)| filters.passes(key, id, i))
+        };
+        for key in snapshot.ann().search(&query, k, admit) {
+            let Some((item, e, id)) = snapshot.entry(key).and_then(|i| Some((i, i.embedding()?, i.id()?))) else {
+                continue;
+            };
             let hit = Hit {
                 score: tidal_core::user::cosine(p, e),
                 id: id.clone(),
                 key,
                 entry: item,
             };
-            // The heap's top is the worst kept (Hit orders best first).
-            if best.len() >= k && best.peek().is_some_and(|worst| hit >= *worst) {
-                continue;
-            }
-            if !filters.passes(key, id, item) {
-                continue;
-            }
-            best.push(hit);
-            if best.len() > k {
-                best.pop();
-            }
+            offer(hit, &mut best);
         }
     }
     best.into_sorted_vec()

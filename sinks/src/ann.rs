@@ -1,0 +1,160 @@
+//! One shard's approximate nearest-item index: usearch (HNSW, cosine) over the embeddings of
+//! the shard's listable items, keyed by item key.
+//!
+//! The index is not versioned: every version of a shard shares it, and the sink brings it up
+//! to date as it cuts each version ([`Ann::apply`], before publishing). A reader of an older
+//! version may thus be offered an item embedded (or re-embedded) after it; it checks every
+//! key against the version it reads, and scores candidates by that version's embeddings, so
+//! only the candidate set is approximate, never a score.
+
+use std::sync::Mutex;
+
+use tidal_core::flow::ItemKey;
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+/// The index grows by at least this many slots at a time.
+const GROW: usize = 1024;
+
+/// A shard's nearest-item index (see the module docs).
+#[derive(Default)]
+pub struct Ann {
+    /// Created at the first embedding (its length fixes the dimension). usearch's own
+    /// thread contexts are sized at `reserve`: calls are serialised here rather than
+    /// relying on that count matching the readers.
+    index: Mutex<Option<Index>>,
+}
+
+impl std::fmt::Debug for Ann {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ann").field("len", &self.len()).finish()
+    }
+}
+
+impl Ann {
+    /// Applies embedding changes: `Some(e)` puts (or replaces) an item's embedding, `None`
+    /// takes it out. Embeddings of another dimension than the index's are left out (the write
+    /// path refuses them).
+    pub fn apply(&self, changes: &[(ItemKey, Option<Vec<f32>>)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let Ok(mut guard) = self.index.lock() else { return };
+        if guard.is_none() {
+            let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(Vec::len)) else {
+                return;
+            };
+            let options = IndexOptions {
+                dimensions: dim,
+                metric: MetricKind::Cos,
+                quantization: ScalarKind::BF16,
+                ..IndexOptions::default()
+            };
+            match Index::new(&options) {
+                Ok(index) => *guard = Some(index),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the nearest-item index; for_you uses popularity");
+                    return;
+                }
+            }
+        }
+        let Some(index) = guard.as_ref() else { return };
+        for (key, embedding) in changes {
+            if index.contains(*key) {
+                let _ = index.remove(*key);
+            }
+            let Some(e) = embedding else { continue };
+            if e.len() != index.dimensions() {
+                continue;
+            }
+            if index.size() + 1 > index.capacity() {
+                let want = (index.capacity() * 2).max(index.size() + GROW);
+                if let Err(e) = index.reserve(want) {
+                    tracing::warn!(error = %e, "cannot grow the nearest-item index");
+                    return;
+                }
+            }
+            if let Err(e) = index.add(*key, e) {
+                tracing::warn!(error = %e, key, "cannot add an item to the nearest-item index");
+            }
+        }
+    }
+
+    /// Up to `count` item keys nearest to `query` among those `admit` accepts, nearest first.
+    pub fn search(&self, query: &[f32], count: usize, admit: impl Fn(ItemKey) -> bool) -> Vec<ItemKey> {
+        let Ok(guard) = self.index.lock() else {
+            return Vec::new();
+        };
+        let Some(index) = guard.as_ref() else { return Vec::new() };
+        if query.len() != index.dimensions() || count == 0 {
+            return Vec::new();
+        }
+        match index.filtered_search(query, count, admit) {
+            Ok(m) => m.keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "nearest-item search failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Items indexed.
+    pub fn len(&self) -> usize {
+        self.index
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Index::size))
+            .unwrap_or(0)
+    }
+
+    /// Whether no item is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn cos(a: &[f32], b: &[f32]) -> f64 {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+        let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        dot / (na * nb)
+    }
+
+    #[test]
+    fn finds_most_true_neighbours_and_follows_changes() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let ann = Ann::default();
+        let vectors: Vec<(ItemKey, Option<Vec<f32>>)> = (0..3000u64)
+            .map(|k| (k, Some((0..16).map(|_| rng.gen_range(-1.0f32..1.0)).collect())))
+            .collect();
+        ann.apply(&vectors);
+        assert_eq!(ann.len(), 3000);
+        // Recall@20 against an exact scan, over odd keys only.
+        let mut found = 0;
+        for _ in 0..20 {
+            let q: Vec<f32> = (0..16).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut exact: Vec<(f64, ItemKey)> = vectors
+                .iter()
+                .filter(|(k, _)| k % 2 == 1)
+                .map(|(k, v)| (cos(&q, v.as_deref().unwrap_or_default()), *k))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let want: Vec<ItemKey> = exact.iter().take(20).map(|e| e.1).collect();
+            let got = ann.search(&q, 20, |k| k % 2 == 1);
+            assert!(got.iter().all(|k| k % 2 == 1), "the filter holds");
+            found += got.iter().filter(|k| want.contains(k)).count();
+        }
+        assert!(found >= 20 * 20 * 9 / 10, "recall@20 {found}/400");
+        // Removed and replaced items follow.
+        let target: Vec<f32> = vec![1.0; 16];
+        ann.apply(&[(5, Some(target.clone())), (7, None)]);
+        assert_eq!(ann.len(), 2999);
+        assert_eq!(ann.search(&target, 1, |_| true), vec![5]);
+        assert!(!ann.search(&target, 3000, |_| true).contains(&7));
+    }
+}
