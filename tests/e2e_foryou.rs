@@ -1,7 +1,8 @@
 //! `for_you` through the real binary: a user who likes three piano videos gets the other
 //! piano videos first, with `explain` saying why; a re-embedded item moves; a hidden item
 //! leaves; the preference vector is readable; a wrong embedding dimension is a 400 naming
-//! it; everything survives `kill -9`.
+//! it; `q=` ranks by BM25 alone or searches within cohort trending; everything survives
+//! `kill -9`.
 
 mod common;
 
@@ -136,6 +137,67 @@ fn for_you_through_the_server() {
         "filter=all lists what she saw: {r}"
     );
 
+    // Text: q= alone ranks by BM25; with a profile and a cohort it searches within cohort
+    // trending — every result matches and is trending among that cohort.
+    for (u, region) in [("us1", "US"), ("us2", "US"), ("eu1", "EU")] {
+        let (status, v) = s.put(&format!("/v1/users/{u}"), &json!({"attributes": {"region": region}}));
+        assert_eq!(status, 200, "{v}");
+    }
+    for (id, title, text) in [
+        ("v-piano-basics", "Piano basics", "scales and chords on the piano"),
+        ("v-piano-jazz", "Jazz piano", "swing"),
+        ("v-piano-eu", "Piano recital", "Vienna"),
+        ("v-guitar", "Guitar basics", "no keys here"),
+    ] {
+        let (status, v) = s.put(
+            &format!("/v1/items/{id}"),
+            &json!({"creator": "tutor", "title": title, "text": text, "created_at": T0}),
+        );
+        assert_eq!(status, 200, "{v}");
+    }
+    let mut signals = Vec::new();
+    for (u, item, n) in [
+        ("us1", "v-piano-jazz", 3),
+        ("us2", "v-piano-basics", 1),
+        ("us1", "v-guitar", 5),
+        ("eu1", "v-piano-eu", 9),
+    ] {
+        for k in 0..n {
+            signals.push(json!({"type": "view", "item": item, "user": u, "ts": T0, "id": format!("{u}-{item}-{k}")}));
+        }
+    }
+    let (status, ack) = s.post("/v1/signals", &Value::Array(signals));
+    assert_eq!(status, 200, "{ack}");
+    let lsn = ack["lsn"].as_u64().expect("lsn");
+    let (status, r) = s.get(&format!("/v1/rankings?q=piano&limit=10&min_lsn={lsn}"));
+    assert_eq!(status, 200, "{r}");
+    let listed = ids(&r);
+    assert_eq!(listed[0], "v-piano-basics", "two mentions of piano rank first: {r}");
+    for want in ["v-piano-jazz", "v-piano-eu"] {
+        assert!(listed.contains(&want.to_string()), "{want} matches: {r}");
+    }
+    assert!(!listed.contains(&"v-guitar".to_string()), "{r}");
+    let (status, r) = s.get(&format!(
+        "/v1/rankings?q=piano&profile=trending&cohort=region:US&explain=1&min_lsn={lsn}"
+    ));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        ids(&r),
+        ["v-piano-jazz", "v-piano-basics"],
+        "matching and trending among US users: {r}"
+    );
+    let top = &r["items"][0]["features"];
+    assert_eq!(top["terms"]["profile"], 0.5, "{top}");
+    assert!(top["bm25"].as_f64().expect("bm25") > 0.0, "{top}");
+    let (status, r) = s.get(&format!("/v1/rankings?q=piano+basics&min_lsn={lsn}"));
+    assert_eq!(
+        (status, ids(&r)),
+        (200, vec!["v-piano-basics".to_string()]),
+        "every term: {r}"
+    );
+    let (status, v) = s.get("/v1/rankings?q=");
+    assert_eq!(status, 400, "{v}");
+
     // Bad input is a 400 naming the problem.
     let (status, v) = s.put("/v1/items/odd", &json!({"embedding": [1.0, 2.0, 3.0]}));
     assert_eq!(
@@ -157,6 +219,7 @@ fn for_you_through_the_server() {
 
     // kill -9 and restart: the same answers, and the dimension is still fixed.
     let paths = [
+        "/v1/rankings?q=piano&profile=trending&cohort=region:US",
         "/v1/rankings?profile=for_you&user=pia&explain=1",
         "/v1/rankings?profile=for_you&user=newcomer",
         "/v1/users/pia?vector=1",

@@ -70,6 +70,8 @@ fn config(dir: &std::path::Path, workers: usize) -> Config {
         w_aff: Some(0.4),
         candidates: None,
         exploration: Some(0.25),
+        w_text: None,
+        w_profile: None,
     });
     c.validate().expect("valid test config");
     c

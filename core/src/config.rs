@@ -222,6 +222,12 @@ pub struct ProfileDef {
     /// `for_you`: the share of slots given to cold fresh items (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exploration: Option<f64>,
+    /// With `q=`: the weight of the text's BM25 (normalised by its maximum; default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_text: Option<f64>,
+    /// With `q=`: the weight of the profile's score (normalised by its maximum; default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_profile: Option<f64>,
 }
 
 /// The largest `candidates` a `for_you` profile may take per source.
@@ -310,6 +316,8 @@ pub struct PersonalizationConfig {
     /// Nearest-item candidates are found by an exact scan instead of the approximate index
     /// (deterministic; for tests and small catalogues).
     pub exact_search: bool,
+    /// The longest an item's title and text take to become searchable (`q=`).
+    pub text_refresh: Dur,
 }
 
 impl Default for PersonalizationConfig {
@@ -323,6 +331,7 @@ impl Default for PersonalizationConfig {
             fresh_window: Dur(86_400_000),
             cold_signals: 10.0,
             exact_search: false,
+            text_refresh: Dur(1000),
         }
     }
 }
@@ -606,6 +615,13 @@ impl Config {
                 return bad(f("base"), "must be one of trending, rising, hot, top, new, for_you");
             }
             let personal = p.base == "for_you";
+            for (name, w) in [("w_text", p.w_text), ("w_profile", p.w_profile)] {
+                if let Some(w) = w
+                    && (!w.is_finite() || w < 0.0)
+                {
+                    return bad(f(name), "must be a finite, non-negative weight");
+                }
+            }
             for (name, w) in [("w_sim", p.w_sim), ("w_pop", p.w_pop), ("w_aff", p.w_aff)] {
                 if let Some(w) = w {
                     if !personal {

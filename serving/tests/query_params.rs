@@ -175,7 +175,12 @@ fn bad_parameters_are_named() {
         (&[("explain", "yes")], "invalid_parameter", "explain"),
         (&[("min_lsn", "-3")], "invalid_parameter", "min_lsn"),
         (&[("category", "")], "invalid_parameter", "category"),
-        (&[("q", "piano")], "unsupported_parameter", "q"),
+        (&[("q", "")], "invalid_parameter", "q"),
+        (
+            &[("q", "piano"), ("profile", "following"), ("user", "u1")],
+            "invalid_parameter",
+            "q",
+        ),
         (&[("limt", "5")], "unknown_parameter", "limt"),
     ];
     for (q, code, param) in cases {

@@ -168,6 +168,7 @@ fn world(seed: u64, n: u64, clock: u64) -> World {
         first: 0,
         shards,
         lsns: Arc::from(Vec::new()),
+        text: None,
     };
     World {
         config,

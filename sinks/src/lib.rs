@@ -24,6 +24,7 @@ mod side;
 mod sink;
 pub mod snapshot;
 pub mod store;
+pub mod text;
 
 pub use ann::Ann;
 pub use builder::SnapshotBuilder;
@@ -36,3 +37,4 @@ pub use side::{CohortKey, CohortLanes};
 pub use sink::{Place, SinkInputs, shard_sink};
 pub use snapshot::{ItemChange, Snapshot, Update};
 pub use store::{EntityStore, StoreError};
+pub use text::TextIndex;

@@ -16,6 +16,7 @@ use tidal_core::record::Position;
 use tidal_core::time::{Time, clock_at_frontier};
 
 use crate::snapshot::{CLOSED, Snapshot};
+use crate::text::TextIndex;
 
 /// Versions a shard keeps: enough for a reader to find a mark common to shards that are a
 /// few marks apart (and for a cluster peer to answer a share at the frontier another process
@@ -36,15 +37,23 @@ struct Ring {
 #[derive(Debug)]
 pub struct Shard {
     ring: ArcSwap<Ring>,
+    /// The process's text index, which the shard's sink feeds.
+    text: Arc<TextIndex>,
 }
 
 impl Shard {
-    fn new(config: &Config) -> Shard {
+    fn new(config: &Config, text: Arc<TextIndex>) -> Shard {
         let mut versions = VecDeque::new();
         versions.push_back(Arc::new(Snapshot::empty(config)));
         Shard {
             ring: ArcSwap::from_pointee(Ring { versions }),
+            text,
         }
+    }
+
+    /// The process's text index.
+    pub fn text(&self) -> &TextIndex {
+        &self.text
     }
 
     /// Publishes a version (its frontier must be above the last one's).
@@ -73,6 +82,7 @@ pub struct Shards {
     /// The global index of this process's first worker.
     first: usize,
     shards: Vec<Arc<Shard>>,
+    text: Arc<TextIndex>,
 }
 
 /// A consistent state: every local shard's version at one common frontier.
@@ -90,6 +100,8 @@ pub struct View {
     pub shards: Vec<Arc<Snapshot>>,
     /// In a cluster: per process, the last LSN of its WAL the state holds (empty alone).
     pub lsns: Arc<[u64]>,
+    /// The process's text index (not versioned: check its hits against the shards).
+    pub text: Option<Arc<TextIndex>>,
 }
 
 impl View {
@@ -142,6 +154,7 @@ impl View {
             first: 0,
             lsns: snapshot.lsns.clone(),
             shards: vec![snapshot],
+            text: None,
         }
     }
 }
@@ -149,13 +162,25 @@ impl View {
 impl Shards {
     /// Empty shards for `local` workers, the first with global index `first` of `peers`.
     pub fn new(config: Arc<Config>, peers: usize, first: usize, local: usize) -> Shards {
-        let shards = (0..local.max(1)).map(|_| Arc::new(Shard::new(&config))).collect();
+        let text = Arc::new(TextIndex::new(
+            Duration::from_millis(config.personalization.text_refresh.ms()),
+            config.personalization.exact_search,
+        ));
+        let shards = (0..local.max(1))
+            .map(|_| Arc::new(Shard::new(&config, text.clone())))
+            .collect();
         Shards {
             config,
             peers: peers.max(1),
             first,
             shards,
+            text,
         }
+    }
+
+    /// The process's text index.
+    pub fn text(&self) -> &TextIndex {
+        &self.text
     }
 
     /// The schema the shards are built for.
@@ -243,6 +268,7 @@ impl Shards {
             peers: self.peers,
             first: self.first,
             shards,
+            text: Some(self.text.clone()),
         }
     }
 }

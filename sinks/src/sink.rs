@@ -220,12 +220,13 @@ pub fn shard_sink<'s>(
                 } else {
                     builder.version(m, own)
                 };
+                // The text index has a version's changes before readers see the version.
+                let changes = builder.take_item_changes();
+                shard.text().apply(&changes);
                 shard.publish(version);
                 last_version = m;
                 if let Some(store) = &store {
-                    store.write(&builder.take_item_changes());
-                } else {
-                    builder.take_item_changes();
+                    store.write(&changes);
                 }
             }
             stats.busy(Stage::Sink, started);

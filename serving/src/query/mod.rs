@@ -14,6 +14,7 @@ mod item;
 mod params;
 pub mod personal;
 mod score;
+mod search;
 mod topk;
 mod user;
 
@@ -84,6 +85,30 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
         lsn: view.lsn(),
     };
     let ctx = personal::Context::new(view, params)?;
+    if params.q.is_some() {
+        let page_end = params.offset + params.limit;
+        let found = search::search(view, params, &ctx, config, page_end + 1);
+        let next_cursor = (found.items.len() > page_end).then(|| encode_cursor(page_end));
+        let items = found
+            .items
+            .iter()
+            .enumerate()
+            .skip(params.offset)
+            .take(params.limit)
+            .map(|(i, f)| RankedItem {
+                id: f.hit.id.to_string(),
+                score: f.hit.score,
+                rank: i + 1,
+                features: params.explain.then(|| found.explain(i, params)),
+            })
+            .collect();
+        return Ok(Ranking {
+            items,
+            next_cursor,
+            as_of,
+            estimated: ctx.cohort.as_ref().is_some_and(|c| c.estimated).then_some(true),
+        });
+    }
     if params.base == Base::ForYou {
         let page_end = params.offset + params.limit;
         let ranked = foryou::for_you(view, params, &ctx, config, page_end + 1);

@@ -139,6 +139,10 @@ pub struct RankParams {
     pub unseen: bool,
     /// `for_you`'s blend, candidate sizes and exploration share.
     pub personal: Personal,
+    /// `q=`: text to match in the items' title and text (every term).
+    pub q: Option<String>,
+    /// Whether `profile=` was given (`q=` alone ranks by BM25 alone).
+    pub profile_given: bool,
 }
 
 /// `for_you`'s parameters (SPEC §12), from its profile declaration or the defaults.
@@ -154,6 +158,10 @@ pub struct Personal {
     pub candidates: usize,
     /// The share of slots given to cold fresh items.
     pub exploration: f64,
+    /// With `q=` and a profile: the weight of `bm25 / max bm25`.
+    pub w_text: f64,
+    /// With `q=` and a profile: the weight of `score / max score`.
+    pub w_profile: f64,
 }
 
 impl Default for Personal {
@@ -164,6 +172,8 @@ impl Default for Personal {
             w_aff: 0.0,
             candidates: 500,
             exploration: 0.1,
+            w_text: 0.5,
+            w_profile: 0.5,
         }
     }
 }
@@ -178,6 +188,8 @@ impl Personal {
             w_aff: p.w_aff.unwrap_or(d.w_aff),
             candidates: p.candidates.unwrap_or(d.candidates),
             exploration: p.exploration.unwrap_or(d.exploration),
+            w_text: p.w_text.unwrap_or(d.w_text),
+            w_profile: p.w_profile.unwrap_or(d.w_profile),
         }
     }
 }
@@ -201,9 +213,13 @@ pub fn parse_min_lsn(v: &str) -> Result<(Option<usize>, u64), QueryError> {
 }
 
 /// Parameters of features this version does not serve, with the reason.
-const UNSUPPORTED: [(&str, &str); 1] = [("q", "text search is not available in this version of tidal")];
+const UNSUPPORTED: [(&str, &str); 0] = [];
 
-const KNOWN: [&str; 17] = [
+/// The longest `q=` accepted (bytes).
+pub const MAX_Q_BYTES: usize = 1024;
+
+const KNOWN: [&str; 18] = [
+    "q",
     "cohort",
     "user",
     "filter",
@@ -312,6 +328,20 @@ impl RankParams {
             return Err(invalid("user", format!("profile={} needs user=", base.as_str())));
         }
         let cohort = get("cohort").map(|v| parse_cohort(v, config)).transpose()?;
+        let q = match get("q").map(str::trim) {
+            None => None,
+            Some("") => return Err(invalid("q", "q: must not be empty")),
+            Some(v) if v.len() > MAX_Q_BYTES => {
+                return Err(invalid("q", format!("q: at most {MAX_Q_BYTES} bytes")));
+            }
+            Some(v) => Some(v.to_string()),
+        };
+        if q.is_some() && base == Base::Following {
+            return Err(invalid(
+                "q",
+                "q: text search ranks candidates by a score; following has none (use a ranking profile)",
+            ));
+        }
         if cohort.is_some() && !matches!(base, Base::Trending | Base::Rising) {
             return Err(invalid(
                 "cohort",
@@ -349,6 +379,8 @@ impl RankParams {
             user,
             unseen,
             personal: Personal::of(def),
+            q,
+            profile_given: get("profile").is_some(),
         })
     }
 }

@@ -487,6 +487,46 @@ fn cohort_hits<'s>(
     hits
 }
 
+/// Item `id` as a hit scoring `score`, if a local shard of `view` has it and the request's
+/// filters admit it.
+pub(crate) fn admit_id<'s>(
+    view: &'s View,
+    params: &RankParams,
+    ctx: &Context,
+    id: &str,
+    score: f64,
+) -> Option<Hit<'s>> {
+    let filters = Filters {
+        params,
+        user: ctx.user.as_ref(),
+    };
+    let snapshot = view.shard_of(id)?;
+    let key = snapshot.key_of(id)?;
+    let (entry, id) = filters.admit(snapshot, key)?;
+    Some(Hit {
+        score,
+        id: id.clone(),
+        key,
+        entry,
+    })
+}
+
+/// Whether the next item of a ranking in order passes `max_per_creator` (counting it).
+pub(crate) fn diversity(cap: Option<usize>) -> impl FnMut(&ItemEntry) -> bool {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    move |item: &ItemEntry| {
+        let (Some(cap), Some(c)) = (cap, item.meta().and_then(|m| m.creator.as_deref())) else {
+            return true;
+        };
+        let n = seen.entry(c.to_string()).or_insert(0);
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
 /// The followed creators' items on every shard, filtered (any order).
 pub(crate) fn followed<'s>(view: &'s View, params: &'s RankParams, ctx: &'s Context) -> Vec<Hit<'s>> {
     let Some(user) = ctx.user.as_ref() else {

@@ -65,6 +65,12 @@ impl Tidal {
                        the user's state lives on its owner process only",
             });
         }
+        if params.q.is_some() {
+            return Err(Error::Unsupported {
+                what: "text search (q=) is not available in a multi-process cluster in this version: \
+                       each process indexes the text of its own items only",
+            });
+        }
         // Process `p`'s first `need` items at the frontier of `view` (`None`: it no longer
         // holds that frontier).
         let share = |view: &View, p: usize, need: usize| -> Result<Option<query::cluster::Share>> {

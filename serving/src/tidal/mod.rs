@@ -271,6 +271,8 @@ impl Tidal {
             busy = pipeline.state().busy_summary(),
             "recovered the WAL"
         );
+        // What was recovered is searchable at once.
+        shards.text().refresh(true);
         let dimension = match config.personalization.dimension {
             0 => shards.view().embedding_dimension().unwrap_or(0),
             d => d,
