@@ -167,3 +167,80 @@ fn a_query_the_variant_schema_cannot_answer_is_refused_up_front() {
     let e = replay(&opts).unwrap_err().to_string();
     assert!(e.contains("short") && e.contains("half_life"), "{e}");
 }
+
+/// Two `for_you` weightings of one profile, compared in one pass: similarity alone lists the
+/// unpopular item next to what the user liked, popularity alone the popular one.
+#[test]
+fn for_you_weightings_compare_in_one_pass() {
+    use tidal_core::config::ProfileDef;
+    use tidal_core::record::{Embedding, ItemMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let weighting = |w_sim: f64, w_pop: f64| {
+        let mut c = with_view_half_lives(&["24h"]);
+        c.personalization.exact_search = true;
+        c.profiles.push(ProfileDef {
+            name: "fy".into(),
+            base: "for_you".into(),
+            signals: Default::default(),
+            window: None,
+            half_life: None,
+            max_per_creator: None,
+            w_sim: Some(w_sim),
+            w_pop: Some(w_pop),
+            w_aff: None,
+            candidates: None,
+            exploration: Some(0.0),
+            w_text: None,
+            w_profile: None,
+        });
+        c.validate().expect("valid");
+        c
+    };
+    let embedded = |id: &str, e: [f32; 2]| Record::ItemPut {
+        id: id.into(),
+        meta: ItemMeta {
+            embedding: Some(Embedding(e.to_vec())),
+            ..ItemMeta::default()
+        },
+    };
+    let baseline = weighting(0.5, 0.5);
+    let mut requests = vec![
+        vec![Record::Config {
+            toml: baseline.to_toml(),
+        }],
+        vec![
+            embedded("liked", [1.0, 0.0]),
+            embedded("near", [0.9, 0.1]),
+            embedded("popular", [0.0, 1.0]),
+        ],
+        vec![Record::Signals(vec![signal("like", "liked", "u1", T0, 1.0)])],
+    ];
+    for u in 0..5 {
+        requests.push(vec![Record::Signals(vec![view("popular", &format!("v{u}"), T0)])]);
+    }
+    requests.push(vec![Record::Signals(vec![view("near", "v0", T0)])]);
+    write_wal(dir.path(), &requests, 1 << 20);
+    let spec = |name: &str, c: tidal::Config| VariantSpec {
+        name: name.into(),
+        config: c,
+        origin: format!("{name}.toml"),
+    };
+    let q = "profile=fy&user=u1&limit=2";
+    let report = replay(&ReplayOptions {
+        variants: vec![
+            spec("similar", weighting(1.0, 0.0)),
+            spec("popular", weighting(0.0, 1.0)),
+        ],
+        at: vec![T0 + MIN],
+        queries: vec![q.into()],
+        ..ReplayOptions::new(dir.path())
+    })
+    .unwrap();
+    let ids = |v: &str| -> Vec<String> { ranking(&report, v, T0 + MIN, q).into_iter().map(|(id, _)| id).collect() };
+    assert_eq!(ids("similar"), ["near", "popular"], "cosine first");
+    assert_eq!(ids("popular"), ["popular", "near"], "popularity first");
+    assert!(
+        !ids("baseline").contains(&"liked".to_string()),
+        "what u1 saw is not listed"
+    );
+}

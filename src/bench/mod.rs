@@ -7,8 +7,9 @@
 //! hand-rolled loop of `reference.rs` (the ratio); with `--scaling`, replay again with the
 //! other worker count; restart a real `tidal serve` on it and time until it serves; then,
 //! against that server over loopback HTTP, durable NDJSON ingest in batches of 1000,
-//! single-signal POST latency, freshness (ack → visible), trending and cohort trending top-50
-//! latency while 50k signals/s are ingested in the background and under saturating ingest;
+//! single-signal POST latency, freshness (ack → visible), trending, cohort trending, for_you
+//! (every item carries a 64-dim embedding) and search within cohort trending top-50 latency
+//! while 50k signals/s are ingested in the background, and trending under saturating ingest;
 //! finally `kill -9`
 //! the server and time its restart from the newest periodic checkpoint.
 
@@ -69,7 +70,16 @@ pub struct BenchArgs {
     /// Also replay with the other worker count (1 or 2) and print the ratio.
     #[arg(long)]
     pub scaling: bool,
+    /// Every item is put with a title, a creator and an embedding of this dimension
+    /// (0: items have no metadata, and the for_you and search rows are left out).
+    #[arg(long, default_value_t = 64)]
+    pub embedding_dim: usize,
 }
+
+/// Words of the benchmark's item titles.
+pub(crate) const TITLE_WORDS: usize = 1000;
+/// Embedding clusters (items of one cluster point the same way).
+const CLUSTERS: usize = 256;
 
 /// Opens the data directory with `workers` workers (from whatever checkpoint it holds),
 /// which replays its WAL, and shuts down (writing a checkpoint). Returns signals/s.
@@ -354,6 +364,37 @@ fn write_wal(dir: &Path, args: &BenchArgs, g: &mut Gen) -> Result<(), String> {
         });
         if records.len() == 1000 || u + 1 == args.users {
             submit(std::mem::take(&mut records))?;
+        }
+    }
+    // Every item with a title (two of a thousand words), a creator and an embedding near
+    // one of 256 directions.
+    if args.embedding_dim > 0 {
+        let dim = args.embedding_dim;
+        let centroids: Vec<Vec<f32>> = (0..CLUSTERS)
+            .map(|_| (0..dim).map(|_| g.rng.gen_range(-1.0f32..1.0)).collect())
+            .collect();
+        let mut records = Vec::new();
+        for i in 0..args.items {
+            let c = &centroids[i % CLUSTERS];
+            let embedding: Vec<f32> = c.iter().map(|x| x + g.rng.gen_range(-0.3f32..0.3)).collect();
+            let meta = tidal_core::record::ItemMeta {
+                creator: Some(format!("c{}", i % 10_000)),
+                title: Some(format!(
+                    "w{} w{}",
+                    g.rng.gen_range(0..TITLE_WORDS),
+                    g.rng.gen_range(0..TITLE_WORDS)
+                )),
+                created_at: Some(end - g.rng.gen_range(0..30 * 86_400_000u64)),
+                embedding: Some(tidal_core::record::Embedding(embedding)),
+                ..Default::default()
+            };
+            records.push(Record::ItemPut {
+                id: format!("m{i}"),
+                meta,
+            });
+            if records.len() == 1000 || i + 1 == args.items {
+                submit(std::mem::take(&mut records))?;
+            }
         }
     }
     for b in 0..batches {
