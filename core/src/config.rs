@@ -822,6 +822,22 @@ mod tests {
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[[signals]]\nname = \"v\"\nhalf_lives = [\"1x\"]", ""),
             ("[engine]\nbogus = 1", "bogus"),
+            ("[personalization]\nhorizon = \"100d\"", "personalization.horizon"),
+            ("[personalization]\ncold_signals = -1.0", "personalization.cold_signals"),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\nw_sim = 0.5",
+                "profiles[0].w_sim",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\ncandidates = 0",
+                "profiles[0].candidates",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\nexploration = 1.5",
+                "profiles[0].exploration",
+            ),
+            ("[[profiles]]\nname = \"p\"\nbase = \"hot\"\nw_text = -1", "profiles[0].w_text"),
+            ("[[profiles]]\nname = \"for_you\"\nbase = \"hot\"", "profiles[0].name"),
         ];
         for (text, field) in cases {
             match Config::parse(text) {
