@@ -112,7 +112,7 @@ enum ConfigCommand {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDAL_LOG")
-        .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into());
+        .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn,tantivy=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

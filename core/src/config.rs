@@ -836,7 +836,10 @@ mod tests {
                 "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\nexploration = 1.5",
                 "profiles[0].exploration",
             ),
-            ("[[profiles]]\nname = \"p\"\nbase = \"hot\"\nw_text = -1", "profiles[0].w_text"),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\nw_text = -1",
+                "profiles[0].w_text",
+            ),
             ("[[profiles]]\nname = \"for_you\"\nbase = \"hot\"", "profiles[0].name"),
         ];
         for (text, field) in cases {

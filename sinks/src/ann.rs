@@ -1,27 +1,53 @@
 //! One shard's approximate nearest-item index: usearch (HNSW, cosine) over the embeddings of
 //! the shard's listable items, keyed by item key.
 //!
-//! The index is not versioned: every version of a shard shares it, and the sink brings it up
-//! to date as it cuts each version ([`Ann::apply`], before publishing). A reader of an older
-//! version may thus be offered an item embedded (or re-embedded) after it; it checks every
-//! key against the version it reads, and scores candidates by that version's embeddings, so
-//! only the candidate set is approximate, never a score.
+//! The index is not versioned: every version of a shard shares it. The sink hands it the
+//! embeddings that changed as it cuts each version ([`Ann::apply`]), and a thread of its own
+//! inserts them, a few at a time, so neither the dataflow (a million inserts take minutes)
+//! nor the readers (each search takes the index's lock) wait for a large batch. A reader may
+//! thus be offered an item embedded after the version it reads, or miss one embedded just
+//! before: it checks every key against its version and scores candidates by that version's
+//! embeddings, so only the candidate set is approximate, never a score; a read with
+//! `min_lsn` waits (bounded) until the index has caught up with its version
+//! ([`Ann::wait_for`]).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tidal_core::flow::ItemKey;
+use tidal_core::time::Time;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 /// The index grows by at least this many slots at a time.
 const GROW: usize = 1024;
+/// Inserts per hold of the index's lock.
+const CHUNK: usize = 32;
+/// Candidates examined per insert (usearch's default is 128: twice as slow to build, for a
+/// recall that re-scored candidates do not need).
+const EXPANSION_ADD: usize = 64;
+
+/// One version's embedding changes: `Some(e)` puts (or replaces), `None` takes out.
+type Batch = (Time, Vec<(ItemKey, Option<Vec<f32>>)>);
 
 /// A shard's nearest-item index (see the module docs).
 #[derive(Default)]
 pub struct Ann {
+    inner: Arc<Inner>,
+    /// The applier thread's inbox, started with the first batch.
+    tx: Mutex<Option<Sender<Batch>>>,
+}
+
+#[derive(Default)]
+struct Inner {
     /// Created at the first embedding (its length fixes the dimension). usearch's own
     /// thread contexts are sized at `reserve`: calls are serialised here rather than
     /// relying on that count matching the readers.
     index: Mutex<Option<Index>>,
+    /// The frontier of the last version handed over, and of the last one applied.
+    queued: AtomicU64,
+    applied: AtomicU64,
 }
 
 impl std::fmt::Debug for Ann {
@@ -31,13 +57,101 @@ impl std::fmt::Debug for Ann {
 }
 
 impl Ann {
-    /// Applies embedding changes: `Some(e)` puts (or replaces) an item's embedding, `None`
-    /// takes it out. Embeddings of another dimension than the index's are left out (the write
-    /// path refuses them).
-    pub fn apply(&self, changes: &[(ItemKey, Option<Vec<f32>>)]) {
+    /// Hands over the embedding changes of the version at `frontier`: `Some(e)` puts (or
+    /// replaces) an item's embedding, `None` takes it out. Embeddings of another dimension
+    /// than the index's are left out (the write path refuses them).
+    pub fn apply(&self, frontier: Time, changes: Vec<(ItemKey, Option<Vec<f32>>)>) {
         if changes.is_empty() {
             return;
         }
+        self.inner.queued.fetch_max(frontier, Ordering::SeqCst);
+        let Ok(mut tx) = self.tx.lock() else { return };
+        if tx.is_none() {
+            let (sender, receiver) = channel();
+            let inner = self.inner.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tidal-ann".into())
+                .spawn(move || applier(&inner, &receiver));
+            match spawned {
+                Ok(_) => *tx = Some(sender),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the nearest-item index thread; applying inline");
+                    self.inner.insert(&changes);
+                    self.inner.applied.fetch_max(frontier, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+        if let Some(sender) = tx.as_ref()
+            && sender.send((frontier, changes)).is_err()
+        {
+            tracing::warn!("the nearest-item index thread stopped");
+        }
+    }
+
+    /// Waits up to `wait` until every change of the versions up to `frontier` handed over is
+    /// in the index; whether it is.
+    pub fn wait_for(&self, frontier: Time, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let applied = self.inner.applied.load(Ordering::SeqCst);
+            let queued = self.inner.queued.load(Ordering::SeqCst);
+            if applied >= queued.min(frontier) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Up to `count` item keys nearest to `query` among those `admit` accepts, nearest first.
+    pub fn search(&self, query: &[f32], count: usize, admit: impl Fn(ItemKey) -> bool) -> Vec<ItemKey> {
+        let Ok(guard) = self.inner.index.lock() else {
+            return Vec::new();
+        };
+        let Some(index) = guard.as_ref() else { return Vec::new() };
+        if query.len() != index.dimensions() || count == 0 {
+            return Vec::new();
+        }
+        match index.filtered_search(query, count, admit) {
+            Ok(m) => m.keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "nearest-item search failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Items indexed.
+    pub fn len(&self) -> usize {
+        self.inner
+            .index
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Index::size))
+            .unwrap_or(0)
+    }
+
+    /// Whether no item is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The applier thread: inserts each batch a chunk per lock hold, until the sender goes.
+fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
+    while let Ok((frontier, changes)) = inbox.recv() {
+        for chunk in changes.chunks(CHUNK) {
+            inner.insert(chunk);
+        }
+        inner.applied.fetch_max(frontier, Ordering::SeqCst);
+    }
+}
+
+impl Inner {
+    fn insert(&self, changes: &[(ItemKey, Option<Vec<f32>>)]) {
         let Ok(mut guard) = self.index.lock() else { return };
         if guard.is_none() {
             let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(Vec::len)) else {
@@ -47,12 +161,13 @@ impl Ann {
                 dimensions: dim,
                 metric: MetricKind::Cos,
                 quantization: ScalarKind::BF16,
+                expansion_add: EXPANSION_ADD,
                 ..IndexOptions::default()
             };
             match Index::new(&options) {
                 Ok(index) => *guard = Some(index),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot create the nearest-item index; for_you uses popularity");
+                    tracing::warn!(error = %e, "cannot create the nearest-item index; for_you uses its other sources");
                     return;
                 }
             }
@@ -78,38 +193,6 @@ impl Ann {
             }
         }
     }
-
-    /// Up to `count` item keys nearest to `query` among those `admit` accepts, nearest first.
-    pub fn search(&self, query: &[f32], count: usize, admit: impl Fn(ItemKey) -> bool) -> Vec<ItemKey> {
-        let Ok(guard) = self.index.lock() else {
-            return Vec::new();
-        };
-        let Some(index) = guard.as_ref() else { return Vec::new() };
-        if query.len() != index.dimensions() || count == 0 {
-            return Vec::new();
-        }
-        match index.filtered_search(query, count, admit) {
-            Ok(m) => m.keys,
-            Err(e) => {
-                tracing::warn!(error = %e, "nearest-item search failed");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Items indexed.
-    pub fn len(&self) -> usize {
-        self.index
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(Index::size))
-            .unwrap_or(0)
-    }
-
-    /// Whether no item is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -132,7 +215,8 @@ mod tests {
         let vectors: Vec<(ItemKey, Option<Vec<f32>>)> = (0..3000u64)
             .map(|k| (k, Some((0..16).map(|_| rng.gen_range(-1.0f32..1.0)).collect())))
             .collect();
-        ann.apply(&vectors);
+        ann.apply(1, vectors.clone());
+        assert!(ann.wait_for(1, Duration::from_secs(60)), "applied in time");
         assert_eq!(ann.len(), 3000);
         // Recall@20 against an exact scan, over odd keys only.
         let mut found = 0;
@@ -152,7 +236,8 @@ mod tests {
         assert!(found >= 20 * 20 * 9 / 10, "recall@20 {found}/400");
         // Removed and replaced items follow.
         let target: Vec<f32> = vec![1.0; 16];
-        ann.apply(&[(5, Some(target.clone())), (7, None)]);
+        ann.apply(2, vec![(5, Some(target.clone())), (7, None)]);
+        assert!(ann.wait_for(2, Duration::from_secs(10)));
         assert_eq!(ann.len(), 2999);
         assert_eq!(ann.search(&target, 1, |_| true), vec![5]);
         assert!(!ann.search(&target, 3000, |_| true).contains(&7));

@@ -165,7 +165,7 @@ impl SnapshotBuilder {
                 embedded.push((*key, after.map(<[f32]>::to_vec)));
             }
         }
-        self.last.ann.apply(&embedded);
+        self.last.ann.apply(frontier, embedded);
         let log = Log::new(
             &self.last,
             self.dirty.drain(),

@@ -5,8 +5,8 @@
 //! candidates are the union of four sources, each already filtered (hidden, blocked, seen
 //! unless `filter=all`, and the request's category / creator / tag / exclude): the
 //! `candidates` items nearest to `p_u`, the top `candidates` of the popularity source (`hot`
-//! over the request's blend), the followed creators' items and the fresh items (a
-//! `created_at` within `personalization.fresh_window`). Each is scored
+//! over the request's blend), the followed creators' newest `candidates` items and the
+//! fresh items (a `created_at` within `personalization.fresh_window`, newest `candidates`). Each is scored
 //! `w_sim · cos + w_pop · pop / max pop + w_aff · aff / max aff` (maxima over the candidates);
 //! a user without a vector is ranked by `pop / max pop` alone. The order is score desc, then
 //! id asc; `max_per_creator` is applied as the list is filled, and the exploration slots
@@ -93,7 +93,10 @@ pub(crate) fn for_you<'s>(
             add(hit.key, POPULAR);
         }
     }
-    for hit in topk::followed(view, params, ctx) {
+    // The followed creators' newest items.
+    let mut followed = topk::followed(view, params, ctx);
+    followed.sort_unstable();
+    for hit in followed.into_iter().take(personal.candidates) {
         add(hit.key, FOLLOWED);
     }
     let mut newest = popular.clone();

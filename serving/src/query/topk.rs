@@ -586,7 +586,13 @@ pub(crate) fn nearest<'s>(
             }
             continue;
         }
-        // Only keys this version has embedded and the filters admit.
+        // A read that waited for its writes also waits (bounded) for the index to have
+        // them. Only keys this version has embedded and the filters admit.
+        if params.min_lsn.is_some() {
+            snapshot
+                .ann()
+                .wait_for(snapshot.frontier, std::time::Duration::from_secs(1));
+        }
         let admit = |key: ItemKey| {
             snapshot
                 .entry(key)
