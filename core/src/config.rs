@@ -611,8 +611,11 @@ impl Config {
             if BUILTIN_PROFILES.contains(&p.name.as_str()) {
                 return bad(f("name"), &format!("{:?} is a built-in profile", p.name));
             }
-            if !["trending", "rising", "hot", "top", "new", "for_you"].contains(&p.base.as_str()) {
-                return bad(f("base"), "must be one of trending, rising, hot, top, new, for_you");
+            if !["trending", "rising", "hot", "top", "new", "for_you", "following"].contains(&p.base.as_str()) {
+                return bad(
+                    f("base"),
+                    "must be one of trending, rising, hot, top, new, for_you, following",
+                );
             }
             let personal = p.base == "for_you";
             for (name, w) in [("w_text", p.w_text), ("w_profile", p.w_profile)] {

@@ -32,7 +32,8 @@ pub enum Base {
     Top,
     /// `created_at`, newest first.
     New,
-    /// Items of the creators the user follows, newest first.
+    /// Items of the creators the user follows, newest first (or by `hot` at a given
+    /// half-life).
     Following,
     /// Personalised (SPEC §12): candidates from the user's preference vector, popularity
     /// (`hot`), followed creators and fresh items, scored by a blend.
@@ -569,7 +570,9 @@ fn terms(
             continue;
         };
         let feature = match base {
-            Base::New | Base::Following => continue,
+            Base::New => continue,
+            // `following` orders by its score when given a half-life (hot), else newest first.
+            Base::Following if half_life.is_none() => continue,
             Base::Top => Feature::Total,
             Base::Trending | Base::Rising => {
                 let index = match window {
@@ -594,7 +597,7 @@ fn terms(
                     size: st.windows[index].size,
                 }
             }
-            Base::Hot | Base::ForYou => {
+            Base::Hot | Base::ForYou | Base::Following => {
                 let index = match half_life {
                     Some(h) => st.half_lives.iter().position(|d| *d == h),
                     // for_you's popularity decays at the longest declared half-life.

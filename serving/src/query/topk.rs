@@ -207,7 +207,8 @@ impl<'s> ShardStream<'s> {
         };
         if params.base == Base::Following {
             let follows = ctx.user.as_ref().map(|u| &u.follows);
-            return ShardStream::Sorted(following(snapshot, &filters, follows).into_iter());
+            let by = (!scorer.lists.is_empty()).then_some(scorer);
+            return ShardStream::Sorted(following(snapshot, &filters, follows, by).into_iter());
         }
         if let Some(sel) = &ctx.cohort {
             // Diversity is the merge's: with a cap per creator, any number may be passed over.
@@ -538,7 +539,7 @@ pub(crate) fn followed<'s>(view: &'s View, params: &'s RankParams, ctx: &'s Cont
     };
     view.shards
         .iter()
-        .flat_map(|s| following(s, &filters, Some(&user.follows)))
+        .flat_map(|s| following(s, &filters, Some(&user.follows), None))
         .collect()
 }
 
@@ -616,8 +617,13 @@ pub(crate) fn nearest<'s>(
 }
 
 /// `following` on one shard: the items of the followed creators, newest `created_at` first
-/// (its score; items without one score 0 and come last, by id).
-fn following<'s>(snapshot: &'s Snapshot, filters: &Filters<'_>, follows: Option<&BTreeSet<String>>) -> Vec<Hit<'s>> {
+/// (its score; items without one score 0 and come last, by id), or by `by`'s score.
+fn following<'s>(
+    snapshot: &'s Snapshot,
+    filters: &Filters<'_>,
+    follows: Option<&BTreeSet<String>>,
+    by: Option<&Scorer>,
+) -> Vec<Hit<'s>> {
     let mut keys = RoaringTreemap::new();
     for c in follows.into_iter().flatten() {
         if let Some(bits) = snapshot.postings().get(Field::Creator, c) {
@@ -630,7 +636,10 @@ fn following<'s>(snapshot: &'s Snapshot, filters: &Filters<'_>, follows: Option<
             continue;
         };
         hits.push(Hit {
-            score: item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
+            score: match by {
+                Some(scorer) => scorer.score(item),
+                None => item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
+            },
             id: id.clone(),
             key,
             entry: item,
