@@ -568,15 +568,6 @@ impl Users {
         let slot = self.slots.entry(sig.user).or_default();
         if let (true, Some(item)) = (marks_live, item) {
             slot.marks.push((bucket, item, marks));
-            let h = self.horizon;
-            let new = &mut self.new_expiries;
-            self.by_bucket
-                .entry(bucket)
-                .or_insert_with(|| {
-                    new.push(time_at(bucket.saturating_add(h)));
-                    HashSet::new()
-                })
-                .insert(sig.user);
         }
         if let (true, Some(item)) = (pulls, item) {
             slot.pulls.push(Pull {
@@ -584,8 +575,10 @@ impl Users {
                 item,
                 pull,
             });
-            // The bucket's end (past the horizon) touches the user, which drops the pull even
-            // when no later signal does.
+        }
+        if (marks_live || pulls) && item.is_some() {
+            // The bucket's end drops its marks; past the (shorter) preference horizon it also
+            // touches the user, which drops the pull even when no later signal does.
             let h = self.horizon;
             let new = &mut self.new_expiries;
             self.by_bucket
