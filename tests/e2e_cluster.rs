@@ -228,12 +228,18 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             assert_eq!(got, want, "{path}");
         }
     }
-    let (status, v) = procs[0].get("/v1/rankings?user=v1");
-    assert_eq!(status, 501, "{v}");
-    assert!(
-        v["error"]["message"].as_str().is_some_and(|m| m.contains("cluster")),
-        "{v}"
-    );
+    for path in [
+        "/v1/rankings?user=v1",
+        "/v1/rankings?q=anything",
+        "/v1/rankings?profile=for_you&user=v1",
+    ] {
+        let (status, v) = procs[0].get(path);
+        assert_eq!(status, 501, "{path}: {v}");
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| m.contains("cluster")),
+            "{path}: {v}"
+        );
+    }
     // An item's features, whichever process owns it, and its counts in a cohort.
     for i in [0, 1, 2, 3, 17, 42] {
         let path = format!("/v1/items/m{i}?cohort=region:US");
