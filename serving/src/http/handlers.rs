@@ -252,14 +252,19 @@ pub async fn get_item(
     counted(&state, result)
 }
 
-/// A ranking: built-in profiles `trending`, `rising`, `hot`, `top`, `new` or one declared in
-/// the schema, with filters, diversity, paging and `explain`.
+/// A ranking: built-in profiles `trending`, `rising`, `hot`, `top`, `new`, `following`,
+/// `for_you` or one declared in the schema, with a cohort, a user, text, filters, diversity,
+/// paging and `explain`.
 #[utoipa::path(
     get,
     path = "/v1/rankings",
     tag = "rankings",
     params(
-        ("profile" = Option<String>, Query, description = "trending (default), rising, hot, top, new, or a declared profile"),
+        ("profile" = Option<String>, Query, description = "trending (default), rising, hot, top, new, following, for_you, or a declared profile"),
+        ("q" = Option<String>, Query, description = "text (every term) in title or text: alone BM25, with profile= the profile's candidates that match"),
+        ("cohort" = Option<String>, Query, description = "dimension:value[,dimension:value] or a declared cohort's name (trending, rising)"),
+        ("user" = Option<String>, Query, description = "the user asking: hidden items and blocked creators are left out; needed by following and for_you"),
+        ("filter" = Option<String>, Query, description = "unseen: leave out the user's seen items (for_you's default); all: keep them"),
         ("signal" = Option<String>, Query, description = "rank by one signal type"),
         ("signals" = Option<String>, Query, description = "a blend: view:1,like:3"),
         ("window" = Option<String>, Query, description = "trending/rising window, e.g. 24h"),
@@ -277,6 +282,7 @@ pub async fn get_item(
     responses(
         (status = 200, description = "a page of the ranking", body = Ranking),
         (status = 400, description = "a bad parameter, named in the message", body = super::ErrorBody),
+        (status = 501, description = "user= or q= in a multi-process cluster", body = super::ErrorBody),
         (status = 503, description = "min_lsn not visible in time", body = super::ErrorBody),
     )
 )]
