@@ -138,7 +138,8 @@ pub(crate) fn for_you<'s>(
                 pop_scorer.score(hit.entry)
             };
             let aff = match (&state, creator(hit.entry)) {
-                (Some(u), Some(c)) => u.affinity_at(id_hash(c), aff_h, clock),
+                // + 0.0: no negative zero in explain.
+                (Some(u), Some(c)) => u.affinity_at(id_hash(c), aff_h, clock) + 0.0,
                 _ => 0.0,
             };
             let cold = sources & FRESH != 0 && signals(hit.entry) < config.personalization.cold_signals;
