@@ -28,8 +28,11 @@ const CHUNK: usize = 32;
 /// recall that re-scored candidates do not need).
 const EXPANSION_ADD: usize = 64;
 
-/// One version's embedding changes: `Some(e)` puts (or replaces), `None` takes out.
-type Batch = (Time, Vec<(ItemKey, Option<Vec<f32>>)>);
+/// Embedding changes: per item key, `Some(e)` puts (or replaces), `None` takes out.
+pub type EmbeddingChanges = Vec<(ItemKey, Option<Vec<f32>>)>;
+
+/// One version's embedding changes.
+type Batch = (Time, EmbeddingChanges);
 
 /// A shard's nearest-item index (see the module docs).
 #[derive(Default)]
@@ -60,7 +63,7 @@ impl Ann {
     /// Hands over the embedding changes of the version at `frontier`: `Some(e)` puts (or
     /// replaces) an item's embedding, `None` takes it out. Embeddings of another dimension
     /// than the index's are left out (the write path refuses them).
-    pub fn apply(&self, frontier: Time, changes: Vec<(ItemKey, Option<Vec<f32>>)>) {
+    pub fn apply(&self, frontier: Time, changes: EmbeddingChanges) {
         if changes.is_empty() {
             return;
         }

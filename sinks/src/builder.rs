@@ -152,27 +152,16 @@ impl SnapshotBuilder {
     /// WAL the version holds.
     pub fn version_in_cluster(&mut self, frontier: Time, position: Position, lsns: Arc<[u64]>) -> Arc<Snapshot> {
         self.position = position;
-        // Embeddings that changed go to the nearest-item index before the version is seen.
-        let mut embedded: Vec<(ItemKey, Option<Vec<f32>>)> = Vec::new();
-        for (key, new) in &self.dirty {
-            let old = self.last.entries.get(key);
-            if old.is_some_and(|o| o.same_state(new)) {
-                continue;
-            }
-            let before = old.and_then(|o| o.embedding());
-            let after = new.embedding();
-            if before != after {
-                embedded.push((*key, after.map(<[f32]>::to_vec)));
-            }
-        }
-        self.last.ann.apply(frontier, embedded);
+        let mut embedded = Vec::new();
         let log = Log::new(
             &self.last,
             self.dirty.drain(),
             position,
-            &mut self.item_changes,
+            (&mut self.item_changes, &mut embedded),
             &mut self.bufs,
         );
+        // Embeddings that changed go to the nearest-item index as the version is cut.
+        self.last.ann.apply(frontier, embedded);
         let mut next = (*self.last).clone();
         log.apply_to(&mut next);
         log.recycle(&mut self.bufs);

@@ -41,13 +41,14 @@ impl ItemEntry {
         self.state.as_ref().and_then(|s| s.meta.as_ref())
     }
 
-    /// Whether both entries hold the very same state (a cheap pointer test).
-    pub fn same_state(&self, other: &ItemEntry) -> bool {
-        match (&self.state, &other.state) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+    /// The item's creator, if its metadata names one.
+    pub fn creator(&self) -> Option<&str> {
+        self.meta().and_then(|m| m.creator.as_deref())
+    }
+
+    /// The item's `created_at` (ms), if put.
+    pub fn created_at(&self) -> Option<u64> {
+        self.meta().and_then(|m| m.created_at)
     }
 
     /// The item's embedding, if it is listable and has one.
@@ -208,7 +209,7 @@ impl ItemEntry {
             }
             i += run;
         }
-        if let (Some(created), Some(slot)) = (self.meta().and_then(|m| m.created_at), layout.slot(IndexKind::New)) {
+        if let (Some(created), Some(slot)) = (self.created_at(), layout.slot(IndexKind::New)) {
             out.push((slot, created));
         }
         out.sort_unstable();

@@ -12,6 +12,7 @@ use foldhash::fast::RandomState;
 
 use tidal_core::record::Position;
 
+use crate::ann::EmbeddingChanges;
 use crate::entry::ItemEntry;
 use crate::index::IndexEntry;
 use crate::ordindex::{Change, Prepared};
@@ -46,14 +47,15 @@ pub(crate) struct Log {
 
 impl Log {
     /// The log that takes `last` to the state where the keys of `dirty` hold their new
-    /// entries and the LSN is `lsn`; the entity-store writes it implies go to `writes`.
+    /// entries and the LSN is `lsn`; the entity-store writes it implies go to `writes`,
+    /// and the items whose embedding changed (with the new one) to `embedded`.
     /// `bufs` lends the vectors the log is built in ([`recycle`](Self::recycle) returns
     /// them), so that large buffers are not allocated and freed for every version.
     pub(crate) fn new(
         last: &Snapshot,
         dirty: impl Iterator<Item = (ItemKey, ItemEntry)>,
         lsn: Position,
-        writes: &mut Vec<ItemChange>,
+        (writes, embedded): (&mut Vec<ItemChange>, &mut EmbeddingChanges),
         bufs: &mut Buffers,
     ) -> Log {
         let layout = &last.layout;
@@ -97,6 +99,10 @@ impl Log {
         for key in state_changed {
             let old = last.entries.get(&key).map(|e| &**e);
             let new = entry(key);
+            let embedding = new.and_then(ItemEntry::embedding);
+            if old.and_then(ItemEntry::embedding) != embedding {
+                embedded.push((key, embedding.map(<[f32]>::to_vec)));
+            }
             Postings::terms(old.unwrap_or(&empty), &mut terms_before);
             Postings::terms(new.unwrap_or(&empty), &mut terms_after);
             Postings::diff(key, &terms_before, &terms_after, &mut postings);

@@ -71,18 +71,7 @@ fn user_params(pairs: &[(String, String)]) -> Result<UserParams, ApiError> {
     for (k, v) in pairs {
         match k.as_str() {
             "min_lsn" => min_lsn = Some(crate::query::parse_min_lsn(v).map_err(crate::Error::from)?),
-            "vector" => {
-                vector = match v.as_str() {
-                    "0" | "false" => false,
-                    "1" | "true" => true,
-                    v => {
-                        return Err(ApiError::bad_request(
-                            "invalid_parameter",
-                            format!("vector: expected 1 or 0, got {v:?}"),
-                        ));
-                    }
-                }
-            }
+            "vector" => vector = crate::query::parse_flag("vector", Some(v)).map_err(crate::Error::from)?,
             other => {
                 return Err(ApiError::bad_request(
                     "unknown_parameter",

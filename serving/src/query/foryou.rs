@@ -13,7 +13,7 @@
 //! (positions `p` with `⌊(p+1)·x⌋ > ⌊p·x⌋`, `x` the exploration share) take the best cold fresh
 //! items not listed yet.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use serde_json::{Value, json};
 
@@ -25,8 +25,8 @@ use tidal_sinks::{ItemEntry, View};
 
 use super::params::{Base, RankParams};
 use super::personal::{Context, shard_of_key};
-use super::score::Scorer;
-use super::topk::{self, Hit};
+use super::score::{Scorer, ratio};
+use super::topk::{self, Diversity, Filters, Hit};
 
 /// Where a candidate came from (bits).
 const NEAREST: u8 = 1;
@@ -80,7 +80,7 @@ pub(crate) fn for_you<'s>(
     let mut add = |key: ItemKey, source: u8| *found.entry(key).or_insert(0) |= source;
     if let Some(p) = &vector {
         let exact = config.personalization.exact_search;
-        for hit in topk::nearest(view, params, ctx, p, personal.candidates, exact) {
+        for hit in nearest(view, params, ctx, p, personal.candidates, exact) {
             add(hit.key, NEAREST);
         }
     }
@@ -105,39 +105,22 @@ pub(crate) fn for_you<'s>(
     let new_scorer = Scorer::new(clock, &newest);
     let fresh_from = clock.saturating_sub(config.personalization.fresh_window.ms());
     for hit in topk::top(view, &new_scorer, &newest, personal.candidates, ctx) {
-        if created_at(hit.entry).is_some_and(|c| c >= fresh_from) {
+        if hit.entry.created_at().is_some_and(|c| c >= fresh_from) {
             add(hit.key, FRESH);
         }
     }
-    let found: Vec<(Hit<'s>, u8)> = found
-        .into_iter()
-        .filter_map(|(key, sources)| {
-            let entry = shard_of_key(view, key)?.entry(key)?;
-            let hit = Hit {
-                score: 0.0,
-                id: entry.id()?.clone(),
-                key,
-                entry,
-            };
-            Some((hit, sources))
-        })
-        .collect();
-
     // The terms, and their maxima over the candidates.
     let aff_h = config.personalization.affinity_half_life.ms();
     let mut scored: Vec<Scored<'s>> = found
         .into_iter()
+        .filter_map(|(key, sources)| Some((topk::rebind(view, key, 0.0)?, sources)))
         .map(|(hit, sources)| {
             let sim = match (&vector, hit.entry.embedding()) {
                 (Some(p), Some(e)) => cosine(p, e),
                 _ => 0.0,
             };
-            let pop = if pop_scorer.lists.is_empty() {
-                0.0
-            } else {
-                pop_scorer.score(hit.entry)
-            };
-            let aff = match (&state, creator(hit.entry)) {
+            let pop = pop_scorer.score(hit.entry);
+            let aff = match (&state, hit.entry.creator()) {
                 // + 0.0: no negative zero in explain.
                 (Some(u), Some(c)) => u.affinity_at(id_hash(c), aff_h, clock) + 0.0,
                 _ => 0.0,
@@ -167,50 +150,32 @@ pub(crate) fn for_you<'s>(
     scored.sort_unstable_by(|a, b| a.hit.cmp(&b.hit));
 
     // Fill the list: exploration slots take the best cold item left, the others the best
-    // item left; max_per_creator counts both.
+    // item left; max_per_creator counts both (an item it passes over is not offered again).
     let share = personal.exploration;
     let cold: Vec<usize> = (0..scored.len()).filter(|i| scored[*i].cold).collect();
+    let (mut regular, mut cold) = (0..scored.len(), cold.into_iter());
     let mut used = vec![false; scored.len()];
-    let mut per_creator: HashMap<&str, usize> = HashMap::new();
+    let mut diversity = Diversity::new(params.max_per_creator);
     let mut order: Vec<(usize, bool)> = Vec::new();
-    let (mut next, mut next_cold) = (0, 0);
-    let mut accept = |i: usize, order: &mut Vec<(usize, bool)>, explored: bool, used: &mut Vec<bool>| -> bool {
-        if used[i] {
-            return false;
-        }
-        if let (Some(cap), Some(c)) = (params.max_per_creator, creator(scored[i].hit.entry)) {
-            let n = per_creator.entry(c).or_insert(0);
-            if *n >= cap {
-                used[i] = true;
-                return false;
-            }
-            *n += 1;
-        }
-        used[i] = true;
-        order.push((i, explored));
-        true
-    };
     while order.len() < need {
         let p = order.len() as f64;
         let explore = share > 0.0 && ((p + 1.0) * share).floor() > (p * share).floor();
-        let mut placed = false;
-        if explore {
-            while next_cold < cold.len() {
-                let i = cold[next_cold];
-                next_cold += 1;
-                if accept(i, &mut order, true, &mut used) {
-                    placed = true;
-                    break;
-                }
-            }
+        let mut take = |mut from: &mut dyn Iterator<Item = usize>| {
+            Iterator::find(&mut from, |&i| {
+                !std::mem::replace(&mut used[i], true) && diversity.accept(scored[i].hit.entry)
+            })
+        };
+        let mut picked = if explore {
+            take(&mut cold).map(|i| (i, true))
+        } else {
+            None
+        };
+        if picked.is_none() {
+            picked = take(&mut regular).map(|i| (i, false));
         }
-        while !placed && next < scored.len() {
-            let i = next;
-            next += 1;
-            placed = accept(i, &mut order, false, &mut used);
-        }
-        if !placed {
-            break;
+        match picked {
+            Some(p) => order.push(p),
+            None => break,
         }
     }
     let mut slots: Vec<Option<Scored<'s>>> = scored.into_iter().map(Some).collect();
@@ -275,20 +240,77 @@ impl ForYou<'_> {
     }
 }
 
-/// `x / max`, 0 when the maximum is not positive.
-fn ratio(x: f64, max: f64) -> f64 {
-    if max > 0.0 { x / max } else { 0.0 }
-}
-
-fn creator(entry: &ItemEntry) -> Option<&str> {
-    entry.meta().and_then(|m| m.creator.as_deref())
-}
-
-fn created_at(entry: &ItemEntry) -> Option<u64> {
-    entry.meta().and_then(|m| m.created_at)
-}
-
 /// The item's signals of every type (counted by weight).
 fn signals(entry: &ItemEntry) -> f64 {
     entry.all_lanes().map(|(_, l)| weight_float(l.0[TOTAL_LANE])).sum()
+}
+
+/// The `k` embedded items nearest to `p` by cosine over every shard, filtered, best first
+/// (score = the cosine as of the view; ties by id): an exact scan of the embedded items when
+/// `exact`, else each shard's nearest-item index asked for its `k` nearest admitted items.
+fn nearest<'s>(
+    view: &'s View,
+    params: &'s RankParams,
+    ctx: &'s Context,
+    p: &[f64],
+    k: usize,
+    exact: bool,
+) -> Vec<Hit<'s>> {
+    let filters = Filters::new(params, ctx);
+    let mut best: BinaryHeap<Hit<'s>> = BinaryHeap::new();
+    let offer = |hit: Hit<'s>, best: &mut BinaryHeap<Hit<'s>>| {
+        best.push(hit);
+        if best.len() > k {
+            best.pop();
+        }
+    };
+    let query: Vec<f32> = p.iter().map(|x| *x as f32).collect();
+    for snapshot in &view.shards {
+        if exact {
+            for (key, item) in snapshot.entries() {
+                let Some(e) = item.embedding() else { continue };
+                let Some(id) = item.id() else { continue };
+                let hit = Hit {
+                    score: tidal_core::user::cosine(p, e),
+                    id: id.clone(),
+                    key,
+                    entry: item,
+                };
+                // The heap's top is the worst kept (Hit orders best first).
+                if best.len() >= k && best.peek().is_some_and(|worst| hit >= *worst) {
+                    continue;
+                }
+                if filters.passes(key, id, item) {
+                    offer(hit, &mut best);
+                }
+            }
+            continue;
+        }
+        // A read that waited for its writes also waits (bounded) for the index to have
+        // them. Only keys this version has embedded and the filters admit.
+        if params.min_lsn.is_some() {
+            snapshot
+                .ann()
+                .wait_for(snapshot.frontier, std::time::Duration::from_secs(1));
+        }
+        let admit = |key: ItemKey| {
+            snapshot
+                .entry(key)
+                .and_then(|i| Some((i, i.embedding()?, i.id()?)))
+                .is_some_and(|(i, _, id)| filters.passes(key, id, i))
+        };
+        for key in snapshot.ann().search(&query, k, admit) {
+            let Some((item, e, id)) = snapshot.entry(key).and_then(|i| Some((i, i.embedding()?, i.id()?))) else {
+                continue;
+            };
+            let hit = Hit {
+                score: tidal_core::user::cosine(p, e),
+                id: id.clone(),
+                key,
+                entry: item,
+            };
+            offer(hit, &mut best);
+        }
+    }
+    best.into_sorted_vec()
 }

@@ -29,7 +29,7 @@ pub use foryou::preference;
 pub use item::{CohortFeatures, CohortSignal, ItemView, SignalFeatures, item_view, item_view_in};
 pub use params::{
     Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, Personal, RankParams, Term, encode_cursor, parse_cohort,
-    parse_min_lsn,
+    parse_flag, parse_min_lsn,
 };
 pub use user::{CreatorAffinity, UserInfo, user_view};
 

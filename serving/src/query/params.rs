@@ -195,6 +195,15 @@ impl Personal {
     }
 }
 
+/// Parses an on/off parameter: `1` or `true`, `0` or `false` (absent: off).
+pub fn parse_flag(param: &str, v: Option<&str>) -> Result<bool, QueryError> {
+    match v {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(v) => Err(invalid(param, format!("{param}: expected 1 or 0, got {v:?}"))),
+    }
+}
+
 /// Parses `min_lsn`: `N` (an LSN of this process's WAL) or `P:N` (of process `P`'s, as a
 /// write in a cluster answers it in `token`).
 pub fn parse_min_lsn(v: &str) -> Result<(Option<usize>, u64), QueryError> {
@@ -300,11 +309,7 @@ impl RankParams {
             }
         };
         let offset = get("cursor").map(decode_cursor).transpose()?.unwrap_or(0);
-        let explain = match get("explain") {
-            None | Some("0") | Some("false") => false,
-            Some("1") | Some("true") => true,
-            Some(v) => return Err(invalid("explain", format!("explain: expected 1 or 0, got {v:?}"))),
-        };
+        let explain = parse_flag("explain", get("explain"))?;
         let (min_lsn_process, min_lsn) = match get("min_lsn").map(parse_min_lsn).transpose()? {
             Some((p, n)) => (p, Some(n)),
             None => (None, None),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes, weight_float};
 use tidal_core::flow::{CohortId, ItemKey, KindIdx, cohort_named, cohort_value, id_hash};
-use tidal_core::user::UserView;
+use tidal_core::user::{Edges, UserView};
 use tidal_sinks::{Snapshot, View};
 
 use super::error::{QueryError, QueryErrorKind};
@@ -38,11 +38,7 @@ pub struct CohortSel {
 pub struct UserFilter {
     /// Item keys never listed for the user.
     pub exclude: RoaringBitmap,
-    /// Creators whose items are never listed for the user.
-    pub blocks: BTreeSet<String>,
-    /// Creators the user follows.
-    pub follows: BTreeSet<String>,
-    /// The user's state, if the owner shard has one.
+    /// The user's state (edges, affinity, pulls), if the owner shard has one.
     pub state: Option<Arc<UserView>>,
 }
 
@@ -87,16 +83,24 @@ impl UserFilter {
         }
         UserFilter {
             exclude,
-            blocks: v.blocks().cloned().collect(),
-            follows: v.follows().cloned().collect(),
             state: Some(v.clone()),
         }
+    }
+
+    fn edges(&self) -> Option<&Edges> {
+        self.state.as_ref().and_then(|s| s.edges.as_deref())
+    }
+
+    /// Creators the user follows, if any.
+    pub fn follows(&self) -> Option<&BTreeSet<String>> {
+        self.edges().map(|e| &e.follows)
     }
 
     /// Whether item `key` by `creator` may be listed for the user.
     pub fn allows(&self, key: ItemKey, creator: Option<&str>) -> bool {
         let excluded = u32::try_from(key).is_ok_and(|k| self.exclude.contains(k));
-        !excluded && creator.is_none_or(|c| !self.blocks.contains(c))
+        let blocked = || creator.is_some_and(|c| self.edges().is_some_and(|e| e.blocks.contains(c)));
+        !excluded && !blocked()
     }
 }
 

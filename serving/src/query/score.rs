@@ -110,7 +110,7 @@ impl Scorer {
     pub(crate) fn term_value(&self, i: usize, item: &ItemEntry) -> f64 {
         let l = &self.lists[i];
         match l.index {
-            IndexKind::New => item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
+            IndexKind::New => item.created_at().map_or(0.0, |c| c as f64),
             IndexKind::Trending { kind, window } => {
                 l.factor * weight_float(item.lanes(kind).map_or(0, |x| x.0[2 * window]))
             }
@@ -159,7 +159,7 @@ impl Scorer {
         for (i, l) in self.lists.iter().enumerate() {
             let value = self.term_value(i, item);
             let Some(t) = l.term else {
-                terms.push(json!({"created_at": item.meta().and_then(|m| m.created_at), "value": value}));
+                terms.push(json!({"created_at": item.created_at(), "value": value}));
                 continue;
             };
             let name = config.signals.get(t.kind as usize).map_or("", |s| s.name.as_str());
@@ -190,4 +190,9 @@ impl Scorer {
             "terms": terms,
         })
     }
+}
+
+/// `x / max`, 0 when the maximum is not positive (a normalised score term).
+pub(crate) fn ratio(x: f64, max: f64) -> f64 {
+    if max > 0.0 { x / max } else { 0.0 }
 }

@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use tidal_core::Config;
+use tidal_core::flow::ItemKey;
 use tidal_sinks::View;
 
 use super::foryou;
 use super::params::{Base, RankParams};
 use super::personal::Context;
-use super::score::Scorer;
-use super::topk::{self, Hit};
+use super::score::{Scorer, ratio};
+use super::topk::{self, Diversity, Hit};
 
 /// The deepest the BM25-alone ranking asks the index for.
 const MAX_DEPTH: usize = 100_000;
@@ -56,7 +57,6 @@ pub(crate) fn search<'s>(
         return empty;
     };
     text.refresh(params.min_lsn.is_some());
-    let mut accept = topk::diversity(params.max_per_creator);
     if !params.profile_given {
         let mut depth = (2 * need).max(64);
         loop {
@@ -68,9 +68,10 @@ pub(crate) fn search<'s>(
                 .collect();
             found.sort_unstable();
             let max_bm25 = found.first().map_or(0.0, |h| h.score);
+            let mut diversity = Diversity::new(params.max_per_creator);
             let items: Vec<Found<'s>> = found
                 .into_iter()
-                .filter(|h| accept(h.entry))
+                .filter(|h| diversity.accept(h.entry))
                 .take(need)
                 .map(|hit| Found {
                     bm25: hit.score,
@@ -85,7 +86,6 @@ pub(crate) fn search<'s>(
                     max_score: 0.0,
                 };
             }
-            accept = topk::diversity(params.max_per_creator);
             depth = (depth * 4).min(MAX_DEPTH);
         }
     }
@@ -93,17 +93,18 @@ pub(crate) fn search<'s>(
     let n = params.personal.candidates;
     let mut p = params.clone();
     p.max_per_creator = None;
-    let ranked: Vec<(std::sync::Arc<str>, f64)> = if params.base == Base::ForYou {
+    // (Ranked with a local copy of the parameters: taken back to the view's lifetime.)
+    let ranked: Vec<(ItemKey, f64)> = if params.base == Base::ForYou {
         let ranked = foryou::for_you(view, &p, ctx, config, n);
-        ranked.items.iter().map(|s| (s.hit.id.clone(), s.hit.score)).collect()
+        ranked.items.iter().map(|s| (s.hit.key, s.hit.score)).collect()
     } else {
         let scorer = Scorer::new(view.clock_ms(), params);
         let top = topk::top(view, &scorer, &p, n, ctx);
-        top.iter().map(|h| (h.id.clone(), h.score)).collect()
+        top.iter().map(|h| (h.key, h.score)).collect()
     };
     let candidates: Vec<Hit<'s>> = ranked
         .iter()
-        .filter_map(|(id, score)| topk::admit_id(view, params, ctx, id, *score))
+        .filter_map(|(key, score)| topk::rebind(view, *key, *score))
         .collect();
     let ids: Vec<&str> = candidates.iter().map(|h| &*h.id).collect();
     let bm25: HashMap<String, f32> = text.score(q, &ids).into_iter().collect();
@@ -116,7 +117,6 @@ pub(crate) fn search<'s>(
         .collect();
     let max_bm25 = matched.iter().map(|m| m.1).fold(0.0, f64::max);
     let max_score = matched.iter().map(|m| m.0.score).fold(0.0, f64::max);
-    let ratio = |x: f64, m: f64| if m > 0.0 { x / m } else { 0.0 };
     let w = params.personal;
     let mut fused: Vec<Found<'s>> = matched
         .drain(..)
@@ -131,7 +131,12 @@ pub(crate) fn search<'s>(
         })
         .collect();
     fused.sort_unstable_by(|a, b| a.hit.cmp(&b.hit));
-    let items = fused.into_iter().filter(|f| accept(f.hit.entry)).take(need).collect();
+    let mut diversity = Diversity::new(params.max_per_creator);
+    let items = fused
+        .into_iter()
+        .filter(|f| diversity.accept(f.hit.entry))
+        .take(need)
+        .collect();
     Search {
         items,
         max_bm25,
@@ -154,7 +159,6 @@ impl Search<'_> {
         });
         if let (Some(score), Some(obj)) = (f.profile, v.as_object_mut()) {
             let w = params.personal;
-            let ratio = |x: f64, m: f64| if m > 0.0 { x / m } else { 0.0 };
             obj.insert("profile_score".into(), json!(score));
             obj.insert("max_profile_score".into(), json!(self.max_score));
             obj.insert(

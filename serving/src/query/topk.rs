@@ -32,7 +32,7 @@ use tidal_sinks::index::IndexEntry;
 use tidal_sinks::{Field, ItemEntry, Snapshot, View};
 
 use super::params::{Base, RankParams};
-use super::personal::{CohortSel, Context, Counts, UserFilter, cohort_items, counts};
+use super::personal::{CohortSel, Context, Counts, UserFilter, cohort_items, counts, shard_of_key};
 use super::score::Scorer;
 
 /// A ranked item: score desc, then id asc (byte order), then key.
@@ -66,30 +66,39 @@ impl PartialEq for Hit<'_> {
 impl Eq for Hit<'_> {}
 
 /// The request's item filters.
-struct Filters<'p> {
+pub(crate) struct Filters<'p> {
     params: &'p RankParams,
     user: Option<&'p UserFilter>,
 }
 
-impl Filters<'_> {
+impl<'p> Filters<'p> {
+    /// The filters of `params` for the user of `ctx`.
+    pub(crate) fn new(params: &'p RankParams, ctx: &'p Context) -> Filters<'p> {
+        Filters {
+            params,
+            user: ctx.user.as_ref(),
+        }
+    }
+
     fn needs_meta(&self) -> bool {
         let p = self.params;
         p.category.is_some() || p.creator.is_some() || p.tag.is_some()
     }
 
     /// Item `key` of `snapshot` with its id, if it exists and passes the filters.
-    fn admit<'s>(&self, snapshot: &'s Snapshot, key: ItemKey) -> Option<(&'s ItemEntry, &'s Arc<str>)> {
+    pub(crate) fn admit<'s>(&self, snapshot: &'s Snapshot, key: ItemKey) -> Option<(&'s ItemEntry, &'s Arc<str>)> {
         let (item, id) = snapshot.entry(key).and_then(|i| Some((i, i.id()?)))?;
         self.passes(key, id, item).then_some((item, id))
     }
 
-    fn passes(&self, key: ItemKey, id: &str, item: &ItemEntry) -> bool {
+    /// Whether item `key` (`id`, `item`) passes the filters.
+    pub(crate) fn passes(&self, key: ItemKey, id: &str, item: &ItemEntry) -> bool {
         let p = self.params;
         if p.exclude.contains(id) || !item.is_listable() {
             return false;
         }
         if let Some(u) = self.user
-            && !u.allows(key, item.meta().and_then(|m| m.creator.as_deref()))
+            && !u.allows(key, item.creator())
         {
             return false;
         }
@@ -105,13 +114,13 @@ impl Filters<'_> {
 }
 
 /// Per-creator counting for `max_per_creator`.
-struct Diversity<'s> {
+pub(crate) struct Diversity<'s> {
     cap: Option<usize>,
     seen: HashMap<&'s str, usize>,
 }
 
 impl<'s> Diversity<'s> {
-    fn new(cap: Option<usize>) -> Self {
+    pub(crate) fn new(cap: Option<usize>) -> Self {
         Diversity {
             cap,
             seen: HashMap::new(),
@@ -119,9 +128,9 @@ impl<'s> Diversity<'s> {
     }
 
     /// Whether the next item in ranking order is accepted (and counts it).
-    fn accept(&mut self, item: &'s ItemEntry) -> bool {
+    pub(crate) fn accept(&mut self, item: &'s ItemEntry) -> bool {
         let Some(cap) = self.cap else { return true };
-        let Some(creator) = item.meta().and_then(|m| m.creator.as_deref()) else {
+        let Some(creator) = item.creator() else {
             return true;
         };
         let n = self.seen.entry(creator).or_insert(0);
@@ -201,12 +210,9 @@ impl<'s> ShardStream<'s> {
         need: usize,
         ctx: &'s Context,
     ) -> ShardStream<'s> {
-        let filters = Filters {
-            params,
-            user: ctx.user.as_ref(),
-        };
+        let filters = Filters::new(params, ctx);
         if params.base == Base::Following {
-            let follows = ctx.user.as_ref().map(|u| &u.follows);
+            let follows = ctx.user.as_ref().and_then(UserFilter::follows);
             let by = (!scorer.lists.is_empty()).then_some(scorer);
             return ShardStream::Sorted(following(snapshot, &filters, follows, by).into_iter());
         }
@@ -497,10 +503,7 @@ pub(crate) fn admit_id<'s>(
     id: &str,
     score: f64,
 ) -> Option<Hit<'s>> {
-    let filters = Filters {
-        params,
-        user: ctx.user.as_ref(),
-    };
+    let filters = Filters::new(params, ctx);
     let snapshot = view.shard_of(id)?;
     let key = snapshot.key_of(id)?;
     let (entry, id) = filters.admit(snapshot, key)?;
@@ -512,108 +515,26 @@ pub(crate) fn admit_id<'s>(
     })
 }
 
-/// Whether the next item of a ranking in order passes `max_per_creator` (counting it).
-pub(crate) fn diversity(cap: Option<usize>) -> impl FnMut(&ItemEntry) -> bool {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    move |item: &ItemEntry| {
-        let (Some(cap), Some(c)) = (cap, item.meta().and_then(|m| m.creator.as_deref())) else {
-            return true;
-        };
-        let n = seen.entry(c.to_string()).or_insert(0);
-        if *n >= cap {
-            return false;
-        }
-        *n += 1;
-        true
-    }
+/// Item `key` of `view` as a hit scoring `score` (no filter: a hit another ranking of the
+/// same view already admitted, taken to the view's lifetime).
+pub(crate) fn rebind(view: &View, key: ItemKey, score: f64) -> Option<Hit<'_>> {
+    let entry = shard_of_key(view, key)?.entry(key)?;
+    Some(Hit {
+        score,
+        id: entry.id()?.clone(),
+        key,
+        entry,
+    })
 }
 
 /// The followed creators' items on every shard, filtered (any order).
 pub(crate) fn followed<'s>(view: &'s View, params: &'s RankParams, ctx: &'s Context) -> Vec<Hit<'s>> {
-    let Some(user) = ctx.user.as_ref() else {
-        return Vec::new();
-    };
-    let filters = Filters {
-        params,
-        user: Some(user),
-    };
+    let filters = Filters::new(params, ctx);
+    let follows = ctx.user.as_ref().and_then(UserFilter::follows);
     view.shards
         .iter()
-        .flat_map(|s| following(s, &filters, Some(&user.follows), None))
+        .flat_map(|s| following(s, &filters, follows, None))
         .collect()
-}
-
-/// The `k` embedded items nearest to `p` by cosine over every shard, filtered, best first
-/// (score = the cosine as of the view; ties by id): an exact scan of the embedded items when
-/// `exact`, else each shard's nearest-item index asked for its `k` nearest admitted items.
-pub(crate) fn nearest<'s>(
-    view: &'s View,
-    params: &'s RankParams,
-    ctx: &'s Context,
-    p: &[f64],
-    k: usize,
-    exact: bool,
-) -> Vec<Hit<'s>> {
-    let filters = Filters {
-        params,
-        user: ctx.user.as_ref(),
-    };
-    let mut best: BinaryHeap<Hit<'s>> = BinaryHeap::new();
-    let offer = |hit: Hit<'s>, best: &mut BinaryHeap<Hit<'s>>| {
-        best.push(hit);
-        if best.len() > k {
-            best.pop();
-        }
-    };
-    let query: Vec<f32> = p.iter().map(|x| *x as f32).collect();
-    for snapshot in &view.shards {
-        if exact {
-            for (key, item) in snapshot.entries() {
-                let Some(e) = item.embedding() else { continue };
-                let Some(id) = item.id() else { continue };
-                let hit = Hit {
-                    score: tidal_core::user::cosine(p, e),
-                    id: id.clone(),
-                    key,
-                    entry: item,
-                };
-                // The heap's top is the worst kept (Hit orders best first).
-                if best.len() >= k && best.peek().is_some_and(|worst| hit >= *worst) {
-                    continue;
-                }
-                if filters.passes(key, id, item) {
-                    offer(hit, &mut best);
-                }
-            }
-            continue;
-        }
-        // A read that waited for its writes also waits (bounded) for the index to have
-        // them. Only keys this version has embedded and the filters admit.
-        if params.min_lsn.is_some() {
-            snapshot
-                .ann()
-                .wait_for(snapshot.frontier, std::time::Duration::from_secs(1));
-        }
-        let admit = |key: ItemKey| {
-            snapshot
-                .entry(key)
-                .and_then(|i| Some((i, i.embedding()?, i.id()?)))
-                .is_some_and(|(i, _, id)| filters.passes(key, id, i))
-        };
-        for key in snapshot.ann().search(&query, k, admit) {
-            let Some((item, e, id)) = snapshot.entry(key).and_then(|i| Some((i, i.embedding()?, i.id()?))) else {
-                continue;
-            };
-            let hit = Hit {
-                score: tidal_core::user::cosine(p, e),
-                id: id.clone(),
-                key,
-                entry: item,
-            };
-            offer(hit, &mut best);
-        }
-    }
-    best.into_sorted_vec()
 }
 
 /// `following` on one shard: the items of the followed creators, newest `created_at` first
@@ -638,7 +559,7 @@ fn following<'s>(
         hits.push(Hit {
             score: match by {
                 Some(scorer) => scorer.score(item),
-                None => item.meta().and_then(|m| m.created_at).map_or(0.0, |c| c as f64),
+                None => item.created_at().map_or(0.0, |c| c as f64),
             },
             id: id.clone(),
             key,
