@@ -1,0 +1,280 @@
+//! [`Config::validate`]: every rule the engine relies on, checked once at start; the error
+//! names the first bad field by its path.
+
+use std::net::SocketAddr;
+
+use super::{
+    BUILTIN_PROFILES, Config, MAX_CANDIDATES, MAX_HALF_LIVES, MAX_SIGNAL_TYPES, MAX_WEIGHT_BOUND, MAX_WINDOWS,
+};
+use crate::duration::Dur;
+use crate::error::{Error, Result};
+
+impl Config {
+    /// Checks every rule the engine relies on; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: String, message: &str| {
+            Err(Error::Config {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if self.signals.is_empty() {
+            return bad("signals".into(), "at least one signal type is required");
+        }
+        if self.signals.len() > MAX_SIGNAL_TYPES {
+            return bad("signals".into(), &format!("at most {MAX_SIGNAL_TYPES} signal types"));
+        }
+        for (i, s) in self.signals.iter().enumerate() {
+            let f = |name: &str| format!("signals[{i}].{name}");
+            if !valid_name(&s.name) {
+                return bad(f("name"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+            if self.signals[..i].iter().any(|o| o.name == s.name) {
+                return bad(f("name"), &format!("signal type {:?} is declared twice", s.name));
+            }
+            if s.half_lives.len() > MAX_HALF_LIVES {
+                return bad(f("half_lives"), &format!("at most {MAX_HALF_LIVES} half-lives"));
+            }
+            for (j, h) in s.half_lives.iter().enumerate() {
+                if h.ms() < 1000 {
+                    return bad(f(&format!("half_lives[{j}]")), "must be at least 1s");
+                }
+                if s.half_lives[..j].contains(h) {
+                    return bad(f(&format!("half_lives[{j}]")), "declared twice");
+                }
+            }
+            if s.windows.len() > MAX_WINDOWS {
+                return bad(f("windows"), &format!("at most {MAX_WINDOWS} windows"));
+            }
+            for (j, w) in s.windows.iter().enumerate() {
+                let g = w.granularity.unwrap_or(Dur(1000));
+                if w.size.ms() < 1000 {
+                    return bad(f(&format!("windows[{j}].size")), "must be at least 1s");
+                }
+                if g.ms() < 1000 {
+                    return bad(f(&format!("windows[{j}].granularity")), "must be at least 1s");
+                }
+                if w.size.ms() % g.ms() != 0 {
+                    return bad(
+                        f(&format!("windows[{j}].granularity")),
+                        &format!("the window size {} must be a multiple of the granularity {}", w.size, g),
+                    );
+                }
+                if s.windows[..j].iter().any(|o| o.size == w.size) {
+                    return bad(f(&format!("windows[{j}].size")), "declared twice");
+                }
+            }
+            for (name, v) in [
+                ("min_weight", s.min_weight),
+                ("max_weight", s.max_weight),
+                ("default_weight", s.default_weight),
+                ("rank_weight", s.rank_weight),
+                ("polarity", s.polarity),
+                ("relationship_delta", s.relationship_delta),
+            ] {
+                if !v.is_finite() {
+                    return bad(f(name), "must be a finite number");
+                }
+            }
+            if s.min_weight < -MAX_WEIGHT_BOUND || s.max_weight > MAX_WEIGHT_BOUND {
+                return bad(
+                    f("max_weight"),
+                    &format!("weight bounds must lie within ±{MAX_WEIGHT_BOUND}"),
+                );
+            }
+            if s.min_weight > s.max_weight {
+                return bad(f("min_weight"), "must not exceed max_weight");
+            }
+            if s.default_weight < s.min_weight || s.default_weight > s.max_weight {
+                return bad(f("default_weight"), "must lie within [min_weight, max_weight]");
+            }
+            if s.rank_weight < 0.0 {
+                return bad(f("rank_weight"), "must not be negative");
+            }
+        }
+        if !self.cluster.processes.is_empty() {
+            if self.cluster.process_id >= self.cluster.processes.len() {
+                return bad(
+                    "cluster.process_id".into(),
+                    &format!(
+                        "must be below the number of processes ({})",
+                        self.cluster.processes.len()
+                    ),
+                );
+            }
+            for (i, p) in self.cluster.processes.iter().enumerate() {
+                for (name, addr) in [("timely", &p.timely), ("http", &p.http)] {
+                    if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                        return bad(format!("cluster.processes[{i}].{name}"), "must be host:port");
+                    }
+                }
+            }
+        }
+        for (i, d) in self.cohort_dimensions.iter().enumerate() {
+            if !valid_name(d) {
+                return bad(
+                    format!("cohort_dimensions[{i}]"),
+                    "must be 1-64 characters of [a-z0-9_-]",
+                );
+            }
+        }
+        let pz = &self.personalization;
+        for (name, d) in [
+            ("state_horizon", pz.state_horizon),
+            ("affinity_half_life", pz.affinity_half_life),
+            ("half_life", pz.half_life),
+            ("horizon", pz.horizon),
+        ] {
+            if d.ms() < 1000 {
+                return bad(format!("personalization.{name}"), "must be at least 1s");
+            }
+        }
+        if pz.horizon > pz.state_horizon {
+            return bad(
+                "personalization.horizon".into(),
+                "must not exceed personalization.state_horizon (an item key is reused only after it)",
+            );
+        }
+        if pz.dimension > self.server.max_embedding_dim {
+            return bad(
+                "personalization.dimension".into(),
+                &format!(
+                    "must not exceed server.max_embedding_dim ({})",
+                    self.server.max_embedding_dim
+                ),
+            );
+        }
+        if !pz.cold_signals.is_finite() || pz.cold_signals < 0.0 {
+            return bad("personalization.cold_signals".into(), "must be a finite number ≥ 0");
+        }
+        for (i, c) in self.cohorts.iter().enumerate() {
+            if !valid_name(&c.name) {
+                return bad(format!("cohorts[{i}].name"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+            if c.where_.is_empty() {
+                return bad(format!("cohorts[{i}].where"), "must name at least one attribute");
+            }
+            for k in c.where_.keys() {
+                if !self.cohort_dimensions.contains(k) {
+                    return bad(format!("cohorts[{i}].where.{k}"), "is not one of cohort_dimensions");
+                }
+            }
+        }
+        for (i, p) in self.profiles.iter().enumerate() {
+            let f = |name: &str| format!("profiles[{i}].{name}");
+            if !valid_name(&p.name) {
+                return bad(f("name"), "must be 1-64 characters of [a-z0-9_-]");
+            }
+            if BUILTIN_PROFILES.contains(&p.name.as_str()) {
+                return bad(f("name"), &format!("{:?} is a built-in profile", p.name));
+            }
+            if !["trending", "rising", "hot", "top", "new", "for_you", "following"].contains(&p.base.as_str()) {
+                return bad(
+                    f("base"),
+                    "must be one of trending, rising, hot, top, new, for_you, following",
+                );
+            }
+            let personal = p.base == "for_you";
+            for (name, w) in [("w_text", p.w_text), ("w_profile", p.w_profile)] {
+                if let Some(w) = w
+                    && (!w.is_finite() || w < 0.0)
+                {
+                    return bad(f(name), "must be a finite, non-negative weight");
+                }
+            }
+            for (name, w) in [("w_sim", p.w_sim), ("w_pop", p.w_pop), ("w_aff", p.w_aff)] {
+                if let Some(w) = w {
+                    if !personal {
+                        return bad(f(name), "only a for_you profile has this weight");
+                    }
+                    if !w.is_finite() || w < 0.0 {
+                        return bad(f(name), "must be a finite, non-negative weight");
+                    }
+                }
+            }
+            if let Some(c) = p.candidates
+                && (!personal || c == 0 || c > MAX_CANDIDATES)
+            {
+                return bad(
+                    f("candidates"),
+                    &format!("a for_you profile's candidates lie within 1..={MAX_CANDIDATES}"),
+                );
+            }
+            if let Some(x) = p.exploration
+                && (!personal || !(0.0..=1.0).contains(&x))
+            {
+                return bad(
+                    f("exploration"),
+                    "a for_you profile's exploration share lies within 0..=1",
+                );
+            }
+            for (name, w) in &p.signals {
+                let Some(st) = self.signal(name) else {
+                    return bad(f(&format!("signals.{name}")), "is not a declared signal type");
+                };
+                if !w.is_finite() || *w < 0.0 {
+                    return bad(f(&format!("signals.{name}")), "must be a finite, non-negative weight");
+                }
+                if let Some(win) = p.window
+                    && !st.windows.iter().any(|x| x.size == win)
+                {
+                    return bad(f("window"), &format!("signal type {name:?} declares no window {win}"));
+                }
+                if let Some(h) = p.half_life
+                    && !st.half_lives.contains(&h)
+                {
+                    return bad(
+                        f("half_life"),
+                        &format!("signal type {name:?} declares no half-life {h}"),
+                    );
+                }
+            }
+        }
+        let e = &self.engine;
+        if e.workers == 0 || e.workers > 256 {
+            return bad("engine.workers".into(), "must be between 1 and 256");
+        }
+        if e.group_commit_max_records == 0 {
+            return bad("engine.group_commit_max_records".into(), "must be at least 1");
+        }
+        if e.segment_bytes < 4096 {
+            return bad("engine.segment_bytes".into(), "must be at least 4096");
+        }
+        if e.max_clock_jump.ms() == 0 {
+            return bad("engine.max_clock_jump".into(), "must be positive");
+        }
+        if e.wal_queue_requests == 0 {
+            return bad("engine.wal_queue_requests".into(), "must be at least 1");
+        }
+        if e.max_lag_signals == 0 {
+            return bad("engine.max_lag_signals".into(), "must be at least 1");
+        }
+        if e.tick_ms == 0 {
+            return bad("engine.tick_ms".into(), "must be at least 1");
+        }
+        if e.data_dir.is_empty() {
+            return bad("engine.data_dir".into(), "must not be empty");
+        }
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            return bad("server.listen".into(), "must be an address like 127.0.0.1:7700");
+        }
+        if s.body_limit_bytes < 1024 {
+            return bad("server.body_limit_bytes".into(), "must be at least 1024");
+        }
+        if s.max_records_per_request == 0 {
+            return bad("server.max_records_per_request".into(), "must be at least 1");
+        }
+        if s.max_id_bytes == 0 || s.max_id_bytes > 4096 {
+            return bad("server.max_id_bytes".into(), "must be between 1 and 4096");
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
