@@ -21,7 +21,7 @@ use tidal_core::time::Time;
 use crate::delta::Delta;
 use crate::entry::ItemEntry;
 use crate::log::{Buffers, Log};
-use crate::side::Side;
+use crate::side::SideBuilder;
 use crate::snapshot::{ItemChange, Snapshot, Update};
 use tidal_core::flow::ItemKey;
 
@@ -35,7 +35,7 @@ type Order = (ItemKey, u128, Time, u32, u32);
 ///
 /// A version is a copy-on-write clone of the last one with the [`Log`] of the changes since
 /// applied: it shares every node the changes do not touch.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct SnapshotBuilder {
     /// The last version cut.
     last: Arc<Snapshot>,
@@ -49,7 +49,7 @@ pub struct SnapshotBuilder {
     order: Vec<Order>,
     bufs: Buffers,
     /// The working copy of the per-user and per-cohort state.
-    pub(crate) side: Side,
+    pub(crate) side: SideBuilder,
 }
 
 impl SnapshotBuilder {
@@ -62,7 +62,7 @@ impl SnapshotBuilder {
             item_changes: Vec::new(),
             order: Vec::new(),
             bufs: Buffers::default(),
-            side: Side::default(),
+            side: SideBuilder::default(),
         }
     }
 
@@ -167,8 +167,7 @@ impl SnapshotBuilder {
         log.recycle(&mut self.bufs);
         next.frontier = frontier;
         next.lsns = lsns;
-        self.side.settle();
-        next.side = self.side.clone();
+        next.side = self.side.version();
         self.last = Arc::new(next);
         self.last.clone()
     }

@@ -27,23 +27,45 @@ const SETTLE_AT: usize = 1 << 20;
 /// One change of a cohort's lanes: (item, signal type) and the value now (`None`: gone).
 type LaneChange = ((ItemKey, KindIdx), Option<Lanes>);
 
-/// The per-user and per-cohort state of a shard.
+/// Gathered changes keep at most this much room between versions (a catch-up grows them to
+/// `SETTLE_AT`; live versions need a few thousand).
+const KEEP_ROOM: usize = 1 << 12;
+
+/// The per-user and per-cohort state of a version: persistent maps, cloned in O(1).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Side {
     pub(crate) cohorts: Map<CohortId, CohortLanes>,
     pub(crate) users: Map<UserKey, Arc<UserView>>,
     pub(crate) defs: Arc<CohortDefs>,
-    /// Changes since the last version: a key's value now (`None`: gone).
+}
+
+/// The builder's working copy: the last settled [`Side`] and the changes since, a key's
+/// value now (`None`: gone). The gathered changes are not part of a version: cloning a hash
+/// map copies its whole table, empty or not.
+#[derive(Debug, Default)]
+pub(crate) struct SideBuilder {
+    side: Side,
     lanes_now: HashMap<CohortKey, Option<Lanes>, RandomState>,
     users_now: HashMap<UserKey, Option<Arc<UserView>>, RandomState>,
 }
 
-impl Side {
+impl SideBuilder {
+    /// Settles the gathered changes and gives the state a version publishes.
+    pub(crate) fn version(&mut self) -> Side {
+        self.settle();
+        self.side.clone()
+    }
+
     /// The current value of a cohort sum, with the changes not settled yet.
     fn lanes(&self, key: &CohortKey) -> Option<Lanes> {
         match self.lanes_now.get(key) {
             Some(v) => *v,
-            None => self.cohorts.get(&key.2).and_then(|m| m.get(&(key.0, key.1))).copied(),
+            None => self
+                .side
+                .cohorts
+                .get(&key.2)
+                .and_then(|m| m.get(&(key.0, key.1)))
+                .copied(),
         }
     }
 
@@ -76,19 +98,19 @@ impl Side {
                     self.settle();
                 }
             }
-            SideUpdate::Cohorts(defs) => self.defs = defs,
+            SideUpdate::Cohorts(defs) => self.side.defs = defs,
         }
     }
 
     /// Settles the changes into the persistent maps (before a version is cut).
-    pub(crate) fn settle(&mut self) {
+    fn settle(&mut self) {
         let mut by_cohort: HashMap<CohortId, Vec<LaneChange>, RandomState> = HashMap::default();
         for ((item, kind, cohort), v) in self.lanes_now.drain() {
             by_cohort.entry(cohort).or_default().push(((item, kind), v));
         }
         for (cohort, mut changes) in by_cohort {
             changes.sort_unstable_by_key(|c| c.0);
-            let map = self.cohorts.entry(cohort).or_default();
+            let map = self.side.cohorts.entry(cohort).or_default();
             for (k, v) in changes {
                 match v {
                     Some(l) => {
@@ -100,18 +122,21 @@ impl Side {
                 }
             }
             if map.is_empty() {
-                self.cohorts.remove(&cohort);
+                self.side.cohorts.remove(&cohort);
             }
         }
         for (key, view) in self.users_now.drain() {
             match view {
                 Some(v) => {
-                    self.users.insert(key, v);
+                    self.side.users.insert(key, v);
                 }
                 None => {
-                    self.users.remove(&key);
+                    self.side.users.remove(&key);
                 }
             }
         }
+        // After a catch-up the tables are large and empty: give the room back.
+        self.lanes_now.shrink_to(KEEP_ROOM);
+        self.users_now.shrink_to(KEEP_ROOM);
     }
 }
