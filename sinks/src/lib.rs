@@ -37,4 +37,4 @@ pub use side::{CohortKey, CohortLanes};
 pub use sink::{Place, SinkInputs, shard_sink};
 pub use snapshot::{ItemChange, Snapshot, Update};
 pub use store::{EntityStore, StoreError};
-pub use text::TextIndex;
+pub use text::{TextIndex, TextStats};

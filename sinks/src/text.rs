@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::merge_policy::NoMergePolicy;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermSetQuery};
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
@@ -209,10 +210,15 @@ impl TextIndex {
         parser.parse_query_lenient(q).0
     }
 
-    fn run(&self, query: &dyn Query, limit: usize) -> Vec<(String, f32)> {
+    fn run(&self, query: &dyn Query, limit: usize, stats: Option<&TextStats>) -> Vec<(String, f32)> {
         let Some(reader) = &self.reader else { return Vec::new() };
         let searcher = reader.searcher();
-        let Ok(top) = searcher.search(query, &TopDocs::with_limit(limit.max(1))) else {
+        let collector = TopDocs::with_limit(limit.max(1));
+        let top = match stats {
+            Some(stats) => searcher.search_with_statistics_provider(query, &collector, stats),
+            None => searcher.search(query, &collector),
+        };
+        let Ok(top) = top else {
             return Vec::new();
         };
         top.into_iter()
@@ -226,19 +232,50 @@ impl TextIndex {
 
     /// The `limit` items best matching `q` (every term, in the title or the text), by BM25,
     /// best first.
-    pub fn search(&self, q: &str, limit: usize) -> Vec<(String, f32)> {
-        self.run(&*self.parse(q), limit)
+    /// `stats`: the corpus statistics BM25 uses (a cluster's sum, [`stats`](Self::stats) of
+    /// every process), or this index's own when `None`.
+    pub fn search(&self, q: &str, limit: usize, stats: Option<&TextStats>) -> Vec<(String, f32)> {
+        self.run(&*self.parse(q), limit, stats)
     }
 
-    /// The BM25 of `q` for those of `ids` that match it (absent: no match).
-    pub fn score(&self, q: &str, ids: &[&str]) -> Vec<(String, f32)> {
+    /// The BM25 of `q` for those of `ids` that match it (absent: no match); `stats` as in
+    /// [`search`](Self::search).
+    pub fn score(&self, q: &str, ids: &[&str], stats: Option<&TextStats>) -> Vec<(String, f32)> {
         if ids.is_empty() {
             return Vec::new();
         }
         let terms = ids.iter().map(|id| Term::from_field_text(self.id, id));
         let among: Box<dyn Query> = Box::new(ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0));
         let query = BooleanQuery::new(vec![(Occur::Must, self.parse(q)), (Occur::Must, among)]);
-        self.run(&query, ids.len())
+        self.run(&query, ids.len(), stats)
+    }
+
+    /// This index's corpus statistics for the terms of `q` (committed documents): what a
+    /// cluster adds up over its processes so that BM25 scores an item the same on any of
+    /// them.
+    pub fn stats(&self, q: &str) -> TextStats {
+        let Some(reader) = &self.reader else {
+            return TextStats::default();
+        };
+        let searcher = reader.searcher();
+        let query = self.parse(q);
+        let mut terms: Vec<(Vec<u8>, u64)> = Vec::new();
+        query.query_terms(&mut |term, _| {
+            let key = term.serialized_term().to_vec();
+            if !terms.iter().any(|(k, _)| *k == key) {
+                let df = searcher.doc_freq(term).unwrap_or(0);
+                terms.push((key, df));
+            }
+        });
+        let tokens = [self.title, self.text]
+            .iter()
+            .map(|f| (f.field_id(), searcher.total_num_tokens(*f).unwrap_or(0)))
+            .collect();
+        TextStats {
+            docs: searcher.total_num_docs().unwrap_or(0),
+            tokens,
+            terms,
+        }
     }
 
     /// Documents in the index (committed).
@@ -249,6 +286,56 @@ impl TextIndex {
     /// Whether no document is committed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// BM25's corpus statistics for one query's terms: documents, tokens per field, and each
+/// term's document frequency (keyed by tantivy's serialized term).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextStats {
+    /// Documents.
+    pub docs: u64,
+    /// Tokens per field id.
+    pub tokens: Vec<(u32, u64)>,
+    /// Documents containing each term.
+    pub terms: Vec<(Vec<u8>, u64)>,
+}
+
+impl TextStats {
+    /// Adds another index's statistics (of the same query).
+    pub fn add(&mut self, other: &TextStats) {
+        self.docs += other.docs;
+        for (field, n) in &other.tokens {
+            match self.tokens.iter_mut().find(|(f, _)| f == field) {
+                Some((_, m)) => *m += n,
+                None => self.tokens.push((*field, *n)),
+            }
+        }
+        for (term, n) in &other.terms {
+            match self.terms.iter_mut().find(|(t, _)| t == term) {
+                Some((_, m)) => *m += n,
+                None => self.terms.push((term.clone(), *n)),
+            }
+        }
+    }
+}
+
+impl Bm25StatisticsProvider for TextStats {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        Ok(self
+            .tokens
+            .iter()
+            .find(|(f, _)| *f == field.field_id())
+            .map_or(0, |(_, n)| *n))
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let key = term.serialized_term();
+        Ok(self.terms.iter().find(|(t, _)| t == key).map_or(0, |(_, n)| *n))
     }
 }
 
@@ -276,13 +363,13 @@ mod tests {
             put("b", "Guitar tutorial", "chords"),
             put("c", "Piano concert", "live"),
         ]);
-        assert!(t.search("piano", 10).is_empty(), "not committed yet");
+        assert!(t.search("piano", 10, None).is_empty(), "not committed yet");
         t.refresh(true);
-        let hits: Vec<String> = t.search("piano", 10).into_iter().map(|h| h.0).collect();
+        let hits: Vec<String> = t.search("piano", 10, None).into_iter().map(|h| h.0).collect();
         assert_eq!(hits, ["a", "c"], "a mentions piano twice");
-        let both: Vec<String> = t.search("piano tutorial", 10).into_iter().map(|h| h.0).collect();
+        let both: Vec<String> = t.search("piano tutorial", 10, None).into_iter().map(|h| h.0).collect();
         assert_eq!(both, ["a"], "every term must match");
-        let scored = t.score("piano", &["c", "b"]);
+        let scored = t.score("piano", &["c", "b"], None);
         assert_eq!(scored.len(), 1);
         assert_eq!(scored[0].0, "c");
         assert!(scored[0].1 > 0.0);
@@ -294,9 +381,50 @@ mod tests {
             put("c", "Drum concert", ""),
         ]);
         t.refresh(true);
-        assert!(t.search("piano", 10).is_empty());
-        assert_eq!(t.search("drum", 10).len(), 1);
+        assert!(t.search("piano", 10, None).is_empty());
+        assert_eq!(t.search("drum", 10, None).len(), 1);
         // Query syntax in the text is taken leniently.
-        let _ = t.search("piano: \"unclosed AND (", 10);
+        let _ = t.search("piano: \"unclosed AND (", 10, None);
+    }
+
+    #[test]
+    fn summed_statistics_score_a_split_corpus_like_one_index() {
+        let docs = [
+            ("a", "Piano tutorial", "learn the piano in a week"),
+            ("b", "Guitar tutorial", "chords and more chords"),
+            ("c", "Piano concert", "live"),
+            ("d", "Drum solo", "a long drum solo"),
+            ("e", "Piano and guitar", "duet"),
+        ];
+        let whole = TextIndex::new(Duration::from_secs(3600), true);
+        let parts = [
+            TextIndex::new(Duration::from_secs(3600), true),
+            TextIndex::new(Duration::from_secs(3600), true),
+        ];
+        for (i, (id, title, text)) in docs.iter().enumerate() {
+            whole.apply(&[put(id, title, text)]);
+            parts[i % 2].apply(&[put(id, title, text)]);
+        }
+        whole.refresh(true);
+        parts.iter().for_each(|p| p.refresh(true));
+        for q in ["piano", "piano tutorial", "chords", "guitar piano"] {
+            let mut stats = TextStats::default();
+            parts.iter().for_each(|p| stats.add(&p.stats(q)));
+            assert_eq!(stats, whole.stats(q), "{q}");
+            let mut split: Vec<(String, f32)> = parts.iter().flat_map(|p| p.search(q, 10, Some(&stats))).collect();
+            split.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let mut one = whole.search(q, 10, None);
+            one.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            assert_eq!(split, one, "{q}");
+            assert!(!one.is_empty(), "{q}");
+            // Each part alone scores differently: the statistics are what make them agree.
+            let alone: Vec<(String, f32)> = parts[0].search(q, 10, None);
+            if let Some((id, score)) = alone.first() {
+                let want = one.iter().find(|(i, _)| i == id).map(|(_, s)| *s);
+                if q == "piano" {
+                    assert_ne!(Some(*score), want, "{q}: a part's own statistics differ");
+                }
+            }
+        }
     }
 }

@@ -15,39 +15,72 @@
 
 use std::collections::{BinaryHeap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use tidal_core::Config;
 use tidal_core::features::{TOTAL_LANE, weight_float};
 use tidal_core::flow::{ItemKey, id_hash};
 use tidal_core::user::{UserView, cosine};
-use tidal_sinks::{ItemEntry, View};
+use tidal_sinks::{ItemEntry, TextStats, View};
 
 use super::params::{Base, RankParams};
 use super::personal::{Context, shard_of_key};
 use super::score::{Scorer, ratio};
 use super::topk::{self, Diversity, Filters, Hit};
 
-/// Where a candidate came from (bits).
-const NEAREST: u8 = 1;
-const POPULAR: u8 = 2;
-const FOLLOWED: u8 = 4;
-const FRESH: u8 = 8;
+/// The candidate sources, in the order of [`Candidate::ranks`], and their names.
+const SOURCES: [&str; 4] = ["nearest", "popular", "followed", "fresh"];
+const NEAREST: usize = 0;
+const POPULAR: usize = 1;
+const FOLLOWED: usize = 2;
+const FRESH: usize = 3;
 
-/// A scored candidate and its terms.
-pub(crate) struct Scored<'s> {
-    pub(crate) hit: Hit<'s>,
-    sim: f64,
-    pop: f64,
-    aff: f64,
+/// One candidate with everything its score needs, found on the process that owns the item
+/// ([`gather`]) and ranked where the request arrived ([`select`]): one process gathers from
+/// all its shards, a cluster from every process, and the selection is the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Item id.
+    pub id: String,
+    /// Item key.
+    pub key: ItemKey,
+    /// Creator (for `max_per_creator` and `explain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+    /// Category (for `explain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Its order in each source whose best `candidates` it is among where it was gathered
+    /// (nearest: the cosine; popular: the popularity score; followed: its `following`
+    /// score; fresh: `created_at`); `None` where it is not.
+    pub ranks: [Option<f64>; 4],
+    /// `cos(p_u, e_i)`.
+    pub sim: f64,
+    /// The popularity term, raw.
+    pub pop: f64,
+    /// The user's affinity with its creator.
+    pub aff: f64,
+    /// Its signals of every type (counted by weight): cold below `cold_signals`.
+    pub signals: f64,
+    /// With a text query in a cluster: its BM25 if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25: Option<f64>,
+}
+
+/// A selected candidate: its score, sources (bits in [`SOURCES`] order) and slot.
+#[derive(Clone, Debug)]
+pub(crate) struct Picked {
+    pub(crate) c: Candidate,
+    pub(crate) score: f64,
     sources: u8,
     cold: bool,
     explored: bool,
 }
 
 /// A `for_you` ranking: the first `need` items, and what `explain` says of each.
-pub(crate) struct ForYou<'s> {
-    pub(crate) items: Vec<Scored<'s>>,
+pub(crate) struct ForYou {
+    pub(crate) items: Vec<Picked>,
     /// Whether the user has a preference vector.
     has_vector: bool,
     max_pop: f64,
@@ -56,32 +89,51 @@ pub(crate) struct ForYou<'s> {
 
 /// The user's preference vector as of `view` (SPEC §12), if any pull reaches an embedded item.
 pub fn preference(view: &View, user: &UserView, config: &Config) -> Option<Vec<f64>> {
-    let p = &config.personalization;
-    user.preference(view.clock_ms(), p.half_life.ms(), p.horizon.ms(), |item| {
+    preference_with(view.clock_ms(), user, config, |item| {
         let key = ItemKey::from(item);
         shard_of_key(view, key)?.entry(key)?.embedding()
     })
-    .filter(|v| v.iter().any(|x| *x != 0.0))
+}
+
+/// [`preference`] at clock `clock` with the embeddings `embedding` gives (a cluster's
+/// gathered from every process).
+pub fn preference_with<'e>(
+    clock: u64,
+    user: &UserView,
+    config: &Config,
+    embedding: impl FnMut(u32) -> Option<&'e [f32]>,
+) -> Option<Vec<f64>> {
+    let p = &config.personalization;
+    user.preference(clock, p.half_life.ms(), p.horizon.ms(), embedding)
+        .filter(|v| v.iter().any(|x| *x != 0.0))
 }
 
 /// Ranks the first `need` `for_you` items of `view` for the user of `ctx`.
-pub(crate) fn for_you<'s>(
-    view: &'s View,
-    params: &'s RankParams,
-    ctx: &'s Context,
-    config: &Config,
-    need: usize,
-) -> ForYou<'s> {
-    let clock = view.clock_ms();
-    let personal = params.personal;
+pub(crate) fn for_you(view: &View, params: &RankParams, ctx: &Context, config: &Config, need: usize) -> ForYou {
     let state = ctx.user.as_ref().and_then(|u| u.state.clone());
     let vector = state.as_deref().and_then(|u| preference(view, u, config));
-    let mut found: HashMap<ItemKey, u8> = HashMap::new();
-    let mut add = |key: ItemKey, source: u8| *found.entry(key).or_insert(0) |= source;
-    if let Some(p) = &vector {
-        let exact = config.personalization.exact_search;
-        for hit in nearest(view, params, ctx, p, personal.candidates, exact) {
-            add(hit.key, NEAREST);
+    let found = gather(view, params, ctx, config, vector.as_deref(), None);
+    select(found, params, config, vector.is_some(), need)
+}
+
+/// The candidates of `view`'s shards for the user of `ctx` with preference vector `vector`:
+/// each source's best `candidates` here, with their terms. With `text` (a query and the
+/// cluster's statistics), the BM25 of those that match it.
+pub(crate) fn gather(
+    view: &View,
+    params: &RankParams,
+    ctx: &Context,
+    config: &Config,
+    vector: Option<&[f64]>,
+    text: Option<(&str, &TextStats)>,
+) -> Vec<Candidate> {
+    let clock = view.clock_ms();
+    let k = params.personal.candidates;
+    let mut found: HashMap<ItemKey, [Option<f64>; 4]> = HashMap::new();
+    let mut add = |hit: &Hit<'_>, source: usize| found.entry(hit.key).or_default()[source] = Some(hit.score);
+    if let Some(p) = vector {
+        for hit in nearest(view, params, ctx, p, k, config.personalization.exact_search) {
+            add(&hit, NEAREST);
         }
     }
     let mut popular = params.clone();
@@ -89,65 +141,120 @@ pub(crate) fn for_you<'s>(
     popular.max_per_creator = None;
     let pop_scorer = Scorer::new(clock, &popular);
     if !pop_scorer.lists.is_empty() {
-        for hit in topk::top(view, &pop_scorer, &popular, personal.candidates, ctx) {
-            add(hit.key, POPULAR);
+        for hit in topk::top(view, &pop_scorer, &popular, k, ctx) {
+            add(&hit, POPULAR);
         }
     }
     // The followed creators' newest items.
     let mut followed = topk::followed(view, params, ctx);
     followed.sort_unstable();
-    for hit in followed.into_iter().take(personal.candidates) {
-        add(hit.key, FOLLOWED);
+    for hit in followed.iter().take(k) {
+        add(hit, FOLLOWED);
     }
+    // The newest items, those within the fresh window: the newest fresh items (every fresh
+    // item is newer than every other).
     let mut newest = popular.clone();
     newest.base = Base::New;
     newest.terms.clear();
     let new_scorer = Scorer::new(clock, &newest);
     let fresh_from = clock.saturating_sub(config.personalization.fresh_window.ms());
-    for hit in topk::top(view, &new_scorer, &newest, personal.candidates, ctx) {
+    for hit in topk::top(view, &new_scorer, &newest, k, ctx) {
         if hit.entry.created_at().is_some_and(|c| c >= fresh_from) {
-            add(hit.key, FRESH);
+            add(&hit, FRESH);
         }
     }
-    // The terms, and their maxima over the candidates.
     let aff_h = config.personalization.affinity_half_life.ms();
-    let mut scored: Vec<Scored<'s>> = found
+    let state = ctx.user.as_ref().and_then(|u| u.state.as_deref());
+    let mut out: Vec<Candidate> = found
         .into_iter()
-        .filter_map(|(key, sources)| Some((topk::rebind(view, key, 0.0)?, sources)))
-        .map(|(hit, sources)| {
-            let sim = match (&vector, hit.entry.embedding()) {
-                (Some(p), Some(e)) => cosine(p, e),
-                _ => 0.0,
-            };
-            let pop = pop_scorer.score(hit.entry);
-            let aff = match (&state, hit.entry.creator()) {
-                // + 0.0: no negative zero in explain.
-                (Some(u), Some(c)) => u.affinity_at(id_hash(c), aff_h, clock) + 0.0,
-                _ => 0.0,
-            };
-            let cold = sources & FRESH != 0 && signals(hit.entry) < config.personalization.cold_signals;
-            Scored {
-                hit,
-                sim,
-                pop,
-                aff,
-                sources,
-                cold,
-                explored: false,
-            }
+        .filter_map(|(key, ranks)| {
+            let hit = topk::rebind(view, key, 0.0)?;
+            let entry = hit.entry;
+            let meta = entry.meta();
+            Some(Candidate {
+                id: hit.id.to_string(),
+                key,
+                creator: meta.and_then(|m| m.creator.clone()),
+                category: meta.and_then(|m| m.category.clone()),
+                ranks,
+                sim: match (vector, entry.embedding()) {
+                    (Some(p), Some(e)) => cosine(p, e),
+                    _ => 0.0,
+                },
+                pop: pop_scorer.score(entry),
+                aff: match (state, entry.creator()) {
+                    // + 0.0: no negative zero in explain.
+                    (Some(u), Some(c)) => u.affinity_at(id_hash(c), aff_h, clock) + 0.0,
+                    _ => 0.0,
+                },
+                signals: signals(entry),
+                bm25: None,
+            })
         })
         .collect();
-    let max_pop = scored.iter().map(|s| s.pop).fold(0.0, f64::max);
-    let max_aff = scored.iter().map(|s| s.aff).fold(0.0, f64::max);
-    let has_vector = vector.is_some();
+    if let (Some((q, stats)), Some(index)) = (text, view.text.as_deref()) {
+        let ids: Vec<&str> = out.iter().map(|c| c.id.as_str()).collect();
+        let bm25: HashMap<String, f32> = index.score(q, &ids, Some(stats)).into_iter().collect();
+        for c in &mut out {
+            c.bm25 = bm25.get(&c.id).map(|b| f64::from(*b));
+        }
+    }
+    out
+}
+
+/// Score descending, then id ascending (SPEC §3).
+fn order(a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
+}
+
+/// The first `need` items of the `for_you` ranking of `found` (every process's gathered
+/// candidates): each source's best `candidates`, scored `w_sim · cos + w_pop · pop / max
+/// pop + w_aff · aff / max aff` (`pop / max pop` alone without a vector), filled in order
+/// with `max_per_creator` and the exploration slots.
+pub(crate) fn select(
+    found: Vec<Candidate>,
+    params: &RankParams,
+    config: &Config,
+    has_vector: bool,
+    need: usize,
+) -> ForYou {
+    let personal = params.personal;
+    let mut sources = vec![0u8; found.len()];
+    for (s, _) in SOURCES.iter().enumerate() {
+        let mut by: Vec<(usize, f64)> = found
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.ranks[s]?)))
+            .collect();
+        by.sort_unstable_by(|a, b| order((a.1, &found[a.0].id), (b.1, &found[b.0].id)));
+        for (i, _) in by.into_iter().take(personal.candidates) {
+            sources[i] |= 1 << s;
+        }
+    }
+    let mut scored: Vec<Picked> = found
+        .into_iter()
+        .zip(sources)
+        .filter(|(_, s)| *s != 0)
+        .map(|(c, sources)| Picked {
+            cold: sources & (1 << FRESH) != 0 && c.signals < config.personalization.cold_signals,
+            c,
+            score: 0.0,
+            sources,
+            explored: false,
+        })
+        .collect();
+    let max_pop = scored.iter().map(|s| s.c.pop).fold(0.0, f64::max);
+    let max_aff = scored.iter().map(|s| s.c.aff).fold(0.0, f64::max);
     for s in &mut scored {
-        s.hit.score = if has_vector {
-            personal.w_sim * s.sim + personal.w_pop * ratio(s.pop, max_pop) + personal.w_aff * ratio(s.aff, max_aff)
+        s.score = if has_vector {
+            personal.w_sim * s.c.sim
+                + personal.w_pop * ratio(s.c.pop, max_pop)
+                + personal.w_aff * ratio(s.c.aff, max_aff)
         } else {
-            ratio(s.pop, max_pop)
+            ratio(s.c.pop, max_pop)
         };
     }
-    scored.sort_unstable_by(|a, b| a.hit.cmp(&b.hit));
+    scored.sort_unstable_by(|a, b| order((a.score, &a.c.id), (b.score, &b.c.id)));
 
     // Fill the list: exploration slots take the best cold item left, the others the best
     // item left; max_per_creator counts both (an item it passes over is not offered again).
@@ -162,7 +269,7 @@ pub(crate) fn for_you<'s>(
         let explore = share > 0.0 && ((p + 1.0) * share).floor() > (p * share).floor();
         let mut take = |mut from: &mut dyn Iterator<Item = usize>| {
             Iterator::find(&mut from, |&i| {
-                !std::mem::replace(&mut used[i], true) && diversity.accept(scored[i].hit.entry)
+                !std::mem::replace(&mut used[i], true) && diversity.accept_creator(scored[i].c.creator.as_deref())
             })
         };
         let mut picked = if explore {
@@ -178,7 +285,7 @@ pub(crate) fn for_you<'s>(
             None => break,
         }
     }
-    let mut slots: Vec<Option<Scored<'s>>> = scored.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<Picked>> = scored.into_iter().map(Some).collect();
     let items = order
         .into_iter()
         .filter_map(|(i, explored)| {
@@ -195,22 +302,17 @@ pub(crate) fn for_you<'s>(
     }
 }
 
-impl ForYou<'_> {
+impl ForYou {
     /// `explain=1` of item `i`: every term raw and weighted, its sources and slot kind.
     pub(crate) fn explain(&self, i: usize, params: &RankParams) -> Value {
         let Some(s) = self.items.get(i) else { return Value::Null };
         let w = params.personal;
-        let sources: Vec<&str> = [
-            (NEAREST, "nearest"),
-            (POPULAR, "popular"),
-            (FOLLOWED, "followed"),
-            (FRESH, "fresh"),
-        ]
-        .iter()
-        .filter(|(bit, _)| s.sources & bit != 0)
-        .map(|(_, name)| *name)
-        .collect();
-        let meta = s.hit.entry.meta();
+        let sources: Vec<&str> = SOURCES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| s.sources & (1 << bit) != 0)
+            .map(|(_, name)| *name)
+            .collect();
         let (sim_w, pop_w, aff_w) = if self.has_vector {
             (w.w_sim, w.w_pop, w.w_aff)
         } else {
@@ -218,24 +320,24 @@ impl ForYou<'_> {
         };
         json!({
             "profile": params.profile,
-            "creator": meta.and_then(|m| m.creator.clone()),
-            "category": meta.and_then(|m| m.category.clone()),
+            "creator": s.c.creator,
+            "category": s.c.category,
             "vector": self.has_vector,
-            "sim": s.sim,
-            "pop": s.pop,
-            "aff": s.aff,
+            "sim": s.c.sim,
+            "pop": s.c.pop,
+            "aff": s.c.aff,
             "max_pop": self.max_pop,
             "max_aff": self.max_aff,
             "terms": {
-                "sim": sim_w * s.sim,
-                "pop": pop_w * ratio(s.pop, self.max_pop),
-                "aff": aff_w * ratio(s.aff, self.max_aff),
+                "sim": sim_w * s.c.sim,
+                "pop": pop_w * ratio(s.c.pop, self.max_pop),
+                "aff": aff_w * ratio(s.c.aff, self.max_aff),
             },
             "weights": {"sim": sim_w, "pop": pop_w, "aff": aff_w},
             "sources": sources,
             "cold": s.cold,
             "exploration": s.explored,
-            "score": s.hit.score,
+            "score": s.score,
         })
     }
 }

@@ -87,7 +87,7 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
     let ctx = personal::Context::new(view, params)?;
     if params.q.is_some() {
         let page_end = params.offset + params.limit;
-        let found = search::search(view, params, &ctx, config, page_end + 1);
+        let found = search::search(view, params, &ctx, config, page_end + 1, None);
         let next_cursor = (found.items.len() > page_end).then(|| encode_cursor(page_end));
         let items = found
             .items
@@ -96,8 +96,8 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
             .skip(params.offset)
             .take(params.limit)
             .map(|(i, f)| RankedItem {
-                id: f.hit.id.to_string(),
-                score: f.hit.score,
+                id: f.id.clone(),
+                score: f.score,
                 rank: i + 1,
                 features: params.explain.then(|| found.explain(i, params)),
             })
@@ -120,8 +120,8 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
             .skip(params.offset)
             .take(params.limit)
             .map(|(i, s)| RankedItem {
-                id: s.hit.id.to_string(),
-                score: s.hit.score,
+                id: s.c.id.clone(),
+                score: s.score,
                 rank: i + 1,
                 features: params.explain.then(|| ranked.explain(i, params)),
             })

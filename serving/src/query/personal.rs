@@ -72,6 +72,17 @@ impl Context {
         };
         Ok(Context { cohort, user })
     }
+
+    /// [`new`](Self::new) with the user's state given rather than read from a local shard:
+    /// in a cluster, the state its owner process answered (`None`: the user has none).
+    pub fn with_user(view: &View, params: &RankParams, state: Option<Arc<UserView>>) -> Result<Context, QueryError> {
+        let cohort = params.cohort.as_ref().map(|pairs| select(view, pairs)).transpose()?;
+        let user = params
+            .user
+            .as_ref()
+            .map(|_| UserFilter::of(state.as_ref(), params.unseen));
+        Ok(Context { cohort, user })
+    }
 }
 
 impl UserFilter {

@@ -129,8 +129,13 @@ impl<'s> Diversity<'s> {
 
     /// Whether the next item in ranking order is accepted (and counts it).
     pub(crate) fn accept(&mut self, item: &'s ItemEntry) -> bool {
+        self.accept_creator(item.creator())
+    }
+
+    /// [`accept`](Self::accept) of an item by `creator`.
+    pub(crate) fn accept_creator(&mut self, creator: Option<&'s str>) -> bool {
         let Some(cap) = self.cap else { return true };
-        let Some(creator) = item.creator() else {
+        let Some(creator) = creator else {
             return true;
         };
         let n = self.seen.entry(creator).or_insert(0);
