@@ -29,6 +29,8 @@ fn free_port() -> u16 {
 struct Cluster {
     hosts: std::path::PathBuf,
     http: [String; 2],
+    /// Extra arguments of both processes.
+    args: Vec<String>,
 }
 
 impl Cluster {
@@ -43,7 +45,15 @@ impl Cluster {
         Cluster {
             hosts,
             http: [format!("127.0.0.1:{h0}"), format!("127.0.0.1:{h1}")],
+            args: Vec::new(),
         }
+    }
+
+    /// The same with extra arguments for both processes.
+    fn with_args(dir: &Path, args: &[&str]) -> Cluster {
+        let mut c = Cluster::new(dir);
+        c.args = args.iter().map(|a| a.to_string()).collect();
+        c
     }
 
     /// Starts process `p` on the event clock without waiting for it.
@@ -55,23 +65,20 @@ impl Cluster {
     fn launch_with(&self, dir: &Path, p: usize, clock: &str) -> common::Launched {
         let hosts = self.hosts.display().to_string();
         let id = p.to_string();
-        Server::launch(
-            &dir.join(format!("p{p}")),
-            &self.http[p],
-            &[
-                "--clock",
-                clock,
-                "--workers",
-                "2",
-                "--processes",
-                "2",
-                "--process-id",
-                &id,
-                "--hostfile",
-                &hosts,
-            ],
-            &[],
-        )
+        let mut args = vec![
+            "--clock",
+            clock,
+            "--workers",
+            "2",
+            "--processes",
+            "2",
+            "--process-id",
+            &id,
+            "--hostfile",
+            &hosts,
+        ];
+        args.extend(self.args.iter().map(String::as_str));
+        Server::launch(&dir.join(format!("p{p}")), &self.http[p], &args, &[])
     }
 
     /// Starts both processes (each waits for the other) and waits until both serve.
@@ -113,20 +120,56 @@ const QUERIES: [&str; 14] = [
     "profile=top&limit=7",
 ];
 
+/// Rankings for a user, text searches and `for_you`: the user's state lives on its owner
+/// process, the text and embeddings of the items on theirs.
+const PERSONAL: [&str; 12] = [
+    "profile=trending&window=24h&user=v1&filter=unseen&limit=50",
+    "profile=hot&half_life=1h&user=v2&limit=50&explain=1",
+    "profile=following&user=v3&limit=50",
+    "profile=following&user=v3&half_life=24h&limit=50",
+    "profile=trending&window=24h&cohort=region:US&user=v4&filter=unseen&max_per_creator=2&limit=50",
+    "q=piano&limit=50&explain=1",
+    "q=piano%20lesson&limit=5",
+    "q=piano&profile=trending&window=24h&cohort=region:US&limit=50&explain=1",
+    "q=concert&profile=hot&half_life=24h&user=v5&limit=50",
+    "profile=for_you&user=v1&limit=50&explain=1",
+    "profile=for_you&user=v6&filter=all&max_per_creator=1&limit=20",
+    "q=piano&profile=for_you&user=v2&limit=50&explain=1",
+];
+
 #[test]
 fn a_two_process_cluster_ranks_exactly_like_one_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let single = Server::start(&dir.path().join("single"), &["--clock", "event", "--workers", "2"], &[]);
-    let cluster = Cluster::new(dir.path());
+    // Exact nearest-item search and one merged text segment: the answers of any layout agree.
+    let cfg = dir.path().join("tidal.toml");
+    std::fs::write(&cfg, "[personalization]\nexact_search = true\n").expect("config");
+    let cfg = cfg.display().to_string();
+    let single = Server::start(
+        &dir.path().join("single"),
+        &["--clock", "event", "--workers", "2", "--config", &cfg],
+        &[],
+    );
+    let cluster = Cluster::with_args(dir.path(), &["--config", &cfg]);
     let procs = cluster.start(dir.path());
     let mut rng = StdRng::seed_from_u64(11);
 
-    // Items with creators and categories, each put once on a process chosen at random.
+    // Items with creators, categories, titles and embeddings, each put once on a process
+    // chosen at random.
+    let titles = [
+        "piano lesson",
+        "guitar solo",
+        "piano concert",
+        "drum beat",
+        "jazz piano trio",
+    ];
     for i in 0..60 {
+        let x = i as f64;
         let body = json!({
             "creator": format!("u{}", i % 7),
             "category": format!("c{}", i % 3),
             "created_at": BASE + i * MIN,
+            "title": format!("{} {i}", titles[(i % 5) as usize]),
+            "embedding": [x.cos(), x.sin(), (i % 3) as f64, 0.5],
         });
         let path = format!("/v1/items/m{i}");
         assert_eq!(single.put(&path, &body).0, 200);
@@ -145,12 +188,24 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
         }
     };
     put_users(&mut rng);
+    // Follows and blocks.
+    for (user, creator, kind) in [
+        ("v3", "u1", "follow"),
+        ("v3", "u4", "follow"),
+        ("v1", "u2", "block"),
+        ("v2", "u5", "follow"),
+        ("v6", "u0", "follow"),
+    ] {
+        let body = json!({"user": user, "creator": creator, "kind": kind, "active": true});
+        assert_eq!(single.post("/v1/relationships", &body).0, 200);
+        assert_eq!(procs[rng.gen_range(0..2)].post("/v1/relationships", &body).0, 200);
+    }
     let def = json!({"where": {"region": "US", "gender": "F"}});
     assert_eq!(single.put("/v1/cohorts/us-f", &def).0, 200);
     assert_eq!(procs[1].put("/v1/cohorts/us-f", &def).0, 200);
     // Batches of signals over three hours of event time, some late, each batch to the single
     // server and to a process at random; halfway, every user's attributes change.
-    let kinds = ["view", "view", "view", "like", "share", "skip"];
+    let kinds = ["view", "view", "view", "like", "share", "skip", "hide"];
     let mut end = BASE;
     let mut n = 0u64;
     for b in 0..80u64 {
@@ -215,8 +270,19 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             None => break,
         }
     }
-    // A user's state on any process (answered by its owner); user= rankings are refused in
-    // a cluster, naming why.
+    // Text becomes searchable within personalization.text_refresh (1s).
+    std::thread::sleep(Duration::from_millis(1100));
+    for q in PERSONAL {
+        let want = answer(&single, q);
+        assert!(
+            !want["items"].as_array().expect("items").is_empty(),
+            "{q}: the single process ranks nothing"
+        );
+        for (p, s) in procs.iter().enumerate() {
+            assert_eq!(answer(s, q), want, "process {p} answers {q} differently");
+        }
+    }
+    // A user's state on any process (answered by its owner).
     for u in [0, 1, 7] {
         let path = format!("/v1/users/v{u}");
         let (_, mut want) = single.get(&path);
@@ -227,18 +293,6 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             got.as_object_mut().expect("user").remove("as_of");
             assert_eq!(got, want, "{path}");
         }
-    }
-    for path in [
-        "/v1/rankings?user=v1",
-        "/v1/rankings?q=anything",
-        "/v1/rankings?profile=for_you&user=v1",
-    ] {
-        let (status, v) = procs[0].get(path);
-        assert_eq!(status, 501, "{path}: {v}");
-        assert!(
-            v["error"]["message"].as_str().is_some_and(|m| m.contains("cluster")),
-            "{path}: {v}"
-        );
     }
     // An item's features, whichever process owns it, and its counts in a cohort.
     for i in [0, 1, 2, 3, 17, 42] {

@@ -48,12 +48,15 @@ pub struct UserView {
     /// Anchored affinity sums `(creator owner hash, epoch, sum)` (see
     /// [`crate::features::decay_fixed`]) at the schema's affinity half-life, sorted.
     pub affinity: Arc<[(u64, u64, i128)]>,
-    /// The user's pulls on their preference vector, oldest first: one per signal with a
+    /// The user's pulls on their preference vector, in the order they were applied: one per signal with a
     /// non-zero `polarity · weight` within `personalization.horizon` (SPEC §12). The vector
     /// itself is the join of these with the items' embeddings as of the version read
     /// ([`preference`](Self::preference)).
     pub pulls: Arc<[Pull]>,
 }
+
+/// The fixed point a preference vector is summed in: 2^-60 (a component up to ~10^20).
+const PREFERENCE_SCALE: f64 = (1u128 << 60) as f64;
 
 /// One signal's pull on its user's preference vector.
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -109,7 +112,10 @@ impl UserView {
         horizon: u64,
         mut embedding: impl FnMut(u32) -> Option<&'e [f32]>,
     ) -> Option<Vec<f64>> {
-        let mut p: Option<Vec<f64>> = None;
+        // Each term is rounded to fixed point and the terms added as integers, so the sum
+        // does not depend on the order of the pulls (which follows the order signals were
+        // applied in, different for another layout of workers and processes).
+        let mut p: Option<Vec<i128>> = None;
         for pull in self.pulls.iter() {
             let Some(f) = pull.factor(t, h, horizon) else { continue };
             let Some(e) = embedding(pull.item) else { continue };
@@ -117,16 +123,16 @@ impl UserView {
             if norm == 0.0 {
                 continue;
             }
-            let acc = p.get_or_insert_with(|| vec![0.0; e.len()]);
+            let acc = p.get_or_insert_with(|| vec![0; e.len()]);
             if acc.len() != e.len() {
                 continue;
             }
             let f = f / norm;
             for (a, x) in acc.iter_mut().zip(e) {
-                *a += f * f64::from(*x);
+                *a = a.saturating_add((f * f64::from(*x) * PREFERENCE_SCALE).round() as i128);
             }
         }
-        p
+        p.map(|v| v.into_iter().map(|a| a as f64 / PREFERENCE_SCALE).collect())
     }
 
     /// The value of attribute `name`.

@@ -3,17 +3,27 @@
 //! query needs from other processes' serving shards, the owner of an item, and the event
 //! clock, which `POST /v1/clock` on any process moves on every one.
 //!
-//! A ranking is scattered as `GET /v1/internal/share?frontier=F&need=N&...`: each process
-//! answers its own shards' first `N` items as of frontier `F` — a mark every shard of the
-//! cluster cuts — and the asking process merges them ([`crate::query::cluster::merge`]).
+//! A ranking is scattered as `POST /v1/internal/share` (a [`ShareRequest`]: frontier `F`, `need`
+//! `N`, the query): each process answers its own shards' first `N` items as of frontier `F` —
+//! a mark every shard of the cluster cuts — and the asking process merges them
+//! ([`crate::query::cluster::merge`]). A ranking for a user first asks the user's owner for
+//! its state at `F` (`/v1/internal/user`), a text query every process for its statistics of
+//! the query's terms (`/v1/internal/text_stats`), and `for_you` the owners of the items the
+//! user pulled for their embeddings (`/v1/internal/embeddings`) before every process gathers
+//! its candidates (`/v1/internal/for_you`).
 
 use std::time::Duration;
 
 use tidal_core::config::ClusterConfig;
 use tidal_core::time::Time;
 
-use crate::query::cluster::Share;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::query::cluster::{Share, ShareRequest, UserState};
+use crate::query::foryou::Candidate as ForYouCandidate;
 use crate::tidal::{Error, Result};
+use tidal_sinks::TextStats;
 
 /// Marks a request as coming from a peer (it is not forwarded again).
 pub const PEER_HEADER: &str = "x-tidal-peer";
@@ -29,13 +39,43 @@ pub struct Peers {
     token: Option<String>,
 }
 
-/// What a peer answered for a share.
+/// What a peer answered.
 #[derive(Debug)]
-pub enum Answer {
-    /// Its share at the frontier asked for.
-    Share(Share),
+pub enum Answer<T> {
+    /// Its answer at the frontier asked for.
+    At(T),
     /// It no longer holds the frontier (it kept newer versions only): ask again at a newer one.
     Gone,
+}
+
+/// Embeddings by item key, each as its `f32` bits (exact through JSON).
+pub type Embeddings = Vec<(u32, Vec<u32>)>;
+
+/// A user's state at a frontier, asked of its owner.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct UserRequest {
+    /// The frontier.
+    pub frontier: Time,
+    /// The user id.
+    pub id: String,
+}
+
+/// Embeddings of item keys at a frontier, asked of every process (each answers its own).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EmbeddingsRequest {
+    /// The frontier.
+    pub frontier: Time,
+    /// Item keys.
+    pub keys: Vec<u32>,
+}
+
+/// A process's text statistics for a query.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TextStatsRequest {
+    /// The query text.
+    pub q: String,
+    /// Commit what is pending first (a read with `min_lsn`).
+    pub now: bool,
 }
 
 impl Peers {
@@ -95,22 +135,25 @@ impl Peers {
         self.agent.get(&url).set(PEER_HEADER, "1")
     }
 
-    /// Process `process`'s share of the ranking `pairs`: its first `need` items as of
-    /// `frontier`.
-    pub fn share(&self, process: usize, frontier: Time, need: usize, pairs: &[(String, String)]) -> Result<Answer> {
-        let mut query: Vec<(&str, String)> = vec![("frontier", frontier.to_string()), ("need", need.to_string())];
-        query.extend(
-            pairs
-                .iter()
-                .filter(|(k, _)| k != "min_lsn" && k != "frontier" && k != "need")
-                .map(|(k, v)| (k.as_str(), v.clone())),
-        );
-        let qs = serde_urlencoded::to_string(&query).map_err(|e| self.unavailable(process, e))?;
-        match self.get(process, &format!("/v1/internal/share?{qs}")).call() {
+    /// `POST path` with `body` to process `process`, as a peer: its JSON answer, or
+    /// [`Answer::Gone`] when it no longer holds the frontier asked for (409).
+    fn post<B: Serialize, T: DeserializeOwned>(&self, process: usize, path: &str, body: &B) -> Result<Answer<T>> {
+        let url = format!("{}{}", self.http[process], path);
+        let mut req = self
+            .agent
+            .post(&url)
+            .set(PEER_HEADER, "1")
+            .set("Content-Type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let body = serde_json::to_string(body).map_err(|e| self.unavailable(process, e))?;
+        match req.send_string(&body) {
             Ok(resp) => {
                 let text = resp.into_string().map_err(|e| self.unavailable(process, e))?;
-                let share: Share = serde_json::from_str(&text).map_err(|e| self.unavailable(process, e))?;
-                Ok(Answer::Share(share))
+                Ok(Answer::At(
+                    serde_json::from_str(&text).map_err(|e| self.unavailable(process, e))?,
+                ))
             }
             Err(ureq::Error::Status(409, _)) => Ok(Answer::Gone),
             Err(ureq::Error::Status(code, resp)) => {
@@ -118,6 +161,43 @@ impl Peers {
                 Err(self.unavailable(process, format!("answered {code}: {body}")))
             }
             Err(e) => Err(self.unavailable(process, e)),
+        }
+    }
+
+    /// Process `process`'s share of a ranking.
+    pub fn share(&self, process: usize, req: &ShareRequest) -> Result<Answer<Share>> {
+        self.post(process, "/v1/internal/share", req)
+    }
+
+    /// Process `process`'s `for_you` candidates.
+    pub fn for_you(&self, process: usize, req: &ShareRequest) -> Result<Answer<Vec<ForYouCandidate>>> {
+        self.post(process, "/v1/internal/for_you", req)
+    }
+
+    /// User `id`'s state at `frontier` from its owner process `process` (`None`: it has none).
+    pub fn user_state(&self, process: usize, frontier: Time, id: &str) -> Result<Answer<Option<UserState>>> {
+        let req = UserRequest {
+            frontier,
+            id: id.to_string(),
+        };
+        self.post(process, "/v1/internal/user", &req)
+    }
+
+    /// The embeddings of those of `keys` process `process` owns, at `frontier`.
+    pub fn embeddings(&self, process: usize, frontier: Time, keys: &[u32]) -> Result<Answer<Embeddings>> {
+        let req = EmbeddingsRequest {
+            frontier,
+            keys: keys.to_vec(),
+        };
+        self.post(process, "/v1/internal/embeddings", &req)
+    }
+
+    /// Process `process`'s text statistics of `q`'s terms.
+    pub fn text_stats(&self, process: usize, q: &str, now: bool) -> Result<TextStats> {
+        let req = TextStatsRequest { q: q.to_string(), now };
+        match self.post(process, "/v1/internal/text_stats", &req)? {
+            Answer::At(s) => Ok(s),
+            Answer::Gone => Err(self.unavailable(process, "no text statistics")),
         }
     }
 

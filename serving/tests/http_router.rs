@@ -384,7 +384,11 @@ async fn openapi_documents_every_route() {
         ("get", "/metrics"),
         ("get", "/openapi.json"),
         // Between the processes of a cluster (SPEC §11).
-        ("get", "/v1/internal/share"),
+        ("post", "/v1/internal/share"),
+        ("post", "/v1/internal/for_you"),
+        ("post", "/v1/internal/user"),
+        ("post", "/v1/internal/embeddings"),
+        ("post", "/v1/internal/text_stats"),
     ];
     for (method, path) in spec_routes {
         assert!(

@@ -282,7 +282,6 @@ pub async fn get_item(
     responses(
         (status = 200, description = "a page of the ranking", body = Ranking),
         (status = 400, description = "a bad parameter, named in the message", body = super::ErrorBody),
-        (status = 501, description = "user= or q= in a multi-process cluster", body = super::ErrorBody),
         (status = 503, description = "min_lsn not visible in time", body = super::ErrorBody),
     )
 )]
@@ -430,60 +429,4 @@ pub async fn openapi_json() -> Response {
         Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
-}
-
-/// A peer's request for this process's share of a ranking (cluster only): its first `need`
-/// items as of frontier `frontier`, for the asking process to merge.
-#[utoipa::path(
-    get,
-    path = "/v1/internal/share",
-    tag = "cluster",
-    params(
-        ("frontier" = u64, Query, description = "the common frontier (a mark) to answer at"),
-        ("need" = usize, Query, description = "how many items"),
-    ),
-    responses(
-        (status = 200, description = "the share", body = Object),
-        (status = 400, description = "a bad parameter", body = super::ErrorBody),
-        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
-    )
-)]
-pub async fn get_share(
-    State(state): State<AppState>,
-    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let result = async {
-        let mut pairs = query_pairs(q)?;
-        let mut take = |name: &str| -> Result<u64, ApiError> {
-            let i = pairs
-                .iter()
-                .position(|(k, _)| k == name)
-                .ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("{name} is required")))?;
-            let (_, v) = pairs.remove(i);
-            v.parse().map_err(|_| {
-                ApiError::bad_request("invalid_parameter", format!("{name}: expected an integer, got {v:?}"))
-            })
-        };
-        let frontier = take("frontier")?;
-        let need = usize::try_from(take("need")?)
-            .unwrap_or(usize::MAX)
-            .min(crate::query::MAX_OFFSET + 2 * crate::query::MAX_LIMIT);
-        let query = RankQuery::from_pairs(pairs);
-        let params = state.tidal.parse_query(&query)?;
-        let tidal = state.tidal.clone();
-        let share = state
-            .reads
-            .run(move || tidal.view_at(frontier).map(|view| tidal.share_on(&view, &params, need)))
-            .await?;
-        match share {
-            Some(share) => Ok(Json(share?).into_response()),
-            None => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "frontier_gone",
-                format!("this process holds no version at frontier {frontier}"),
-            )),
-        }
-    }
-    .await;
-    counted(&state, result)
 }

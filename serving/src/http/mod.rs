@@ -10,6 +10,7 @@
 
 mod error;
 mod handlers;
+mod internal;
 mod openapi;
 pub mod parse;
 mod people;
@@ -125,7 +126,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi_json))
-        .routes(routes!(handlers::get_share))
+        .routes(routes!(internal::post_share))
+        .routes(routes!(internal::post_for_you))
+        .routes(routes!(internal::post_user))
+        .routes(routes!(internal::post_embeddings))
+        .routes(routes!(internal::post_text_stats))
 }
 
 /// The OpenAPI 3 document of every route.

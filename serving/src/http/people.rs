@@ -56,7 +56,7 @@ fn yes() -> bool {
     true
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(raw).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::bad_request("invalid_body", format!("{what}: {e}")),
         _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),

@@ -8,19 +8,104 @@
 //! was cut at the length asked for may hold more; when the merge uses all of it before the
 //! page is full, [`merge`] says which list must be fetched longer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
+use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use tidal_core::Config;
-use tidal_sinks::View;
+use tidal_core::time::Time;
+use tidal_core::user::{Edges, Pull, UserView};
+use tidal_sinks::{TextStats, View};
 
 use super::error::QueryError;
+use super::foryou;
 use super::params::{Base, RankParams, encode_cursor};
 use super::personal::Context;
 use super::score::Scorer;
+use super::search::{self, Row, Search};
 use super::{AsOf, RankedItem, Ranking, topk};
+
+/// What the process a ranking was asked of sends the others (`POST /v1/internal/share` and
+/// `/v1/internal/for_you`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShareRequest {
+    /// The common frontier (a mark every process cuts) to answer at.
+    pub frontier: Time,
+    /// How many items.
+    pub need: usize,
+    /// The ranking's query parameters.
+    pub pairs: Vec<(String, String)>,
+    /// With `user=`: the user's state as its owner process answered (`None`: it has none).
+    #[serde(default)]
+    pub user: Option<UserState>,
+    /// With `q=`: the text statistics of every process, summed.
+    #[serde(default)]
+    pub text: Option<TextStats>,
+    /// `for_you`: the user's preference vector.
+    #[serde(default)]
+    pub vector: Option<Vec<f64>>,
+}
+
+/// A user's state as it crosses between processes: what rankings read of the owner's
+/// [`UserView`] (the sets as sorted item keys, affinity sums and pulls exactly).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    /// Seen item keys.
+    pub seen: Vec<u32>,
+    /// Liked item keys.
+    pub liked: Vec<u32>,
+    /// Hidden item keys.
+    pub hidden: Vec<u32>,
+    /// Followed and blocked creators, if the user has edges.
+    pub edges: Option<(Vec<String>, Vec<String>)>,
+    /// Anchored affinity sums `(creator hash, epoch, sum)`.
+    pub affinity: Vec<(u64, u64, i128)>,
+    /// Pulls `(ts_eff, item key, pull)`.
+    pub pulls: Vec<(u64, u32, f64)>,
+}
+
+impl UserState {
+    /// The wire form of `view`.
+    pub fn of(view: &UserView) -> UserState {
+        UserState {
+            seen: view.seen.iter().collect(),
+            liked: view.liked.iter().collect(),
+            hidden: view.hidden.iter().collect(),
+            edges: view
+                .edges
+                .as_deref()
+                .map(|e| (e.follows.iter().cloned().collect(), e.blocks.iter().cloned().collect())),
+            affinity: view.affinity.to_vec(),
+            pulls: view.pulls.iter().map(|p| (p.ts, p.item, p.pull)).collect(),
+        }
+    }
+
+    /// The view it describes (without attributes: no ranking reads them).
+    pub fn view(&self) -> UserView {
+        let set = |keys: &[u32]| keys.iter().copied().collect::<RoaringBitmap>();
+        UserView {
+            attributes: None,
+            seen: set(&self.seen),
+            liked: set(&self.liked),
+            hidden: set(&self.hidden),
+            edges: self.edges.as_ref().map(|(f, b)| {
+                Arc::new(Edges {
+                    follows: f.iter().cloned().collect::<BTreeSet<_>>(),
+                    blocks: b.iter().cloned().collect::<BTreeSet<_>>(),
+                })
+            }),
+            affinity: self.affinity.clone().into(),
+            pulls: self
+                .pulls
+                .iter()
+                .map(|&(ts, item, pull)| Pull { ts, item, pull })
+                .collect(),
+        }
+    }
+}
 
 /// One item of a process's share of a ranking.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +117,12 @@ pub struct Candidate {
     /// Its creator (for `max_per_creator`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<String>,
+    /// Its category (for a text search's `explain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// With `q=` and a profile: its BM25 if it matches the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25: Option<f64>,
     /// With `explain`: its features and score terms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Value>,
@@ -46,9 +137,64 @@ pub struct Share {
     pub complete: bool,
 }
 
-/// The first `need` items of the ranking over the local shards of `view`.
-pub fn candidates(view: &View, config: &Config, params: &RankParams, need: usize) -> Result<Share, QueryError> {
-    let ctx = Context::new(view, params)?;
+/// The context of a request on this process: the user's state as given (its owner's).
+fn context(view: &View, params: &RankParams, user: Option<Arc<UserView>>) -> Result<Context, QueryError> {
+    if params.user.is_some() {
+        Context::with_user(view, params, user)
+    } else {
+        Context::new(view, params)
+    }
+}
+
+/// The first `need` items of the ranking over the local shards of `view`; `user` is the
+/// user's state (with `user=`), `text` the cluster's text statistics (with `q=`). With
+/// `q=` and a profile: every one of the profile's `candidates` here, with its BM25.
+pub fn candidates(
+    view: &View,
+    config: &Config,
+    params: &RankParams,
+    need: usize,
+    user: Option<Arc<UserView>>,
+    text: Option<&TextStats>,
+) -> Result<Share, QueryError> {
+    let ctx = context(view, params, user)?;
+    if let (Some(q), Some(stats)) = (params.q.as_deref(), text) {
+        if params.profile_given {
+            let mut rows = search::profile_rows(view, params, &ctx);
+            if let Some(index) = view.text.as_deref() {
+                index.refresh(params.min_lsn.is_some());
+                search::score_rows(index, q, &mut rows, Some(stats));
+            }
+            let items = rows
+                .into_iter()
+                .map(|r| Candidate {
+                    id: r.id,
+                    score: r.score,
+                    creator: r.creator,
+                    category: r.category,
+                    bm25: r.bm25,
+                    features: None,
+                })
+                .collect();
+            return Ok(Share { items, complete: true });
+        }
+        let found = search::search(view, params, &ctx, config, need, Some(stats));
+        let complete = found.items.len() < need;
+        let items = (0..found.items.len())
+            .map(|i| {
+                let f = &found.items[i];
+                Candidate {
+                    id: f.id.clone(),
+                    score: f.score,
+                    creator: f.creator.clone(),
+                    category: None,
+                    bm25: None,
+                    features: params.explain.then(|| found.explain(i, params)),
+                }
+            })
+            .collect();
+        return Ok(Share { items, complete });
+    }
     let scorer = Scorer::new(view.clock_ms(), params);
     if scorer.lists.is_empty() && params.base != Base::Following {
         return Ok(Share {
@@ -64,12 +210,149 @@ pub fn candidates(view: &View, config: &Config, params: &RankParams, need: usize
             id: h.id.to_string(),
             score: h.score,
             creator: h.entry.meta().and_then(|m| m.creator.clone()),
+            category: None,
+            bm25: None,
             features: params
                 .explain
                 .then(|| super::explain(view, &ctx, &scorer, &h, params, config)),
         })
         .collect();
     Ok(Share { items, complete })
+}
+
+/// This process's `for_you` candidates for the user of `user` with preference vector
+/// `vector` (and with `q=`, their BM25 under the cluster's statistics `text`).
+pub fn gather(
+    view: &View,
+    config: &Config,
+    params: &RankParams,
+    user: Option<Arc<UserView>>,
+    vector: Option<&[f64]>,
+    text: Option<&TextStats>,
+) -> Result<Vec<foryou::Candidate>, QueryError> {
+    let ctx = context(view, params, user)?;
+    if let Some(index) = view.text.as_deref() {
+        index.refresh(params.min_lsn.is_some());
+    }
+    let text = params.q.as_deref().zip(text);
+    Ok(foryou::gather(view, params, &ctx, config, vector, text))
+}
+
+/// The page of a `for_you` ranking from every process's gathered candidates (with `q=`:
+/// the search within its first `candidates`).
+pub fn select_for_you(
+    found: Vec<foryou::Candidate>,
+    params: &RankParams,
+    config: &Config,
+    has_vector: bool,
+    as_of: AsOf,
+) -> Ranking {
+    let page_end = params.offset + params.limit;
+    if params.q.is_some() {
+        let mut p = params.clone();
+        p.max_per_creator = None;
+        let ranked = foryou::select(found, &p, config, has_vector, params.personal.candidates);
+        let rows = ranked
+            .items
+            .into_iter()
+            .map(|s| Row {
+                id: s.c.id,
+                score: s.score,
+                creator: s.c.creator,
+                category: s.c.category,
+                bm25: s.c.bm25,
+            })
+            .collect();
+        return page_of_search(search::fuse(rows, params, page_end + 1), params, as_of);
+    }
+    let ranked = foryou::select(found, params, config, has_vector, page_end + 1);
+    let next_cursor = (ranked.items.len() > page_end).then(|| encode_cursor(page_end));
+    let items = ranked
+        .items
+        .iter()
+        .enumerate()
+        .skip(params.offset)
+        .take(params.limit)
+        .map(|(i, s)| RankedItem {
+            id: s.c.id.clone(),
+            score: s.score,
+            rank: i + 1,
+            features: params.explain.then(|| ranked.explain(i, params)),
+        })
+        .collect();
+    Ranking {
+        items,
+        next_cursor,
+        as_of,
+        estimated: None,
+    }
+}
+
+/// The page of a search within a profile from every process's candidates (each process's
+/// first `candidates` of the profile with their BM25): the profile's first `candidates` of
+/// all, fused.
+pub fn select_search(shares: Vec<Share>, params: &RankParams, as_of: AsOf) -> Ranking {
+    let mut all: Vec<Candidate> = shares.into_iter().flat_map(|s| s.items).collect();
+    all.sort_unstable_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
+    });
+    let rows = all
+        .into_iter()
+        .take(params.personal.candidates)
+        .map(|c| Row {
+            id: c.id,
+            score: c.score,
+            creator: c.creator,
+            category: c.category,
+            bm25: c.bm25,
+        })
+        .collect();
+    page_of_search(
+        search::fuse(rows, params, params.offset + params.limit + 1),
+        params,
+        as_of,
+    )
+}
+
+fn page_of_search(found: Search, params: &RankParams, as_of: AsOf) -> Ranking {
+    let page_end = params.offset + params.limit;
+    let next_cursor = (found.items.len() > page_end).then(|| encode_cursor(page_end));
+    let items = found
+        .items
+        .iter()
+        .enumerate()
+        .skip(params.offset)
+        .take(params.limit)
+        .map(|(i, f)| RankedItem {
+            id: f.id.clone(),
+            score: f.score,
+            rank: i + 1,
+            features: params.explain.then(|| found.explain(i, params)),
+        })
+        .collect();
+    Ranking {
+        items,
+        next_cursor,
+        as_of,
+        estimated: None,
+    }
+}
+
+/// With `q=` alone, each process's `explain` names its own best BM25: the merged page names
+/// the best of all.
+pub fn fix_max_bm25(ranking: &mut Ranking, shares: &[Share]) {
+    let best = shares
+        .iter()
+        .filter_map(|s| s.items.first())
+        .map(|c| c.score)
+        .fold(0.0, f64::max);
+    for item in &mut ranking.items {
+        if let Some(obj) = item.features.as_mut().and_then(Value::as_object_mut) {
+            obj.insert("max_bm25".into(), serde_json::json!(best));
+        }
+    }
 }
 
 /// Merges every process's share into the page `params` asks for. `Err(i)`: share `i` was
@@ -142,6 +425,8 @@ mod tests {
             id: id.into(),
             score,
             creator: creator.map(String::from),
+            category: None,
+            bm25: None,
             features: None,
         }
     }

@@ -9,7 +9,7 @@
 
 pub mod cluster;
 mod error;
-mod foryou;
+pub mod foryou;
 mod item;
 mod params;
 pub mod personal;

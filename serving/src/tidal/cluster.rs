@@ -2,15 +2,19 @@
 //! frontier a peer asks for, this process's share of a ranking, and a ranking scattered to
 //! every process and merged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidal_sinks::View;
+use tidal_core::user::UserView;
+use tidal_sinks::{TextStats, View};
 
 use super::error::{Error, Result};
 use super::{CLUSTER_ATTEMPTS, Tidal};
 use crate::cluster::{Answer, Peers};
-use crate::query::{self, RankParams, Ranking};
+use crate::query::cluster::{Share, ShareRequest, UserState};
+use crate::query::foryou::Candidate as ForYouCandidate;
+use crate::query::{self, Base, RankParams, Ranking};
 
 impl Tidal {
     /// `Some(p)` when `process` names another process of the cluster.
@@ -45,13 +49,65 @@ impl Tidal {
         self.shards.view_at(frontier, Duration::from_secs(1))
     }
 
-    /// This process's share of a ranking at `view`: its first `need` items (what a peer
-    /// asks for at `GET /v1/internal/share`).
-    pub fn share_on(&self, view: &View, params: &RankParams, need: usize) -> Result<query::cluster::Share> {
-        Ok(query::cluster::candidates(view, &self.config, params, need)?)
+    /// This process's share of a ranking at `view` (what a peer asks for at
+    /// `POST /v1/internal/share`): its first `need` items.
+    pub fn share_on(&self, view: &View, params: &RankParams, req: &ShareRequest) -> Result<Share> {
+        let user = req.user.as_ref().map(|u| Arc::new(u.view()));
+        Ok(query::cluster::candidates(
+            view,
+            &self.config,
+            params,
+            req.need,
+            user,
+            req.text.as_ref(),
+        )?)
     }
 
-    /// Scatters the ranking to every process at the frontier of `view` and merges the shares.
+    /// This process's `for_you` candidates at `view` (`POST /v1/internal/for_you`).
+    pub fn for_you_on(&self, view: &View, params: &RankParams, req: &ShareRequest) -> Result<Vec<ForYouCandidate>> {
+        let user = req.user.as_ref().map(|u| Arc::new(u.view()));
+        Ok(query::cluster::gather(
+            view,
+            &self.config,
+            params,
+            user,
+            req.vector.as_deref(),
+            req.text.as_ref(),
+        )?)
+    }
+
+    /// User `id`'s state at `view` if this process owns it (`POST /v1/internal/user`).
+    pub fn user_state_on(&self, view: &View, id: &str) -> Option<UserState> {
+        let shard = view.shard_of(id)?;
+        shard.user(tidal_core::flow::id_hash(id)).map(|u| UserState::of(u))
+    }
+
+    /// The embeddings of those of `keys` this process's shards hold at `view`, as `f32` bits
+    /// (`POST /v1/internal/embeddings`).
+    pub fn embeddings_on(&self, view: &View, keys: &[u32]) -> crate::cluster::Embeddings {
+        keys.iter()
+            .filter_map(|&k| {
+                let key = tidal_core::flow::ItemKey::from(k);
+                let e = query::personal::shard_of_key(view, key)?.entry(key)?.embedding()?;
+                Some((k, e.iter().map(|x| x.to_bits()).collect()))
+            })
+            .collect()
+    }
+
+    /// This process's text statistics of `q`'s terms (`POST /v1/internal/text_stats`);
+    /// `now` commits what is pending first.
+    pub fn text_stats(&self, q: &str, now: bool) -> TextStats {
+        let view = self.view();
+        match view.text.as_deref() {
+            Some(text) => {
+                text.refresh(now);
+                text.stats(q)
+            }
+            None => TextStats::default(),
+        }
+    }
+
+    /// Scatters the ranking to every process at the frontier of `view` and merges the answers.
     pub(super) fn rank_cluster(
         &self,
         peers: &Peers,
@@ -59,73 +115,169 @@ impl Tidal {
         params: &RankParams,
         pairs: &[(String, String)],
     ) -> Result<Ranking> {
-        if params.user.is_some() {
-            return Err(Error::Unsupported {
-                what: "per-user rankings (user=) are not available in a multi-process cluster in this version: \
-                       the user's state lives on its owner process only",
-            });
-        }
-        if params.q.is_some() {
-            return Err(Error::Unsupported {
-                what: "text search (q=) is not available in a multi-process cluster in this version: \
-                       each process indexes the text of its own items only",
-            });
-        }
-        // Process `p`'s first `need` items at the frontier of `view` (`None`: it no longer
-        // holds that frontier).
-        let share = |view: &View, p: usize, need: usize| -> Result<Option<query::cluster::Share>> {
-            if p == peers.process() {
-                return Ok(Some(self.share_on(view, params, need)?));
+        // Text statistics do not depend on the frontier: the indexes are not versioned.
+        let text = match params.q.as_deref() {
+            Some(q) => {
+                let now = params.min_lsn.is_some();
+                let mut stats = self.text_stats(q, now);
+                for p in peers.others() {
+                    stats.add(&peers.text_stats(p, q, now)?);
+                }
+                Some(stats)
             }
-            Ok(match peers.share(p, view.frontier, need, pairs)? {
-                Answer::Share(s) => Some(s),
-                Answer::Gone => None,
-            })
+            None => None,
         };
-        'attempt: for _ in 0..CLUSTER_ATTEMPTS {
-            let mut needs = vec![params.offset + params.limit + 1; peers.len()];
-            let mut shares = Vec::with_capacity(peers.len());
-            for (p, need) in needs.iter().enumerate() {
-                match share(&view, p, *need)? {
-                    Some(s) => shares.push(s),
-                    None => {
-                        view = self.view();
-                        continue 'attempt;
-                    }
-                }
+        for _ in 0..CLUSTER_ATTEMPTS {
+            if let Some(r) = self.rank_cluster_at(peers, &view, params, pairs, text.as_ref())? {
+                return Ok(r);
             }
-            let as_of = query::AsOf {
-                clock: view.clock_ms(),
-                lsn: view.lsn(),
-            };
-            loop {
-                match query::cluster::merge(&shares, params, as_of) {
-                    Ok(mut r) => {
-                        r.estimated = params
-                            .cohort
-                            .as_ref()
-                            .and_then(|pairs| query::personal::select(&view, pairs).ok())
-                            .is_some_and(|c| c.estimated)
-                            .then_some(true);
-                        return Ok(r);
-                    }
-                    Err(p) => {
-                        // Share `p` was cut and used up: fetch it longer.
-                        needs[p] = needs[p].saturating_mul(4);
-                        match share(&view, p, needs[p])? {
-                            Some(s) => shares[p] = s,
-                            None => {
-                                view = self.view();
-                                continue 'attempt;
-                            }
-                        }
-                    }
-                }
-            }
+            view = self.view();
         }
         Err(Error::Peer {
             process: peers.process(),
             message: "the processes found no common serving state".into(),
         })
+    }
+
+    /// [`rank_cluster`](Self::rank_cluster) at the frontier of `view`; `None` when a process
+    /// no longer holds it.
+    fn rank_cluster_at(
+        &self,
+        peers: &Peers,
+        view: &View,
+        params: &RankParams,
+        pairs: &[(String, String)],
+        text: Option<&TextStats>,
+    ) -> Result<Option<Ranking>> {
+        let as_of = query::AsOf {
+            clock: view.clock_ms(),
+            lsn: view.lsn(),
+        };
+        // The user's state, from its owner.
+        let user: Option<UserState> = match params.user.as_deref() {
+            None => None,
+            Some(id) => match self.owner_process(id) {
+                Some(owner) if owner != peers.process() => match peers.user_state(owner, view.frontier, id)? {
+                    Answer::At(state) => state,
+                    Answer::Gone => return Ok(None),
+                },
+                _ => self.user_state_on(view, id),
+            },
+        };
+        let mut req = ShareRequest {
+            frontier: view.frontier,
+            need: params.offset + params.limit + 1,
+            pairs: pairs.iter().filter(|(k, _)| k != "min_lsn").cloned().collect(),
+            user,
+            text: text.cloned(),
+            vector: None,
+        };
+        if params.base == Base::ForYou {
+            let state = req.user.as_ref().map(UserState::view);
+            let Some(vector) = self.preference_cluster(peers, view, state.as_ref())? else {
+                return Ok(None);
+            };
+            req.vector = vector;
+            let mut found = self.for_you_on(view, params, &req)?;
+            for p in peers.others() {
+                match peers.for_you(p, &req)? {
+                    Answer::At(c) => found.extend(c),
+                    Answer::Gone => return Ok(None),
+                }
+            }
+            let has_vector = req.vector.is_some();
+            return Ok(Some(query::cluster::select_for_you(
+                found,
+                params,
+                &self.config,
+                has_vector,
+                as_of,
+            )));
+        }
+        // Process `p`'s share.
+        let share = |p: usize, req: &ShareRequest| -> Result<Option<Share>> {
+            if p == peers.process() {
+                return Ok(Some(self.share_on(view, params, req)?));
+            }
+            Ok(match peers.share(p, req)? {
+                Answer::At(s) => Some(s),
+                Answer::Gone => None,
+            })
+        };
+        let mut shares = Vec::with_capacity(peers.len());
+        let mut needs = vec![req.need; peers.len()];
+        for p in 0..peers.len() {
+            match share(p, &req)? {
+                Some(s) => shares.push(s),
+                None => return Ok(None),
+            }
+        }
+        if params.q.is_some() && params.profile_given {
+            return Ok(Some(query::cluster::select_search(shares, params, as_of)));
+        }
+        loop {
+            match query::cluster::merge(&shares, params, as_of) {
+                Ok(mut r) => {
+                    if params.q.is_some() {
+                        query::cluster::fix_max_bm25(&mut r, &shares);
+                    }
+                    r.estimated = params
+                        .cohort
+                        .as_ref()
+                        .and_then(|pairs| query::personal::select(view, pairs).ok())
+                        .is_some_and(|c| c.estimated)
+                        .then_some(true);
+                    return Ok(Some(r));
+                }
+                Err(p) => {
+                    // Share `p` was cut and used up: fetch it longer.
+                    needs[p] = needs[p].saturating_mul(4);
+                    req.need = needs[p];
+                    match share(p, &req)? {
+                        Some(s) => shares[p] = s,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The preference vector of `user` at `view`, its pulls joined with the embeddings of
+    /// every process (`Some(None)`: no vector; `None`: a process no longer holds the
+    /// frontier).
+    fn preference_cluster(
+        &self,
+        peers: &Peers,
+        view: &View,
+        user: Option<&UserView>,
+    ) -> Result<Option<Option<Vec<f64>>>> {
+        let Some(user) = user else { return Ok(Some(None)) };
+        let mut keys: Vec<u32> = user.pulls.iter().map(|p| p.item).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut embeddings: HashMap<u32, Vec<f32>> = self
+            .embeddings_on(view, &keys)
+            .into_iter()
+            .map(|(k, bits)| (k, bits.into_iter().map(f32::from_bits).collect()))
+            .collect();
+        let foreign: Vec<u32> = keys.into_iter().filter(|k| !embeddings.contains_key(k)).collect();
+        if !foreign.is_empty() {
+            for p in peers.others() {
+                match peers.embeddings(p, view.frontier, &foreign)? {
+                    Answer::At(found) => {
+                        for (k, bits) in found {
+                            embeddings.insert(k, bits.into_iter().map(f32::from_bits).collect());
+                        }
+                    }
+                    Answer::Gone => return Ok(None),
+                }
+            }
+        }
+        Ok(Some(query::foryou::preference_with(
+            view.clock_ms(),
+            user,
+            &self.config,
+            |k| embeddings.get(&k).map(Vec::as_slice),
+        )))
     }
 }

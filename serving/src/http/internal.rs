@@ -1,0 +1,205 @@
+//! What the processes of a cluster ask each other (SPEC §11): a ranking's share, `for_you`
+//! candidates, a user's state, embeddings and text statistics, each as of a frontier the
+//! asking process names. A frontier this process no longer holds is a 409: the asker
+//! retries at a newer one.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::handlers::{body, counted};
+use super::people::json_body;
+use crate::RankQuery;
+use crate::cluster::{EmbeddingsRequest, TextStatsRequest, UserRequest};
+use crate::query::cluster::ShareRequest;
+use tidal_core::time::Time;
+
+fn gone(frontier: Time) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "frontier_gone",
+        format!("this process holds no version at frontier {frontier}"),
+    )
+}
+
+/// A share or `for_you` request: the parsed ranking and the request.
+fn share_request(
+    state: &AppState,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<(crate::query::RankParams, ShareRequest), ApiError> {
+    let raw = body(raw)?;
+    let req: ShareRequest = json_body(&raw, "share request")?;
+    let params = state.tidal.parse_query(&RankQuery::from_pairs(req.pairs.clone()))?;
+    Ok((params, req))
+}
+
+/// A peer's request for this process's share of a ranking: its first `need` items as of
+/// `frontier`, for the asking process to merge.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/share",
+    tag = "cluster",
+    request_body(content = Object, description = "frontier, need, the ranking's query pairs; the user's state, text statistics"),
+    responses(
+        (status = 200, description = "the share", body = Object),
+        (status = 400, description = "a bad parameter", body = super::ErrorBody),
+        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
+    )
+)]
+pub async fn post_share(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let (params, req) = share_request(&state, raw)?;
+        let tidal = state.tidal.clone();
+        let frontier = req.frontier;
+        let share = state
+            .reads
+            .run(move || tidal.view_at(frontier).map(|view| tidal.share_on(&view, &params, &req)))
+            .await?;
+        match share {
+            Some(share) => Ok(Json(share?).into_response()),
+            None => Err(gone(frontier)),
+        }
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A peer's request for this process's `for_you` candidates (with the user's preference
+/// vector), for the asking process to select from.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/for_you",
+    tag = "cluster",
+    request_body(content = Object, description = "frontier, the ranking's query pairs, the user's state and preference vector"),
+    responses(
+        (status = 200, description = "the candidates", body = Object),
+        (status = 400, description = "a bad parameter", body = super::ErrorBody),
+        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
+    )
+)]
+pub async fn post_for_you(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let (params, req) = share_request(&state, raw)?;
+        let tidal = state.tidal.clone();
+        let frontier = req.frontier;
+        let found = state
+            .reads
+            .run(move || {
+                tidal
+                    .view_at(frontier)
+                    .map(|view| tidal.for_you_on(&view, &params, &req))
+            })
+            .await?;
+        match found {
+            Some(found) => Ok(Json(found?).into_response()),
+            None => Err(gone(frontier)),
+        }
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A peer's request for the state of a user this process owns, as of a frontier.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/user",
+    tag = "cluster",
+    request_body(content = Object, description = "frontier, id"),
+    responses(
+        (status = 200, description = "the user's state (null: none)", body = Object),
+        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
+    )
+)]
+pub async fn post_user(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let raw = body(raw)?;
+        let req: UserRequest = json_body(&raw, "user state request (fields: frontier, id)")?;
+        let tidal = state.tidal.clone();
+        let frontier = req.frontier;
+        let found = state
+            .reads
+            .run(move || tidal.view_at(frontier).map(|view| tidal.user_state_on(&view, &req.id)))
+            .await?;
+        match found {
+            Some(found) => Ok(Json(found).into_response()),
+            None => Err(gone(frontier)),
+        }
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A peer's request for the embeddings of the items (by key) this process owns.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/embeddings",
+    tag = "cluster",
+    request_body(content = Object, description = "frontier, keys"),
+    responses(
+        (status = 200, description = "(key, f32 bits) of the keys held here", body = Object),
+        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
+    )
+)]
+pub async fn post_embeddings(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let raw = body(raw)?;
+        let req: EmbeddingsRequest = json_body(&raw, "embeddings request (fields: frontier, keys)")?;
+        let tidal = state.tidal.clone();
+        let frontier = req.frontier;
+        let found = state
+            .reads
+            .run(move || {
+                tidal
+                    .view_at(frontier)
+                    .map(|view| tidal.embeddings_on(&view, &req.keys))
+            })
+            .await?;
+        match found {
+            Some(found) => Ok(Json(found).into_response()),
+            None => Err(gone(frontier)),
+        }
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A peer's request for this process's text statistics of a query's terms.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/text_stats",
+    tag = "cluster",
+    request_body(content = Object, description = "q, now"),
+    responses((status = 200, description = "documents, tokens per field, each term's document frequency", body = Object))
+)]
+pub async fn post_text_stats(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let raw = body(raw)?;
+        let req: TextStatsRequest = json_body(&raw, "text statistics request (fields: q, now)")?;
+        let tidal = state.tidal.clone();
+        let stats = state.reads.run(move || tidal.text_stats(&req.q, req.now)).await?;
+        Ok(Json(json!(stats)).into_response())
+    }
+    .await;
+    counted(&state, result)
+}
