@@ -72,6 +72,7 @@ fn config(dir: &std::path::Path, workers: usize) -> Config {
         exploration: Some(0.25),
         w_text: None,
         w_profile: None,
+        ..ProfileDef::default()
     });
     c.validate().expect("valid test config");
     c

@@ -192,6 +192,7 @@ fn for_you_weightings_compare_in_one_pass() {
             exploration: Some(0.0),
             w_text: None,
             w_profile: None,
+            ..ProfileDef::default()
         });
         c.validate().expect("valid");
         c

@@ -189,7 +189,7 @@ pub struct CohortDef {
 }
 
 /// A named ranking profile: a built-in ranking with preset parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileDef {
     /// The name used in `profile=`.
@@ -229,6 +229,27 @@ pub struct ProfileDef {
     /// With `q=`: the weight of the profile's score (normalised by its maximum; default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub w_profile: Option<f64>,
+    /// Filters: only items of this category (a query's `category=` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Only items by this creator (a query's `creator=` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+    /// Only items with this tag (a query's `tag=` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Items never listed (a query's `exclude=` adds to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// The cohort counted in, `dimension:value[,...]` or a declared cohort's name (trending
+    /// and rising; a query's `cohort=` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
+    /// What `user=` filters out besides hidden items: `unseen` (also seen items) or `all`
+    /// (nothing more); a query's `filter=` replaces it. Default: `unseen` for `for_you`,
+    /// else `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// The largest `candidates` a `for_you` profile may take per source.
@@ -577,6 +598,26 @@ mod tests {
                 "profiles[0].w_text",
             ),
             ("[[profiles]]\nname = \"for_you\"\nbase = \"hot\"", "profiles[0].name"),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\ncohort = \"region:US\"",
+                "profiles[0].cohort",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"trending\"\ncohort = \"planet:mars\"",
+                "profiles[0].cohort",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"trending\"\ncohort = \"nobody\"",
+                "profiles[0].cohort",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"trending\"\nfilter = \"seen\"",
+                "profiles[0].filter",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"top\"\ncategory = \"\"",
+                "profiles[0].category",
+            ),
         ];
         for (text, field) in cases {
             match Config::parse(text) {

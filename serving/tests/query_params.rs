@@ -38,6 +38,15 @@ base = "rising"
 signals = { like = 1.0 }
 window = "7d"
 max_per_creator = 1
+
+[[profiles]]
+name = "local-music"
+base = "trending"
+window = "24h"
+category = "music"
+exclude = ["spam1"]
+cohort = "region:US"
+filter = "unseen"
 "#,
     )
     .unwrap()
@@ -118,6 +127,40 @@ fn defaults_come_from_the_schema() {
     assert_eq!((p.max_per_creator, p.offset, p.explain), (Some(4), 40, true));
     let map: HashMap<String, String> = [("limit".to_string(), "1000".to_string())].into();
     assert_eq!(RankParams::from_map(&map, &config()).unwrap().limit, 1000);
+}
+
+#[test]
+fn a_profiles_declared_filters_are_the_query_defaults() {
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let p = parse(&[("profile", "local-music")]).unwrap();
+    assert_eq!((p.profile.as_str(), p.base), ("local-music", Base::Trending));
+    assert_eq!(p.category.as_deref(), Some("music"));
+    assert_eq!(p.exclude, set(&["spam1"]));
+    assert_eq!(p.cohort, Some(vec![("region".to_string(), "US".to_string())]));
+    assert!(!p.unseen, "without user= there is nothing to filter");
+    let p = parse(&[("profile", "local-music"), ("user", "u1")]).unwrap();
+    assert!(p.unseen, "the profile's filter=unseen applies to its user");
+    // A query's own parameters replace the profile's (exclusions add up).
+    let p = parse(&[
+        ("profile", "local-music"),
+        ("user", "u1"),
+        ("filter", "all"),
+        ("category", "news"),
+        ("cohort", "region:EU"),
+        ("exclude", "x1,x2"),
+    ])
+    .unwrap();
+    assert!(!p.unseen);
+    assert_eq!(p.category.as_deref(), Some("news"));
+    assert_eq!(p.cohort, Some(vec![("region".to_string(), "EU".to_string())]));
+    assert_eq!(p.exclude, set(&["spam1", "x1", "x2"]));
+    // The built-in base knows none of them.
+    let p = parse(&[("profile", "trending"), ("user", "u1")]).unwrap();
+    assert!(p.category.is_none() && p.cohort.is_none() && p.exclude.is_empty() && !p.unseen);
 }
 
 #[test]

@@ -208,6 +208,50 @@ impl Config {
                     "a for_you profile's exploration share lies within 0..=1",
                 );
             }
+            if let Some(c) = &p.cohort {
+                if !["trending", "rising"].contains(&p.base.as_str()) {
+                    return bad(
+                        f("cohort"),
+                        "cohort counts are window counts: only trending and rising have them",
+                    );
+                }
+                let declared = self.cohorts.iter().any(|d| d.name == *c);
+                if !declared {
+                    for part in c.split(',') {
+                        let Some((d, v)) = part.split_once(':') else {
+                            return bad(
+                                f("cohort"),
+                                &format!("{part:?} is neither dimension:value nor a cohort declared in [[cohorts]]"),
+                            );
+                        };
+                        if !self.cohort_dimensions.iter().any(|x| x == d) {
+                            return bad(f("cohort"), &format!("{d:?} is not one of cohort_dimensions"));
+                        }
+                        if v.is_empty() {
+                            return bad(f("cohort"), &format!("empty value for {d:?}"));
+                        }
+                    }
+                }
+            }
+            if let Some(x) = &p.filter
+                && x != "unseen"
+                && x != "all"
+            {
+                return bad(f("filter"), "must be unseen or all");
+            }
+            for (name, v) in [("category", &p.category), ("creator", &p.creator), ("tag", &p.tag)] {
+                if v.as_deref()
+                    .is_some_and(|v| v.is_empty() || v.len() > self.server.max_id_bytes)
+                {
+                    return bad(
+                        f(name),
+                        &format!("must be 1 to {} bytes (server.max_id_bytes)", self.server.max_id_bytes),
+                    );
+                }
+            }
+            if p.exclude.iter().any(|v| v.is_empty()) {
+                return bad(f("exclude"), "must not hold an empty id");
+            }
             for (name, w) in &p.signals {
                 let Some(st) = self.signal(name) else {
                     return bad(f(&format!("signals.{name}")), "is not a declared signal type");

@@ -318,8 +318,13 @@ impl RankParams {
         if let Some(u) = &user {
             tidal_core::ids::check_id("user", u, config.server.max_id_bytes).map_err(|m| invalid("user", m))?;
         }
+        // A profile's declared filters are the defaults of the query's own.
         let unseen = match get("filter") {
-            None => base == Base::ForYou,
+            None => match def.and_then(|d| d.filter.as_deref()) {
+                Some("unseen") => user.is_some(),
+                Some(_) => false,
+                None => base == Base::ForYou,
+            },
             Some("all") => false,
             Some("unseen") if user.is_some() => true,
             Some("unseen") => return Err(invalid("filter", "filter=unseen needs user=")),
@@ -333,7 +338,10 @@ impl RankParams {
         if matches!(base, Base::Following | Base::ForYou) && user.is_none() {
             return Err(invalid("user", format!("profile={} needs user=", base.as_str())));
         }
-        let cohort = get("cohort").map(|v| parse_cohort(v, config)).transpose()?;
+        let cohort = get("cohort")
+            .or(def.and_then(|d| d.cohort.as_deref()))
+            .map(|v| parse_cohort(v, config))
+            .transpose()?;
         let q = match get("q").map(str::trim) {
             None => None,
             Some("") => return Err(invalid("q", "q: must not be empty")),
@@ -358,22 +366,22 @@ impl RankParams {
                 ),
             ));
         }
-        let exclude = get("exclude")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut exclude: BTreeSet<String> = def.map(|d| d.exclude.iter().cloned().collect()).unwrap_or_default();
+        exclude.extend(
+            get("exclude")
+                .into_iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
         Ok(RankParams {
             profile,
             base,
             terms,
-            category: text("category", get("category"))?,
-            creator: text("creator", get("creator"))?,
-            tag: text("tag", get("tag"))?,
+            category: text("category", get("category"))?.or_else(|| def.and_then(|d| d.category.clone())),
+            creator: text("creator", get("creator"))?.or_else(|| def.and_then(|d| d.creator.clone())),
+            tag: text("tag", get("tag"))?.or_else(|| def.and_then(|d| d.tag.clone())),
             exclude,
             max_per_creator,
             limit,
