@@ -89,6 +89,18 @@ impl Cluster {
     }
 }
 
+/// A metric of `/metrics` (0 when absent).
+fn metric(s: &Server, name: &str) -> u64 {
+    let text = ureq::get(&s.url("/metrics"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 fn serving_clock(s: &Server) -> u64 {
     let (status, v) = s.get("/v1/clock");
     assert_eq!(status, 200, "{v}");
@@ -142,7 +154,13 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Exact nearest-item search and one merged text segment: the answers of any layout agree.
     let cfg = dir.path().join("tidal.toml");
-    std::fs::write(&cfg, "[personalization]\nexact_search = true\n").expect("config");
+    // Checkpoints every 150 signals: the processes checkpoint together, and the restart
+    // below restores the newest checkpoint both hold.
+    std::fs::write(
+        &cfg,
+        "[personalization]\nexact_search = true\n\n[engine]\ncheckpoint_every = 150\n",
+    )
+    .expect("config");
     let cfg = cfg.display().to_string();
     let single = Server::start(
         &dir.path().join("single"),
@@ -330,13 +348,32 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     wait_until("the serving clock before restart", Duration::from_secs(20), || {
         serving_clock(&procs[0]) > clock
     });
-    let before: Vec<Value> = QUERIES.iter().map(|q| answer(&procs[0], q)).collect();
+    let before: Vec<Value> = QUERIES.iter().chain(&PERSONAL).map(|q| answer(&procs[0], q)).collect();
+    for s in &procs {
+        wait_until("a checkpoint on each process", Duration::from_secs(20), || {
+            metric(s, "tidal_checkpoint_lsn") > 0
+        });
+    }
     let [p0, p1] = procs;
     let pid = p0.child.id();
     p1.kill9();
     wait_until("process 0 to stop serving", Duration::from_secs(20), || {
         ureq::get(&p0.url("/healthz")).call().is_err()
     });
+    // The killed process lost its newest checkpoint: the processes agree on the newest one
+    // both still hold.
+    let mut ckpts: Vec<_> = std::fs::read_dir(dir.path().join("p1/checkpoints"))
+        .expect("checkpoints")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ckpt-"))
+        })
+        .collect();
+    ckpts.sort();
+    assert!(ckpts.len() >= 2, "two checkpoints kept: {ckpts:?}");
+    std::fs::remove_dir_all(ckpts.last().expect("newest")).expect("remove the newest checkpoint");
     let p1 = cluster.launch(dir.path(), 1).wait();
     wait_until("process 0 to serve again", Duration::from_secs(30), || {
         ureq::get(&p0.url("/healthz")).call().is_ok()
@@ -350,7 +387,12 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             serving_clock(s) > clock
         });
     }
-    for (q, want) in QUERIES.iter().zip(&before) {
+    // Both restored the same checkpoint's frontier and replayed only their WALs after it.
+    for s in &procs {
+        assert!(metric(s, "tidal_restored_lsn") > 0, "a checkpoint was restored");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    for (q, want) in QUERIES.iter().chain(&PERSONAL).zip(&before) {
         for s in &procs {
             assert_eq!(&answer(s, q), want, "{q} after restarting the cluster");
         }

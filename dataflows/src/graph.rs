@@ -64,14 +64,9 @@ pub fn build<'s>(
     stats: Arc<StateStats>,
     persist: Persist,
 ) -> Outputs<'s> {
+    let cluster = source.sources > 1;
     let control = wal_source(scope, feed, source, stats.clone()).broadcast();
-    let entities = tidal_operators::entities(
-        control.clone(),
-        config.clone(),
-        stats.clone(),
-        persist.clone(),
-        source.sources > 1,
-    );
+    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone(), persist.clone(), cluster);
     let windows = tidal_operators::windows(
         entities.signals.clone(),
         control.clone(),

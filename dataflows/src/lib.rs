@@ -6,6 +6,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agree;
 pub mod graph;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tidal_sinks::{EntityStore, Shards, shard_sink};
 use tidal_sources::feed::Feed;
 use tidal_sources::source::SourceOptions;
 
+pub use agree::Agreement;
 pub use graph::{Outputs, build};
 pub use timely::CommunicationConfig;
 
@@ -80,6 +82,11 @@ pub struct EngineOptions {
     /// A multi-process cluster (`CommunicationConfig::Cluster`); `None` runs `workers` threads
     /// in this process.
     pub communication: Option<CommunicationConfig>,
+    /// In a cluster: the agreement on the checkpoint every process restores (it replaces
+    /// `persist.restore`, which the agreement hands the workers).
+    pub agreement: Option<Arc<Agreement>>,
+    /// In a cluster: where the source records this process's log position at each run.
+    pub run_log: Option<Arc<tidal_sources::source::RunLog>>,
 }
 
 impl EngineOptions {
@@ -90,6 +97,8 @@ impl EngineOptions {
             persist: Persist::default(),
             checkpoint_every: 0,
             communication: None,
+            agreement: None,
+            run_log: None,
         }
     }
 
@@ -197,7 +206,8 @@ impl Engine {
         let origin = options.process();
         let sources = options.processes();
         let persist = options.persist.clone();
-        let start = persist.restore.as_ref().map(|r| (r.frontier, r.position));
+        let agreement = options.agreement.clone();
+        let run_log = options.run_log.clone();
         let checkpoint_every = options.checkpoint_every;
         let stats = Arc::new(EngineStats::new(per_process));
         let worker_stats = stats.clone();
@@ -213,15 +223,23 @@ impl Engine {
                     worker_running.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     let (feed, config) = (worker_feed.clone(), config.clone());
                     let index = worker.index();
+                    let persist = match &agreement {
+                        Some(a) => Persist {
+                            parts: persist.parts.clone(),
+                            restore: agree::agree(worker, a, index % per_process == 0, sources),
+                        },
+                        None => persist.clone(),
+                    };
+                    let start = persist.restore.as_ref().map(|r| (r.frontier, r.position));
                     let source = SourceOptions {
                         reader: index % per_process == 0,
                         checkpoint_every,
                         start,
                         origin,
                         sources,
+                        run_log: run_log.clone(),
                     };
                     let stats = worker_stats.workers[index % per_process].clone();
-                    let persist = persist.clone();
                     worker.dataflow::<Time, _, _>(|scope| {
                         sink(build(scope, feed, config, source, stats, persist), index)
                     });

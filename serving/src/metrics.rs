@@ -59,6 +59,8 @@ pub struct Metrics {
     pub checkpoint_lsn: Gauge,
     /// WAL records replayed at the last start.
     pub recovered_records: Gauge,
+    /// The LSN of the checkpoint the last start restored.
+    pub restored_lsn: Gauge,
 }
 
 /// Labels of the state-size series.
@@ -97,6 +99,7 @@ impl Metrics {
         let state = Family::<StateLabel, Gauge>::default();
         let checkpoint_lsn = Gauge::default();
         let recovered_records = Gauge::default();
+        let restored_lsn = Gauge::default();
         registry.register(
             "checkpoint_lsn",
             "The LSN the newest complete checkpoint covers (0: none yet)",
@@ -106,6 +109,11 @@ impl Metrics {
             "recovered_records",
             "WAL records replayed at the last start (after the checkpoint it loaded)",
             recovered_records.clone(),
+        );
+        registry.register(
+            "restored_lsn",
+            "The LSN of the checkpoint the last start restored (0: none, the whole WAL was replayed)",
+            restored_lsn.clone(),
         );
         registry.register(
             "state_entries",
@@ -177,6 +185,7 @@ impl Metrics {
             state,
             checkpoint_lsn,
             recovered_records,
+            restored_lsn,
         }
     }
 
@@ -194,6 +203,7 @@ impl Metrics {
         self.dedup_evicted.set(s.dedup_evicted as i64);
         self.checkpoint_lsn.set(s.checkpoint_lsn as i64);
         self.recovered_records.set(s.recovered_records as i64);
+        self.restored_lsn.set(s.restored_lsn as i64);
         let c = &s.state;
         for (part, v) in [
             ("items", c.items),

@@ -98,9 +98,10 @@ pub fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join("checkpoints")
 }
 
-/// The directory name of the checkpoint covering `lsn`.
-fn name_of(lsn: u64) -> String {
-    format!("ckpt-{lsn:020}")
+/// The directory name of the checkpoint at `frontier` covering `lsn` (in a cluster two
+/// checkpoints may cover the same LSN of this process's WAL, never the same frontier).
+fn name_of(lsn: u64, frontier: Time) -> String {
+    format!("ckpt-{lsn:020}-{frontier:020}")
 }
 
 enum Msg {
@@ -237,6 +238,14 @@ impl Checkpointer {
         }
     }
 
+    /// Records `manifest` as the newest complete checkpoint (one loaded after the writer
+    /// started: a cluster's, once its processes agreed on it).
+    pub fn set_latest(&self, manifest: Manifest) {
+        let (lock, cond) = &*self.done;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).latest = Some(manifest);
+        cond.notify_all();
+    }
+
     /// The newest complete checkpoint (written or loaded).
     pub fn latest(&self) -> Option<Manifest> {
         self.done.0.lock().unwrap_or_else(|p| p.into_inner()).latest.clone()
@@ -285,7 +294,7 @@ fn writer(
     done: Arc<(Mutex<Done>, Condvar)>,
     extra: Arc<Mutex<Option<ExtraParts>>>,
 ) {
-    let mut gathering: HashMap<u64, Gathering> = HashMap::new();
+    let mut gathering: HashMap<Time, Gathering> = HashMap::new();
     while let Ok(Msg::Part {
         frontier,
         position,
@@ -294,14 +303,14 @@ fn writer(
     }) = rx.recv()
     {
         let lsn = position.lsn;
-        let final_dir = dir.join(name_of(lsn));
-        if final_dir.exists() && !gathering.contains_key(&lsn) {
-            // One at this position is there already: the same state, or a damaged copy
+        let final_dir = dir.join(name_of(lsn, frontier));
+        if final_dir.exists() && !gathering.contains_key(&frontier) {
+            // One at this frontier is there already: the same state, or a damaged copy
             // (skipped when loaded). Write it anew.
             let _ = std::fs::remove_dir_all(&final_dir);
         }
-        let g = gathering.entry(lsn).or_insert_with(|| {
-            let tmp = dir.join(format!("{}.tmp", name_of(lsn)));
+        let g = gathering.entry(frontier).or_insert_with(|| {
+            let tmp = dir.join(format!("{}.tmp", name_of(lsn, frontier)));
             let _ = std::fs::remove_dir_all(&tmp);
             let failed = std::fs::create_dir_all(&tmp).is_err();
             let mut g = Gathering {
@@ -326,7 +335,7 @@ fn writer(
         if g.files.len() - extras < parts {
             continue;
         }
-        let Some(g) = gathering.remove(&lsn) else { continue };
+        let Some(g) = gathering.remove(&frontier) else { continue };
         match finish(&dir, g, &layout) {
             Ok(manifest) => {
                 tracing::info!(lsn = manifest.position.lsn, "checkpoint written");
@@ -418,7 +427,7 @@ fn finish(dir: &Path, g: Gathering, layout: &Layout) -> std::io::Result<Manifest
         f.sync_all()?;
     }
     sync_dir(&g.dir)?;
-    std::fs::rename(&g.dir, dir.join(name_of(g.position.lsn)))?;
+    std::fs::rename(&g.dir, dir.join(name_of(g.position.lsn, g.frontier)))?;
     sync_dir(dir)?;
     Ok(manifest)
 }
@@ -542,6 +551,38 @@ fn load(dir: &Path, layout: &Layout) -> Result<Loaded, CheckpointError> {
         parts.insert(f.name.clone(), bytes);
     }
     Ok(Loaded { manifest, parts })
+}
+
+/// The frontiers of the checkpoints in `dir` that are whole (every part read back against its
+/// checksum, none kept in memory) and match `layout`, newest first; the others are left out
+/// with a warning naming what is wrong. What a cluster's process offers to restore.
+pub fn verified(dir: &Path, layout: &Layout) -> Vec<Time> {
+    complete(dir)
+        .into_iter()
+        .filter_map(|candidate| match load(&candidate, layout) {
+            Ok(loaded) => Some(loaded.manifest.frontier),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a checkpoint");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The checkpoint in `dir` at `frontier`, loaded and checked.
+pub fn load_at(dir: &Path, layout: &Layout, frontier: Time) -> Result<Loaded, CheckpointError> {
+    let mut last = None;
+    for candidate in complete(dir) {
+        match load(&candidate, layout) {
+            Ok(loaded) if loaded.manifest.frontier == frontier => return Ok(loaded),
+            Ok(_) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(CheckpointError::Mismatch {
+        dir: dir.to_path_buf(),
+        what: "no checkpoint at the frontier the cluster agreed on",
+    }))
 }
 
 /// The newest checkpoint in `dir` that is whole and matches `layout`; the others are skipped

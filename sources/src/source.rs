@@ -51,7 +51,7 @@ pub const MAX_MARK_GAP: Duration = Duration::from_millis(250);
 const FALLBACK_POLL: Duration = Duration::from_millis(5);
 
 /// How the source runs.
-#[derive(Copy, Clone, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SourceOptions {
     /// Whether this worker reads the feed (one per process).
     pub reader: bool,
@@ -63,6 +63,54 @@ pub struct SourceOptions {
     pub origin: usize,
     /// Processes whose sources feed the control stream (1 alone).
     pub sources: usize,
+    /// In a cluster: where this process's log position is recorded at each run, so that a
+    /// checkpoint at a frontier another process asked for names this process's position.
+    pub run_log: Option<Arc<RunLog>>,
+}
+
+/// This process's log position after each run its source emitted, by the run's time: the
+/// position a checkpoint at frontier `F` covers is the one after the last run before `F`.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    runs: std::sync::Mutex<std::collections::VecDeque<(Time, Position)>>,
+}
+
+/// Runs a [`RunLog`] remembers at most (checkpoints are asked for at frontiers seconds old,
+/// never this many runs back).
+const RUN_LOG_MAX: usize = 1 << 20;
+
+impl RunLog {
+    /// A log starting at `start` (a restored checkpoint's frontier and position).
+    pub fn new(start: Option<(Time, Position)>) -> RunLog {
+        let log = RunLog::default();
+        if let Some((t, p)) = start {
+            log.record(t.saturating_sub(1), p);
+        }
+        log
+    }
+
+    /// Records the position after a run at `time`.
+    pub fn record(&self, time: Time, position: Position) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.push_back((time, position));
+        if runs.len() > RUN_LOG_MAX {
+            runs.pop_front();
+        }
+    }
+
+    /// The position after the last run before `frontier` (forgetting the runs before that
+    /// one: checkpoints come at increasing frontiers).
+    pub fn at(&self, frontier: Time) -> Position {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let n = runs.partition_point(|(t, _)| *t < frontier);
+        if n >= 2 {
+            runs.drain(..n - 1);
+        }
+        match runs.front() {
+            Some((t, p)) if *t < frontier => *p,
+            _ => Position::default(),
+        }
+    }
 }
 
 /// Builds the source operator in `scope`. When `reader` is set this worker drains `feed`;
@@ -150,6 +198,9 @@ pub fn wal_source<'s>(
                     since_checkpoint += n;
                 }
                 held.downgrade(&time);
+                if let Some(log) = &options.run_log {
+                    log.record(time, position);
+                }
                 let run = Run {
                     batches: drained.batches,
                     position,

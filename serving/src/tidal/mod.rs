@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use tidal_core::config::Config;
 use tidal_core::flow::{Persist, Restore};
-use tidal_core::record::Record;
-use tidal_core::time::ClockMode;
-use tidal_dataflows::{CommunicationConfig, EngineOptions};
+use tidal_core::record::{Position, Record};
+use tidal_core::time::{ClockMode, Time};
+use tidal_dataflows::{Agreement, CommunicationConfig, EngineOptions};
 use tidal_sinks::{Shards, View};
 use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
+use tidal_sources::source::RunLog;
 use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::cluster::Peers;
@@ -73,6 +74,8 @@ pub struct Tidal {
     shards: Arc<Shards>,
     checkpointer: Arc<Checkpointer>,
     recovered_records: u64,
+    /// The LSN of the checkpoint this start restored (0: none).
+    restored_lsn: u64,
     peers: Option<Arc<Peers>>,
     /// The embedding dimension (0: none fixed yet; SPEC §12).
     dimension: AtomicUsize,
@@ -126,6 +129,8 @@ pub struct Stats {
     pub checkpoint_lsn: u64,
     /// WAL records replayed at the last start (those after the checkpoint it loaded).
     pub recovered_records: u64,
+    /// The LSN of the checkpoint the last start restored (0: none, the whole WAL replayed).
+    pub restored_lsn: u64,
 }
 
 /// `<data-dir>/wal`: where the WAL of a data directory lives.
@@ -166,23 +171,74 @@ impl Tidal {
             workers: options.workers,
         };
         // The newest whole checkpoint for this schema and layout, if any: restart replays
-        // only the WAL after it.
+        // only the WAL after it. In a cluster every process must restore the same frontier:
+        // each offers the checkpoints it holds and the workers agree on the newest common one
+        // once the cluster has formed (below).
         let ckpt_dir = checkpoint::dir_of(&data_dir);
-        // In a cluster every process would have to restore the same frontier: checkpoints
-        // are not used there yet, and a start replays the whole WAL.
-        let mut loaded = match peers {
-            None => checkpoint::load_latest(&ckpt_dir, &layout),
-            Some(_) => None,
+        let (loaded, agreement, run_log) = match peers {
+            None => (checkpoint::load_latest(&ckpt_dir, &layout), None, None),
+            Some(_) => (
+                None,
+                Some(Agreement::new(checkpoint::verified(&ckpt_dir, &layout))),
+                Some(Arc::new(RunLog::default())),
+            ),
         };
-        let dedup = loaded.as_mut().and_then(|l| l.parts.remove(DEDUP_PART));
-        let latest = loaded.as_ref().map(|l| l.manifest.clone());
-        let restore = loaded.map(|l| {
-            Arc::new(Restore {
-                frontier: l.manifest.frontier,
-                position: l.manifest.position,
-                parts: std::sync::Mutex::new(l.parts),
-            })
-        });
+        let checkpointer = Arc::new(
+            Checkpointer::start(
+                ckpt_dir.clone(),
+                layout.clone(),
+                options.workers * PARTS_PER_WORKER,
+                loaded.as_ref().map(|l| l.manifest.clone()),
+            )
+            .map_err(|source| Error::Io {
+                path: ckpt_dir.clone(),
+                source,
+            })?,
+        );
+        let (mut restore, mut dedup) = restore_of(loaded);
+        let parts = checkpointer.clone();
+        let options = EngineOptions {
+            persist: Persist {
+                parts: Some(match &run_log {
+                    None => {
+                        Arc::new(move |frontier, position, name, fill| parts.part_with(frontier, position, name, fill))
+                    }
+                    // In a cluster the frontier may have been asked for by another process:
+                    // this process's checkpoint covers its own log up to that frontier.
+                    Some(log) => {
+                        let log = log.clone();
+                        Arc::new(move |frontier, _asker: Position, name, fill| {
+                            parts.part_with(frontier, log.at(frontier), name, fill)
+                        })
+                    }
+                }),
+                restore: restore.clone(),
+            },
+            checkpoint_every: config.engine.checkpoint_every,
+            agreement: agreement.clone(),
+            run_log: run_log.clone(),
+            ..options
+        };
+        let pipeline = Pipeline::start_with(config.clone(), options, Some(&data_dir.join("entities")))?;
+        if let (Some(agreement), Some(log)) = (&agreement, &run_log) {
+            let loaded = match wait_for_agreement(agreement, &pipeline)? {
+                Some(frontier) => Some(checkpoint::load_at(&ckpt_dir, &layout, frontier).map_err(|e| {
+                    Error::DataflowStopped(format!(
+                        "the cluster agreed on the checkpoint at frontier {frontier}, which this process cannot load: {e}"
+                    ))
+                })?),
+                None => None,
+            };
+            if let Some(m) = loaded.as_ref().map(|l| &l.manifest) {
+                checkpointer.set_latest(m.clone());
+            }
+            (restore, dedup) = restore_of(loaded);
+            if let Some(r) = &restore {
+                log.record(r.frontier.saturating_sub(1), r.position);
+            }
+            agreement.set_restore(restore.clone());
+        }
+        let restored_lsn = restore.as_ref().map_or(0, |r| r.position.lsn);
         if let Some(r) = &restore {
             tracing::info!(
                 lsn = r.position.lsn,
@@ -190,29 +246,7 @@ impl Tidal {
                 "restoring a checkpoint"
             );
         }
-        let checkpointer = Arc::new(
-            Checkpointer::start(ckpt_dir.clone(), layout, options.workers * PARTS_PER_WORKER, latest).map_err(
-                |source| Error::Io {
-                    path: ckpt_dir.clone(),
-                    source,
-                },
-            )?,
-        );
-        let parts = checkpointer.clone();
-        let options = match peers {
-            None => EngineOptions {
-                persist: Persist {
-                    parts: Some(Arc::new(move |frontier, position, name, fill| {
-                        parts.part_with(frontier, position, name, fill)
-                    })),
-                    restore: restore.clone(),
-                },
-                checkpoint_every: config.engine.checkpoint_every,
-                ..options
-            },
-            Some(_) => options,
-        };
-        let pipeline = Pipeline::start_with(config.clone(), options, Some(&data_dir.join("entities")))?;
+
         let mut recovered_records = 0u64;
         let mut last_config: Option<String> = None;
         let feed = pipeline.feed().clone();
@@ -284,6 +318,7 @@ impl Tidal {
             shards,
             checkpointer,
             recovered_records,
+            restored_lsn,
             peers,
             dimension: AtomicUsize::new(dimension),
             _lock: lock,
@@ -502,6 +537,7 @@ impl Tidal {
             serving_keys: snap.shards.iter().map(|s| s.key_count()).sum(),
             checkpoint_lsn: self.checkpointer.latest().map_or(0, |m| m.position.lsn),
             recovered_records: self.recovered_records,
+            restored_lsn: self.restored_lsn,
         }
     }
 
@@ -525,7 +561,7 @@ impl Tidal {
     pub fn checkpoint(&self) -> Result<Manifest> {
         if self.peers.is_some() {
             return Err(Error::Unsupported {
-                what: "checkpoints are not written in a cluster yet: a start replays the whole WAL",
+                what: "a checkpoint on demand is not taken in a cluster: its processes checkpoint together every engine.checkpoint_every signals",
             });
         }
         let lsn = self.wal.last_lsn();
@@ -580,6 +616,32 @@ impl Drop for Tidal {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, "the engine stopped with an error");
         }
+    }
+}
+
+/// What a loaded checkpoint restores, and the WAL's dedup window it holds.
+fn restore_of(loaded: Option<checkpoint::Loaded>) -> (Option<Arc<Restore>>, Option<Vec<u8>>) {
+    let Some(mut l) = loaded else { return (None, None) };
+    let dedup = l.parts.remove(DEDUP_PART);
+    let restore = Arc::new(Restore {
+        frontier: l.manifest.frontier,
+        position: l.manifest.position,
+        parts: std::sync::Mutex::new(l.parts),
+    });
+    (Some(restore), dedup)
+}
+
+/// Waits until the processes of the cluster agree on the checkpoint to restore (they agree
+/// once every process has started).
+fn wait_for_agreement(agreement: &Agreement, pipeline: &Pipeline) -> Result<Option<Time>> {
+    loop {
+        if let Some(chosen) = agreement.chosen(Duration::from_secs(10)) {
+            return Ok(chosen);
+        }
+        if pipeline.is_finished() {
+            return Err(Error::DataflowStopped("the cluster could not be formed".into()));
+        }
+        tracing::info!("waiting for the other processes of the cluster");
     }
 }
 

@@ -1,0 +1,136 @@
+//! Before the processes of a cluster build their dataflow they agree on the checkpoint they
+//! all restore: every process offers the frontiers of its complete checkpoints, and the
+//! newest frontier every process holds is taken (none: every process replays its whole WAL).
+//! A checkpoint restores the state its process's workers held at that frontier, and the
+//! state of every worker in the cluster depends on every process's log: only the same
+//! frontier everywhere is a consistent state.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
+
+use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::vec::{Broadcast, Input};
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::worker::Worker;
+
+use tidal_core::flow::Restore;
+use tidal_core::time::Time;
+
+/// A cluster's agreement on the checkpoint to restore, between the facade (which lists and
+/// loads checkpoints) and the workers (which talk to the other processes).
+#[derive(Debug)]
+pub struct Agreement {
+    /// The frontiers of this process's complete checkpoints.
+    offer: Vec<Time>,
+    /// The frontier agreed on: `Some(None)` when no checkpoint is common.
+    chosen: Mutex<Option<Option<Time>>>,
+    /// What this process restores (set by the facade once the agreed checkpoint is loaded):
+    /// `Some(None)` for nothing.
+    restore: Mutex<Option<Option<Arc<Restore>>>>,
+    changed: Condvar,
+}
+
+impl Agreement {
+    /// An agreement offering the checkpoints at `offer`.
+    pub fn new(offer: Vec<Time>) -> Arc<Agreement> {
+        Arc::new(Agreement {
+            offer,
+            chosen: Mutex::new(None),
+            restore: Mutex::new(None),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Waits until the processes have agreed (`None`: no common checkpoint); `false` after
+    /// `timeout` without an answer, in the outer option.
+    pub fn chosen(&self, timeout: std::time::Duration) -> Option<Option<Time>> {
+        let guard = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |c| c.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+
+    /// Hands the workers what to restore (the agreed checkpoint, loaded; or nothing).
+    pub fn set_restore(&self, restore: Option<Arc<Restore>>) {
+        *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(restore);
+        self.changed.notify_all();
+    }
+
+    fn set_chosen(&self, chosen: Option<Time>) {
+        *self.chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some(chosen);
+        self.changed.notify_all();
+    }
+
+    fn wait_restore(&self) -> Option<Arc<Restore>> {
+        let guard = self.restore.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self
+            .changed
+            .wait_while(guard, |r| r.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        guard.clone().flatten()
+    }
+}
+
+/// Runs the agreement on `worker` (every worker of the cluster takes part; the first worker
+/// of each process speaks for it) and returns what this worker restores.
+pub(crate) fn agree(
+    worker: &mut Worker,
+    agreement: &Agreement,
+    speaker: bool,
+    processes: usize,
+) -> Option<Arc<Restore>> {
+    let offers: Rc<RefCell<Vec<Vec<Time>>>> = Rc::default();
+    let mut input: InputHandleVec<u64, Vec<Time>> = InputHandleVec::new();
+    let seen = offers.clone();
+    let probe = worker.dataflow::<u64, _, _>(|scope| {
+        let (probe, _) = scope
+            .input_from(&mut input)
+            .broadcast()
+            .inspect(move |offer: &Vec<Time>| seen.borrow_mut().push(offer.clone()))
+            .probe();
+        probe
+    });
+    if speaker {
+        input.send(agreement.offer.clone());
+    }
+    input.close();
+    while !probe.done() {
+        worker.step();
+    }
+    let offers = offers.borrow();
+    let chosen = common(&offers, processes);
+    if speaker {
+        agreement.set_chosen(chosen);
+    }
+    agreement.wait_restore()
+}
+
+/// The newest frontier every one of `processes` offers.
+fn common(offers: &[Vec<Time>], processes: usize) -> Option<Time> {
+    if offers.len() < processes {
+        return None;
+    }
+    let first = offers.first()?;
+    first
+        .iter()
+        .copied()
+        .filter(|t| offers.iter().all(|o| o.contains(t)))
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common;
+
+    #[test]
+    fn the_newest_frontier_every_process_holds() {
+        assert_eq!(common(&[vec![5, 9], vec![9, 5]], 2), Some(9));
+        assert_eq!(common(&[vec![5, 9], vec![5, 7]], 2), Some(5));
+        assert_eq!(common(&[vec![5, 9], vec![7]], 2), None);
+        assert_eq!(common(&[vec![5, 9]], 2), None, "a process offered nothing");
+        assert_eq!(common(&[vec![], vec![]], 2), None);
+    }
+}
