@@ -15,10 +15,11 @@ use super::AppState;
 use super::error::ApiError;
 use super::handlers::{body, counted};
 use super::people::json_body;
-use crate::RankQuery;
 use crate::cluster::{EmbeddingsRequest, TextStatsRequest, UserRequest};
 use crate::query::cluster::ShareRequest;
+use crate::{RankQuery, Tidal};
 use tidal_core::time::Time;
+use tidal_sinks::View;
 
 fn gone(frontier: Time) -> ApiError {
     ApiError::new(
@@ -26,6 +27,23 @@ fn gone(frontier: Time) -> ApiError {
         "frontier_gone",
         format!("this process holds no version at frontier {frontier}"),
     )
+}
+
+/// Answers `f` on this process's state at `frontier` (a 409 when it no longer holds it).
+async fn at_frontier<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    frontier: Time,
+    f: impl FnOnce(&Tidal, &View) -> crate::Result<T> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let tidal = state.tidal.clone();
+    let found = state
+        .reads
+        .run(move || tidal.view_at(frontier).map(|view| f(&tidal, &view)))
+        .await?;
+    match found {
+        Some(found) => Ok(Json(found?).into_response()),
+        None => Err(gone(frontier)),
+    }
 }
 
 /// A share or `for_you` request: the parsed ranking and the request.
@@ -58,16 +76,10 @@ pub async fn post_share(
 ) -> Result<Response, ApiError> {
     let result = async {
         let (params, req) = share_request(&state, raw)?;
-        let tidal = state.tidal.clone();
-        let frontier = req.frontier;
-        let share = state
-            .reads
-            .run(move || tidal.view_at(frontier).map(|view| tidal.share_on(&view, &params, &req)))
-            .await?;
-        match share {
-            Some(share) => Ok(Json(share?).into_response()),
-            None => Err(gone(frontier)),
-        }
+        at_frontier(&state, req.frontier, move |tidal, view| {
+            tidal.share_on(view, &params, &req)
+        })
+        .await
     }
     .await;
     counted(&state, result)
@@ -92,20 +104,10 @@ pub async fn post_for_you(
 ) -> Result<Response, ApiError> {
     let result = async {
         let (params, req) = share_request(&state, raw)?;
-        let tidal = state.tidal.clone();
-        let frontier = req.frontier;
-        let found = state
-            .reads
-            .run(move || {
-                tidal
-                    .view_at(frontier)
-                    .map(|view| tidal.for_you_on(&view, &params, &req))
-            })
-            .await?;
-        match found {
-            Some(found) => Ok(Json(found?).into_response()),
-            None => Err(gone(frontier)),
-        }
+        at_frontier(&state, req.frontier, move |tidal, view| {
+            tidal.for_you_on(view, &params, &req)
+        })
+        .await
     }
     .await;
     counted(&state, result)
@@ -129,16 +131,10 @@ pub async fn post_user(
     let result = async {
         let raw = body(raw)?;
         let req: UserRequest = json_body(&raw, "user state request (fields: frontier, id)")?;
-        let tidal = state.tidal.clone();
-        let frontier = req.frontier;
-        let found = state
-            .reads
-            .run(move || tidal.view_at(frontier).map(|view| tidal.user_state_on(&view, &req.id)))
-            .await?;
-        match found {
-            Some(found) => Ok(Json(found).into_response()),
-            None => Err(gone(frontier)),
-        }
+        at_frontier(&state, req.frontier, move |tidal, view| {
+            Ok(tidal.user_state_on(view, &req.id))
+        })
+        .await
     }
     .await;
     counted(&state, result)
@@ -162,20 +158,10 @@ pub async fn post_embeddings(
     let result = async {
         let raw = body(raw)?;
         let req: EmbeddingsRequest = json_body(&raw, "embeddings request (fields: frontier, keys)")?;
-        let tidal = state.tidal.clone();
-        let frontier = req.frontier;
-        let found = state
-            .reads
-            .run(move || {
-                tidal
-                    .view_at(frontier)
-                    .map(|view| tidal.embeddings_on(&view, &req.keys))
-            })
-            .await?;
-        match found {
-            Some(found) => Ok(Json(found).into_response()),
-            None => Err(gone(frontier)),
-        }
+        at_frontier(&state, req.frontier, move |tidal, view| {
+            Ok(tidal.embeddings_on(view, &req.keys))
+        })
+        .await
     }
     .await;
     counted(&state, result)

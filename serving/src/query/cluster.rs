@@ -25,8 +25,8 @@ use super::foryou;
 use super::params::{Base, RankParams, encode_cursor};
 use super::personal::Context;
 use super::score::Scorer;
-use super::search::{self, Row, Search};
-use super::{AsOf, RankedItem, Ranking, topk};
+use super::search::{self, Row};
+use super::{AsOf, RankedItem, Ranking, page, topk};
 
 /// What the process a ranking was asked of sends the others (`POST /v1/internal/share` and
 /// `/v1/internal/for_you`).
@@ -247,45 +247,29 @@ pub fn select_for_you(
     has_vector: bool,
     as_of: AsOf,
 ) -> Ranking {
-    let page_end = params.offset + params.limit;
+    let need = params.offset + params.limit + 1;
     if params.q.is_some() {
         let mut p = params.clone();
         p.max_per_creator = None;
         let ranked = foryou::select(found, &p, config, has_vector, params.personal.candidates);
-        let rows = ranked
-            .items
-            .into_iter()
-            .map(|s| Row {
-                id: s.c.id,
-                score: s.score,
-                creator: s.c.creator,
-                category: s.c.category,
-                bm25: s.c.bm25,
-            })
-            .collect();
-        return page_of_search(search::fuse(rows, params, page_end + 1), params, as_of);
+        let rows = ranked.items.into_iter().map(Row::from).collect();
+        let found = search::fuse(rows, params, need);
+        return page(
+            &found.items,
+            params,
+            as_of,
+            |f| (&f.id, f.score),
+            |i| found.explain(i, params),
+        );
     }
-    let ranked = foryou::select(found, params, config, has_vector, page_end + 1);
-    let next_cursor = (ranked.items.len() > page_end).then(|| encode_cursor(page_end));
-    let items = ranked
-        .items
-        .iter()
-        .enumerate()
-        .skip(params.offset)
-        .take(params.limit)
-        .map(|(i, s)| RankedItem {
-            id: s.c.id.clone(),
-            score: s.score,
-            rank: i + 1,
-            features: params.explain.then(|| ranked.explain(i, params)),
-        })
-        .collect();
-    Ranking {
-        items,
-        next_cursor,
+    let ranked = foryou::select(found, params, config, has_vector, need);
+    page(
+        &ranked.items,
+        params,
         as_of,
-        estimated: None,
-    }
+        |s| (&s.c.id, s.score),
+        |i| ranked.explain(i, params),
+    )
 }
 
 /// The page of a search within a profile from every process's candidates (each process's
@@ -309,35 +293,14 @@ pub fn select_search(shares: Vec<Share>, params: &RankParams, as_of: AsOf) -> Ra
             bm25: c.bm25,
         })
         .collect();
-    page_of_search(
-        search::fuse(rows, params, params.offset + params.limit + 1),
+    let found = search::fuse(rows, params, params.offset + params.limit + 1);
+    page(
+        &found.items,
         params,
         as_of,
+        |f| (&f.id, f.score),
+        |i| found.explain(i, params),
     )
-}
-
-fn page_of_search(found: Search, params: &RankParams, as_of: AsOf) -> Ranking {
-    let page_end = params.offset + params.limit;
-    let next_cursor = (found.items.len() > page_end).then(|| encode_cursor(page_end));
-    let items = found
-        .items
-        .iter()
-        .enumerate()
-        .skip(params.offset)
-        .take(params.limit)
-        .map(|(i, f)| RankedItem {
-            id: f.id.clone(),
-            score: f.score,
-            rank: i + 1,
-            features: params.explain.then(|| found.explain(i, params)),
-        })
-        .collect();
-    Ranking {
-        items,
-        next_cursor,
-        as_of,
-        estimated: None,
-    }
 }
 
 /// With `q=` alone, each process's `explain` names its own best BM25: the merged page names

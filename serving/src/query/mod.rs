@@ -85,53 +85,28 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
         lsn: view.lsn(),
     };
     let ctx = personal::Context::new(view, params)?;
+    let need = params.offset + params.limit + 1;
     if params.q.is_some() {
-        let page_end = params.offset + params.limit;
-        let found = search::search(view, params, &ctx, config, page_end + 1, None);
-        let next_cursor = (found.items.len() > page_end).then(|| encode_cursor(page_end));
-        let items = found
-            .items
-            .iter()
-            .enumerate()
-            .skip(params.offset)
-            .take(params.limit)
-            .map(|(i, f)| RankedItem {
-                id: f.id.clone(),
-                score: f.score,
-                rank: i + 1,
-                features: params.explain.then(|| found.explain(i, params)),
-            })
-            .collect();
-        return Ok(Ranking {
-            items,
-            next_cursor,
+        let found = search::search(view, params, &ctx, config, need, None);
+        let mut r = page(
+            &found.items,
+            params,
             as_of,
-            estimated: ctx.cohort.as_ref().is_some_and(|c| c.estimated).then_some(true),
-        });
+            |f| (&f.id, f.score),
+            |i| found.explain(i, params),
+        );
+        r.estimated = ctx.cohort.as_ref().is_some_and(|c| c.estimated).then_some(true);
+        return Ok(r);
     }
     if params.base == Base::ForYou {
-        let page_end = params.offset + params.limit;
-        let ranked = foryou::for_you(view, params, &ctx, config, page_end + 1);
-        let next_cursor = (ranked.items.len() > page_end).then(|| encode_cursor(page_end));
-        let items = ranked
-            .items
-            .iter()
-            .enumerate()
-            .skip(params.offset)
-            .take(params.limit)
-            .map(|(i, s)| RankedItem {
-                id: s.c.id.clone(),
-                score: s.score,
-                rank: i + 1,
-                features: params.explain.then(|| ranked.explain(i, params)),
-            })
-            .collect();
-        return Ok(Ranking {
-            items,
-            next_cursor,
+        let ranked = foryou::for_you(view, params, &ctx, config, need);
+        return Ok(page(
+            &ranked.items,
+            params,
             as_of,
-            estimated: None,
-        });
+            |s| (&s.c.id, s.score),
+            |i| ranked.explain(i, params),
+        ));
     }
     let scorer = Scorer::new(view.clock_ms(), params);
     if scorer.lists.is_empty() && params.base != Base::Following {
@@ -164,6 +139,40 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
         as_of,
         estimated: ctx.cohort.as_ref().is_some_and(|c| c.estimated).then_some(true),
     })
+}
+
+/// The page `params` asks for of `ranked` (the ranking's first items, one past the page if
+/// there are more): each item's id and score by `id_score`, its `explain` by `explain`.
+pub(crate) fn page<'a, T>(
+    ranked: &'a [T],
+    params: &RankParams,
+    as_of: AsOf,
+    id_score: impl Fn(&'a T) -> (&'a String, f64),
+    explain: impl Fn(usize) -> Value,
+) -> Ranking {
+    let page_end = params.offset + params.limit;
+    let next_cursor = (ranked.len() > page_end).then(|| encode_cursor(page_end));
+    let items = ranked
+        .iter()
+        .enumerate()
+        .skip(params.offset)
+        .take(params.limit)
+        .map(|(i, t)| {
+            let (id, score) = id_score(t);
+            RankedItem {
+                id: id.clone(),
+                score,
+                rank: i + 1,
+                features: params.explain.then(|| explain(i)),
+            }
+        })
+        .collect();
+    Ranking {
+        items,
+        next_cursor,
+        as_of,
+        estimated: None,
+    }
 }
 
 /// `explain=1` of one hit: its features and terms, and its counts in the cohort if any.

@@ -53,6 +53,18 @@ pub(crate) struct Row {
     pub(crate) bm25: Option<f64>,
 }
 
+impl From<foryou::Picked> for Row {
+    fn from(s: foryou::Picked) -> Row {
+        Row {
+            id: s.c.id,
+            score: s.score,
+            creator: s.c.creator,
+            category: s.c.category,
+            bm25: s.c.bm25,
+        }
+    }
+}
+
 impl Row {
     fn of(hit: &Hit<'_>) -> Row {
         let meta = hit.entry.meta();
@@ -128,17 +140,7 @@ pub(crate) fn search(
         let mut p = params.clone();
         p.max_per_creator = None;
         let ranked = foryou::for_you(view, &p, ctx, config, params.personal.candidates);
-        ranked
-            .items
-            .into_iter()
-            .map(|s| Row {
-                id: s.c.id,
-                score: s.score,
-                creator: s.c.creator,
-                category: s.c.category,
-                bm25: None,
-            })
-            .collect()
+        ranked.items.into_iter().map(Row::from).collect()
     } else {
         profile_rows(view, params, ctx)
     };

@@ -153,6 +153,12 @@ impl Tidal {
             clock: view.clock_ms(),
             lsn: view.lsn(),
         };
+        let estimated = params
+            .cohort
+            .as_ref()
+            .and_then(|pairs| query::personal::select(view, pairs).ok())
+            .is_some_and(|c| c.estimated)
+            .then_some(true);
         // The user's state, from its owner.
         let user: Option<UserState> = match params.user.as_deref() {
             None => None,
@@ -213,7 +219,9 @@ impl Tidal {
             }
         }
         if params.q.is_some() && params.profile_given {
-            return Ok(Some(query::cluster::select_search(shares, params, as_of)));
+            let mut r = query::cluster::select_search(shares, params, as_of);
+            r.estimated = estimated;
+            return Ok(Some(r));
         }
         loop {
             match query::cluster::merge(&shares, params, as_of) {
@@ -221,12 +229,7 @@ impl Tidal {
                     if params.q.is_some() {
                         query::cluster::fix_max_bm25(&mut r, &shares);
                     }
-                    r.estimated = params
-                        .cohort
-                        .as_ref()
-                        .and_then(|pairs| query::personal::select(view, pairs).ok())
-                        .is_some_and(|c| c.estimated)
-                        .then_some(true);
+                    r.estimated = estimated;
                     return Ok(Some(r));
                 }
                 Err(p) => {
