@@ -218,3 +218,83 @@ fn a_checkpoint_of_another_schema_is_refused() {
     assert_eq!(v.signals["view"].counts["2h"], 10.0);
     t.shutdown().expect("shutdown");
 }
+
+/// The shards' nearest-item indexes are kept in the checkpoint: a restart loads them instead
+/// of inserting every embedding again, and `for_you` (through the index, not an exact scan)
+/// answers as before.
+#[test]
+fn the_nearest_item_index_is_restored_not_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = StdRng::seed_from_u64(5);
+    let open = || {
+        let mut c = config(dir.path(), 0);
+        c.engine.workers = 2;
+        Tidal::open(c).expect("open")
+    };
+    let t = open();
+    let n = 400;
+    for i in 0..n {
+        let e: Vec<f32> = (0..8).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+        let meta = ItemMeta {
+            creator: Some(format!("u{}", i % 13)),
+            created_at: Some(T0 - 1000 * MIN),
+            embedding: Some(tidal::Embedding(e)),
+            ..Default::default()
+        };
+        t.put_item(&format!("i{i}"), meta).expect("put");
+    }
+    for u in 0..5 {
+        let sigs = (0..6)
+            .map(|_| {
+                NewSignal::new("like", format!("i{}", rng.gen_range(0..n)))
+                    .user(format!("u{u}"))
+                    .ts(T0)
+            })
+            .collect();
+        t.signals(sigs).expect("signals");
+    }
+    let lsn = t.stats().wal_lsn;
+    let ask = |t: &Tidal| -> Vec<Value> {
+        (0..5)
+            .map(|u| {
+                let q = format!("profile=for_you&user=u{u}&filter=all&limit=30");
+                let r = t
+                    .rank(&RankQuery::parse(&q).expect("query").min_lsn(lsn))
+                    .expect("rank");
+                serde_json::to_value(&r.items).expect("json")
+            })
+            .collect()
+    };
+    let before = ask(&t);
+    let indexed = |t: &Tidal| -> (usize, u64) {
+        let view = t.view();
+        (
+            view.shards.iter().map(|s| s.ann().len()).sum(),
+            view.shards.iter().map(|s| s.ann().inserted()).sum(),
+        )
+    };
+    assert_eq!(indexed(&t), (n, n as u64));
+    drop(t); // a shutdown: checkpoints, with the indexes
+
+    let t = open();
+    assert!(t.latest_checkpoint().is_some());
+    let after = ask(&t);
+    assert_eq!(indexed(&t), (n, 0), "loaded, nothing inserted again");
+    assert_eq!(after, before, "for_you through the restored index");
+    // A re-embedded item is inserted again, and only it.
+    let meta = ItemMeta {
+        creator: Some("u1".into()),
+        created_at: Some(T0 - 1000 * MIN),
+        embedding: Some(tidal::Embedding(vec![1.0; 8])),
+        ..Default::default()
+    };
+    let ack = t.put_item("i7", meta).expect("re-embed");
+    t.rank(
+        &RankQuery::parse("profile=for_you&user=u0")
+            .expect("query")
+            .min_lsn(ack.lsn),
+    )
+    .expect("rank");
+    assert_eq!(indexed(&t), (n, 1));
+    t.shutdown().expect("shutdown");
+}

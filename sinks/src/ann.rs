@@ -10,7 +10,12 @@
 //! embeddings, so only the candidate set is approximate, never a score; a read with
 //! `min_lsn` waits (bounded) until the index has caught up with its version
 //! ([`Ann::wait_for`]).
+//!
+//! A checkpoint keeps the index ([`Ann::save`], with a hash of each item's embedding), and a
+//! start loads it ([`Ann::restore`]): the embeddings the restored state hands over again are
+//! inserted only where their hash differs, so a restart does not rebuild the graph.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -44,13 +49,47 @@ pub struct Ann {
 
 #[derive(Default)]
 struct Inner {
-    /// Created at the first embedding (its length fixes the dimension). usearch's own
-    /// thread contexts are sized at `reserve`: calls are serialised here rather than
-    /// relying on that count matching the readers.
-    index: Mutex<Option<Index>>,
+    /// usearch's own thread contexts are sized at `reserve`: calls are serialised here rather
+    /// than relying on that count matching the readers.
+    index: Mutex<Indexed>,
     /// The frontier of the last version handed over, and of the last one applied.
     queued: AtomicU64,
     applied: AtomicU64,
+    /// Items inserted into the graph (not counting those a restored index already held).
+    inserted: AtomicU64,
+}
+
+/// The index and what it holds.
+#[derive(Default)]
+struct Indexed {
+    /// Created at the first embedding (its length fixes the dimension).
+    index: Option<Index>,
+    /// Per item key in the index, a hash of the embedding it was inserted with.
+    hashes: HashMap<ItemKey, u64>,
+}
+
+/// The first bytes of a saved index.
+const MAGIC: &[u8; 8] = b"tidalann";
+
+/// A hash of an embedding's bits.
+fn embedding_hash(e: &[f32]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    for x in e {
+        h.update(&x.to_bits().to_le_bytes());
+    }
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(out)
+}
+
+fn options(dimensions: usize) -> IndexOptions {
+    IndexOptions {
+        dimensions,
+        metric: MetricKind::Cos,
+        quantization: ScalarKind::BF16,
+        expansion_add: EXPANSION_ADD,
+        ..IndexOptions::default()
+    }
 }
 
 impl std::fmt::Debug for Ann {
@@ -109,12 +148,57 @@ impl Ann {
         }
     }
 
+    /// The index as a checkpoint keeps it (`None`: empty): what the applier has inserted so
+    /// far, each item with its embedding's hash (what it has not inserted yet is inserted
+    /// after a restart, like any embedding the index lacks).
+    pub fn save(&self) -> Option<Vec<u8>> {
+        let guard = self.inner.index.lock().ok()?;
+        let index = guard.index.as_ref()?;
+        if index.size() == 0 {
+            return None;
+        }
+        let len = index.serialized_length();
+        let mut out = Vec::with_capacity(MAGIC.len() + 24 + 16 * guard.hashes.len() + len);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(index.dimensions() as u64).to_le_bytes());
+        out.extend_from_slice(&(guard.hashes.len() as u64).to_le_bytes());
+        let mut hashes: Vec<(&ItemKey, &u64)> = guard.hashes.iter().collect();
+        hashes.sort_unstable();
+        for (k, h) in hashes {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+        let at = out.len();
+        out.resize(at + len, 0);
+        if let Err(e) = index.save_to_buffer(&mut out[at..]) {
+            tracing::warn!(error = %e, "cannot save the nearest-item index; a restart rebuilds it");
+            return None;
+        }
+        Some(out)
+    }
+
+    /// Loads an index [`save`](Self::save)d by a checkpoint, before anything is applied.
+    /// A damaged one is left out with a warning (the restored embeddings rebuild it).
+    pub fn restore(&self, bytes: &[u8]) {
+        match parse(bytes) {
+            Ok(indexed) => {
+                if let Ok(mut guard) = self.inner.index.lock() {
+                    *guard = indexed;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the checkpoint's nearest-item index is left out; it is rebuilt"),
+        }
+    }
+
     /// Up to `count` item keys nearest to `query` among those `admit` accepts, nearest first.
     pub fn search(&self, query: &[f32], count: usize, admit: impl Fn(ItemKey) -> bool) -> Vec<ItemKey> {
         let Ok(guard) = self.inner.index.lock() else {
             return Vec::new();
         };
-        let Some(index) = guard.as_ref() else { return Vec::new() };
+        let Some(index) = guard.index.as_ref() else {
+            return Vec::new();
+        };
         if query.len() != index.dimensions() || count == 0 {
             return Vec::new();
         }
@@ -127,13 +211,19 @@ impl Ann {
         }
     }
 
+    /// Items this index inserted since it was created or restored (those a restored index
+    /// held with the same embedding are not inserted again).
+    pub fn inserted(&self) -> u64 {
+        self.inner.inserted.load(Ordering::Relaxed)
+    }
+
     /// Items indexed.
     pub fn len(&self) -> usize {
         self.inner
             .index
             .lock()
             .ok()
-            .and_then(|g| g.as_ref().map(Index::size))
+            .and_then(|g| g.index.as_ref().map(Index::size))
             .unwrap_or(0)
     }
 
@@ -141,6 +231,51 @@ impl Ann {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A saved index read back.
+fn parse(bytes: &[u8]) -> Result<Indexed, String> {
+    struct Reader<'b>(&'b [u8]);
+    impl<'b> Reader<'b> {
+        fn take(&mut self, n: usize) -> Result<&'b [u8], String> {
+            if self.0.len() < n {
+                return Err("the saved index is cut short".into());
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u64(&mut self) -> Result<u64, String> {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(self.take(8)?);
+            Ok(u64::from_le_bytes(b))
+        }
+        fn usize(&mut self) -> Result<usize, String> {
+            usize::try_from(self.u64()?).map_err(|e| e.to_string())
+        }
+    }
+    let mut r = Reader(bytes);
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err("not a saved nearest-item index".into());
+    }
+    let dims = r.usize()?;
+    let n = r.u64()?;
+    let mut hashes = HashMap::new();
+    for _ in 0..n {
+        let k = r.u64()?;
+        hashes.insert(k, r.u64()?);
+    }
+    let len = r.usize()?;
+    let body = r.take(len)?;
+    let index = Index::new(&options(dims)).map_err(|e| e.to_string())?;
+    index.load_from_buffer(body).map_err(|e| e.to_string())?;
+    if index.size() != hashes.len() {
+        return Err(format!("{} items, {} hashes", index.size(), hashes.len()));
+    }
+    Ok(Indexed {
+        index: Some(index),
+        hashes,
+    })
 }
 
 /// The applier thread: inserts each batch a chunk per lock hold, until the sender goes.
@@ -156,31 +291,32 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
 impl Inner {
     fn insert(&self, changes: &[(ItemKey, Option<Vec<f32>>)]) {
         let Ok(mut guard) = self.index.lock() else { return };
-        if guard.is_none() {
+        let Indexed { index, hashes } = &mut *guard;
+        if index.is_none() {
             let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(Vec::len)) else {
                 return;
             };
-            let options = IndexOptions {
-                dimensions: dim,
-                metric: MetricKind::Cos,
-                quantization: ScalarKind::BF16,
-                expansion_add: EXPANSION_ADD,
-                ..IndexOptions::default()
-            };
-            match Index::new(&options) {
-                Ok(index) => *guard = Some(index),
+            match Index::new(&options(dim)) {
+                Ok(created) => *index = Some(created),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the nearest-item index; for_you uses its other sources");
                     return;
                 }
             }
         }
-        let Some(index) = guard.as_ref() else { return };
+        let Some(index) = index.as_ref() else { return };
         for (key, embedding) in changes {
-            if index.contains(*key) {
+            let hash = embedding.as_deref().map(embedding_hash);
+            if hash.is_some() && hashes.get(key) == hash.as_ref() {
+                // Already in with this embedding (a restored index).
+                continue;
+            }
+            if hashes.remove(key).is_some() || index.contains(*key) {
                 let _ = index.remove(*key);
             }
-            let Some(e) = embedding else { continue };
+            let (Some(e), Some(hash)) = (embedding, hash) else {
+                continue;
+            };
             if e.len() != index.dimensions() {
                 continue;
             }
@@ -191,8 +327,12 @@ impl Inner {
                     return;
                 }
             }
-            if let Err(e) = index.add(*key, e) {
-                tracing::warn!(error = %e, key, "cannot add an item to the nearest-item index");
+            match index.add(*key, e) {
+                Ok(()) => {
+                    hashes.insert(*key, hash);
+                    self.inserted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, key, "cannot add an item to the nearest-item index"),
             }
         }
     }
@@ -244,5 +384,30 @@ mod tests {
         assert_eq!(ann.len(), 2999);
         assert_eq!(ann.search(&target, 1, |_| true), vec![5]);
         assert!(!ann.search(&target, 3000, |_| true).contains(&7));
+
+        // Saved and restored: the same answers, and handing the same embeddings over again
+        // inserts nothing (a changed one is replaced).
+        let saved = ann.save().expect("saved");
+        let restored = Ann::default();
+        restored.restore(&saved);
+        assert_eq!(restored.len(), 2999);
+        let q: Vec<f32> = (0..16).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+        assert_eq!(restored.search(&q, 20, |_| true), ann.search(&q, 20, |_| true));
+        let mut again = vectors.clone();
+        again.retain(|(k, _)| *k != 7 && *k != 5);
+        again.push((5, Some(target.clone())));
+        let moved: Vec<f32> = vec![-1.0; 16];
+        again.push((11, Some(moved.clone())));
+        let started = Instant::now();
+        restored.apply(3, again);
+        assert!(restored.wait_for(3, Duration::from_secs(10)));
+        assert_eq!(restored.len(), 2999);
+        assert_eq!(restored.search(&moved, 1, |_| true), vec![11], "the changed one moved");
+        assert_eq!(restored.search(&target, 1, |_| true), vec![5]);
+        assert!(started.elapsed() < Duration::from_secs(5), "nothing rebuilt");
+        // A damaged save is left out.
+        let broken = Ann::default();
+        broken.restore(&saved[..saved.len() / 2]);
+        assert!(broken.is_empty());
     }
 }

@@ -18,6 +18,7 @@ use tidal_core::Config;
 use tidal_core::record::Position;
 use tidal_core::time::Time;
 
+use crate::ann::Ann;
 use crate::delta::Delta;
 use crate::entry::ItemEntry;
 use crate::log::{Buffers, Log};
@@ -55,8 +56,13 @@ pub struct SnapshotBuilder {
 impl SnapshotBuilder {
     /// An empty builder for a schema.
     pub fn new(config: &Config) -> SnapshotBuilder {
+        SnapshotBuilder::sharing(config, Arc::new(Ann::default()))
+    }
+
+    /// An empty builder whose versions share the nearest-item index `ann` (its shard's).
+    pub fn sharing(config: &Config, ann: Arc<Ann>) -> SnapshotBuilder {
         SnapshotBuilder {
-            last: Arc::new(Snapshot::empty(config)),
+            last: Arc::new(Snapshot::empty(config).sharing(ann)),
             position: Position::default(),
             dirty: HashMap::default(),
             item_changes: Vec::new(),

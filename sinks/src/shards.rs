@@ -15,6 +15,7 @@ use tidal_core::flow::{Partition, owner};
 use tidal_core::record::Position;
 use tidal_core::time::{Time, clock_at_frontier};
 
+use crate::ann::Ann;
 use crate::snapshot::{CLOSED, Snapshot};
 use crate::text::TextIndex;
 
@@ -39,16 +40,25 @@ pub struct Shard {
     ring: ArcSwap<Ring>,
     /// The process's text index, which the shard's sink feeds.
     text: Arc<TextIndex>,
+    /// The shard's nearest-item index, shared by its versions.
+    ann: Arc<Ann>,
 }
 
 impl Shard {
     fn new(config: &Config, text: Arc<TextIndex>) -> Shard {
         let mut versions = VecDeque::new();
-        versions.push_back(Arc::new(Snapshot::empty(config)));
+        let ann = Arc::new(Ann::default());
+        versions.push_back(Arc::new(Snapshot::empty(config).sharing(ann.clone())));
         Shard {
             ring: ArcSwap::from_pointee(Ring { versions }),
             text,
+            ann,
         }
+    }
+
+    /// The shard's nearest-item index (what its sink's versions share).
+    pub fn ann(&self) -> &Arc<Ann> {
+        &self.ann
     }
 
     /// The process's text index.
@@ -186,6 +196,11 @@ impl Shards {
     /// The schema the shards are built for.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// The local shards with their global worker indexes.
+    pub fn local(&self) -> impl Iterator<Item = (usize, &Arc<Shard>)> {
+        self.shards.iter().enumerate().map(|(i, s)| (self.first + i, s))
     }
 
     /// The shard of global worker `index`, if local.

@@ -107,7 +107,7 @@ pub fn shard_sink<'s>(
     let mut cohort_later: BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>> = BTreeMap::new();
     let mut side_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
 
-    let mut builder = SnapshotBuilder::new(config);
+    let mut builder = SnapshotBuilder::sharing(config, shard.ann().clone());
     // Containers received since the last cut, and containers with updates at times not yet
     // cut, by their earliest such time.
     let mut fresh: Vec<Batch> = Vec::new();

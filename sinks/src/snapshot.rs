@@ -118,6 +118,13 @@ impl Snapshot {
         Snapshot::with_layout(Arc::new(Layout::from_config(config)))
     }
 
+    /// The same snapshot with `ann` as its nearest-item index (a shard's, which every
+    /// version shares).
+    pub(crate) fn sharing(mut self, ann: Arc<Ann>) -> Snapshot {
+        self.ann = ann;
+        self
+    }
+
     pub(crate) fn with_layout(layout: Arc<Layout>) -> Snapshot {
         Snapshot {
             frontier: 0,

@@ -195,7 +195,11 @@ impl Tidal {
                 source,
             })?,
         );
-        let (mut restore, mut dedup) = restore_of(loaded);
+        let Restored {
+            mut restore,
+            mut dedup,
+            anns,
+        } = restore_of(loaded);
         let parts = checkpointer.clone();
         let options = EngineOptions {
             persist: Persist {
@@ -219,7 +223,9 @@ impl Tidal {
             run_log: run_log.clone(),
             ..options
         };
-        let pipeline = Pipeline::start_with(config.clone(), options, Some(&data_dir.join("entities")))?;
+        let pipeline = Pipeline::start_prepared(config.clone(), options, Some(&data_dir.join("entities")), |shards| {
+            restore_anns(shards, &anns)
+        })?;
         if let (Some(agreement), Some(log)) = (&agreement, &run_log) {
             let loaded = match wait_for_agreement(agreement, &pipeline)? {
                 Some(frontier) => Some(checkpoint::load_at(&ckpt_dir, &layout, frontier).map_err(|e| {
@@ -232,10 +238,13 @@ impl Tidal {
             if let Some(m) = loaded.as_ref().map(|l| &l.manifest) {
                 checkpointer.set_latest(m.clone());
             }
-            (restore, dedup) = restore_of(loaded);
+            let anns;
+            Restored { restore, dedup, anns } = restore_of(loaded);
             if let Some(r) = &restore {
                 log.record(r.frontier.saturating_sub(1), r.position);
             }
+            // Before the workers build their graph (they wait for the restore).
+            restore_anns(pipeline.shards(), &anns);
             agreement.set_restore(restore.clone());
         }
         let restored_lsn = restore.as_ref().map_or(0, |r| r.position.lsn);
@@ -269,8 +278,16 @@ impl Tidal {
         })?;
         pipeline.feed().catch_up(false);
         let snapshot_wal = wal.clone();
+        let snapshot_shards = pipeline.shards().clone();
         checkpointer.set_extra(Box::new(move || {
-            vec![(DEDUP_PART.to_string(), snapshot_wal.dedup_snapshot())]
+            let mut extra = vec![(DEDUP_PART.to_string(), snapshot_wal.dedup_snapshot())];
+            // The nearest-item indexes, so that a restart does not rebuild them.
+            for (index, shard) in snapshot_shards.local() {
+                if let Some(bytes) = shard.ann().save() {
+                    extra.push((ann_part(index), bytes));
+                }
+            }
+            extra
         }));
         if peers.is_some() {
             // Serve once the cluster has formed: writes acknowledged before would wait,
@@ -619,16 +636,52 @@ impl Drop for Tidal {
     }
 }
 
-/// What a loaded checkpoint restores, and the WAL's dedup window it holds.
-fn restore_of(loaded: Option<checkpoint::Loaded>) -> (Option<Arc<Restore>>, Option<Vec<u8>>) {
-    let Some(mut l) = loaded else { return (None, None) };
+/// The checkpoint part of the nearest-item index of global worker `index`.
+fn ann_part(index: usize) -> String {
+    format!("ann-{index}")
+}
+
+/// What a loaded checkpoint restores: the workers' state, the WAL's dedup window and the
+/// shards' nearest-item indexes (by global worker index).
+#[derive(Default)]
+struct Restored {
+    restore: Option<Arc<Restore>>,
+    dedup: Option<Vec<u8>>,
+    anns: Vec<(usize, Vec<u8>)>,
+}
+
+fn restore_of(loaded: Option<checkpoint::Loaded>) -> Restored {
+    let Some(mut l) = loaded else {
+        return Restored::default();
+    };
     let dedup = l.parts.remove(DEDUP_PART);
+    let ann_names: Vec<String> = l.parts.keys().filter(|n| n.starts_with("ann-")).cloned().collect();
+    let anns = ann_names
+        .into_iter()
+        .filter_map(|n| {
+            let index = n.strip_prefix("ann-")?.parse().ok()?;
+            Some((index, l.parts.remove(&n)?))
+        })
+        .collect();
     let restore = Arc::new(Restore {
         frontier: l.manifest.frontier,
         position: l.manifest.position,
         parts: std::sync::Mutex::new(l.parts),
     });
-    (Some(restore), dedup)
+    Restored {
+        restore: Some(restore),
+        dedup,
+        anns,
+    }
+}
+
+/// Loads the nearest-item indexes a checkpoint kept into the local shards.
+fn restore_anns(shards: &Shards, anns: &[(usize, Vec<u8>)]) {
+    for (index, bytes) in anns {
+        if let Some(shard) = shards.shard(*index) {
+            shard.ann().restore(bytes);
+        }
+    }
 }
 
 /// Waits until the processes of the cluster agree on the checkpoint to restore (they agree

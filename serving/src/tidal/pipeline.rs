@@ -32,6 +32,17 @@ impl Pipeline {
 
     /// Starts the dataflow with a worker layout of its own (threads or a cluster).
     pub fn start_with(config: Arc<Config>, options: EngineOptions, store: Option<&Path>) -> Result<Pipeline> {
+        Pipeline::start_prepared(config, options, store, |_| {})
+    }
+
+    /// [`start_with`](Self::start_with), `prepare` given the shards before the workers start
+    /// (to load what a checkpoint keeps of them).
+    pub fn start_prepared(
+        config: Arc<Config>,
+        options: EngineOptions,
+        store: Option<&Path>,
+        prepare: impl FnOnce(&Shards),
+    ) -> Result<Pipeline> {
         let feed = Arc::new(Feed::new(FEED_BATCHES));
         let store = match store {
             Some(path) => Some(Arc::new(EntityStore::open(path)?)),
@@ -43,6 +54,7 @@ impl Pipeline {
             options.first_worker(),
             options.workers,
         ));
+        prepare(&shards);
         let engine = Engine::start(config, options, feed.clone(), shards.clone(), store)?;
         Ok(Pipeline { feed, shards, engine })
     }
