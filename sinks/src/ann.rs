@@ -411,3 +411,50 @@ mod tests {
         assert!(broken.is_empty());
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    #[ignore = "a measurement: cargo test --release -p tidal-sinks --lib speed -- --ignored --nocapture"]
+    fn insert_rate() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let n = 100_000u64;
+        let vectors: EmbeddingChanges = (0..n)
+            .map(|k| (k, Some((0..64).map(|_| rng.gen_range(-1.0f32..1.0)).collect())))
+            .collect();
+        let ann = Ann::default();
+        let t = Instant::now();
+        ann.apply(1, vectors);
+        assert!(ann.wait_for(1, Duration::from_secs(600)));
+        let secs = t.elapsed().as_secs_f64();
+        println!("{n} inserts in {secs:.2} s: {:.0}/s", n as f64 / secs);
+        // Recall@100 against an exact scan.
+        let cos = |a: &[f32], b: &[f32]| -> f64 {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+            let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            dot / (na * nb)
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let vectors: Vec<Vec<f32>> = (0..n)
+            .map(|_| (0..64).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+            .collect();
+        let (mut found, queries, k) = (0, 20, 100);
+        for _ in 0..queries {
+            let q: Vec<f32> = (0..64).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut exact: Vec<(f64, u64)> = vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (cos(&q, v), i as u64))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let want: Vec<u64> = exact.iter().take(k).map(|e| e.1).collect();
+            found += ann.search(&q, k, |_| true).iter().filter(|k| want.contains(k)).count();
+        }
+        println!("recall@{k}: {:.3}", found as f64 / (queries * k) as f64);
+    }
+}
