@@ -109,7 +109,9 @@ fn replay_once(dir: &Path, workers: usize, signals: usize, rows: &mut Vec<Row>) 
     let view = tidal.view();
     let ann_started = Instant::now();
     for shard in &view.shards {
-        shard.ann().wait_for(view.frontier, std::time::Duration::from_secs(3600));
+        shard
+            .ann()
+            .wait_for(view.frontier, std::time::Duration::from_secs(3600));
     }
     let indexed: usize = view.shards.iter().map(|s| s.ann().len()).sum();
     if indexed > 0 {
