@@ -502,15 +502,26 @@ pub enum CheckpointError {
 }
 
 fn load(dir: &Path, layout: &Layout) -> Result<Loaded, CheckpointError> {
+    read(dir, layout, true)
+}
+
+/// The manifest of the checkpoint in `dir`, parts unread.
+fn manifest_of(dir: &Path) -> Result<Manifest, CheckpointError> {
     let path = dir.join("MANIFEST");
     let text = std::fs::read(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
         source,
     })?;
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| CheckpointError::Manifest {
+    serde_json::from_slice(&text).map_err(|e| CheckpointError::Manifest {
         path: path.clone(),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// Reads the checkpoint in `dir`, every part checked against the manifest; the parts' bytes
+/// are kept only with `keep` (one part at a time is held to check it).
+fn read(dir: &Path, layout: &Layout, keep: bool) -> Result<Loaded, CheckpointError> {
+    let manifest = manifest_of(dir)?;
     let mismatch = |what| {
         Err(CheckpointError::Mismatch {
             dir: dir.to_path_buf(),
@@ -548,7 +559,9 @@ fn load(dir: &Path, layout: &Layout) -> Result<Loaded, CheckpointError> {
         if blake3::hash(&bytes).to_hex().as_str() != f.blake3 {
             return Err(problem("fails its checksum".into()));
         }
-        parts.insert(f.name.clone(), bytes);
+        if keep {
+            parts.insert(f.name.clone(), bytes);
+        }
     }
     Ok(Loaded { manifest, parts })
 }
@@ -559,7 +572,7 @@ fn load(dir: &Path, layout: &Layout) -> Result<Loaded, CheckpointError> {
 pub fn verified(dir: &Path, layout: &Layout) -> Vec<Time> {
     complete(dir)
         .into_iter()
-        .filter_map(|candidate| match load(&candidate, layout) {
+        .filter_map(|candidate| match read(&candidate, layout, false) {
             Ok(loaded) => Some(loaded.manifest.frontier),
             Err(e) => {
                 tracing::warn!(error = %e, "skipping a checkpoint");
@@ -573,6 +586,9 @@ pub fn verified(dir: &Path, layout: &Layout) -> Vec<Time> {
 pub fn load_at(dir: &Path, layout: &Layout, frontier: Time) -> Result<Loaded, CheckpointError> {
     let mut last = None;
     for candidate in complete(dir) {
+        if manifest_of(&candidate).is_ok_and(|m| m.frontier != frontier) {
+            continue;
+        }
         match load(&candidate, layout) {
             Ok(loaded) if loaded.manifest.frontier == frontier => return Ok(loaded),
             Ok(_) => {}

@@ -26,7 +26,7 @@ use super::params::{Base, RankParams, encode_cursor};
 use super::personal::Context;
 use super::score::Scorer;
 use super::search::{self, Row};
-use super::{AsOf, RankedItem, Ranking, page, topk};
+use super::{AsOf, RankedItem, Ranking, page, ranking_order, topk};
 
 /// What the process a ranking was asked of sends the others (`POST /v1/internal/share` and
 /// `/v1/internal/for_you`).
@@ -277,11 +277,7 @@ pub fn select_for_you(
 /// all, fused.
 pub fn select_search(shares: Vec<Share>, params: &RankParams, as_of: AsOf) -> Ranking {
     let mut all: Vec<Candidate> = shares.into_iter().flat_map(|s| s.items).collect();
-    all.sort_unstable_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
-    });
+    all.sort_unstable_by(|a, b| ranking_order((a.score, &a.id), (b.score, &b.id)));
     let rows = all
         .into_iter()
         .take(params.personal.candidates)
@@ -336,13 +332,7 @@ pub fn merge(shares: &[Share], params: &RankParams, as_of: AsOf) -> Result<Ranki
                 }
                 continue;
             };
-            let better = best.is_none_or(|(_, b)| {
-                c.score
-                    .total_cmp(&b.score)
-                    .reverse()
-                    .then_with(|| c.id.as_bytes().cmp(b.id.as_bytes()))
-                    .is_lt()
-            });
+            let better = best.is_none_or(|(_, b)| ranking_order((c.score, &c.id), (b.score, &b.id)).is_lt());
             if better {
                 best = Some((i, c));
             }

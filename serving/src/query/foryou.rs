@@ -26,6 +26,7 @@ use tidal_sinks::{ItemEntry, TextStats, View};
 
 use super::params::{Base, RankParams};
 use super::personal::{Context, shard_of_key};
+use super::ranking_order as order;
 use super::score::{Scorer, ratio};
 use super::topk::{self, Diversity, Filters, Hit};
 
@@ -200,11 +201,6 @@ pub(crate) fn gather(
         }
     }
     out
-}
-
-/// Score descending, then id ascending (SPEC §3).
-fn order(a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
-    b.0.total_cmp(&a.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
 }
 
 /// The first `need` items of the `for_you` ranking of `found` (every process's gathered

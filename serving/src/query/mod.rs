@@ -141,6 +141,12 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
     })
 }
 
+/// A ranking's order (SPEC §3) of two items given as (score, id): score descending, then id
+/// ascending.
+pub(crate) fn ranking_order(a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
+}
+
 /// The page `params` asks for of `ranked` (the ranking's first items, one past the page if
 /// there are more): each item's id and score by `id_score`, its `explain` by `explain`.
 pub(crate) fn page<'a, T>(

@@ -194,11 +194,7 @@ pub(crate) fn fuse(rows: Vec<Row>, params: &RankParams, need: usize) -> Search {
             profile: Some(r.score),
         })
         .collect();
-    fused.sort_unstable_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
-    });
+    fused.sort_unstable_by(|a, b| super::ranking_order((a.score, &a.id), (b.score, &b.id)));
     let keep: Vec<bool> = {
         let mut diversity = Diversity::new(params.max_per_creator);
         fused

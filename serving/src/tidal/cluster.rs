@@ -52,7 +52,17 @@ impl Tidal {
     /// This process's share of a ranking at `view` (what a peer asks for at
     /// `POST /v1/internal/share`): its first `need` items.
     pub fn share_on(&self, view: &View, params: &RankParams, req: &ShareRequest) -> Result<Share> {
-        let user = req.user.as_ref().map(|u| Arc::new(u.view()));
+        self.share_for(view, params, req, req.user.as_ref().map(|u| Arc::new(u.view())))
+    }
+
+    /// [`share_on`](Self::share_on) for the user whose state is `user`.
+    fn share_for(
+        &self,
+        view: &View,
+        params: &RankParams,
+        req: &ShareRequest,
+        user: Option<Arc<UserView>>,
+    ) -> Result<Share> {
         Ok(query::cluster::candidates(
             view,
             &self.config,
@@ -65,7 +75,17 @@ impl Tidal {
 
     /// This process's `for_you` candidates at `view` (`POST /v1/internal/for_you`).
     pub fn for_you_on(&self, view: &View, params: &RankParams, req: &ShareRequest) -> Result<Vec<ForYouCandidate>> {
-        let user = req.user.as_ref().map(|u| Arc::new(u.view()));
+        self.for_you_for(view, params, req, req.user.as_ref().map(|u| Arc::new(u.view())))
+    }
+
+    /// [`for_you_on`](Self::for_you_on) for the user whose state is `user`.
+    fn for_you_for(
+        &self,
+        view: &View,
+        params: &RankParams,
+        req: &ShareRequest,
+        user: Option<Arc<UserView>>,
+    ) -> Result<Vec<ForYouCandidate>> {
         Ok(query::cluster::gather(
             view,
             &self.config,
@@ -159,32 +179,38 @@ impl Tidal {
             .and_then(|pairs| query::personal::select(view, pairs).ok())
             .is_some_and(|c| c.estimated)
             .then_some(true);
-        // The user's state, from its owner.
-        let user: Option<UserState> = match params.user.as_deref() {
-            None => None,
+        // The user's state, from its owner: as this process reads it, and as the others get it.
+        let (user, wire): (Option<Arc<UserView>>, Option<UserState>) = match params.user.as_deref() {
+            None => (None, None),
             Some(id) => match self.owner_process(id) {
                 Some(owner) if owner != peers.process() => match peers.user_state(owner, view.frontier, id)? {
-                    Answer::At(state) => state,
+                    Answer::At(state) => (state.as_ref().map(|s| Arc::new(s.view())), state),
                     Answer::Gone => return Ok(None),
                 },
-                _ => self.user_state_on(view, id),
+                _ => {
+                    let local = view
+                        .shard_of(id)
+                        .and_then(|s| s.user(tidal_core::flow::id_hash(id)))
+                        .cloned();
+                    let wire = local.as_deref().map(UserState::of);
+                    (local, wire)
+                }
             },
         };
         let mut req = ShareRequest {
             frontier: view.frontier,
             need: params.offset + params.limit + 1,
             pairs: pairs.iter().filter(|(k, _)| k != "min_lsn").cloned().collect(),
-            user,
+            user: wire,
             text: text.cloned(),
             vector: None,
         };
         if params.base == Base::ForYou {
-            let state = req.user.as_ref().map(UserState::view);
-            let Some(vector) = self.preference_cluster(peers, view, state.as_ref())? else {
+            let Some(vector) = self.preference_cluster(peers, view, user.as_deref())? else {
                 return Ok(None);
             };
             req.vector = vector;
-            let mut found = self.for_you_on(view, params, &req)?;
+            let mut found = self.for_you_for(view, params, &req, user)?;
             for p in peers.others() {
                 match peers.for_you(p, &req)? {
                     Answer::At(c) => found.extend(c),
@@ -203,7 +229,7 @@ impl Tidal {
         // Process `p`'s share.
         let share = |p: usize, req: &ShareRequest| -> Result<Option<Share>> {
             if p == peers.process() {
-                return Ok(Some(self.share_on(view, params, req)?));
+                return Ok(Some(self.share_for(view, params, req, user.clone())?));
             }
             Ok(match peers.share(p, req)? {
                 Answer::At(s) => Some(s),

@@ -13,6 +13,7 @@
 mod cluster;
 mod error;
 mod pipeline;
+mod restore;
 mod types;
 mod users;
 mod write;
@@ -24,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidal_core::config::Config;
-use tidal_core::flow::{Persist, Restore};
+use tidal_core::flow::Persist;
 use tidal_core::record::{Position, Record};
-use tidal_core::time::{ClockMode, Time};
+use tidal_core::time::ClockMode;
 use tidal_dataflows::{Agreement, CommunicationConfig, EngineOptions};
 use tidal_sinks::{Shards, View};
 use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
@@ -35,6 +36,7 @@ use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::cluster::Peers;
 use crate::query::{self, ItemView, RankParams, Ranking};
+use restore::{Restored, ann_part, restore_anns, restore_of, wait_for_agreement};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
@@ -633,68 +635,6 @@ impl Drop for Tidal {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, "the engine stopped with an error");
         }
-    }
-}
-
-/// The checkpoint part of the nearest-item index of global worker `index`.
-fn ann_part(index: usize) -> String {
-    format!("ann-{index}")
-}
-
-/// What a loaded checkpoint restores: the workers' state, the WAL's dedup window and the
-/// shards' nearest-item indexes (by global worker index).
-#[derive(Default)]
-struct Restored {
-    restore: Option<Arc<Restore>>,
-    dedup: Option<Vec<u8>>,
-    anns: Vec<(usize, Vec<u8>)>,
-}
-
-fn restore_of(loaded: Option<checkpoint::Loaded>) -> Restored {
-    let Some(mut l) = loaded else {
-        return Restored::default();
-    };
-    let dedup = l.parts.remove(DEDUP_PART);
-    let ann_names: Vec<String> = l.parts.keys().filter(|n| n.starts_with("ann-")).cloned().collect();
-    let anns = ann_names
-        .into_iter()
-        .filter_map(|n| {
-            let index = n.strip_prefix("ann-")?.parse().ok()?;
-            Some((index, l.parts.remove(&n)?))
-        })
-        .collect();
-    let restore = Arc::new(Restore {
-        frontier: l.manifest.frontier,
-        position: l.manifest.position,
-        parts: std::sync::Mutex::new(l.parts),
-    });
-    Restored {
-        restore: Some(restore),
-        dedup,
-        anns,
-    }
-}
-
-/// Loads the nearest-item indexes a checkpoint kept into the local shards.
-fn restore_anns(shards: &Shards, anns: &[(usize, Vec<u8>)]) {
-    for (index, bytes) in anns {
-        if let Some(shard) = shards.shard(*index) {
-            shard.ann().restore(bytes);
-        }
-    }
-}
-
-/// Waits until the processes of the cluster agree on the checkpoint to restore (they agree
-/// once every process has started).
-fn wait_for_agreement(agreement: &Agreement, pipeline: &Pipeline) -> Result<Option<Time>> {
-    loop {
-        if let Some(chosen) = agreement.chosen(Duration::from_secs(10)) {
-            return Ok(chosen);
-        }
-        if pipeline.is_finished() {
-            return Err(Error::DataflowStopped("the cluster could not be formed".into()));
-        }
-        tracing::info!("waiting for the other processes of the cluster");
     }
 }
 
