@@ -76,16 +76,20 @@ const BASELINES: [(&str, &str); 6] = [
     ("trending 30d", "profile=trending&window=30d"),
 ];
 /// The declared `for_you` weightings compared beside the built-in: (w_sim, popularity
-/// half-life); w_pop = 1 − w_sim, no exploration slots.
-const WEIGHTINGS: [(f64, &str); 8] = [
-    (0.2, "7d"),
-    (0.3, "7d"),
-    (0.4, "7d"),
-    (0.5, "7d"),
-    (0.2, "30d"),
-    (0.3, "30d"),
-    (0.4, "30d"),
-    (1.0, "30d"),
+/// half-life, transform of the popularity term); w_pop = 1 − w_sim, no exploration slots.
+const WEIGHTINGS: [(f64, &str, &str); 12] = [
+    (0.2, "7d", "linear"),
+    (0.3, "7d", "linear"),
+    (0.4, "7d", "linear"),
+    (0.5, "7d", "linear"),
+    (0.2, "30d", "linear"),
+    (0.3, "30d", "linear"),
+    (0.4, "30d", "linear"),
+    (1.0, "30d", "linear"),
+    (0.3, "7d", "sqrt"),
+    (0.4, "7d", "sqrt"),
+    (0.3, "7d", "log1p"),
+    (0.4, "7d", "log1p"),
 ];
 
 /// The schema with a profile per weighting, and the (label, query) of each `for_you` row.
@@ -95,14 +99,19 @@ fn personal() -> (String, Vec<(String, String)>) {
         "for_you (built-in: 0.5 sim, 0.5 pop at 30d, 10% exploration)".to_string(),
         "profile=for_you".to_string(),
     )];
-    for (i, (sim, h)) in WEIGHTINGS.iter().enumerate() {
+    for (i, (sim, h, f)) in WEIGHTINGS.iter().enumerate() {
         let name = format!("fy-{i}");
         schema.push_str(&format!(
-            "\n[[profiles]]\nname = \"{name}\"\nbase = \"for_you\"\nhalf_life = \"{h}\"\nw_sim = {sim}\nw_pop = {pop}\nexploration = 0.0\n",
+            "\n[[profiles]]\nname = \"{name}\"\nbase = \"for_you\"\nhalf_life = \"{h}\"\nw_sim = {sim}\nw_pop = {pop}\nexploration = 0.0\ntransforms = {{ pop = \"{f}\" }}\n",
             pop = 1.0 - sim
         ));
+        let pop = if *f == "linear" {
+            "pop".to_string()
+        } else {
+            format!("{f}(pop)")
+        };
         rows.push((
-            format!("{name} ({sim:.1} sim, {:.1} pop at {h})", 1.0 - sim),
+            format!("{name} ({sim:.1} sim, {:.1} {pop} at {h})", 1.0 - sim),
             format!("profile={name}"),
         ));
     }

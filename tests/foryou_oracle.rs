@@ -72,6 +72,10 @@ fn config(dir: &std::path::Path, workers: usize) -> Config {
         exploration: Some(0.25),
         w_text: None,
         w_profile: None,
+        transforms: [("pop", "log1p"), ("aff", "sqrt")]
+            .into_iter()
+            .map(|(t, f)| (t.to_string(), f.to_string()))
+            .collect(),
         ..ProfileDef::default()
     });
     c.validate().expect("valid test config");
@@ -431,13 +435,27 @@ fn close(a: f64, b: f64, scale: f64) -> bool {
     (a - b).abs() <= 1e-6 * scale.max(1e-3)
 }
 
-/// One `for_you` weighting.
+/// One `for_you` weighting, with the transforms of its popularity and affinity terms.
 struct Weights {
     profile: &'static str,
     sim: f64,
     pop: f64,
     aff: f64,
     exploration: f64,
+    pop_f: fn(f64) -> f64,
+    aff_f: fn(f64) -> f64,
+}
+
+fn linear(x: f64) -> f64 {
+    x
+}
+
+fn log1p(x: f64) -> f64 {
+    x.signum() * (1.0 + x.abs()).ln()
+}
+
+fn sqrt(x: f64) -> f64 {
+    x.signum() * x.abs().sqrt()
 }
 
 const WEIGHTINGS: [Weights; 2] = [
@@ -447,6 +465,8 @@ const WEIGHTINGS: [Weights; 2] = [
         pop: 0.5,
         aff: 0.0,
         exploration: 0.1,
+        pop_f: linear,
+        aff_f: linear,
     },
     Weights {
         profile: "fy-mix",
@@ -454,6 +474,8 @@ const WEIGHTINGS: [Weights; 2] = [
         pop: 0.3,
         aff: 0.4,
         exploration: 0.25,
+        pop_f: log1p,
+        aff_f: sqrt,
     },
 ];
 
@@ -568,10 +590,15 @@ fn check_ranking(
     }
     let max_pop = cands.iter().map(|c| c.pop).fold(0.0, f64::max);
     let max_aff = cands.iter().map(|c| c.aff).fold(0.0, f64::max);
+    // The normalised terms: the transformed value over the largest transformed value.
+    let max_pop_f = cands.iter().map(|c| (w.pop_f)(c.pop)).fold(0.0, f64::max);
+    let max_aff_f = cands.iter().map(|c| (w.aff_f)(c.aff)).fold(0.0, f64::max);
     let ratio = |x: f64, m: f64| if m > 0.0 { x / m } else { 0.0 };
+    let pop_term = |c: &Cand| ratio((w.pop_f)(c.pop), max_pop_f);
+    let aff_term = |c: &Cand| ratio((w.aff_f)(c.aff), max_aff_f);
     let score = |c: &Cand| match vector {
-        Some(_) => w.sim * c.sim + w.pop * ratio(c.pop, max_pop) + w.aff * ratio(c.aff, max_aff),
-        None => ratio(c.pop, max_pop),
+        Some(_) => w.sim * c.sim + w.pop * pop_term(c) + w.aff * aff_term(c),
+        None => pop_term(c),
     };
     let by_id: HashMap<&str, &Cand> = cands.iter().map(|c| (c.id.as_str(), c)).collect();
     let listed: BTreeSet<&str> = r.items.iter().map(|i| i.id.as_str()).collect();
@@ -602,12 +629,23 @@ fn check_ranking(
             );
         }
         let terms = &f["terms"];
-        let wsim = if vector.is_some() { w.sim } else { 0.0 };
-        assert!(
-            close(terms["sim"].as_f64().expect("sim"), wsim * c.sim, 1.0),
-            "{ctx}: {q}: {} sim term",
-            item.id
-        );
+        let (wsim, wpop, waff) = if vector.is_some() {
+            (w.sim, w.pop, w.aff)
+        } else {
+            (0.0, 1.0, 0.0)
+        };
+        for (name, want) in [
+            ("sim", wsim * c.sim),
+            ("pop", wpop * pop_term(c)),
+            ("aff", waff * aff_term(c)),
+        ] {
+            let got = terms[name].as_f64().expect("a weighted term");
+            assert!(
+                close(got, want, 1.0),
+                "{ctx}: {q}: {} {name} term {got} != {want}",
+                item.id
+            );
+        }
         let explored = f["exploration"].as_bool().expect("exploration");
         reached(3);
         if explored {

@@ -2,7 +2,8 @@
 //! deleted, every item listed for a word contains it and every live item containing it is
 //! listed (BM25 alone); within cohort trending, the listed items are exactly the cohort's
 //! trending candidates that contain the word, each scored `0.5 · bm25 / max bm25 + 0.5 ·
-//! score / max score`; and 1, 2 and 4 workers answer alike.
+//! score / max score` (and with a profile's transforms `f`, `g`: `0.5 · f(bm25) / max f(bm25)
+//! + 0.5 · g(score) / max g(score)`); and 1, 2 and 4 workers answer alike.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use tidal::{ClockMode, Config, Durability, ItemMeta, NewSignal, RankQuery, Tidal};
+use tidal_core::config::ProfileDef;
 
 const T0: u64 = 1_700_000_000_000;
 const WORDS: [&str; 6] = ["piano", "guitar", "jazz", "lesson", "live", "drums"];
@@ -28,8 +30,33 @@ fn config(dir: &std::path::Path, workers: usize) -> Config {
     // Deterministic BM25 (one segment of live documents) and nearest items.
     c.personalization.exact_search = true;
     c.signals.retain(|s| ["view", "like"].contains(&s.name.as_str()));
+    // Trending with its text and profile terms transformed before they are fused.
+    c.profiles.push(ProfileDef {
+        name: "trending-t".into(),
+        base: "trending".into(),
+        transforms: [("text", "sqrt"), ("profile", "log1p")]
+            .into_iter()
+            .map(|(t, f)| (t.to_string(), f.to_string()))
+            .collect(),
+        ..ProfileDef::default()
+    });
     c.validate().expect("valid test config");
     c
+}
+
+/// A score term's transform.
+type Term = fn(f64) -> f64;
+
+fn linear(x: f64) -> f64 {
+    x
+}
+
+fn sqrt(x: f64) -> f64 {
+    x.signum() * x.abs().sqrt()
+}
+
+fn log1p(x: f64) -> f64 {
+    x.signum() * (1.0 + x.abs()).ln()
 }
 
 fn title(rng: &mut StdRng) -> String {
@@ -110,26 +137,34 @@ fn run(seed: u64, workers: usize) -> Vec<String> {
                 let listed: BTreeSet<&str> = r.items.iter().map(|i| i.id.as_str()).collect();
                 let want: BTreeSet<&str> = scores.keys().copied().filter(|id| has(id)).collect();
                 assert_eq!(listed, want, "{ctx}: q={word} within {cohort} trending");
-                let max_score = want.iter().map(|id| scores[id]).fold(0.0, f64::max);
-                let max_bm25 = r
-                    .items
-                    .iter()
-                    .map(|i| i.features.as_ref().expect("explain")["bm25"].as_f64().expect("bm25"))
-                    .fold(0.0, f64::max);
-                for i in &r.items {
-                    let bm25 = i.features.as_ref().expect("explain")["bm25"].as_f64().expect("bm25");
-                    let want = 0.5 * bm25 / max_bm25 + 0.5 * scores[i.id.as_str()] / max_score;
-                    assert!(
-                        (i.score - want).abs() < 1e-9,
-                        "{ctx}: {} scores {} != {want}",
-                        i.id,
-                        i.score
-                    );
+                let fused: [(&str, Term, Term); 2] = [("trending", linear, linear), ("trending-t", sqrt, log1p)];
+                for (profile, text_f, profile_f) in fused {
+                    let r = if profile == "trending" {
+                        r.clone()
+                    } else {
+                        rank(&format!("q={word}&profile={profile}&{cohort}&limit=100&explain=1"))
+                    };
+                    let listed: BTreeSet<&str> = r.items.iter().map(|i| i.id.as_str()).collect();
+                    assert_eq!(listed, want, "{ctx}: q={word} within {cohort} {profile}");
+                    let max_score = want.iter().map(|id| profile_f(scores[id])).fold(0.0, f64::max);
+                    let bm25 =
+                        |i: &tidal::RankedItem| i.features.as_ref().expect("explain")["bm25"].as_f64().expect("bm25");
+                    let max_bm25 = r.items.iter().map(|i| text_f(bm25(i))).fold(0.0, f64::max);
+                    for i in &r.items {
+                        let want =
+                            0.5 * text_f(bm25(i)) / max_bm25 + 0.5 * profile_f(scores[i.id.as_str()]) / max_score;
+                        assert!(
+                            (i.score - want).abs() < 1e-9,
+                            "{ctx}: {profile}: {} scores {} != {want}",
+                            i.id,
+                            i.score
+                        );
+                    }
+                    read.push(format!(
+                        "{word} {region} {profile}: {:?}",
+                        r.items.iter().map(|i| &i.id).collect::<Vec<_>>()
+                    ));
                 }
-                read.push(format!(
-                    "{word} {region}: {:?}",
-                    r.items.iter().map(|i| &i.id).collect::<Vec<_>>()
-                ));
             }
         }
         drop(view);

@@ -250,6 +250,61 @@ pub struct ProfileDef {
     /// else `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Transforms of score terms before they are weighted (and normalised by their maximum):
+    /// term (`sim`, `pop`, `aff` of `for_you`; `text`, `profile` of `q=`) → `linear`
+    /// (the default), `log1p` or `sqrt` (see [`Transform`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transforms: BTreeMap<String, String>,
+}
+
+/// The score terms a profile may transform, and the ones only `for_you` has.
+pub const TRANSFORM_TERMS: [&str; 5] = ["sim", "pop", "aff", "text", "profile"];
+/// The score terms of `for_you` alone.
+pub const FOR_YOU_TERMS: [&str; 3] = ["sim", "pop", "aff"];
+
+/// How a score term's raw value `x` is transformed before it is weighted; a normalised
+/// term divides by the maximum of the transformed values. Each is odd and increasing, so
+/// order and sign are kept and `0` stays `0`: `log1p` is `sign(x)·ln(1 + |x|)` (a count
+/// that grows by orders of magnitude then weighs by its order), `sqrt` is `sign(x)·√|x|`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transform {
+    /// `x`.
+    #[default]
+    Linear,
+    /// `sign(x)·ln(1 + |x|)`.
+    Log1p,
+    /// `sign(x)·√|x|`.
+    Sqrt,
+}
+
+impl Transform {
+    /// The transform named `name` (`linear`, `log1p`, `sqrt`).
+    pub fn parse(name: &str) -> Option<Transform> {
+        match name {
+            "linear" => Some(Transform::Linear),
+            "log1p" => Some(Transform::Log1p),
+            "sqrt" => Some(Transform::Sqrt),
+            _ => None,
+        }
+    }
+
+    /// Its name in the schema.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::Linear => "linear",
+            Transform::Log1p => "log1p",
+            Transform::Sqrt => "sqrt",
+        }
+    }
+
+    /// `f(x)`.
+    pub fn apply(self, x: f64) -> f64 {
+        match self {
+            Transform::Linear => x,
+            Transform::Log1p => x.signum() * x.abs().ln_1p(),
+            Transform::Sqrt => x.signum() * x.abs().sqrt(),
+        }
+    }
 }
 
 /// The largest `candidates` a `for_you` profile may take per source.
@@ -557,6 +612,24 @@ mod tests {
     }
 
     #[test]
+    fn transforms_are_odd_increasing_and_named() {
+        for t in [Transform::Linear, Transform::Log1p, Transform::Sqrt] {
+            assert_eq!(Transform::parse(t.name()), Some(t));
+            assert_eq!(t.apply(0.0), 0.0);
+            let xs = [-100.0, -2.5, -0.3, 0.0, 0.3, 2.5, 100.0];
+            for w in xs.windows(2) {
+                assert!(t.apply(w[0]) < t.apply(w[1]), "{t:?} increasing at {w:?}");
+            }
+            for x in xs {
+                assert_eq!(t.apply(-x), -t.apply(x), "{t:?} odd at {x}");
+            }
+        }
+        assert_eq!(Transform::Log1p.apply(std::f64::consts::E - 1.0), 1.0);
+        assert_eq!(Transform::Sqrt.apply(-9.0), -3.0);
+        assert_eq!(Transform::parse("cube"), None);
+    }
+
+    #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::parse("").expect("empty parses"), Config::default_filled());
     }
@@ -617,6 +690,18 @@ mod tests {
             (
                 "[[profiles]]\nname = \"p\"\nbase = \"top\"\ncategory = \"\"",
                 "profiles[0].category",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\ntransforms = { pop = \"cube\" }",
+                "profiles[0].transforms.pop",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\ntransforms = { sim = \"log1p\" }",
+                "profiles[0].transforms.sim",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\ntransforms = { age = \"sqrt\" }",
+                "profiles[0].transforms.age",
             ),
         ];
         for (text, field) in cases {

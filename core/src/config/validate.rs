@@ -249,6 +249,18 @@ impl Config {
                     );
                 }
             }
+            for (term, name) in &p.transforms {
+                let field = f(&format!("transforms.{term}"));
+                if !super::TRANSFORM_TERMS.contains(&term.as_str()) {
+                    return bad(field, "is not a score term (sim, pop, aff, text, profile)");
+                }
+                if !personal && super::FOR_YOU_TERMS.contains(&term.as_str()) {
+                    return bad(field, "only a for_you profile has this term");
+                }
+                if super::Transform::parse(name).is_none() {
+                    return bad(field, "must be linear, log1p or sqrt");
+                }
+            }
             if p.exclude.iter().any(|v| v.is_empty()) {
                 return bad(f("exclude"), "must not hold an empty id");
             }

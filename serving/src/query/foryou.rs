@@ -7,8 +7,9 @@
 //! `candidates` items nearest to `p_u`, the top `candidates` of the popularity source (`hot`
 //! over the request's blend), the followed creators' newest `candidates` items and the
 //! fresh items (a `created_at` within `personalization.fresh_window`, newest `candidates`). Each is scored
-//! `w_sim · cos + w_pop · pop / max pop + w_aff · aff / max aff` (maxima over the candidates);
-//! a user without a vector is ranked by `pop / max pop` alone. The order is score desc, then
+//! `w_sim · cos + w_pop · pop / max pop + w_aff · aff / max aff` (maxima over the candidates;
+//! each term first through the profile's transform, `linear` by default: `max f(pop)` then
+//! divides `f(pop)`); a user without a vector is ranked by `pop / max pop` alone. The order is score desc, then
 //! id asc; `max_per_creator` is applied as the list is filled, and the exploration slots
 //! (positions `p` with `⌊(p+1)·x⌋ > ⌊p·x⌋`, `x` the exploration share) take the best cold fresh
 //! items not listed yet.
@@ -204,9 +205,10 @@ pub(crate) fn gather(
 }
 
 /// The first `need` items of the `for_you` ranking of `found` (every process's gathered
-/// candidates): each source's best `candidates`, scored `w_sim · cos + w_pop · pop / max
-/// pop + w_aff · aff / max aff` (`pop / max pop` alone without a vector), filled in order
-/// with `max_per_creator` and the exploration slots.
+/// candidates): each source's best `candidates`, scored `w_sim · f(cos) + w_pop · f(pop) /
+/// max f(pop) + w_aff · f(aff) / max f(aff)` with each term's transform `f` (`f(pop) / max
+/// f(pop)` alone without a vector), filled in order with `max_per_creator` and the
+/// exploration slots.
 pub(crate) fn select(
     found: Vec<Candidate>,
     params: &RankParams,
@@ -239,15 +241,19 @@ pub(crate) fn select(
             explored: false,
         })
         .collect();
+    let t = personal.transforms;
+    // Transforms are increasing with f(0) = 0: the maximum of the transformed values is the
+    // transformed maximum.
     let max_pop = scored.iter().map(|s| s.c.pop).fold(0.0, f64::max);
     let max_aff = scored.iter().map(|s| s.c.aff).fold(0.0, f64::max);
     for s in &mut scored {
+        let pop = ratio(t.pop.apply(s.c.pop), t.pop.apply(max_pop));
         s.score = if has_vector {
-            personal.w_sim * s.c.sim
-                + personal.w_pop * ratio(s.c.pop, max_pop)
-                + personal.w_aff * ratio(s.c.aff, max_aff)
+            personal.w_sim * t.sim.apply(s.c.sim)
+                + personal.w_pop * pop
+                + personal.w_aff * ratio(t.aff.apply(s.c.aff), t.aff.apply(max_aff))
         } else {
-            ratio(s.c.pop, max_pop)
+            pop
         };
     }
     scored.sort_unstable_by(|a, b| order((a.score, &a.c.id), (b.score, &b.c.id)));
@@ -303,6 +309,7 @@ impl ForYou {
     pub(crate) fn explain(&self, i: usize, params: &RankParams) -> Value {
         let Some(s) = self.items.get(i) else { return Value::Null };
         let w = params.personal;
+        let t = w.transforms;
         let sources: Vec<&str> = SOURCES
             .iter()
             .enumerate()
@@ -325,11 +332,12 @@ impl ForYou {
             "max_pop": self.max_pop,
             "max_aff": self.max_aff,
             "terms": {
-                "sim": sim_w * s.c.sim,
-                "pop": pop_w * ratio(s.c.pop, self.max_pop),
-                "aff": aff_w * ratio(s.c.aff, self.max_aff),
+                "sim": sim_w * t.sim.apply(s.c.sim),
+                "pop": pop_w * ratio(t.pop.apply(s.c.pop), t.pop.apply(self.max_pop)),
+                "aff": aff_w * ratio(t.aff.apply(s.c.aff), t.aff.apply(self.max_aff)),
             },
             "weights": {"sim": sim_w, "pop": pop_w, "aff": aff_w},
+            "transforms": {"sim": t.sim.name(), "pop": t.pop.name(), "aff": t.aff.name()},
             "sources": sources,
             "cold": s.cold,
             "exploration": s.explored,

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use tidal_core::config::ProfileDef;
+use tidal_core::config::{ProfileDef, Transform};
 use tidal_core::flow::{HalfLifeIdx, KindIdx};
 use tidal_core::{Config, Dur};
 
@@ -163,6 +163,52 @@ pub struct Personal {
     pub w_text: f64,
     /// With `q=` and a profile: the weight of `score / max score`.
     pub w_profile: f64,
+    /// The transforms of the terms before they are weighted and normalised.
+    pub transforms: Transforms,
+}
+
+/// Each score term's transform (`linear` unless the profile declares another).
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct Transforms {
+    /// Of `cos(p_u, ê_i)`.
+    pub sim: Transform,
+    /// Of the popularity term.
+    pub pop: Transform,
+    /// Of the user–creator affinity.
+    pub aff: Transform,
+    /// Of the BM25 score (`q=`).
+    pub text: Transform,
+    /// Of the profile's score (`q=` with a profile).
+    pub profile: Transform,
+}
+
+impl Transforms {
+    fn of(def: &ProfileDef) -> Transforms {
+        let t = |term: &str| {
+            def.transforms
+                .get(term)
+                .and_then(|name| Transform::parse(name))
+                .unwrap_or_default()
+        };
+        Transforms {
+            sim: t("sim"),
+            pop: t("pop"),
+            aff: t("aff"),
+            text: t("text"),
+            profile: t("profile"),
+        }
+    }
+
+    /// Their names, for `explain`.
+    pub fn names(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sim": self.sim.name(),
+            "pop": self.pop.name(),
+            "aff": self.aff.name(),
+            "text": self.text.name(),
+            "profile": self.profile.name(),
+        })
+    }
 }
 
 impl Default for Personal {
@@ -175,6 +221,7 @@ impl Default for Personal {
             exploration: 0.1,
             w_text: 0.5,
             w_profile: 0.5,
+            transforms: Transforms::default(),
         }
     }
 }
@@ -191,6 +238,7 @@ impl Personal {
             exploration: p.exploration.unwrap_or(d.exploration),
             w_text: p.w_text.unwrap_or(d.w_text),
             w_profile: p.w_profile.unwrap_or(d.w_profile),
+            transforms: Transforms::of(p),
         }
     }
 }

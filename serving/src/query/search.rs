@@ -170,8 +170,9 @@ pub(crate) fn score_rows(text: &tidal_sinks::TextIndex, q: &str, rows: &mut [Row
 }
 
 /// The first `need` of the profile's candidates `rows` that match the text, ranked by
-/// `w_text · bm25 / max bm25 + w_profile · score / max score` (maxima over the matching
-/// ones), `max_per_creator` applied to the fused order.
+/// `w_text · f(bm25) / max f(bm25) + w_profile · g(score) / max g(score)` (maxima over the
+/// matching ones; `f`, `g` the profile's transforms of `text` and `profile`, `linear` by
+/// default), `max_per_creator` applied to the fused order.
 pub(crate) fn fuse(rows: Vec<Row>, params: &RankParams, need: usize) -> Search {
     let matched: Vec<(Row, f64)> = rows
         .into_iter()
@@ -180,13 +181,17 @@ pub(crate) fn fuse(rows: Vec<Row>, params: &RankParams, need: usize) -> Search {
             Some((r, b))
         })
         .collect();
+    let w = params.personal;
+    let t = w.transforms;
+    // Transforms are increasing with f(0) = 0: the maximum of the transformed values is the
+    // transformed maximum.
     let max_bm25 = matched.iter().map(|m| m.1).fold(0.0, f64::max);
     let max_score = matched.iter().map(|m| m.0.score).fold(0.0, f64::max);
-    let w = params.personal;
     let mut fused: Vec<Found> = matched
         .into_iter()
         .map(|(r, b)| Found {
-            score: w.w_text * ratio(b, max_bm25) + w.w_profile * ratio(r.score, max_score),
+            score: w.w_text * ratio(t.text.apply(b), t.text.apply(max_bm25))
+                + w.w_profile * ratio(t.profile.apply(r.score), t.profile.apply(max_score)),
             id: r.id,
             creator: r.creator,
             category: r.category,
@@ -229,16 +234,21 @@ impl Search {
         });
         if let (Some(score), Some(obj)) = (f.profile, v.as_object_mut()) {
             let w = params.personal;
+            let t = w.transforms;
             obj.insert("profile_score".into(), json!(score));
             obj.insert("max_profile_score".into(), json!(self.max_score));
             obj.insert(
                 "terms".into(),
                 json!({
-                    "text": w.w_text * ratio(f.bm25, self.max_bm25),
-                    "profile": w.w_profile * ratio(score, self.max_score),
+                    "text": w.w_text * ratio(t.text.apply(f.bm25), t.text.apply(self.max_bm25)),
+                    "profile": w.w_profile * ratio(t.profile.apply(score), t.profile.apply(self.max_score)),
                 }),
             );
             obj.insert("weights".into(), json!({"text": w.w_text, "profile": w.w_profile}));
+            obj.insert(
+                "transforms".into(),
+                json!({"text": t.text.name(), "profile": t.profile.name()}),
+            );
         }
         v
     }
