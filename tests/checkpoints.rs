@@ -84,6 +84,19 @@ fn answers(t: &Tidal) -> Vec<Value> {
     out
 }
 
+/// Each item's metadata as the entity store holds it (the server stopped), and as the
+/// server answered it: they must be equal.
+fn stored(dir: &Path) -> Vec<Option<ItemMeta>> {
+    let store = tidal_sinks::EntityStore::open(&dir.join("entities")).expect("entity store");
+    (0..40).map(|i| store.get(&format!("i{i}"))).collect()
+}
+
+fn served(t: &Tidal) -> Vec<Option<ItemMeta>> {
+    (0..40)
+        .map(|i| t.item(&format!("i{i}")).expect("item").and_then(|v| v.meta))
+        .collect()
+}
+
 #[test]
 fn restart_from_a_checkpoint_answers_as_a_full_replay() {
     for seed in 0..4u64 {
@@ -97,8 +110,10 @@ fn restart_from_a_checkpoint_answers_as_a_full_replay() {
         assert_eq!(asked.position.lsn, t.stats().wal_lsn);
         write_random(&t, &mut rng, &mut clock, 80);
         let before = answers(&t);
+        let meta = served(&t);
         let lsn = t.stats().wal_lsn;
         drop(t); // a shutdown: checkpoints the whole log
+        assert_eq!(stored(dir.path()), meta, "seed {seed}: the entity store");
 
         let t = Tidal::open(config(dir.path(), 150)).expect("reopen");
         let ckpt = t.latest_checkpoint().expect("a checkpoint was loaded");
@@ -112,7 +127,14 @@ fn restart_from_a_checkpoint_answers_as_a_full_replay() {
         // More writes after the restore: the state goes on exactly.
         write_random(&t, &mut rng, &mut clock, 40);
         let after = answers(&t);
+        let meta = served(&t);
         drop(t);
+        // The start skipped the versions the store held; what came after is written.
+        assert_eq!(
+            stored(dir.path()),
+            meta,
+            "seed {seed}: the entity store after the restore"
+        );
 
         // Without any checkpoint: a replay of the whole WAL gives the same answers.
         std::fs::remove_dir_all(dir.path().join("checkpoints")).expect("remove checkpoints");
@@ -155,6 +177,7 @@ fn damaged_or_unfinished_checkpoints_are_skipped() {
     let first = t.checkpoint().expect("first checkpoint");
     write_random(&t, &mut rng, &mut clock, 50);
     let expected = answers(&t);
+    let meta = served(&t);
     drop(t);
     let all = checkpoints(dir.path());
     assert_eq!(all.len(), 2);
@@ -180,7 +203,14 @@ fn damaged_or_unfinished_checkpoints_are_skipped() {
     assert_eq!(used.position, first.position, "the damaged one was skipped");
     assert!(t.recovered_records() > 0, "the WAL after the older one is replayed");
     assert_eq!(answers(&t), expected);
+    // The store was ahead of the older checkpoint: the versions up to where it stood are
+    // skipped, and it still holds every item as the log says.
+    write_random(&t, &mut rng, &mut clock, 30);
+    let expected = answers(&t);
+    let meta_after = served(&t);
     drop(t);
+    assert_ne!(meta, meta_after, "the writes after the restore change some metadata");
+    assert_eq!(stored(dir.path()), meta_after);
 
     // Every checkpoint unusable (the manifest of the remaining ones damaged): the whole log.
     for c in checkpoints(dir.path()) {
@@ -189,7 +219,9 @@ fn damaged_or_unfinished_checkpoints_are_skipped() {
     let t = Tidal::open(config(dir.path(), 0)).expect("full replay");
     assert!(t.recovered_records() > 50);
     assert_eq!(answers(&t), expected);
+    assert_eq!(served(&t), meta_after);
     t.shutdown().expect("shutdown");
+    assert_eq!(stored(dir.path()), meta_after);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use tidal_core::config::Config;
 use tidal_core::flow::Persist;
 use tidal_core::stats::EngineStats;
 use tidal_core::time::Time;
-use tidal_sinks::{EntityStore, Shards, shard_sink};
+use tidal_sinks::{EntityStore, Shards, StoreShard, shard_sink};
 use tidal_sources::feed::Feed;
 use tidal_sources::source::SourceOptions;
 
@@ -174,13 +174,15 @@ impl Engine {
             process: options.process(),
             processes: options.processes(),
         };
+        let peers = options.peers();
         Engine::start_with(config, options, feed, move |out: Outputs<'_>, index: usize| {
             if let Some(shard) = shards.shard(index) {
+                let at = StoreShard::new(index, peers, place.process, place.processes);
                 shard_sink(
                     out.sink_inputs(),
                     out.control.clone(),
                     shard.clone(),
-                    store.clone(),
+                    store.clone().map(|s| (s, at)),
                     &schema,
                     out.stats.clone(),
                     place,

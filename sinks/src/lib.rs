@@ -36,5 +36,5 @@ pub use shards::{Shard, Shards, View};
 pub use side::{CohortKey, CohortLanes};
 pub use sink::{Place, SinkInputs, shard_sink};
 pub use snapshot::{ItemChange, Snapshot, Update};
-pub use store::{EntityStore, StoreError};
+pub use store::{EntityStore, StoreError, StoreShard};
 pub use text::{TextIndex, TextStats};

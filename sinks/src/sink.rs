@@ -31,7 +31,7 @@ use crate::delta::Delta;
 use crate::shards::Shard;
 use crate::side::CohortKey;
 use crate::snapshot::CLOSED;
-use crate::store::EntityStore;
+use crate::store::{EntityStore, StoreShard};
 use tidal_core::user::SideUpdate;
 
 /// The collections a shard is built from (each functional: a change is `−1` for the old
@@ -71,12 +71,12 @@ impl Default for Place {
 /// (the broadcast control stream, which carries the marks of every process's source). A
 /// version's position is this process's WAL position; in a cluster it also records, per
 /// process, the last LSN of that process's WAL it holds. Item metadata also goes to `store`,
-/// if any.
+/// if any, as this shard writes it there.
 pub fn shard_sink<'s>(
     inputs: SinkInputs<'s>,
     control: StreamVec<'s, Time, Control>,
     shard: Arc<Shard>,
-    store: Option<Arc<EntityStore>>,
+    store: Option<(Arc<EntityStore>, StoreShard)>,
     config: &Config,
     stats: Arc<StateStats>,
     place: Place,
@@ -108,6 +108,8 @@ pub fn shard_sink<'s>(
     let mut side_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
 
     let mut builder = SnapshotBuilder::sharing(config, shard.ann().clone());
+    // The LSN the store holds this shard's items as of, from the run before.
+    let mut stored = store.as_ref().and_then(|(s, at)| s.written(at));
     // Containers received since the last cut, and containers with updates at times not yet
     // cut, by their earliest such time.
     let mut fresh: Vec<Batch> = Vec::new();
@@ -225,8 +227,13 @@ pub fn shard_sink<'s>(
                 shard.text().apply(&changes);
                 shard.publish(version);
                 last_version = m;
-                if let Some(store) = &store {
-                    store.write(&changes);
+                if let Some((store, at)) = &store {
+                    // A version the store already holds (a start rebuilding the state it
+                    // wrote before) is not written again.
+                    if stored.is_none_or(|lsn| own.lsn > lsn) {
+                        stored = None;
+                        store.write(&changes, Some((at, own.lsn)));
+                    }
                 }
             }
             stats.busy(Stage::Sink, started);

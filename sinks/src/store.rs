@@ -1,6 +1,15 @@
 //! The entity store: item metadata by id in a fjall keyspace (partition `items`, value =
 //! the JSON of [`ItemMeta`]). The serving sink writes it once per published version, as one
 //! batch, without fsync: the WAL is the source of truth and a replay rewrites the store.
+//!
+//! Each batch also records, in partition `written`, the LSN of the version it brings the
+//! shard's items to, and the worker layout that wrote it. Writes are absolute (an id's
+//! metadata, or its removal) and a batch is atomic, so the store always holds the shard's
+//! items as of some LSN at least the one recorded: a start that rebuilds the serving state
+//! from a checkpoint skips the versions up to that LSN instead of rewriting a million items
+//! (and growing the LSM tree by as much) at every restart. A different layout (shard count
+//! or process) finds no valid record and writes everything; its first batch invalidates the
+//! records of the layout before it.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +34,28 @@ pub struct StoreError {
 pub struct EntityStore {
     keyspace: Keyspace,
     items: PartitionHandle,
+    written: PartitionHandle,
 }
+
+/// Where one shard writes in the store: its record's key and its layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreShard {
+    key: Vec<u8>,
+    layout: Vec<u8>,
+}
+
+impl StoreShard {
+    /// Shard `shard` (global worker index) of `shards`, in process `process` of `processes`.
+    pub fn new(shard: usize, shards: usize, process: usize, processes: usize) -> StoreShard {
+        StoreShard {
+            key: format!("shard/{shard}").into_bytes(),
+            layout: format!("{shards} shards, process {process} of {processes}").into_bytes(),
+        }
+    }
+}
+
+/// The key of the layout that wrote last.
+const LAYOUT: &[u8] = b"layout";
 
 impl std::fmt::Debug for EntityStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,15 +74,37 @@ impl EntityStore {
         let items = keyspace
             .open_partition("items", PartitionCreateOptions::default())
             .map_err(err)?;
-        Ok(EntityStore { keyspace, items })
+        let written = keyspace
+            .open_partition("written", PartitionCreateOptions::default())
+            .map_err(err)?;
+        Ok(EntityStore {
+            keyspace,
+            items,
+            written,
+        })
+    }
+
+    /// The LSN `shard`'s items are stored as of (at least), if its layout wrote last.
+    pub fn written(&self, shard: &StoreShard) -> Option<u64> {
+        let layout = self.written.get(LAYOUT).ok().flatten()?;
+        if *layout != *shard.layout {
+            return None;
+        }
+        let lsn = self.written.get(&shard.key).ok().flatten()?;
+        Some(u64::from_le_bytes(lsn.as_ref().try_into().ok()?))
     }
 
     /// Writes a batch of item changes; failures are logged, never fatal (the WAL replays).
-    pub fn write(&self, changes: &[ItemChange]) {
-        if changes.is_empty() {
+    /// With `shard`, records that its items are stored as of `lsn` (in the same batch).
+    pub fn write(&self, changes: &[ItemChange], shard: Option<(&StoreShard, u64)>) {
+        if changes.is_empty() && shard.is_none() {
             return;
         }
         let mut batch = self.keyspace.batch();
+        if let Some((shard, lsn)) = shard {
+            batch.insert(&self.written, LAYOUT, shard.layout.as_slice());
+            batch.insert(&self.written, shard.key.as_slice(), lsn.to_le_bytes());
+        }
         for c in changes {
             match &c.meta {
                 Some(meta) => match serde_json::to_vec(meta) {
@@ -83,5 +135,47 @@ impl EntityStore {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(id: &str, title: &str) -> ItemChange {
+        ItemChange {
+            id: id.into(),
+            meta: Some(ItemMeta {
+                title: Some(title.into()),
+                ..ItemMeta::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn records_what_each_shard_wrote_for_its_layout_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a0, a1) = (StoreShard::new(0, 2, 0, 1), StoreShard::new(1, 2, 0, 1));
+        let b0 = StoreShard::new(0, 1, 0, 1);
+        {
+            let store = EntityStore::open(dir.path()).expect("open");
+            assert_eq!(store.written(&a0), None, "nothing written yet");
+            store.write(&[put("x", "one")], Some((&a0, 7)));
+            store.write(&[], Some((&a1, 9)));
+            assert_eq!((store.written(&a0), store.written(&a1)), (Some(7), Some(9)));
+            assert_eq!(store.written(&b0), None, "another layout has no record");
+        }
+        // Reopened: the records and the items are still there.
+        let store = EntityStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.written(&a0), Some(7));
+        assert_eq!(store.get("x").and_then(|m| m.title).as_deref(), Some("one"));
+        // A batch of another layout makes the first layout's records invalid.
+        store.write(&[put("x", "two")], Some((&b0, 3)));
+        assert_eq!(store.written(&b0), Some(3));
+        assert_eq!((store.written(&a0), store.written(&a1)), (None, None));
+        // Without a shard, nothing is recorded.
+        store.write(&[put("y", "three")], None);
+        assert_eq!(store.written(&b0), Some(3));
+        assert_eq!(store.get("y").and_then(|m| m.title).as_deref(), Some("three"));
     }
 }

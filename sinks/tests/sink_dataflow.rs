@@ -23,7 +23,7 @@ use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use tidal_core::record::{ItemMeta, Position};
 use tidal_core::time::Time;
 use tidal_sinks::snapshot::CLOSED;
-use tidal_sinks::{EntityStore, IndexKind, Shards, SinkInputs, shard_sink};
+use tidal_sinks::{EntityStore, IndexKind, Shards, SinkInputs, StoreShard, shard_sink};
 
 /// The decay input's record: ((item, type, half-life, epoch), anchored sum).
 type DecayRecord = ((ItemKey, KindIdx, HalfLifeIdx, u64), i128);
@@ -110,7 +110,7 @@ fn shards_publish_whole_times_at_common_marks() {
                 inputs,
                 scope.input_from(&mut control),
                 shard,
-                Some(store),
+                Some((store, StoreShard::new(index as usize, 2, 0, 1))),
                 &schema,
                 Default::default(),
                 Default::default(),
