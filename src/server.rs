@@ -152,7 +152,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     });
     drop(rt);
     let shut = tidal.shutdown();
-    drop(tidal);
+    if shut.is_ok() && matches!(result, Ok(None)) {
+        // The process exits next and everything durable is written (the WAL synced, the
+        // shutdown checkpoint and the entity store closed): freeing the serving state piece
+        // by piece would take seconds (5.4 s at 1M items and 1M users) for nothing.
+        std::mem::forget(tidal);
+    } else {
+        drop(tidal);
+    }
     match result? {
         None => shut,
         Some(why) => {
