@@ -124,13 +124,18 @@ impl Log {
         }
         let mut ids: Vec<(Arc<str>, Option<IdKeys>)> = ids.into_iter().collect();
         ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // The shared entry of a key as of this log (no copy of its metadata).
+        let shared = |k: ItemKey| match updated.get(&k) {
+            Some(e) => e.clone(),
+            None => last.entries.get(&k).cloned(),
+        };
         for (id, keys) in &ids {
-            let state = keys
-                .as_ref()
-                .and_then(IdKeys::latest)
-                .and_then(entry)
-                .and_then(|e| e.state());
-            let meta = state.filter(|s| !s.deleted).and_then(|s| s.meta.as_ref());
+            let latest = keys.as_ref().and_then(IdKeys::latest).and_then(shared);
+            let meta = latest
+                .as_deref()
+                .and_then(|e| e.state())
+                .filter(|s| !s.deleted)
+                .and_then(|s| s.meta.as_ref());
             let before = last
                 .ids
                 .get(&**id)
@@ -141,9 +146,9 @@ impl Log {
                 .and_then(|s| s.meta.as_ref());
             // The store holds metadata: an item known from signals alone is not written.
             if meta != before {
-                writes.push(ItemChange {
-                    id: id.to_string(),
-                    meta: meta.cloned(),
+                writes.push(match (meta.is_some(), latest) {
+                    (true, Some(e)) => ItemChange::stored(id.clone(), e),
+                    _ => ItemChange::remove(id),
                 });
             }
         }

@@ -68,14 +68,53 @@ pub enum Update {
     },
 }
 
-/// What the entity store must do for an item id after a batch: store the metadata, or
-/// forget the id (deleted, or no metadata any more).
+/// What the entity store and the text index must do for an item id after a batch: store
+/// its metadata, or forget the id (deleted, or no metadata any more). The metadata is the
+/// version's own entry, shared, not a copy (a start hands over a million of them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ItemChange {
     /// Item id.
-    pub id: String,
-    /// `Some` = store this metadata; `None` = remove the id.
-    pub meta: Option<ItemMeta>,
+    pub id: Arc<str>,
+    /// The entry whose live metadata to store; `None` = remove the id.
+    entry: Option<Arc<ItemEntry>>,
+}
+
+impl ItemChange {
+    /// Store the metadata of `entry` (an entry with live metadata) under `id`.
+    pub(crate) fn stored(id: Arc<str>, entry: Arc<ItemEntry>) -> ItemChange {
+        ItemChange { id, entry: Some(entry) }
+    }
+
+    /// Store `meta` under `id`.
+    pub fn put(id: &str, meta: ItemMeta) -> ItemChange {
+        let mut entry = ItemEntry::default();
+        entry.set_state(ItemState {
+            id: id.to_string(),
+            meta: Some(meta),
+            deleted: false,
+        });
+        ItemChange {
+            id: id.into(),
+            entry: Some(Arc::new(entry)),
+        }
+    }
+
+    /// Forget `id`.
+    pub fn remove(id: &str) -> ItemChange {
+        ItemChange {
+            id: id.into(),
+            entry: None,
+        }
+    }
+
+    /// The metadata to store (`None`: remove the id).
+    pub fn meta(&self) -> Option<&ItemMeta> {
+        self.entry
+            .as_deref()?
+            .state()
+            .filter(|s| !s.deleted)
+            .and_then(|s| s.meta.as_ref())
+    }
 }
 
 /// A consistent, immutable version of the serving state.

@@ -106,7 +106,7 @@ impl EntityStore {
             batch.insert(&self.written, shard.key.as_slice(), lsn.to_le_bytes());
         }
         for c in changes {
-            match &c.meta {
+            match c.meta() {
                 Some(meta) => match serde_json::to_vec(meta) {
                     Ok(json) => batch.insert(&self.items, c.id.as_bytes(), json),
                     Err(e) => tracing::warn!(id = %c.id, error = %e, "cannot encode item metadata"),
@@ -143,13 +143,13 @@ mod tests {
     use super::*;
 
     fn put(id: &str, title: &str) -> ItemChange {
-        ItemChange {
-            id: id.into(),
-            meta: Some(ItemMeta {
+        ItemChange::put(
+            id,
+            ItemMeta {
                 title: Some(title.into()),
                 ..ItemMeta::default()
-            }),
-        }
+            },
+        )
     }
 
     #[test]

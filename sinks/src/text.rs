@@ -135,11 +135,10 @@ impl TextIndex {
         let mut changed = 0;
         for c in changes {
             let now = c
-                .meta
-                .as_ref()
+                .meta()
                 .filter(|m| m.title.is_some() || m.text.is_some())
                 .map(|m| text_hash(m.title.as_deref(), m.text.as_deref()));
-            let before = w.indexed.get(&c.id).copied();
+            let before = w.indexed.get(&*c.id).copied();
             if before == now {
                 continue;
             }
@@ -150,11 +149,11 @@ impl TextIndex {
                 writer.delete_term(Term::from_field_text(self.id, &c.id));
             }
             match now {
-                Some(h) => w.indexed.insert(c.id.clone(), h),
-                None => w.indexed.remove(&c.id),
+                Some(h) => w.indexed.insert(c.id.to_string(), h),
+                None => w.indexed.remove(&*c.id),
             };
-            if let (Some(meta), Some(_)) = (&c.meta, now) {
-                let mut d = doc!(self.id => c.id.as_str());
+            if let (Some(meta), Some(_)) = (c.meta(), now) {
+                let mut d = doc!(self.id => &*c.id);
                 if let Some(t) = &meta.title {
                     d.add_text(self.title, t);
                 }
@@ -350,14 +349,14 @@ mod tests {
     use tidal_core::record::ItemMeta;
 
     fn put(id: &str, title: &str, text: &str) -> ItemChange {
-        ItemChange {
-            id: id.into(),
-            meta: Some(ItemMeta {
+        ItemChange::put(
+            id,
+            ItemMeta {
                 title: Some(title.into()),
                 text: Some(text.into()),
                 ..ItemMeta::default()
-            }),
-        }
+            },
+        )
     }
 
     #[test]
@@ -378,13 +377,7 @@ mod tests {
         assert_eq!(scored.len(), 1);
         assert_eq!(scored[0].0, "c");
         assert!(scored[0].1 > 0.0);
-        t.apply(&[
-            ItemChange {
-                id: "a".into(),
-                meta: None,
-            },
-            put("c", "Drum concert", ""),
-        ]);
+        t.apply(&[ItemChange::remove("a"), put("c", "Drum concert", "")]);
         t.refresh(true);
         assert!(t.search("piano", 10, None).is_empty());
         assert_eq!(t.search("drum", 10, None).len(), 1);

@@ -211,9 +211,9 @@ fn indexes_match_brute_force_after_random_batches() {
             });
             let snap = b.snapshot(round + 1);
             for c in b.take_item_changes() {
-                match c.meta {
-                    Some(meta) => store.insert(c.id, meta),
-                    None => store.remove(&c.id),
+                match c.meta() {
+                    Some(meta) => store.insert(c.id.to_string(), meta.clone()),
+                    None => store.remove(&*c.id),
                 };
             }
             let ctx = format!("seed {seed} round {round}");
