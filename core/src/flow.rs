@@ -83,8 +83,9 @@ impl Partition {
 pub struct ItemState {
     /// The client's id.
     pub id: String,
-    /// Metadata, once put.
-    pub meta: Option<ItemMeta>,
+    /// Metadata, once put: shared by the entities stage that keeps it and the serving
+    /// entries that show it (an embedding and a title are not copied per holder).
+    pub meta: Option<Arc<ItemMeta>>,
     /// Deleted and not put again: never listed.
     pub deleted: bool,
 }

@@ -292,7 +292,7 @@ fn deletes_retire_keys_and_leave_nothing_behind() {
     let f = out.finals(time_at(clock + 6));
     let state = |id: &str, meta: Option<ItemMeta>| ItemState {
         id: id.into(),
-        meta,
+        meta: meta.map(std::sync::Arc::new),
         deleted: false,
     };
     let n = |id: &str, i: usize| (id.to_string(), i);

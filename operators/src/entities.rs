@@ -232,14 +232,14 @@ impl Outputs<'_> {
 struct ItemSlot {
     key: Option<ItemKey>,
     until: u64,
-    meta: Option<Box<ItemMeta>>,
+    meta: Option<Arc<ItemMeta>>,
 }
 
 impl ItemSlot {
     fn state(&self, id: &str) -> ItemState {
         ItemState {
             id: id.to_owned(),
-            meta: self.meta.as_deref().cloned(),
+            meta: self.meta.clone(),
             deleted: false,
         }
     }
@@ -378,7 +378,7 @@ impl Interner {
             let until = c.u64("until")?;
             let meta = match c.u8("meta")? {
                 0 => None,
-                _ => Some(Box::new(decode_meta(&mut c)?)),
+                _ => Some(Arc::new(decode_meta(&mut c)?)),
             };
             let slot = ItemSlot { key, until, meta };
             if let Some(k) = key {
@@ -474,7 +474,7 @@ impl Interner {
         let slot = ItemSlot {
             key: Some(key),
             until: 0,
-            meta: meta.cloned().map(Box::new),
+            meta: meta.cloned().map(Arc::new),
         };
         bufs.items.push(((key, slot.state(id)), time, 1));
         self.items.insert(id, slot);
@@ -487,7 +487,7 @@ impl Interner {
             Some((key, slot)) => {
                 if slot.meta.as_deref() != Some(meta) {
                     bufs.items.push(((key, slot.state(id)), time, -1));
-                    slot.meta = Some(Box::new(meta.clone()));
+                    slot.meta = Some(Arc::new(meta.clone()));
                     bufs.items.push(((key, slot.state(id)), time, 1));
                 }
             }

@@ -266,7 +266,7 @@ fn item_view_reports_every_feature() {
                 key: 1,
                 state: ItemState {
                     id: "a".into(),
-                    meta: Some(meta),
+                    meta: Some(std::sync::Arc::new(meta)),
                     deleted: false,
                 },
             },

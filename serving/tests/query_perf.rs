@@ -55,7 +55,7 @@ fn trending_top50_over_1m_items() {
                 key,
                 state: ItemState {
                     id,
-                    meta: Some(meta),
+                    meta: Some(std::sync::Arc::new(meta)),
                     deleted: false,
                 },
             },

@@ -91,7 +91,7 @@ fn world(seed: u64, n: u64, clock: u64) -> World {
         });
         let state = ItemState {
             id,
-            meta,
+            meta: meta.map(std::sync::Arc::new),
             deleted: rng.gen_bool(0.1),
         };
         updates.push((

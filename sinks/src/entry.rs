@@ -38,7 +38,7 @@ impl ItemEntry {
 
     /// The item's metadata, if put.
     pub fn meta(&self) -> Option<&ItemMeta> {
-        self.state.as_ref().and_then(|s| s.meta.as_ref())
+        self.state.as_ref().and_then(|s| s.meta.as_deref())
     }
 
     /// The item's creator, if its metadata names one.

@@ -90,7 +90,7 @@ impl ItemChange {
         let mut entry = ItemEntry::default();
         entry.set_state(ItemState {
             id: id.to_string(),
-            meta: Some(meta),
+            meta: Some(Arc::new(meta)),
             deleted: false,
         });
         ItemChange {
@@ -113,7 +113,7 @@ impl ItemChange {
             .as_deref()?
             .state()
             .filter(|s| !s.deleted)
-            .and_then(|s| s.meta.as_ref())
+            .and_then(|s| s.meta.as_deref())
     }
 }
 

@@ -39,11 +39,11 @@ fn lanes(v: u64) -> Lanes {
 fn state(key: ItemKey, round: u64) -> ItemState {
     ItemState {
         id: format!("i{key}"),
-        meta: Some(ItemMeta {
+        meta: Some(Arc::new(ItemMeta {
             created_at: Some(round),
             title: Some(format!("t{round}")),
             ..ItemMeta::default()
-        }),
+        })),
         // Odd keys are deleted at round 10 and put again at round 20.
         deleted: key % 2 == 1 && (10..20).contains(&round),
     }
@@ -202,7 +202,7 @@ fn shards_publish_whole_times_at_common_marks() {
     // The entity store holds the latest metadata of live items.
     for key in 0..KEYS {
         let stored = store.get(&format!("i{key}"));
-        assert_eq!(stored, state(key, ROUNDS).meta, "key {key}");
+        assert_eq!(stored.as_ref(), state(key, ROUNDS).meta.as_deref(), "key {key}");
     }
 }
 

@@ -57,7 +57,7 @@ fn random_state(rng: &mut SmallRng, key: ItemKey) -> ItemState {
     });
     ItemState {
         id: id_of(key),
-        meta,
+        meta: meta.map(std::sync::Arc::new),
         deleted: rng.gen_bool(0.2),
     }
 }
@@ -251,7 +251,7 @@ fn indexes_match_brute_force_after_random_batches() {
                 if let Some(s) = latest.map(|k| &m.states[&k])
                     && let (false, Some(meta)) = (s.deleted, &s.meta)
                 {
-                    expected_store.insert(id, meta.clone());
+                    expected_store.insert(id, (**meta).clone());
                 }
             }
             assert_eq!(store, expected_store, "{ctx}");

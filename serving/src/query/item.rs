@@ -153,7 +153,7 @@ fn item_view_with(
     });
     Some(ItemView {
         id: state.id.clone(),
-        meta: state.meta.clone(),
+        meta: state.meta.as_deref().cloned(),
         signals,
         cohort,
         as_of: AsOf { clock, lsn: view.lsn() },
