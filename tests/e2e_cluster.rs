@@ -400,9 +400,25 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
 
     // Both WALs replayed together offline answer what the cluster served.
     let wals: Vec<_> = procs.iter().map(|s| s.data_dir.join("wal")).collect();
-    for s in procs {
-        s.kill9();
-    }
+    // On the event clock a process stopped alone takes no checkpoint (an idle process would
+    // not move past the frontier asked for) but exits at once, with success.
+    let [p0, mut p1] = procs;
+    let stopped = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(p1.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = p1.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    p0.kill9();
     let mut cmd = common::tidal();
     cmd.arg("replay");
     for w in &wals {
@@ -475,6 +491,58 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     let b = procs[1].ranking(&format!("profile=top&signal=like&min_lsn={}", tokens[0]));
     assert_eq!(a, b);
     assert_eq!(a.first().map(|t| t.0.as_str()), Some("w1"));
+
+    // SIGTERM one process: it asks for a checkpoint before it stops, every process writes
+    // its part at that frontier (the wall clock moves both past it), and it exits with
+    // success; the other starts itself afresh; restarting the stopped one forms the cluster
+    // again, both restored from that checkpoint, with the same ranking.
+    let checkpoints = |p: usize| -> Vec<String> {
+        std::fs::read_dir(dir.path().join(format!("p{p}/checkpoints")))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("ckpt-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(checkpoints(1).is_empty(), "no checkpoint was due before the stop");
+    let mut procs = procs.into_iter();
+    let (p0, mut p1) = (procs.next().expect("p0"), procs.next().expect("p1"));
+    let stopped = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(p1.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = p1.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    drop(p1);
+    let at_stop = checkpoints(1);
+    assert_eq!(at_stop.len(), 1, "a checkpoint at the stop: {at_stop:?}");
+    // Its name ends with the frontier; the other process wrote its part there too.
+    let frontier = at_stop[0].rsplit('-').next().expect("frontier").to_string();
+    wait_until("the other process's part", Duration::from_secs(20), || {
+        checkpoints(0).iter().any(|n| n.ends_with(&format!("-{frontier}")))
+    });
+    let p1 = cluster.launch_with(dir.path(), 1, "wall").wait();
+    wait_until("process 0 to serve again", Duration::from_secs(30), || {
+        ureq::get(&p0.url("/healthz")).call().is_ok()
+    });
+    for s in [&p0, &p1] {
+        assert!(
+            metric(s, "tidal_restored_lsn") > 0,
+            "the stop's checkpoint was restored"
+        );
+    }
+    assert_eq!(p1.ranking("profile=top&signal=like"), a);
+    assert_eq!(p0.ranking("profile=top&signal=like"), a);
 }
 
 #[test]

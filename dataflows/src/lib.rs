@@ -305,6 +305,25 @@ impl Engine {
         }
     }
 
+    /// [`abort`](Self::abort), waiting at most `wait` for the workers: a cluster's workers
+    /// finish only once every process has stopped (timely's connections close together), so
+    /// a process that stops alone leaves its workers behind as it exits, as the others
+    /// would see it go after `kill -9`. Whether they finished.
+    pub fn abort_within(mut self, wait: Duration) -> Result<bool, EngineError> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.feed.close();
+        let started = std::time::Instant::now();
+        while !self.is_finished() {
+            if started.elapsed() >= wait {
+                // Detached: the threads end with the process.
+                drop(self.thread.take());
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.join().map(|()| true)
+    }
+
     /// Stops the workers without applying what is still pending (the final state, every
     /// future retraction applied, is of no use to a server going down): quick whatever the
     /// state's size.

@@ -53,6 +53,11 @@ const PARTS_PER_WORKER: usize = 6;
 const CLUSTER_ATTEMPTS: usize = 5;
 /// How long a checkpoint may take before [`Tidal::checkpoint`] gives up waiting.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
+/// How long a cluster process stopping waits for its workers (they end only when every
+/// process stops).
+const CLUSTER_STOP_WAIT: Duration = Duration::from_secs(2);
+/// How often a wait for a checkpoint checks that the dataflow still runs.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(200);
 
 /// A running tidal engine over one data directory: WAL, dataflow and serving state.
 ///
@@ -578,9 +583,9 @@ impl Tidal {
     /// its manifest once it is durable. Restart loads the newest checkpoint and replays only
     /// the WAL after it.
     pub fn checkpoint(&self) -> Result<Manifest> {
-        if self.peers.is_some() {
+        if !self.checkpoints_on_demand() {
             return Err(Error::Unsupported {
-                what: "a checkpoint on demand is not taken in a cluster: its processes checkpoint together every engine.checkpoint_every signals",
+                what: "a checkpoint on demand is not taken in a cluster on the event clock (an idle process does not move past the frontier asked for): its processes checkpoint together every engine.checkpoint_every signals",
             });
         }
         let lsn = self.wal.last_lsn();
@@ -594,12 +599,28 @@ impl Tidal {
             };
             p.feed().request_checkpoint();
         }
-        self.checkpointer
-            .wait_for(lsn, CHECKPOINT_WAIT)
-            .ok_or(Error::CheckpointTimeout {
-                lsn,
-                waited: CHECKPOINT_WAIT,
-            })
+        // In a cluster every process writes its part at the frontier asked for (the request
+        // goes out on the broadcast control stream), and the wall clock moves every process
+        // past it; the wait ends early if the cluster breaks up meanwhile.
+        let started = Instant::now();
+        while started.elapsed() < CHECKPOINT_WAIT {
+            if let Some(m) = self.checkpointer.wait_for(lsn, CHECKPOINT_POLL) {
+                return Ok(m);
+            }
+            if let Some(problem) = self.dataflow_problem() {
+                return Err(Error::DataflowStopped(problem));
+            }
+        }
+        Err(Error::CheckpointTimeout {
+            lsn,
+            waited: CHECKPOINT_WAIT,
+        })
+    }
+
+    /// Whether [`checkpoint`](Self::checkpoint) can be asked for: one process, or a cluster
+    /// on the wall clock (whose ticks move every process past the frontier asked for).
+    fn checkpoints_on_demand(&self) -> bool {
+        self.peers.is_none() || self.config.engine.clock == ClockMode::Wall
     }
 
     /// The newest complete checkpoint (written, or loaded at open).
@@ -613,8 +634,9 @@ impl Tidal {
     pub fn shutdown(&self) -> Result<()> {
         let running = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         if running
-            && self.peers.is_none()
+            && self.checkpoints_on_demand()
             && !self.wal.is_poisoned()
+            && self.dataflow_problem().is_none()
             && let Err(e) = self.checkpoint()
         {
             tracing::warn!(error = %e, "no checkpoint at shutdown; the next start replays more of the WAL");
@@ -622,6 +644,12 @@ impl Tidal {
         self.wal.shutdown();
         let pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).take();
         let result = match pipeline {
+            // A cluster's workers stop only with every process: this one goes without them.
+            Some(p) if self.peers.is_some() => p.shutdown_within(CLUSTER_STOP_WAIT).map(|finished| {
+                if !finished {
+                    tracing::info!("leaving the cluster's workers to end with the process");
+                }
+            }),
             Some(p) => p.shutdown(),
             None => Ok(()),
         };

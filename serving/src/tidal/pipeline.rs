@@ -100,6 +100,12 @@ impl Pipeline {
         self.engine.abort().map_err(Error::Engine)
     }
 
+    /// Stops the workers at once, waiting at most `wait` for them (see
+    /// [`Engine::abort_within`](tidal_dataflows::Engine::abort_within)); whether they finished.
+    pub fn shutdown_within(self, wait: std::time::Duration) -> Result<bool> {
+        self.engine.abort_within(wait).map_err(Error::Engine)
+    }
+
     /// Closes the feed, lets the dataflow apply everything (to the end of time) and joins the
     /// workers.
     pub fn drain(self) -> Result<()> {
