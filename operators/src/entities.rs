@@ -112,6 +112,16 @@ pub fn entities<'s>(
                     users: &mut user_out,
                     caps: &caps,
                 };
+                // A checkpoint at frontier `f` holds the runs at times before `f`, none at or
+                // after it (as the other stages and the run log count). Every message here is at
+                // time `time`: a run is at `time`, so a checkpoint at a frontier after it goes
+                // after the runs (the source sends its own that way), and one at `time` itself
+                // (another process's, in a cluster, whose runs share no order with ours) before.
+                msgs.sort_by_key(|m| match m {
+                    Control::Checkpoint { time: f, .. } if *f <= time => 0,
+                    Control::Checkpoint { .. } => 2,
+                    _ => 1,
+                });
                 for msg in msgs.drain(..) {
                     match msg {
                         Control::Run(run) => {
