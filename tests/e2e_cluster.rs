@@ -402,21 +402,8 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     let wals: Vec<_> = procs.iter().map(|s| s.data_dir.join("wal")).collect();
     // On the event clock a process stopped alone takes no checkpoint (an idle process would
     // not move past the frontier asked for) but exits at once, with success.
-    let [p0, mut p1] = procs;
-    let stopped = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(p1.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(stopped.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = p1.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let [p0, p1] = procs;
+    let status = p1.stop(Duration::from_secs(30));
     assert!(status.success(), "{status}");
     p0.kill9();
     let mut cmd = common::tidal();
@@ -507,23 +494,9 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     };
     assert!(checkpoints(1).is_empty(), "no checkpoint was due before the stop");
     let mut procs = procs.into_iter();
-    let (p0, mut p1) = (procs.next().expect("p0"), procs.next().expect("p1"));
-    let stopped = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(p1.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(stopped.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = p1.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (p0, p1) = (procs.next().expect("p0"), procs.next().expect("p1"));
+    let status = p1.stop(Duration::from_secs(60));
     assert!(status.success(), "{status}");
-    drop(p1);
     let at_stop = checkpoints(1);
     assert_eq!(at_stop.len(), 1, "a checkpoint at the stop: {at_stop:?}");
     // Its name ends with the frontier; the other process wrote its part there too.

@@ -271,7 +271,7 @@ fn a_stop_signal_checkpoints_and_the_next_start_replays_nothing() {
     std::fs::write(&cfg, "[engine]\ncheckpoint_every = 1000000000\n").expect("config");
     let args = ["--config", cfg.to_str().expect("path")];
     let data = dir.path().join("data");
-    let mut s = Server::start(&data, &args, &[]);
+    let s = Server::start(&data, &args, &[]);
     for i in 0..20 {
         let (st, v) = s.put(
             &format!("/v1/items/i{i}"),
@@ -292,22 +292,8 @@ fn a_stop_signal_checkpoints_and_the_next_start_replays_nothing() {
     let before = s.ranking(&format!("{query}&min_lsn={lsn}"));
     assert!(before.len() >= 10, "{before:?}");
 
-    let killed = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(s.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = s.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = s.stop(Duration::from_secs(60));
     assert!(status.success(), "{status}");
-    drop(s);
     let written = std::fs::read_dir(data.join("checkpoints")).map_or(0, |d| d.count());
     assert_eq!(written, 1, "one checkpoint, taken at the stop");
     {

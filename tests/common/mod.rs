@@ -64,6 +64,24 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// SIGTERM, then waits at most `within` for the process to exit; its exit status.
+    pub fn stop(mut self, within: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(started.elapsed() < within, "no exit within {within:?} after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, no shutdown.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
