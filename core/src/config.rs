@@ -305,6 +305,14 @@ impl Transform {
             Transform::Sqrt => x.signum() * x.abs().sqrt(),
         }
     }
+
+    /// A normalised term: `f(x) / f(max)`, 0 when `f(max)` is not positive. `f` is increasing
+    /// with `f(0) = 0`, so `f(max)` is the largest transformed value when `max` is the
+    /// largest raw one.
+    pub fn normalised(self, x: f64, max: f64) -> f64 {
+        let m = self.apply(max);
+        if m > 0.0 { self.apply(x) / m } else { 0.0 }
+    }
 }
 
 /// The largest `candidates` a `for_you` profile may take per source.

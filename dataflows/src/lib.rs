@@ -310,8 +310,7 @@ impl Engine {
     /// a process that stops alone leaves its workers behind as it exits, as the others
     /// would see it go after `kill -9`. Whether they finished.
     pub fn abort_within(mut self, wait: Duration) -> Result<bool, EngineError> {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.feed.close();
+        self.abort_handle().abort();
         let started = std::time::Instant::now();
         while !self.is_finished() {
             if started.elapsed() >= wait {
@@ -328,8 +327,7 @@ impl Engine {
     /// future retraction applied, is of no use to a server going down): quick whatever the
     /// state's size.
     pub fn abort(self) -> Result<(), EngineError> {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.feed.close();
+        self.abort_handle().abort();
         self.join()
     }
 }

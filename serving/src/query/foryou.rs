@@ -28,7 +28,7 @@ use tidal_sinks::{ItemEntry, TextStats, View};
 use super::params::{Base, RankParams};
 use super::personal::{Context, shard_of_key};
 use super::ranking_order as order;
-use super::score::{Scorer, ratio};
+use super::score::Scorer;
 use super::topk::{self, Diversity, Filters, Hit};
 
 /// The candidate sources, in the order of [`Candidate::ranks`], and their names.
@@ -242,16 +242,14 @@ pub(crate) fn select(
         })
         .collect();
     let t = personal.transforms;
-    // Transforms are increasing with f(0) = 0: the maximum of the transformed values is the
-    // transformed maximum.
     let max_pop = scored.iter().map(|s| s.c.pop).fold(0.0, f64::max);
     let max_aff = scored.iter().map(|s| s.c.aff).fold(0.0, f64::max);
     for s in &mut scored {
-        let pop = ratio(t.pop.apply(s.c.pop), t.pop.apply(max_pop));
+        let pop = t.pop.normalised(s.c.pop, max_pop);
         s.score = if has_vector {
             personal.w_sim * t.sim.apply(s.c.sim)
                 + personal.w_pop * pop
-                + personal.w_aff * ratio(t.aff.apply(s.c.aff), t.aff.apply(max_aff))
+                + personal.w_aff * t.aff.normalised(s.c.aff, max_aff)
         } else {
             pop
         };
@@ -333,8 +331,8 @@ impl ForYou {
             "max_aff": self.max_aff,
             "terms": {
                 "sim": sim_w * t.sim.apply(s.c.sim),
-                "pop": pop_w * ratio(t.pop.apply(s.c.pop), t.pop.apply(self.max_pop)),
-                "aff": aff_w * ratio(t.aff.apply(s.c.aff), t.aff.apply(self.max_aff)),
+                "pop": pop_w * t.pop.normalised(s.c.pop, self.max_pop),
+                "aff": aff_w * t.aff.normalised(s.c.aff, self.max_aff),
             },
             "weights": {"sim": sim_w, "pop": pop_w, "aff": aff_w},
             "transforms": {"sim": t.sim.name(), "pop": t.pop.name(), "aff": t.aff.name()},

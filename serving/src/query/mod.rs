@@ -7,6 +7,7 @@
 //! never are. Paging is by an opaque cursor (an offset into the ranking of the snapshot the
 //! next request reads).
 
+mod blend;
 pub mod cluster;
 mod error;
 pub mod foryou;
@@ -24,12 +25,13 @@ use serde_json::Value;
 use tidal_core::Config;
 use tidal_sinks::View;
 
+pub use blend::{Personal, Transforms};
 pub use error::{QueryError, QueryErrorKind};
 pub use foryou::preference;
 pub use item::{CohortFeatures, CohortSignal, ItemView, SignalFeatures, item_view, item_view_in};
 pub use params::{
-    Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, Personal, RankParams, Term, encode_cursor, parse_cohort,
-    parse_flag, parse_min_lsn,
+    Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor, parse_cohort, parse_flag,
+    parse_min_lsn,
 };
 pub use user::{CreatorAffinity, UserInfo, user_view};
 

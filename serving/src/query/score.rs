@@ -191,8 +191,3 @@ impl Scorer {
         })
     }
 }
-
-/// `x / max`, 0 when the maximum is not positive (a normalised score term).
-pub(crate) fn ratio(x: f64, max: f64) -> f64 {
-    if max > 0.0 { x / max } else { 0.0 }
-}

@@ -18,7 +18,7 @@ use tidal_sinks::{TextStats, View};
 use super::foryou;
 use super::params::{Base, RankParams};
 use super::personal::Context;
-use super::score::{Scorer, ratio};
+use super::score::Scorer;
 use super::topk::{self, Diversity, Hit};
 
 /// The deepest the BM25-alone ranking asks the index for.
@@ -183,15 +183,12 @@ pub(crate) fn fuse(rows: Vec<Row>, params: &RankParams, need: usize) -> Search {
         .collect();
     let w = params.personal;
     let t = w.transforms;
-    // Transforms are increasing with f(0) = 0: the maximum of the transformed values is the
-    // transformed maximum.
     let max_bm25 = matched.iter().map(|m| m.1).fold(0.0, f64::max);
     let max_score = matched.iter().map(|m| m.0.score).fold(0.0, f64::max);
     let mut fused: Vec<Found> = matched
         .into_iter()
         .map(|(r, b)| Found {
-            score: w.w_text * ratio(t.text.apply(b), t.text.apply(max_bm25))
-                + w.w_profile * ratio(t.profile.apply(r.score), t.profile.apply(max_score)),
+            score: w.w_text * t.text.normalised(b, max_bm25) + w.w_profile * t.profile.normalised(r.score, max_score),
             id: r.id,
             creator: r.creator,
             category: r.category,
@@ -240,8 +237,8 @@ impl Search {
             obj.insert(
                 "terms".into(),
                 json!({
-                    "text": w.w_text * ratio(t.text.apply(f.bm25), t.text.apply(self.max_bm25)),
-                    "profile": w.w_profile * ratio(t.profile.apply(score), t.profile.apply(self.max_score)),
+                    "text": w.w_text * t.text.normalised(f.bm25, self.max_bm25),
+                    "profile": w.w_profile * t.profile.normalised(score, self.max_score),
                 }),
             );
             obj.insert("weights".into(), json!({"text": w.w_text, "profile": w.w_profile}));
