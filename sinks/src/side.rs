@@ -56,28 +56,14 @@ impl SideBuilder {
         self.side.clone()
     }
 
-    /// The current value of a cohort sum, with the changes not settled yet.
-    fn lanes(&self, key: &CohortKey) -> Option<Lanes> {
-        match self.lanes_now.get(key) {
-            Some(v) => *v,
-            None => self
-                .side
-                .cohorts
-                .get(&key.2)
-                .and_then(|m| m.get(&(key.0, key.1)))
-                .copied(),
-        }
-    }
-
-    /// Applies one time's cohort sum changes (`−1` the old value, `+1` the new).
+    /// Applies one time's cohort sum changes (`−1` the old value, `+1` the new). The sums
+    /// arrive consolidated and in time order, so a removal always names the current value.
     pub(crate) fn apply_cohorts(&mut self, updates: &mut [(CohortKey, Lanes, isize)]) {
         // Removals first, so a key's new value is not removed by its old one.
         updates.sort_unstable_by_key(|u| u.2);
         for &(key, lanes, diff) in updates.iter() {
             if diff < 0 {
-                if self.lanes(&key) == Some(lanes) {
-                    self.lanes_now.insert(key, None);
-                }
+                self.lanes_now.insert(key, None);
             } else if diff > 0 {
                 self.lanes_now.insert(key, Some(lanes));
             }
