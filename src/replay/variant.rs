@@ -42,7 +42,8 @@ pub(crate) struct Variant {
     /// The parsed queries, in `--query` order.
     pub queries: Vec<RankParams>,
     feed: Arc<Feed>,
-    shards: Arc<Shards>,
+    /// Taken by `finish`, which frees it off the caller's thread.
+    shards: Option<Arc<Shards>>,
     stopped: Arc<AtomicBool>,
     outcome: Outcome,
     watcher: Option<JoinHandle<()>>,
@@ -91,7 +92,7 @@ impl Variant {
             config,
             queries,
             feed,
-            shards,
+            shards: Some(shards),
             stopped,
             outcome,
             watcher: Some(watcher),
@@ -129,14 +130,17 @@ impl Variant {
     /// `time_at(clock_ms + 1)`), and returns that snapshot: it answers as of `clock_ms`.
     pub fn snapshot_through(&self, clock_ms: u64) -> Result<View, ReplayError> {
         let target: Time = time_at(clock_ms.saturating_add(1));
+        let Some(shards) = &self.shards else {
+            return Err(self.failure());
+        };
         loop {
-            let snap = self.shards.view();
+            let snap = shards.view();
             if snap.frontier >= target {
                 return Ok(snap);
             }
             if self.stopped.load(Ordering::Acquire) {
                 // A last look: the final snapshot may have landed as the engine stopped.
-                let snap = self.shards.view();
+                let snap = shards.view();
                 if snap.frontier >= target {
                     return Ok(snap);
                 }
@@ -171,6 +175,14 @@ impl Variant {
                 variant: self.name.clone(),
                 message: "the dataflow watcher panicked".into(),
             });
+        }
+        // The last published state can take seconds to free (millions of small
+        // allocations): a thread of its own frees it while the report is written, and a
+        // process that exits first leaves it to the kernel.
+        if let Some(shards) = self.shards.take() {
+            let _ = std::thread::Builder::new()
+                .name(format!("tidal-replay-free-{}", self.name))
+                .spawn(move || drop(shards));
         }
         match self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(Ok(())) => Ok(()),
