@@ -13,8 +13,8 @@ use tidal_core::time::ClockMode;
 mod bench;
 mod reference;
 
-/// mimalloc keeps freed memory for reuse where glibc returns it and faults it back in page
-/// by zeroed page: replay 1.19x faster and 11% less resident at its peak (BENCHMARKS.md).
+/// mimalloc keeps freed memory for reuse where glibc handed it back to the kernel and faulted
+/// it in again: replay 0.84x the time, peak resident 0.88x (README, "Memory allocator").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
