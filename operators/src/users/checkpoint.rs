@@ -76,7 +76,12 @@ impl Users {
             }
             self.defs.insert(name, rule);
         }
-        for _ in 0..c.u64("users")? {
+        let users = c.u64("users")?;
+        // Room for them at once (a million users rehashed step by step cost a second of a
+        // start), bounded by what the bytes can hold (a user takes at least 9 of them).
+        self.slots
+            .reserve(usize::try_from(users).unwrap_or(usize::MAX).min(bytes.len() / 9));
+        for _ in 0..users {
             let key = c.u64("user key")?;
             let mut slot = Slot::default();
             if c.u8("attributes")? != 0 {
