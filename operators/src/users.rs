@@ -35,7 +35,7 @@ use tidal_core::flow::{CohortId, Control, Partition, Persist, UserKey, UserSig, 
 use tidal_core::record::{Record, RelKind};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, clock_of, time_at};
-use tidal_core::user::{Attributes, CohortDefs, Edges, Pull, SideUpdate, UserView, attribute, matches};
+use tidal_core::user::{Attributes, CohortDefs, CohortRule, Edges, Pull, SideUpdate, UserView, attribute, matches};
 
 mod checkpoint;
 
@@ -503,21 +503,43 @@ impl Users {
             }
             Record::CohortPut { name, rule } => {
                 self.defs.insert(name.clone(), rule.clone());
-                self.redefine(time, members, side);
+                self.redefine(name, Some(rule), time, members, side);
             }
             Record::CohortDelete { name } if self.defs.remove(name).is_some() => {
-                self.redefine(time, members, side);
+                self.redefine(name, None, time, members, side);
             }
             _ => {}
         }
     }
 
-    /// The declared cohorts changed: every user's memberships are recomputed.
-    fn redefine(&mut self, time: Time, members: &mut Vec<MemberUpdate>, side: &mut Vec<SideUpdate>) {
+    /// Declared cohort `name` is now `rule` (`None`: dropped): every user's membership of it
+    /// alone is checked (a broad cohort declared over a million users is one rule match
+    /// each, not their every membership again).
+    fn redefine(
+        &mut self,
+        name: &str,
+        rule: Option<&CohortRule>,
+        time: Time,
+        members: &mut Vec<MemberUpdate>,
+        side: &mut Vec<SideUpdate>,
+    ) {
         side.push(SideUpdate::Cohorts(Arc::new(self.defs.clone())));
-        let keys: Vec<UserKey> = self.slots.keys().copied().collect();
-        for key in keys {
-            self.recompute(key, time, members);
+        // Its id differs from every dimension value's ("#name" and "dimension:value" hash
+        // apart), so no other membership moves.
+        let id = cohort_named(name);
+        for (key, slot) in self.slots.iter_mut() {
+            let is = rule.is_some_and(|r| matches(slot.attributes.as_deref(), r));
+            match (slot.cohorts.binary_search(&id), is) {
+                (Err(at), true) => {
+                    slot.cohorts.insert(at, id);
+                    members.push(((*key, id), time, 1));
+                }
+                (Ok(at), false) => {
+                    slot.cohorts.remove(at);
+                    members.push(((*key, id), time, -1));
+                }
+                _ => {}
+            }
         }
     }
 
