@@ -61,4 +61,6 @@ pub use tidal_core::{ClockMode, Config, Dur, Durability};
 pub use tidal_serving::query::{
     AsOf, CohortFeatures, CohortSignal, CreatorAffinity, ItemView, RankedItem, Ranking, SignalFeatures, UserInfo,
 };
-pub use tidal_serving::{Error, Health, NewSignal, Overload, RankQuery, Result, SignalsAck, Stats, Tidal, WriteAck};
+pub use tidal_serving::{
+    Error, Health, NewSignal, Overload, RankQuery, Reads, Result, SignalsAck, Stats, Tidal, WriteAck,
+};

@@ -101,10 +101,12 @@ fn metric(s: &Server, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// The clock the whole state is served as of: the cohort counts too.
 fn serving_clock(s: &Server) -> u64 {
     let (status, v) = s.get("/v1/clock");
     assert_eq!(status, 200, "{v}");
-    v["serving"]["clock"].as_u64().unwrap_or(0)
+    let clock = |part: &str| v[part]["clock"].as_u64().unwrap_or(0);
+    clock("serving").min(clock("cohorts"))
 }
 
 /// The whole answer of a ranking query but the state it was read from.

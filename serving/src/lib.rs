@@ -11,5 +11,5 @@ pub mod query;
 pub mod tidal;
 
 pub use tidal::{
-    Error, Health, NewSignal, Overload, Pipeline, RankQuery, Result, SignalsAck, Stats, Tidal, WriteAck, wal_dir,
+    Error, Health, NewSignal, Overload, Pipeline, RankQuery, Reads, Result, SignalsAck, Stats, Tidal, WriteAck, wal_dir,
 };

@@ -23,7 +23,7 @@ use crate::delta::Delta;
 use crate::entry::ItemEntry;
 use crate::log::{Buffers, Log};
 use crate::side::SideBuilder;
-use crate::snapshot::{ItemChange, Snapshot, Update};
+use crate::snapshot::{CohortCut, ItemChange, Snapshot, Update};
 use tidal_core::flow::ItemKey;
 
 /// Runs longer than this are consolidated by sorting rather than pairwise.
@@ -51,6 +51,8 @@ pub struct SnapshotBuilder {
     bufs: Buffers,
     /// The working copy of the per-user and per-cohort state.
     pub(crate) side: SideBuilder,
+    /// Where the cohort part of the next version stands (`None`: with the rest of it).
+    cohorts: Option<CohortCut>,
 }
 
 impl SnapshotBuilder {
@@ -69,6 +71,7 @@ impl SnapshotBuilder {
             order: Vec::new(),
             bufs: Buffers::default(),
             side: SideBuilder::default(),
+            cohorts: None,
         }
     }
 
@@ -149,6 +152,12 @@ impl SnapshotBuilder {
         self.position = position;
     }
 
+    /// Sets where the cohort part of the next versions stands: the cohort changes applied so
+    /// far are those before `cut.frontier` (the sink's, when its cohort input lags).
+    pub(crate) fn set_cohort_cut(&mut self, cut: CohortCut) {
+        self.cohorts = Some(cut);
+    }
+
     /// A new shared version at `frontier` and log `position`, with every change applied so far.
     pub fn version(&mut self, frontier: Time, position: Position) -> Arc<Snapshot> {
         self.version_in_cluster(frontier, position, Arc::from(Vec::new()))
@@ -172,6 +181,14 @@ impl SnapshotBuilder {
         log.apply_to(&mut next);
         log.recycle(&mut self.bufs);
         next.frontier = frontier;
+        next.cohorts = match &self.cohorts {
+            Some(cut) => cut.clone(),
+            None => CohortCut {
+                frontier,
+                lsn: position.lsn,
+                lsns: lsns.clone(),
+            },
+        };
         next.lsns = lsns;
         next.side = self.side.version();
         self.last = Arc::new(next);

@@ -35,6 +35,6 @@ pub use postings::{Field, Postings};
 pub use shards::{Shard, Shards, View};
 pub use side::{CohortKey, CohortLanes};
 pub use sink::{Place, SinkInputs, shard_sink};
-pub use snapshot::{ItemChange, Snapshot, Update};
+pub use snapshot::{CohortCut, ItemChange, Snapshot, Update};
 pub use store::{EntityStore, StoreError, StoreShard};
 pub use text::{TextIndex, TextStats};

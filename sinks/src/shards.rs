@@ -66,10 +66,14 @@ impl Shard {
         &self.text
     }
 
-    /// Publishes a version (its frontier must be above the last one's).
+    /// Publishes a version: its frontier must be above the last one's, or the same (the last
+    /// version again with its cohort part further on), which replaces it.
     pub fn publish(&self, version: Arc<Snapshot>) {
         let old = self.ring.load();
         let mut versions = old.versions.clone();
+        if versions.back().is_some_and(|v| v.frontier == version.frontier) {
+            versions.pop_back();
+        }
         versions.push_back(version);
         while versions.len() > RING {
             versions.pop_front();
@@ -136,6 +140,35 @@ impl View {
     /// Whether the dataflow's inputs are closed (the final state).
     pub fn is_closed(&self) -> bool {
         self.frontier == CLOSED
+    }
+
+    /// The mark the cohort part (cohort counts and declared cohorts) is complete up to in
+    /// every shard: [`frontier`](Self::frontier), or earlier while the cohort rollup builds
+    /// the counts of a cohort just declared.
+    pub fn cohort_frontier(&self) -> Time {
+        self.shards
+            .iter()
+            .map(|s| s.cohorts.frontier)
+            .min()
+            .unwrap_or(self.frontier)
+    }
+
+    /// The last LSN the cohort part of every shard holds.
+    pub fn cohort_lsn(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.cohorts.lsn)
+            .min()
+            .unwrap_or_else(|| self.lsn())
+    }
+
+    /// The last LSN of process `process`'s WAL the cohort part of every shard holds.
+    pub fn cohort_lsn_of(&self, process: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.cohorts.lsn_of(process))
+            .min()
+            .unwrap_or_else(|| self.lsn_of(process))
     }
 
     /// The local shard owning item `id`, if it is local.
@@ -247,23 +280,28 @@ impl Shards {
         }
     }
 
-    /// The state at exactly `frontier` (a mark), waiting up to `wait` for every local shard
-    /// to reach it. `None` when a shard has it no longer (it kept newer versions only) or
-    /// has not reached it in time.
-    pub fn view_at(&self, frontier: Time, wait: Duration) -> Option<View> {
+    /// The state at exactly `frontier` (a mark), its cohort part cut at `cohorts` or later,
+    /// waiting up to `wait` for every local shard to reach it. `None` when a shard has it no
+    /// longer (it kept newer versions only) or has not reached it in time.
+    pub fn view_at(&self, frontier: Time, cohorts: Time, wait: Duration) -> Option<View> {
         let deadline = Instant::now() + wait;
+        let wanted = |v: &Snapshot| v.frontier == frontier && v.cohorts.frontier >= cohorts.min(frontier);
         loop {
             let rings: Vec<_> = self.shards.iter().map(|s| s.ring.load_full()).collect();
             let found: Option<Vec<_>> = rings
                 .iter()
-                .map(|r| r.versions.iter().rev().find(|v| v.frontier == frontier).cloned())
+                .map(|r| r.versions.iter().rev().find(|v| wanted(v)).cloned())
                 .collect();
             if let Some(shards) = found {
                 return Some(self.view_of(shards));
             }
-            let behind = rings
-                .iter()
-                .any(|r| r.versions.back().is_none_or(|v| v.frontier < frontier));
+            // A shard short of the frontier, or at it with its cohort part short (the version
+            // is published again as the cohort part goes on).
+            let behind = rings.iter().any(|r| {
+                r.versions
+                    .back()
+                    .is_none_or(|v| v.frontier < frontier || (v.frontier == frontier && !wanted(v)))
+            });
             if !behind || Instant::now() >= deadline {
                 return None;
             }

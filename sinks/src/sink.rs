@@ -30,7 +30,7 @@ use crate::builder::SnapshotBuilder;
 use crate::delta::Delta;
 use crate::shards::Shard;
 use crate::side::CohortKey;
-use crate::snapshot::CLOSED;
+use crate::snapshot::{CLOSED, CohortCut};
 use crate::store::{EntityStore, StoreShard};
 use tidal_core::user::SideUpdate;
 
@@ -103,11 +103,15 @@ pub fn shard_sink<'s>(
     let mut marks_in = op.new_input(control, Pipeline);
     let mut cohorts_in = op.new_input(inputs.cohorts.inner, Pipeline);
     let mut side_in = op.new_input(inputs.side, Pipeline);
-    // Cohort and user-state changes by time, applied in time order at the cuts.
+    // Cohort sum changes and cohort declarations by time, applied at the cohort cuts; user
+    // state changes by time, applied at the cuts of everything else.
     let mut cohort_later: BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>> = BTreeMap::new();
+    let mut defs_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
     let mut side_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
 
     let mut builder = SnapshotBuilder::sharing(config, shard.ann().clone());
+    // Nothing of the cohort part is applied yet: the versions say so until it is.
+    builder.set_cohort_cut(CohortCut::default());
     // The LSN the store holds this shard's items as of, from the run before.
     let mut stored = store.as_ref().and_then(|(s, at)| s.written(at));
     // Containers received since the last cut, and containers with updates at times not yet
@@ -118,10 +122,17 @@ pub fn shard_sink<'s>(
     // position each stands for, per origin.
     let mut marks: BTreeMap<Time, MarksAt> = BTreeMap::new();
     let mut cut: Time = 0;
+    // The marks applied to everything but the cohort part, not yet to it (the cohort rollup
+    // lags while it builds the counts of a broad cohort just declared), and the mark the
+    // cohort part is applied up to.
+    let mut cohort_marks: BTreeMap<Time, Vec<(usize, Position)>> = BTreeMap::new();
+    let mut cohort_cut: Time = 0;
     // The frontier of the last version published.
     let mut last_version: Time = 0;
-    // Per process, the position of its newest mark cut so far.
+    // Per process, the position of its newest mark cut so far, and of the newest the cohort
+    // part is cut at.
     let mut positions = vec![Position::default(); place.processes.max(1)];
+    let mut cohort_positions = positions.clone();
     // The newest position any mark carried, per process (the final version's).
     let mut newest = positions.clone();
     op.build(move |_capabilities| {
@@ -138,7 +149,12 @@ pub fn shard_sink<'s>(
             });
             side_in.for_each(|cap, d| {
                 if let Some(t) = cap.least().copied() {
-                    side_later.entry(t).or_default().append(d);
+                    for u in d.drain(..) {
+                        match u {
+                            SideUpdate::Cohorts(_) => defs_later.entry(t).or_default().push(u),
+                            SideUpdate::User(..) => side_later.entry(t).or_default().push(u),
+                        }
+                    }
                 }
             });
             marks_in.for_each(|_cap, d| {
@@ -166,6 +182,13 @@ pub fn shard_sink<'s>(
                             // below what is applied already: what it says of its process's
                             // log holds for the state, and the next version says it.
                             *q = (*q).max(p);
+                            if time <= cohort_cut
+                                && let Some(q) = cohort_positions.get_mut(origin)
+                            {
+                                *q = (*q).max(p);
+                            } else {
+                                cohort_marks.entry(cut).or_default().push((origin, p));
+                            }
                         }
                     }
                 }
@@ -174,13 +197,12 @@ pub fn shard_sink<'s>(
                 stats.busy(Stage::Sink, started);
                 return;
             }
-            // Times are totally ordered: a frontier is one time, or empty once closed.
-            let reached = [&frontiers[0], &frontiers[2], &frontiers[3]]
-                .iter()
-                .map(|f| f.frontier().iter().min().copied().unwrap_or(CLOSED))
-                .min()
-                .unwrap_or(CLOSED);
-            let closed = reached == CLOSED && frontiers[1].frontier().is_empty();
+            // Times are totally ordered: a frontier is one time, or empty once closed. The
+            // cohort input has a frontier of its own: everything else is cut without it.
+            let at = |i: usize| frontiers[i].frontier().iter().min().copied().unwrap_or(CLOSED);
+            let reached = at(0).min(at(3));
+            let cohorts_reached = at(2);
+            let closed = reached == CLOSED && cohorts_reached == CLOSED && frontiers[1].frontier().is_empty();
             let mut due: Vec<(Time, MarksAt)> = Vec::new();
             while let Some(entry) = marks.first_entry() {
                 if *entry.key() > reached {
@@ -191,6 +213,7 @@ pub fn shard_sink<'s>(
             if closed && due.last().is_none_or(|(m, _)| *m != CLOSED) {
                 due.push((CLOSED, (true, newest.iter().copied().enumerate().collect())));
             }
+            let mut published = false;
             for (m, (publish, ps)) in due {
                 let mut ready = Vec::new();
                 let rest = later.split_off(&m);
@@ -204,13 +227,28 @@ pub fn shard_sink<'s>(
                 if !ready.is_empty() {
                     builder.apply_deltas(&ready);
                 }
-                apply_side(&mut builder, m, &mut cohort_later, &mut side_later);
-                for (o, p) in ps {
+                apply_before(m, &mut side_later, |u| builder.side.apply(u));
+                for &(o, p) in &ps {
                     if let Some(q) = positions.get_mut(o) {
                         *q = (*q).max(p);
                     }
                 }
+                cohort_marks.entry(m).or_default().extend(ps);
                 cut = m;
+                // The cohort part follows as far as its input allows, up to this mark.
+                let cohorts_now = cohort_cut;
+                cohort_cut = advance_cohorts(
+                    &mut builder,
+                    cohorts_reached.min(m),
+                    &mut cohort_marks,
+                    &mut cohort_positions,
+                    &mut cohort_later,
+                    &mut defs_later,
+                )
+                .unwrap_or(cohort_cut);
+                if cohort_cut != cohorts_now {
+                    builder.set_cohort_cut(cohort_cut_at(cohort_cut, &cohort_positions, place));
+                }
                 if !publish {
                     // Applied to the working copies; the version comes at a publishing mark.
                     continue;
@@ -227,6 +265,7 @@ pub fn shard_sink<'s>(
                 shard.text().apply(&changes);
                 shard.publish(version);
                 last_version = m;
+                published = true;
                 if let Some((store, at)) = &store {
                     // A version the store already holds (a start rebuilding the state it
                     // wrote before) is not written again.
@@ -236,33 +275,91 @@ pub fn shard_sink<'s>(
                     }
                 }
             }
+            // The cohort input caught up with marks already cut: the last version again, at
+            // the same frontier, with the cohort part as far as it now reaches.
+            if !published
+                && last_version == cut
+                && cut > 0
+                && let Some(c) = advance_cohorts(
+                    &mut builder,
+                    cohorts_reached.min(cut),
+                    &mut cohort_marks,
+                    &mut cohort_positions,
+                    &mut cohort_later,
+                    &mut defs_later,
+                )
+            {
+                cohort_cut = c;
+                builder.set_cohort_cut(cohort_cut_at(c, &cohort_positions, place));
+                let own = positions.get(place.process).copied().unwrap_or_default();
+                let version = if place.processes > 1 {
+                    let lsns: Arc<[u64]> = positions.iter().map(|p| p.lsn).collect();
+                    builder.version_in_cluster(cut, own, lsns)
+                } else {
+                    builder.version(cut, own)
+                };
+                shard.publish(version);
+            }
             stats.busy(Stage::Sink, started);
         }
     });
 }
 
-/// Applies the cohort and user-state changes at times before `m`, in time order.
-fn apply_side(
+/// Applies the cohort changes and declarations of the marks up to `limit` (in time order),
+/// with their positions. Returns the newest such mark, if any.
+fn advance_cohorts(
     builder: &mut SnapshotBuilder,
-    m: Time,
+    limit: Time,
+    marks: &mut BTreeMap<Time, Vec<(usize, Position)>>,
+    positions: &mut [Position],
     cohorts: &mut BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>>,
-    side: &mut BTreeMap<Time, Vec<SideUpdate>>,
-) {
-    loop {
-        let next_c = cohorts.first_key_value().map(|(t, _)| *t).filter(|t| *t < m);
-        let next_s = side.first_key_value().map(|(t, _)| *t).filter(|t| *t < m);
-        let t = match (next_c, next_s) {
-            (None, None) => break,
-            (Some(c), Some(s)) => c.min(s),
-            (Some(c), None) => c,
-            (None, Some(s)) => s,
-        };
-        if let Some(mut updates) = cohorts.remove(&t) {
-            builder.side.apply_cohorts(&mut updates);
+    defs: &mut BTreeMap<Time, Vec<SideUpdate>>,
+) -> Option<Time> {
+    let mut reached = None;
+    while let Some(entry) = marks.first_entry() {
+        let m = *entry.key();
+        if m > limit {
+            break;
         }
-        for u in side.remove(&t).unwrap_or_default() {
-            builder.side.apply(u);
+        for (o, p) in entry.remove() {
+            if let Some(q) = positions.get_mut(o) {
+                *q = (*q).max(p);
+            }
         }
+        // One time's sums together: the removals of a time go before its additions.
+        while let Some(at) = cohorts.first_entry() {
+            if *at.key() >= m {
+                break;
+            }
+            builder.side.apply_cohorts(&mut at.remove());
+        }
+        apply_before(m, defs, |u| builder.side.apply(u));
+        reached = Some(m);
+    }
+    reached
+}
+
+/// The cohort cut at mark `m`, with the positions its marks carried.
+fn cohort_cut_at(m: Time, positions: &[Position], place: Place) -> CohortCut {
+    let own = positions.get(place.process).copied().unwrap_or_default();
+    CohortCut {
+        frontier: m,
+        lsn: own.lsn,
+        lsns: if place.processes > 1 {
+            positions.iter().map(|p| p.lsn).collect()
+        } else {
+            Arc::from(Vec::new())
+        },
+    }
+}
+
+/// Hands `f` what `later` holds at times before `m`, in time order, and drops it.
+fn apply_before<T, I: IntoIterator<Item = T>>(m: Time, later: &mut BTreeMap<Time, I>, mut f: impl FnMut(T)) {
+    while let Some(entry) = later.first_entry() {
+        if *entry.key() >= m {
+            break;
+        }
+        entry.remove().into_iter().for_each(&mut f);
     }
 }
 

@@ -117,6 +117,27 @@ impl ItemChange {
     }
 }
 
+/// The mark a version's cohort part is complete up to, and the log positions it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CohortCut {
+    /// Every cohort change before it is applied, none at or after it.
+    pub frontier: Time,
+    /// The last LSN of this process's WAL the cohort part holds.
+    pub lsn: u64,
+    /// In a cluster: per process, the last LSN of its WAL the cohort part holds.
+    pub lsns: Arc<[u64]>,
+}
+
+impl CohortCut {
+    /// The last LSN of process `process`'s WAL the cohort part holds.
+    pub fn lsn_of(&self, process: usize) -> u64 {
+        self.lsns
+            .get(process)
+            .copied()
+            .unwrap_or(if process == 0 { self.lsn } else { 0 })
+    }
+}
+
 /// A consistent, immutable version of the serving state.
 #[derive(Clone)]
 pub struct Snapshot {
@@ -129,6 +150,10 @@ pub struct Snapshot {
     pub signals: u64,
     /// In a cluster: per process, the last LSN of its WAL this version holds (at least).
     pub lsns: Arc<[u64]>,
+    /// Where the cohort part (cohort window lanes and declared cohorts) stands: `frontier`
+    /// itself, or an earlier mark while the cohort rollup catches up with a broad cohort just
+    /// declared — the rest of the version does not wait for it.
+    pub cohorts: CohortCut,
     pub(crate) layout: Arc<Layout>,
     pub(crate) entries: Map<ItemKey, Arc<ItemEntry>>,
     pub(crate) ids: Map<Arc<str>, IdKeys>,
@@ -170,6 +195,7 @@ impl Snapshot {
             lsn: 0,
             signals: 0,
             lsns: Arc::from(Vec::new()),
+            cohorts: CohortCut::default(),
             indexes: vec![OrdIndex::new(); layout.slots()],
             layout,
             entries: Map::default(),

@@ -308,3 +308,137 @@ fn catch_up_marks_apply_without_publishing() {
     })
     .unwrap();
 }
+
+/// A cohort rollup that lags behind (a broad cohort just declared, its counts still being
+/// built from the retained signals) does not hold back the versions of everything else: they
+/// go on being cut at the marks, with the cohort lanes and declarations as of the last mark
+/// the cohort input has reached. When it completes, the same frontier is published again with
+/// them, without waiting for a new mark.
+#[test]
+fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
+    let config = Arc::new(Config::default_filled());
+    let shards = Arc::new(Shards::new(config.clone(), 1, 0, 1));
+    let all = shards.clone();
+    timely::execute(timely::Config::thread(), move |worker| {
+        let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
+        let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
+        let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
+        let mut cohorts: InputSession<Time, (CohortKey, Lanes), isize> = InputSession::new();
+        let mut side: InputHandleVec<Time, SideUpdate> = InputHandleVec::new();
+        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
+        let shard = all.shard(0).unwrap().clone();
+        let schema = all.config().clone();
+        worker.dataflow::<Time, _, _>(|scope| {
+            let inputs = SinkInputs {
+                windows: windows.to_collection(scope),
+                decay: decay.to_collection(scope),
+                items: items.to_collection(scope),
+                cohorts: cohorts.to_collection(scope),
+                side: scope.input_from(&mut side),
+            };
+            shard_sink(
+                inputs,
+                scope.input_from(&mut control),
+                shard,
+                None,
+                &schema,
+                Default::default(),
+                Default::default(),
+            );
+        });
+        let defs = |names: &[&str]| -> Arc<tidal_core::user::CohortDefs> {
+            Arc::new(
+                names
+                    .iter()
+                    .map(|n| (n.to_string(), [("gender".to_string(), "F".to_string())].into()))
+                    .collect(),
+            )
+        };
+        // Everything but the cohort input advances to `t`.
+        let advance_main = |t: Time,
+                            windows: &mut InputSession<_, _, _>,
+                            decay: &mut InputSession<_, _, _>,
+                            items: &mut InputSession<_, _, _>,
+                            side: &mut InputHandleVec<Time, SideUpdate>,
+                            control: &mut InputHandleVec<Time, Control>| {
+            windows.advance_to(t);
+            decay.advance_to(t);
+            items.advance_to(t);
+            side.advance_to(t);
+            control.advance_to(t);
+            windows.flush();
+            decay.flush();
+            items.flush();
+            control.flush();
+        };
+        let mark = |time: Time, lsn: u64| Control::Mark {
+            time,
+            position: pos(lsn),
+            origin: 0,
+            publish: true,
+        };
+
+        // Round 1: items, a cohort sum and a declared cohort, all complete at mark 2.
+        for key in 0..KEYS {
+            items.update((key, state(key, 0)), 1);
+            windows.update(((key, 0), lanes(1)), 1);
+        }
+        cohorts.update(((0, 0, 5), lanes(1)), 1);
+        side.send(SideUpdate::Cohorts(defs(&["narrow"])));
+        control.send(mark(2, 1));
+        advance_main(2, &mut windows, &mut decay, &mut items, &mut side, &mut control);
+        cohorts.advance_to(2);
+        cohorts.flush();
+        for _ in 0..50 {
+            worker.step();
+        }
+        let view = all.view();
+        assert_eq!((view.frontier, view.lsn()), (2, 1));
+        assert_eq!((view.cohort_frontier(), view.cohort_lsn_of(0)), (2, 1));
+        assert_eq!(view.shards[0].cohort_lanes(5, 0, 0), Some(&lanes(1)));
+
+        // Round 2 declares a broad cohort; its counts (cohort 6) are being built: the cohort
+        // input stays at time 2 while everything else goes on for four more rounds.
+        side.send(SideUpdate::Cohorts(defs(&["narrow", "wide"])));
+        cohorts.update(((0, 0, 6), lanes(2)), 1);
+        for round in 2..=5u64 {
+            for key in 0..KEYS {
+                windows.update(((key, 0), lanes(round - 1)), -1);
+                windows.update(((key, 0), lanes(round)), 1);
+            }
+            control.send(mark(round + 1, round));
+            advance_main(round + 1, &mut windows, &mut decay, &mut items, &mut side, &mut control);
+            for _ in 0..50 {
+                worker.step();
+            }
+            let view = all.view();
+            assert_eq!(
+                (view.frontier, view.lsn()),
+                (round + 1, round),
+                "round {round}: the versions wait for the cohorts"
+            );
+            let e = view.shards[0].entry(3).expect("every key is present");
+            assert_eq!(e.lanes(0), Some(&lanes(round)));
+            // The cohort part stays as of mark 2: the old sums, the old declarations.
+            assert_eq!((view.cohort_frontier(), view.cohort_lsn_of(0)), (2, 1));
+            assert_eq!(view.shards[0].cohort_lanes(6, 0, 0), None);
+            assert!(!view.shards[0].cohort_defs().contains_key("wide"));
+            assert_eq!(view.shards[0].cohort_lanes(5, 0, 0), Some(&lanes(1)));
+        }
+
+        // The counts are built: the cohort input completes up to the last mark. No new mark
+        // comes; the version at frontier 6 is published again with the cohorts of mark 6.
+        cohorts.advance_to(6);
+        cohorts.flush();
+        for _ in 0..50 {
+            worker.step();
+        }
+        let view = all.view();
+        assert_eq!((view.frontier, view.lsn()), (6, 5));
+        assert_eq!((view.cohort_frontier(), view.cohort_lsn_of(0)), (6, 5));
+        assert_eq!(view.shards[0].cohort_lanes(6, 0, 0), Some(&lanes(2)));
+        assert!(view.shards[0].cohort_defs().contains_key("wide"));
+        assert_eq!(view.shards[0].entry(3).and_then(|e| e.lanes(0)), Some(&lanes(5)));
+    })
+    .unwrap();
+}

@@ -127,7 +127,8 @@ impl Variant {
     }
 
     /// Waits until the published state is complete through clock `clock_ms` (frontier at
-    /// `time_at(clock_ms + 1)`), and returns that snapshot: it answers as of `clock_ms`.
+    /// `time_at(clock_ms + 1)`, the cohort counts too), and returns that snapshot: it answers
+    /// as of `clock_ms`.
     pub fn snapshot_through(&self, clock_ms: u64) -> Result<View, ReplayError> {
         let target: Time = time_at(clock_ms.saturating_add(1));
         let Some(shards) = &self.shards else {
@@ -135,13 +136,13 @@ impl Variant {
         };
         loop {
             let snap = shards.view();
-            if snap.frontier >= target {
+            if snap.cohort_frontier() >= target {
                 return Ok(snap);
             }
             if self.stopped.load(Ordering::Acquire) {
                 // A last look: the final snapshot may have landed as the engine stopped.
                 let snap = shards.view();
-                if snap.frontier >= target {
+                if snap.cohort_frontier() >= target {
                     return Ok(snap);
                 }
                 return Err(self.failure());

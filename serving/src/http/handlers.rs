@@ -19,7 +19,7 @@ use super::openapi::{ClockAnswer, DeleteAnswer, HealthAnswer, ItemBodyDoc, ItemD
 use super::{AppState, parse};
 use crate::metrics::{ErrorLabel, RouteLabel};
 use crate::query::Ranking;
-use crate::{NewSignal, RankQuery, SignalsAck};
+use crate::{NewSignal, RankQuery, Reads, SignalsAck};
 
 pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
@@ -48,12 +48,16 @@ pub(super) fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, 
     })
 }
 
-/// The state a read answers from: the latest, or one including `min_lsn` (waited for) —
-/// an LSN of this process's WAL, or of process `P`'s in a cluster (`P:LSN`).
-pub(super) async fn snapshot_with(state: &AppState, min_lsn: Option<(Option<usize>, u64)>) -> Result<View, ApiError> {
+/// The state a read of `reads` answers from: the latest, or one including `min_lsn` (waited
+/// for) — an LSN of this process's WAL, or of process `P`'s in a cluster (`P:LSN`).
+pub(super) async fn snapshot_with(
+    state: &AppState,
+    min_lsn: Option<(Option<usize>, u64)>,
+    reads: Reads,
+) -> Result<View, ApiError> {
     Ok(match min_lsn {
         None => state.tidal.view(),
-        Some((process, lsn)) => state.tidal.wait_visible_from_async(process, lsn).await?,
+        Some((process, lsn)) => state.tidal.wait_visible_for_async(process, lsn, reads).await?,
     })
 }
 
@@ -240,7 +244,12 @@ pub async fn get_item(
             .map(|(_, v)| crate::query::parse_cohort(v, state.tidal.config()))
             .transpose()
             .map_err(crate::Error::from)?;
-        let snap = snapshot_with(&state, min_lsn).await?;
+        let reads = if cohort.is_some() {
+            Reads::Everything
+        } else {
+            Reads::NoCohorts
+        };
+        let snap = snapshot_with(&state, min_lsn, reads).await?;
         let tidal = state.tidal.clone();
         let view = state
             .reads
@@ -298,7 +307,12 @@ pub async fn get_rankings(
             // Scattered to every process: blocking calls, on the read pool.
             state.reads.run(move || tidal.rank(&query)).await??
         } else {
-            let snap = snapshot_with(&state, params.min_lsn.map(|l| (params.min_lsn_process, l))).await?;
+            let snap = snapshot_with(
+                &state,
+                params.min_lsn.map(|l| (params.min_lsn_process, l)),
+                Reads::of(&params),
+            )
+            .await?;
             state.reads.run(move || tidal.rank_on(&snap, &params)).await??
         };
         state
@@ -371,6 +385,10 @@ pub async fn get_clock(State(state): State<AppState>) -> Json<ClockAnswer> {
         serving: crate::query::AsOf {
             clock: snap.clock_ms(),
             lsn: snap.lsn(),
+        },
+        cohorts: crate::query::AsOf {
+            clock: tidal_core::time::clock_at_frontier(snap.cohort_frontier()),
+            lsn: snap.cohort_lsn(),
         },
         mode: match mode {
             tidal_core::ClockMode::Wall => "wall".into(),

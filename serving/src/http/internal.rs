@@ -29,16 +29,18 @@ fn gone(frontier: Time) -> ApiError {
     )
 }
 
-/// Answers `f` on this process's state at `frontier` (a 409 when it no longer holds it).
+/// Answers `f` on this process's state at `frontier`, its cohort part at `cohorts` or later
+/// (a 409 when it no longer holds it).
 async fn at_frontier<T: serde::Serialize + Send + 'static>(
     state: &AppState,
     frontier: Time,
+    cohorts: Time,
     f: impl FnOnce(&Tidal, &View) -> crate::Result<T> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let tidal = state.tidal.clone();
     let found = state
         .reads
-        .run(move || tidal.view_at(frontier).map(|view| f(&tidal, &view)))
+        .run(move || tidal.view_at(frontier, cohorts).map(|view| f(&tidal, &view)))
         .await?;
     match found {
         Some(found) => Ok(Json(found?).into_response()),
@@ -76,7 +78,7 @@ pub async fn post_share(
 ) -> Result<Response, ApiError> {
     let result = async {
         let (params, req) = share_request(&state, raw)?;
-        at_frontier(&state, req.frontier, move |tidal, view| {
+        at_frontier(&state, req.frontier, req.cohorts, move |tidal, view| {
             tidal.share_on(view, &params, &req)
         })
         .await
@@ -104,7 +106,7 @@ pub async fn post_for_you(
 ) -> Result<Response, ApiError> {
     let result = async {
         let (params, req) = share_request(&state, raw)?;
-        at_frontier(&state, req.frontier, move |tidal, view| {
+        at_frontier(&state, req.frontier, req.cohorts, move |tidal, view| {
             tidal.for_you_on(view, &params, &req)
         })
         .await
@@ -131,7 +133,7 @@ pub async fn post_user(
     let result = async {
         let raw = body(raw)?;
         let req: UserRequest = json_body(&raw, "user state request (fields: frontier, id)")?;
-        at_frontier(&state, req.frontier, move |tidal, view| {
+        at_frontier(&state, req.frontier, 0, move |tidal, view| {
             Ok(tidal.user_state_on(view, &req.id))
         })
         .await
@@ -158,7 +160,7 @@ pub async fn post_embeddings(
     let result = async {
         let raw = body(raw)?;
         let req: EmbeddingsRequest = json_body(&raw, "embeddings request (fields: frontier, keys)")?;
-        at_frontier(&state, req.frontier, move |tidal, view| {
+        at_frontier(&state, req.frontier, 0, move |tidal, view| {
             Ok(tidal.embeddings_on(view, &req.keys))
         })
         .await

@@ -88,6 +88,9 @@ pub struct ClockAnswer {
     pub lsn: u64,
     /// What queries see.
     pub serving: AsOf,
+    /// Where the cohort counts stand: `serving`, or behind it while the counts of a cohort
+    /// just declared are built.
+    pub cohorts: AsOf,
     /// `wall` or `event`.
     pub mode: String,
 }

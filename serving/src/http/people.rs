@@ -16,6 +16,7 @@ use tidal_core::record::RelKind;
 use super::AppState;
 use super::error::ApiError;
 use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with};
+use crate::Reads;
 use crate::query::UserInfo;
 
 /// `PUT /v1/users/{id}` body.
@@ -148,7 +149,7 @@ pub async fn get_user(
                 .await??;
             return found_or_404("user", found);
         }
-        let view = snapshot_with(&state, min_lsn).await?;
+        let view = snapshot_with(&state, min_lsn, Reads::Everything).await?;
         let tidal = state.tidal.clone();
         let found = state
             .reads

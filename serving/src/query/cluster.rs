@@ -34,6 +34,10 @@ use super::{AsOf, RankedItem, Ranking, page, ranking_order, topk};
 pub struct ShareRequest {
     /// The common frontier (a mark every process cuts) to answer at.
     pub frontier: Time,
+    /// The mark the asking process's cohort counts are cut at: the share's must have reached
+    /// it (they lag `frontier` while a broad cohort just declared is counted).
+    #[serde(default)]
+    pub cohorts: Time,
     /// How many items.
     pub need: usize,
     /// The ranking's query parameters.
@@ -362,6 +366,7 @@ pub fn merge(shares: &[Share], params: &RankParams, as_of: AsOf) -> Result<Ranki
         })
         .collect();
     Ok(Ranking {
+        cohorts_as_of: None,
         items,
         next_cursor,
         as_of,

@@ -74,6 +74,21 @@ pub struct Ranking {
     /// estimated under independence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated: Option<bool>,
+    /// For a ranking scoped to a cohort: where its cohort counts stand, when they are behind
+    /// `as_of` (while the counts of a cohort just declared are built, the rest of the state
+    /// goes on without them; a read with `min_lsn` waits for both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohorts_as_of: Option<AsOf>,
+}
+
+/// Where the cohort counts of `view` stand, if a ranking by `params` reads them and they are
+/// behind the rest of the state.
+pub fn cohorts_as_of(view: &View, params: &RankParams) -> Option<AsOf> {
+    let at = view.cohort_frontier();
+    (params.cohort.is_some() && at < view.frontier).then(|| AsOf {
+        clock: tidal_core::time::clock_at_frontier(at),
+        lsn: view.cohort_lsn(),
+    })
 }
 
 /// Ranks the items of every shard of `view` as `params` asks.
@@ -82,6 +97,12 @@ pub struct Ranking {
 /// `explain` output. Currently every parsed request can be answered, so this returns `Ok`;
 /// the `Result` leaves room for requests that need state a snapshot may lack.
 pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking, QueryError> {
+    let mut r = rank_items(view, config, params)?;
+    r.cohorts_as_of = cohorts_as_of(view, params);
+    Ok(r)
+}
+
+fn rank_items(view: &View, config: &Config, params: &RankParams) -> Result<Ranking, QueryError> {
     let as_of = AsOf {
         clock: view.clock_ms(),
         lsn: view.lsn(),
@@ -118,6 +139,7 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
             next_cursor: None,
             as_of,
             estimated: None,
+            cohorts_as_of: None,
         });
     }
     let page_end = params.offset + params.limit;
@@ -140,6 +162,7 @@ pub fn rank(view: &View, config: &Config, params: &RankParams) -> Result<Ranking
         next_cursor,
         as_of,
         estimated: ctx.cohort.as_ref().is_some_and(|c| c.estimated).then_some(true),
+        cohorts_as_of: None,
     })
 }
 
@@ -180,6 +203,7 @@ pub(crate) fn page<'a, T>(
         next_cursor,
         as_of,
         estimated: None,
+        cohorts_as_of: None,
     }
 }
 

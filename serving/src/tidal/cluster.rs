@@ -43,10 +43,11 @@ impl Tidal {
         self.peers.as_ref()
     }
 
-    /// The state at exactly `frontier`, as a peer asks for it (waits up to a second for the
-    /// local shards to reach it; `None` when they no longer hold it).
-    pub fn view_at(&self, frontier: tidal_core::Time) -> Option<View> {
-        self.shards.view_at(frontier, Duration::from_secs(1))
+    /// The state at exactly `frontier`, its cohort part at `cohorts` or later, as a peer asks
+    /// for it (waits up to a second for the local shards to reach it; `None` when they no
+    /// longer hold it).
+    pub fn view_at(&self, frontier: tidal_core::Time, cohorts: tidal_core::Time) -> Option<View> {
+        self.shards.view_at(frontier, cohorts, Duration::from_secs(1))
     }
 
     /// This process's share of a ranking at `view` (what a peer asks for at
@@ -199,6 +200,7 @@ impl Tidal {
         };
         let mut req = ShareRequest {
             frontier: view.frontier,
+            cohorts: view.cohort_frontier(),
             need: params.offset + params.limit + 1,
             pairs: pairs.iter().filter(|(k, _)| k != "min_lsn").cloned().collect(),
             user: wire,
@@ -247,6 +249,7 @@ impl Tidal {
         if params.q.is_some() && params.profile_given {
             let mut r = query::cluster::select_search(shares, params, as_of);
             r.estimated = estimated;
+            r.cohorts_as_of = query::cohorts_as_of(view, params);
             return Ok(Some(r));
         }
         loop {
@@ -256,6 +259,7 @@ impl Tidal {
                         query::cluster::fix_max_bm25(&mut r, &shares);
                     }
                     r.estimated = estimated;
+                    r.cohorts_as_of = query::cohorts_as_of(view, params);
                     return Ok(Some(r));
                 }
                 Err(p) => {

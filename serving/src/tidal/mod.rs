@@ -40,7 +40,7 @@ use restore::{Restored, ann_part, restore_anns, restore_of, wait_for_agreement};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
-pub use types::{NewSignal, RankQuery, SignalsAck, Token, WriteAck};
+pub use types::{NewSignal, RankQuery, Reads, SignalsAck, Token, WriteAck};
 
 /// How often a reader waiting for an LSN looks again.
 const POLL: Duration = Duration::from_micros(250);
@@ -316,7 +316,8 @@ impl Tidal {
         // In a cluster on the event clock the frontier also waits for the other processes'
         // clocks, which only `POST /v1/clock` moves: serve at once.
         let wait = peers.is_none() || config.engine.clock == ClockMode::Wall;
-        while wait && shards.view().lsn() < target {
+        let recovered = |v: View| v.lsn().min(v.cohort_lsn());
+        while wait && recovered(shards.view()) < target {
             std::thread::sleep(Duration::from_millis(2));
             if pipeline.is_finished() {
                 return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
@@ -388,11 +389,19 @@ impl Tidal {
     }
 
     /// Waits until the published state includes LSN `lsn` of process `process`'s WAL (in a
-    /// cluster; `None` or this process: [`wait_visible`](Self::wait_visible)).
+    /// cluster; `None` or this process: [`wait_visible`](Self::wait_visible)) — all of it,
+    /// the cohort counts too.
     pub fn wait_visible_from(&self, process: Option<usize>, lsn: u64) -> Result<View> {
+        self.wait_visible_for(process, lsn, Reads::Everything)
+    }
+
+    /// [`wait_visible_from`](Self::wait_visible_from) for a read of the parts `reads` names:
+    /// a read that counts no cohort does not wait for the cohort counts, which lag while a
+    /// broad cohort just declared is being counted.
+    pub fn wait_visible_for(&self, process: Option<usize>, lsn: u64, reads: Reads) -> Result<View> {
         let (of, deadline) = self.visible_target(process, lsn)?;
         loop {
-            if let Some(view) = self.visible(of, lsn, deadline)? {
+            if let Some(view) = self.visible(of, lsn, deadline, reads)? {
                 return Ok(view);
             }
             std::thread::sleep(POLL);
@@ -401,9 +410,14 @@ impl Tidal {
 
     /// [`wait_visible_from`](Self::wait_visible_from) without blocking a thread.
     pub async fn wait_visible_from_async(&self, process: Option<usize>, lsn: u64) -> Result<View> {
+        self.wait_visible_for_async(process, lsn, Reads::Everything).await
+    }
+
+    /// [`wait_visible_for`](Self::wait_visible_for) without blocking a thread.
+    pub async fn wait_visible_for_async(&self, process: Option<usize>, lsn: u64, reads: Reads) -> Result<View> {
         let (of, deadline) = self.visible_target(process, lsn)?;
         loop {
-            if let Some(view) = self.visible(of, lsn, deadline)? {
+            if let Some(view) = self.visible(of, lsn, deadline, reads)? {
                 return Ok(view);
             }
             tokio::time::sleep(POLL).await;
@@ -425,9 +439,12 @@ impl Tidal {
 
     /// The latest state if it includes `lsn` (of process `of`'s WAL, or this one's); an
     /// error once `deadline` has passed.
-    fn visible(&self, of: Option<usize>, lsn: u64, deadline: Instant) -> Result<Option<View>> {
+    fn visible(&self, of: Option<usize>, lsn: u64, deadline: Instant, reads: Reads) -> Result<Option<View>> {
         let snap = self.view();
-        let seen = of.map_or_else(|| snap.lsn(), |p| snap.lsn_of(p));
+        let mut seen = of.map_or_else(|| snap.lsn(), |p| snap.lsn_of(p));
+        if reads == Reads::Everything {
+            seen = seen.min(of.map_or_else(|| snap.cohort_lsn(), |p| snap.cohort_lsn_of(p)));
+        }
         if seen >= lsn {
             return Ok(Some(snap));
         }
@@ -496,7 +513,7 @@ impl Tidal {
     pub fn rank(&self, q: &RankQuery) -> Result<Ranking> {
         let params = self.parse_query(q)?;
         let snap = match params.min_lsn {
-            Some(lsn) => self.wait_visible_from(params.min_lsn_process, lsn)?,
+            Some(lsn) => self.wait_visible_for(params.min_lsn_process, lsn, Reads::of(&params))?,
             None => self.view(),
         };
         match &self.peers {

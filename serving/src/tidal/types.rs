@@ -286,3 +286,24 @@ impl RankQuery {
         self.param("min_lsn", lsn.to_string())
     }
 }
+
+/// What a read with `min_lsn` waits for: the whole state, or all of it but the cohort counts
+/// and declarations (which lag while the counts of a broad cohort just declared are built).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Every part, the cohort counts too.
+    Everything,
+    /// Items, their features and users; no cohort count.
+    NoCohorts,
+}
+
+impl Reads {
+    /// What a ranking reads: the cohort counts only when it is scoped to a cohort.
+    pub fn of(params: &crate::query::RankParams) -> Reads {
+        if params.cohort.is_some() {
+            Reads::Everything
+        } else {
+            Reads::NoCohorts
+        }
+    }
+}
