@@ -243,9 +243,20 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                             }
                         };
                     input.for_each(|cap, data| {
-                        let Some(cap) = cap.retain_least(0) else { return };
-                        let time = *cap.time();
-                        for (ev, _, mult) in data.iter() {
+                        let Some(first) = cap.retain_least(0) else { return };
+                        let at_cap = *first.time();
+                        for (ev, t, mult) in data.iter() {
+                            // An update's own time, which may be after its container's (a
+                            // join emits a membership change's moves at the change's time
+                            // under an earlier capability): lanes closed by then are not
+                            // opened, and rounds see it when it happens.
+                            let later;
+                            let (cap, time) = if *t > at_cap {
+                                later = first.delayed(t);
+                                (&later, *t)
+                            } else {
+                                (&first, at_cap)
+                            };
                             if ev.kind == CHECKPOINT {
                                 if checkpoint.is_some() {
                                     // One checkpoint at a time: this one waits its turn, with
@@ -262,7 +273,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 stash.push((cap.clone(), *ev, *mult));
                                 continue;
                             }
-                            apply(&cap, ev, *mult, &mut pending);
+                            apply(cap, ev, *mult, &mut pending);
                         }
                     });
                     control.for_each(|_cap, data| {
