@@ -153,6 +153,11 @@ impl View {
             .unwrap_or(self.frontier)
     }
 
+    /// The clock (ms) the cohort part is answered as of.
+    pub fn cohort_clock_ms(&self) -> u64 {
+        clock_at_frontier(self.cohort_frontier())
+    }
+
     /// The last LSN the cohort part of every shard holds.
     pub fn cohort_lsn(&self) -> u64 {
         self.shards

@@ -30,7 +30,7 @@ use crate::builder::SnapshotBuilder;
 use crate::delta::Delta;
 use crate::shards::Shard;
 use crate::side::CohortKey;
-use crate::snapshot::{CLOSED, CohortCut};
+use crate::snapshot::{CLOSED, CohortCut, Snapshot};
 use crate::store::{EntityStore, StoreShard};
 use tidal_core::user::SideUpdate;
 
@@ -103,11 +103,10 @@ pub fn shard_sink<'s>(
     let mut marks_in = op.new_input(control, Pipeline);
     let mut cohorts_in = op.new_input(inputs.cohorts.inner, Pipeline);
     let mut side_in = op.new_input(inputs.side, Pipeline);
-    // Cohort sum changes and cohort declarations by time, applied at the cohort cuts; user
-    // state changes by time, applied at the cuts of everything else.
-    let mut cohort_later: BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>> = BTreeMap::new();
-    let mut defs_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
+    // User state changes by time, applied at the cuts; the cohort part's own changes, cuts
+    // and positions.
     let mut side_later: BTreeMap<Time, Vec<SideUpdate>> = BTreeMap::new();
+    let mut cohorts = CohortPart::new(place);
 
     let mut builder = SnapshotBuilder::sharing(config, shard.ann().clone());
     // Nothing of the cohort part is applied yet: the versions say so until it is.
@@ -122,17 +121,10 @@ pub fn shard_sink<'s>(
     // position each stands for, per origin.
     let mut marks: BTreeMap<Time, MarksAt> = BTreeMap::new();
     let mut cut: Time = 0;
-    // The marks applied to everything but the cohort part, not yet to it (the cohort rollup
-    // lags while it builds the counts of a broad cohort just declared), and the mark the
-    // cohort part is applied up to.
-    let mut cohort_marks: BTreeMap<Time, Vec<(usize, Position)>> = BTreeMap::new();
-    let mut cohort_cut: Time = 0;
     // The frontier of the last version published.
     let mut last_version: Time = 0;
-    // Per process, the position of its newest mark cut so far, and of the newest the cohort
-    // part is cut at.
+    // Per process, the position of its newest mark cut so far.
     let mut positions = vec![Position::default(); place.processes.max(1)];
-    let mut cohort_positions = positions.clone();
     // The newest position any mark carried, per process (the final version's).
     let mut newest = positions.clone();
     op.build(move |_capabilities| {
@@ -141,7 +133,8 @@ pub fn shard_sink<'s>(
             data.for_each(|_cap, d| fresh.push(std::mem::take(d)));
             cohorts_in.for_each(|_cap, d| {
                 for (key_lanes, t, diff) in d.drain(..) {
-                    cohort_later
+                    cohorts
+                        .later
                         .entry(t)
                         .or_default()
                         .push((key_lanes.0, key_lanes.1, diff));
@@ -151,7 +144,7 @@ pub fn shard_sink<'s>(
                 if let Some(t) = cap.least().copied() {
                     for u in d.drain(..) {
                         match u {
-                            SideUpdate::Cohorts(_) => defs_later.entry(t).or_default().push(u),
+                            SideUpdate::Cohorts(_) => cohorts.defs.entry(t).or_default().push(u),
                             SideUpdate::User(..) => side_later.entry(t).or_default().push(u),
                         }
                     }
@@ -182,13 +175,7 @@ pub fn shard_sink<'s>(
                             // below what is applied already: what it says of its process's
                             // log holds for the state, and the next version says it.
                             *q = (*q).max(p);
-                            if time <= cohort_cut
-                                && let Some(q) = cohort_positions.get_mut(origin)
-                            {
-                                *q = (*q).max(p);
-                            } else {
-                                cohort_marks.entry(cut).or_default().push((origin, p));
-                            }
+                            cohorts.late_mark(time, cut, origin, p);
                         }
                     }
                 }
@@ -233,33 +220,15 @@ pub fn shard_sink<'s>(
                         *q = (*q).max(p);
                     }
                 }
-                cohort_marks.entry(m).or_default().extend(ps);
+                cohorts.marks.entry(m).or_default().extend(ps);
                 cut = m;
                 // The cohort part follows as far as its input allows, up to this mark.
-                let cohorts_now = cohort_cut;
-                cohort_cut = advance_cohorts(
-                    &mut builder,
-                    cohorts_reached.min(m),
-                    &mut cohort_marks,
-                    &mut cohort_positions,
-                    &mut cohort_later,
-                    &mut defs_later,
-                )
-                .unwrap_or(cohort_cut);
-                if cohort_cut != cohorts_now {
-                    builder.set_cohort_cut(cohort_cut_at(cohort_cut, &cohort_positions, place));
-                }
+                cohorts.advance(&mut builder, cohorts_reached.min(m));
                 if !publish {
                     // Applied to the working copies; the version comes at a publishing mark.
                     continue;
                 }
-                let own = positions.get(place.process).copied().unwrap_or_default();
-                let version = if place.processes > 1 {
-                    let lsns: Arc<[u64]> = positions.iter().map(|p| p.lsn).collect();
-                    builder.version_in_cluster(m, own, lsns)
-                } else {
-                    builder.version(m, own)
-                };
+                let (version, own) = cut_version(&mut builder, m, &positions, place);
                 // The text index has a version's changes before readers see the version.
                 let changes = builder.take_item_changes();
                 shard.text().apply(&changes);
@@ -277,79 +246,107 @@ pub fn shard_sink<'s>(
             }
             // The cohort input caught up with marks already cut: the last version again, at
             // the same frontier, with the cohort part as far as it now reaches.
-            if !published
-                && last_version == cut
-                && cut > 0
-                && let Some(c) = advance_cohorts(
-                    &mut builder,
-                    cohorts_reached.min(cut),
-                    &mut cohort_marks,
-                    &mut cohort_positions,
-                    &mut cohort_later,
-                    &mut defs_later,
-                )
-            {
-                cohort_cut = c;
-                builder.set_cohort_cut(cohort_cut_at(c, &cohort_positions, place));
-                let own = positions.get(place.process).copied().unwrap_or_default();
-                let version = if place.processes > 1 {
-                    let lsns: Arc<[u64]> = positions.iter().map(|p| p.lsn).collect();
-                    builder.version_in_cluster(cut, own, lsns)
-                } else {
-                    builder.version(cut, own)
-                };
-                shard.publish(version);
+            if !published && last_version == cut && cut > 0 && cohorts.advance(&mut builder, cohorts_reached.min(cut)) {
+                shard.publish(cut_version(&mut builder, cut, &positions, place).0);
             }
             stats.busy(Stage::Sink, started);
         }
     });
 }
 
-/// Applies the cohort changes and declarations of the marks up to `limit` (in time order),
-/// with their positions. Returns the newest such mark, if any.
-fn advance_cohorts(
+/// A version at mark `m` of everything applied, at the positions the marks carried; and this
+/// process's position.
+fn cut_version(
     builder: &mut SnapshotBuilder,
-    limit: Time,
-    marks: &mut BTreeMap<Time, Vec<(usize, Position)>>,
-    positions: &mut [Position],
-    cohorts: &mut BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>>,
-    defs: &mut BTreeMap<Time, Vec<SideUpdate>>,
-) -> Option<Time> {
-    let mut reached = None;
-    while let Some(entry) = marks.first_entry() {
-        let m = *entry.key();
-        if m > limit {
-            break;
-        }
-        for (o, p) in entry.remove() {
-            if let Some(q) = positions.get_mut(o) {
-                *q = (*q).max(p);
-            }
-        }
-        // One time's sums together: the removals of a time go before its additions.
-        while let Some(at) = cohorts.first_entry() {
-            if *at.key() >= m {
-                break;
-            }
-            builder.side.apply_cohorts(&mut at.remove());
-        }
-        apply_before(m, defs, |u| builder.side.apply(u));
-        reached = Some(m);
-    }
-    reached
+    m: Time,
+    positions: &[Position],
+    place: Place,
+) -> (Arc<Snapshot>, Position) {
+    let own = positions.get(place.process).copied().unwrap_or_default();
+    let version = if place.processes > 1 {
+        builder.version_in_cluster(m, own, positions.iter().map(|p| p.lsn).collect())
+    } else {
+        builder.version(m, own)
+    };
+    (version, own)
 }
 
-/// The cohort cut at mark `m`, with the positions its marks carried.
-fn cohort_cut_at(m: Time, positions: &[Position], place: Place) -> CohortCut {
-    let own = positions.get(place.process).copied().unwrap_or_default();
-    CohortCut {
-        frontier: m,
-        lsn: own.lsn,
-        lsns: if place.processes > 1 {
-            positions.iter().map(|p| p.lsn).collect()
+/// The cohort part of a shard as the sink builds it: its changes (sums and declarations) by
+/// time, the marks applied to everything else and not yet to it (the cohort rollup lags while
+/// it builds the counts of a broad cohort just declared), the mark it is cut at, and per
+/// process the position of the newest mark it holds.
+struct CohortPart {
+    later: BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>>,
+    defs: BTreeMap<Time, Vec<SideUpdate>>,
+    marks: BTreeMap<Time, Vec<(usize, Position)>>,
+    cut: Time,
+    positions: Vec<Position>,
+    place: Place,
+}
+
+impl CohortPart {
+    fn new(place: Place) -> CohortPart {
+        CohortPart {
+            later: BTreeMap::new(),
+            defs: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            cut: 0,
+            positions: vec![Position::default(); place.processes.max(1)],
+            place,
+        }
+    }
+
+    /// A mark at `time`, below the cut `cut` of everything else: the cohort part holds what
+    /// it says of process `origin`'s log once it is cut there too.
+    fn late_mark(&mut self, time: Time, cut: Time, origin: usize, p: Position) {
+        if time <= self.cut
+            && let Some(q) = self.positions.get_mut(origin)
+        {
+            *q = (*q).max(p);
         } else {
-            Arc::from(Vec::new())
-        },
+            self.marks.entry(cut).or_default().push((origin, p));
+        }
+    }
+
+    /// Applies the changes of the marks up to `limit` (in time order) to `builder`, and
+    /// moves the cut of its next versions there. Whether a mark was applied.
+    fn advance(&mut self, builder: &mut SnapshotBuilder, limit: Time) -> bool {
+        let mut applied = false;
+        while let Some(entry) = self.marks.first_entry() {
+            let m = *entry.key();
+            if m > limit {
+                break;
+            }
+            for (o, p) in entry.remove() {
+                if let Some(q) = self.positions.get_mut(o) {
+                    *q = (*q).max(p);
+                }
+            }
+            // One time's sums together: the removals of a time go before its additions.
+            while let Some(at) = self.later.first_entry() {
+                if *at.key() >= m {
+                    break;
+                }
+                builder.side.apply_cohorts(&mut at.remove());
+            }
+            apply_before(m, &mut self.defs, |u| builder.side.apply(u));
+            self.cut = m;
+            applied = true;
+        }
+        if !applied {
+            return false;
+        }
+        let own = self.positions.get(self.place.process).copied().unwrap_or_default();
+        builder.set_cohort_cut(CohortCut {
+            frontier: self.cut,
+            lsn: own.lsn,
+            lsns: if self.place.processes > 1 {
+                self.positions.iter().map(|p| p.lsn).collect()
+            } else {
+                Arc::from(Vec::new())
+            },
+        });
+        true
     }
 }
 

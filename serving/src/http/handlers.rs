@@ -244,12 +244,7 @@ pub async fn get_item(
             .map(|(_, v)| crate::query::parse_cohort(v, state.tidal.config()))
             .transpose()
             .map_err(crate::Error::from)?;
-        let reads = if cohort.is_some() {
-            Reads::Everything
-        } else {
-            Reads::NoCohorts
-        };
-        let snap = snapshot_with(&state, min_lsn, reads).await?;
+        let snap = snapshot_with(&state, min_lsn, Reads::counting_cohort(cohort.is_some())).await?;
         let tidal = state.tidal.clone();
         let view = state
             .reads
@@ -387,7 +382,7 @@ pub async fn get_clock(State(state): State<AppState>) -> Json<ClockAnswer> {
             lsn: snap.lsn(),
         },
         cohorts: crate::query::AsOf {
-            clock: tidal_core::time::clock_at_frontier(snap.cohort_frontier()),
+            clock: snap.cohort_clock_ms(),
             lsn: snap.cohort_lsn(),
         },
         mode: match mode {

@@ -86,7 +86,7 @@ pub struct Ranking {
 pub fn cohorts_as_of(view: &View, params: &RankParams) -> Option<AsOf> {
     let at = view.cohort_frontier();
     (params.cohort.is_some() && at < view.frontier).then(|| AsOf {
-        clock: tidal_core::time::clock_at_frontier(at),
+        clock: view.cohort_clock_ms(),
         lsn: view.cohort_lsn(),
     })
 }

@@ -42,6 +42,16 @@ pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
 pub use types::{NewSignal, RankQuery, Reads, SignalsAck, Token, WriteAck};
 
+/// The last LSN of process `of`'s WAL (`None`: this process's) that the parts `reads` names
+/// of `view` hold.
+fn held_lsn(view: &View, of: Option<usize>, reads: Reads) -> u64 {
+    let lsn = of.map_or_else(|| view.lsn(), |p| view.lsn_of(p));
+    match reads {
+        Reads::NoCohorts => lsn,
+        Reads::Everything => lsn.min(of.map_or_else(|| view.cohort_lsn(), |p| view.cohort_lsn_of(p))),
+    }
+}
+
 /// How often a reader waiting for an LSN looks again.
 const POLL: Duration = Duration::from_micros(250);
 /// The checkpoint part holding the WAL's dedup window.
@@ -316,8 +326,7 @@ impl Tidal {
         // In a cluster on the event clock the frontier also waits for the other processes'
         // clocks, which only `POST /v1/clock` moves: serve at once.
         let wait = peers.is_none() || config.engine.clock == ClockMode::Wall;
-        let recovered = |v: View| v.lsn().min(v.cohort_lsn());
-        while wait && recovered(shards.view()) < target {
+        while wait && held_lsn(&shards.view(), None, Reads::Everything) < target {
             std::thread::sleep(Duration::from_millis(2));
             if pipeline.is_finished() {
                 return Err(Error::DataflowStopped("the dataflow stopped during recovery".into()));
@@ -441,10 +450,7 @@ impl Tidal {
     /// error once `deadline` has passed.
     fn visible(&self, of: Option<usize>, lsn: u64, deadline: Instant, reads: Reads) -> Result<Option<View>> {
         let snap = self.view();
-        let mut seen = of.map_or_else(|| snap.lsn(), |p| snap.lsn_of(p));
-        if reads == Reads::Everything {
-            seen = seen.min(of.map_or_else(|| snap.cohort_lsn(), |p| snap.cohort_lsn_of(p)));
-        }
+        let seen = held_lsn(&snap, of, reads);
         if seen >= lsn {
             return Ok(Some(snap));
         }

@@ -300,10 +300,11 @@ pub enum Reads {
 impl Reads {
     /// What a ranking reads: the cohort counts only when it is scoped to a cohort.
     pub fn of(params: &crate::query::RankParams) -> Reads {
-        if params.cohort.is_some() {
-            Reads::Everything
-        } else {
-            Reads::NoCohorts
-        }
+        Reads::counting_cohort(params.cohort.is_some())
+    }
+
+    /// What a read that counts a cohort, or none, reads.
+    pub fn counting_cohort(cohort: bool) -> Reads {
+        if cohort { Reads::Everything } else { Reads::NoCohorts }
     }
 }
