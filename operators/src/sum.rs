@@ -160,10 +160,108 @@ fn load_state<E: Expander>(
     Ok((sums, pending, dead))
 }
 
+/// Events waiting for their time to complete, with a capability for that time.
+type Held = (Capability<Time>, Vec<(SignalEv, isize)>);
+
+/// A keyed sum's state between activations: the sums, the updates waiting for their times,
+/// the marks that delimit rounds and the retired items.
+struct State<E: Expander> {
+    expander: E,
+    sums: DenseSums<E::Extra, E::Sum>,
+    pending: Pending<E::Pending, E::Diff, E::Extra>,
+    marks: BTreeSet<Time>,
+    /// Retired items: key -> the last time their pending updates are ignored.
+    dead: HashMap<ItemKey, Time>,
+    dead_until: BTreeMap<Time, Vec<ItemKey>>,
+    scratch: Vec<(Time, E::Pending, E::Diff)>,
+    clears: Vec<(Time, usize, E::Extra)>,
+}
+
+impl<E: Expander> State<E> {
+    /// Expands one event committed at `cap`'s time into waiting updates.
+    fn apply(&mut self, cap: &Capability<Time>, ev: &SignalEv, mult: isize) {
+        let time = *cap.time();
+        if ev.kind == RETIRE {
+            self.pending.retire(time, ev.item, ev.ts_eff, cap);
+            return;
+        }
+        self.expander
+            .expand(ev, time, mult, &mut self.scratch, &mut self.clears);
+        for (at, update, diff) in self.scratch.drain(..) {
+            self.pending.push(at, time, update, diff, cap);
+        }
+        for (at, slot, extra) in self.clears.drain(..) {
+            self.pending.clear(at, slot, extra, cap);
+        }
+    }
+
+    /// Applies every waiting update due before `bound`, one round per stretch between marks,
+    /// and hands each round's capability and changed sums to `emit`.
+    fn rounds(&mut self, bound: Time, emit: &mut impl FnMut(&Capability<Time>, &E, &mut DenseSums<E::Extra, E::Sum>)) {
+        while let Some(first) = self.pending.first().filter(|t| *t < bound) {
+            // The round spans every waiting time up to the next mark.
+            let end = self
+                .marks
+                .range(first + 1..)
+                .next()
+                .copied()
+                .unwrap_or(Time::MAX)
+                .min(bound);
+            let mut last_cap: Option<Capability<Time>> = None;
+            while let Some(at) = self.pending.first().filter(|t| *t < end) {
+                let Some((_, mut due)) = self.pending.pop_first() else {
+                    break;
+                };
+                while let Some((&until, _)) = self.dead_until.first_key_value() {
+                    if until >= at {
+                        break;
+                    }
+                    for key in self.dead_until.pop_first().map(|(_, k)| k).unwrap_or_default() {
+                        if self.dead.get(&key) == Some(&until) {
+                            self.dead.remove(&key);
+                        }
+                    }
+                }
+                for (update, diff) in due.updates.drain(..) {
+                    let (item, slot, extra) = self.expander.locate(&update);
+                    if !self.dead.is_empty() && self.dead.contains_key(&item) {
+                        continue;
+                    }
+                    let expander = &self.expander;
+                    self.sums
+                        .update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
+                }
+                for (slot, extra) in due.clears.drain(..) {
+                    self.sums.clear_extra(slot, extra);
+                }
+                // A retired item is zeroed after every update of its time (its key is never
+                // reused within the time that retired it).
+                for (item, clock_ms) in due.retires.drain(..) {
+                    self.sums.clear_item(item);
+                    if let Some(until) = self.expander.retired_until(clock_ms) {
+                        self.dead.insert(item, until);
+                        self.dead_until.entry(until).or_default().push(item);
+                    }
+                }
+                self.pending.recycle(due.updates);
+                last_cap = Some(due.cap);
+            }
+            let Some(cap) = last_cap else { break };
+            emit(&cap, &self.expander, &mut self.sums);
+        }
+    }
+}
+
 /// The current sum per key of everything `expander` makes of `signals`, as a collection.
 /// `control` is the broadcast control stream (its marks delimit the rounds); `stats` is told
 /// the state's size after every activation. With `persist`, the state is restored from a
 /// checkpoint part named `what` and written into one at every checkpoint marker.
+///
+/// Events are applied in time order, each time once it is complete: a round emitted at a time
+/// is never followed by one at an earlier time (the sink applies each time's changes as a
+/// replacement of the values before it), and a checkpoint at frontier `f` is written exactly
+/// between the times before `f` and those after, whatever order its marker and the events
+/// around it arrive in.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn keyed_sums<'s, E: Expander>(
     signals: VecCollection<'s, Time, SignalEv, isize>,
@@ -185,27 +283,34 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
             Pipeline,
             name,
             move |initial, _info| {
-                let mut scratch = Vec::new();
-                let mut clears = Vec::new();
-                let mut pending: Pending<E::Pending, E::Diff, E::Extra> = Pending::new();
-                let mut sums: DenseSums<E::Extra, E::Sum> = DenseSums::new(peers, index, expander.slots());
-                let mut marks: BTreeSet<Time> = BTreeSet::new();
-                // Retired items: key -> the last time their pending updates are ignored.
-                let mut dead: HashMap<ItemKey, Time> = HashMap::new();
-                let mut dead_until: BTreeMap<Time, Vec<ItemKey>> = BTreeMap::new();
-                // A checkpoint asked for (its frontier and position), and the input at or
-                // after its frontier held back until the state before it is written.
-                let mut checkpoint: Option<(Time, Position)> = None;
-                let mut stash: Vec<(Capability<Time>, SignalEv, isize)> = Vec::new();
+                let slots = expander.slots();
+                let mut state = State {
+                    expander,
+                    sums: DenseSums::new(peers, index, slots),
+                    pending: Pending::new(),
+                    marks: BTreeSet::new(),
+                    dead: HashMap::new(),
+                    dead_until: BTreeMap::new(),
+                    scratch: Vec::new(),
+                    clears: Vec::new(),
+                };
+                // Events by time, each time with a capability for it, until the time is
+                // complete; checkpoints asked for (frontier -> position) and not written yet.
+                let mut held: BTreeMap<Time, Held> = BTreeMap::new();
+                let mut checkpoints: BTreeMap<Time, Position> = BTreeMap::new();
                 // The restored state is emitted (at time 0) in the first activation.
                 let mut restored = false;
                 if let Some(bytes) = persist.take_restored(index, what) {
-                    match load_state::<E>(&bytes, sums, &initial) {
+                    match load_state::<E>(
+                        &bytes,
+                        std::mem::replace(&mut state.sums, DenseSums::new(peers, index, slots)),
+                        &initial,
+                    ) {
                         Ok((s, p, d)) => {
-                            (sums, pending) = (s, p);
+                            (state.sums, state.pending) = (s, p);
                             for (k, until) in d {
-                                dead.insert(k, until);
-                                dead_until.entry(until).or_default().push(k);
+                                state.dead.insert(k, until);
+                                state.dead_until.entry(until).or_default().push(k);
                             }
                             restored = true;
                         }
@@ -219,67 +324,45 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 let mut initial = Some(initial);
                 move |(input, input_frontier), (control, control_frontier), output| {
                     let started = std::time::Instant::now();
+                    let mut emit = |cap: &Capability<Time>, expander: &E, sums: &mut DenseSums<E::Extra, E::Sum>| {
+                        let at = *cap.time();
+                        let mut session = output.session(cap);
+                        sums.finish(|item, slot, extra, sum, diff| {
+                            session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
+                        });
+                    };
                     if let Some(cap) = initial.take()
                         && restored
                     {
-                        let mut session = output.session(&cap);
-                        sums.finish(|item, slot, extra, sum, diff| {
-                            session.give(((expander.key(item, slot, extra), sum.clone()), 0, diff));
-                        });
+                        emit(&cap, &state.expander, &mut state.sums);
                     }
-                    let mut apply =
-                        |cap: &Capability<Time>, ev: &SignalEv, mult: isize, pending: &mut Pending<_, _, _>| {
-                            let time = *cap.time();
-                            if ev.kind == RETIRE {
-                                pending.retire(time, ev.item, ev.ts_eff, cap);
-                                return;
-                            }
-                            expander.expand(ev, time, mult, &mut scratch, &mut clears);
-                            for (at, update, diff) in scratch.drain(..) {
-                                pending.push(at, time, update, diff, cap);
-                            }
-                            for (at, slot, extra) in clears.drain(..) {
-                                pending.clear(at, slot, extra, cap);
-                            }
-                        };
                     input.for_each(|cap, data| {
                         let Some(first) = cap.retain_least(0) else { return };
                         let at_cap = *first.time();
-                        for (ev, t, mult) in data.iter() {
-                            // An update's own time, which may be after its container's (a
-                            // join emits a membership change's moves at the change's time
-                            // under an earlier capability): lanes closed by then are not
-                            // opened, and rounds see it when it happens.
-                            let later;
-                            let (cap, time) = if *t > at_cap {
-                                later = first.delayed(t);
-                                (&later, *t)
-                            } else {
-                                (&first, at_cap)
-                            };
+                        for (ev, t, mult) in data.drain(..) {
+                            // An update's own time, which may be after its container's (a join
+                            // emits a membership change's moves at the change's time under an
+                            // earlier capability): lanes closed by then are not opened, and
+                            // rounds see it when it happens.
+                            let t = t.max(at_cap);
                             if ev.kind == CHECKPOINT {
-                                if checkpoint.is_some() {
-                                    // One checkpoint at a time: this one waits its turn, with
-                                    // what follows it.
-                                    stash.push((cap.clone(), *ev, *mult));
-                                    continue;
-                                }
-                                checkpoint = Some(checkpoint_of(ev));
-                                // Rounds never span the checkpoint's frontier.
-                                marks.insert(ev.ts_eff);
+                                // The state before its frontier: no event at or after it is
+                                // applied (each waits for its time to complete, and the marker
+                                // comes at or before its frontier) until the part is written.
+                                let (frontier, position) = checkpoint_of(&ev);
+                                checkpoints.insert(frontier, position);
                                 continue;
                             }
-                            if checkpoint.is_some_and(|(f, _)| time >= f) {
-                                stash.push((cap.clone(), *ev, *mult));
-                                continue;
-                            }
-                            apply(cap, ev, *mult, &mut pending);
+                            held.entry(t)
+                                .or_insert_with(|| (first.delayed(&t), Vec::new()))
+                                .1
+                                .push((ev, mult));
                         }
                     });
                     control.for_each(|_cap, data| {
                         for c in data.iter() {
                             if let Control::Mark { time, .. } = c {
-                                marks.insert(*time);
+                                state.marks.insert(*time);
                             }
                         }
                     });
@@ -290,99 +373,54 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         .map(|f| f.frontier().iter().min().copied().unwrap_or(Time::MAX))
                         .min()
                         .unwrap_or(Time::MAX);
-                    loop {
-                        while let Some(first) = pending.first().filter(|t| *t < reached) {
-                            // The round spans every waiting time up to the next mark.
-                            let bound = marks
-                                .range(first + 1..)
-                                .next()
-                                .copied()
-                                .unwrap_or(Time::MAX)
-                                .min(reached);
-                            let mut last_cap: Option<Capability<Time>> = None;
-                            while let Some(at) = pending.first().filter(|t| *t < bound) {
-                                let Some((_, mut due)) = pending.pop_first() else { break };
-                                while let Some((&until, _)) = dead_until.first_key_value() {
-                                    if until >= at {
-                                        break;
-                                    }
-                                    for key in dead_until.pop_first().map(|(_, k)| k).unwrap_or_default() {
-                                        if dead.get(&key) == Some(&until) {
-                                            dead.remove(&key);
-                                        }
-                                    }
+                    // Writes the checkpoints at frontiers up to `upto`: each once every time
+                    // before its frontier is applied (the events before `upto` are).
+                    let write =
+                        |state: &mut State<E>, checkpoints: &mut BTreeMap<Time, Position>, upto: Time, emit: &mut _| {
+                            while let Some(entry) = checkpoints.first_entry() {
+                                let frontier = *entry.key();
+                                if frontier > upto {
+                                    break;
                                 }
-                                for (update, diff) in due.updates.drain(..) {
-                                    let (item, slot, extra) = expander.locate(&update);
-                                    if !dead.is_empty() && dead.contains_key(&item) {
-                                        continue;
-                                    }
-                                    sums.update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
-                                }
-                                for (slot, extra) in due.clears.drain(..) {
-                                    sums.clear_extra(slot, extra);
-                                }
-                                // A retired item is zeroed after every update of its time (its key
-                                // is never reused within the time that retired it).
-                                for (item, clock_ms) in due.retires.drain(..) {
-                                    sums.clear_item(item);
-                                    if let Some(until) = expander.retired_until(clock_ms) {
-                                        dead.insert(item, until);
-                                        dead_until.entry(until).or_default().push(item);
-                                    }
-                                }
-                                pending.recycle(due.updates);
-                                last_cap = Some(due.cap);
+                                let position = entry.remove();
+                                state.rounds(frontier, emit);
+                                // The worker stands still while it streams the part out.
+                                let began = std::time::Instant::now();
+                                persist.write_with(index, what, frontier, position, &mut |w| {
+                                    save_state::<E>(&state.sums, &state.pending, &state.dead, w)
+                                });
+                                tracing::debug!(
+                                    worker = index,
+                                    part = what,
+                                    ms = began.elapsed().as_secs_f64() * 1e3,
+                                    "checkpoint part written"
+                                );
                             }
-                            let Some(cap) = last_cap else { break };
-                            let at = *cap.time();
-                            let mut session = output.session(&cap);
-                            sums.finish(|item, slot, extra, sum, diff| {
-                                session.give(((expander.key(item, slot, extra), sum.clone()), at, diff));
-                            });
+                        };
+                    while let Some(entry) = held.first_entry() {
+                        let t = *entry.key();
+                        if t >= reached {
+                            break;
                         }
-                        if let Some((frontier, position)) = checkpoint
-                            && reached >= frontier
-                            && pending.first().is_none_or(|t| t >= frontier)
-                        {
-                            // Every time before the frontier is applied, nothing after it is.
-                            // The worker stands still while it streams the part out.
-                            let began = std::time::Instant::now();
-                            persist.write_with(index, what, frontier, position, &mut |w| {
-                                save_state::<E>(&sums, &pending, &dead, w)
-                            });
-                            tracing::debug!(
-                                worker = index,
-                                part = what,
-                                ms = began.elapsed().as_secs_f64() * 1e3,
-                                "checkpoint part written"
-                            );
-                            checkpoint = None;
-                            // What was held back goes in, in order, up to the next checkpoint
-                            // held back (which holds back what follows it in turn).
-                            for (cap, ev, mult) in std::mem::take(&mut stash) {
-                                if ev.kind == CHECKPOINT && checkpoint.is_none() {
-                                    checkpoint = Some(checkpoint_of(&ev));
-                                    marks.insert(ev.ts_eff);
-                                } else if checkpoint.is_some_and(|(f, _)| *cap.time() >= f)
-                                    || (ev.kind == CHECKPOINT && checkpoint.is_some())
-                                {
-                                    stash.push((cap, ev, mult));
-                                } else {
-                                    apply(&cap, &ev, mult, &mut pending);
-                                }
-                            }
-                            // What was held back may be complete already.
-                            continue;
+                        let (cap, events) = entry.remove();
+                        write(&mut state, &mut checkpoints, t, &mut emit);
+                        for (ev, mult) in &events {
+                            state.apply(&cap, ev, *mult);
                         }
-                        break;
                     }
-                    marks = marks.split_off(&reached);
+                    // Every event before `reached` is applied: what comes due before it too,
+                    // with the checkpoints it reaches written on the way.
+                    write(&mut state, &mut checkpoints, reached, &mut emit);
+                    let bound = checkpoints
+                        .first_key_value()
+                        .map_or(reached, |(f, _)| (*f).min(reached));
+                    state.rounds(bound, &mut emit);
+                    state.marks = state.marks.split_off(&reached);
                     stats(SumStats {
-                        sums: sums.len(),
-                        pending: pending.held,
-                        times: pending.times(),
-                        retired: dead.len(),
+                        sums: state.sums.len(),
+                        pending: state.pending.held,
+                        times: state.pending.times(),
+                        retired: state.dead.len(),
                         started,
                     });
                 }

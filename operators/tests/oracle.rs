@@ -1,6 +1,6 @@
 //! Oracle tests: random signals (negative weights, late and future timestamps, retractions,
 //! deleted items whose keys are later reused, many batches per millisecond, times long past
-//! every window and epoch) go through the windows and decay materializers; the accumulated
+//! every window and epoch, checkpoint markers among them) go through the windows and decay materializers; the accumulated
 //! output at many logical times — each one a mark, as the serving shards observe them — is
 //! compared with a from-scratch computation of SPEC §3's formulas over the same events.
 
@@ -21,7 +21,7 @@ use tidal_core::time::{SEQ_BITS, Time, clock_of, time_at};
 use timely::dataflow::InputHandleVec;
 use timely::dataflow::operators::vec::Input;
 
-use tidal_core::flow::{Control, Persist, RETIRE};
+use tidal_core::flow::{CHECKPOINT, Control, Persist, RETIRE};
 use tidal_core::stats::StateStats;
 use tidal_operators::{SignalEv, kind_specs};
 
@@ -111,6 +111,18 @@ fn history(seed: u64, batches: usize) -> Vec<Update> {
             let n = if rng.gen_bool(0.05) { 2 } else { 1 };
             out.push((ev, time, n));
             live.push(ev);
+        }
+        // Now and then a checkpoint of the state before the next time, its marker sent with
+        // this batch as the entities stage sends it (no part is written: nothing persists).
+        if rng.gen_bool(0.15) {
+            let marker = SignalEv {
+                item: out.len() as u64,
+                kind: CHECKPOINT,
+                ts_eff: time + 1,
+                weight: 0,
+                user: 0,
+            };
+            out.push((marker, time, 1));
         }
     }
     out
@@ -243,10 +255,11 @@ fn check_times(updates: &[Update], seed: u64) -> Vec<Time> {
     times
 }
 
-/// The events that count at `at`: committed by then and not retired by then.
+/// The events that count at `at`: committed by then and not retired by then (checkpoint
+/// markers are not events).
 fn counted(updates: &[Update], at: Time) -> Vec<Update> {
     let mut out: Vec<Update> = Vec::new();
-    for u in updates.iter().filter(|(_, t, _)| *t <= at) {
+    for u in updates.iter().filter(|(ev, t, _)| *t <= at && ev.kind != CHECKPOINT) {
         if u.0.kind == RETIRE {
             out.retain(|(ev, _, _)| ev.item != u.0.item);
         } else {
