@@ -150,9 +150,15 @@ pub fn users<'s>(
                         break;
                     }
                     checkpoints.pop_first();
-                    let mut bytes = Vec::new();
-                    state.save(&mut bytes);
-                    persist.write(partition.index, "users", f, position, bytes);
+                    // The worker stands still while it streams the part out.
+                    let began = std::time::Instant::now();
+                    persist.write_with(partition.index, "users", f, position, &mut |w| state.save(w));
+                    tracing::debug!(
+                        worker = partition.index,
+                        part = "users",
+                        ms = began.elapsed().as_secs_f64() * 1e3,
+                        "checkpoint part written"
+                    );
                 }
                 let (time, caps, control, sigs) = match (next_input, next_expiry) {
                     (None, None) => break,

@@ -9,9 +9,16 @@ use tidal_core::user::{Edges, Pull};
 
 use super::{Slot, Users};
 
+/// Bytes of the part buffered before they are written out.
+const SPILL: usize = 1 << 20;
+
 impl Users {
-    /// Appends the declared cohorts and every user's state (a checkpoint).
-    pub(super) fn save(&self, out: &mut Vec<u8>) {
+    /// Writes the declared cohorts and every user's state (a checkpoint) to `w`, through a
+    /// buffer of [`SPILL`] bytes (the part is never held whole in memory: a million users
+    /// make hundreds of megabytes, and fresh pages cost the worker more than the encoding).
+    pub(super) fn save(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(SPILL + 4096);
+        let out = &mut buf;
         put_u64(out, self.defs.len() as u64);
         for (name, rule) in &self.defs {
             put_str(out, name);
@@ -41,11 +48,18 @@ impl Users {
                 put_u64(out, u64::from(*item));
                 out.push(*m);
             }
-            let edges = slot.edges.as_deref().cloned().unwrap_or_default();
-            for set in [&edges.follows, &edges.blocks] {
-                put_u64(out, set.len() as u64);
-                for c in set {
-                    put_str(out, c);
+            match slot.edges.as_deref() {
+                Some(edges) => {
+                    for set in [&edges.follows, &edges.blocks] {
+                        put_u64(out, set.len() as u64);
+                        for c in set {
+                            put_str(out, c);
+                        }
+                    }
+                }
+                None => {
+                    put_u64(out, 0);
+                    put_u64(out, 0);
                 }
             }
             put_u64(out, slot.affinity.len() as u64);
@@ -60,7 +74,12 @@ impl Users {
                 put_u64(out, u64::from(p.item));
                 put_u64(out, p.pull.to_bits());
             }
+            if out.len() >= SPILL {
+                w.write_all(out)?;
+                out.clear();
+            }
         }
+        w.write_all(out)
     }
 
     /// Reads back what [`save`](Self::save) wrote.
