@@ -69,17 +69,18 @@ pub fn cohort_rollups<'s>(
     let retention = specs.clone();
     let index = sigs.scope().index();
     // Each signal with a user, kept while one of its lanes is open.
-    let restored = persist.take_restored(index, "retained");
+    let mut restored = persist.take_restored(index, "retained");
     let retained = sigs
         .unary::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "Retain", move |initial, _| {
             let mut initial = Some(initial);
             move |input, output| {
                 if let Some(cap) = initial.take()
-                    && let Some(bytes) = &restored
+                    && let Some(bytes) = restored.take()
                 {
-                    // The signals a checkpoint kept, at time 0 (and their retractions).
+                    // The signals a checkpoint kept, at time 0 (and their retractions); the
+                    // part's bytes are let go once read.
                     let mut session = output.session(&cap);
-                    if let Err(e) = load_retained(bytes, |user, item, kind, ts_eff, w| {
+                    if let Err(e) = load_retained(&bytes, |user, item, kind, ts_eff, w| {
                         let end = retention
                             .get(usize::from(kind))
                             .map_or(0, |spec| last_close(spec, ts_eff));
