@@ -385,16 +385,9 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 let position = entry.remove();
                                 state.rounds(frontier, emit);
                                 // The worker stands still while it streams the part out.
-                                let began = std::time::Instant::now();
                                 persist.write_with(index, what, frontier, position, &mut |w| {
                                     save_state::<E>(&state.sums, &state.pending, &state.dead, w)
                                 });
-                                tracing::debug!(
-                                    worker = index,
-                                    part = what,
-                                    ms = began.elapsed().as_secs_f64() * 1e3,
-                                    "checkpoint part written"
-                                );
                             }
                         };
                     while let Some(entry) = held.first_entry() {

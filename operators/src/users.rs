@@ -151,14 +151,7 @@ pub fn users<'s>(
                     }
                     checkpoints.pop_first();
                     // The worker stands still while it streams the part out.
-                    let began = std::time::Instant::now();
                     persist.write_with(partition.index, "users", f, position, &mut |w| state.save(w));
-                    tracing::debug!(
-                        worker = partition.index,
-                        part = "users",
-                        ms = began.elapsed().as_secs_f64() * 1e3,
-                        "checkpoint part written"
-                    );
                 }
                 let (time, caps, control, sigs) = match (next_input, next_expiry) {
                     (None, None) => break,

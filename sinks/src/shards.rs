@@ -131,10 +131,7 @@ impl View {
 
     /// The last LSN of process `process`'s WAL the state holds (alone: [`lsn`](Self::lsn)).
     pub fn lsn_of(&self, process: usize) -> u64 {
-        self.lsns
-            .get(process)
-            .copied()
-            .unwrap_or(if process == 0 { self.lsn() } else { 0 })
+        crate::snapshot::lsn_of(&self.lsns, self.lsn(), process)
     }
 
     /// Whether the dataflow's inputs are closed (the final state).

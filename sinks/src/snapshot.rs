@@ -131,11 +131,14 @@ pub struct CohortCut {
 impl CohortCut {
     /// The last LSN of process `process`'s WAL the cohort part holds.
     pub fn lsn_of(&self, process: usize) -> u64 {
-        self.lsns
-            .get(process)
-            .copied()
-            .unwrap_or(if process == 0 { self.lsn } else { 0 })
+        lsn_of(&self.lsns, self.lsn, process)
     }
+}
+
+/// The last LSN of process `process`'s WAL in per-process `lsns` (empty alone: `own` is
+/// process 0's).
+pub(crate) fn lsn_of(lsns: &[u64], own: u64, process: usize) -> u64 {
+    lsns.get(process).copied().unwrap_or(if process == 0 { own } else { 0 })
 }
 
 /// A consistent, immutable version of the serving state.

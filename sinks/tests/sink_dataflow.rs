@@ -6,12 +6,10 @@
 //! final version. The entity store follows item puts and deletes. Marks inside a catch-up
 //! apply without publishing.
 
-use differential_dataflow::AsCollection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tidal_core::user::SideUpdate;
 use tidal_sinks::CohortKey;
-use timely::dataflow::operators::ToStream;
 
 use differential_dataflow::input::InputSession;
 use timely::dataflow::InputHandleVec;
@@ -23,7 +21,8 @@ use tidal_core::flow::{Control, HalfLifeIdx, ItemKey, ItemState, KindIdx};
 use tidal_core::record::{ItemMeta, Position};
 use tidal_core::time::Time;
 use tidal_sinks::snapshot::CLOSED;
-use tidal_sinks::{EntityStore, IndexKind, Shards, SinkInputs, StoreShard, shard_sink};
+use tidal_sinks::{EntityStore, IndexKind, Shard, Shards, SinkInputs, StoreShard, shard_sink};
+use timely::worker::Worker;
 
 /// The decay input's record: ((item, type, half-life, epoch), anchored sum).
 type DecayRecord = ((ItemKey, KindIdx, HalfLifeIdx, u64), i128);
@@ -51,6 +50,74 @@ fn state(key: ItemKey, round: u64) -> ItemState {
 
 fn pos(lsn: u64) -> Position {
     Position { lsn, signals: lsn }
+}
+
+/// A sink's inputs, as a test drives them.
+struct Inputs {
+    windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize>,
+    decay: InputSession<Time, DecayRecord, isize>,
+    items: InputSession<Time, (ItemKey, ItemState), isize>,
+    cohorts: InputSession<Time, (CohortKey, Lanes), isize>,
+    side: InputHandleVec<Time, SideUpdate>,
+    control: InputHandleVec<Time, Control>,
+}
+
+impl Inputs {
+    /// A sink of `shard` (and `store`, if any) built in `worker`, and its inputs.
+    fn sink(
+        worker: &mut Worker,
+        shard: Arc<Shard>,
+        store: Option<(Arc<EntityStore>, StoreShard)>,
+        schema: &Config,
+    ) -> Inputs {
+        let mut inputs = Inputs {
+            windows: InputSession::new(),
+            decay: InputSession::new(),
+            items: InputSession::new(),
+            cohorts: InputSession::new(),
+            side: InputHandleVec::new(),
+            control: InputHandleVec::new(),
+        };
+        worker.dataflow::<Time, _, _>(|scope| {
+            let sink_inputs = SinkInputs {
+                windows: inputs.windows.to_collection(scope),
+                decay: inputs.decay.to_collection(scope),
+                items: inputs.items.to_collection(scope),
+                cohorts: inputs.cohorts.to_collection(scope),
+                side: scope.input_from(&mut inputs.side),
+            };
+            shard_sink(
+                sink_inputs,
+                scope.input_from(&mut inputs.control),
+                shard,
+                store,
+                schema,
+                Default::default(),
+                Default::default(),
+            );
+        });
+        inputs
+    }
+
+    /// Moves every input but the cohort sums to `t`.
+    fn advance_main(&mut self, t: Time) {
+        self.windows.advance_to(t);
+        self.decay.advance_to(t);
+        self.items.advance_to(t);
+        self.side.advance_to(t);
+        self.control.advance_to(t);
+        self.windows.flush();
+        self.decay.flush();
+        self.items.flush();
+        self.control.flush();
+    }
+
+    /// Moves every input to `t`.
+    fn advance(&mut self, t: Time) {
+        self.advance_main(t);
+        self.cohorts.advance_to(t);
+        self.cohorts.flush();
+    }
 }
 
 #[test]
@@ -90,68 +157,35 @@ fn shards_publish_whole_times_at_common_marks() {
     timely::execute(timely::Config::process(2), move |worker| {
         let index = worker.index() as u64;
         let peers = worker.peers() as u64;
-        let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
-        let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
-        let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
-        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
         let shard = all.shard(index as usize).unwrap().clone();
-        let (schema, store) = (all.config().clone(), target_store.clone());
-        worker.dataflow::<Time, _, _>(|scope| {
-            let inputs = SinkInputs {
-                windows: windows.to_collection(scope),
-                decay: decay.to_collection(scope),
-                items: items.to_collection(scope),
-                cohorts: Vec::<((CohortKey, Lanes), Time, isize)>::new()
-                    .to_stream(scope)
-                    .as_collection(),
-                side: Vec::<SideUpdate>::new().to_stream(scope),
-            };
-            shard_sink(
-                inputs,
-                scope.input_from(&mut control),
-                shard,
-                Some((store, StoreShard::new(index as usize, 2, 0, 1))),
-                &schema,
-                Default::default(),
-                Default::default(),
-            );
-        });
+        let store = Some((target_store.clone(), StoreShard::new(index as usize, 2, 0, 1)));
+        let mut inputs = Inputs::sink(worker, shard, store, all.config());
         // An update at a future time: invisible until that time completes.
         if index == 1 {
-            windows.update_at(((999, 0), lanes(7)), FUTURE, 1);
-            decay.update_at(((999, 0, 0, 0), 1 << 50), FUTURE, 1);
-            items.update_at((999, state(999, 0)), FUTURE, 1);
+            inputs.windows.update_at(((999, 0), lanes(7)), FUTURE, 1);
+            inputs.decay.update_at(((999, 0, 0, 0), 1 << 50), FUTURE, 1);
+            inputs.items.update_at((999, state(999, 0)), FUTURE, 1);
         }
         for round in 1..=ROUNDS {
             let t = round;
-            windows.advance_to(t);
-            decay.advance_to(t);
-            items.advance_to(t);
-            control.advance_to(t);
+            inputs.advance(t);
             // The keys of a round are spread over both workers.
             for key in (0..KEYS).filter(|k| k % peers == index) {
                 if round > 1 {
-                    windows.update(((key, 0), lanes(round - 1)), -1);
-                    items.update((key, state(key, round - 1)), -1);
+                    inputs.windows.update(((key, 0), lanes(round - 1)), -1);
+                    inputs.items.update((key, state(key, round - 1)), -1);
                 }
-                windows.update(((key, 0), lanes(round)), 1);
-                items.update((key, state(key, round)), 1);
+                inputs.windows.update(((key, 0), lanes(round)), 1);
+                inputs.items.update((key, state(key, round)), 1);
             }
             // The mark of the round's end (every worker's sink needs the marks).
-            control.send(Control::Mark {
+            inputs.control.send(Control::Mark {
                 time: t + 1,
                 position: pos(round),
                 origin: 0,
                 publish: true,
             });
-            windows.advance_to(t + 1);
-            decay.advance_to(t + 1);
-            items.advance_to(t + 1);
-            control.advance_to(t + 1);
-            windows.flush();
-            decay.flush();
-            items.flush();
-            control.flush();
+            inputs.advance(t + 1);
             while all.view().frontier < t + 1 {
                 worker.step();
             }
@@ -174,13 +208,13 @@ fn shards_publish_whole_times_at_common_marks() {
                 .sum();
             assert_eq!(indexed, expect_listed as usize, "round {round}");
         }
-        control.send(Control::Mark {
+        inputs.control.send(Control::Mark {
             time: Time::MAX,
             position: pos(ROUNDS),
             origin: 0,
             publish: true,
         });
-        drop((windows, decay, items, control));
+        drop(inputs);
         while !all.view().is_closed() {
             worker.step();
         }
@@ -215,63 +249,25 @@ fn catch_up_marks_apply_without_publishing() {
     let shards = Arc::new(Shards::new(config.clone(), 1, 0, 1));
     let all = shards.clone();
     timely::execute(timely::Config::thread(), move |worker| {
-        let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
-        let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
-        let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
-        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
         let shard = all.shard(0).unwrap().clone();
-        let schema = all.config().clone();
-        worker.dataflow::<Time, _, _>(|scope| {
-            let inputs = SinkInputs {
-                windows: windows.to_collection(scope),
-                decay: decay.to_collection(scope),
-                items: items.to_collection(scope),
-                cohorts: Vec::<((CohortKey, Lanes), Time, isize)>::new()
-                    .to_stream(scope)
-                    .as_collection(),
-                side: Vec::<SideUpdate>::new().to_stream(scope),
-            };
-            shard_sink(
-                inputs,
-                scope.input_from(&mut control),
-                shard,
-                None,
-                &schema,
-                Default::default(),
-                Default::default(),
-            );
-        });
-        let advance = |t: Time,
-                       windows: &mut InputSession<_, _, _>,
-                       decay: &mut InputSession<_, _, _>,
-                       items: &mut InputSession<_, _, _>,
-                       control: &mut InputHandleVec<Time, Control>| {
-            windows.advance_to(t);
-            decay.advance_to(t);
-            items.advance_to(t);
-            control.advance_to(t);
-            windows.flush();
-            decay.flush();
-            items.flush();
-            control.flush();
-        };
+        let mut inputs = Inputs::sink(worker, shard, None, all.config());
         for round in 1..=5u64 {
-            advance(round, &mut windows, &mut decay, &mut items, &mut control);
+            inputs.advance(round);
             for key in 0..KEYS {
                 if round > 1 {
-                    windows.update(((key, 0), lanes(round - 1)), -1);
+                    inputs.windows.update(((key, 0), lanes(round - 1)), -1);
                 } else {
-                    items.update((key, state(key, 0)), 1);
+                    inputs.items.update((key, state(key, 0)), 1);
                 }
-                windows.update(((key, 0), lanes(round)), 1);
+                inputs.windows.update(((key, 0), lanes(round)), 1);
             }
-            control.send(Control::Mark {
+            inputs.control.send(Control::Mark {
                 time: round + 1,
                 position: pos(round),
                 origin: 0,
                 publish: false,
             });
-            advance(round + 1, &mut windows, &mut decay, &mut items, &mut control);
+            inputs.advance(round + 1);
             // One thread: a few steps run everything the inputs allow.
             for _ in 0..50 {
                 worker.step();
@@ -283,13 +279,13 @@ fn catch_up_marks_apply_without_publishing() {
             );
         }
         // The catch-up ends where its last mark was: a publishing mark at that time.
-        control.send(Control::Mark {
+        inputs.control.send(Control::Mark {
             time: 6,
             position: pos(5),
             origin: 0,
             publish: true,
         });
-        advance(7, &mut windows, &mut decay, &mut items, &mut control);
+        inputs.advance(7);
         for _ in 0..50 {
             worker.step();
         }
@@ -320,32 +316,8 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
     let shards = Arc::new(Shards::new(config.clone(), 1, 0, 1));
     let all = shards.clone();
     timely::execute(timely::Config::thread(), move |worker| {
-        let mut windows: InputSession<Time, ((ItemKey, KindIdx), Lanes), isize> = InputSession::new();
-        let mut decay: InputSession<Time, DecayRecord, isize> = InputSession::new();
-        let mut items: InputSession<Time, (ItemKey, ItemState), isize> = InputSession::new();
-        let mut cohorts: InputSession<Time, (CohortKey, Lanes), isize> = InputSession::new();
-        let mut side: InputHandleVec<Time, SideUpdate> = InputHandleVec::new();
-        let mut control: InputHandleVec<Time, Control> = InputHandleVec::new();
         let shard = all.shard(0).unwrap().clone();
-        let schema = all.config().clone();
-        worker.dataflow::<Time, _, _>(|scope| {
-            let inputs = SinkInputs {
-                windows: windows.to_collection(scope),
-                decay: decay.to_collection(scope),
-                items: items.to_collection(scope),
-                cohorts: cohorts.to_collection(scope),
-                side: scope.input_from(&mut side),
-            };
-            shard_sink(
-                inputs,
-                scope.input_from(&mut control),
-                shard,
-                None,
-                &schema,
-                Default::default(),
-                Default::default(),
-            );
-        });
+        let mut inputs = Inputs::sink(worker, shard, None, all.config());
         let defs = |names: &[&str]| -> Arc<tidal_core::user::CohortDefs> {
             Arc::new(
                 names
@@ -353,23 +325,6 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
                     .map(|n| (n.to_string(), [("gender".to_string(), "F".to_string())].into()))
                     .collect(),
             )
-        };
-        // Everything but the cohort input advances to `t`.
-        let advance_main = |t: Time,
-                            windows: &mut InputSession<_, _, _>,
-                            decay: &mut InputSession<_, _, _>,
-                            items: &mut InputSession<_, _, _>,
-                            side: &mut InputHandleVec<Time, SideUpdate>,
-                            control: &mut InputHandleVec<Time, Control>| {
-            windows.advance_to(t);
-            decay.advance_to(t);
-            items.advance_to(t);
-            side.advance_to(t);
-            control.advance_to(t);
-            windows.flush();
-            decay.flush();
-            items.flush();
-            control.flush();
         };
         let mark = |time: Time, lsn: u64| Control::Mark {
             time,
@@ -380,15 +335,15 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
 
         // Round 1: items, a cohort sum and a declared cohort, all complete at mark 2.
         for key in 0..KEYS {
-            items.update((key, state(key, 0)), 1);
-            windows.update(((key, 0), lanes(1)), 1);
+            inputs.items.update((key, state(key, 0)), 1);
+            inputs.windows.update(((key, 0), lanes(1)), 1);
         }
-        cohorts.update(((0, 0, 5), lanes(1)), 1);
-        side.send(SideUpdate::Cohorts(defs(&["narrow"])));
-        control.send(mark(2, 1));
-        advance_main(2, &mut windows, &mut decay, &mut items, &mut side, &mut control);
-        cohorts.advance_to(2);
-        cohorts.flush();
+        inputs.cohorts.update(((0, 0, 5), lanes(1)), 1);
+        inputs.side.send(SideUpdate::Cohorts(defs(&["narrow"])));
+        inputs.control.send(mark(2, 1));
+        inputs.advance_main(2);
+        inputs.cohorts.advance_to(2);
+        inputs.cohorts.flush();
         for _ in 0..50 {
             worker.step();
         }
@@ -399,15 +354,15 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
 
         // Round 2 declares a broad cohort; its counts (cohort 6) are being built: the cohort
         // input stays at time 2 while everything else goes on for four more rounds.
-        side.send(SideUpdate::Cohorts(defs(&["narrow", "wide"])));
-        cohorts.update(((0, 0, 6), lanes(2)), 1);
+        inputs.side.send(SideUpdate::Cohorts(defs(&["narrow", "wide"])));
+        inputs.cohorts.update(((0, 0, 6), lanes(2)), 1);
         for round in 2..=5u64 {
             for key in 0..KEYS {
-                windows.update(((key, 0), lanes(round - 1)), -1);
-                windows.update(((key, 0), lanes(round)), 1);
+                inputs.windows.update(((key, 0), lanes(round - 1)), -1);
+                inputs.windows.update(((key, 0), lanes(round)), 1);
             }
-            control.send(mark(round + 1, round));
-            advance_main(round + 1, &mut windows, &mut decay, &mut items, &mut side, &mut control);
+            inputs.control.send(mark(round + 1, round));
+            inputs.advance_main(round + 1);
             for _ in 0..50 {
                 worker.step();
             }
@@ -428,8 +383,8 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
 
         // The counts are built: the cohort input completes up to the last mark. No new mark
         // comes; the version at frontier 6 is published again with the cohorts of mark 6.
-        cohorts.advance_to(6);
-        cohorts.flush();
+        inputs.cohorts.advance_to(6);
+        inputs.cohorts.flush();
         for _ in 0..50 {
             worker.step();
         }

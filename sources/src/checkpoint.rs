@@ -227,7 +227,14 @@ impl Checkpointer {
     pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: PartFill<'_>) {
         // Unique: two checkpoints may cover the same LSN.
         let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let began = Instant::now();
         let staged = stage(&self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn)), fill);
+        // The caller (a worker, standing still while its part streams out) waited this long.
+        tracing::debug!(
+            part = %name,
+            ms = began.elapsed().as_secs_f64() * 1e3,
+            "checkpoint part written"
+        );
         if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = tx.send(Msg::Part {
                 frontier,

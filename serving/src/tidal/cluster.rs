@@ -246,33 +246,32 @@ impl Tidal {
                 None => return Ok(None),
             }
         }
-        if params.q.is_some() && params.profile_given {
-            let mut r = query::cluster::select_search(shares, params, as_of);
-            r.estimated = estimated;
-            r.cohorts_as_of = query::cohorts_as_of(view, params);
-            return Ok(Some(r));
-        }
-        loop {
-            match query::cluster::merge(&shares, params, as_of) {
-                Ok(mut r) => {
-                    if params.q.is_some() {
-                        query::cluster::fix_max_bm25(&mut r, &shares);
+        let mut r = if params.q.is_some() && params.profile_given {
+            query::cluster::select_search(shares, params, as_of)
+        } else {
+            loop {
+                match query::cluster::merge(&shares, params, as_of) {
+                    Ok(mut r) => {
+                        if params.q.is_some() {
+                            query::cluster::fix_max_bm25(&mut r, &shares);
+                        }
+                        break r;
                     }
-                    r.estimated = estimated;
-                    r.cohorts_as_of = query::cohorts_as_of(view, params);
-                    return Ok(Some(r));
-                }
-                Err(p) => {
-                    // Share `p` was cut and used up: fetch it longer.
-                    needs[p] = needs[p].saturating_mul(4);
-                    req.need = needs[p];
-                    match share(p, &req)? {
-                        Some(s) => shares[p] = s,
-                        None => return Ok(None),
+                    Err(p) => {
+                        // Share `p` was cut and used up: fetch it longer.
+                        needs[p] = needs[p].saturating_mul(4);
+                        req.need = needs[p];
+                        match share(p, &req)? {
+                            Some(s) => shares[p] = s,
+                            None => return Ok(None),
+                        }
                     }
                 }
             }
-        }
+        };
+        r.estimated = estimated;
+        r.cohorts_as_of = query::cohorts_as_of(view, params);
+        Ok(Some(r))
     }
 
     /// The preference vector of `user` at `view`, its pulls joined with the embeddings of
