@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
 use tidal_core::user::{Edges, Pull};
 
-use super::{Slot, Users};
+use super::state::{Slot, Users};
 
 /// Bytes of the part buffered before they are written out.
 const SPILL: usize = 1 << 20;

@@ -1,0 +1,454 @@
+//! The users materializer's state at one worker: per user its attributes, cohort
+//! memberships, marks (seen / liked / hidden by bucket), edges, affinity sums and preference
+//! pulls, and how one complete time of records and signals changes it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
+use tidal_core::config::{Config, Mark};
+use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
+use tidal_core::flow::{CohortId, Control, Partition, UserKey, UserSig, cohort_named, cohort_value, id_hash};
+use tidal_core::record::{Record, RelKind};
+use tidal_core::time::{Time, clock_of, time_at};
+use tidal_core::user::{Attributes, CohortDefs, CohortRule, Edges, Pull, SideUpdate, UserView, attribute, matches};
+
+use super::MemberUpdate;
+
+/// Buckets per state horizon.
+const STATE_BUCKETS: u64 = 90;
+
+/// The three user-state sets, in [`UserView`] field order.
+const SETS: [Mark; 3] = [Mark::Seen, Mark::Liked, Mark::Hidden];
+
+/// One user's state at its owner.
+#[derive(Clone, Default)]
+pub(super) struct Slot {
+    pub(super) attributes: Option<Attributes>,
+    /// `(bucket start, item key, sets)`: the item is in the sets (bit `i` = `SETS[i]`) from a
+    /// signal in that bucket. Appended as signals come; sorted and merged when published.
+    pub(super) marks: Vec<(u64, u32, u8)>,
+    pub(super) edges: Option<Arc<Edges>>,
+    /// `(creator owner hash, epoch, anchored sum)`, sorted.
+    pub(super) affinity: Vec<(u64, u64, i128)>,
+    /// The cohorts the user belongs to, sorted.
+    pub(super) cohorts: Vec<CohortId>,
+    /// Pulls on the preference vector within the horizon, in log order.
+    pub(super) pulls: Vec<Pull>,
+}
+
+impl Slot {
+    pub(super) fn is_empty(&self) -> bool {
+        self.attributes.is_none()
+            && self.marks.is_empty()
+            && self.edges.is_none()
+            && self.affinity.is_empty()
+            && self.pulls.is_empty()
+    }
+}
+
+/// The users one worker owns.
+pub(super) struct Users {
+    pub(super) partition: Partition,
+    pub(super) dims: Vec<String>,
+    pub(super) defs: CohortDefs,
+    /// Per signal type: which sets it marks (bit `i` = `SETS[i]`) and its relationship delta.
+    pub(super) marks: Vec<u8>,
+    pub(super) deltas: Vec<f64>,
+    /// Per signal type, its preference polarity.
+    pub(super) polarity: Vec<f64>,
+    /// How long a signal pulls on its user's preference vector.
+    pub(super) pull_horizon: u64,
+    pub(super) horizon: u64,
+    pub(super) g: u64,
+    pub(super) aff_h: u64,
+    pub(super) slots: HashMap<UserKey, Slot>,
+    /// Attribute names and values, shared among users.
+    pub(super) strings: HashSet<Arc<str>>,
+    /// Per bucket start, the users with marks in it.
+    pub(super) by_bucket: BTreeMap<u64, HashSet<UserKey>>,
+    /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
+    /// weight is below 2^-64, as the decay materializer drops its epochs).
+    pub(super) by_epoch: BTreeMap<u64, HashSet<UserKey>>,
+    /// Times at which buckets or epochs that appeared since the last `take_new_expiries` end.
+    pub(super) new_expiries: Vec<Time>,
+    /// Item keys beyond 32 bits seen (not marked in the user sets).
+    pub(super) wide_keys: bool,
+}
+
+impl Users {
+    pub(super) fn new(config: &Config, partition: Partition) -> Users {
+        let horizon = config.personalization.state_horizon.ms();
+        Users {
+            partition,
+            dims: config.cohort_dimensions.clone(),
+            defs: config
+                .cohorts
+                .iter()
+                .map(|c| (c.name.clone(), c.where_.clone()))
+                .collect(),
+            marks: config
+                .signals
+                .iter()
+                .map(|s| {
+                    SETS.iter()
+                        .enumerate()
+                        .filter(|(_, m)| s.marks.contains(m))
+                        .fold(0u8, |acc, (i, _)| acc | 1 << i)
+                })
+                .collect(),
+            deltas: config.signals.iter().map(|s| s.relationship_delta).collect(),
+            polarity: config.signals.iter().map(|s| s.polarity).collect(),
+            pull_horizon: config.personalization.horizon.ms(),
+            horizon,
+            g: (horizon / STATE_BUCKETS).max(1000),
+            aff_h: config.personalization.affinity_half_life.ms(),
+            slots: HashMap::new(),
+            strings: HashSet::new(),
+            by_bucket: BTreeMap::new(),
+            by_epoch: BTreeMap::new(),
+            new_expiries: Vec::new(),
+            wide_keys: false,
+        }
+    }
+
+    /// The shared copy of `s`.
+    pub(super) fn intern(&mut self, s: &str) -> Arc<str> {
+        match self.strings.get(s) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(s);
+                self.strings.insert(a.clone());
+                a
+            }
+        }
+    }
+
+    /// The cohorts a user with `attributes` belongs to, sorted.
+    pub(super) fn cohorts_of(&self, attributes: Option<&[(Arc<str>, Arc<str>)]>) -> Vec<CohortId> {
+        if attributes.is_none() {
+            return Vec::new();
+        }
+        let mut out: Vec<CohortId> = self
+            .dims
+            .iter()
+            .filter_map(|d| attribute(attributes, d).map(|v| cohort_value(d, v)))
+            .chain(
+                self.defs
+                    .iter()
+                    .filter(|(_, rule)| matches(attributes, rule))
+                    .map(|(name, _)| cohort_named(name)),
+            )
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The serving view of a user.
+    pub(super) fn view(&self, slot: &Slot) -> UserView {
+        let mut sets = [RoaringBitmap::new(), RoaringBitmap::new(), RoaringBitmap::new()];
+        for (_, item, m) in &slot.marks {
+            for (i, set) in sets.iter_mut().enumerate() {
+                if m & (1 << i) != 0 {
+                    set.insert(*item);
+                }
+            }
+        }
+        let [seen, liked, hidden] = sets;
+        UserView {
+            attributes: slot.attributes.clone(),
+            seen,
+            liked,
+            hidden,
+            edges: slot.edges.clone(),
+            affinity: Arc::from(slot.affinity.as_slice()),
+            pulls: Arc::from(slot.pulls.as_slice()),
+        }
+    }
+
+    /// Applies one complete time: its records and signals in log order, then the buckets and
+    /// epochs that end at it.
+    pub(super) fn apply(
+        &mut self,
+        time: Time,
+        control: &[Control],
+        sigs: &[UserSig],
+        members: &mut Vec<MemberUpdate>,
+        side: &mut Vec<SideUpdate>,
+    ) {
+        let mut touched: HashSet<UserKey> = HashSet::new();
+        let clock = clock_of(time);
+        // Records and signals in log order (a catch-up gives several batches one time).
+        let mut records: Vec<(u64, &Record)> = Vec::new();
+        for msg in control {
+            if let Control::Run(run) = msg {
+                for batch in &run.batches {
+                    for logged in &batch.records {
+                        if !matches!(logged.record, Record::Signals(_)) {
+                            records.push((logged.lsn, &logged.record));
+                        }
+                    }
+                }
+            }
+        }
+        records.sort_by_key(|r| r.0);
+        let mut sigs: Vec<&UserSig> = sigs.iter().collect();
+        sigs.sort_by_key(|s| s.lsn);
+        let (mut r, mut s) = (0, 0);
+        while r < records.len() || s < sigs.len() {
+            if s < sigs.len() && (r == records.len() || sigs[s].lsn < records[r].0) {
+                self.signal(sigs[s], clock, &mut touched);
+                s += 1;
+            } else {
+                self.record(records[r].1, time, members, side, &mut touched);
+                r += 1;
+            }
+        }
+        // Buckets ending at or before this time's clock are dropped.
+        while let Some((&b, _)) = self.by_bucket.first_key_value() {
+            if time_at(b.saturating_add(self.horizon)) > time {
+                break;
+            }
+            for key in self.by_bucket.pop_first().map(|(_, u)| u).unwrap_or_default() {
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    slot.marks.retain(|m| m.0 != b);
+                    touched.insert(key);
+                }
+            }
+        }
+        // So are the affinity epochs that expire by then.
+        while let Some((&e, _)) = self.by_epoch.first_key_value() {
+            if time_at(epoch_expiry(e, self.aff_h)) > time {
+                break;
+            }
+            for key in self.by_epoch.pop_first().map(|(_, u)| u).unwrap_or_default() {
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    slot.affinity.retain(|a| a.1 != e);
+                    touched.insert(key);
+                }
+            }
+        }
+        let mut touched: Vec<UserKey> = touched.into_iter().collect();
+        touched.sort_unstable();
+        for key in touched {
+            let Some(slot) = self.slots.get_mut(&key) else {
+                side.push(SideUpdate::User(key, None));
+                continue;
+            };
+            // Marks sorted, one per (bucket, item), sets merged.
+            slot.marks.sort_unstable();
+            slot.marks.dedup_by(|next, kept| {
+                let same = (next.0, next.1) == (kept.0, kept.1);
+                if same {
+                    kept.2 |= next.2;
+                }
+                same
+            });
+            slot.affinity.retain(|a| a.2 != 0);
+            let horizon = self.pull_horizon;
+            slot.pulls.retain(|p| p.ts.saturating_add(horizon) > clock);
+            if slot.is_empty() {
+                self.slots.remove(&key);
+                side.push(SideUpdate::User(key, None));
+            } else if let Some(slot) = self.slots.get(&key) {
+                side.push(SideUpdate::User(key, Some(Arc::new(self.view(slot)))));
+            }
+        }
+    }
+
+    pub(super) fn record(
+        &mut self,
+        record: &Record,
+        time: Time,
+        members: &mut Vec<MemberUpdate>,
+        side: &mut Vec<SideUpdate>,
+        touched: &mut HashSet<UserKey>,
+    ) {
+        match record {
+            Record::UserPut { id, attributes } if self.partition.owns(id) => {
+                let key = id_hash(id);
+                let attrs: Attributes = attributes
+                    .iter()
+                    .map(|(k, v)| (self.intern(k), self.intern(v)))
+                    .collect::<Vec<_>>()
+                    .into();
+                self.slots.entry(key).or_default().attributes = Some(attrs);
+                self.recompute(key, time, members);
+                touched.insert(key);
+            }
+            Record::UserDelete { id } if self.partition.owns(id) => {
+                let key = id_hash(id);
+                if let Some(slot) = self.slots.remove(&key) {
+                    for c in slot.cohorts {
+                        members.push(((key, c), time, -1));
+                    }
+                    touched.insert(key);
+                }
+            }
+            Record::Relationship {
+                user,
+                creator,
+                kind,
+                active,
+            } if self.partition.owns(user) => {
+                let key = id_hash(user);
+                let slot = self.slots.entry(key).or_default();
+                let edges = Arc::make_mut(slot.edges.get_or_insert_with(Default::default));
+                let set = match kind {
+                    RelKind::Follow => &mut edges.follows,
+                    RelKind::Block => &mut edges.blocks,
+                };
+                if *active {
+                    set.insert(creator.clone());
+                } else {
+                    set.remove(creator);
+                }
+                if edges.follows.is_empty() && edges.blocks.is_empty() {
+                    slot.edges = None;
+                }
+                touched.insert(key);
+            }
+            Record::CohortPut { name, rule } => {
+                self.defs.insert(name.clone(), rule.clone());
+                self.redefine(name, Some(rule), time, members, side);
+            }
+            Record::CohortDelete { name } if self.defs.remove(name).is_some() => {
+                self.redefine(name, None, time, members, side);
+            }
+            _ => {}
+        }
+    }
+
+    /// Declared cohort `name` is now `rule` (`None`: dropped): every user's membership of it
+    /// alone is checked (a broad cohort declared over a million users is one rule match
+    /// each, not their every membership again).
+    pub(super) fn redefine(
+        &mut self,
+        name: &str,
+        rule: Option<&CohortRule>,
+        time: Time,
+        members: &mut Vec<MemberUpdate>,
+        side: &mut Vec<SideUpdate>,
+    ) {
+        side.push(SideUpdate::Cohorts(Arc::new(self.defs.clone())));
+        // Its id differs from every dimension value's ("#name" and "dimension:value" hash
+        // apart), so no other membership moves.
+        let id = cohort_named(name);
+        for (key, slot) in self.slots.iter_mut() {
+            let is = rule.is_some_and(|r| matches(slot.attributes.as_deref(), r));
+            match (slot.cohorts.binary_search(&id), is) {
+                (Err(at), true) => {
+                    slot.cohorts.insert(at, id);
+                    members.push(((*key, id), time, 1));
+                }
+                (Ok(at), false) => {
+                    slot.cohorts.remove(at);
+                    members.push(((*key, id), time, -1));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Recomputes one user's memberships, emitting the difference.
+    pub(super) fn recompute(&mut self, key: UserKey, time: Time, members: &mut Vec<MemberUpdate>) {
+        let Some(slot) = self.slots.get(&key) else { return };
+        let now = self.cohorts_of(slot.attributes.as_deref());
+        if now == slot.cohorts {
+            return;
+        }
+        for c in &slot.cohorts {
+            if now.binary_search(c).is_err() {
+                members.push(((key, *c), time, -1));
+            }
+        }
+        for c in &now {
+            if slot.cohorts.binary_search(c).is_err() {
+                members.push(((key, *c), time, 1));
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.cohorts = now;
+        }
+    }
+
+    pub(super) fn signal(&mut self, sig: &UserSig, clock: u64, touched: &mut HashSet<UserKey>) {
+        let k = usize::from(sig.kind);
+        let marks = self.marks.get(k).copied().unwrap_or(0);
+        let delta = self.deltas.get(k).copied().unwrap_or(0.0);
+        let bucket = (sig.ts_eff / self.g) * self.g;
+        let item = match u32::try_from(sig.item) {
+            Ok(i) => Some(i),
+            Err(_) => {
+                if !self.wide_keys {
+                    self.wide_keys = true;
+                    tracing::warn!("item keys beyond 2^32: such items are not kept in users' seen sets");
+                }
+                None
+            }
+        };
+        let marks_live = marks != 0 && item.is_some() && bucket.saturating_add(self.horizon) > clock;
+        let affects = sig.creator != 0 && delta != 0.0 && sig.weight != 0;
+        let pull = self.polarity.get(k).copied().unwrap_or(0.0) * weight_float(sig.weight);
+        let pulls = pull != 0.0 && item.is_some() && sig.ts_eff.saturating_add(self.pull_horizon) > clock;
+        if !marks_live && !affects && !pulls {
+            return;
+        }
+        let slot = self.slots.entry(sig.user).or_default();
+        if let (true, Some(item)) = (marks_live, item) {
+            slot.marks.push((bucket, item, marks));
+        }
+        if let (true, Some(item)) = (pulls, item) {
+            slot.pulls.push(Pull {
+                ts: sig.ts_eff,
+                item,
+                pull,
+            });
+        }
+        if (marks_live || pulls) && item.is_some() {
+            // The bucket's end drops its marks; past the (shorter) preference horizon it also
+            // touches the user, which drops the pull even when no later signal does.
+            let h = self.horizon;
+            let new = &mut self.new_expiries;
+            self.by_bucket
+                .entry(bucket)
+                .or_insert_with(|| {
+                    new.push(time_at(bucket.saturating_add(h)));
+                    HashSet::new()
+                })
+                .insert(sig.user);
+        }
+        if affects {
+            let e = epoch_of(sig.ts_eff, self.aff_h);
+            let v = decay_fixed(delta * weight_float(sig.weight), sig.ts_eff, e, self.aff_h);
+            match slot.affinity.binary_search_by(|a| (a.0, a.1).cmp(&(sig.creator, e))) {
+                Ok(i) => slot.affinity[i].2 = slot.affinity[i].2.wrapping_add(v),
+                Err(i) => slot.affinity.insert(i, (sig.creator, e, v)),
+            }
+            let aff_h = self.aff_h;
+            let new = &mut self.new_expiries;
+            self.by_epoch
+                .entry(e)
+                .or_insert_with(|| {
+                    new.push(time_at(epoch_expiry(e, aff_h)));
+                    HashSet::new()
+                })
+                .insert(sig.user);
+        }
+        touched.insert(sig.user);
+    }
+
+    /// The times at which buckets and epochs that appeared since the last call end.
+    pub(super) fn take_new_expiries(&mut self) -> Vec<Time> {
+        std::mem::take(&mut self.new_expiries)
+    }
+
+    /// The times at which every bucket and epoch held ends (after a restore).
+    pub(super) fn bucket_expiries(&self) -> Vec<Time> {
+        let buckets = self.by_bucket.keys().map(|b| time_at(b.saturating_add(self.horizon)));
+        let epochs = self.by_epoch.keys().map(|e| time_at(epoch_expiry(*e, self.aff_h)));
+        buckets.chain(epochs).collect()
+    }
+}
