@@ -15,8 +15,10 @@ use tidal_core::user::{CohortDefs, SideUpdate, UserView};
 
 use crate::snapshot::Map;
 
-/// One cohort's window lanes: per (item, signal type) of the shard's items.
-pub type CohortLanes = imbl::OrdMap<(ItemKey, KindIdx), Lanes>;
+/// One cohort's window lanes: per (item, signal type) of the shard's items. The lanes sit
+/// behind an `Arc` so that the map's nodes stay small: every version copies the nodes its
+/// changes touch, and with the lanes inline a node was ~6 KB (64 entries of 88 bytes).
+pub type CohortLanes = imbl::OrdMap<(ItemKey, KindIdx), Arc<Lanes>>;
 
 /// The key of a cohort sum as the dataflow emits it.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
@@ -100,7 +102,7 @@ impl SideBuilder {
             for (k, v) in changes {
                 match v {
                     Some(l) => {
-                        map.insert(k, l);
+                        map.insert(k, Arc::new(l));
                     }
                     None => {
                         map.remove(&k);

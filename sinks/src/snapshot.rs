@@ -275,7 +275,7 @@ impl Snapshot {
 
     /// The window lanes of (item `key`, signal type `kind`) in `cohort`.
     pub fn cohort_lanes(&self, cohort: CohortId, key: ItemKey, kind: KindIdx) -> Option<&Lanes> {
-        self.side.cohorts.get(&cohort)?.get(&(key, kind))
+        self.side.cohorts.get(&cohort)?.get(&(key, kind)).map(|l| &**l)
     }
 
     /// The state of a user this shard's worker owns.

@@ -471,7 +471,7 @@ fn cohort_hits<'s>(
                 flush(i, &mut lanes);
             }
             item = Some(key);
-            lanes.push((kind, *l));
+            lanes.push((kind, **l));
         }
         if let Some(i) = item {
             flush(i, &mut lanes);
