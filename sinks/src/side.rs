@@ -37,7 +37,9 @@ const KEEP_ROOM: usize = 1 << 12;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Side {
     pub(crate) cohorts: Map<CohortId, CohortLanes>,
-    pub(crate) users: Map<UserKey, Arc<UserView>>,
+    /// By user key, in a B-tree (full nodes: a hash trie of a million users spent most of
+    /// its memory on mostly empty nodes).
+    pub(crate) users: imbl::OrdMap<UserKey, Arc<UserView>>,
     pub(crate) defs: Arc<CohortDefs>,
 }
 
