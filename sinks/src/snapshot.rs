@@ -161,7 +161,8 @@ pub struct Snapshot {
     /// By item key, in a B-tree: its nodes are full (a hash trie of a million keys spent
     /// ~900 bytes a key on mostly empty nodes) and it walks in key order.
     pub(crate) entries: imbl::OrdMap<ItemKey, Arc<ItemEntry>>,
-    pub(crate) ids: Map<Arc<str>, IdKeys>,
+    /// By item id, in a B-tree for the same reason (a hash trie spent ~640 bytes an id).
+    pub(crate) ids: imbl::OrdMap<Arc<str>, IdKeys>,
     pub(crate) indexes: Vec<OrdIndex>,
     pub(crate) postings: Postings,
     pub(crate) listed: usize,
@@ -204,7 +205,7 @@ impl Snapshot {
             indexes: vec![OrdIndex::new(); layout.slots()],
             layout,
             entries: imbl::OrdMap::default(),
-            ids: Map::default(),
+            ids: imbl::OrdMap::default(),
             postings: Postings::default(),
             listed: 0,
             side: Side::default(),
