@@ -3,8 +3,9 @@
 //!
 //! A view is built for a million users and more, so it is small: attributes are shared
 //! strings (a dimension's values repeat across users), the seen / liked / hidden sets are
-//! 32-bit roaring bitmaps of item keys, and the edges and affinity sums are absent for most
-//! users.
+//! one sorted slice of `(item key, sets)` (most users have a few items: three roaring
+//! bitmaps cost ~300 bytes a user where the slice costs a few words), and the edges and
+//! affinity sums are absent for most users.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,12 +38,9 @@ pub struct Edges {
 pub struct UserView {
     /// The attributes last put; `None` when never put (the user only sent signals).
     pub attributes: Option<Attributes>,
-    /// Item keys the user has a `seen` signal on within the state horizon.
-    pub seen: RoaringBitmap,
-    /// Item keys with a `liked` signal within the horizon.
-    pub liked: RoaringBitmap,
-    /// Item keys with a `hidden` signal within the horizon.
-    pub hidden: RoaringBitmap,
+    /// The item keys the user has a `seen`, `liked` or `hidden` signal on within the state
+    /// horizon, sorted by key, each with its sets (bit [`SEEN`], [`LIKED`], [`HIDDEN`]).
+    pub marks: Arc<[(u32, u8)]>,
     /// Follow and block edges, if any.
     pub edges: Option<Arc<Edges>>,
     /// Anchored affinity sums `(creator owner hash, epoch, sum)` (see
@@ -78,7 +76,29 @@ impl Pull {
     }
 }
 
+/// The bit of the `seen` set in [`UserView::marks`].
+pub const SEEN: u8 = 1;
+/// The bit of the `liked` set.
+pub const LIKED: u8 = 2;
+/// The bit of the `hidden` set.
+pub const HIDDEN: u8 = 4;
+
 impl UserView {
+    /// The item keys in any of the sets `mask` names (bits [`SEEN`], [`LIKED`], [`HIDDEN`]).
+    pub fn set(&self, mask: u8) -> RoaringBitmap {
+        self.keys(mask).collect()
+    }
+
+    /// The item keys in any of the sets `mask` names, in key order.
+    pub fn keys(&self, mask: u8) -> impl Iterator<Item = u32> + '_ {
+        self.marks.iter().filter(move |(_, m)| m & mask != 0).map(|(k, _)| *k)
+    }
+
+    /// How many items are in any of the sets `mask` names.
+    pub fn count(&self, mask: u8) -> u64 {
+        self.keys(mask).count() as u64
+    }
+
     /// The user's affinity with creator `creator` (owner hash) at clock `t`.
     pub fn affinity_at(&self, creator: u64, h: u64, t: u64) -> f64 {
         decay_sum(

@@ -5,8 +5,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use roaring::RoaringBitmap;
-
 use tidal_core::config::{Config, Mark};
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
 use tidal_core::flow::{CohortId, Control, Partition, UserKey, UserSig, cohort_named, cohort_value, id_hash};
@@ -21,6 +19,8 @@ const STATE_BUCKETS: u64 = 90;
 
 /// The three user-state sets, in [`UserView`] field order.
 const SETS: [Mark; 3] = [Mark::Seen, Mark::Liked, Mark::Hidden];
+// A view's mark bits are the slot's: bit `i` is `SETS[i]`.
+const _: () = assert!(tidal_core::user::SEEN == 1 && tidal_core::user::LIKED == 2 && tidal_core::user::HIDDEN == 4);
 
 /// One user's state at its owner.
 #[derive(Clone, Default)]
@@ -148,20 +148,19 @@ impl Users {
 
     /// The serving view of a user.
     pub(super) fn view(&self, slot: &Slot) -> UserView {
-        let mut sets = [RoaringBitmap::new(), RoaringBitmap::new(), RoaringBitmap::new()];
-        for (_, item, m) in &slot.marks {
-            for (i, set) in sets.iter_mut().enumerate() {
-                if m & (1 << i) != 0 {
-                    set.insert(*item);
-                }
+        // Bit `i` of a slot's sets is `SETS[i]`: seen, liked, hidden, as in the view.
+        let mut marks: Vec<(u32, u8)> = slot.marks.iter().map(|&(_, item, m)| (item, m)).collect();
+        marks.sort_unstable();
+        marks.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 |= next.1;
             }
-        }
-        let [seen, liked, hidden] = sets;
+            same
+        });
         UserView {
             attributes: slot.attributes.clone(),
-            seen,
-            liked,
-            hidden,
+            marks: marks.into(),
             edges: slot.edges.clone(),
             affinity: Arc::from(slot.affinity.as_slice()),
             pulls: Arc::from(slot.pulls.as_slice()),

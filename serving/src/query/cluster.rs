@@ -11,13 +11,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use tidal_core::Config;
 use tidal_core::time::Time;
-use tidal_core::user::{Edges, Pull, UserView};
+use tidal_core::user::{Edges, HIDDEN, LIKED, Pull, SEEN, UserView};
 use tidal_sinks::{TextStats, View};
 
 use super::error::QueryError;
@@ -75,9 +74,9 @@ impl UserState {
     /// The wire form of `view`.
     pub fn of(view: &UserView) -> UserState {
         UserState {
-            seen: view.seen.iter().collect(),
-            liked: view.liked.iter().collect(),
-            hidden: view.hidden.iter().collect(),
+            seen: view.keys(SEEN).collect(),
+            liked: view.keys(LIKED).collect(),
+            hidden: view.keys(HIDDEN).collect(),
             edges: view
                 .edges
                 .as_deref()
@@ -89,12 +88,21 @@ impl UserState {
 
     /// The view it describes (without attributes: no ranking reads them).
     pub fn view(&self) -> UserView {
-        let set = |keys: &[u32]| keys.iter().copied().collect::<RoaringBitmap>();
+        let mut marks: Vec<(u32, u8)> = [(SEEN, &self.seen), (LIKED, &self.liked), (HIDDEN, &self.hidden)]
+            .into_iter()
+            .flat_map(|(bit, keys)| keys.iter().map(move |k| (*k, bit)))
+            .collect();
+        marks.sort_unstable();
+        marks.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 |= next.1;
+            }
+            same
+        });
         UserView {
             attributes: None,
-            seen: set(&self.seen),
-            liked: set(&self.liked),
-            hidden: set(&self.hidden),
+            marks: marks.into(),
             edges: self.edges.as_ref().map(|(f, b)| {
                 Arc::new(Edges {
                     follows: f.iter().cloned().collect::<BTreeSet<_>>(),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tidal_core::Config;
 use tidal_core::features::{LANES, Lanes, weight_float};
 use tidal_core::flow::{CohortId, ItemKey, KindIdx, cohort_named, cohort_value, id_hash};
-use tidal_core::user::{Edges, UserView};
+use tidal_core::user::{Edges, HIDDEN, SEEN, UserView};
 use tidal_sinks::{Snapshot, View};
 
 use super::error::{QueryError, QueryErrorKind};
@@ -88,10 +88,7 @@ impl Context {
 impl UserFilter {
     fn of(view: Option<&Arc<UserView>>, unseen: bool) -> UserFilter {
         let Some(v) = view else { return UserFilter::default() };
-        let mut exclude = v.hidden.clone();
-        if unseen {
-            exclude |= &v.seen;
-        }
+        let exclude = v.set(if unseen { HIDDEN | SEEN } else { HIDDEN });
         UserFilter {
             exclude,
             state: Some(v.clone()),

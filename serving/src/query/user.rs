@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use tidal_core::Config;
 use tidal_core::flow::id_hash;
+use tidal_core::user::{HIDDEN, LIKED, SEEN};
 use tidal_sinks::{Field, View};
 
 use super::AsOf;
@@ -96,9 +97,9 @@ pub fn user_view(view: &View, config: &Config, id: &str, vector: bool) -> Option
         id: id.to_string(),
         attributes,
         cohorts,
-        seen: u.seen.len(),
-        liked: u.liked.len(),
-        hidden: u.hidden.len(),
+        seen: u.count(SEEN),
+        liked: u.count(LIKED),
+        hidden: u.count(HIDDEN),
         follows: u.follows().cloned().collect(),
         blocks: u.blocks().cloned().collect(),
         top_creators: names
