@@ -110,7 +110,7 @@ impl Users {
                     let v = c.string("attribute value")?;
                     attrs.push((self.intern(&k), self.intern(&v)));
                 }
-                slot.attributes = Some(attrs.into());
+                slot.attributes = Some(self.intern_set(attrs));
             }
             for _ in 0..c.u64("marks")? {
                 let b = c.u64("bucket")?;

@@ -19,6 +19,8 @@ const STATE_BUCKETS: u64 = 90;
 
 /// The three user-state sets, in [`UserView`] field order.
 const SETS: [Mark; 3] = [Mark::Seen, Mark::Liked, Mark::Hidden];
+/// Distinct attribute sets shared among users, at most.
+const SHARED_SETS: usize = 1 << 16;
 // A view's mark bits are the slot's: bit `i` is `SETS[i]`.
 const _: () = assert!(tidal_core::user::SEEN == 1 && tidal_core::user::LIKED == 2 && tidal_core::user::HIDDEN == 4);
 
@@ -66,6 +68,10 @@ pub(super) struct Users {
     pub(super) slots: HashMap<UserKey, Slot>,
     /// Attribute names and values, shared among users.
     pub(super) strings: HashSet<Arc<str>>,
+    /// Whole attribute sets, shared among users (a million users with three dimensions have
+    /// a few hundred distinct sets; each its own copy was ~110 MB). At most
+    /// [`SHARED_SETS`] are kept; past that, a set is the user's own.
+    pub(super) sets: HashSet<Attributes>,
     /// Per bucket start, the users with marks in it.
     pub(super) by_bucket: BTreeMap<u64, HashSet<UserKey>>,
     /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
@@ -106,6 +112,7 @@ impl Users {
             aff_h: config.personalization.affinity_half_life.ms(),
             slots: HashMap::new(),
             strings: HashSet::new(),
+            sets: HashSet::new(),
             by_bucket: BTreeMap::new(),
             by_epoch: BTreeMap::new(),
             new_expiries: Vec::new(),
@@ -123,6 +130,18 @@ impl Users {
                 a
             }
         }
+    }
+
+    /// The shared copy of the attribute set `attrs`.
+    pub(super) fn intern_set(&mut self, attrs: Vec<(Arc<str>, Arc<str>)>) -> Attributes {
+        if let Some(a) = self.sets.get(attrs.as_slice()) {
+            return a.clone();
+        }
+        let a: Attributes = attrs.into();
+        if self.sets.len() < SHARED_SETS {
+            self.sets.insert(a.clone());
+        }
+        a
     }
 
     /// The cohorts a user with `attributes` belongs to, sorted.
@@ -268,11 +287,11 @@ impl Users {
         match record {
             Record::UserPut { id, attributes } if self.partition.owns(id) => {
                 let key = id_hash(id);
-                let attrs: Attributes = attributes
+                let attrs = attributes
                     .iter()
                     .map(|(k, v)| (self.intern(k), self.intern(v)))
-                    .collect::<Vec<_>>()
-                    .into();
+                    .collect::<Vec<_>>();
+                let attrs = self.intern_set(attrs);
                 self.slots.entry(key).or_default().attributes = Some(attrs);
                 self.recompute(key, time, members);
                 touched.insert(key);
