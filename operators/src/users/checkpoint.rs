@@ -112,7 +112,12 @@ impl Users {
                 }
                 slot.attributes = Some(self.intern_set(attrs));
             }
-            for _ in 0..c.u64("marks")? {
+            // Each list sized once from its count (bounded by the bytes left: an entry takes
+            // at least three), not grown by doubling.
+            let room = |n: u64, c: &Cursor<'_>| usize::try_from(n).unwrap_or(usize::MAX).min(c.remaining() / 3);
+            let n = c.u64("marks")?;
+            slot.marks.reserve_exact(room(n, &c));
+            for _ in 0..n {
                 let b = c.u64("bucket")?;
                 let item = c.u64("item")?;
                 let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
@@ -131,7 +136,9 @@ impl Users {
             if !edges.follows.is_empty() || !edges.blocks.is_empty() {
                 slot.edges = Some(Arc::new(edges));
             }
-            for _ in 0..c.u64("affinities")? {
+            let n = c.u64("affinities")?;
+            slot.affinity.reserve_exact(room(n, &c));
+            for _ in 0..n {
                 let creator = c.u64("creator")?;
                 let e = c.u64("epoch")?;
                 let raw = c.take(16, "affinity")?;
@@ -140,7 +147,9 @@ impl Users {
                 slot.affinity.push((creator, e, i128::from_le_bytes(a)));
                 self.by_epoch.entry(e).or_default().insert(key);
             }
-            for _ in 0..c.u64("pulls")? {
+            let n = c.u64("pulls")?;
+            slot.pulls.reserve_exact(room(n, &c));
+            for _ in 0..n {
                 let ts = c.u64("pull time")?;
                 let item = c.u64("pull item")?;
                 let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
