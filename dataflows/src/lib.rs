@@ -60,13 +60,22 @@ pub enum EngineError {
 pub struct AbortHandle {
     stop: Arc<std::sync::atomic::AtomicBool>,
     feed: Arc<Feed>,
+    cluster: bool,
 }
 
 impl AbortHandle {
-    /// Asks the workers to stop; they do within a park interval.
+    /// Asks the workers to stop; they do within a park interval. In one process the feed is
+    /// stopped, not closed (a closed input would have the dataflow apply every future time —
+    /// each window's retractions, each user's expiries — in the step before the workers look
+    /// at the flag) and the workers drop the dataflow. A cluster's dataflow spans the other
+    /// processes: its input is closed and the workers are left to end with the process.
     pub fn abort(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.feed.close();
+        if self.cluster {
+            self.feed.close();
+        } else {
+            self.feed.stop();
+        }
     }
 }
 
@@ -157,6 +166,8 @@ pub struct Engine {
     workers: usize,
     stats: Arc<EngineStats>,
     thread: Option<JoinHandle<Result<(), EngineError>>>,
+    /// The workers are part of a multi-process cluster.
+    cluster: bool,
 }
 
 impl Engine {
@@ -215,6 +226,7 @@ impl Engine {
         let worker_stats = stats.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let worker_stop = stop.clone();
+        let cluster = options.communication.is_some();
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let worker_running = running.clone();
         let thread = std::thread::Builder::new()
@@ -246,6 +258,13 @@ impl Engine {
                         sink(build(scope, feed, config, source, stats, persist), index)
                     });
                     while !worker_stop.load(std::sync::atomic::Ordering::Acquire) && worker.step_or_park(Some(PARK)) {}
+                    if !cluster && worker_stop.load(std::sync::atomic::Ordering::Acquire) {
+                        // Stopped, not drained: timely would step the dataflow until it
+                        // completes, which its open input never lets it do.
+                        for id in worker.installed_dataflows() {
+                            worker.drop_dataflow(id);
+                        }
+                    }
                 })
                 .map_err(EngineError::Timely)?;
                 guards
@@ -263,6 +282,7 @@ impl Engine {
             workers: per_process,
             stats,
             thread: Some(thread),
+            cluster,
         })
     }
 
@@ -302,6 +322,7 @@ impl Engine {
         AbortHandle {
             stop: self.stop.clone(),
             feed: self.feed.clone(),
+            cluster: self.cluster,
         }
     }
 

@@ -38,6 +38,9 @@ struct State {
     closed: bool,
     /// Fault-injection for tests: while set, the consumer gets nothing.
     held: bool,
+    /// The workers are being stopped: the consumer gets nothing more (and no close, which
+    /// would have it apply every future time first), and a producer no longer waits.
+    stopped: bool,
     catching_up: bool,
     flushes: u64,
     checkpoints: u64,
@@ -70,7 +73,7 @@ impl Feed {
     /// queue is full (back-pressure for replay).
     pub fn push(&self, batch: SharedBatch) {
         let mut st = self.lock();
-        while st.batches.len() >= self.capacity && !st.closed {
+        while st.batches.len() >= self.capacity && !st.closed && !st.stopped {
             st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.sealed = st.sealed.max(batch.time + 1);
@@ -132,6 +135,14 @@ impl Feed {
         self.wake();
     }
 
+    /// The workers are stopping without applying what is pending: the consumer is woken and
+    /// gets nothing more, and a producer waiting for room returns.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.space.notify_all();
+        self.wake();
+    }
+
     /// Registers an activator to wake when something arrives.
     pub fn register(&self, activator: SyncActivator) {
         self.activators
@@ -157,7 +168,7 @@ impl Feed {
     /// Takes up to `max` batches.
     pub fn drain(&self, max: usize) -> Drained {
         let mut st = self.lock();
-        if st.held {
+        if st.held || st.stopped {
             return Drained {
                 catching_up: st.catching_up,
                 flushes: st.flushes,

@@ -664,6 +664,15 @@ impl Tidal {
         {
             tracing::warn!(error = %e, "no checkpoint at shutdown; the next start replays more of the WAL");
         }
+        // One process: the dataflow takes nothing more, or the WAL closing its feed would have
+        // it apply every future time (each window's retractions, each user's expiries) before
+        // the workers stop. What it has not taken is in the WAL. (A cluster's workers are left
+        // to end with the process.)
+        if self.peers.is_none()
+            && let Some(p) = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            p.feed().stop();
+        }
         self.wal.shutdown();
         let pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner()).take();
         let result = match pipeline {
