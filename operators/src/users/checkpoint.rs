@@ -160,7 +160,7 @@ impl Users {
                 slot.pulls.push(Pull { ts, item, pull });
             }
             slot.cohorts = self.cohorts_of(slot.attributes.as_deref());
-            self.slots.insert(key, slot);
+            self.slots.insert(key, Box::new(slot));
         }
         c.finish()
     }
