@@ -20,6 +20,10 @@ use crate::postings::{PostingChange, Postings};
 use crate::snapshot::{IdKeys, ItemChange, Snapshot};
 use tidal_core::flow::ItemKey;
 
+/// Entries each of a log's buffers keeps room for between versions (live versions change a
+/// few thousand).
+const KEEP: usize = 1 << 14;
+
 /// Vectors a [`Log`] is built in, kept from one version to the next.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Buffers {
@@ -167,13 +171,18 @@ impl Log {
     }
 
     /// Hands the log's change vectors back to `bufs`, emptied.
+    /// A version after a restore or a catch-up changes every item: what the buffers grew to
+    /// for it is given back, keeping room for this many entries each.
     pub(crate) fn recycle(mut self, bufs: &mut Buffers) {
         self.entries.clear();
+        self.entries.shrink_to(KEEP);
         bufs.entries = self.entries;
+        bufs.updated.shrink_to(KEEP);
         for (slot, changes) in self.indexes {
             if let Some(q) = bufs.queues.get_mut(slot) {
                 let mut v = changes.into_inner();
                 v.clear();
+                v.shrink_to(KEEP);
                 *q = v;
             }
         }
