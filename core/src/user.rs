@@ -84,6 +84,20 @@ pub const LIKED: u8 = 2;
 pub const HIDDEN: u8 = 4;
 
 impl UserView {
+    /// [`marks`](Self::marks) from `(item key, bits)` pairs in any order, one per item with
+    /// its bits merged.
+    pub fn marks_of(mut marks: Vec<(u32, u8)>) -> Arc<[(u32, u8)]> {
+        marks.sort_unstable();
+        marks.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 |= next.1;
+            }
+            same
+        });
+        marks.into()
+    }
+
     /// The item keys in any of the sets `mask` names (bits [`SEEN`], [`LIKED`], [`HIDDEN`]).
     pub fn set(&self, mask: u8) -> RoaringBitmap {
         self.keys(mask).collect()

@@ -141,6 +141,15 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
     #[inline]
     pub(crate) fn update(&mut self, item: ItemKey, slot: usize, extra: X, change: impl FnOnce(&mut S)) {
         debug_assert!(slot < self.slots);
+        let (_, n, _) = self.find_or_alloc(item, slot, extra);
+        self.touch(item, slot, n);
+        change(&mut self.nodes[n as usize].sum);
+    }
+
+    /// The head index of (`item`, `slot`) and the node of its sum told apart by `extra`,
+    /// allocated (zero) if absent; whether it was.
+    #[inline]
+    fn find_or_alloc(&mut self, item: ItemKey, slot: usize, extra: X) -> (usize, u32, bool) {
         let at = (item / self.peers) as usize * self.slots + slot;
         if at >= self.heads.len() {
             // Keys are dense: grow by whole items, geometrically.
@@ -151,12 +160,12 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         while n != NIL && self.nodes[n as usize].extra != extra {
             n = self.nodes[n as usize].next;
         }
-        if n == NIL {
-            n = self.alloc(extra, self.heads[at]);
-            self.heads[at] = n;
+        if n != NIL {
+            return (at, n, false);
         }
-        self.touch(item, slot, n);
-        change(&mut self.nodes[n as usize].sum);
+        n = self.alloc(extra, self.heads[at]);
+        self.heads[at] = n;
+        (at, n, true)
     }
 
     fn alloc(&mut self, extra: X, next: u32) -> u32 {
@@ -281,18 +290,8 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
 
     /// Sets a sum read from a checkpoint (counted as changed in this round, from zero).
     fn set_loaded(&mut self, item: ItemKey, slot: usize, extra: X, sum: S) {
-        let at = (item / self.peers) as usize * self.slots + slot;
-        if at >= self.heads.len() {
-            let want = (at + 1).max(self.heads.len() * 2).next_multiple_of(self.slots);
-            self.heads.resize(want, NIL);
-        }
-        let mut n = self.heads[at];
-        while n != NIL && self.nodes[n as usize].extra != extra {
-            n = self.nodes[n as usize].next;
-        }
-        if n == NIL {
-            n = self.alloc(extra, self.heads[at]);
-            self.heads[at] = n;
+        let (at, n, new) = self.find_or_alloc(item, slot, extra);
+        if new {
             self.loaded.push((at, n));
         } else if self.nodes[n as usize].stamp != self.round {
             // Already held before this round (not read twice in one part): an update.

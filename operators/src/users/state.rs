@@ -170,18 +170,10 @@ impl Users {
     /// The serving view of a user.
     pub(super) fn view(&self, slot: &Slot) -> UserView {
         // Bit `i` of a slot's sets is `SETS[i]`: seen, liked, hidden, as in the view.
-        let mut marks: Vec<(u32, u8)> = slot.marks.iter().map(|&(_, item, m)| (item, m)).collect();
-        marks.sort_unstable();
-        marks.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 |= next.1;
-            }
-            same
-        });
+        let marks = slot.marks.iter().map(|&(_, item, m)| (item, m)).collect();
         UserView {
             attributes: slot.attributes.clone(),
-            marks: marks.into(),
+            marks: UserView::marks_of(marks),
             edges: slot.edges.clone(),
             affinity: Arc::from(slot.affinity.as_slice()),
             pulls: Arc::from(slot.pulls.as_slice()),

@@ -88,21 +88,13 @@ impl UserState {
 
     /// The view it describes (without attributes: no ranking reads them).
     pub fn view(&self) -> UserView {
-        let mut marks: Vec<(u32, u8)> = [(SEEN, &self.seen), (LIKED, &self.liked), (HIDDEN, &self.hidden)]
+        let marks = [(SEEN, &self.seen), (LIKED, &self.liked), (HIDDEN, &self.hidden)]
             .into_iter()
             .flat_map(|(bit, keys)| keys.iter().map(move |k| (*k, bit)))
             .collect();
-        marks.sort_unstable();
-        marks.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 |= next.1;
-            }
-            same
-        });
         UserView {
             attributes: None,
-            marks: marks.into(),
+            marks: UserView::marks_of(marks),
             edges: self.edges.as_ref().map(|(f, b)| {
                 Arc::new(Edges {
                     follows: f.iter().cloned().collect::<BTreeSet<_>>(),
