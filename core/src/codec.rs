@@ -181,6 +181,15 @@ impl<'a> Cursor<'a> {
         self.buf.len() - self.pos
     }
 
+    /// Room to reserve for `count` entries still to be read, each taking at least
+    /// `min_bytes`: never more than the bytes left can hold, so a damaged count cannot make
+    /// a reader allocate without bound.
+    pub fn room_for(&self, count: u64, min_bytes: usize) -> usize {
+        usize::try_from(count)
+            .unwrap_or(usize::MAX)
+            .min(self.remaining() / min_bytes.max(1))
+    }
+
     /// Reads a field.
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self

@@ -266,9 +266,8 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         S: Codec,
     {
         let n = c.u64("sums")?;
-        // Every sum takes at least four bytes: room for them all at once, never more than
-        // the part can hold.
-        let room = (n as usize).min(c.remaining() / 4);
+        // Room for them all at once (every sum takes at least four bytes).
+        let room = c.room_for(n, 4);
         self.nodes.reserve_exact(room);
         self.loaded.reserve_exact(room);
         for _ in 0..n {

@@ -231,10 +231,9 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
             }
             let n = c.u64("updates")?;
             // Room for the bucket's updates at once (a vector grown by doubling holds up to
-            // twice them), never more than the part can hold (an update takes two bytes at least).
-            let room = (n as usize).min(c.remaining() / 2);
-            let due = self.bucket(at, cap);
-            due.updates.reserve_exact(room);
+            // twice them; an update takes two bytes at least).
+            let room = c.room_for(n, 2);
+            self.bucket(at, cap).updates.reserve_exact(room);
             for _ in 0..n {
                 let (p, d) = (P::get(c)?, D::get(c)?);
                 self.push(at, 0, p, d, cap);

@@ -21,16 +21,13 @@ use tidal_core::time::Time;
 use crate::ann::Ann;
 use crate::delta::Delta;
 use crate::entry::ItemEntry;
-use crate::log::{Buffers, Log};
+use crate::log::{Buffers, KEEP, Log};
 use crate::side::SideBuilder;
 use crate::snapshot::{CohortCut, ItemChange, Snapshot, Update};
 use tidal_core::flow::ItemKey;
 
 /// Runs longer than this are consolidated by sorting rather than pairwise.
 const PAIRWISE_MAX: usize = 16;
-/// Entries the delta order and the dirty items keep room for between versions (a restore or a
-/// catch-up grows them to millions; live versions need a few thousand).
-const KEEP_ORDER: usize = 1 << 14;
 
 /// Where a delta sorts while a batch is applied: (item key, slot, time, vector, position).
 type Order = (ItemKey, u128, Time, u32, u32);
@@ -141,7 +138,7 @@ impl SnapshotBuilder {
         }
         // A restore's or a catch-up's deltas grow it to millions: give that back.
         order.clear();
-        order.shrink_to(KEEP_ORDER);
+        order.shrink_to(KEEP);
         self.order = order;
     }
 
@@ -186,7 +183,7 @@ impl SnapshotBuilder {
         let mut next = (*self.last).clone();
         log.apply_to(&mut next);
         log.recycle(&mut self.bufs);
-        self.dirty.shrink_to(KEEP_ORDER);
+        self.dirty.shrink_to(KEEP);
         next.frontier = frontier;
         next.cohorts = match &self.cohorts {
             Some(cut) => cut.clone(),

@@ -20,9 +20,10 @@ use crate::postings::{PostingChange, Postings};
 use crate::snapshot::{IdKeys, ItemChange, Snapshot};
 use tidal_core::flow::ItemKey;
 
-/// Entries each of a log's buffers keeps room for between versions (live versions change a
-/// few thousand).
-const KEEP: usize = 1 << 14;
+/// Entries each buffer a version is built in (the log's, the builder's delta order and dirty
+/// items) keeps room for between versions: live versions change a few thousand, a restore
+/// or a catch-up millions.
+pub(crate) const KEEP: usize = 1 << 14;
 
 /// Vectors a [`Log`] is built in, kept from one version to the next.
 #[derive(Clone, Debug, Default)]

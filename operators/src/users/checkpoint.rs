@@ -98,8 +98,7 @@ impl Users {
         let users = c.u64("users")?;
         // Room for them at once (a million users rehashed step by step cost a second of a
         // start), bounded by what the bytes can hold (a user takes at least 9 of them).
-        self.slots
-            .reserve(usize::try_from(users).unwrap_or(usize::MAX).min(bytes.len() / 9));
+        self.slots.reserve(c.room_for(users, 9));
         for _ in 0..users {
             let key = c.u64("user key")?;
             let mut slot = Slot::default();
@@ -112,11 +111,10 @@ impl Users {
                 }
                 slot.attributes = Some(self.intern_set(attrs));
             }
-            // Each list sized once from its count (bounded by the bytes left: an entry takes
-            // at least three), not grown by doubling.
-            let room = |n: u64, c: &Cursor<'_>| usize::try_from(n).unwrap_or(usize::MAX).min(c.remaining() / 3);
+            // Each list sized once from its count (an entry takes at least three bytes), not
+            // grown by doubling.
             let n = c.u64("marks")?;
-            slot.marks.reserve_exact(room(n, &c));
+            slot.marks.reserve_exact(c.room_for(n, 3));
             for _ in 0..n {
                 let b = c.u64("bucket")?;
                 let item = c.u64("item")?;
@@ -137,7 +135,7 @@ impl Users {
                 slot.edges = Some(Arc::new(edges));
             }
             let n = c.u64("affinities")?;
-            slot.affinity.reserve_exact(room(n, &c));
+            slot.affinity.reserve_exact(c.room_for(n, 3));
             for _ in 0..n {
                 let creator = c.u64("creator")?;
                 let e = c.u64("epoch")?;
@@ -148,7 +146,7 @@ impl Users {
                 self.by_epoch.entry(e).or_default().insert(key);
             }
             let n = c.u64("pulls")?;
-            slot.pulls.reserve_exact(room(n, &c));
+            slot.pulls.reserve_exact(c.room_for(n, 3));
             for _ in 0..n {
                 let ts = c.u64("pull time")?;
                 let item = c.u64("pull item")?;
