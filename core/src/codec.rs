@@ -92,6 +92,26 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Appends a LEB128 varint of up to 128 bits (at most 19 bytes).
+pub fn put_varint128(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a signed integer as a zigzag varint: small magnitudes of either sign take few
+/// bytes.
+pub fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Appends a signed 128-bit integer as a zigzag varint.
+pub fn put_zigzag128(out: &mut Vec<u8>, v: i128) {
+    put_varint128(out, ((v << 1) ^ (v >> 127)) as u128);
+}
+
 /// Encoded size of a string.
 pub fn str_len(s: &str) -> usize {
     varint_len(s.len() as u64) + s.len()
@@ -221,19 +241,71 @@ impl<'a> Cursor<'a> {
 
     /// Reads a field.
     pub fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let rest = &self.buf[self.pos..];
+        // The common case: a one-byte varint.
+        if let Some(&b) = rest.first()
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
         let mut v: u64 = 0;
         for i in 0..10 {
-            let b = self.u8(what)?;
+            let Some(&b) = rest.get(i) else {
+                return Err(DecodeError::Truncated {
+                    what,
+                    needed: i + 1,
+                    at: self.pos,
+                });
+            };
             let part = u64::from(b & 0x7f);
             if i == 9 && part > 1 {
                 return Err(DecodeError::VarintOverflow { what });
             }
             v |= part << (7 * i);
             if b & 0x80 == 0 {
+                self.pos += i + 1;
                 return Ok(v);
             }
         }
         Err(DecodeError::VarintTooLong { what })
+    }
+
+    /// Reads a 128-bit varint ([`put_varint128`]).
+    pub fn varint128(&mut self, what: &'static str) -> Result<u128, DecodeError> {
+        let rest = &self.buf[self.pos..];
+        let mut v: u128 = 0;
+        for i in 0..19 {
+            let Some(&b) = rest.get(i) else {
+                return Err(DecodeError::Truncated {
+                    what,
+                    needed: i + 1,
+                    at: self.pos,
+                });
+            };
+            let part = u128::from(b & 0x7f);
+            if i == 18 && part > 3 {
+                return Err(DecodeError::VarintOverflow { what });
+            }
+            v |= part << (7 * i);
+            if b & 0x80 == 0 {
+                self.pos += i + 1;
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::VarintTooLong { what })
+    }
+
+    /// Reads a zigzag varint ([`put_zigzag`]).
+    pub fn zigzag(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        let v = self.varint(what)?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// Reads a 128-bit zigzag varint ([`put_zigzag128`]).
+    pub fn zigzag128(&mut self, what: &'static str) -> Result<i128, DecodeError> {
+        let v = self.varint128(what)?;
+        Ok((v >> 1) as i128 ^ -((v & 1) as i128))
     }
 
     /// A count of items each at least `min_item` bytes long, bounded by what remains.
@@ -368,7 +440,9 @@ impl Cursor<'_> {
     }
 }
 
-/// A value with a binary encoding (for checkpoints of the materializers' state).
+/// A value with a binary encoding (for checkpoints of the materializers' state). Integers
+/// are varints (signed ones zigzag), so the small keys, kinds and fixed-point weights that
+/// make up most of a checkpoint take a few bytes each, not eight or sixteen.
 pub trait Codec: Sized {
     /// Appends the encoding.
     fn put(&self, out: &mut Vec<u8>);
@@ -385,10 +459,11 @@ impl Codec for () {
 
 impl Codec for u16 {
     fn put(&self, out: &mut Vec<u8>) {
-        put_u16(out, *self);
+        put_varint(out, u64::from(*self));
     }
     fn get(c: &mut Cursor<'_>) -> Result<u16, DecodeError> {
-        c.u16("u16")
+        let v = c.varint("u16")?;
+        u16::try_from(v).map_err(|_| DecodeError::OutOfRange { what: "u16", value: v })
     }
 }
 
@@ -403,28 +478,28 @@ impl Codec for u8 {
 
 impl Codec for u64 {
     fn put(&self, out: &mut Vec<u8>) {
-        put_u64(out, *self);
+        put_varint(out, *self);
     }
     fn get(c: &mut Cursor<'_>) -> Result<u64, DecodeError> {
-        c.u64("u64")
+        c.varint("u64")
     }
 }
 
 impl Codec for i64 {
     fn put(&self, out: &mut Vec<u8>) {
-        put_i64(out, *self);
+        put_zigzag(out, *self);
     }
     fn get(c: &mut Cursor<'_>) -> Result<i64, DecodeError> {
-        c.i64("i64")
+        c.zigzag("i64")
     }
 }
 
 impl Codec for i128 {
     fn put(&self, out: &mut Vec<u8>) {
-        put_i128(out, *self);
+        put_zigzag128(out, *self);
     }
     fn get(c: &mut Cursor<'_>) -> Result<i128, DecodeError> {
-        c.i128("i128")
+        c.zigzag128("i128")
     }
 }
 
@@ -470,16 +545,34 @@ impl<A: Codec, B: Codec, C: Codec, D: Codec> Codec for (A, B, C, D) {
     }
 }
 
+/// Lanes: a bit mask of the lanes that are not zero, then each of those as a zigzag varint
+/// (a window retraction touches one or two of the lanes).
 impl Codec for crate::features::Lanes {
     fn put(&self, out: &mut Vec<u8>) {
-        for v in self.0 {
-            put_i64(out, v);
+        let mask = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v != 0)
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        put_varint(out, mask);
+        for &v in self.0.iter().filter(|v| **v != 0) {
+            put_zigzag(out, v);
         }
     }
     fn get(c: &mut Cursor<'_>) -> Result<Self, DecodeError> {
+        let mask = c.varint("lanes")?;
+        if mask >> crate::features::LANES != 0 {
+            return Err(DecodeError::OutOfRange {
+                what: "lanes",
+                value: mask,
+            });
+        }
         let mut l = crate::features::Lanes::default();
-        for v in l.0.iter_mut() {
-            *v = c.i64("lanes")?;
+        for (i, v) in l.0.iter_mut().enumerate() {
+            if mask & 1 << i != 0 {
+                *v = c.zigzag("lanes")?;
+            }
         }
         Ok(l)
     }

@@ -32,7 +32,7 @@ use differential_dataflow::trace::implementations::ValSpine;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Filter;
 
-use tidal_core::codec::{Cursor, DecodeError, put_i64, put_u16, put_u64};
+use tidal_core::codec::{Cursor, DecodeError, put_u64, put_varint, put_zigzag};
 use tidal_core::config::Config;
 use tidal_core::features::{Lanes, window_end};
 use tidal_core::flow::CHECKPOINT;
@@ -198,11 +198,16 @@ fn save_retained<'s>(
                 let (mut cursor, storage) = cursor_list(batches);
                 let mut kept = 0u64;
                 // Streamed out (the trace's cursor visits each signal once, with all its
-                // times): a record per signal behind a presence byte, then a 0.
+                // times): a record per signal behind a tag byte (1: the previous record's
+                // user; 2: a new user, its key follows), then a 0. Item and type are
+                // varints, `ts_eff` the difference from the previous record's, the weight a
+                // zigzag varint.
                 persist.write_with(index, "retained", frontier, position, &mut |out| {
                     let mut buf = Vec::with_capacity(SPILL + 64);
+                    let mut last_ts = 0u64;
                     while cursor.key_valid(&storage) {
                         let user = *cursor.key(&storage);
+                        let mut named = false;
                         while cursor.val_valid(&storage) {
                             let (item, kind, ts_eff) = *cursor.val(&storage);
                             let mut w = 0i64;
@@ -212,12 +217,18 @@ fn save_retained<'s>(
                                 }
                             });
                             if w != 0 {
-                                buf.push(1);
-                                put_u64(&mut buf, user);
-                                put_u64(&mut buf, item);
-                                put_u16(&mut buf, kind);
-                                put_u64(&mut buf, ts_eff);
-                                put_i64(&mut buf, w);
+                                if named {
+                                    buf.push(1);
+                                } else {
+                                    buf.push(2);
+                                    put_u64(&mut buf, user);
+                                    named = true;
+                                }
+                                put_varint(&mut buf, item);
+                                put_varint(&mut buf, u64::from(kind));
+                                put_zigzag(&mut buf, ts_eff.wrapping_sub(last_ts) as i64);
+                                last_ts = ts_eff;
+                                put_zigzag(&mut buf, w);
                                 kept += 1;
                                 if buf.len() >= SPILL {
                                     out.write_all(&buf)?;
@@ -255,12 +266,34 @@ fn save_retained<'s>(
 /// Reads what [`save_retained`] wrote: `(user, item, type, ts_eff, weight)` per signal.
 fn load_retained(bytes: &[u8], mut each: impl FnMut(UserKey, ItemKey, KindIdx, u64, i64)) -> Result<(), DecodeError> {
     let mut c = Cursor::new(bytes);
-    while c.u8("retained")? == 1 {
-        let user = c.u64("user")?;
-        let item = c.u64("item")?;
-        let kind = c.u16("kind")?;
-        let ts_eff = c.u64("ts_eff")?;
-        let w = c.i64("weight")?;
+    let (mut user, mut last_ts) = (None, 0u64);
+    loop {
+        match c.u8("retained")? {
+            0 => break,
+            1 => {}
+            2 => user = Some(c.u64("user")?),
+            tag => {
+                return Err(DecodeError::OutOfRange {
+                    what: "retained",
+                    value: u64::from(tag),
+                });
+            }
+        }
+        let Some(user) = user else {
+            return Err(DecodeError::OutOfRange {
+                what: "retained user",
+                value: 1,
+            });
+        };
+        let item = c.varint("item")?;
+        let kind = c.varint("kind")?;
+        let kind = KindIdx::try_from(kind).map_err(|_| DecodeError::OutOfRange {
+            what: "kind",
+            value: kind,
+        })?;
+        let ts_eff = last_ts.wrapping_add(c.zigzag("ts_eff")? as u64);
+        last_ts = ts_eff;
+        let w = c.zigzag("weight")?;
         each(user, item, kind, ts_eff, w);
     }
     c.finish()

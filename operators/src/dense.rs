@@ -14,7 +14,7 @@
 
 use differential_dataflow::difference::IsZero;
 
-use tidal_core::codec::{Codec, Cursor, DecodeError, put_u64};
+use tidal_core::codec::{Codec, Cursor, DecodeError, put_u64, put_varint};
 
 use tidal_core::flow::ItemKey;
 
@@ -245,8 +245,8 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
             let mut n = head;
             while n != NIL {
                 let node = &self.nodes[n as usize];
-                put_u64(out, (at / self.slots) as u64);
-                put_u64(out, (at % self.slots) as u64);
+                put_varint(out, (at / self.slots) as u64);
+                put_varint(out, (at % self.slots) as u64);
                 node.extra.put(out);
                 node.sum.put(out);
                 n = node.next;
@@ -266,13 +266,13 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         S: Codec,
     {
         let n = c.u64("sums")?;
-        // Room for them all at once (every sum takes at least four bytes).
-        let room = c.room_for(n, 4);
+        // Room for them all at once (every sum takes at least three bytes).
+        let room = c.room_for(n, 3);
         self.nodes.reserve_exact(room);
         self.loaded.reserve_exact(room);
         for _ in 0..n {
-            let local = c.u64("item")?;
-            let slot = c.u64("slot")? as usize;
+            let local = c.varint("item")?;
+            let slot = c.varint("slot")? as usize;
             if slot >= self.slots {
                 return Err(DecodeError::OutOfRange {
                     what: "slot",

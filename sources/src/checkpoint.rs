@@ -23,7 +23,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 /// The format of the files this build writes.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 /// Complete checkpoints kept.
 const KEEP: usize = 2;
 

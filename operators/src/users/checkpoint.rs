@@ -1,13 +1,14 @@
 //! The users materializer's checkpoint part: the declared cohorts and every user's state,
 //! written at a checkpoint's frontier and read back at start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
-use tidal_core::user::{Edges, Pull};
+use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64, put_varint, put_zigzag, put_zigzag128};
+use tidal_core::flow::CohortId;
+use tidal_core::user::{Attributes, Edges, Pull};
 
-use super::state::{Slot, Users};
+use super::state::{SHARED_SETS, Slot, Users};
 
 /// Bytes of the part buffered before they are written out.
 const SPILL: usize = 1 << 20;
@@ -16,62 +17,82 @@ impl Users {
     /// Writes the declared cohorts and every user's state (a checkpoint) to `w`, through a
     /// buffer of [`SPILL`] bytes (the part is never held whole in memory: a million users
     /// make hundreds of megabytes, and fresh pages cost the worker more than the encoding).
+    ///
+    /// Compact: counts, item keys and epochs are varints, a user's mark buckets and pull
+    /// times are deltas from the one before, and an attribute set shared among users is
+    /// written once, then named by its index (tag 1: a set follows; tag 2: the index of one
+    /// written before; tag 0: none).
     pub(super) fn save(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(SPILL + 4096);
         let out = &mut buf;
-        put_u64(out, self.defs.len() as u64);
+        put_varint(out, self.defs.len() as u64);
         for (name, rule) in &self.defs {
             put_str(out, name);
-            put_u64(out, rule.len() as u64);
+            put_varint(out, rule.len() as u64);
             for (k, v) in rule {
                 put_str(out, k);
                 put_str(out, v);
             }
         }
-        put_u64(out, self.slots.len() as u64);
+        // Sets written so far, by address: the same `Arc` is the same set.
+        let mut written: HashMap<usize, u64> = HashMap::new();
+        put_varint(out, self.slots.len() as u64);
         for (key, slot) in &self.slots {
             put_u64(out, *key);
             match &slot.attributes {
                 Some(a) => {
-                    out.push(1);
-                    put_u64(out, a.len() as u64);
-                    for (k, v) in a.iter() {
-                        put_str(out, k);
-                        put_str(out, v);
+                    let at = Arc::as_ptr(a).cast::<u8>() as usize;
+                    if let Some(&i) = written.get(&at) {
+                        out.push(2);
+                        put_varint(out, i);
+                    } else {
+                        out.push(1);
+                        put_varint(out, a.len() as u64);
+                        for (k, v) in a.iter() {
+                            put_str(out, k);
+                            put_str(out, v);
+                        }
+                        if written.len() < SHARED_SETS {
+                            written.insert(at, written.len() as u64);
+                        }
                     }
                 }
                 None => out.push(0),
             }
-            put_u64(out, slot.marks.len() as u64);
+            put_varint(out, slot.marks.len() as u64);
+            let mut last = 0u64;
             for (b, item, m) in &slot.marks {
-                put_u64(out, *b);
-                put_u64(out, u64::from(*item));
+                put_zigzag(out, b.wrapping_sub(last) as i64);
+                last = *b;
+                put_varint(out, u64::from(*item));
                 out.push(*m);
             }
             match slot.edges.as_deref() {
                 Some(edges) => {
                     for set in [&edges.follows, &edges.blocks] {
-                        put_u64(out, set.len() as u64);
+                        put_varint(out, set.len() as u64);
                         for c in set {
                             put_str(out, c);
                         }
                     }
                 }
                 None => {
-                    put_u64(out, 0);
-                    put_u64(out, 0);
+                    put_varint(out, 0);
+                    put_varint(out, 0);
                 }
             }
-            put_u64(out, slot.affinity.len() as u64);
+            put_varint(out, slot.affinity.len() as u64);
             for (c, e, v) in &slot.affinity {
                 put_u64(out, *c);
-                put_u64(out, *e);
-                out.extend_from_slice(&v.to_le_bytes());
+                put_varint(out, *e);
+                put_zigzag128(out, *v);
             }
-            put_u64(out, slot.pulls.len() as u64);
+            put_varint(out, slot.pulls.len() as u64);
+            let mut last = 0u64;
             for p in &slot.pulls {
-                put_u64(out, p.ts);
-                put_u64(out, u64::from(p.item));
+                put_zigzag(out, p.ts.wrapping_sub(last) as i64);
+                last = p.ts;
+                put_varint(out, u64::from(p.item));
                 put_u64(out, p.pull.to_bits());
             }
             if out.len() >= SPILL {
@@ -86,38 +107,69 @@ impl Users {
     pub(super) fn load(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let mut c = Cursor::new(bytes);
         self.defs.clear();
-        for _ in 0..c.u64("cohorts")? {
+        for _ in 0..c.varint("cohorts")? {
             let name = c.string("cohort name")?;
             let mut rule = BTreeMap::new();
-            for _ in 0..c.u64("rule size")? {
+            for _ in 0..c.varint("rule size")? {
                 let k = c.string("dimension")?;
                 rule.insert(k, c.string("value")?);
             }
             self.defs.insert(name, rule);
         }
-        let users = c.u64("users")?;
+        let users = c.varint("users")?;
         // Room for them at once (a million users rehashed step by step cost a second of a
-        // start), bounded by what the bytes can hold (a user takes at least 9 of them).
-        self.slots.reserve(c.room_for(users, 9));
+        // start), bounded by what the bytes can hold (a user takes at least 14 of them).
+        self.slots.reserve(c.room_for(users, 14));
+        // The sets in the order they were first written, each with its cohorts.
+        let mut sets: Vec<(Attributes, Vec<CohortId>)> = Vec::new();
         for _ in 0..users {
             let key = c.u64("user key")?;
             let mut slot = Slot::default();
-            if c.u8("attributes")? != 0 {
-                let mut attrs = Vec::new();
-                for _ in 0..c.u64("attribute count")? {
-                    let k = c.string("attribute name")?;
-                    let v = c.string("attribute value")?;
-                    attrs.push((self.intern(&k), self.intern(&v)));
+            match c.u8("attributes")? {
+                0 => {}
+                1 => {
+                    let mut attrs = Vec::new();
+                    for _ in 0..c.varint("attribute count")? {
+                        let k = c.string("attribute name")?;
+                        let v = c.string("attribute value")?;
+                        attrs.push((self.intern(&k), self.intern(&v)));
+                    }
+                    let set = self.intern_set(attrs);
+                    slot.cohorts = self.cohorts_of(Some(&set));
+                    if sets.len() < SHARED_SETS {
+                        sets.push((set.clone(), slot.cohorts.clone()));
+                    }
+                    slot.attributes = Some(set);
                 }
-                slot.attributes = Some(self.intern_set(attrs));
+                2 => {
+                    let i = c.varint("attribute set")?;
+                    let (set, cohorts) =
+                        usize::try_from(i)
+                            .ok()
+                            .and_then(|i| sets.get(i))
+                            .ok_or(DecodeError::OutOfRange {
+                                what: "attribute set",
+                                value: i,
+                            })?;
+                    slot.attributes = Some(set.clone());
+                    slot.cohorts = cohorts.clone();
+                }
+                tag => {
+                    return Err(DecodeError::OutOfRange {
+                        what: "attributes",
+                        value: u64::from(tag),
+                    });
+                }
             }
             // Each list sized once from its count (an entry takes at least three bytes), not
             // grown by doubling.
-            let n = c.u64("marks")?;
+            let n = c.varint("marks")?;
             slot.marks.reserve_exact(c.room_for(n, 3));
+            let mut last = 0u64;
             for _ in 0..n {
-                let b = c.u64("bucket")?;
-                let item = c.u64("item")?;
+                let b = last.wrapping_add(c.zigzag("bucket")? as u64);
+                last = b;
+                let item = c.varint("item")?;
                 let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
                     what: "item",
                     value: item,
@@ -127,29 +179,28 @@ impl Users {
             }
             let mut edges = Edges::default();
             for set in [&mut edges.follows, &mut edges.blocks] {
-                for _ in 0..c.u64("edges")? {
+                for _ in 0..c.varint("edges")? {
                     set.insert(c.string("creator")?);
                 }
             }
             if !edges.follows.is_empty() || !edges.blocks.is_empty() {
                 slot.edges = Some(Arc::new(edges));
             }
-            let n = c.u64("affinities")?;
-            slot.affinity.reserve_exact(c.room_for(n, 3));
+            let n = c.varint("affinities")?;
+            slot.affinity.reserve_exact(c.room_for(n, 10));
             for _ in 0..n {
                 let creator = c.u64("creator")?;
-                let e = c.u64("epoch")?;
-                let raw = c.take(16, "affinity")?;
-                let mut a = [0u8; 16];
-                a.copy_from_slice(raw);
-                slot.affinity.push((creator, e, i128::from_le_bytes(a)));
+                let e = c.varint("epoch")?;
+                slot.affinity.push((creator, e, c.zigzag128("affinity")?));
                 self.by_epoch.entry(e).or_default().insert(key);
             }
-            let n = c.u64("pulls")?;
-            slot.pulls.reserve_exact(c.room_for(n, 3));
+            let n = c.varint("pulls")?;
+            slot.pulls.reserve_exact(c.room_for(n, 10));
+            let mut last = 0u64;
             for _ in 0..n {
-                let ts = c.u64("pull time")?;
-                let item = c.u64("pull item")?;
+                let ts = last.wrapping_add(c.zigzag("pull time")? as u64);
+                last = ts;
+                let item = c.varint("pull item")?;
                 let item = u32::try_from(item).map_err(|_| DecodeError::OutOfRange {
                     what: "pull item",
                     value: item,
@@ -157,7 +208,6 @@ impl Users {
                 let pull = f64::from_bits(c.u64("pull")?);
                 slot.pulls.push(Pull { ts, item, pull });
             }
-            slot.cohorts = self.cohorts_of(slot.attributes.as_deref());
             self.slots.insert(key, Box::new(slot));
         }
         c.finish()

@@ -20,7 +20,7 @@ const STATE_BUCKETS: u64 = 90;
 /// The three user-state sets, in [`UserView`] field order.
 const SETS: [Mark; 3] = [Mark::Seen, Mark::Liked, Mark::Hidden];
 /// Distinct attribute sets shared among users, at most.
-const SHARED_SETS: usize = 1 << 16;
+pub(super) const SHARED_SETS: usize = 1 << 16;
 // A view's mark bits are the slot's: bit `i` is `SETS[i]`.
 const _: () = assert!(tidal_core::user::SEEN == 1 && tidal_core::user::LIKED == 2 && tidal_core::user::HIDDEN == 4);
 
