@@ -11,12 +11,14 @@
 //! warning (the one before, or the whole WAL, is used instead).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+mod stage;
+use stage::{Staged, stage, stage_behind};
 
 use tidal_core::flow::PartFill;
 use tidal_core::record::Position;
@@ -115,33 +117,6 @@ enum Msg {
     },
 }
 
-/// A part in its staging file: where, how long, its BLAKE3.
-struct Staged {
-    path: PathBuf,
-    bytes: u64,
-    blake3: String,
-}
-
-/// A writer that hashes and counts what goes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: blake3::Hasher,
-    bytes: u64,
-}
-
-impl<W: std::io::Write> std::io::Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Prefix of the staging files parts are streamed into before they join their checkpoint.
 const STAGING: &str = "staging-";
 
@@ -221,28 +196,34 @@ impl Checkpointer {
         *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(extra);
     }
 
-    /// Writes one part of the checkpoint at `frontier` covering `position`: `fill` streams
-    /// its bytes into a staging file (on the caller's thread, through a small buffer), which
-    /// the writer thread then syncs and moves into the checkpoint.
+    /// Writes one part of the checkpoint at `frontier` covering `position`: `fill` encodes
+    /// its bytes on the caller's thread and hands them over a chunk at a time to a thread
+    /// that writes them into a staging file, which the writer thread then syncs and moves
+    /// into the checkpoint.
     pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: PartFill<'_>) {
         // Unique: two checkpoints may cover the same LSN.
         let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn));
+        let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            // Shut down: no checkpoint is gathered any more.
+            return;
+        };
         let began = Instant::now();
-        let staged = stage(&self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn)), fill);
-        // The caller (a worker, standing still while its part streams out) waited this long.
+        let part = name.clone();
+        stage_behind(path, fill, move |staged| {
+            let _ = tx.send(Msg::Part {
+                frontier,
+                position,
+                name: part,
+                staged,
+            });
+        });
+        // The caller (a worker, standing still while it encodes its part) took this long.
         tracing::debug!(
             part = %name,
             ms = began.elapsed().as_secs_f64() * 1e3,
             "checkpoint part written"
         );
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            let _ = tx.send(Msg::Part {
-                frontier,
-                position,
-                name,
-                staged,
-            });
-        }
     }
 
     /// Records `manifest` as the newest complete checkpoint (one loaded after the writer
@@ -380,33 +361,6 @@ fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>) {
             tracing::warn!(file = %path.display(), error = %e, "cannot place a checkpoint part");
             let _ = std::fs::remove_file(&staged.path);
             g.failed = true;
-        }
-    }
-}
-
-/// Streams a part into the staging file `path` through `fill`, counting and hashing it;
-/// `None` (with a warning, the file removed) when it cannot be written.
-fn stage(path: &Path, fill: PartFill<'_>) -> Option<Staged> {
-    let staged = std::fs::File::create(path).and_then(|f| {
-        let mut w = Hashing {
-            inner: std::io::BufWriter::with_capacity(1 << 20, f),
-            hasher: blake3::Hasher::new(),
-            bytes: 0,
-        };
-        fill(&mut w)?;
-        w.flush()?;
-        Ok(Staged {
-            path: path.to_path_buf(),
-            bytes: w.bytes,
-            blake3: w.hasher.finalize().to_hex().to_string(),
-        })
-    });
-    match staged {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot write a checkpoint part");
-            let _ = std::fs::remove_file(path);
-            None
         }
     }
 }

@@ -1,0 +1,187 @@
+//! Staging a checkpoint part: its bytes go into a staging file, counted and hashed. A
+//! worker's part is handed over a chunk at a time to a thread of its own that writes and
+//! hashes it, so the worker stands still only while it encodes, not while the kernel copies
+//! the bytes into the page cache.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::Instant;
+
+use tidal_core::flow::PartFill;
+
+/// A part in its staging file: where, how long, its BLAKE3.
+pub(super) struct Staged {
+    pub(super) path: PathBuf,
+    pub(super) bytes: u64,
+    pub(super) blake3: String,
+}
+
+/// A writer that hashes and counts what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Streams a part into the staging file `path` through `fill` on this thread, counting and
+/// hashing it; `None` (with a warning, the file removed) when it cannot be written.
+pub(super) fn stage(path: &Path, fill: PartFill<'_>) -> Option<Staged> {
+    let staged = std::fs::File::create(path).and_then(|f| {
+        let mut w = Hashing {
+            inner: std::io::BufWriter::with_capacity(CHUNK, f),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        fill(&mut w)?;
+        w.flush()?;
+        Ok(staged_at(path, &w))
+    });
+    settle(path, staged)
+}
+
+fn staged_at<W>(path: &Path, w: &Hashing<W>) -> Staged {
+    Staged {
+        path: path.to_path_buf(),
+        bytes: w.bytes,
+        blake3: w.hasher.finalize().to_hex().to_string(),
+    }
+}
+
+fn settle(path: &Path, staged: std::io::Result<Staged>) -> Option<Staged> {
+    match staged {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write a checkpoint part");
+            let _ = std::fs::remove_file(path);
+            None
+        }
+    }
+}
+
+/// Bytes handed over at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks on their way to the disk at most: how far the encoding may run ahead of it.
+const IN_FLIGHT: usize = 32;
+
+/// Streams a part into the staging file `path`: `fill` encodes it on this thread, a thread
+/// of its own writes and hashes it, then hands the result to `done` (`None` when the file
+/// cannot be written or `fill` fails). Returns once `fill` has run; the file may still be
+/// being written.
+pub(super) fn stage_behind(
+    path: PathBuf,
+    fill: PartFill<'_>,
+    done: impl FnOnce(Option<Staged>) + Clone + Send + 'static,
+) {
+    let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let failed = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let (path, failed, done) = (path.clone(), failed.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("tidal-checkpoint-part".into())
+            .spawn(move || {
+                let began = Instant::now();
+                let staged = write_chunks(&path, rx, spare_tx, &failed);
+                tracing::debug!(
+                    file = %path.display(),
+                    ms = began.elapsed().as_secs_f64() * 1e3,
+                    "checkpoint part staged"
+                );
+                done(settle(&path, staged));
+            })
+    };
+    if let Err(e) = writing {
+        // No thread for it: the part is written here.
+        tracing::warn!(error = %e, "cannot start a checkpoint part's writer; writing it in place");
+        done(stage(&path, fill));
+        return;
+    }
+    let mut w = Handoff {
+        buf: Vec::with_capacity(CHUNK),
+        tx,
+        spare: spare_rx,
+    };
+    if fill(&mut w).and_then(|()| w.hand_over()).is_err() {
+        failed.store(true, Ordering::Release);
+    }
+    // Dropping the sender (with `w`) ends the part.
+}
+
+/// The staging thread: writes and hashes each chunk, gives the buffer back for reuse.
+fn write_chunks(
+    path: &Path,
+    rx: Receiver<Vec<u8>>,
+    spare: SyncSender<Vec<u8>>,
+    failed: &AtomicBool,
+) -> std::io::Result<Staged> {
+    let f = std::fs::File::create(path)?;
+    let mut w = Hashing {
+        inner: f,
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    for mut chunk in rx {
+        w.write_all(&chunk)?;
+        chunk.clear();
+        let _ = spare.try_send(chunk);
+    }
+    if failed.load(Ordering::Acquire) {
+        return Err(std::io::Error::other("the part's encoding failed"));
+    }
+    w.flush()?;
+    Ok(staged_at(path, &w))
+}
+
+/// The worker's end: gathers what it writes into chunks and sends each full one.
+struct Handoff {
+    buf: Vec<u8>,
+    tx: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+}
+
+impl Handoff {
+    /// Sends what is gathered (blocking while [`IN_FLIGHT`] chunks wait for the disk).
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = match self.spare.try_recv() {
+            Ok(b) => b,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::with_capacity(CHUNK),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx
+            .send(full)
+            .map_err(|_| std::io::Error::other("the part's staging file cannot be written"))
+    }
+}
+
+impl Write for Handoff {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.hand_over()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
