@@ -21,6 +21,7 @@ use std::sync::Arc;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -68,47 +69,66 @@ pub fn cohort_rollups<'s>(
     let specs = kind_specs(config);
     let retention = specs.clone();
     let index = sigs.scope().index();
-    // Each signal with a user, kept while one of its lanes is open.
+    // Each signal with a user, kept while one of its lanes is open. The retraction waits
+    // here, under a capability for its time, until the input reaches that time: given to
+    // the arrangement at once, it would sit in the arrangement's batcher for days, which
+    // walks everything it holds at every mark (a fifth of a worker at 2M retained signals).
     let mut restored = persist.take_restored(index, "retained");
     let retained = sigs
-        .unary::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "Retain", move |initial, _| {
-            let mut initial = Some(initial);
-            move |input, output| {
-                if let Some(cap) = initial.take()
-                    && let Some(bytes) = restored.take()
-                {
-                    // The signals a checkpoint kept, at time 0 (and their retractions); the
-                    // part's bytes are let go once read.
-                    let mut session = output.session(&cap);
-                    if let Err(e) = load_retained(&bytes, |user, item, kind, ts_eff, w| {
-                        let end = retention
-                            .get(usize::from(kind))
-                            .map_or(0, |spec| last_close(spec, ts_eff));
-                        let v = (user, (item, kind, ts_eff));
-                        session.give((v, 0, w));
-                        session.give((v, time_at(end).max(1), -w));
-                    }) {
-                        panic!("checkpoint part retained of worker {index} does not decode: {e}");
-                    }
-                }
-                input.for_each(|cap, data| {
-                    let Some(cap) = cap.retain_least(0) else { return };
-                    let t = *cap.time();
-                    let mut session = output.session(&cap);
-                    for s in data.drain(..) {
-                        let end = retention
-                            .get(usize::from(s.kind))
-                            .map_or(0, |spec| last_close(spec, s.ts_eff));
-                        let end = time_at(end);
-                        if end > t {
-                            let v = (s.user, (s.item, s.kind, s.ts_eff));
-                            session.give((v, t, s.weight));
-                            session.give((v, end, -s.weight));
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+            Pipeline,
+            "Retain",
+            move |initial, _| {
+                let mut initial = Some(initial);
+                let mut waiting = Retractions::default();
+                move |(input, frontier), output| {
+                    if let Some(cap) = initial.take()
+                        && let Some(bytes) = restored.take()
+                    {
+                        // The signals a checkpoint kept, at time 0 (their retractions wait);
+                        // the part's bytes are let go once read.
+                        let mut session = output.session(&cap);
+                        if let Err(e) = load_retained(&bytes, |user, item, kind, ts_eff, w| {
+                            let end = retention
+                                .get(usize::from(kind))
+                                .map_or(0, |spec| last_close(spec, ts_eff));
+                            let v = (user, (item, kind, ts_eff));
+                            session.give((v, 0, w));
+                            waiting.push(&cap, time_at(end).max(1), v, -w);
+                        }) {
+                            panic!("checkpoint part retained of worker {index} does not decode: {e}");
                         }
                     }
-                });
-            }
-        })
+                    input.for_each(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        let t = *cap.time();
+                        let mut session = output.session(&cap);
+                        for s in data.drain(..) {
+                            let end = retention
+                                .get(usize::from(s.kind))
+                                .map_or(0, |spec| last_close(spec, s.ts_eff));
+                            let end = time_at(end);
+                            if end > t {
+                                let v = (s.user, (s.item, s.kind, s.ts_eff));
+                                session.give((v, t, s.weight));
+                                waiting.push(&cap, end, v, -s.weight);
+                            }
+                        }
+                    });
+                    // What the input has reached goes on (nothing before its time can come).
+                    while let Some(entry) = waiting.by_time.first_entry() {
+                        if frontier.frontier().iter().any(|f| f < entry.key()) {
+                            break;
+                        }
+                        let (cap, updates) = entry.remove();
+                        let t = *cap.time();
+                        output
+                            .session(&cap)
+                            .give_iterator(updates.into_iter().map(|(v, w)| (v, t, w)));
+                    }
+                }
+            },
+        )
         .as_collection();
     let arranged = retained.arrange_by_key_named("RetainedByUser");
     save_retained(
@@ -301,6 +321,29 @@ fn load_retained(bytes: &[u8], mut each: impl FnMut(UserKey, ItemKey, KindIdx, u
 
 /// The arrangement of the retained signals by user.
 type RetainedTrace = TraceAgent<ValSpine<UserKey, (ItemKey, KindIdx, u64), Time, i64>>;
+
+/// A retained signal: its user, then item, type and `ts_eff`.
+type Retained = (UserKey, (ItemKey, KindIdx, u64));
+
+/// The retractions due at one time, under a capability for it.
+type Due = (Capability<Time>, Vec<(Retained, i64)>);
+
+/// Retractions of retained signals waiting for their time.
+#[derive(Default)]
+struct Retractions {
+    by_time: std::collections::BTreeMap<Time, Due>,
+}
+
+impl Retractions {
+    /// Holds `−w` of `v` for time `at` (at or after `cap`'s time).
+    fn push(&mut self, cap: &Capability<Time>, at: Time, v: Retained, w: i64) {
+        self.by_time
+            .entry(at)
+            .or_insert_with(|| (cap.delayed(&at), Vec::new()))
+            .1
+            .push((v, w));
+    }
+}
 
 /// The clock (ms) at which the last lane of a signal of this type with `ts_eff` closes.
 fn last_close(spec: &KindSpec, ts_eff: u64) -> u64 {
