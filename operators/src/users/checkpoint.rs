@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64, put_varint, put_zigzag, put_zigzag128};
-use tidal_core::flow::CohortId;
+use tidal_core::flow::{CohortId, UserKey};
 use tidal_core::user::{Attributes, Edges, Pull};
 
 use super::state::{SHARED_SETS, Slot, Users};
@@ -37,63 +37,25 @@ impl Users {
         // Sets written so far, by address: the same `Arc` is the same set.
         let mut written: HashMap<usize, u64> = HashMap::new();
         put_varint(out, self.slots.len() as u64);
-        for (key, slot) in &self.slots {
-            put_u64(out, *key);
-            match &slot.attributes {
-                Some(a) => {
-                    let at = Arc::as_ptr(a).cast::<u8>() as usize;
-                    if let Some(&i) = written.get(&at) {
-                        out.push(2);
-                        put_varint(out, i);
-                    } else {
-                        out.push(1);
-                        put_varint(out, a.len() as u64);
-                        for (k, v) in a.iter() {
-                            put_str(out, k);
-                            put_str(out, v);
-                        }
-                        if written.len() < SHARED_SETS {
-                            written.insert(at, written.len() as u64);
-                        }
-                    }
-                }
-                None => out.push(0),
+        // Users a batch at a time: a first pass touches each one's slot and lists (loads
+        // that do not wait on one another, so their cache misses overlap), the second
+        // encodes them from the cache. One after the other, the misses made the part.
+        let mut users = self.slots.iter();
+        let mut batch: Vec<(UserKey, &Slot)> = Vec::with_capacity(BATCH);
+        loop {
+            batch.clear();
+            batch.extend(users.by_ref().take(BATCH).map(|(k, s)| (*k, &**s)));
+            if batch.is_empty() {
+                break;
             }
-            put_varint(out, slot.marks.len() as u64);
-            let mut last = 0u64;
-            for (b, item, m) in &slot.marks {
-                put_zigzag(out, b.wrapping_sub(last) as i64);
-                last = *b;
-                put_varint(out, u64::from(*item));
-                out.push(*m);
-            }
-            match slot.edges.as_deref() {
-                Some(edges) => {
-                    for set in [&edges.follows, &edges.blocks] {
-                        put_varint(out, set.len() as u64);
-                        for c in set {
-                            put_str(out, c);
-                        }
-                    }
-                }
-                None => {
-                    put_varint(out, 0);
-                    put_varint(out, 0);
-                }
-            }
-            put_varint(out, slot.affinity.len() as u64);
-            for (c, e, v) in &slot.affinity {
-                put_u64(out, *c);
-                put_varint(out, *e);
-                put_zigzag128(out, *v);
-            }
-            put_varint(out, slot.pulls.len() as u64);
-            let mut last = 0u64;
-            for p in &slot.pulls {
-                put_zigzag(out, p.ts.wrapping_sub(last) as i64);
-                last = p.ts;
-                put_varint(out, u64::from(p.item));
-                put_u64(out, p.pull.to_bits());
+            let touched = batch.iter().fold(0u64, |t, (_, s)| {
+                t.wrapping_add(s.marks.first().map_or(0, |m| m.0))
+                    .wrapping_add(s.pulls.first().map_or(0, |p| p.ts))
+                    .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
+            });
+            std::hint::black_box(touched);
+            for &(key, slot) in &batch {
+                encode_user(out, &mut written, key, slot);
             }
             if out.len() >= SPILL {
                 w.write_all(out)?;
@@ -211,5 +173,70 @@ impl Users {
             self.slots.insert(key, Box::new(slot));
         }
         c.finish()
+    }
+}
+
+/// Users encoded between looking ahead in [`Users::save`].
+const BATCH: usize = 64;
+
+/// Appends one user's state (see [`Users::save`]); `written` holds the attribute sets
+/// written so far, by address.
+fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, u64>, key: UserKey, slot: &Slot) {
+    put_u64(out, key);
+    match &slot.attributes {
+        Some(a) => {
+            let at = Arc::as_ptr(a).cast::<u8>() as usize;
+            if let Some(&i) = written.get(&at) {
+                out.push(2);
+                put_varint(out, i);
+            } else {
+                out.push(1);
+                put_varint(out, a.len() as u64);
+                for (k, v) in a.iter() {
+                    put_str(out, k);
+                    put_str(out, v);
+                }
+                if written.len() < SHARED_SETS {
+                    written.insert(at, written.len() as u64);
+                }
+            }
+        }
+        None => out.push(0),
+    }
+    put_varint(out, slot.marks.len() as u64);
+    let mut last = 0u64;
+    for (b, item, m) in &slot.marks {
+        put_zigzag(out, b.wrapping_sub(last) as i64);
+        last = *b;
+        put_varint(out, u64::from(*item));
+        out.push(*m);
+    }
+    match slot.edges.as_deref() {
+        Some(edges) => {
+            for set in [&edges.follows, &edges.blocks] {
+                put_varint(out, set.len() as u64);
+                for c in set {
+                    put_str(out, c);
+                }
+            }
+        }
+        None => {
+            put_varint(out, 0);
+            put_varint(out, 0);
+        }
+    }
+    put_varint(out, slot.affinity.len() as u64);
+    for (c, e, v) in &slot.affinity {
+        put_u64(out, *c);
+        put_varint(out, *e);
+        put_zigzag128(out, *v);
+    }
+    put_varint(out, slot.pulls.len() as u64);
+    let mut last = 0u64;
+    for p in &slot.pulls {
+        put_zigzag(out, p.ts.wrapping_sub(last) as i64);
+        last = p.ts;
+        put_varint(out, u64::from(p.item));
+        put_u64(out, p.pull.to_bits());
     }
 }
