@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidal_core::flow::ItemKey;
+use tidal_core::record::{Embedding, ItemMeta};
 use tidal_core::time::Time;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -34,7 +35,34 @@ const CHUNK: usize = 32;
 const EXPANSION_ADD: usize = 64;
 
 /// Embedding changes: per item key, `Some(e)` puts (or replaces), `None` takes out.
-pub type EmbeddingChanges = Vec<(ItemKey, Option<Vec<f32>>)>;
+pub type EmbeddingChanges = Vec<(ItemKey, Option<Embedded>)>;
+
+/// An embedding handed to the index: the item's metadata that holds it, shared with the
+/// versions, not copied (the index may be minutes behind a million puts, and the copies
+/// waited in its inbox meanwhile).
+#[derive(Clone, Debug)]
+pub struct Embedded(Arc<ItemMeta>);
+
+impl Embedded {
+    /// The embedding of `meta`, if it has one.
+    pub fn of(meta: &Arc<ItemMeta>) -> Option<Embedded> {
+        meta.embedding.is_some().then(|| Embedded(meta.clone()))
+    }
+
+    fn vector(&self) -> &[f32] {
+        self.0.embedding.as_ref().map_or(&[], |e| e.0.as_slice())
+    }
+}
+
+impl From<Vec<f32>> for Embedded {
+    /// An embedding alone (metadata with nothing else).
+    fn from(v: Vec<f32>) -> Embedded {
+        Embedded(Arc::new(ItemMeta {
+            embedding: Some(Embedding(v)),
+            ..ItemMeta::default()
+        }))
+    }
+}
 
 /// One version's embedding changes.
 type Batch = (Time, EmbeddingChanges);
@@ -45,6 +73,8 @@ pub struct Ann {
     inner: Arc<Inner>,
     /// The applier thread's inbox, started with the first batch.
     tx: Mutex<Option<Sender<Batch>>>,
+    /// Switched off: nothing is applied (no reader will search it).
+    off: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -57,6 +87,8 @@ struct Inner {
     applied: AtomicU64,
     /// Items inserted into the graph (not counting those a restored index already held).
     inserted: AtomicU64,
+    /// While set, the applier inserts nothing (a recovery keeps both cores for the dataflow).
+    held: std::sync::atomic::AtomicBool,
 }
 
 /// The index and what it holds.
@@ -103,7 +135,7 @@ impl Ann {
     /// replaces) an item's embedding, `None` takes it out. Embeddings of another dimension
     /// than the index's are left out (the write path refuses them).
     pub fn apply(&self, frontier: Time, changes: EmbeddingChanges) {
-        if changes.is_empty() {
+        if changes.is_empty() || self.off.load(Ordering::Relaxed) {
             return;
         }
         self.inner.queued.fetch_max(frontier, Ordering::SeqCst);
@@ -129,6 +161,19 @@ impl Ann {
         {
             tracing::warn!("the nearest-item index thread stopped");
         }
+    }
+
+    /// Holds the inserts back (`true`) until released (`false`): what is handed over
+    /// meanwhile waits in the inbox. A recovery holds them, so that the dataflow has the
+    /// cores to itself until it serves.
+    pub fn hold(&self, held: bool) {
+        self.inner.held.store(held, Ordering::Release);
+    }
+
+    /// Switches the index off for good: changes handed over are dropped, searches find
+    /// nothing (a replay whose queries never ask it does not spend a core building it).
+    pub fn switch_off(&self) {
+        self.off.store(true, Ordering::Relaxed);
     }
 
     /// Waits up to `wait` until every change of the versions up to `frontier` handed over is
@@ -282,6 +327,9 @@ fn parse(bytes: &[u8]) -> Result<Indexed, String> {
 fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
     while let Ok((frontier, changes)) = inbox.recv() {
         for chunk in changes.chunks(CHUNK) {
+            while inner.held.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             inner.insert(chunk);
         }
         inner.applied.fetch_max(frontier, Ordering::SeqCst);
@@ -289,11 +337,11 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
 }
 
 impl Inner {
-    fn insert(&self, changes: &[(ItemKey, Option<Vec<f32>>)]) {
+    fn insert(&self, changes: &[(ItemKey, Option<Embedded>)]) {
         let Ok(mut guard) = self.index.lock() else { return };
         let Indexed { index, hashes } = &mut *guard;
         if index.is_none() {
-            let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(Vec::len)) else {
+            let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(|e| e.vector().len())) else {
                 return;
             };
             match Index::new(&options(dim)) {
@@ -306,7 +354,8 @@ impl Inner {
         }
         let Some(index) = index.as_ref() else { return };
         for (key, embedding) in changes {
-            let hash = embedding.as_deref().map(embedding_hash);
+            let embedding = embedding.as_ref().map(Embedded::vector);
+            let hash = embedding.map(embedding_hash);
             if hash.is_some() && hashes.get(key) == hash.as_ref() {
                 // Already in with this embedding (a restored index).
                 continue;
@@ -344,6 +393,13 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    pub(super) fn changes(vectors: &[(ItemKey, Option<Vec<f32>>)]) -> EmbeddingChanges {
+        vectors
+            .iter()
+            .map(|(k, v)| (*k, v.clone().map(Embedded::from)))
+            .collect()
+    }
+
     fn cos(a: &[f32], b: &[f32]) -> f64 {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
         let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
@@ -358,7 +414,7 @@ mod tests {
         let vectors: Vec<(ItemKey, Option<Vec<f32>>)> = (0..3000u64)
             .map(|k| (k, Some((0..16).map(|_| rng.gen_range(-1.0f32..1.0)).collect())))
             .collect();
-        ann.apply(1, vectors.clone());
+        ann.apply(1, changes(&vectors));
         assert!(ann.wait_for(1, Duration::from_secs(60)), "applied in time");
         assert_eq!(ann.len(), 3000);
         // Recall@20 against an exact scan, over odd keys only.
@@ -379,7 +435,7 @@ mod tests {
         assert!(found >= 20 * 20 * 9 / 10, "recall@20 {found}/400");
         // Removed and replaced items follow.
         let target: Vec<f32> = vec![1.0; 16];
-        ann.apply(2, vec![(5, Some(target.clone())), (7, None)]);
+        ann.apply(2, vec![(5, Some(target.clone().into())), (7, None)]);
         assert!(ann.wait_for(2, Duration::from_secs(10)));
         assert_eq!(ann.len(), 2999);
         assert_eq!(ann.search(&target, 1, |_| true), vec![5]);
@@ -399,7 +455,7 @@ mod tests {
         let moved: Vec<f32> = vec![-1.0; 16];
         again.push((11, Some(moved.clone())));
         let started = Instant::now();
-        restored.apply(3, again);
+        restored.apply(3, changes(&again));
         assert!(restored.wait_for(3, Duration::from_secs(10)));
         assert_eq!(restored.len(), 2999);
         assert_eq!(restored.search(&moved, 1, |_| true), vec![11], "the changed one moved");
@@ -409,6 +465,53 @@ mod tests {
         let broken = Ann::default();
         broken.restore(&saved[..saved.len() / 2]);
         assert!(broken.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod control {
+    use super::*;
+
+    fn some(n: u64) -> EmbeddingChanges {
+        (0..n)
+            .map(|k| (k, Some(Embedded::from(vec![k as f32 + 1.0, 1.0, -(k as f32)]))))
+            .collect()
+    }
+
+    #[test]
+    fn a_held_index_inserts_nothing_until_released() {
+        let ann = Ann::default();
+        ann.hold(true);
+        ann.apply(1, some(50));
+        assert!(!ann.wait_for(1, Duration::from_millis(200)), "held: not applied");
+        assert_eq!(ann.len(), 0);
+        ann.hold(false);
+        assert!(ann.wait_for(1, Duration::from_secs(30)), "released: applied");
+        assert_eq!(ann.len(), 50);
+    }
+
+    #[test]
+    fn a_switched_off_index_takes_nothing_and_waits_for_nothing() {
+        let ann = Ann::default();
+        ann.switch_off();
+        ann.apply(1, some(50));
+        assert!(ann.wait_for(1, Duration::ZERO));
+        assert_eq!(ann.len(), 0);
+        assert!(ann.search(&[1.0, 1.0, 0.0], 5, |_| true).is_empty());
+    }
+
+    #[test]
+    fn an_embedding_is_shared_not_copied() {
+        let meta = Arc::new(ItemMeta {
+            embedding: Some(Embedding(vec![0.5, 0.5])),
+            ..ItemMeta::default()
+        });
+        let e = Embedded::of(&meta).expect("has an embedding");
+        assert!(std::ptr::eq(
+            e.vector().as_ptr(),
+            meta.embedding.as_ref().map_or(&[][..], |e| &e.0[..]).as_ptr()
+        ));
+        assert!(Embedded::of(&Arc::new(ItemMeta::default())).is_none());
     }
 }
 
@@ -423,12 +526,12 @@ mod speed {
     fn insert_rate() {
         let mut rng = StdRng::seed_from_u64(1);
         let n = 100_000u64;
-        let vectors: EmbeddingChanges = (0..n)
+        let vectors: Vec<(ItemKey, Option<Vec<f32>>)> = (0..n)
             .map(|k| (k, Some((0..64).map(|_| rng.gen_range(-1.0f32..1.0)).collect())))
             .collect();
         let ann = Ann::default();
         let t = Instant::now();
-        ann.apply(1, vectors);
+        ann.apply(1, super::tests::changes(&vectors));
         assert!(ann.wait_for(1, Duration::from_secs(600)));
         let secs = t.elapsed().as_secs_f64();
         println!("{n} inserts in {secs:.2} s: {:.0}/s", n as f64 / secs);

@@ -41,6 +41,11 @@ impl ItemEntry {
         self.state.as_ref().and_then(|s| s.meta.as_deref())
     }
 
+    /// The item's metadata as shared, if put.
+    pub fn meta_arc(&self) -> Option<&Arc<ItemMeta>> {
+        self.state.as_ref().and_then(|s| s.meta.as_ref())
+    }
+
     /// The item's creator, if its metadata names one.
     pub fn creator(&self) -> Option<&str> {
         self.meta().and_then(|m| m.creator.as_deref())

@@ -12,7 +12,7 @@ use tidal_core::config::Config;
 use tidal_core::record::SharedBatch;
 use tidal_core::time::{Time, time_at};
 use tidal_serving::Pipeline;
-use tidal_serving::query::{RankParams, Ranking, rank};
+use tidal_serving::query::{Base, RankParams, Ranking, rank};
 use tidal_sinks::{Shards, View};
 use tidal_sources::feed::Feed;
 
@@ -66,6 +66,15 @@ impl Variant {
         // one seals the feed, which flushes).
         feed.catch_up(true);
         let shards = pipeline.shards().clone();
+        // The nearest-item index is only searched by `for_you` without an exact scan: when
+        // no query of this variant asks it, it is not built (a core's worth of inserts
+        // beside the dataflow).
+        let searched = !config.personalization.exact_search && queries.iter().any(|q| q.base == Base::ForYou);
+        if !searched {
+            for (_, shard) in shards.local() {
+                shard.ann().switch_off();
+            }
+        }
         let stopped = Arc::new(AtomicBool::new(false));
         let outcome: Outcome = Arc::new(Mutex::new(None));
         let abort = pipeline.abort_handle();

@@ -37,7 +37,7 @@ use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::cluster::Peers;
 use read::held_lsn;
-use restore::{Restored, ann_part, restore_anns, restore_of, wait_for_agreement};
+use restore::{Restored, ann_part, hold_anns, restore_anns, restore_of, wait_for_agreement};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
@@ -267,8 +267,10 @@ impl Tidal {
         let mut recovered_records = 0u64;
         let mut last_config: Option<String> = None;
         let feed = pipeline.feed().clone();
-        // Nobody reads until the log is recovered: the dataflow may take it in large runs.
+        // Nobody reads until the log is recovered: the dataflow may take it in large runs,
+        // and the nearest-item indexes wait (they fill once the process serves).
         feed.catch_up(true);
+        hold_anns(pipeline.shards(), true);
         let mut wal_options = WalOptions::from_config(&config, wal_dir(&data_dir));
         wal_options.resume = restore.as_ref().map(|r| Resume {
             lsn: r.position.lsn,
@@ -330,6 +332,7 @@ impl Tidal {
             busy = pipeline.state().busy_summary(),
             "recovered the WAL"
         );
+        hold_anns(&shards, false);
         // What was recovered is searchable at once.
         shards.text().refresh(true);
         let dimension = match config.personalization.dimension {
