@@ -31,8 +31,8 @@ pub use timely::CommunicationConfig;
 /// How long an idle worker parks before looking again (wake-ups from the feed and from other
 /// workers cut it short).
 const PARK: Duration = Duration::from_millis(20);
-/// Merge effort differential spends on traces while a worker is otherwise idle.
-const IDLE_MERGE_EFFORT: isize = 1_000;
+/// Merge effort a trace spends per scheduling on a merge already under way.
+const IDLE_MERGE_EFFORT: usize = 1_000;
 
 /// Why the engine could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +149,19 @@ impl EngineOptions {
             communication,
             worker: WorkerConfig::default().progress_mode(ProgressMode::Demand),
         };
-        differential_dataflow::configure(
-            &mut config.worker,
-            &differential_dataflow::Config::default().idle_merge_effort(Some(IDLE_MERGE_EFFORT)),
+        // Traces finish the merges their insertions started while the worker is idle, but
+        // start none only to end up as one batch: differential's idle merging does, so a
+        // large arrangement that takes a few updates at every mark (the retained signals,
+        // millions) was rewritten whole, again and again, for as long as updates came (the
+        // worker saturated at 8k signals/s).
+        config.worker.set::<differential_dataflow::trace::ExertionLogic>(
+            "differential/default_exert_logic".to_string(),
+            Arc::new(|levels: &[(usize, usize, usize)]| {
+                levels
+                    .iter()
+                    .any(|&(_, batches, _)| batches > 1)
+                    .then_some(IDLE_MERGE_EFFORT)
+            }),
         );
         Ok(config)
     }
