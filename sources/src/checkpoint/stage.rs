@@ -185,3 +185,66 @@ impl Write for Handoff {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    /// Stages `parts` chunks of `size` bytes through a worker-side fill; returns what the
+    /// staging thread reported.
+    fn staged(path: PathBuf, parts: usize, size: usize) -> Option<Staged> {
+        let (tx, rx) = channel();
+        let mut fill = |w: &mut dyn Write| -> std::io::Result<()> {
+            for i in 0..parts {
+                w.write_all(&vec![i as u8; size])?;
+            }
+            Ok(())
+        };
+        stage_behind(path, &mut fill, move |s| {
+            let _ = tx.send(s);
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the staging thread reports")
+    }
+
+    #[test]
+    fn a_part_streamed_behind_is_the_bytes_written_with_their_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part");
+        // More than the chunks in flight, each chunk bigger than one write.
+        let s = staged(path.clone(), 100, 700_000).expect("staged");
+        let bytes = std::fs::read(&path).expect("read back");
+        let want: Vec<u8> = (0..100u8).flat_map(|i| vec![i; 700_000]).collect();
+        assert_eq!(bytes, want);
+        assert_eq!(s.bytes, want.len() as u64);
+        assert_eq!(s.blake3, blake3::hash(&want).to_hex().to_string());
+    }
+
+    #[test]
+    fn a_part_that_cannot_be_written_is_reported_as_failed_without_blocking_the_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory that does not exist: the staging thread cannot create the file, and
+        // the worker's writes fail instead of waiting on a full channel.
+        let s = staged(dir.path().join("missing").join("part"), 100, 700_000);
+        assert!(s.is_none());
+    }
+
+    #[test]
+    fn a_fill_that_fails_fails_the_part() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part");
+        let (tx, rx) = channel();
+        let mut fill = |w: &mut dyn Write| -> std::io::Result<()> {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("the encoding failed"))
+        };
+        stage_behind(path.clone(), &mut fill, move |s| {
+            let _ = tx.send(s);
+        });
+        let s = rx.recv_timeout(Duration::from_secs(30)).expect("reported");
+        assert!(s.is_none());
+        assert!(!path.exists(), "the staging file is removed");
+    }
+}
