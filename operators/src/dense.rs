@@ -49,7 +49,7 @@ pub(crate) struct DenseSums<X, S> {
     slots: usize,
     /// Per local item and slot, the first node of the slot's list, or [`NIL`].
     heads: Vec<u32>,
-    nodes: Vec<Node<X, S>>,
+    nodes: Chunked<Node<X, S>>,
     free: Vec<u32>,
     round: u32,
     touched: Vec<Touched<S>>,
@@ -57,6 +57,63 @@ pub(crate) struct DenseSums<X, S> {
     /// before the round is zero, so they need no copy of it (a `Touched` per loaded sum was
     /// ~90 bytes each, a quarter of a gigabyte at a restart of 2M signals).
     loaded: Vec<(usize, u32)>,
+}
+
+/// Nodes per chunk of [`Chunked`] (as a power of two).
+const CHUNK_BITS: u32 = 16;
+
+/// A vector kept in chunks of `2^CHUNK_BITS`: growing it never moves what it holds. The
+/// nodes of a million cohort sums are a hundred megabytes; grown by doubling, each step
+/// copied them all into fresh pages on the worker, a stall of its own under ingest.
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, value: T) {
+        let at = self.len & ((1 << CHUNK_BITS) - 1);
+        if at == 0 {
+            // The first chunk grows by doubling (small sums stay small); the others are
+            // made whole at once.
+            let room = if self.chunks.is_empty() { 0 } else { 1 << CHUNK_BITS };
+            self.chunks.push(Vec::with_capacity(room));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(value);
+            self.len += 1;
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.chunks.iter_mut().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> CHUNK_BITS][i & ((1 << CHUNK_BITS) - 1)]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> CHUNK_BITS][i & ((1 << CHUNK_BITS) - 1)]
+    }
 }
 
 /// Entries the per-round buffers keep room for between rounds; a catch-up's or a restore's
@@ -71,7 +128,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
             owner: owner as u64,
             slots: slots.max(1),
             heads: Vec::new(),
-            nodes: Vec::new(),
+            nodes: Chunked::default(),
             free: Vec::new(),
             round: 1,
             touched: Vec::new(),
@@ -222,7 +279,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         self.round = self.round.wrapping_add(1);
         if self.round == 0 {
             // Stamps from 2^32 rounds ago must not look current.
-            for node in &mut self.nodes {
+            for node in self.nodes.iter_mut() {
                 node.stamp = 0;
             }
             self.round = 1;
@@ -268,7 +325,6 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         let n = c.u64("sums")?;
         // Room for them all at once (every sum takes at least three bytes).
         let room = c.room_for(n, 3);
-        self.nodes.reserve_exact(room);
         self.loaded.reserve_exact(room);
         for _ in 0..n {
             let local = c.varint("item")?;
