@@ -241,41 +241,29 @@ impl<'a> Cursor<'a> {
 
     /// Reads a field.
     pub fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let rest = &self.buf[self.pos..];
         // The common case: a one-byte varint.
-        if let Some(&b) = rest.first()
+        if let Some(&b) = self.buf.get(self.pos)
             && b < 0x80
         {
             self.pos += 1;
             return Ok(u64::from(b));
         }
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let Some(&b) = rest.get(i) else {
-                return Err(DecodeError::Truncated {
-                    what,
-                    needed: i + 1,
-                    at: self.pos,
-                });
-            };
-            let part = u64::from(b & 0x7f);
-            if i == 9 && part > 1 {
-                return Err(DecodeError::VarintOverflow { what });
-            }
-            v |= part << (7 * i);
-            if b & 0x80 == 0 {
-                self.pos += i + 1;
-                return Ok(v);
-            }
-        }
-        Err(DecodeError::VarintTooLong { what })
+        // At most ten bytes, the last holding one bit: the value fits 64 bits.
+        self.leb128(10, 1, what).map(|v| v as u64)
     }
 
     /// Reads a 128-bit varint ([`put_varint128`]).
     pub fn varint128(&mut self, what: &'static str) -> Result<u128, DecodeError> {
+        // At most nineteen bytes, the last holding two bits.
+        self.leb128(19, 3, what)
+    }
+
+    /// Reads a LEB128 varint of at most `bytes` bytes whose last byte holds at most
+    /// `last_max`.
+    fn leb128(&mut self, bytes: usize, last_max: u8, what: &'static str) -> Result<u128, DecodeError> {
         let rest = &self.buf[self.pos..];
         let mut v: u128 = 0;
-        for i in 0..19 {
+        for i in 0..bytes {
             let Some(&b) = rest.get(i) else {
                 return Err(DecodeError::Truncated {
                     what,
@@ -283,11 +271,11 @@ impl<'a> Cursor<'a> {
                     at: self.pos,
                 });
             };
-            let part = u128::from(b & 0x7f);
-            if i == 18 && part > 3 {
+            let part = b & 0x7f;
+            if i == bytes - 1 && part > last_max {
                 return Err(DecodeError::VarintOverflow { what });
             }
-            v |= part << (7 * i);
+            v |= u128::from(part) << (7 * i);
             if b & 0x80 == 0 {
                 self.pos += i + 1;
                 return Ok(v);

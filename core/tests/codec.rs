@@ -102,24 +102,21 @@ fn a_retraction_takes_a_few_bytes_not_seventy_two() {
     assert_eq!(encode(&Lanes::default()).len(), 1);
 }
 
+/// Whether `varint`, read as a `T`, is refused as out of range for field `field`.
+fn out_of_range<T: Codec>(varint: u64, field: &str) -> bool {
+    let mut out = Vec::new();
+    put_varint(&mut out, varint);
+    matches!(decode::<T>(&out), Err(DecodeError::OutOfRange { what, .. }) if what == field)
+}
+
 #[test]
 fn lanes_with_a_mask_past_the_last_lane_are_refused() {
-    let mut out = Vec::new();
-    put_varint(&mut out, 1 << LANES);
-    assert!(matches!(
-        decode::<Lanes>(&out),
-        Err(DecodeError::OutOfRange { what: "lanes", .. })
-    ));
+    assert!(out_of_range::<Lanes>(1 << LANES, "lanes"));
 }
 
 #[test]
 fn a_u16_past_its_range_is_refused() {
-    let mut out = Vec::new();
-    put_varint(&mut out, 1 << 16);
-    assert!(matches!(
-        decode::<u16>(&out),
-        Err(DecodeError::OutOfRange { what: "u16", .. })
-    ));
+    assert!(out_of_range::<u16>(1 << 16, "u16"));
 }
 
 #[test]

@@ -67,7 +67,13 @@ pub fn cohort_rollups<'s>(
     persist: Persist,
 ) -> VecCollection<'s, Time, (CohortKey, Lanes), isize> {
     let specs = kind_specs(config);
-    let retention = specs.clone();
+    // The time a retained signal's last lane closes.
+    let closes = {
+        let specs = specs.clone();
+        move |kind: KindIdx, ts_eff: u64| {
+            time_at(specs.get(usize::from(kind)).map_or(0, |spec| last_close(spec, ts_eff)))
+        }
+    };
     let index = sigs.scope().index();
     // Each signal with a user, kept while one of its lanes is open. The retraction waits
     // here, under a capability for its time, until the input reaches that time: given to
@@ -89,12 +95,9 @@ pub fn cohort_rollups<'s>(
                         // the part's bytes are let go once read.
                         let mut session = output.session(&cap);
                         if let Err(e) = load_retained(&bytes, |user, item, kind, ts_eff, w| {
-                            let end = retention
-                                .get(usize::from(kind))
-                                .map_or(0, |spec| last_close(spec, ts_eff));
                             let v = (user, (item, kind, ts_eff));
                             session.give((v, 0, w));
-                            waiting.push(&cap, time_at(end).max(1), v, -w);
+                            waiting.push(&cap, closes(kind, ts_eff).max(1), v, -w);
                         }) {
                             panic!("checkpoint part retained of worker {index} does not decode: {e}");
                         }
@@ -104,10 +107,7 @@ pub fn cohort_rollups<'s>(
                         let t = *cap.time();
                         let mut session = output.session(&cap);
                         for s in data.drain(..) {
-                            let end = retention
-                                .get(usize::from(s.kind))
-                                .map_or(0, |spec| last_close(spec, s.ts_eff));
-                            let end = time_at(end);
+                            let end = closes(s.kind, s.ts_eff);
                             if end > t {
                                 let v = (s.user, (s.item, s.kind, s.ts_eff));
                                 session.give((v, t, s.weight));

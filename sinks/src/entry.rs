@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tidal_core::features::{Lanes, TOTAL_LANE, decay_sum, hot_key};
 use tidal_core::record::ItemMeta;
 
+use crate::ann::Embedded;
 use crate::index::{IndexKind, Layout, OrderKey, order_f64, order_i64};
 use tidal_core::flow::{HalfLifeIdx, ItemState, KindIdx};
 
@@ -41,9 +42,14 @@ impl ItemEntry {
         self.state.as_ref().and_then(|s| s.meta.as_deref())
     }
 
-    /// The item's metadata as shared, if put.
-    pub fn meta_arc(&self) -> Option<&Arc<ItemMeta>> {
-        self.state.as_ref().and_then(|s| s.meta.as_ref())
+    /// The item's embedding as the nearest-item index takes it: its metadata, shared (the
+    /// same items as [`embedding`](Self::embedding)).
+    pub fn embedded(&self) -> Option<Embedded> {
+        self.state
+            .as_ref()
+            .filter(|s| !s.deleted)
+            .and_then(|s| s.meta.as_ref())
+            .and_then(Embedded::of)
     }
 
     /// The item's creator, if its metadata names one.

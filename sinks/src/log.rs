@@ -12,7 +12,7 @@ use foldhash::fast::RandomState;
 
 use tidal_core::record::Position;
 
-use crate::ann::{Embedded, EmbeddingChanges};
+use crate::ann::EmbeddingChanges;
 use crate::entry::ItemEntry;
 use crate::index::IndexEntry;
 use crate::ordindex::{Change, Prepared};
@@ -106,8 +106,7 @@ impl Log {
             let new = entry(key);
             let embedding = new.and_then(ItemEntry::embedding);
             if old.and_then(ItemEntry::embedding) != embedding {
-                let meta = new.filter(|_| embedding.is_some()).and_then(ItemEntry::meta_arc);
-                embedded.push((key, meta.and_then(Embedded::of)));
+                embedded.push((key, new.and_then(ItemEntry::embedded)));
             }
             Postings::terms(old.unwrap_or(&empty), &mut terms_before);
             Postings::terms(new.unwrap_or(&empty), &mut terms_after);

@@ -97,27 +97,22 @@ impl Shard {
 /// Something to free.
 type Garbage = Box<dyn Send>;
 
-/// Hands `garbage` to the process's freeing thread (started with the first), or frees it
-/// here if that thread cannot be had.
+/// Hands `garbage` to the process's freeing thread (started with the first); freed here if
+/// that thread cannot be had.
 fn free_later(garbage: Garbage) {
-    static FREER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Garbage>>>> =
-        std::sync::OnceLock::new();
+    static FREER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Garbage>>> = std::sync::OnceLock::new();
     let freer = FREER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Garbage>();
         std::thread::Builder::new()
             .name("tidal-free".into())
             .spawn(move || rx.into_iter().for_each(drop))
             .ok()
-            .map(|_| std::sync::Mutex::new(tx))
+            .map(|_| tx)
     });
-    let sent = match freer {
-        Some(tx) => match tx.lock() {
-            Ok(tx) => tx.send(garbage).map_err(|e| e.0),
-            Err(_) => Err(garbage),
-        },
-        None => Err(garbage),
-    };
-    drop(sent);
+    if let Some(tx) = freer {
+        // A failed send hands the garbage back, to be freed here.
+        let _ = tx.send(garbage);
+    }
 }
 
 /// The shards of this process, one per local worker.
