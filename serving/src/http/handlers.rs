@@ -21,6 +21,10 @@ use crate::metrics::{ErrorLabel, RouteLabel};
 use crate::query::Ranking;
 use crate::{NewSignal, RankQuery, Reads, SignalsAck};
 
+/// Write bodies up to this size are parsed and checked on the runtime's thread; larger ones on
+/// the write pool, so a big NDJSON batch never holds up the runtime.
+const INLINE_BODY: usize = 4096;
+
 pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let status = e.status();
@@ -93,20 +97,24 @@ pub async fn post_signals(
 ) -> Result<Json<SignalsAck>, ApiError> {
     let result = async {
         let raw = body(raw)?;
+        let small = raw.len() <= INLINE_BODY;
         let ndjson = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/ndjson"));
         let tidal = state.tidal.clone();
         let max = tidal.config().server.max_records_per_request;
-        let (record, n) = state
-            .writes
-            .run(move || -> Result<_, ApiError> {
-                let signals = parse::signals(&raw, ndjson, max)?;
-                let n = signals.len();
-                Ok((tidal.signals_record(signals)?, n))
-            })
-            .await??;
+        let check = move || -> Result<_, ApiError> {
+            let signals = parse::signals(&raw, ndjson, max)?;
+            let n = signals.len();
+            Ok((tidal.signals_record(signals)?, n))
+        };
+        // A small body is checked in place (microseconds; two thread hops cost more).
+        let (record, n) = if small {
+            check()?
+        } else {
+            state.writes.run(check).await??
+        };
         let ack = state.tidal.write_signals_async(record).await?;
         let m = &state.metrics;
         m.batch_size.observe(n as f64);

@@ -4,7 +4,8 @@
 //! route table (`GET /openapi.json`).
 //!
 //! Reads and writes never wait on each other: parsing and checking a write body runs on the
-//! write pool, ranking and item views on the read pool, and the async runtime itself only
+//! write pool (one of a few kilobytes in place: the two thread hops cost more than its
+//! parsing), ranking and item views on the read pool, and the async runtime itself only
 //! moves bytes. A write the engine cannot take now (full WAL queue, dataflow too far behind)
 //! is answered at once with 503 and `Retry-After`.
 
