@@ -109,11 +109,16 @@ impl ItemChange {
 
     /// The metadata to store (`None`: remove the id).
     pub fn meta(&self) -> Option<&ItemMeta> {
+        self.shared_meta().map(|m| &**m)
+    }
+
+    /// [`meta`](Self::meta) as the version shares it.
+    pub fn shared_meta(&self) -> Option<&Arc<ItemMeta>> {
         self.entry
             .as_deref()?
             .state()
             .filter(|s| !s.deleted)
-            .and_then(|s| s.meta.as_deref())
+            .and_then(|s| s.meta.as_ref())
     }
 }
 

@@ -12,7 +12,7 @@
 //! it reads.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -22,27 +22,10 @@ use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, Occu
 use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
-use crate::snapshot::ItemChange;
+use foldhash::fast::RandomState;
+use tidal_core::record::ItemMeta;
 
-/// A hash of an item's title and text.
-fn text_hash(title: Option<&str>, text: Option<&str>) -> u64 {
-    let mut h = blake3::Hasher::new();
-    for part in [title, text] {
-        match part {
-            Some(s) => {
-                h.update(&[1]);
-                h.update(&(s.len() as u64).to_le_bytes());
-                h.update(s.as_bytes());
-            }
-            None => {
-                h.update(&[0]);
-            }
-        }
-    }
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    u64::from_le_bytes(out)
-}
+use crate::snapshot::ItemChange;
 
 /// The writer's memory budget (tantivy's minimum per thread is 15 MB).
 const WRITER_BYTES: usize = 32_000_000;
@@ -63,10 +46,11 @@ pub struct TextIndex {
 
 struct Writer {
     writer: Option<IndexWriter>,
-    /// Per indexed item id, a hash of its title and text: a put that leaves them alone (a
-    /// new embedding, category, ...) does not replace the document (a replaced document
-    /// stays in BM25's statistics until its segment is merged).
-    indexed: HashMap<String, u64>,
+    /// Per indexed item id, the metadata its document was made from (the version's own,
+    /// shared): a put that leaves the title and text alone (a new embedding, category, ...)
+    /// does not replace the document (a replaced document stays in BM25's statistics until
+    /// its segment is merged).
+    indexed: HashMap<Arc<str>, Arc<ItemMeta>, RandomState>,
     /// Changes added since the last commit.
     pending: usize,
     last_commit: Instant,
@@ -114,7 +98,7 @@ impl TextIndex {
             reader,
             writer: Mutex::new(Writer {
                 writer,
-                indexed: HashMap::new(),
+                indexed: HashMap::default(),
                 pending: 0,
                 last_commit: Instant::now(),
             }),
@@ -133,26 +117,30 @@ impl TextIndex {
         let w = &mut *guard;
         let Some(writer) = w.writer.as_mut() else { return };
         let mut changed = 0;
+        // A start hands over every item at once.
+        w.indexed.reserve(changes.len());
         for c in changes {
-            let now = c
-                .meta()
-                .filter(|m| m.title.is_some() || m.text.is_some())
-                .map(|m| text_hash(m.title.as_deref(), m.text.as_deref()));
-            let before = w.indexed.get(&*c.id).copied();
-            if before == now {
-                continue;
-            }
+            let now = c.shared_meta().filter(|m| m.title.is_some() || m.text.is_some());
+            let indexed = match (w.indexed.get_mut(&c.id), now) {
+                (None, None) => continue,
+                (Some(old), Some(new)) if Arc::ptr_eq(old, new) || (old.title == new.title && old.text == new.text) => {
+                    // The same document; the newest metadata is kept (not the old one alive).
+                    *old = new.clone();
+                    continue;
+                }
+                (before, _) => before.is_some(),
+            };
             changed += 1;
             // Only an indexed id has a document to replace: a delete costs a query's weight
             // even when it matches nothing (a million new items at a start: ~3 s).
-            if before.is_some() {
+            if indexed {
                 writer.delete_term(Term::from_field_text(self.id, &c.id));
             }
             match now {
-                Some(h) => w.indexed.insert(c.id.to_string(), h),
-                None => w.indexed.remove(&*c.id),
+                Some(m) => w.indexed.insert(c.id.clone(), m.clone()),
+                None => w.indexed.remove(&c.id),
             };
-            if let (Some(meta), Some(_)) = (c.meta(), now) {
+            if let Some(meta) = now {
                 let mut d = doc!(self.id => &*c.id);
                 if let Some(t) = &meta.title {
                     d.add_text(self.title, t);
