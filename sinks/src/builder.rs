@@ -180,10 +180,10 @@ impl SnapshotBuilder {
         );
         // Embeddings that changed go to the nearest-item index as the version is cut.
         self.last.ann.apply(frontier, embedded);
-        let mut next = (*self.last).clone();
-        log.apply_to(&mut next);
-        log.recycle(&mut self.bufs);
+        // A restore's table held a million entries: given back before the maps grow.
         self.dirty.shrink_to(KEEP);
+        let mut next = (*self.last).clone();
+        log.apply_to(&mut next, &mut self.bufs);
         next.frontier = frontier;
         next.cohorts = match &self.cohorts {
             Some(cut) => cut.clone(),

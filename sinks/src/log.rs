@@ -69,7 +69,10 @@ impl Log {
         queues.resize_with(layout.slots(), Vec::new);
         let updated = &mut bufs.updated;
         updated.clear();
-        let mut state_changed: Vec<ItemKey> = Vec::new();
+        // A restore's or a catch-up's version changes millions of items: room for them at
+        // once rather than table after doubled table.
+        updated.reserve(dirty.size_hint().0);
+        let mut state_changed: Vec<ItemKey> = Vec::with_capacity(dirty.size_hint().0);
         let mut listed = last.listed;
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for (key, new) in dirty {
@@ -97,7 +100,8 @@ impl Log {
             None => last.entries.get(&k).map(|e| &**e),
         };
         // Id map: the keys of every id whose state changed somewhere.
-        let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> = HashMap::default();
+        let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> =
+            HashMap::with_capacity_and_hasher(state_changed.len(), RandomState::default());
         let mut postings = Vec::new();
         let (mut terms_before, mut terms_after) = (Vec::new(), Vec::new());
         state_changed.sort_unstable();
@@ -159,8 +163,10 @@ impl Log {
         }
         Log {
             entries: {
+                // In key order: the persistent map takes them along one path at a time.
                 let mut entries = std::mem::take(&mut bufs.entries);
                 entries.extend(bufs.updated.drain());
+                entries.sort_unstable_by_key(|e| e.0);
                 entries
             },
             indexes,
@@ -174,29 +180,29 @@ impl Log {
     /// Hands the log's change vectors back to `bufs`, emptied.
     /// A version after a restore or a catch-up changes every item: what the buffers grew to
     /// for it is given back, keeping room for this many entries each.
-    pub(crate) fn recycle(mut self, bufs: &mut Buffers) {
-        self.entries.clear();
-        self.entries.shrink_to(KEEP);
-        bufs.entries = self.entries;
+    fn recycle(self, bufs: &mut Buffers) {
+        bufs.entries = emptied(self.entries);
         bufs.updated.shrink_to(KEEP);
         for (slot, changes) in self.indexes {
             if let Some(q) = bufs.queues.get_mut(slot) {
-                let mut v = changes.into_inner();
-                v.clear();
-                v.shrink_to(KEEP);
-                *q = v;
+                *q = emptied(changes.into_inner());
             }
         }
     }
 
-    /// Applies the log to a copy of the version it was computed from.
-    pub(crate) fn apply_to(&self, s: &mut Snapshot) {
+    /// Applies the log to a copy of the version it was computed from, and hands its change
+    /// vectors back to `bufs` ([`recycle`](Self::recycle)): each index's changes as soon as
+    /// they are applied (a restore's are hundreds of megabytes).
+    pub(crate) fn apply_to(mut self, s: &mut Snapshot, bufs: &mut Buffers) {
         // Index changes first: the old entries give the ids of the entries indexed.
         let entries = &s.entries;
         let id_of = |k: ItemKey| entries.get(&k).and_then(|e| e.id()).map(|id| &**id);
-        for (slot, changes) in &self.indexes {
-            if let Some(index) = s.indexes.get_mut(*slot) {
-                index.apply(changes, &id_of);
+        for (slot, changes) in std::mem::take(&mut self.indexes) {
+            if let Some(index) = s.indexes.get_mut(slot) {
+                index.apply(&changes, &id_of);
+            }
+            if let Some(q) = bufs.queues.get_mut(slot) {
+                *q = emptied(changes.into_inner());
             }
         }
         for (key, entry) in &self.entries {
@@ -223,7 +229,15 @@ impl Log {
         s.listed = self.listed;
         s.lsn = self.lsn.lsn;
         s.signals = self.lsn.signals;
+        self.recycle(bufs);
     }
+}
+
+/// `v` cleared, keeping room for [`KEEP`] elements at most.
+fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
+    v.clear();
+    v.shrink_to(KEEP);
+    v
 }
 
 /// Queues the index changes that move `key` from its old values to its new ones (each

@@ -214,6 +214,9 @@ pub fn shard_sink<'s>(
                 if !ready.is_empty() {
                     builder.apply_deltas(&ready);
                 }
+                // A restore's or a catch-up's batches are millions of deltas: gone before
+                // the version is cut.
+                drop(ready);
                 apply_before(m, &mut side_later, |u| builder.side.apply(u));
                 for &(o, p) in &ps {
                     if let Some(q) = positions.get_mut(o) {
