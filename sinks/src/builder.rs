@@ -107,6 +107,10 @@ impl SnapshotBuilder {
             }
         }
         order.sort_unstable();
+        // A restore's or a catch-up's batch dirties a million items: room for them at once
+        // (each doubling of the table moved every entry so far).
+        let items = order.chunk_by(|a, b| a.0 == b.0).count();
+        self.dirty.reserve(items);
         let at = |r: &Order| &batches[r.3 as usize][r.4 as usize];
         let mut net: Vec<(&Order, isize)> = Vec::new();
         let mut rest = &order[..];
