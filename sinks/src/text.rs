@@ -373,6 +373,41 @@ mod tests {
         let _ = t.search("piano: \"unclosed AND (", 10, None);
     }
 
+    /// Changes added to the index since its last commit.
+    fn pending(t: &TextIndex) -> usize {
+        t.writer.lock().map_or(0, |w| w.pending)
+    }
+
+    #[test]
+    fn a_put_replaces_the_document_only_when_its_title_or_text_changes() {
+        let t = TextIndex::new(Duration::from_secs(3600), false);
+        t.apply(&[put("a", "Piano tutorial", "week one")]);
+        assert_eq!(pending(&t), 1);
+        t.refresh(true);
+        // Same title and text, other metadata: the document stays.
+        let other = ItemMeta {
+            title: Some("Piano tutorial".into()),
+            text: Some("week one".into()),
+            category: Some("music".into()),
+            ..ItemMeta::default()
+        };
+        t.apply(&[ItemChange::put("a", other)]);
+        assert_eq!(pending(&t), 0, "an unchanged text is not indexed again");
+        // A new text replaces it.
+        t.apply(&[put("a", "Piano tutorial", "week two")]);
+        assert_eq!(pending(&t), 1);
+        t.refresh(true);
+        let hits: Vec<String> = t.search("two", 10, None).into_iter().map(|h| h.0).collect();
+        assert_eq!(hits, ["a"]);
+        assert!(t.search("one", 10, None).is_empty());
+        assert_eq!(t.search("piano", 10, None).len(), 1);
+        // No title or text any more: the document goes.
+        t.apply(&[ItemChange::put("a", ItemMeta::default())]);
+        assert_eq!(pending(&t), 1);
+        t.refresh(true);
+        assert!(t.search("piano", 10, None).is_empty());
+    }
+
     #[test]
     fn summed_statistics_score_a_split_corpus_like_one_index() {
         let docs = [
