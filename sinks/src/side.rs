@@ -158,7 +158,11 @@ impl SideBuilder {
                 self.side.cohorts.remove(&cohort);
             }
         }
-        for (key, view) in self.users_now.drain() {
+        // In key order: the persistent map takes them along one path at a time (a restore
+        // settles a million users).
+        let mut users: Vec<_> = self.users_now.drain().collect();
+        users.sort_unstable_by_key(|u| u.0);
+        for (key, view) in users {
             match view {
                 Some(v) => {
                     self.side.users.insert(key, v);
