@@ -16,7 +16,7 @@
 //! inserted only where their hash differs, so a restart does not rebuild the graph.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ pub struct Ann {
     /// The applier thread's inbox, started with the first batch.
     tx: Mutex<Option<Sender<Batch>>>,
     /// Switched off: nothing is applied (no reader will search it).
-    off: std::sync::atomic::AtomicBool,
+    off: AtomicBool,
 }
 
 #[derive(Default)]
@@ -88,7 +88,7 @@ struct Inner {
     /// Items inserted into the graph (not counting those a restored index already held).
     inserted: AtomicU64,
     /// While set, the applier inserts nothing (a recovery keeps both cores for the dataflow).
-    held: std::sync::atomic::AtomicBool,
+    held: AtomicBool,
 }
 
 /// The index and what it holds.

@@ -95,11 +95,12 @@ impl Shard {
 }
 
 /// Something to free.
-type Garbage = Box<dyn Send>;
+pub type Garbage = Box<dyn Send>;
 
 /// Hands `garbage` to the process's freeing thread (started with the first); freed here if
-/// that thread cannot be had.
-fn free_later(garbage: Garbage) {
+/// that thread cannot be had. A process that exits first leaves what is queued to the
+/// kernel.
+pub fn free_later(garbage: Garbage) {
     static FREER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Garbage>>> = std::sync::OnceLock::new();
     let freer = FREER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Garbage>();
@@ -264,6 +265,17 @@ impl Shards {
     /// The local shards with their global worker indexes.
     pub fn local(&self) -> impl Iterator<Item = (usize, &Arc<Shard>)> {
         self.shards.iter().enumerate().map(|(i, s)| (self.first + i, s))
+    }
+
+    /// Holds back (or releases) the inserts of this process's nearest-item indexes
+    /// ([`Ann::hold`]).
+    pub fn hold_anns(&self, held: bool) {
+        self.shards.iter().for_each(|s| s.ann.hold(held));
+    }
+
+    /// Switches this process's nearest-item indexes off ([`Ann::switch_off`]).
+    pub fn switch_off_anns(&self) {
+        self.shards.iter().for_each(|s| s.ann.switch_off());
     }
 
     /// The shard of global worker `index`, if local.

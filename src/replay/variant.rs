@@ -71,9 +71,7 @@ impl Variant {
         // beside the dataflow).
         let searched = !config.personalization.exact_search && queries.iter().any(|q| q.base == Base::ForYou);
         if !searched {
-            for (_, shard) in shards.local() {
-                shard.ann().switch_off();
-            }
+            shards.switch_off_anns();
         }
         let stopped = Arc::new(AtomicBool::new(false));
         let outcome: Outcome = Arc::new(Mutex::new(None));
@@ -187,12 +185,9 @@ impl Variant {
             });
         }
         // The last published state can take seconds to free (millions of small
-        // allocations): a thread of its own frees it while the report is written, and a
-        // process that exits first leaves it to the kernel.
+        // allocations): the freeing thread frees it while the report is written.
         if let Some(shards) = self.shards.take() {
-            let _ = std::thread::Builder::new()
-                .name(format!("tidal-replay-free-{}", self.name))
-                .spawn(move || drop(shards));
+            tidal_sinks::free_later(Box::new(shards));
         }
         match self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(Ok(())) => Ok(()),

@@ -37,7 +37,7 @@ use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::cluster::Peers;
 use read::held_lsn;
-use restore::{Restored, ann_part, hold_anns, restore_anns, restore_of, wait_for_agreement};
+use restore::{Restored, ann_part, restore_anns, restore_of, wait_for_agreement};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
@@ -270,7 +270,7 @@ impl Tidal {
         // Nobody reads until the log is recovered: the dataflow may take it in large runs,
         // and the nearest-item indexes wait (they fill once the process serves).
         feed.catch_up(true);
-        hold_anns(pipeline.shards(), true);
+        pipeline.shards().hold_anns(true);
         let mut wal_options = WalOptions::from_config(&config, wal_dir(&data_dir));
         wal_options.resume = restore.as_ref().map(|r| Resume {
             lsn: r.position.lsn,
@@ -332,7 +332,7 @@ impl Tidal {
             busy = pipeline.state().busy_summary(),
             "recovered the WAL"
         );
-        hold_anns(&shards, false);
+        shards.hold_anns(false);
         // What was recovered is searchable at once.
         shards.text().refresh(true);
         let dimension = match config.personalization.dimension {

@@ -62,13 +62,6 @@ pub(super) fn restore_anns(shards: &Shards, anns: &[(usize, Vec<u8>)]) {
     }
 }
 
-/// Holds back (or releases) the inserts of this process's nearest-item indexes.
-pub(super) fn hold_anns(shards: &Shards, held: bool) {
-    for (_, shard) in shards.local() {
-        shard.ann().hold(held);
-    }
-}
-
 /// Waits until the processes of the cluster agree on the checkpoint to restore (they agree
 /// once every process has started).
 pub(super) fn wait_for_agreement(agreement: &Agreement, pipeline: &Pipeline) -> Result<Option<Time>> {
