@@ -187,6 +187,7 @@ impl SnapshotBuilder {
         // A restore's table held a million entries: given back before the maps grow.
         self.dirty.shrink_to(KEEP);
         let mut next = (*self.last).clone();
+        let items = log.changed();
         log.apply_to(&mut next, &mut self.bufs);
         next.frontier = frontier;
         next.cohorts = match &self.cohorts {
@@ -198,7 +199,9 @@ impl SnapshotBuilder {
             },
         };
         next.lsns = lsns;
-        next.side = self.side.version();
+        let side;
+        (next.side, side) = self.side.version();
+        next.changed = items + side;
         self.last = Arc::new(next);
         self.last.clone()
     }

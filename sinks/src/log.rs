@@ -177,6 +177,11 @@ impl Log {
         }
     }
 
+    /// Item keys whose entry the log changes.
+    pub(crate) fn changed(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Hands the log's change vectors back to `bufs`, emptied.
     /// A version after a restore or a catch-up changes every item: what the buffers grew to
     /// for it is given back, keeping room for this many entries each.

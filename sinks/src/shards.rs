@@ -19,12 +19,20 @@ use crate::ann::Ann;
 use crate::snapshot::{CLOSED, Snapshot};
 use crate::text::TextIndex;
 
-/// Versions a shard keeps: enough for a reader to find a mark common to shards that are a
-/// few marks apart (and for a cluster peer to answer a share at the frontier another process
-/// asks for). Each version keeps the persistent-map nodes its changes replaced alive, so the
-/// ring's length is memory: with a million users' cohort lanes changing under full ingest,
-/// 64 versions held 3.5× the memory of 4 (measured with `tidal bench`, 100k users).
+/// Versions a shard keeps at most: enough for a reader to find a mark common to shards that
+/// are a few marks apart (and for a cluster peer to answer a share at the frontier another
+/// process asks for). Each version keeps the persistent-map nodes its successors replaced
+/// alive, so the ring's length is memory: with a million users' cohort lanes changing under
+/// full ingest, 64 versions held 3.5× the memory of 4 (measured with `tidal bench`, 100k
+/// users).
 pub const RING: usize = 16;
+/// Versions a shard keeps at least, however large their changes.
+pub const RING_MIN: usize = 4;
+/// Keys changed (items, users, cohort lanes) by the versions after the oldest one kept,
+/// beyond which older versions leave the ring (down to [`RING_MIN`]): a dataflow working
+/// off a backlog cuts versions of a hundred thousand changes each, and sixteen of them held
+/// two gigabytes more than four (a million posted signals on a million items and users).
+pub const RING_CHANGES: usize = 1 << 17;
 /// The longest a reader waits for shards to share a mark before taking the nearest versions.
 const COMMON_WAIT: Duration = Duration::from_millis(200);
 
@@ -79,7 +87,8 @@ impl Shard {
             leaving.extend(versions.pop_back());
         }
         versions.push_back(version);
-        while versions.len() > RING {
+        let held = |versions: &VecDeque<Arc<Snapshot>>| versions.iter().skip(1).map(|v| v.changed).sum::<usize>();
+        while versions.len() > RING || (versions.len() > RING_MIN && held(&versions) > RING_CHANGES) {
             leaving.extend(versions.pop_front());
         }
         self.ring.store(Arc::new(Ring { versions }));
@@ -386,4 +395,55 @@ fn common(rings: &[Arc<Ring>]) -> Option<Vec<Arc<Snapshot>>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(shard: &Shard) -> Vec<Time> {
+        shard.ring.load().versions.iter().map(|v| v.frontier).collect()
+    }
+
+    fn version(shard: &Shard, frontier: Time, changed: usize) -> Arc<Snapshot> {
+        let mut v = (*shard.ring.load().versions.back().cloned().expect("a version")).clone();
+        v.frontier = frontier;
+        v.changed = changed;
+        Arc::new(v)
+    }
+
+    #[test]
+    fn the_ring_keeps_as_many_versions_as_their_changes_allow() {
+        let config = Config::default_filled();
+        let shards = Shards::new(Arc::new(config), 1, 0, 1);
+        let shard = shards.shard(0).expect("one shard");
+        // Small versions: the ring keeps RING of them.
+        for f in 1..=40 {
+            shard.publish(version(shard, f, 10));
+        }
+        assert_eq!(kept(shard), (41 - RING as Time..=40).collect::<Vec<_>>());
+        // Large ones push the older ones out, down to RING_MIN.
+        for f in 41..=45 {
+            shard.publish(version(shard, f, RING_CHANGES / 2));
+        }
+        assert_eq!(kept(shard), (42..=45).collect::<Vec<_>>());
+        assert_eq!(RING_MIN, 4);
+        // Small ones again: the ring grows back as the large ones age out of the budget.
+        for f in 46..=49 {
+            shard.publish(version(shard, f, 10));
+        }
+        assert_eq!(
+            kept(shard),
+            (44..=49).collect::<Vec<_>>(),
+            "one large one after the oldest"
+        );
+        for f in 50..=80 {
+            shard.publish(version(shard, f, 10));
+        }
+        assert_eq!(kept(shard).len(), RING);
+        // A version at the last one's frontier replaces it.
+        shard.publish(version(shard, 80, 10));
+        assert_eq!(kept(shard).last(), Some(&80));
+        assert_eq!(kept(shard).len(), RING);
+    }
 }

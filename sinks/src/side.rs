@@ -58,6 +58,8 @@ pub(crate) struct SideBuilder {
     users_now: HashMap<UserKey, Option<Arc<UserView>>, RandomState>,
     /// [`DIRECT_AT`], or what a test sets.
     direct_at: usize,
+    /// Keys (users, cohort lanes) changed in the persistent maps since the last version.
+    changed: usize,
 }
 
 impl Default for SideBuilder {
@@ -66,6 +68,7 @@ impl Default for SideBuilder {
             side: Side::default(),
             lanes_now: HashMap::default(),
             users_now: HashMap::default(),
+            changed: 0,
             direct_at: DIRECT_AT,
         }
     }
@@ -73,9 +76,10 @@ impl Default for SideBuilder {
 
 impl SideBuilder {
     /// Settles the gathered changes and gives the state a version publishes.
-    pub(crate) fn version(&mut self) -> Side {
+    /// The side as of now, and the keys changed since the last version.
+    pub(crate) fn version(&mut self) -> (Side, usize) {
         self.settle();
-        self.side.clone()
+        (self.side.clone(), std::mem::take(&mut self.changed))
     }
 
     /// Applies one time's cohort sum changes (`−1` the old value, `+1` the new). The sums
@@ -105,6 +109,7 @@ impl SideBuilder {
     /// before it, per cohort in key order, a key's removal before its new value.
     fn apply_cohorts_directly(&mut self, updates: &mut [(CohortKey, Lanes, isize)]) {
         self.settle();
+        self.changed += updates.len();
         updates.sort_unstable_by_key(|&((item, kind, cohort), _, diff)| (cohort, item, kind, diff));
         for run in updates.chunk_by(|a, b| a.0.2 == b.0.2) {
             let cohort = run[0].0.2;
@@ -137,6 +142,7 @@ impl SideBuilder {
 
     /// Settles the changes into the persistent maps (before a version is cut).
     fn settle(&mut self) {
+        self.changed += self.lanes_now.len() + self.users_now.len();
         let mut by_cohort: HashMap<CohortId, Vec<LaneChange>, RandomState> = HashMap::default();
         for ((item, kind, cohort), v) in self.lanes_now.drain() {
             by_cohort.entry(cohort).or_default().push(((item, kind), v));
@@ -206,6 +212,8 @@ mod tests {
             gathered.direct_at = usize::MAX;
             direct.direct_at = 1;
             let mut current: HashMap<CohortKey, Lanes> = HashMap::new();
+            // Keys touched since the last version: what a version reports it changed.
+            let mut touched = std::collections::HashSet::new();
             for (t, changes) in times.iter().enumerate() {
                 let mut batch = Vec::new();
                 let mut seen = std::collections::HashSet::new();
@@ -216,22 +224,29 @@ mod tests {
                     }
                     if let Some(old) = current.remove(&key) {
                         batch.push((key, old, -1isize));
+                        touched.insert(key);
                     }
                     if let Some(v) = value {
                         let mut lanes = Lanes::default();
                         lanes.0[0] = v as i64 + t as i64;
                         current.insert(key, lanes);
                         batch.push((key, lanes, 1));
+                        touched.insert(key);
                     }
                 }
                 // One builder sees a time large, the other gathers it; now and then a version.
                 gathered.apply_cohorts(&mut batch.clone());
                 direct.apply_cohorts(&mut batch);
                 if t % 3 == 2 {
-                    prop_assert_eq!(lanes_of(&gathered.version()), lanes_of(&direct.version()));
+                    let ((g, g_changed), (d, d_changed)) = (gathered.version(), direct.version());
+                    prop_assert_eq!(lanes_of(&g), lanes_of(&d));
+                    // Gathered, each key once; applied directly, each update.
+                    prop_assert_eq!(g_changed, touched.len());
+                    prop_assert!(d_changed >= touched.len());
+                    touched.clear();
                 }
             }
-            let (g, d) = (lanes_of(&gathered.version()), lanes_of(&direct.version()));
+            let (g, d) = (lanes_of(&gathered.version().0), lanes_of(&direct.version().0));
             prop_assert_eq!(&g, &d);
             let mut want: Vec<_> = current.iter().map(|(&(i, k, c), l)| (c, (i, k), *l)).collect();
             want.sort_unstable_by_key(|x| (x.0, x.1));

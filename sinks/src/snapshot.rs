@@ -174,6 +174,10 @@ pub struct Snapshot {
     pub(crate) side: Side,
     /// The shard's nearest-item index, shared by all its versions (see [`Ann`]).
     pub(crate) ann: Arc<Ann>,
+    /// Keys (items, users, cohort lanes) this version changed from the one before it: what
+    /// keeping that one alive beside this one costs, roughly (the persistent-map nodes
+    /// replaced on their paths).
+    pub(crate) changed: usize,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -215,6 +219,7 @@ impl Snapshot {
             listed: 0,
             side: Side::default(),
             ann: Arc::new(Ann::default()),
+            changed: 0,
         }
     }
 
