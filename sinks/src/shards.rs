@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,12 +27,19 @@ use crate::text::TextIndex;
 /// full ingest, 64 versions held 3.5× the memory of 4 (measured with `tidal bench`, 100k
 /// users).
 pub const RING: usize = 16;
-/// Versions a shard keeps at least, however large their changes.
-pub const RING_MIN: usize = 4;
+/// Versions a shard keeps at least, however large their changes: the newest and the one
+/// before it (a reader may have taken the ring just before a version was published); in a
+/// cluster [`RING_MIN_CLUSTER`], for the peers that ask for a share at a frontier of theirs.
+/// A version the slowest local shard has not gone past is always kept (readers find their
+/// common mark among them).
+pub const RING_MIN: usize = 2;
+/// [`RING_MIN`] in a process of a cluster.
+pub const RING_MIN_CLUSTER: usize = 4;
 /// Keys changed (items, users, cohort lanes) by the versions after the oldest one kept,
-/// beyond which older versions leave the ring (down to [`RING_MIN`]): a dataflow working
-/// off a backlog cuts versions of a hundred thousand changes each, and sixteen of them held
-/// two gigabytes more than four (a million posted signals on a million items and users).
+/// beyond which older versions leave the ring (down to the minimum): a dataflow working off
+/// a backlog cuts versions of a hundred thousand changes each, and each kept one holds the
+/// persistent-map nodes its successors replaced. A million posted signals on a million
+/// items and users peaked at 7.5 GB with sixteen versions, 5.6 GB with four, 4.9 GB with two.
 pub const RING_CHANGES: usize = 1 << 17;
 /// The longest a reader waits for shards to share a mark before taking the nearest versions.
 const COMMON_WAIT: Duration = Duration::from_millis(200);
@@ -50,10 +58,15 @@ pub struct Shard {
     text: Arc<TextIndex>,
     /// The shard's nearest-item index, shared by its versions.
     ann: Arc<Ann>,
+    /// Per local shard, the frontier of its newest version (this one's at `index`).
+    newest: Arc<[AtomicU64]>,
+    index: usize,
+    /// Versions kept at least ([`RING_MIN`] or [`RING_MIN_CLUSTER`]).
+    min: usize,
 }
 
 impl Shard {
-    fn new(config: &Config, text: Arc<TextIndex>) -> Shard {
+    fn new(config: &Config, text: Arc<TextIndex>, newest: Arc<[AtomicU64]>, index: usize, min: usize) -> Shard {
         let mut versions = VecDeque::new();
         let ann = Arc::new(Ann::default());
         versions.push_back(Arc::new(Snapshot::empty(config).sharing(ann.clone())));
@@ -61,6 +74,9 @@ impl Shard {
             ring: ArcSwap::from_pointee(Ring { versions }),
             text,
             ann,
+            newest,
+            index,
+            min,
         }
     }
 
@@ -86,9 +102,25 @@ impl Shard {
         if versions.back().is_some_and(|v| v.frontier == version.frontier) {
             leaving.extend(versions.pop_back());
         }
+        let frontier = version.frontier;
         versions.push_back(version);
+        if let Some(mine) = self.newest.get(self.index) {
+            mine.store(frontier, Ordering::Release);
+        }
+        let slowest = self
+            .newest
+            .iter()
+            .map(|f| f.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(frontier);
         let held = |versions: &VecDeque<Arc<Snapshot>>| versions.iter().skip(1).map(|v| v.changed).sum::<usize>();
-        while versions.len() > RING || (versions.len() > RING_MIN && held(&versions) > RING_CHANGES) {
+        // The oldest may go when the next one is at or below the slowest shard's newest.
+        let spare = |versions: &VecDeque<Arc<Snapshot>>| {
+            versions.len() > self.min
+                && versions.get(1).is_some_and(|v| v.frontier <= slowest)
+                && held(versions) > RING_CHANGES
+        };
+        while versions.len() > RING || spare(&versions) {
             leaving.extend(versions.pop_front());
         }
         self.ring.store(Arc::new(Ring { versions }));
@@ -249,8 +281,11 @@ impl Shards {
             Duration::from_millis(config.personalization.text_refresh.ms()),
             config.personalization.exact_search,
         ));
-        let shards = (0..local.max(1))
-            .map(|_| Arc::new(Shard::new(&config, text.clone())))
+        let local = local.max(1);
+        let newest: Arc<[AtomicU64]> = (0..local).map(|_| AtomicU64::new(0)).collect();
+        let min = if peers > local { RING_MIN_CLUSTER } else { RING_MIN };
+        let shards = (0..local)
+            .map(|i| Arc::new(Shard::new(&config, text.clone(), newest.clone(), i, min)))
             .collect();
         Shards {
             config,
@@ -422,22 +457,28 @@ mod tests {
             shard.publish(version(shard, f, 10));
         }
         assert_eq!(kept(shard), (41 - RING as Time..=40).collect::<Vec<_>>());
-        // Large ones push the older ones out, down to RING_MIN.
+        // Large ones push the older ones out: two after the oldest pass the budget, and all
+        // of them do down to the minimum.
         for f in 41..=45 {
             shard.publish(version(shard, f, RING_CHANGES / 2));
         }
-        assert_eq!(kept(shard), (42..=45).collect::<Vec<_>>());
-        assert_eq!(RING_MIN, 4);
+        assert_eq!(kept(shard), (43..=45).collect::<Vec<_>>());
+        shard.publish(version(shard, 46, RING_CHANGES * 2));
+        assert_eq!(kept(shard), vec![45, 46]);
+        assert_eq!(RING_MIN, 2);
         // Small ones again: the ring grows back as the large ones age out of the budget.
-        for f in 46..=49 {
+        for f in 47..=49 {
             shard.publish(version(shard, f, 10));
         }
         assert_eq!(
             kept(shard),
-            (44..=49).collect::<Vec<_>>(),
-            "one large one after the oldest"
+            (46..=49).collect::<Vec<_>>(),
+            "the large one is the oldest"
         );
-        for f in 50..=80 {
+        // As the oldest, a large version holds only what its successors replaced: it stays.
+        shard.publish(version(shard, 50, 10));
+        assert_eq!(kept(shard), (46..=50).collect::<Vec<_>>());
+        for f in 51..=80 {
             shard.publish(version(shard, f, 10));
         }
         assert_eq!(kept(shard).len(), RING);
@@ -445,5 +486,33 @@ mod tests {
         shard.publish(version(shard, 80, 10));
         assert_eq!(kept(shard).last(), Some(&80));
         assert_eq!(kept(shard).len(), RING);
+    }
+
+    #[test]
+    fn large_versions_stay_until_the_slowest_shard_has_passed_them() {
+        let shards = Shards::new(Arc::new(Config::default_filled()), 2, 0, 2);
+        let (a, b) = (shards.shard(0).expect("a"), shards.shard(1).expect("b"));
+        for f in 1..=3 {
+            a.publish(version(a, f, 10));
+            b.publish(version(b, f, 10));
+        }
+        // Shard a runs ahead with large versions: it keeps the one b is at.
+        for f in 4..=9 {
+            a.publish(version(a, f, RING_CHANGES));
+        }
+        assert_eq!(kept(a).first(), Some(&3), "b's newest stays in a's ring");
+        assert_eq!(shards.view().frontier, 3, "a common version");
+        // b catches up: a's older versions may go, down to the minimum.
+        b.publish(version(b, 9, 10));
+        a.publish(version(a, 10, RING_CHANGES));
+        assert_eq!(kept(a), vec![9, 10]);
+        assert_eq!(shards.view().frontier, 9);
+        // In a cluster (more workers than local shards) the minimum is larger.
+        let cluster = Shards::new(Arc::new(Config::default_filled()), 4, 0, 1);
+        let c = cluster.shard(0).expect("c");
+        for f in 1..=10 {
+            c.publish(version(c, f, RING_CHANGES));
+        }
+        assert_eq!(kept(c).len(), RING_MIN_CLUSTER);
     }
 }
