@@ -72,7 +72,8 @@ impl Log {
         // A restore's or a catch-up's version changes millions of items: room for them at
         // once rather than table after doubled table.
         updated.reserve(dirty.size_hint().0);
-        let mut state_changed: Vec<ItemKey> = Vec::with_capacity(dirty.size_hint().0);
+        // Keys whose item state changed, with their new entries (not looked up again).
+        let mut state_changed: Vec<(ItemKey, Option<Arc<ItemEntry>>)> = Vec::with_capacity(dirty.size_hint().0);
         let mut listed = last.listed;
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for (key, new) in dirty {
@@ -84,10 +85,12 @@ impl Log {
             new.index_values_into(layout, &mut after);
             diff_indexes(queues, key, (old, &before), (&new, &after));
             listed = listed + usize::from(new.is_listable()) - usize::from(old.is_listable());
-            if old.state() != new.state() {
-                state_changed.push(key);
+            let changed = old.state() != new.state();
+            let new = (!new.is_empty()).then(|| Arc::new(new));
+            if changed {
+                state_changed.push((key, new.clone()));
             }
-            updated.insert(key, (!new.is_empty()).then(|| Arc::new(new)));
+            updated.insert(key, new);
         }
         let indexes = queues
             .iter_mut()
@@ -95,19 +98,16 @@ impl Log {
             .filter(|(_, q)| !q.is_empty())
             .map(|(slot, q)| (slot, Prepared::new(std::mem::take(q))))
             .collect();
-        let entry = |k: ItemKey| match updated.get(&k) {
-            Some(e) => e.as_deref(),
-            None => last.entries.get(&k).map(|e| &**e),
-        };
         // Id map: the keys of every id whose state changed somewhere.
         let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> =
             HashMap::with_capacity_and_hasher(state_changed.len(), RandomState::default());
         let mut postings = Vec::new();
         let (mut terms_before, mut terms_after) = (Vec::new(), Vec::new());
-        state_changed.sort_unstable();
-        for key in state_changed {
+        state_changed.sort_unstable_by_key(|c| c.0);
+        for (key, new) in &state_changed {
+            let key = *key;
             let old = last.entries.get(&key).map(|e| &**e);
-            let new = entry(key);
+            let new = new.as_deref();
             let embedding = new.and_then(ItemEntry::embedding);
             if old.and_then(ItemEntry::embedding) != embedding {
                 embedded.push((key, new.and_then(ItemEntry::embedded)));
