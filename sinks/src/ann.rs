@@ -16,7 +16,7 @@
 //! inserted only where their hash differs, so a restart does not rebuild the graph.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +89,8 @@ struct Inner {
     inserted: AtomicU64,
     /// While set, the applier inserts nothing (a recovery keeps both cores for the dataflow).
     held: AtomicBool,
+    /// Saved indexes being loaded ([`Ann::restore_later`]): meanwhile the applier waits.
+    restoring: AtomicUsize,
 }
 
 /// The index and what it holds.
@@ -226,13 +228,27 @@ impl Ann {
     /// Loads an index [`save`](Self::save)d by a checkpoint, before anything is applied.
     /// A damaged one is left out with a warning (the restored embeddings rebuild it).
     pub fn restore(&self, bytes: &[u8]) {
-        match parse(bytes) {
-            Ok(indexed) => {
-                if let Ok(mut guard) = self.inner.index.lock() {
-                    *guard = indexed;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "the checkpoint's nearest-item index is left out; it is rebuilt"),
+        self.inner.restore(bytes);
+    }
+
+    /// [`restore`](Self::restore) on a thread of its own, so that a start goes on loading the
+    /// rest of its checkpoint meanwhile; the applier inserts nothing until it is done, so
+    /// the embeddings handed over in the meantime are checked against the loaded index.
+    pub fn restore_later(&self, bytes: Vec<u8>) {
+        let inner = self.inner.clone();
+        inner.restoring.fetch_add(1, Ordering::SeqCst);
+        let bytes = Arc::new(bytes);
+        let (mine, theirs) = (inner.clone(), bytes.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tidal-ann-load".into())
+            .spawn(move || {
+                mine.restore(&theirs);
+                mine.restoring.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a thread to load the nearest-item index; loading it here");
+            inner.restore(&bytes);
+            inner.restoring.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -327,7 +343,7 @@ fn parse(bytes: &[u8]) -> Result<Indexed, String> {
 fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
     while let Ok((frontier, changes)) = inbox.recv() {
         for chunk in changes.chunks(CHUNK) {
-            while inner.held.load(Ordering::Acquire) {
+            while inner.held.load(Ordering::Acquire) || inner.restoring.load(Ordering::SeqCst) > 0 {
                 std::thread::sleep(Duration::from_millis(10));
             }
             inner.insert(chunk);
@@ -337,6 +353,17 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
 }
 
 impl Inner {
+    fn restore(&self, bytes: &[u8]) {
+        match parse(bytes) {
+            Ok(indexed) => {
+                if let Ok(mut guard) = self.index.lock() {
+                    *guard = indexed;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the checkpoint's nearest-item index is left out; it is rebuilt"),
+        }
+    }
+
     fn insert(&self, changes: &[(ItemKey, Option<Embedded>)]) {
         let Ok(mut guard) = self.index.lock() else { return };
         let Indexed { index, hashes } = &mut *guard;
@@ -461,6 +488,16 @@ mod tests {
         assert_eq!(restored.search(&moved, 1, |_| true), vec![11], "the changed one moved");
         assert_eq!(restored.search(&target, 1, |_| true), vec![5]);
         assert!(started.elapsed() < Duration::from_secs(5), "nothing rebuilt");
+        assert_eq!(restored.inserted(), 1, "only the changed one inserted");
+        // Loaded on a thread of its own, with changes handed over at once: they wait for it.
+        let later = Ann::default();
+        later.restore_later(saved.clone());
+        later.apply(3, changes(&again));
+        assert!(later.wait_for(3, Duration::from_secs(10)));
+        assert_eq!(later.len(), 2999);
+        assert_eq!(later.inserted(), 1, "checked against the loaded index");
+        assert_eq!(later.search(&moved, 1, |_| true), vec![11]);
+        assert_eq!(later.search(&q, 20, |_| true), restored.search(&q, 20, |_| true));
         // A damaged save is left out.
         let broken = Ann::default();
         broken.restore(&saved[..saved.len() / 2]);

@@ -206,7 +206,7 @@ impl Tidal {
         let Restored {
             mut restore,
             mut dedup,
-            anns,
+            mut anns,
         } = restore_of(loaded);
         let parts = checkpointer.clone();
         let options = EngineOptions {
@@ -232,7 +232,7 @@ impl Tidal {
             ..options
         };
         let pipeline = Pipeline::start_prepared(config.clone(), options, Some(&data_dir.join("entities")), |shards| {
-            restore_anns(shards, &anns)
+            restore_anns(shards, std::mem::take(&mut anns))
         })?;
         if let (Some(agreement), Some(log)) = (&agreement, &run_log) {
             let loaded = match wait_for_agreement(agreement, &pipeline)? {
@@ -252,7 +252,7 @@ impl Tidal {
                 log.record(r.frontier.saturating_sub(1), r.position);
             }
             // Before the workers build their graph (they wait for the restore).
-            restore_anns(pipeline.shards(), &anns);
+            restore_anns(pipeline.shards(), anns);
             agreement.set_restore(restore.clone());
         }
         let restored_lsn = restore.as_ref().map_or(0, |r| r.position.lsn);

@@ -54,10 +54,12 @@ pub(super) fn restore_of(loaded: Option<checkpoint::Loaded>) -> Restored {
 }
 
 /// Loads the nearest-item indexes a checkpoint kept into the local shards.
-pub(super) fn restore_anns(shards: &Shards, anns: &[(usize, Vec<u8>)]) {
+/// Each is loaded on a thread of its own while the start goes on
+/// ([`tidal_sinks::Ann::restore_later`]).
+pub(super) fn restore_anns(shards: &Shards, anns: Vec<(usize, Vec<u8>)>) {
     for (index, bytes) in anns {
-        if let Some(shard) = shards.shard(*index) {
-            shard.ann().restore(bytes);
+        if let Some(shard) = shards.shard(index) {
+            shard.ann().restore_later(bytes);
         }
     }
 }
