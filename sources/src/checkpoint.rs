@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -479,6 +480,9 @@ fn manifest_of(dir: &Path) -> Result<Manifest, CheckpointError> {
     })
 }
 
+/// A part read back and checked (its bytes, empty unless kept), or what is wrong with it.
+type Checked = Result<Vec<u8>, CheckpointError>;
+
 /// Reads the checkpoint in `dir`, every part checked against the manifest; the parts' bytes
 /// are kept only with `keep` (one part at a time is held to check it).
 fn read(dir: &Path, layout: &Layout, keep: bool) -> Result<Loaded, CheckpointError> {
@@ -498,8 +502,9 @@ fn read(dir: &Path, layout: &Layout, keep: bool) -> Result<Loaded, CheckpointErr
     if manifest.layout != *layout {
         return mismatch("another number or layout of workers");
     }
-    let mut parts = HashMap::new();
-    for f in &manifest.files {
+    // Each part read back and checked against its size and checksum; two at a time, largest
+    // first (nothing else runs yet: a start read ~900 MB of parts at ~360 MB/s on one core).
+    let check = |f: &FileEntry| -> Checked {
         let p = dir.join(&f.name);
         let bytes = std::fs::read(&p).map_err(|source| CheckpointError::Io {
             path: p.clone(),
@@ -520,6 +525,37 @@ fn read(dir: &Path, layout: &Layout, keep: bool) -> Result<Loaded, CheckpointErr
         if blake3::hash(&bytes).to_hex().as_str() != f.blake3 {
             return Err(problem("fails its checksum".into()));
         }
+        Ok(if keep { bytes } else { Vec::new() })
+    };
+    let files = &manifest.files;
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].bytes));
+    let next = AtomicUsize::new(0);
+    let checked: Mutex<Vec<Option<Checked>>> = Mutex::new((0..files.len()).map(|_| None).collect());
+    let reader = || {
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let r = check(&files[i]);
+            checked.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        // Without a second thread this one reads them all.
+        let _ = std::thread::Builder::new()
+            .name("tidal-ckpt-read".into())
+            .spawn_scoped(s, reader);
+        reader();
+    });
+    let checked = checked.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut parts = HashMap::new();
+    // The first problem in the manifest's order is the one reported.
+    for (f, r) in files.iter().zip(checked) {
+        let bytes = r.unwrap_or_else(|| {
+            Err(CheckpointError::Part {
+                dir: dir.to_path_buf(),
+                name: f.name.clone(),
+                problem: "was not read".into(),
+            })
+        })?;
         if keep {
             parts.insert(f.name.clone(), bytes);
         }
