@@ -199,6 +199,10 @@ impl Ann {
     /// far, each item with its embedding's hash (what it has not inserted yet is inserted
     /// after a restart, like any embedding the index lacks).
     pub fn save(&self) -> Option<Vec<u8>> {
+        // A checkpoint asked for while a start still loads the saved index keeps that one.
+        while self.inner.restoring.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let guard = self.inner.index.lock().ok()?;
         let index = guard.index.as_ref()?;
         if index.size() == 0 {
@@ -498,6 +502,13 @@ mod tests {
         assert_eq!(later.inserted(), 1, "checked against the loaded index");
         assert_eq!(later.search(&moved, 1, |_| true), vec![11]);
         assert_eq!(later.search(&q, 20, |_| true), restored.search(&q, 20, |_| true));
+        // Saved while a load is under way: the loaded index is what is saved.
+        let loading = Ann::default();
+        loading.restore_later(saved.clone());
+        let again_saved = loading.save().expect("saved after the load");
+        let reloaded = Ann::default();
+        reloaded.restore(&again_saved);
+        assert_eq!(reloaded.len(), 2999);
         // A damaged save is left out.
         let broken = Ann::default();
         broken.restore(&saved[..saved.len() / 2]);
