@@ -16,7 +16,7 @@
 //! inserted only where their hash differs, so a restart does not rebuild the graph.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,8 +89,6 @@ struct Inner {
     inserted: AtomicU64,
     /// While set, the applier inserts nothing (a recovery keeps both cores for the dataflow).
     held: AtomicBool,
-    /// Saved indexes being loaded ([`Ann::restore_later`]): meanwhile the applier waits.
-    restoring: AtomicUsize,
 }
 
 /// The index and what it holds.
@@ -199,10 +197,6 @@ impl Ann {
     /// far, each item with its embedding's hash (what it has not inserted yet is inserted
     /// after a restart, like any embedding the index lacks).
     pub fn save(&self) -> Option<Vec<u8>> {
-        // A checkpoint asked for while a start still loads the saved index keeps that one.
-        while self.inner.restoring.load(Ordering::SeqCst) > 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         let guard = self.inner.index.lock().ok()?;
         let index = guard.index.as_ref()?;
         if index.size() == 0 {
@@ -232,27 +226,32 @@ impl Ann {
     /// Loads an index [`save`](Self::save)d by a checkpoint, before anything is applied.
     /// A damaged one is left out with a warning (the restored embeddings rebuild it).
     pub fn restore(&self, bytes: &[u8]) {
-        self.inner.restore(bytes);
+        if let Ok(mut guard) = self.inner.index.lock() {
+            load_into(&mut guard, bytes);
+        }
     }
 
     /// [`restore`](Self::restore) on a thread of its own, so that a start goes on loading the
-    /// rest of its checkpoint meanwhile; the applier inserts nothing until it is done, so
-    /// the embeddings handed over in the meantime are checked against the loaded index.
+    /// rest of its checkpoint meanwhile. That thread holds the index's lock from before this
+    /// returns until the index is in: inserts (the embeddings handed over meantime are
+    /// checked against the loaded index), saves and searches wait for it.
     pub fn restore_later(&self, bytes: Vec<u8>) {
         let inner = self.inner.clone();
-        inner.restoring.fetch_add(1, Ordering::SeqCst);
-        let bytes = Arc::new(bytes);
-        let (mine, theirs) = (inner.clone(), bytes.clone());
+        let (locked, wait) = channel();
         let spawned = std::thread::Builder::new()
             .name("tidal-ann-load".into())
             .spawn(move || {
-                mine.restore(&theirs);
-                mine.restoring.fetch_sub(1, Ordering::SeqCst);
+                let mut guard = inner.index.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = locked.send(());
+                load_into(&mut guard, &bytes);
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start a thread to load the nearest-item index; loading it here");
-            inner.restore(&bytes);
-            inner.restoring.fetch_sub(1, Ordering::SeqCst);
+        match spawned {
+            Ok(_) => {
+                let _ = wait.recv();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to load the nearest-item index; it is rebuilt")
+            }
         }
     }
 
@@ -295,6 +294,14 @@ impl Ann {
     /// Whether no item is indexed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A saved index read back into `indexed`; a damaged one is left out with a warning.
+fn load_into(indexed: &mut Indexed, bytes: &[u8]) {
+    match parse(bytes) {
+        Ok(loaded) => *indexed = loaded,
+        Err(e) => tracing::warn!(error = %e, "the checkpoint's nearest-item index is left out; it is rebuilt"),
     }
 }
 
@@ -347,7 +354,7 @@ fn parse(bytes: &[u8]) -> Result<Indexed, String> {
 fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
     while let Ok((frontier, changes)) = inbox.recv() {
         for chunk in changes.chunks(CHUNK) {
-            while inner.held.load(Ordering::Acquire) || inner.restoring.load(Ordering::SeqCst) > 0 {
+            while inner.held.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(10));
             }
             inner.insert(chunk);
@@ -357,17 +364,6 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
 }
 
 impl Inner {
-    fn restore(&self, bytes: &[u8]) {
-        match parse(bytes) {
-            Ok(indexed) => {
-                if let Ok(mut guard) = self.index.lock() {
-                    *guard = indexed;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "the checkpoint's nearest-item index is left out; it is rebuilt"),
-        }
-    }
-
     fn insert(&self, changes: &[(ItemKey, Option<Embedded>)]) {
         let Ok(mut guard) = self.index.lock() else { return };
         let Indexed { index, hashes } = &mut *guard;
