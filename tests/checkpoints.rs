@@ -332,6 +332,106 @@ fn the_nearest_item_index_is_restored_not_rebuilt() {
     t.shutdown().expect("shutdown");
 }
 
+/// The text index is kept in the checkpoint: a restart loads it and writes only the documents
+/// whose title or text changed after the checkpoint; `q=` answers as before the restart and
+/// as a full replay.
+#[test]
+fn the_text_index_is_restored_not_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = StdRng::seed_from_u64(9);
+    let words = ["piano", "guitar", "drum", "tutorial", "concert", "live", "solo", "week"];
+    let title = |rng: &mut StdRng| {
+        (0..rng.gen_range(1..4))
+            .map(|_| words[rng.gen_range(0..words.len())])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let put = |t: &Tidal, id: &str, title: String| {
+        let meta = ItemMeta {
+            title: Some(title),
+            creator: Some("c".into()),
+            created_at: Some(T0),
+            ..Default::default()
+        };
+        t.put_item(id, meta).expect("put").lsn
+    };
+    let open = |workers: usize| {
+        let mut c = config(dir.path(), 0);
+        c.engine.workers = workers;
+        c.personalization.exact_search = true;
+        Tidal::open(c).expect("open")
+    };
+    let written = |t: &Tidal| t.view().text.as_ref().map_or(0, |x| x.written());
+    let ask = |t: &Tidal| -> Vec<Value> {
+        let lsn = t.stats().wal_lsn;
+        ["piano", "guitar tutorial", "drum", "live solo", "week"]
+            .iter()
+            .map(|q| {
+                let q = format!("q={}&limit=50&explain=true", q.replace(' ', "+"));
+                let r = t
+                    .rank(&RankQuery::parse(&q).expect("query").min_lsn(lsn))
+                    .expect("rank");
+                serde_json::to_value(&r.items).expect("json")
+            })
+            .collect()
+    };
+    let t = open(2);
+    for i in 0..60 {
+        put(&t, &format!("i{i}"), title(&mut rng));
+    }
+    // Visible first: the checkpoint's text index is the one its first part finds.
+    ask(&t);
+    t.checkpoint().expect("checkpoint");
+    // After the checkpoint: some retitled, some deleted, some new, some put unchanged.
+    for i in 0..20 {
+        let id = format!("i{}", rng.gen_range(0..70));
+        match rng.gen_range(0..3) {
+            0 => {
+                t.delete_item(&id).expect("delete");
+            }
+            _ => {
+                put(&t, &id, title(&mut rng));
+            }
+        }
+        if i % 5 == 0 {
+            put(&t, "i0", "piano tutorial".into());
+        }
+    }
+    let before = ask(&t);
+    assert!(before.iter().any(|r| r.as_array().is_some_and(|a| !a.is_empty())));
+    drop(t); // a shutdown: checkpoints again, with the text index
+
+    // From the checkpoint before the last writes: the WAL after it retitles, deletes and adds.
+    let mut ckpts = checkpoints(dir.path());
+    let newest = ckpts.pop().expect("two checkpoints");
+    assert_eq!(ckpts.len(), 1);
+    std::fs::remove_dir_all(&newest).expect("remove the newest checkpoint");
+    let t = open(2);
+    assert!(t.recovered_records() > 0);
+    assert!(t.latest_checkpoint().is_some());
+    assert_eq!(ask(&t), before, "q= from the older checkpoint and the WAL after it");
+    assert!(
+        (1..30).contains(&written(&t)),
+        "only the changes after the checkpoint are written ({})",
+        written(&t)
+    );
+    drop(t);
+
+    // From a shutdown checkpoint: nothing written again.
+    let t = open(2);
+    assert_eq!(t.recovered_records(), 0);
+    assert_eq!(ask(&t), before, "q= from the restored text index");
+    assert_eq!(written(&t), 0, "every document came from the checkpoint");
+    drop(t);
+
+    // A full replay answers the same.
+    std::fs::remove_dir_all(dir.path().join("checkpoints")).expect("remove checkpoints");
+    let t = open(2);
+    assert_eq!(ask(&t), before, "q= after a full replay");
+    assert!(written(&t) >= 50);
+    t.shutdown().expect("shutdown");
+}
+
 const COHORT_QUERIES: [&str; 4] = [
     "profile=trending&window=24h&limit=50",
     "profile=rising&window=1h&limit=50",

@@ -301,6 +301,12 @@ impl Shards {
         &self.text
     }
 
+    /// Loads the text index a checkpoint kept, on a thread of its own
+    /// ([`TextIndex::restore_later`]).
+    pub fn restore_text(&self, bytes: Vec<u8>) {
+        self.text.restore_later(bytes);
+    }
+
     /// The schema the shards are built for.
     pub fn config(&self) -> &Arc<Config> {
         &self.config

@@ -37,7 +37,7 @@ use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::cluster::Peers;
 use read::held_lsn;
-use restore::{Restored, ann_part, restore_anns, restore_of, wait_for_agreement};
+use restore::{Restored, ann_part, restore_indexes, restore_of, wait_for_agreement};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
@@ -47,6 +47,8 @@ pub use types::{NewSignal, RankQuery, Reads, SignalsAck, Token, WriteAck};
 const POLL: Duration = Duration::from_micros(250);
 /// The checkpoint part holding the WAL's dedup window.
 const DEDUP_PART: &str = "dedup";
+/// The checkpoint part of the process's text index.
+const TEXT_PART: &str = "text";
 /// Checkpoint parts each worker writes (entities, windows, decay, users, cohorts, retained).
 const PARTS_PER_WORKER: usize = 6;
 /// How often a cluster ranking starts over at a newer frontier when a peer no longer holds
@@ -206,7 +208,7 @@ impl Tidal {
         let Restored {
             mut restore,
             mut dedup,
-            mut anns,
+            mut indexes,
         } = restore_of(loaded);
         let parts = checkpointer.clone();
         let options = EngineOptions {
@@ -232,7 +234,7 @@ impl Tidal {
             ..options
         };
         let pipeline = Pipeline::start_prepared(config.clone(), options, Some(&data_dir.join("entities")), |shards| {
-            restore_anns(shards, std::mem::take(&mut anns))
+            restore_indexes(shards, std::mem::take(&mut indexes))
         })?;
         if let (Some(agreement), Some(log)) = (&agreement, &run_log) {
             let loaded = match wait_for_agreement(agreement, &pipeline)? {
@@ -246,13 +248,17 @@ impl Tidal {
             if let Some(m) = loaded.as_ref().map(|l| &l.manifest) {
                 checkpointer.set_latest(m.clone());
             }
-            let anns;
-            Restored { restore, dedup, anns } = restore_of(loaded);
+            let indexes;
+            Restored {
+                restore,
+                dedup,
+                indexes,
+            } = restore_of(loaded);
             if let Some(r) = &restore {
                 log.record(r.frontier.saturating_sub(1), r.position);
             }
             // Before the workers build their graph (they wait for the restore).
-            restore_anns(pipeline.shards(), anns);
+            restore_indexes(pipeline.shards(), indexes);
             agreement.set_restore(restore.clone());
         }
         let restored_lsn = restore.as_ref().map_or(0, |r| r.position.lsn);
@@ -291,11 +297,15 @@ impl Tidal {
         let snapshot_shards = pipeline.shards().clone();
         checkpointer.set_extra(Box::new(move || {
             let mut extra = vec![(DEDUP_PART.to_string(), snapshot_wal.dedup_snapshot())];
-            // The nearest-item indexes, so that a restart does not rebuild them.
+            // The nearest-item indexes and the text index, so that a restart does not rebuild
+            // them.
             for (index, shard) in snapshot_shards.local() {
                 if let Some(bytes) = shard.ann().save() {
                     extra.push((ann_part(index), bytes));
                 }
+            }
+            if let Some(bytes) = snapshot_shards.text().save() {
+                extra.push((TEXT_PART.to_string(), bytes));
             }
             extra
         }));
@@ -333,8 +343,9 @@ impl Tidal {
             "recovered the WAL"
         );
         shards.hold_anns(false);
-        // What was recovered is searchable at once.
-        shards.text().refresh(true);
+        // What was recovered is searchable at once (without what a restored text index held
+        // and the recovery did not put again).
+        shards.text().forget_unconfirmed();
         let dimension = match config.personalization.dimension {
             0 => shards.view().embedding_dimension().unwrap_or(0),
             d => d,

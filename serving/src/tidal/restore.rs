@@ -1,5 +1,6 @@
-//! What a start restores from a checkpoint: the workers' parts, the WAL's dedup window and
-//! the shards' nearest-item indexes; in a cluster, once the processes agreed on which.
+//! What a start restores from a checkpoint: the workers' parts, the WAL's dedup window, the
+//! shards' nearest-item indexes and the text index; in a cluster, once the processes agreed
+//! on which.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use tidal_dataflows::Agreement;
 use tidal_sinks::Shards;
 use tidal_sources::checkpoint;
 
-use super::DEDUP_PART;
 use super::error::{Error, Result};
 use super::pipeline::Pipeline;
+use super::{DEDUP_PART, TEXT_PART};
 
 /// The checkpoint part of the nearest-item index of global worker `index`.
 pub(super) fn ann_part(index: usize) -> String {
@@ -20,12 +21,20 @@ pub(super) fn ann_part(index: usize) -> String {
 }
 
 /// What a loaded checkpoint restores: the workers' state, the WAL's dedup window and the
-/// shards' nearest-item indexes (by global worker index).
+/// serving indexes.
 #[derive(Default)]
 pub(super) struct Restored {
     pub(super) restore: Option<Arc<Restore>>,
     pub(super) dedup: Option<Vec<u8>>,
-    pub(super) anns: Vec<(usize, Vec<u8>)>,
+    pub(super) indexes: SavedIndexes,
+}
+
+/// The serving indexes a checkpoint kept: the shards' nearest-item indexes (by global worker
+/// index) and the process's text index.
+#[derive(Default)]
+pub(super) struct SavedIndexes {
+    anns: Vec<(usize, Vec<u8>)>,
+    text: Option<Vec<u8>>,
 }
 
 pub(super) fn restore_of(loaded: Option<checkpoint::Loaded>) -> Restored {
@@ -33,6 +42,7 @@ pub(super) fn restore_of(loaded: Option<checkpoint::Loaded>) -> Restored {
         return Restored::default();
     };
     let dedup = l.parts.remove(DEDUP_PART);
+    let text = l.parts.remove(TEXT_PART);
     let ann_names: Vec<String> = l.parts.keys().filter(|n| n.starts_with("ann-")).cloned().collect();
     let anns = ann_names
         .into_iter()
@@ -49,18 +59,21 @@ pub(super) fn restore_of(loaded: Option<checkpoint::Loaded>) -> Restored {
     Restored {
         restore: Some(restore),
         dedup,
-        anns,
+        indexes: SavedIndexes { anns, text },
     }
 }
 
-/// Loads the nearest-item indexes a checkpoint kept into the local shards.
-/// Each is loaded on a thread of its own while the start goes on
-/// ([`tidal_sinks::Ann::restore_later`]).
-pub(super) fn restore_anns(shards: &Shards, anns: Vec<(usize, Vec<u8>)>) {
-    for (index, bytes) in anns {
+/// Loads the indexes a checkpoint kept into the local shards, each on a thread of its own
+/// while the start goes on ([`tidal_sinks::Ann::restore_later`],
+/// [`tidal_sinks::TextIndex::restore_later`]).
+pub(super) fn restore_indexes(shards: &Shards, saved: SavedIndexes) {
+    for (index, bytes) in saved.anns {
         if let Some(shard) = shards.shard(index) {
             shard.ann().restore_later(bytes);
         }
+    }
+    if let Some(bytes) = saved.text {
+        shards.restore_text(bytes);
     }
 }
 
