@@ -108,10 +108,19 @@ fn torn_tail_is_truncated_and_corruption_in_the_middle_refuses_to_start() {
     let data = s.data_dir.clone();
     s.kill9();
 
-    // A torn tail: half a record at the end of the last segment.
+    // A torn tail: half a record right after the last one (the zeros allocated past the
+    // records follow it).
     let last = segments(&data).pop().expect("a segment");
-    let len = std::fs::metadata(&last).expect("meta").len();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&last).expect("open");
+    let mut reader = tidal_sources::wal::WalReader::open(data.join("wal"), false).expect("reader");
+    // The 50 signals and the schema the server logged at its start.
+    assert_eq!(
+        reader.by_ref().map(|b| b.expect("batch").records.len()).sum::<usize>(),
+        51
+    );
+    let (file, len) = reader.end_position().expect("the records' end");
+    assert_eq!(file, last);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&last).expect("open");
+    f.seek(SeekFrom::Start(len)).expect("seek");
     f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).expect("write");
     drop(f);
     let s = Server::start(&data, &[], &[]);

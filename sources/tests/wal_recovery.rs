@@ -236,3 +236,104 @@ fn missing_segment_is_an_lsn_gap() {
         other => panic!("expected an LSN gap, got {other}"),
     }
 }
+
+/// What a writer stopped without sealing leaves: the records, then zeros it had allocated
+/// ahead. Readers take the zeros for the end of the records (no torn tail, no damage), and
+/// opening trims them and appends right after the last record.
+#[test]
+fn zeros_past_the_records_end_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, _) = fixture(dir.path(), 5, 1 << 20);
+    let good = std::fs::metadata(&last).unwrap().len();
+    append(&last, &vec![0; 1 << 16]);
+    for tolerate in [false, true] {
+        let mut reader = WalReader::open(dir.path(), tolerate).unwrap();
+        assert_eq!(reader.by_ref().map(|b| b.unwrap().records.len()).sum::<usize>(), 5);
+        assert_eq!(reader.torn_tail(), None);
+        assert_eq!(reader.zero_tails(), [(last.clone(), good)]);
+    }
+    assert!(verify(dir.path()).unwrap().is_clean());
+    let (wal, _feed, recovered) = open(options(dir.path(), ClockMode::Event));
+    assert_eq!(recovered.iter().map(|b| b.records.len()).sum::<usize>(), 5);
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), good, "trimmed");
+    let c = wal
+        .submit_blocking(signals(vec![sig("view", "after", None, None, None)]))
+        .unwrap();
+    assert_eq!(c.first_lsn, 6);
+    wal.shutdown();
+    assert_eq!(read_all(dir.path()).iter().map(|b| b.records.len()).sum::<usize>(), 6);
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+#[test]
+fn half_a_frame_then_zeros_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, _) = fixture(dir.path(), 5, 1 << 20);
+    let good = std::fs::metadata(&last).unwrap().len();
+    let mut frame = Vec::new();
+    let rec = &signals(vec![sig("view", "torn", None, Some(1), None)])[0];
+    encode_frame(
+        &mut frame,
+        FrameMeta {
+            lsn: 6,
+            time: u64::MAX,
+            clock_ms: 0,
+        },
+        rec,
+    )
+    .unwrap();
+    frame.truncate(frame.len() / 2);
+    frame.resize(frame.len() + (1 << 16), 0);
+    append(&last, &frame);
+    assert_torn_then_repaired(dir.path(), &last, good);
+}
+
+#[test]
+fn a_zeroed_record_followed_by_records_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, starts) = fixture(dir.path(), 8, 1 << 20);
+    let mut bytes = std::fs::read(&last).unwrap();
+    let (at, end) = (starts[3] as usize, starts[4] as usize);
+    bytes[at..end].fill(0);
+    std::fs::write(&last, &bytes).unwrap();
+    assert_corrupt(dir.path(), &last, starts[3]);
+}
+
+/// The writer allocates the active segment ahead of its records (on Linux): a reader sees
+/// every committed record while it runs; sealed segments, and the last one once the writer
+/// stops, hold their records only.
+#[test]
+fn the_active_segment_is_allocated_ahead_and_trimmed_when_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), ClockMode::Event);
+    opts.segment_bytes = 4096;
+    let (wal, _feed, _) = open(opts);
+    let n = 100;
+    for i in 0..n {
+        wal.submit_blocking(signals(vec![sig("view", &format!("item-{i}"), None, None, None)]))
+            .unwrap();
+    }
+    let mut reader = WalReader::open(dir.path(), false).unwrap();
+    assert_eq!(reader.by_ref().map(|b| b.unwrap().records.len()).sum::<usize>(), n);
+    let segs = segment_paths(dir.path());
+    assert!(segs.len() > 2);
+    let active = segs.last().unwrap();
+    let ends_in_zeros = reader.zero_tails().iter().map(|(f, _)| f.clone()).collect::<Vec<_>>();
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            ends_in_zeros,
+            std::slice::from_ref(active),
+            "only the active segment is allocated ahead"
+        );
+    } else {
+        assert!(ends_in_zeros.is_empty());
+    }
+    wal.shutdown();
+    let mut reader = WalReader::open(dir.path(), false).unwrap();
+    assert_eq!(reader.by_ref().map(|b| b.unwrap().records.len()).sum::<usize>(), n);
+    assert!(reader.zero_tails().is_empty(), "a stopped writer trims its segment");
+    assert_eq!(
+        reader.end_position().map(|e| e.1),
+        Some(std::fs::metadata(active).unwrap().len())
+    );
+}

@@ -10,7 +10,7 @@ use tidal_core::time::{Time, clock_of};
 
 use super::error::WalError;
 use super::format::{self, FrameMeta, HEADER_BYTES};
-use super::segment::{SegmentFile, list_segments, valid_frame_after};
+use super::segment::{SegmentFile, list_segments, valid_frame_after, zero_tail};
 
 /// One decoded record with its stamp.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +43,9 @@ pub struct WalReader {
     pending: Option<ReadRecord>,
     pending_err: Option<WalError>,
     torn: Option<(PathBuf, u64)>,
+    /// Segments that end in zeros past their records (allocated ahead by the writer), with
+    /// the offset where the zeros start.
+    zero_tails: Vec<(PathBuf, u64)>,
     finished: bool,
     end: Option<(PathBuf, u64)>,
 }
@@ -63,6 +66,7 @@ impl WalReader {
             pending: None,
             pending_err: None,
             torn: None,
+            zero_tails: Vec::new(),
             finished: false,
             end: None,
         })
@@ -89,6 +93,13 @@ impl WalReader {
     /// reader has reached it.
     pub fn torn_tail(&self) -> Option<(PathBuf, u64)> {
         self.torn.clone()
+    }
+
+    /// The segments read so far that end in zeros past their records (space the writer
+    /// allocated ahead and had not written: the end of the records, not damage), each with the
+    /// offset where the zeros start.
+    pub fn zero_tails(&self) -> &[(PathBuf, u64)] {
+        &self.zero_tails
     }
 
     /// The LSN the next record would have (1 for an empty log), as far as read.
@@ -191,6 +202,17 @@ impl WalReader {
                 return Ok(None);
             }
             let at_end = self.current.as_ref().is_none_or(|c| c.pos >= c.data.len());
+            if !at_end
+                && let Some(cur) = &mut self.current
+                && cur.data.get(cur.pos..cur.pos + 4) == Some(&[0; 4])
+                && zero_tail(&cur.data, cur.pos)
+            {
+                // Zeros past the records: this segment's records end here.
+                self.zero_tails.push((cur.path.clone(), cur.pos as u64));
+                self.end = Some((cur.path.clone(), cur.pos as u64));
+                cur.pos = cur.data.len();
+                continue;
+            }
             if at_end {
                 if !self.load_next_segment()? {
                     self.finished = true;

@@ -89,6 +89,11 @@ fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> R
         }
         on_recovered(batch);
     }
+    // Space the writer had allocated past its records (a stop without sealing): trimmed, so
+    // the writer appends at the records' end.
+    for (file, offset) in reader.zero_tails() {
+        trim(file, *offset)?;
+    }
     if let Some((file, offset)) = reader.torn_tail() {
         truncate_torn_tail(&file, offset)?;
         sync_dir(&opts.dir)?;
@@ -115,5 +120,15 @@ fn truncate_torn_tail(file: &std::path::Path, offset: u64) -> Result<(), WalErro
         "WAL tail torn (a record cut short, most likely by a crash): truncating to the last whole record"
     );
     f.set_len(offset).map_err(|e| WalError::io(file, e))?;
+    f.sync_all().map_err(|e| WalError::io(file, e))
+}
+
+/// Cuts `file` to `len` bytes (the zeros past its records), synced.
+fn trim(file: &std::path::Path, len: u64) -> Result<(), WalError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(file)
+        .map_err(|e| WalError::io(file, e))?;
+    f.set_len(len).map_err(|e| WalError::io(file, e))?;
     f.sync_all().map_err(|e| WalError::io(file, e))
 }

@@ -1,9 +1,16 @@
 //! Segment files: their names (`wal-<first lsn, 20 digits>.log`, so that they sort lexically
 //! in log order), listing them, telling a torn tail from damage in the middle, and the
 //! append-only file the writer thread owns, sealed and replaced past a size limit.
+//!
+//! The writer allocates the active segment ahead of its records, [`PREALLOC_BYTES`] at a
+//! time (where the platform can): a write inside the file's length leaves its size alone, so
+//! the sync after it has no size to journal (on ext4 an `fdatasync` after an append took
+//! ~175 µs here, after a write into allocated space ~117 µs). What lies past the last record
+//! is zeros until written: readers take a zero tail for the end of the records, and the
+//! writer trims it off when it seals the segment or stops.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tidal_core::time::Durability;
@@ -99,24 +106,52 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     .map_err(|e| WalError::io(dir, e))
 }
 
+/// Bytes the writer allocates ahead of its records at a time.
+pub(crate) const PREALLOC_BYTES: u64 = 8 << 20;
+
+/// Whether `data` is zeros from `from` on: what a segment allocated ahead of its records
+/// holds past them.
+pub(crate) fn zero_tail(data: &[u8], from: usize) -> bool {
+    data.get(from..).is_some_and(|rest| rest.iter().all(|&b| b == 0))
+}
+
+/// Allocates `file` up to `to` bytes from `from` (its length grows to `to`, zeros read
+/// back). Where the platform has no such call, nothing is allocated.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, to - from)?;
+    Ok(true)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _from: u64, _to: u64) -> std::io::Result<bool> {
+    Ok(false)
+}
+
 /// The segment the writer appends to.
 pub(crate) struct ActiveSegment {
     pub path: PathBuf,
-    pub file: File,
-    /// Bytes in the file.
+    file: File,
+    /// Bytes of the header and records, where the next record goes.
     pub len: u64,
+    /// The file's length: `len` and the zeros allocated past it.
+    allocated: u64,
+    /// Whether allocating ahead works here (it is not tried again once it failed).
+    preallocate: bool,
     /// Whether it holds any record.
     pub has_records: bool,
 }
 
 impl ActiveSegment {
-    /// Opens an existing segment for appending; writes the header if the file is empty.
+    /// Opens an existing segment to append to, at its end (a recovery has trimmed any zeros
+    /// past its records); writes the header if the file is empty.
     pub fn open_existing(path: &Path, durability: Durability) -> Result<ActiveSegment, WalError> {
         let mut file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(path)
             .map_err(|e| WalError::io(path, e))?;
         let mut len = file.metadata().map_err(|e| WalError::io(path, e))?.len();
+        file.seek(SeekFrom::Start(len)).map_err(|e| WalError::io(path, e))?;
         if len == 0 {
             file.write_all(&format::header()).map_err(|e| WalError::io(path, e))?;
             sync_file(&file, durability).map_err(|e| WalError::io(path, e))?;
@@ -127,6 +162,8 @@ impl ActiveSegment {
             path: path.to_path_buf(),
             file,
             len,
+            allocated: len,
+            preallocate: true,
             has_records,
         })
     }
@@ -136,7 +173,7 @@ impl ActiveSegment {
         let path = dir.join(segment_name(first_lsn));
         let mut file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| WalError::io(&path, e))?;
         file.write_all(&format::header()).map_err(|e| WalError::io(&path, e))?;
@@ -148,7 +185,45 @@ impl ActiveSegment {
             path,
             file,
             len: HEADER_BYTES as u64,
+            allocated: HEADER_BYTES as u64,
+            preallocate: true,
             has_records: false,
         })
+    }
+
+    /// Writes `buf` after the last record (allocating ahead first when it would not fit).
+    /// Not synced.
+    pub fn write(&mut self, buf: &[u8]) -> Result<(), WalError> {
+        let end = self.len + buf.len() as u64;
+        if self.preallocate && end > self.allocated {
+            let to = end.max(self.allocated + PREALLOC_BYTES);
+            match allocate(&self.file, self.allocated, to) {
+                Ok(true) => self.allocated = to,
+                Ok(false) => self.preallocate = false,
+                Err(e) => {
+                    tracing::debug!(file = %self.path.display(), error = %e, "WAL segment not allocated ahead");
+                    self.preallocate = false;
+                }
+            }
+        }
+        self.file.write_all(buf).map_err(|e| WalError::io(&self.path, e))?;
+        self.len = end;
+        self.allocated = self.allocated.max(end);
+        Ok(())
+    }
+
+    /// Syncs per the durability mode.
+    pub fn sync(&self, durability: Durability) -> Result<(), WalError> {
+        sync_file(&self.file, durability).map_err(|e| WalError::io(&self.path, e))
+    }
+
+    /// Cuts off the zeros allocated past the last record and syncs everything (the segment
+    /// is sealed, or the writer stops).
+    pub fn seal(&mut self) -> Result<(), WalError> {
+        if self.allocated > self.len {
+            self.file.set_len(self.len).map_err(|e| WalError::io(&self.path, e))?;
+            self.allocated = self.len;
+        }
+        self.file.sync_all().map_err(|e| WalError::io(&self.path, e))
     }
 }

@@ -19,7 +19,7 @@ use super::dedup::Dedup;
 use super::format::{self, FrameMeta, MAX_FRAME_BYTES};
 use super::handle::{Reply, Status, Submission, WalHandle};
 use super::recovery::Recovered;
-use super::segment::{ActiveSegment, sync_file};
+use super::segment::ActiveSegment;
 use super::{Commit, WalError, WalOptions};
 use crate::feed::Feed;
 
@@ -138,8 +138,8 @@ impl Writer {
 
     fn finish(&mut self) {
         if self.poison.is_none()
-            && let Some(seg) = &self.active
-            && let Err(e) = seg.file.sync_all()
+            && let Some(seg) = &mut self.active
+            && let Err(e) = seg.seal()
         {
             tracing::error!(file = %seg.path.display(), error = %e, "WAL sync at shutdown failed");
         }
@@ -366,19 +366,16 @@ impl Writer {
             .as_ref()
             .is_none_or(|a| a.has_records && a.len >= self.opts.segment_bytes);
         if full {
-            if let Some(old) = self.active.take()
-                && durability != tidal_core::Durability::Buffer
-            {
-                old.file.sync_all().map_err(|e| WalError::io(&old.path, e))?;
+            // Sealed without the zeros allocated past its records, before the next exists.
+            if let Some(mut old) = self.active.take() {
+                old.seal()?;
             }
             self.active = Some(ActiveSegment::create(&self.opts.dir, self.next_lsn, durability)?);
         }
         let Some(seg) = self.active.as_mut() else {
             return Err(WalError::Closed);
         };
-        use std::io::Write;
-        seg.file.write_all(&self.buf).map_err(|e| WalError::io(&seg.path, e))?;
-        seg.len += self.buf.len() as u64;
+        seg.write(&self.buf)?;
         seg.has_records = true;
         let injected = self.opts.fail_sync.as_ref().is_some_and(|f| f.load(Ordering::Acquire));
         if injected {
@@ -387,7 +384,7 @@ impl Writer {
                 std::io::Error::other("injected sync failure (fault-injection hook)"),
             ));
         }
-        sync_file(&seg.file, durability).map_err(|e| WalError::io(&seg.path, e))
+        seg.sync(durability)
     }
 }
 
