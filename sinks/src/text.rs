@@ -44,6 +44,10 @@ const WRITER_BYTES: usize = 32_000_000;
 /// What a saved index starts with (its format's version in the last byte).
 const MAGIC: &[u8] = b"tidal-text\x01";
 
+/// A save is left out while more changes than this wait for a commit (a catch-up's): the
+/// commit it needs would hold the sink's changes back until they are all indexed.
+const SAVE_PENDING_MAX: usize = 1 << 16;
+
 /// The seed of the hash a saved index keeps of each document's title and text. A build whose
 /// hash differs only indexes every document again after a restart.
 const CONTENT_SEED: u64 = 0x7469_6461_6c74_7874;
@@ -78,8 +82,8 @@ struct Writer {
     /// Per indexed item id, the metadata its document was made from (the version's own,
     /// shared): a put that leaves the title and text alone (a new embedding, category, ...)
     /// does not replace the document (a replaced document stays in BM25's statistics until
-    /// its segment is merged).
-    indexed: HashMap<Arc<str>, Arc<ItemMeta>, RandomState>,
+    /// its segment is merged); and the hash of that title and text, which a save keeps.
+    indexed: HashMap<Arc<str>, (Arc<ItemMeta>, u64), RandomState>,
     /// The documents of a restored index not confirmed yet, each with the hash of its title
     /// and text: the first put of the id with the same ones keeps the document instead of
     /// writing it again ([`TextIndex::forget_unconfirmed`] deletes those left).
@@ -94,10 +98,6 @@ impl std::fmt::Debug for TextIndex {
         f.debug_struct("TextIndex").finish_non_exhaustive()
     }
 }
-
-/// A document as a save finds it: its item id and the metadata it was made from, or, for a
-/// restored document not confirmed yet, the hash it was saved with.
-type SavedDoc = (Arc<str>, Result<Arc<ItemMeta>, u64>);
 
 /// The hash a saved index keeps of a document's title and text.
 fn content_hash(meta: &ItemMeta) -> u64 {
@@ -182,15 +182,23 @@ impl TextIndex {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The index as a checkpoint keeps it (`None`: empty, or it could not be read): its
-    /// committed files (what was pending is committed first) and, per document, the item id
-    /// and the hash of the title and text it was made from.
+    /// The index as a checkpoint keeps it (`None`: empty, it could not be read, or a
+    /// catch-up's changes are waiting for a commit): its committed files (what was pending is
+    /// committed first) and, per document, the item id and the hash of the title and text it
+    /// was made from.
     pub fn save(&self) -> Option<Vec<u8>> {
         let (files, docs) = {
             let mut w = self.writer.lock().ok()?;
             // Taken under the writer's lock, which a restore holds while it replaces it.
             let live = self.live();
             if w.indexed.is_empty() {
+                return None;
+            }
+            if w.pending > SAVE_PENDING_MAX {
+                tracing::debug!(
+                    pending = w.pending,
+                    "the text index is not saved while a catch-up's changes wait"
+                );
                 return None;
             }
             self.commit(&mut w, &live);
@@ -201,14 +209,23 @@ impl TextIndex {
                     return None;
                 }
             };
-            // A restore's documents not confirmed yet are still in the files: kept with
-            // their hashes.
-            let mut docs: Vec<SavedDoc> = w.indexed.iter().map(|(k, m)| (k.clone(), Ok(m.clone()))).collect();
-            docs.extend(w.saved.iter().map(|(k, h)| (Arc::from(&**k), Err(*h))));
+            // Encoded here, under the lock (ids and hashes only); a restore's documents not
+            // confirmed yet are still in the files: kept with their hashes.
+            let count = w.indexed.len() + w.saved.len();
+            let mut docs = Vec::with_capacity(8 + count * 24);
+            put_u64(&mut docs, count as u64);
+            for (id, (_, hash)) in &w.indexed {
+                put_str(&mut docs, id);
+                put_u64(&mut docs, *hash);
+            }
+            for (id, hash) in &w.saved {
+                put_str(&mut docs, id);
+                put_u64(&mut docs, *hash);
+            }
             (files, docs)
         };
         let mut out =
-            Vec::with_capacity(MAGIC.len() + files.iter().map(|f| f.1.len() + 64).sum::<usize>() + docs.len() * 24);
+            Vec::with_capacity(MAGIC.len() + files.iter().map(|f| f.1.len() + 64).sum::<usize>() + docs.len());
         out.extend_from_slice(MAGIC);
         put_u64(&mut out, files.len() as u64);
         for (path, bytes) in &files {
@@ -216,11 +233,7 @@ impl TextIndex {
             put_u64(&mut out, bytes.len() as u64);
             out.extend_from_slice(bytes);
         }
-        put_u64(&mut out, docs.len() as u64);
-        for (id, meta) in &docs {
-            put_str(&mut out, id);
-            put_u64(&mut out, meta.as_ref().map_or_else(|h| *h, |m| content_hash(m)));
-        }
+        out.extend_from_slice(&docs);
         Some(out)
     }
 
@@ -339,14 +352,16 @@ impl TextIndex {
                 if let Some(m) = now
                     && content_hash(m) == hash
                 {
-                    w.indexed.insert(c.id.clone(), m.clone());
+                    w.indexed.insert(c.id.clone(), (m.clone(), hash));
                     continue;
                 }
                 restored = true;
             }
             let indexed = match (w.indexed.get_mut(&c.id), now) {
                 (None, None) if !restored => continue,
-                (Some(old), Some(new)) if Arc::ptr_eq(old, new) || (old.title == new.title && old.text == new.text) => {
+                (Some((old, _)), Some(new))
+                    if Arc::ptr_eq(old, new) || (old.title == new.title && old.text == new.text) =>
+                {
                     // The same document; the newest metadata is kept (not the old one alive).
                     *old = new.clone();
                     continue;
@@ -360,7 +375,7 @@ impl TextIndex {
                 writer.delete_term(Term::from_field_text(self.id, &c.id));
             }
             match now {
-                Some(m) => w.indexed.insert(c.id.clone(), m.clone()),
+                Some(m) => w.indexed.insert(c.id.clone(), (m.clone(), content_hash(m))),
                 None => w.indexed.remove(&c.id),
             };
             if let Some(meta) = now {
@@ -770,6 +785,21 @@ mod tests {
             assert_eq!(again.len(), live);
             assert_eq!(search(&again, "piano"), search(&fresh, "piano"));
         }
+    }
+
+    /// A catch-up's uncommitted changes are not committed by a save (it would hold the sink
+    /// back until they are indexed): the save is left out until they are.
+    #[test]
+    fn a_save_waits_for_a_catch_up_to_be_committed() {
+        let t = TextIndex::new(Duration::from_secs(3600), false);
+        let changes: Vec<ItemChange> = (0..SAVE_PENDING_MAX + 1)
+            .map(|i| put(&format!("i{i}"), "a", ""))
+            .collect();
+        t.apply(&changes);
+        assert!(t.save().is_none());
+        t.refresh(true);
+        assert!(t.save().is_some());
+        assert_eq!(t.len() as usize, SAVE_PENDING_MAX + 1);
     }
 
     #[test]
