@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tidal_core::flow::ItemKey;
@@ -79,9 +79,13 @@ pub struct Ann {
 
 #[derive(Default)]
 struct Inner {
-    /// usearch's own thread contexts are sized at `reserve`: calls are serialised here rather
-    /// than relying on that count matching the readers.
-    index: Mutex<Indexed>,
+    /// Inserts and loads write; searches and saves read, so a checkpoint's save (a copy of
+    /// the whole graph, hundreds of milliseconds at a million items) does not hold searches
+    /// back.
+    index: RwLock<Indexed>,
+    /// usearch's own thread contexts are sized at `reserve`: searches are serialised here
+    /// rather than relying on that count matching the readers.
+    searching: Mutex<()>,
     /// The frontier of the last version handed over, and of the last one applied.
     queued: AtomicU64,
     applied: AtomicU64,
@@ -197,7 +201,7 @@ impl Ann {
     /// far, each item with its embedding's hash (what it has not inserted yet is inserted
     /// after a restart, like any embedding the index lacks).
     pub fn save(&self) -> Option<Vec<u8>> {
-        let guard = self.inner.index.lock().ok()?;
+        let guard = self.inner.index.read().ok()?;
         let index = guard.index.as_ref()?;
         if index.size() == 0 {
             return None;
@@ -226,7 +230,7 @@ impl Ann {
     /// Loads an index [`save`](Self::save)d by a checkpoint, before anything is applied.
     /// A damaged one is left out with a warning (the restored embeddings rebuild it).
     pub fn restore(&self, bytes: &[u8]) {
-        if let Ok(mut guard) = self.inner.index.lock() {
+        if let Ok(mut guard) = self.inner.index.write() {
             load_into(&mut guard, bytes);
         }
     }
@@ -241,7 +245,7 @@ impl Ann {
         let spawned = std::thread::Builder::new()
             .name("tidal-ann-load".into())
             .spawn(move || {
-                let mut guard = inner.index.lock().unwrap_or_else(|p| p.into_inner());
+                let mut guard = inner.index.write().unwrap_or_else(|p| p.into_inner());
                 let _ = locked.send(());
                 load_into(&mut guard, &bytes);
             });
@@ -257,7 +261,10 @@ impl Ann {
 
     /// Up to `count` item keys nearest to `query` among those `admit` accepts, nearest first.
     pub fn search(&self, query: &[f32], count: usize, admit: impl Fn(ItemKey) -> bool) -> Vec<ItemKey> {
-        let Ok(guard) = self.inner.index.lock() else {
+        let Ok(_searching) = self.inner.searching.lock() else {
+            return Vec::new();
+        };
+        let Ok(guard) = self.inner.index.read() else {
             return Vec::new();
         };
         let Some(index) = guard.index.as_ref() else {
@@ -285,7 +292,7 @@ impl Ann {
     pub fn len(&self) -> usize {
         self.inner
             .index
-            .lock()
+            .read()
             .ok()
             .and_then(|g| g.index.as_ref().map(Index::size))
             .unwrap_or(0)
@@ -365,7 +372,7 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
 
 impl Inner {
     fn insert(&self, changes: &[(ItemKey, Option<Embedded>)]) {
-        let Ok(mut guard) = self.index.lock() else { return };
+        let Ok(mut guard) = self.index.write() else { return };
         let Indexed { index, hashes } = &mut *guard;
         if index.is_none() {
             let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(|e| e.vector().len())) else {
@@ -532,6 +539,35 @@ mod control {
         ann.hold(false);
         assert!(ann.wait_for(1, Duration::from_secs(30)), "released: applied");
         assert_eq!(ann.len(), 50);
+    }
+
+    /// A save reads the index as searches do: a search runs while a save holds the index
+    /// (a checkpoint's copy of a large graph held for_you back for up to a second), and an
+    /// insert waits for both.
+    #[test]
+    fn searches_go_on_while_a_save_holds_the_index() {
+        let ann = Arc::new(Ann::default());
+        ann.apply(1, some(50));
+        assert!(ann.wait_for(1, Duration::from_secs(30)));
+        let saving = ann.inner.index.read().expect("a save's hold");
+        let (done, found) = channel();
+        let searcher = ann.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(searcher.search(&[1.0, 1.0, 0.0], 5, |_| true).len());
+        });
+        assert_eq!(
+            found.recv_timeout(Duration::from_secs(10)),
+            Ok(5),
+            "the search waited for the save"
+        );
+        ann.apply(2, some(60));
+        assert!(
+            !ann.wait_for(2, Duration::from_millis(200)),
+            "an insert waits for the save"
+        );
+        drop(saving);
+        assert!(ann.wait_for(2, Duration::from_secs(30)));
+        assert_eq!(ann.len(), 60);
     }
 
     #[test]
