@@ -199,25 +199,14 @@ impl Ann {
 
     /// The index as a checkpoint keeps it (`None`: empty): what the applier has inserted so
     /// far, each item with its embedding's hash (what it has not inserted yet is inserted
-    /// after a restart, like any embedding the index lacks).
+    /// after a restart, like any embedding the index lacks). In memory whole: see
+    /// [`save_into`](Self::save_into) for a checkpoint's.
     pub fn save(&self) -> Option<Vec<u8>> {
         let guard = self.inner.index.read().ok()?;
-        let index = guard.index.as_ref()?;
-        if index.size() == 0 {
-            return None;
-        }
+        let index = guard.index.as_ref().filter(|i| i.size() > 0)?;
         let len = index.serialized_length();
         let mut out = Vec::with_capacity(MAGIC.len() + 24 + 16 * guard.hashes.len() + len);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(index.dimensions() as u64).to_le_bytes());
-        out.extend_from_slice(&(guard.hashes.len() as u64).to_le_bytes());
-        let mut hashes: Vec<(&ItemKey, &u64)> = guard.hashes.iter().collect();
-        hashes.sort_unstable();
-        for (k, h) in hashes {
-            out.extend_from_slice(&k.to_le_bytes());
-            out.extend_from_slice(&h.to_le_bytes());
-        }
-        out.extend_from_slice(&(len as u64).to_le_bytes());
+        write_head(&guard, index, len as u64, &mut out).ok()?;
         let at = out.len();
         out.resize(at + len, 0);
         if let Err(e) = index.save_to_buffer(&mut out[at..]) {
@@ -225,6 +214,41 @@ impl Ann {
             return None;
         }
         Some(out)
+    }
+
+    /// Writes what [`save`](Self::save) returns into `w` without holding it in memory: the
+    /// graph goes through the file `scratch` (removed afterwards). A checkpoint's copy of a
+    /// million 64-dim items is ~300 MB: allocated, faulted in and freed at once, it held the
+    /// process's other threads (a single-signal POST waited up to ~200 ms). Whether anything
+    /// was written (not when the index is empty).
+    pub fn save_into(&self, scratch: &std::path::Path, w: &mut dyn std::io::Write) -> std::io::Result<bool> {
+        let Ok(guard) = self.inner.index.read() else {
+            return Ok(false);
+        };
+        let Some(index) = guard.index.as_ref().filter(|i| i.size() > 0) else {
+            return Ok(false);
+        };
+        let path = scratch
+            .to_str()
+            .ok_or_else(|| std::io::Error::other("a scratch path that is not UTF-8"))?;
+        let saved = index
+            .save(path)
+            .map_err(|e| std::io::Error::other(format!("cannot save the nearest-item index: {e}")));
+        let copied = saved.and_then(|()| {
+            let mut file = std::fs::File::open(scratch)?;
+            let len = file.metadata()?.len();
+            write_head(&guard, index, len, w)?;
+            let copied = std::io::copy(&mut file, w)?;
+            if copied == len {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(
+                    "the saved nearest-item index changed while it was copied",
+                ))
+            }
+        });
+        let _ = std::fs::remove_file(scratch);
+        copied.map(|()| true)
     }
 
     /// Loads an index [`save`](Self::save)d by a checkpoint, before anything is applied.
@@ -302,6 +326,23 @@ impl Ann {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What precedes a saved graph of `len` bytes: the magic, the dimension, and each item with
+/// its embedding's hash (in key order).
+fn write_head(indexed: &Indexed, index: &Index, len: u64, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 24 + 16 * indexed.hashes.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(index.dimensions() as u64).to_le_bytes());
+    out.extend_from_slice(&(indexed.hashes.len() as u64).to_le_bytes());
+    let mut hashes: Vec<(&ItemKey, &u64)> = indexed.hashes.iter().collect();
+    hashes.sort_unstable();
+    for (k, h) in hashes {
+        out.extend_from_slice(&k.to_le_bytes());
+        out.extend_from_slice(&h.to_le_bytes());
+    }
+    out.extend_from_slice(&len.to_le_bytes());
+    w.write_all(&out)
 }
 
 /// A saved index read back into `indexed`; a damaged one is left out with a warning.
@@ -478,6 +519,14 @@ mod tests {
         // Saved and restored: the same answers, and handing the same embeddings over again
         // inserts nothing (a changed one is replaced).
         let saved = ann.save().expect("saved");
+        // A checkpoint's save, through a scratch file, writes the same bytes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scratch = dir.path().join("scratch");
+        let mut streamed = Vec::new();
+        assert!(ann.save_into(&scratch, &mut streamed).expect("streamed"));
+        assert!(streamed == saved, "the streamed save differs");
+        assert!(!scratch.exists(), "the scratch file is removed");
+        assert!(!Ann::default().save_into(&scratch, &mut Vec::new()).expect("empty"));
         let restored = Ann::default();
         restored.restore(&saved);
         assert_eq!(restored.len(), 2999);

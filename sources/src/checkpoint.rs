@@ -11,6 +11,7 @@
 //! warning (the one before, or the whole WAL, is used instead).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -120,8 +121,13 @@ struct Done {
     latest: Option<Manifest>,
 }
 
-/// Extra parts of a checkpoint produced outside the dataflow (the WAL's dedup window).
-pub type ExtraParts = Box<dyn Fn() -> Vec<(String, Vec<u8>)> + Send>;
+/// Extra parts of a checkpoint produced outside the dataflow (the WAL's dedup window, the
+/// serving indexes): each named, with what writes its bytes into the part (`scratch`: a path
+/// in the checkpoint directory it may use for a file of its own, and must remove).
+pub type ExtraParts = Box<dyn Fn() -> Vec<(String, ExtraFill)> + Send>;
+
+/// Writes an extra part's bytes: given a scratch path and the part's writer.
+pub type ExtraFill = Box<dyn FnOnce(&Path, &mut dyn Write) -> std::io::Result<()> + Send>;
 
 /// This process's checkpoint writer: a background thread.
 pub struct Checkpointer {
@@ -296,9 +302,11 @@ fn writer(
             };
             // The extra parts (the WAL's dedup window) come with the first part.
             let extras = extra.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f());
-            for (name, bytes) in extras.unwrap_or_default() {
+            for (name, fill) in extras.unwrap_or_default() {
+                let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
+                let mut fill = Some(fill);
                 let staged = stage(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), &mut |w| {
-                    w.write_all(&bytes)
+                    fill.take().map_or(Ok(()), |f| f(&scratch, w))
                 });
                 place_part(&mut g, name, staged);
             }
@@ -368,7 +376,6 @@ fn finish(dir: &Path, g: Gathering, layout: &Layout) -> std::io::Result<Manifest
     let json = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
     let path = g.dir.join("MANIFEST");
     {
-        use std::io::Write;
         let mut f = std::fs::File::create(&path)?;
         f.write_all(&json)?;
         f.sync_all()?;

@@ -20,6 +20,7 @@ mod users;
 mod write;
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ use tidal_core::record::{Position, Record};
 use tidal_core::time::ClockMode;
 use tidal_dataflows::{Agreement, CommunicationConfig, EngineOptions};
 use tidal_sinks::Shards;
-use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
+use tidal_sources::checkpoint::{self, Checkpointer, ExtraFill, Layout, Manifest, schema_fingerprint};
 use tidal_sources::source::RunLog;
 use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
@@ -296,16 +297,21 @@ impl Tidal {
         let snapshot_wal = wal.clone();
         let snapshot_shards = pipeline.shards().clone();
         checkpointer.set_extra(Box::new(move || {
-            let mut extra = vec![(DEDUP_PART.to_string(), snapshot_wal.dedup_snapshot())];
-            // The nearest-item indexes and the text index, so that a restart does not rebuild
-            // them.
+            let bytes = |b: Vec<u8>| -> ExtraFill { Box::new(move |_: &Path, w: &mut dyn Write| w.write_all(&b)) };
+            let mut extra = vec![(DEDUP_PART.to_string(), bytes(snapshot_wal.dedup_snapshot()))];
+            // The nearest-item indexes (streamed: a graph is hundreds of megabytes) and the
+            // text index, so that a restart does not rebuild them.
             for (index, shard) in snapshot_shards.local() {
-                if let Some(bytes) = shard.ann().save() {
-                    extra.push((ann_part(index), bytes));
+                if !shard.ann().is_empty() {
+                    let shard = shard.clone();
+                    let fill: ExtraFill = Box::new(move |scratch: &Path, w: &mut dyn Write| {
+                        shard.ann().save_into(scratch, w).map(|_| ())
+                    });
+                    extra.push((ann_part(index), fill));
                 }
             }
-            if let Some(bytes) = snapshot_shards.text().save() {
-                extra.push((TEXT_PART.to_string(), bytes));
+            if let Some(text) = snapshot_shards.text().save() {
+                extra.push((TEXT_PART.to_string(), bytes(text)));
             }
             extra
         }));

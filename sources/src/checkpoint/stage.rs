@@ -19,6 +19,40 @@ pub(super) struct Staged {
     pub(super) blake3: String,
 }
 
+/// Bytes a staging file takes before they are synced: a part reaches the disk a few
+/// megabytes at a time, not hundreds at once when the checkpoint is gathered (every WAL sync
+/// meanwhile waited behind that writeback).
+const PACE: u64 = 8 << 20;
+
+/// A staging file synced every [`PACE`] bytes.
+struct Paced {
+    file: std::fs::File,
+    unsynced: u64,
+}
+
+impl Paced {
+    fn new(file: std::fs::File) -> Paced {
+        Paced { file, unsynced: 0 }
+    }
+}
+
+impl Write for Paced {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(PACE - self.unsynced).unwrap_or(usize::MAX);
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
+        self.unsynced += n as u64;
+        if self.unsynced >= PACE {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// A writer that hashes and counts what goes through it.
 struct Hashing<W> {
     inner: W,
@@ -44,7 +78,7 @@ impl<W: Write> Write for Hashing<W> {
 pub(super) fn stage(path: &Path, fill: PartFill<'_>) -> Option<Staged> {
     let staged = std::fs::File::create(path).and_then(|f| {
         let mut w = Hashing {
-            inner: std::io::BufWriter::with_capacity(CHUNK, f),
+            inner: std::io::BufWriter::with_capacity(CHUNK, Paced::new(f)),
             hasher: blake3::Hasher::new(),
             bytes: 0,
         };
@@ -132,7 +166,7 @@ fn write_chunks(
 ) -> std::io::Result<Staged> {
     let f = std::fs::File::create(path)?;
     let mut w = Hashing {
-        inner: f,
+        inner: Paced::new(f),
         hasher: blake3::Hasher::new(),
         bytes: 0,
     };
