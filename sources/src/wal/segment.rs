@@ -217,12 +217,15 @@ impl ActiveSegment {
         sync_file(&self.file, durability).map_err(|e| WalError::io(&self.path, e))
     }
 
-    /// Cuts off the zeros allocated past the last record and syncs everything (the segment
-    /// is sealed, or the writer stops).
-    pub fn seal(&mut self) -> Result<(), WalError> {
+    /// Cuts off the zeros allocated past the last record and syncs everything unless the
+    /// durability mode is `buffer` (the segment is sealed, or the writer stops).
+    pub fn seal(&mut self, durability: Durability) -> Result<(), WalError> {
         if self.allocated > self.len {
             self.file.set_len(self.len).map_err(|e| WalError::io(&self.path, e))?;
             self.allocated = self.len;
+        }
+        if durability == Durability::Buffer {
+            return Ok(());
         }
         self.file.sync_all().map_err(|e| WalError::io(&self.path, e))
     }

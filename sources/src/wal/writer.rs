@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tidal_core::record::{CommittedBatch, LoggedRecord, Record};
-use tidal_core::time::{ClockMode, MAX_TS_MS, wall_clock_ms};
+use tidal_core::time::{ClockMode, Durability, MAX_TS_MS, wall_clock_ms};
 
 use super::clock::CommitClock;
 use super::dedup::Dedup;
@@ -139,7 +139,8 @@ impl Writer {
     fn finish(&mut self) {
         if self.poison.is_none()
             && let Some(seg) = &mut self.active
-            && let Err(e) = seg.seal()
+            // A stop syncs whatever the durability mode.
+            && let Err(e) = seg.seal(Durability::Fsync)
         {
             tracing::error!(file = %seg.path.display(), error = %e, "WAL sync at shutdown failed");
         }
@@ -368,7 +369,7 @@ impl Writer {
         if full {
             // Sealed without the zeros allocated past its records, before the next exists.
             if let Some(mut old) = self.active.take() {
-                old.seal()?;
+                old.seal(durability)?;
             }
             self.active = Some(ActiveSegment::create(&self.opts.dir, self.next_lsn, durability)?);
         }
