@@ -197,11 +197,10 @@ impl Ann {
         }
     }
 
-    /// The index as a checkpoint keeps it (`None`: empty): what the applier has inserted so
-    /// far, each item with its embedding's hash (what it has not inserted yet is inserted
-    /// after a restart, like any embedding the index lacks). In memory whole: see
-    /// [`save_into`](Self::save_into) for a checkpoint's.
-    pub fn save(&self) -> Option<Vec<u8>> {
+    /// What [`save_into`](Self::save_into) writes, in memory whole (`None`: empty): what
+    /// the tests compare a checkpoint's save with.
+    #[cfg(test)]
+    fn save(&self) -> Option<Vec<u8>> {
         let guard = self.inner.index.read().ok()?;
         let index = guard.index.as_ref().filter(|i| i.size() > 0)?;
         let len = index.serialized_length();
@@ -216,8 +215,10 @@ impl Ann {
         Some(out)
     }
 
-    /// Writes what [`save`](Self::save) returns into `w` without holding it in memory: the
-    /// graph goes through the file `scratch` (removed afterwards). A checkpoint's copy of a
+    /// The index as a checkpoint keeps it: what the applier has inserted so far, each item
+    /// with its embedding's hash (what it has not inserted yet is inserted after a restart,
+    /// like any embedding the index lacks), written into `w` without holding it in memory:
+    /// the graph goes through the file `scratch` (removed afterwards). A checkpoint's copy of a
     /// million 64-dim items is ~300 MB: allocated, faulted in and freed at once, it held the
     /// process's other threads (a single-signal POST waited up to ~200 ms). Whether anything
     /// was written (not when the index is empty).
@@ -251,9 +252,11 @@ impl Ann {
         copied.map(|()| true)
     }
 
-    /// Loads an index [`save`](Self::save)d by a checkpoint, before anything is applied.
-    /// A damaged one is left out with a warning (the restored embeddings rebuild it).
-    pub fn restore(&self, bytes: &[u8]) {
+    /// Loads an index [`save_into`](Self::save_into) wrote for a checkpoint, before anything is applied.
+    /// A damaged one is left out with a warning (the restored embeddings rebuild it). A
+    /// start uses [`restore_later`](Self::restore_later).
+    #[cfg(test)]
+    fn restore(&self, bytes: &[u8]) {
         if let Ok(mut guard) = self.inner.index.write() {
             load_into(&mut guard, bytes);
         }

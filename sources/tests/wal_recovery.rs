@@ -88,11 +88,8 @@ fn assert_torn_then_repaired(dir: &Path, last: &Path, good_len: u64) {
     assert!(verify(dir).unwrap().is_clean());
 }
 
-#[test]
-fn half_a_frame_at_the_end_is_a_torn_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let (last, _) = fixture(dir.path(), 5, 1 << 20);
-    let good = std::fs::metadata(&last).unwrap().len();
+/// The first half of the frame record 6 would have: what a crash mid-write leaves.
+fn half_a_frame() -> Vec<u8> {
     let mut frame = Vec::new();
     let rec = &signals(vec![sig("view", "torn", None, Some(1), None)])[0];
     encode_frame(
@@ -105,7 +102,17 @@ fn half_a_frame_at_the_end_is_a_torn_tail() {
         rec,
     )
     .unwrap();
-    append(&last, &frame[..frame.len() / 2]);
+    frame.truncate(frame.len() / 2);
+    frame
+}
+
+#[test]
+fn half_a_frame_at_the_end_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, _) = fixture(dir.path(), 5, 1 << 20);
+    let good = std::fs::metadata(&last).unwrap().len();
+    let frame = half_a_frame();
+    append(&last, &frame);
     assert_torn_then_repaired(dir.path(), &last, good);
 }
 
@@ -270,19 +277,7 @@ fn half_a_frame_then_zeros_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (last, _) = fixture(dir.path(), 5, 1 << 20);
     let good = std::fs::metadata(&last).unwrap().len();
-    let mut frame = Vec::new();
-    let rec = &signals(vec![sig("view", "torn", None, Some(1), None)])[0];
-    encode_frame(
-        &mut frame,
-        FrameMeta {
-            lsn: 6,
-            time: u64::MAX,
-            clock_ms: 0,
-        },
-        rec,
-    )
-    .unwrap();
-    frame.truncate(frame.len() / 2);
+    let mut frame = half_a_frame();
     frame.resize(frame.len() + (1 << 16), 0);
     append(&last, &frame);
     assert_torn_then_repaired(dir.path(), &last, good);

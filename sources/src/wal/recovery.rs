@@ -108,22 +108,17 @@ fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> R
 }
 
 fn truncate_torn_tail(file: &std::path::Path, offset: u64) -> Result<(), WalError> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(file)
-        .map_err(|e| WalError::io(file, e))?;
-    let len = f.metadata().map_err(|e| WalError::io(file, e))?.len();
+    let len = std::fs::metadata(file).map_err(|e| WalError::io(file, e))?.len();
     tracing::warn!(
         file = %file.display(),
         offset,
         dropped_bytes = len.saturating_sub(offset),
         "WAL tail torn (a record cut short, most likely by a crash): truncating to the last whole record"
     );
-    f.set_len(offset).map_err(|e| WalError::io(file, e))?;
-    f.sync_all().map_err(|e| WalError::io(file, e))
+    trim(file, offset)
 }
 
-/// Cuts `file` to `len` bytes (the zeros past its records), synced.
+/// Cuts `file` to `len` bytes (a torn tail, or the zeros past its records), synced.
 fn trim(file: &std::path::Path, len: u64) -> Result<(), WalError> {
     let f = OpenOptions::new()
         .write(true)
