@@ -200,6 +200,16 @@ async fn overload_is_503_with_retry_after_and_reads_go_on() {
     let (s, h, v) = a.call(req).await;
     assert_error(s, &v, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
     assert_eq!(h[header::RETRY_AFTER], "1");
+    // Refused before the body is parsed: a flood of refused requests costs no checking, so
+    // even a body that would be a 400 is answered 503 while overloaded.
+    let req = Request::post("/v1/signals")
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from(
+            "{\"type\": \"view\", \"item\": \"e\"}\nnot json\n".repeat(2000),
+        ))
+        .unwrap();
+    let (s, _, v) = a.call(req).await;
+    assert_error(s, &v, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
     for path in ["/v1/items/x", "/v1/clock"] {
         let (s, _) = a
             .send(if path == "/v1/clock" { "POST" } else { "PUT" }, path, Some(json!({})))

@@ -97,6 +97,9 @@ pub async fn post_signals(
 ) -> Result<Json<SignalsAck>, ApiError> {
     let result = async {
         let raw = body(raw)?;
+        // Refused before the body is parsed: checking thousands of records only to answer 503
+        // would take the cores from the dataflow that has to catch up.
+        state.tidal.admit()?;
         let small = raw.len() <= INLINE_BODY;
         let ndjson = headers
             .get(header::CONTENT_TYPE)

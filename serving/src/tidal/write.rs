@@ -30,6 +30,7 @@ impl Tidal {
     /// [`signals`](Self::signals) without blocking: refused with [`Error::Overloaded`] when
     /// the WAL queue is full or the dataflow is too far behind.
     pub async fn signals_async(&self, signals: Vec<NewSignal>) -> Result<SignalsAck> {
+        self.admit()?;
         let record = self.signals_record(signals)?;
         self.write_signals_async(record).await
     }
@@ -259,7 +260,10 @@ impl Tidal {
     }
 
     /// Refuses a write while the dataflow is more than `engine.max_lag_signals` behind the WAL.
-    fn admit(&self) -> Result<()> {
+    /// A caller that has a large body to check asks this first, so that a refused request
+    /// costs no parsing: under a flood of writes the refusals must leave the cores to the
+    /// dataflow that has to catch up.
+    pub fn admit(&self) -> Result<()> {
         let max = self.config.engine.max_lag_signals;
         let behind = self.wal.signals_written().saturating_sub(self.view().position.signals);
         if behind > max {
