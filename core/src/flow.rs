@@ -157,10 +157,22 @@ pub enum Control {
 /// Writes a checkpoint part's bytes into the writer it is given.
 pub type PartFill<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>;
 
+/// Writes a checkpoint part's bytes from a snapshot a worker took, on a thread of the
+/// checkpoint writer's, while the worker goes on.
+pub type LaterFill = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
+/// How a checkpoint part's bytes are made.
+pub enum Fill<'a> {
+    /// Encoded on the worker's thread, now, and streamed out as they are made.
+    Now(PartFill<'a>),
+    /// Encoded later on another thread, from what the worker kept of its state for it.
+    Later(LaterFill),
+}
+
 /// Where a worker's stateful operators put their checkpoint parts: `(frontier, position,
-/// part name, fill)`; the sink calls `fill` with a writer for the part (so a large part is
-/// streamed out, never held whole in memory).
-pub type PartSink = Arc<dyn Fn(Time, Position, String, PartFill<'_>) + Send + Sync>;
+/// part name, fill)`; the sink has `fill` write into a writer for the part (so a large part
+/// is streamed out, never held whole in memory).
+pub type PartSink = Arc<dyn Fn(Time, Position, String, Fill<'_>) + Send + Sync>;
 
 /// A checkpoint to start from: the frontier and position it covers and its parts by name.
 #[derive(Debug, Default)]
@@ -203,16 +215,24 @@ impl Persist {
             .remove(&part_name(index, what))
     }
 
-    /// Hands over this worker's part `what` of the checkpoint at `frontier`.
-    pub fn write(&self, index: usize, what: &str, frontier: Time, position: Position, bytes: Vec<u8>) {
-        self.write_with(index, what, frontier, position, &mut |w| w.write_all(&bytes));
-    }
-
     /// Writes this worker's part `what` of the checkpoint at `frontier` through `fill`.
     pub fn write_with(&self, index: usize, what: &str, frontier: Time, position: Position, fill: PartFill<'_>) {
         if let Some(sink) = &self.parts {
-            sink(frontier, position, part_name(index, what), fill);
+            sink(frontier, position, part_name(index, what), Fill::Now(fill));
         }
+    }
+
+    /// Hands over this worker's part `what` of the checkpoint at `frontier` as `fill`, which
+    /// writes it later on another thread from a snapshot of the state.
+    pub fn write_later(&self, index: usize, what: &str, frontier: Time, position: Position, fill: LaterFill) {
+        if let Some(sink) = &self.parts {
+            sink(frontier, position, part_name(index, what), Fill::Later(fill));
+        }
+    }
+
+    /// Whether checkpoint parts are written at all (a snapshot is taken only then).
+    pub fn writes(&self) -> bool {
+        self.parts.is_some()
     }
 }
 

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 mod read;
 mod stage;
 pub use read::{CheckpointError, Loaded, load_at, load_latest, verified};
-use stage::{Staged, stage, stage_behind};
+use stage::{Staged, stage, stage_behind, stage_later};
 
-use tidal_core::flow::PartFill;
+use tidal_core::flow::Fill;
 use tidal_core::record::Position;
 use tidal_core::time::Time;
 
@@ -192,7 +192,7 @@ impl Checkpointer {
     /// its bytes on the caller's thread and hands them over a chunk at a time to a thread
     /// that writes them into a staging file, which the writer thread then syncs and moves
     /// into the checkpoint.
-    pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: PartFill<'_>) {
+    pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: Fill<'_>) {
         // Unique: two checkpoints may cover the same LSN.
         let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.join(format!("{STAGING}{}-{seq}-{name}", position.lsn));
@@ -202,14 +202,18 @@ impl Checkpointer {
         };
         let began = Instant::now();
         let part = name.clone();
-        stage_behind(path, fill, move |staged| {
+        let done = move |staged| {
             let _ = tx.send(Msg::Part {
                 frontier,
                 position,
                 name: part,
                 staged,
             });
-        });
+        };
+        match fill {
+            Fill::Now(fill) => stage_behind(path, fill, done),
+            Fill::Later(fill) => stage_later(path, fill, done),
+        }
         // The caller (a worker, standing still while it encodes its part) took this long.
         tracing::debug!(
             part = %name,
