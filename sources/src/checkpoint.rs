@@ -188,10 +188,11 @@ impl Checkpointer {
         *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(extra);
     }
 
-    /// Writes one part of the checkpoint at `frontier` covering `position`: `fill` encodes
-    /// its bytes on the caller's thread and hands them over a chunk at a time to a thread
-    /// that writes them into a staging file, which the writer thread then syncs and moves
-    /// into the checkpoint.
+    /// Writes one part of the checkpoint at `frontier` covering `position` into a staging
+    /// file, which the writer thread then syncs and moves into the checkpoint. A
+    /// [`Fill::Now`] encodes its bytes on the caller's thread and hands them over a chunk at a
+    /// time to a thread that writes them; a [`Fill::Later`] is run on that thread, and this
+    /// returns at once.
     pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: Fill<'_>) {
         // Unique: two checkpoints may cover the same LSN.
         let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
