@@ -1,8 +1,10 @@
-//! Criterion micro-benchmarks of the hot arithmetic: window-lane updates and decay terms.
+//! Criterion micro-benchmarks of the hot arithmetic (window-lane updates and decay terms) and
+//! of the checkpoint codec (a pending-retraction list encoded as varints).
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use differential_dataflow::difference::Semigroup;
 
+use tidal_core::codec::Codec;
 use tidal_core::features::{Lanes, TOTAL_LANE, decay_fixed, epoch_of, hot_key, weight_fixed};
 
 fn lanes(c: &mut Criterion) {
@@ -29,5 +31,31 @@ fn decay(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lanes, decay);
+/// 100k updates shaped like a cohort rollup's pending retractions: `((cohort, kind, lane),
+/// item)` and a fixed-point weight.
+fn codec(c: &mut Criterion) {
+    type Update = (((u64, u16, u16), u64), std::num::Wrapping<i64>);
+    let updates: Vec<Update> = (0..100_000u64)
+        .map(|i| {
+            let key = (
+                (i.wrapping_mul(0x9E37_79B9_7F4A_7C15), (i % 6) as u16, (i % 61) as u16),
+                i * 7,
+            );
+            (key, std::num::Wrapping(-((i as i64) << 40)))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(4 << 20);
+    c.bench_function("codec_put_100k_pending_updates", |b| {
+        b.iter(|| {
+            out.clear();
+            for (p, d) in &updates {
+                p.put(&mut out);
+                d.put(&mut out);
+            }
+            black_box(out.len())
+        })
+    });
+}
+
+criterion_group!(benches, lanes, decay, codec);
 criterion_main!(benches);
