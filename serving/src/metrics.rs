@@ -218,6 +218,7 @@ impl Metrics {
             ("cohort_pending", c.cohort_pending),
             ("users", c.users),
             ("serving_keys", s.serving_keys as u64),
+            ("nearest_index_waiting", s.nearest_waiting),
         ] {
             self.state.get_or_create(&StateLabel { part }).set(v as i64);
         }

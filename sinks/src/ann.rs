@@ -91,6 +91,9 @@ struct Inner {
     applied: AtomicU64,
     /// Items inserted into the graph (not counting those a restored index already held).
     inserted: AtomicU64,
+    /// Embedding changes handed over and not applied yet (what a restart would insert again
+    /// were the index saved now).
+    waiting: AtomicU64,
     /// While set, the applier inserts nothing (a recovery keeps both cores for the dataflow).
     held: AtomicBool,
 }
@@ -144,6 +147,7 @@ impl Ann {
         }
         self.inner.queued.fetch_max(frontier, Ordering::SeqCst);
         let Ok(mut tx) = self.tx.lock() else { return };
+        let count = changes.len() as u64;
         if tx.is_none() {
             let (sender, receiver) = channel();
             let inner = self.inner.clone();
@@ -160,10 +164,12 @@ impl Ann {
                 }
             }
         }
-        if let Some(sender) = tx.as_ref()
-            && sender.send((frontier, changes)).is_err()
-        {
-            tracing::warn!("the nearest-item index thread stopped");
+        if let Some(sender) = tx.as_ref() {
+            self.inner.waiting.fetch_add(count, Ordering::Relaxed);
+            if sender.send((frontier, changes)).is_err() {
+                self.inner.waiting.fetch_sub(count, Ordering::Relaxed);
+                tracing::warn!("the nearest-item index thread stopped");
+            }
         }
     }
 
@@ -249,6 +255,13 @@ impl Ann {
             }
         });
         let _ = std::fs::remove_file(scratch);
+        let waiting = self.waiting();
+        if copied.is_ok() && waiting > 0 {
+            tracing::info!(
+                waiting,
+                "the nearest-item index is saved without the embedding changes still waiting; a restart from this checkpoint inserts them"
+            );
+        }
         copied.map(|()| true)
     }
 
@@ -307,6 +320,12 @@ impl Ann {
                 Vec::new()
             }
         }
+    }
+
+    /// Embedding changes handed over and not in the index yet (inserts wait while a
+    /// recovery runs, and a million of them take minutes).
+    pub fn waiting(&self) -> u64 {
+        self.inner.waiting.load(Ordering::Relaxed)
     }
 
     /// Items this index inserted since it was created or restored (those a restored index
@@ -409,6 +428,7 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
                 std::thread::sleep(Duration::from_millis(10));
             }
             inner.insert(chunk);
+            inner.waiting.fetch_sub(chunk.len() as u64, Ordering::Relaxed);
         }
         inner.applied.fetch_max(frontier, Ordering::SeqCst);
     }
@@ -588,9 +608,13 @@ mod control {
         ann.apply(1, some(50));
         assert!(!ann.wait_for(1, Duration::from_millis(200)), "held: not applied");
         assert_eq!(ann.len(), 0);
+        assert_eq!(ann.waiting(), 50, "every change handed over waits");
+        ann.apply(2, some(20));
+        assert_eq!(ann.waiting(), 70);
         ann.hold(false);
-        assert!(ann.wait_for(1, Duration::from_secs(30)), "released: applied");
+        assert!(ann.wait_for(2, Duration::from_secs(30)), "released: applied");
         assert_eq!(ann.len(), 50);
+        assert_eq!(ann.waiting(), 0, "none left once applied");
     }
 
     /// A save reads the index as searches do: a search runs while a save holds the index

@@ -136,6 +136,8 @@ pub struct Stats {
     pub state: tidal_core::stats::StateCounts,
     /// Item keys in the serving state.
     pub serving_keys: usize,
+    /// Embedding changes waiting for the nearest-item index.
+    pub nearest_waiting: u64,
     /// The LSN the newest complete checkpoint covers (0: none yet).
     pub checkpoint_lsn: u64,
     /// WAL records replayed at the last start (those after the checkpoint it loaded).
@@ -439,6 +441,7 @@ impl Tidal {
                 .map(|p| p.state())
                 .unwrap_or_default(),
             serving_keys: snap.shards.iter().map(|s| s.key_count()).sum(),
+            nearest_waiting: snap.shards.iter().map(|s| s.ann().waiting()).sum(),
             checkpoint_lsn: self.checkpointer.latest().map_or(0, |m| m.position.lsn),
             recovered_records: self.recovered_records,
             restored_lsn: self.restored_lsn,
