@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 mod read;
 mod stage;
 pub use read::{CheckpointError, Loaded, load_at, load_latest, verified};
-use stage::{Staged, stage, stage_behind, stage_later};
+use stage::{Staged, stage_behind, stage_owned};
 
-use tidal_core::flow::Fill;
+use tidal_core::flow::{Fill, LaterFill};
 use tidal_core::record::Position;
 use tidal_core::time::Time;
 
@@ -94,14 +94,23 @@ fn name_of(lsn: u64, frontier: Time) -> String {
 }
 
 enum Msg {
-    /// A part written into a staging file by a worker, to be moved into its checkpoint.
+    /// A worker's part, to be moved into its checkpoint.
     Part {
         frontier: Time,
         position: Position,
         name: String,
-        /// The staging file, or `None` when it could not be written (the checkpoint fails).
-        staged: Option<Staged>,
+        bytes: Bytes,
     },
+}
+
+/// A part's bytes as the writer thread receives them.
+enum Bytes {
+    /// In a staging file already, or `None` when it could not be written (the checkpoint
+    /// fails).
+    Staged(Option<Staged>),
+    /// To be written into this staging file on the writer thread, from what the worker kept
+    /// of its state (as the extra parts are).
+    Later(PathBuf, LaterFill),
 }
 
 /// Prefix of the staging files parts are streamed into before they join their checkpoint.
@@ -191,8 +200,8 @@ impl Checkpointer {
     /// Writes one part of the checkpoint at `frontier` covering `position` into a staging
     /// file, which the writer thread then syncs and moves into the checkpoint. A
     /// [`Fill::Now`] encodes its bytes on the caller's thread and hands them over a chunk at a
-    /// time to a thread that writes them; a [`Fill::Later`] is run on that thread, and this
-    /// returns at once.
+    /// time to a thread that writes them; a [`Fill::Later`] is handed to the writer thread,
+    /// which runs it as it does the extra parts, and this returns at once.
     pub fn part_with(&self, frontier: Time, position: Position, name: String, fill: Fill<'_>) {
         // Unique: two checkpoints may cover the same LSN.
         let seq = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -203,17 +212,17 @@ impl Checkpointer {
         };
         let began = Instant::now();
         let part = name.clone();
-        let done = move |staged| {
+        let send = move |bytes| {
             let _ = tx.send(Msg::Part {
                 frontier,
                 position,
                 name: part,
-                staged,
+                bytes,
             });
         };
         match fill {
-            Fill::Now(fill) => stage_behind(path, fill, done),
-            Fill::Later(fill) => stage_later(path, fill, done),
+            Fill::Now(fill) => stage_behind(path, fill, move |staged| send(Bytes::Staged(staged))),
+            Fill::Later(fill) => send(Bytes::Later(path, fill)),
         }
         // The caller (a worker, standing still while it encodes its part) took this long.
         tracing::debug!(
@@ -284,7 +293,7 @@ fn writer(
         frontier,
         position,
         name,
-        staged,
+        bytes,
     }) = rx.recv()
     {
         let lsn = position.lsn;
@@ -309,14 +318,20 @@ fn writer(
             let extras = extra.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f());
             for (name, fill) in extras.unwrap_or_default() {
                 let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
-                let mut fill = Some(fill);
-                let staged = stage(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), &mut |w| {
-                    fill.take().map_or(Ok(()), |f| f(&scratch, w))
-                });
+                let staged = stage_owned(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), |w| fill(&scratch, w));
                 place_part(&mut g, name, staged);
             }
             g
         });
+        let staged = match bytes {
+            Bytes::Staged(staged) => staged,
+            Bytes::Later(path, fill) => {
+                let began = Instant::now();
+                let staged = stage_owned(&path, fill);
+                tracing::debug!(part = %name, ms = began.elapsed().as_secs_f64() * 1e3, "checkpoint part staged");
+                staged
+            }
+        };
         place_part(g, name, staged);
         let extras = g.files.iter().filter(|f| !f.name.starts_with('w')).count();
         if g.files.len() - extras < parts {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::Instant;
 
-use tidal_core::flow::{LaterFill, PartFill};
+use tidal_core::flow::PartFill;
 
 /// A part in its staging file: where, how long, its BLAKE3.
 pub(super) struct Staged {
@@ -114,6 +114,13 @@ pub(super) fn stage(path: &Path, fill: PartFill<'_>) -> Option<Staged> {
     settle(path, staged)
 }
 
+/// [`stage`] for a fill that runs once and owns what it writes (a part made from a snapshot,
+/// an extra part).
+pub(super) fn stage_owned(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Option<Staged> {
+    let mut fill = Some(fill);
+    stage(path, &mut |w| fill.take().map_or(Ok(()), |f| f(w)))
+}
+
 fn staged_at<W>(path: &Path, w: &Hashing<W>) -> Staged {
     Staged {
         path: path.to_path_buf(),
@@ -180,36 +187,6 @@ pub(super) fn stage_behind(
         failed.store(true, Ordering::Release);
     }
     // Dropping the sender (with `w`) ends the part.
-}
-
-/// Writes a part into the staging file `path` on a thread of its own, from what `fill` holds,
-/// then hands the result to `done`; returns at once (in place when no thread can be started).
-pub(super) fn stage_later(path: PathBuf, fill: LaterFill, done: impl FnOnce(Option<Staged>) + Send + 'static) {
-    let job = Arc::new(std::sync::Mutex::new(Some((fill, done))));
-    let run = {
-        let job = job.clone();
-        move || {
-            let taken = job.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some((fill, done)) = taken {
-                let began = Instant::now();
-                let mut fill = Some(fill);
-                let staged = stage(&path, &mut |w| fill.take().map_or(Ok(()), |f| f(w)));
-                tracing::debug!(
-                    file = %path.display(),
-                    ms = began.elapsed().as_secs_f64() * 1e3,
-                    "checkpoint part staged"
-                );
-                done(staged);
-            }
-        }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("tidal-checkpoint-part".into())
-        .spawn(run.clone())
-    {
-        tracing::warn!(error = %e, "cannot start a checkpoint part's writer; writing it in place");
-        run();
-    }
 }
 
 /// The staging thread: writes and hashes each chunk, gives the buffer back for reuse.
@@ -340,35 +317,21 @@ mod tests {
     #[test]
     fn a_part_written_later_is_its_bytes_with_their_hash_and_a_failed_one_is_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (tx, rx) = channel();
-        // The fill owns its snapshot and runs on another thread after the caller returned.
+        // The fill owns its snapshot.
         let snapshot: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let want = snapshot.clone();
         let path = dir.path().join("part");
-        let done = tx.clone();
-        stage_later(path.clone(), Box::new(move |w| w.write_all(&snapshot)), move |s| {
-            let _ = done.send(s);
-        });
-        let s = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("reported")
-            .expect("staged");
+        let s = stage_owned(&path, move |w| w.write_all(&snapshot)).expect("staged");
         assert_eq!(std::fs::read(&path).expect("read back"), want);
         assert_eq!(s.bytes, want.len() as u64);
         assert_eq!(s.blake3, blake3::hash(&want).to_hex().to_string());
 
         let failed = dir.path().join("failed");
-        stage_later(
-            failed.clone(),
-            Box::new(|w| {
-                w.write_all(b"half")?;
-                Err(std::io::Error::other("the encoding failed"))
-            }),
-            move |s| {
-                let _ = tx.send(s);
-            },
-        );
-        assert!(rx.recv_timeout(Duration::from_secs(30)).expect("reported").is_none());
+        let s = stage_owned(&failed, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("the encoding failed"))
+        });
+        assert!(s.is_none());
         assert!(!failed.exists(), "the staging file is removed");
     }
 }
