@@ -98,23 +98,44 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     let config = load_config(&opts)?;
     let addr = check_listen(&config)?;
     let data_dir = config.engine.data_dir.clone();
-    let tidal = Arc::new(Tidal::open(config)?);
     let io = |reason: std::io::Error| Error::Listen {
         addr: addr.to_string(),
         reason: reason.to_string(),
     };
-    let state = AppState::new(tidal.clone()).map_err(io)?;
-    let watch = tidal.clone();
-    if watch.peers().is_some() {
-        quiet_cluster_panics();
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidal-http")
         .build()
         .map_err(io)?;
+    // The listener is bound before the engine starts: while it recovers (and, in a cluster,
+    // waits for the other processes) every request is answered 503 saying so.
+    let bound = std::net::TcpListener::bind(addr).map_err(io)?;
+    bound.set_nonblocking(true).map_err(io)?;
+    let starting = {
+        let _in_rt = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(bound.try_clone().map_err(io)?).map_err(io)?;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, tidal_serving::http::starting(starting_why(&config)))
+            .with_graceful_shutdown(async move {
+                let _ = started_rx.await;
+            });
+        (rt.spawn(async move { server.await }), started_tx)
+    };
+    tracing::info!(local = %bound.local_addr().map_err(io)?, "tidal is starting: requests are answered 503 until it serves");
+    let opened = Tidal::open(config);
+    // The engine is up (or will not be): the answers that said so stop, and the real ones
+    // begin on the same socket (connections made in between wait in its backlog).
+    let (task, started) = starting;
+    let _ = started.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), task).await });
+    let tidal = Arc::new(opened?);
+    let state = AppState::new(tidal.clone()).map_err(io)?;
+    let watch = tidal.clone();
+    if watch.peers().is_some() {
+        quiet_cluster_panics();
+    }
     let result: Result<Option<String>, Error> = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+        let listener = tokio::net::TcpListener::from_std(bound).map_err(io)?;
         let local = listener.local_addr().map_err(io)?;
         tracing::info!(%local, "tidal is serving");
         println!("tidal serving on http://{local} (data in {data_dir})");
@@ -169,6 +190,24 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
             rejoin(why)
         }
     }
+}
+
+/// What a request is told while the engine starts.
+fn starting_why(config: &Config) -> String {
+    let dir = &config.engine.data_dir;
+    if config.cluster.is_single() {
+        return format!("tidal is starting: loading its checkpoint and replaying its WAL in {dir}");
+    }
+    let others: Vec<String> = (config.cluster.processes.iter().enumerate())
+        .filter(|(i, _)| *i != config.cluster.process_id)
+        .map(|(i, p)| format!("process {i} at {}", p.timely))
+        .collect();
+    format!(
+        "tidal process {} of {} is starting: it serves once every process of the cluster has connected ({}) and it has recovered its WAL in {dir}",
+        config.cluster.process_id,
+        config.cluster.processes.len(),
+        others.join(", ")
+    )
 }
 
 /// When a process of the cluster goes away, timely's network and worker threads stop by

@@ -548,3 +548,54 @@ fn a_bad_hostfile_is_refused_naming_the_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--processes"), "{err}");
 }
+
+#[test]
+fn a_process_waiting_for_its_cluster_answers_503_naming_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::new(dir.path());
+    let p0 = cluster.launch(dir.path(), 0);
+    // Process 1 is not started: process 0 listens already, and says what it waits for.
+    let url = |path: &str| format!("http://{}{path}", cluster.http[0]);
+    let mut answer = None;
+    wait_until("process 0 to answer while it waits", Duration::from_secs(30), || {
+        match ureq::get(&url("/healthz")).call() {
+            Err(ureq::Error::Status(status, resp)) => answer = Some((status, resp)),
+            Ok(resp) => answer = Some((resp.status(), resp)),
+            Err(_) => {}
+        }
+        answer.is_some()
+    });
+    let (status, resp) = answer.expect("an answer");
+    assert_eq!(status, 503);
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    let v: Value = serde_json::from_str(&resp.into_string().expect("body")).expect("json");
+    assert_eq!(v["error"]["code"], "starting", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("process 0 of 2"), "{message}");
+    let hosts = std::fs::read_to_string(&cluster.hosts).expect("hostfile");
+    let peer = hosts
+        .lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("peer");
+    assert!(
+        message.contains(peer),
+        "names the process it waits for ({peer}): {message}"
+    );
+    // A write is refused alike: nothing is taken before the engine runs.
+    let (status, v) = common::send(
+        ureq::post(&url("/v1/signals")),
+        json!({"type": "like", "item": "m1"}).to_string(),
+        "application/json",
+    );
+    assert_eq!((status, v["error"]["code"].as_str()), (503, Some("starting")), "{v}");
+    // Once the other process starts, both serve.
+    let p1 = cluster.launch(dir.path(), 1);
+    let (p0, p1) = (p0.wait(), p1.wait());
+    for s in [&p0, &p1] {
+        let (status, v) = s.get("/healthz");
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = p0.post("/v1/signals", &json!({"type": "like", "item": "m1"}));
+    assert_eq!(status, 200, "{v}");
+}

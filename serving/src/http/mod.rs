@@ -159,6 +159,28 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The router of a server that is not serving yet: while the engine recovers its checkpoint
+/// and WAL (and, in a cluster, waits for every process to connect) the listener is already
+/// bound, and every request is answered 503 `starting` with `Retry-After`, saying why and for
+/// how long so far — a health check or a load balancer gets an answer, not a refused
+/// connection.
+pub fn starting(why: impl Into<String>) -> Router {
+    let why: Arc<str> = why.into().into();
+    let since = std::time::Instant::now();
+    Router::new().fallback(move || {
+        let why = why.clone();
+        async move {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                format!("{why}; {:.1} s so far", since.elapsed().as_secs_f64()),
+            );
+            e.retry_after = Some(Duration::from_secs(1));
+            e
+        }
+    })
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(format!("no endpoint at {} {}", req.method(), req.uri().path()))
 }
