@@ -316,4 +316,11 @@ fn read_your_writes_in_the_wall_clock() {
         .into_string()
         .expect("text");
     assert!(text.contains("tidal_signals_accepted_total 20"), "{text}");
+    // Every acknowledged write's commit is timed: 20 of them, each a positive time.
+    assert!(text.contains("tidal_wal_commit_seconds_count 20"), "{text}");
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tidal_wal_commit_seconds_sum ")?.trim().parse().ok())
+        .expect("tidal_wal_commit_seconds_sum");
+    assert!(sum > 0.0 && sum < 20.0, "{sum}");
 }

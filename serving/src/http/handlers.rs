@@ -118,8 +118,10 @@ pub async fn post_signals(
         } else {
             state.writes.run(check).await??
         };
+        let submitted = Instant::now();
         let ack = state.tidal.write_signals_async(record).await?;
         let m = &state.metrics;
+        m.commit_seconds.observe(submitted.elapsed().as_secs_f64());
         m.batch_size.observe(n as f64);
         m.signals_accepted.inc_by(ack.accepted as u64);
         m.signals_duplicate.inc_by(ack.duplicates as u64);
