@@ -144,8 +144,24 @@ pub fn users<'s>(
                         break;
                     }
                     checkpoints.pop_first();
-                    // The worker stands still while it streams the part out.
-                    persist.write_with(partition.index, "users", f, position, &mut |w| state.save(w));
+                    // The worker takes a reference to every slot; the part is encoded from
+                    // them on the checkpoint writer's thread while the worker goes on.
+                    if persist.writes() {
+                        let began = std::time::Instant::now();
+                        let snapshot = state.snapshot();
+                        tracing::debug!(
+                            users = state.slots.len(),
+                            ms = began.elapsed().as_secs_f64() * 1e3,
+                            "users checkpoint snapshot taken"
+                        );
+                        persist.write_later(
+                            partition.index,
+                            "users",
+                            f,
+                            position,
+                            Box::new(move |w| snapshot.save(w)),
+                        );
+                    }
                 }
                 let (time, caps, control, sigs) = match (next_input, next_expiry) {
                     (None, None) => break,

@@ -6,23 +6,43 @@ use std::sync::Arc;
 
 use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64, put_varint, put_zigzag, put_zigzag128};
 use tidal_core::flow::{CohortId, UserKey};
-use tidal_core::user::{Attributes, Edges, Pull};
+use tidal_core::user::{Attributes, CohortDefs, Edges, Pull};
 
 use super::state::{SHARED_SETS, Slot, Users};
 
 /// Bytes of the part buffered before they are written out.
 const SPILL: usize = 1 << 20;
 
+/// What a checkpoint keeps of the users' state: the declared cohorts and a reference to
+/// every user's slot, taken on the worker in one pass over the table and encoded on the
+/// checkpoint writer's thread ([`UsersSnapshot::save`]). A slot the worker changes
+/// meanwhile is copied for it first, so the snapshot stays as of its frontier.
+pub(super) struct UsersSnapshot {
+    defs: CohortDefs,
+    slots: Vec<(UserKey, Arc<Slot>)>,
+}
+
 impl Users {
+    /// The state as it is now, for a checkpoint part.
+    pub(super) fn snapshot(&self) -> UsersSnapshot {
+        UsersSnapshot {
+            defs: self.defs.clone(),
+            slots: self.slots.iter().map(|(k, s)| (*k, s.clone())).collect(),
+        }
+    }
+}
+
+impl UsersSnapshot {
     /// Writes the declared cohorts and every user's state (a checkpoint) to `w`, through a
     /// buffer of [`SPILL`] bytes (the part is never held whole in memory: a million users
-    /// make hundreds of megabytes, and fresh pages cost the worker more than the encoding).
+    /// make hundreds of megabytes). Each slot is let go once written, so the worker need
+    /// not copy a slot it changes after that.
     ///
     /// Compact: counts, item keys and epochs are varints, a user's mark buckets and pull
     /// times are deltas from the one before, and an attribute set shared among users is
     /// written once, then named by its index (tag 1: a set follows; tag 2: the index of one
     /// written before; tag 0: none).
-    pub(super) fn save(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    pub(super) fn save(self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(SPILL + 4096);
         let out = &mut buf;
         put_varint(out, self.defs.len() as u64);
@@ -34,17 +54,18 @@ impl Users {
                 put_str(out, v);
             }
         }
-        // Sets written so far, by address: the same `Arc` is the same set.
-        let mut written: HashMap<usize, u64> = HashMap::new();
+        // Sets written so far, by address: the same `Arc` is the same set (each one kept
+        // alive here, so that its address is not taken by another while the part is made).
+        let mut written: HashMap<usize, (u64, Attributes)> = HashMap::new();
         put_varint(out, self.slots.len() as u64);
         // Users a batch at a time: a first pass touches each one's slot and lists (loads
         // that do not wait on one another, so their cache misses overlap), the second
         // encodes them from the cache. One after the other, the misses made the part.
-        let mut users = self.slots.iter();
-        let mut batch: Vec<(UserKey, &Slot)> = Vec::with_capacity(BATCH);
+        let mut users = self.slots.into_iter();
+        let mut batch: Vec<(UserKey, Arc<Slot>)> = Vec::with_capacity(BATCH);
         loop {
             batch.clear();
-            batch.extend(users.by_ref().take(BATCH).map(|(k, s)| (*k, &**s)));
+            batch.extend(users.by_ref().take(BATCH));
             if batch.is_empty() {
                 break;
             }
@@ -54,8 +75,8 @@ impl Users {
                     .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
             });
             std::hint::black_box(touched);
-            for &(key, slot) in &batch {
-                encode_user(out, &mut written, key, slot);
+            for (key, slot) in &batch {
+                encode_user(out, &mut written, *key, slot);
             }
             if out.len() >= SPILL {
                 w.write_all(out)?;
@@ -64,7 +85,9 @@ impl Users {
         }
         w.write_all(out)
     }
+}
 
+impl Users {
     /// Reads back what [`save`](Self::save) wrote.
     pub(super) fn load(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let mut c = Cursor::new(bytes);
@@ -170,23 +193,23 @@ impl Users {
                 let pull = f64::from_bits(c.u64("pull")?);
                 slot.pulls.push(Pull { ts, item, pull });
             }
-            self.slots.insert(key, Box::new(slot));
+            self.slots.insert(key, Arc::new(slot));
         }
         c.finish()
     }
 }
 
-/// Users encoded between looking ahead in [`Users::save`].
+/// Users encoded between looking ahead in [`UsersSnapshot::save`].
 const BATCH: usize = 64;
 
-/// Appends one user's state (see [`Users::save`]); `written` holds the attribute sets
+/// Appends one user's state (see [`UsersSnapshot::save`]); `written` holds the attribute sets
 /// written so far, by address.
-fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, u64>, key: UserKey, slot: &Slot) {
+fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, (u64, Attributes)>, key: UserKey, slot: &Slot) {
     put_u64(out, key);
     match &slot.attributes {
         Some(a) => {
             let at = Arc::as_ptr(a).cast::<u8>() as usize;
-            if let Some(&i) = written.get(&at) {
+            if let Some(&(i, _)) = written.get(&at) {
                 out.push(2);
                 put_varint(out, i);
             } else {
@@ -197,7 +220,7 @@ fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, u64>, key: UserKe
                     put_str(out, v);
                 }
                 if written.len() < SHARED_SETS {
-                    written.insert(at, written.len() as u64);
+                    written.insert(at, (written.len() as u64, a.clone()));
                 }
             }
         }
@@ -238,5 +261,56 @@ fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, u64>, key: UserKe
         last = p.ts;
         put_varint(out, u64::from(p.item));
         put_u64(out, p.pull.to_bits());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use tidal_core::config::Config;
+    use tidal_core::flow::{Partition, UserSig};
+
+    use super::super::state::Users;
+
+    fn sig(user: u64, item: u64, ts: u64) -> UserSig {
+        UserSig {
+            user,
+            item,
+            kind: 0,
+            ts_eff: ts,
+            weight: 1 << 32,
+            creator: 0,
+            lsn: ts,
+        }
+    }
+
+    fn encoded(users: &Users) -> Vec<u8> {
+        let mut out = Vec::new();
+        users.snapshot().save(&mut out).expect("save");
+        out
+    }
+
+    /// A checkpoint's snapshot is encoded after the worker went on changing its users: it
+    /// still writes them as they were when it was taken.
+    #[test]
+    fn a_snapshot_writes_the_users_as_they_were_when_taken() {
+        let config = Config::default_filled();
+        let mut users = Users::new(&config, Partition::new(0, 1));
+        let mut touched = HashSet::new();
+        let clock = 1_700_000_000_000;
+        for i in 0..300 {
+            users.signal(&sig(i % 20, i, clock + i), clock + i, &mut touched);
+        }
+        let before = encoded(&users);
+        let snapshot = users.snapshot();
+        // The same users and new ones change after it.
+        for i in 0..300 {
+            users.signal(&sig(i % 40, 1000 + i, clock + 500 + i), clock + 500 + i, &mut touched);
+        }
+        let mut later = Vec::new();
+        snapshot.save(&mut later).expect("save");
+        assert_eq!(later, before);
+        assert_ne!(encoded(&users), before, "the users did change");
     }
 }

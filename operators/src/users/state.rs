@@ -65,9 +65,11 @@ pub(super) struct Users {
     pub(super) horizon: u64,
     pub(super) g: u64,
     pub(super) aff_h: u64,
-    /// Boxed: a table of a million users sits at half load after it grows, and 120-byte
-    /// slots inline made that half 130 MB of empty buckets.
-    pub(super) slots: HashMap<UserKey, Box<Slot>>,
+    /// Behind an `Arc`: a table of a million users sits at half load after it grows, and
+    /// 120-byte slots inline made that half 130 MB of empty buckets; and a checkpoint takes
+    /// the slots as they are (one reference each), to be encoded off the worker, while a
+    /// slot changed meanwhile is copied first ([`Arc::make_mut`]).
+    pub(super) slots: HashMap<UserKey, Arc<Slot>>,
     /// Attribute names and values, shared among users.
     pub(super) strings: HashSet<Arc<str>>,
     /// Whole attribute sets, shared among users (a million users with three dimensions have
@@ -225,7 +227,7 @@ impl Users {
             }
             for key in self.by_bucket.pop_first().map(|(_, u)| u).unwrap_or_default() {
                 if let Some(slot) = self.slots.get_mut(&key) {
-                    slot.marks.retain(|m| m.0 != b);
+                    Arc::make_mut(slot).marks.retain(|m| m.0 != b);
                     touched.insert(key);
                 }
             }
@@ -237,7 +239,7 @@ impl Users {
             }
             for key in self.by_epoch.pop_first().map(|(_, u)| u).unwrap_or_default() {
                 if let Some(slot) = self.slots.get_mut(&key) {
-                    slot.affinity.retain(|a| a.1 != e);
+                    Arc::make_mut(slot).affinity.retain(|a| a.1 != e);
                     touched.insert(key);
                 }
             }
@@ -249,6 +251,7 @@ impl Users {
                 side.push(SideUpdate::User(key, None));
                 continue;
             };
+            let slot = Arc::make_mut(slot);
             // Marks sorted, one per (bucket, item), sets merged.
             slot.marks.sort_unstable();
             slot.marks.dedup_by(|next, kept| {
@@ -286,14 +289,14 @@ impl Users {
                     .map(|(k, v)| (self.intern(k), self.intern(v)))
                     .collect::<Vec<_>>();
                 let attrs = self.intern_set(attrs);
-                self.slots.entry(key).or_default().attributes = Some(attrs);
+                Arc::make_mut(self.slots.entry(key).or_default()).attributes = Some(attrs);
                 self.recompute(key, time, members);
                 touched.insert(key);
             }
             Record::UserDelete { id } if self.partition.owns(id) => {
                 let key = id_hash(id);
                 if let Some(slot) = self.slots.remove(&key) {
-                    for c in slot.cohorts {
+                    for &c in &slot.cohorts {
                         members.push(((key, c), time, -1));
                     }
                     touched.insert(key);
@@ -306,7 +309,7 @@ impl Users {
                 active,
             } if self.partition.owns(user) => {
                 let key = id_hash(user);
-                let slot = self.slots.entry(key).or_default();
+                let slot = Arc::make_mut(self.slots.entry(key).or_default());
                 let edges = Arc::make_mut(slot.edges.get_or_insert_with(Default::default));
                 let set = match kind {
                     RelKind::Follow => &mut edges.follows,
@@ -352,11 +355,11 @@ impl Users {
             let is = rule.is_some_and(|r| matches(slot.attributes.as_deref(), r));
             match (slot.cohorts.binary_search(&id), is) {
                 (Err(at), true) => {
-                    slot.cohorts.insert(at, id);
+                    Arc::make_mut(slot).cohorts.insert(at, id);
                     members.push(((*key, id), time, 1));
                 }
                 (Ok(at), false) => {
-                    slot.cohorts.remove(at);
+                    Arc::make_mut(slot).cohorts.remove(at);
                     members.push(((*key, id), time, -1));
                 }
                 _ => {}
@@ -382,7 +385,7 @@ impl Users {
             }
         }
         if let Some(slot) = self.slots.get_mut(&key) {
-            slot.cohorts = now;
+            Arc::make_mut(slot).cohorts = now;
         }
     }
 
@@ -408,7 +411,7 @@ impl Users {
         if !marks_live && !affects && !pulls {
             return;
         }
-        let slot = self.slots.entry(sig.user).or_default();
+        let slot = Arc::make_mut(self.slots.entry(sig.user).or_default());
         if let (true, Some(item)) = (marks_live, item) {
             slot.marks.push((bucket, item, marks));
         }
