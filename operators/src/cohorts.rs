@@ -43,7 +43,7 @@ use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
-use crate::windows::{add_masked, expand_lanes, retraction_span};
+use crate::windows::{add_masked, chained_follow_up, expand_lanes, retraction_span};
 use crate::{KindSpec, SignalEv, kind_specs};
 
 /// Bytes of a checkpoint part buffered before they are written out.
@@ -390,6 +390,18 @@ impl Expander for CohortExpander {
 
     fn retired_until(&self, clock_ms: u64) -> Option<Time> {
         Some(time_at(clock_ms.saturating_add(self.span)))
+    }
+
+    fn follow_up(
+        &self,
+        at: Time,
+        &((item, kind, mask), cohort): &CohortUpdate,
+        diff: &Wrapping<i64>,
+        out: &mut Vec<(Time, CohortUpdate, Wrapping<i64>)>,
+    ) {
+        if let Some(spec) = self.specs.get(usize::from(kind)) {
+            chained_follow_up(spec, at, mask, |t, m| out.push((t, ((item, kind, m), cohort), *diff)));
+        }
     }
 
     fn locate(&self, &((item, kind, _), cohort): &CohortUpdate) -> (ItemKey, usize, CohortId) {

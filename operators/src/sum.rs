@@ -71,6 +71,17 @@ pub(crate) trait Expander: 'static {
         clears: &mut Vec<(Time, usize, Self::Extra)>,
     );
 
+    /// What a waiting update due at `at` schedules once applied, each at a time after `at`
+    /// (a window's `count_2W` retraction after its `count_W` one); nothing by default.
+    fn follow_up(
+        &self,
+        _at: Time,
+        _pending: &Self::Pending,
+        _diff: &Self::Diff,
+        _out: &mut Vec<(Time, Self::Pending, Self::Diff)>,
+    ) {
+    }
+
     /// The sum a waiting update changes: its item, slot (below [`Expander::slots`]) and extra.
     fn locate(&self, pending: &Self::Pending) -> (ItemKey, usize, Self::Extra);
 
@@ -228,8 +239,14 @@ impl<E: Expander> State<E> {
                         continue;
                     }
                     let expander = &self.expander;
+                    expander.follow_up(at, &update, &diff, &mut self.scratch);
                     self.sums
                         .update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
+                }
+                // What they schedule waits for its own time (later than this one: a round
+                // reaching it applies it in order).
+                for (later, update, diff) in self.scratch.drain(..) {
+                    self.pending.push(later, at, update, diff, &due.cap);
                 }
                 for (slot, extra) in due.clears.drain(..) {
                     self.sums.clear_extra(slot, extra);
