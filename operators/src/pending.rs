@@ -3,6 +3,7 @@
 //! time with the one capability that emits its effect.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use timely::dataflow::operators::Capability;
 
@@ -18,7 +19,12 @@ use crate::dense::SPILL;
 /// Updates, clears and retires due at one time, with the capability to emit their effect.
 pub(crate) struct Due<P, D, X> {
     pub(crate) cap: Capability<Time>,
+    /// The updates the worker adds to.
     pub(crate) updates: Vec<(P, D)>,
+    /// Updates handed to a checkpoint's snapshot, to be encoded off the worker: they are
+    /// frozen (new ones go to `updates`) and folded back into `updates` at a consolidation
+    /// once the snapshot has let them go. Usually empty.
+    pub(crate) frozen: Vec<Arc<Vec<(P, D)>>>,
     pub(crate) clears: Vec<(usize, X)>,
     pub(crate) retires: Vec<(ItemKey, u64)>,
     /// Length at which to consolidate next: a multiple of the length after the last one.
@@ -78,6 +84,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
                         let due = Due {
                             cap: cap.delayed(&at),
                             updates: self.take_spare(),
+                            frozen: Vec::new(),
                             clears: Vec::new(),
                             retires: Vec::new(),
                             next_consolidation: MIN_CONSOLIDATION,
@@ -122,13 +129,25 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
     /// Adds an update due at `at`; `now` is the time of the event that made it.
     pub(crate) fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &Capability<Time>) {
         let due = self.bucket(at, cap);
-        due.updates.push((update, diff));
+        let updates = &mut due.updates;
+        updates.push((update, diff));
         let mut held = 1isize;
         // Updates at their event's own time are applied soon: only later ones are consolidated.
-        if at > now && due.updates.len() >= due.next_consolidation {
-            let before = due.updates.len();
-            consolidate(&mut due.updates);
-            let after = due.updates.len();
+        if at > now && updates.len() >= due.next_consolidation {
+            // Frozen updates no snapshot holds any more are consolidated with the others.
+            let mut i = 0;
+            while i < due.frozen.len() {
+                if Arc::strong_count(&due.frozen[i]) == 1 {
+                    if let Ok(v) = Arc::try_unwrap(due.frozen.swap_remove(i)) {
+                        updates.extend(v);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            let before = updates.len();
+            consolidate(updates);
+            let after = updates.len();
             held -= (before - after) as isize;
             // Held at most 2x (4x when consolidating saves little) its distinct updates.
             let factor = if after * 4 <= before * 3 { 2 } else { 4 };
@@ -175,7 +194,9 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
             .filter(|(t, _)| *t == at)
             .for_each(|c| *c = (Time::MAX, usize::MAX));
         let due = self.slots[i].take()?;
-        self.held = self.held.saturating_sub(due.updates.len());
+        self.held = self
+            .held
+            .saturating_sub(due.updates.len() + due.frozen.iter().map(|f| f.len()).sum::<usize>());
         for (slot, extra) in &due.clears {
             self.scheduled.remove(&(at, *slot, *extra));
             if self.last_clear.get(*slot).copied().flatten() == Some((at, *extra)) {
@@ -185,40 +206,23 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
         Some((at, due))
     }
 
-    /// Appends every waiting update, clear and retire, by time (a checkpoint), handing
-    /// `out` to `spill` whenever it holds [`SPILL`] bytes.
-    pub(crate) fn save(
-        &self,
-        out: &mut Vec<u8>,
-        spill: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        put_u64(out, self.order.len() as u64);
+    /// Every waiting update, clear and retire, by time, as they are now: what a checkpoint
+    /// encodes off the worker ([`PendingSnapshot::save`]). The updates are not copied: each
+    /// bucket's are frozen and shared with the snapshot, and the worker's new ones go to a
+    /// fresh vector.
+    pub(crate) fn snapshot(&mut self) -> PendingSnapshot<P, D, X> {
+        let mut buckets = Vec::with_capacity(self.order.len());
         for (&at, &i) in &self.order {
-            let Some(due) = self.slots[i].as_ref() else { continue };
-            put_u64(out, at);
-            put_u64(out, due.updates.len() as u64);
-            for (p, d) in &due.updates {
-                p.put(out);
-                d.put(out);
-                if out.len() >= SPILL {
-                    spill(out)?;
-                }
+            let Some(due) = self.slots[i].as_mut() else { continue };
+            if !due.updates.is_empty() {
+                due.frozen.push(Arc::new(std::mem::take(&mut due.updates)));
             }
-            put_u64(out, due.clears.len() as u64);
-            for (slot, extra) in &due.clears {
-                put_u64(out, *slot as u64);
-                extra.put(out);
-            }
-            put_u64(out, due.retires.len() as u64);
-            for (item, clock) in &due.retires {
-                put_u64(out, *item);
-                put_u64(out, *clock);
-            }
+            buckets.push((at, due.frozen.clone(), due.clears.clone(), due.retires.clone()));
         }
-        Ok(())
+        PendingSnapshot { buckets }
     }
 
-    /// Reads back what [`save`](Self::save) wrote, with capabilities from `cap`.
+    /// Reads back what [`PendingSnapshot::save`] wrote, with capabilities from `cap`.
     pub(crate) fn load(&mut self, c: &mut Cursor<'_>, cap: &Capability<Time>) -> Result<(), DecodeError> {
         let buckets = c.u64("buckets")?;
         for _ in 0..buckets {
@@ -261,6 +265,50 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
         {
             *smallest = updates;
         }
+    }
+}
+
+/// One bucket of a [`PendingSnapshot`]: its time, updates, clears and retires.
+type SnapshotBucket<P, D, X> = (Time, Vec<Arc<Vec<(P, D)>>>, Vec<(usize, X)>, Vec<(ItemKey, u64)>);
+
+/// What a checkpoint keeps of [`Pending`] (see [`Pending::snapshot`]).
+pub(crate) struct PendingSnapshot<P, D, X> {
+    buckets: Vec<SnapshotBucket<P, D, X>>,
+}
+
+impl<P: Codec, D: Codec, X: Codec> PendingSnapshot<P, D, X> {
+    /// Appends every waiting update, clear and retire, by time (a checkpoint), handing
+    /// `out` to `spill` whenever it holds [`SPILL`] bytes; each bucket's updates are let go
+    /// once written (the worker then folds them back at its next consolidation).
+    pub(crate) fn save(
+        self,
+        out: &mut Vec<u8>,
+        spill: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        put_u64(out, self.buckets.len() as u64);
+        for (at, updates, clears, retires) in self.buckets {
+            put_u64(out, at);
+            put_u64(out, updates.iter().map(|u| u.len()).sum::<usize>() as u64);
+            for (p, d) in updates.iter().flat_map(|u| u.iter()) {
+                p.put(out);
+                d.put(out);
+                if out.len() >= SPILL {
+                    spill(out)?;
+                }
+            }
+            drop(updates);
+            put_u64(out, clears.len() as u64);
+            for (slot, extra) in &clears {
+                put_u64(out, *slot as u64);
+                extra.put(out);
+            }
+            put_u64(out, retires.len() as u64);
+            for (item, clock) in &retires {
+                put_u64(out, *item);
+                put_u64(out, *clock);
+            }
+        }
+        Ok(())
     }
 }
 

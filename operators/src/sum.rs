@@ -51,11 +51,11 @@ pub(crate) trait Expander: 'static {
     /// The sum.
     type Sum: Clone + Default + PartialEq + IsZero + Codec + 'static;
     /// What tells apart the sums of one (item, slot).
-    type Extra: Copy + Eq + std::hash::Hash + Codec + 'static;
+    type Extra: Copy + Eq + std::hash::Hash + Codec + Send + Sync + 'static;
     /// An update as held while it waits (compact; ordered for consolidation).
-    type Pending: Ord + Clone + Codec + 'static;
+    type Pending: Ord + Clone + Codec + Send + Sync + 'static;
     /// An update's diff as held while it waits.
-    type Diff: Semigroup + Codec + 'static;
+    type Diff: Semigroup + Codec + Send + Sync + 'static;
 
     /// Number of slots per item (see [`DenseSums`]).
     fn slots(&self) -> usize;
@@ -122,11 +122,12 @@ fn checkpoint_of(ev: &SignalEv) -> (Time, Position) {
     )
 }
 
-/// Everything a keyed sum holds, written into a checkpoint part through `w`, a buffer of
-/// [`SPILL`] bytes at a time (the part is never held whole in memory).
-fn save_state<E: Expander>(
+/// A keyed sum's sums and retired items, written into its checkpoint part through `w`, a
+/// buffer of [`SPILL`] bytes at a time (the part is never held whole in memory). The updates
+/// waiting for later times go into a part of their own ([`pending_part`]), encoded off the
+/// worker from a snapshot.
+fn save_sums<E: Expander>(
     sums: &DenseSums<E::Extra, E::Sum>,
-    pending: &Pending<E::Pending, E::Diff, E::Extra>,
     dead: &HashMap<ItemKey, Time>,
     w: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
@@ -137,13 +138,17 @@ fn save_state<E: Expander>(
         Ok(())
     };
     sums.save(&mut out, &mut spill)?;
-    pending.save(&mut out, &mut spill)?;
     put_u64(&mut out, dead.len() as u64);
     for (k, until) in dead {
         put_u64(&mut out, *k);
         put_u64(&mut out, *until);
     }
     spill(&mut out)
+}
+
+/// The name of the part holding a keyed sum's waiting updates.
+fn pending_part(what: &str) -> String {
+    format!("{what}-pending")
 }
 
 /// The state a keyed sum restores from a checkpoint part.
@@ -153,20 +158,24 @@ type Restored<E> = (
     Vec<(ItemKey, Time)>,
 );
 
+/// Reads back the sums part and the waiting updates' part (which must be there with it).
 fn load_state<E: Expander>(
     bytes: &[u8],
+    pending_bytes: &[u8],
     sums: DenseSums<E::Extra, E::Sum>,
     cap: &Capability<Time>,
 ) -> Result<Restored<E>, DecodeError> {
     let mut sums = sums;
-    let mut pending = Pending::new();
     let mut c = Cursor::new(bytes);
     sums.load(&mut c)?;
-    pending.load(&mut c, cap)?;
     let mut dead = Vec::new();
     for _ in 0..c.u64("retired")? {
         dead.push((c.u64("item")?, c.u64("until")?));
     }
+    c.finish()?;
+    let mut pending = Pending::new();
+    let mut c = Cursor::new(pending_bytes);
+    pending.load(&mut c, cap)?;
     c.finish()?;
     Ok((sums, pending, dead))
 }
@@ -233,15 +242,16 @@ impl<E: Expander> State<E> {
                         }
                     }
                 }
-                for (update, diff) in due.updates.drain(..) {
-                    let (item, slot, extra) = self.expander.locate(&update);
+                // Read in place (a checkpoint's snapshot may still hold the frozen ones).
+                for (update, diff) in due.updates.iter().chain(due.frozen.iter().flat_map(|f| f.iter())) {
+                    let (item, slot, extra) = self.expander.locate(update);
                     if !self.dead.is_empty() && self.dead.contains_key(&item) {
                         continue;
                     }
                     let expander = &self.expander;
-                    expander.follow_up(at, &update, &diff, &mut self.scratch);
+                    expander.follow_up(at, update, diff, &mut self.scratch);
                     self.sums
-                        .update(item, slot, extra, |sum| expander.add(sum, &update, &diff));
+                        .update(item, slot, extra, |sum| expander.add(sum, update, diff));
                 }
                 // What they schedule waits for its own time (later than this one: a round
                 // reaching it applies it in order).
@@ -318,8 +328,11 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // The restored state is emitted (at time 0) in the first activation.
                 let mut restored = false;
                 if let Some(bytes) = persist.take_restored(index, what) {
+                    // A sums part without its waiting updates fails to decode (below).
+                    let pending_bytes = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
                     match load_state::<E>(
                         &bytes,
+                        &pending_bytes,
                         std::mem::replace(&mut state.sums, DenseSums::new(peers, index, slots)),
                         &initial,
                     ) {
@@ -401,10 +414,25 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 }
                                 let position = entry.remove();
                                 state.rounds(frontier, emit);
-                                // The worker stands still while it streams the part out.
+                                // The worker stands still while it streams the sums out; the
+                                // waiting updates are encoded from a snapshot off the worker.
                                 persist.write_with(index, what, frontier, position, &mut |w| {
-                                    save_state::<E>(&state.sums, &state.pending, &state.dead, w)
+                                    save_sums::<E>(&state.sums, &state.dead, w)
                                 });
+                                if persist.writes() {
+                                    let snapshot = state.pending.snapshot();
+                                    let fill = move |w: &mut dyn std::io::Write| {
+                                        let mut out = Vec::with_capacity(SPILL + 4096);
+                                        let mut spill = |out: &mut Vec<u8>| -> std::io::Result<()> {
+                                            w.write_all(out)?;
+                                            out.clear();
+                                            Ok(())
+                                        };
+                                        snapshot.save(&mut out, &mut spill)?;
+                                        spill(&mut out)
+                                    };
+                                    persist.write_later(index, &pending_part(what), frontier, position, Box::new(fill));
+                                }
                             }
                         };
                     while let Some(entry) = held.first_entry() {

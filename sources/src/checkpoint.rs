@@ -28,7 +28,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 /// The format of the files this build writes.
-pub const FORMAT: u32 = 5;
+pub const FORMAT: u32 = 6;
 /// Complete checkpoints kept.
 const KEEP: usize = 2;
 

@@ -50,8 +50,9 @@ const POLL: Duration = Duration::from_micros(250);
 const DEDUP_PART: &str = "dedup";
 /// The checkpoint part of the process's text index.
 const TEXT_PART: &str = "text";
-/// Checkpoint parts each worker writes (entities, windows, decay, users, cohorts, retained).
-const PARTS_PER_WORKER: usize = 6;
+/// Checkpoint parts each worker writes (entities, windows, decay, users, cohorts, retained,
+/// and the waiting updates of windows, decay and cohorts).
+const PARTS_PER_WORKER: usize = 9;
 /// How often a cluster ranking starts over at a newer frontier when a peer no longer holds
 /// the one asked for.
 const CLUSTER_ATTEMPTS: usize = 5;
