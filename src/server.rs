@@ -127,7 +127,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     // begin on the same socket (connections made in between wait in its backlog).
     let (task, started) = starting;
     let _ = started.send(());
-    let _ = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), task).await });
+    let abort = task.abort_handle();
+    let ended = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), task).await });
+    if ended.is_err() {
+        // A connection still open after its last answer is closed with the rest.
+        abort.abort();
+    }
     let tidal = Arc::new(opened?);
     let state = AppState::new(tidal.clone()).map_err(io)?;
     let watch = tidal.clone();

@@ -135,14 +135,10 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
         // Updates at their event's own time are applied soon: only later ones are consolidated.
         if at > now && updates.len() >= due.next_consolidation {
             // Frozen updates no snapshot holds any more are consolidated with the others.
-            let mut i = 0;
-            while i < due.frozen.len() {
-                if Arc::strong_count(&due.frozen[i]) == 1 {
-                    if let Ok(v) = Arc::try_unwrap(due.frozen.swap_remove(i)) {
-                        updates.extend(v);
-                    }
-                } else {
-                    i += 1;
+            for frozen in std::mem::take(&mut due.frozen) {
+                match Arc::try_unwrap(frozen) {
+                    Ok(v) => updates.extend(v),
+                    Err(still_held) => due.frozen.push(still_held),
                 }
             }
             let before = updates.len();
