@@ -131,18 +131,30 @@ fn save_sums<E: Expander>(
     dead: &HashMap<ItemKey, Time>,
     w: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
+    spilled(w, |out, spill| {
+        sums.save(out, spill)?;
+        put_u64(out, dead.len() as u64);
+        for (k, until) in dead {
+            put_u64(out, *k);
+            put_u64(out, *until);
+        }
+        Ok(())
+    })
+}
+
+/// Runs `encode` with a buffer it hands to `spill` whenever it holds [`SPILL`] bytes, which
+/// writes them into `w`; what is left is written at the end.
+fn spilled(
+    w: &mut dyn std::io::Write,
+    encode: impl FnOnce(&mut Vec<u8>, &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(SPILL + 4096);
     let mut spill = |out: &mut Vec<u8>| -> std::io::Result<()> {
         w.write_all(out)?;
         out.clear();
         Ok(())
     };
-    sums.save(&mut out, &mut spill)?;
-    put_u64(&mut out, dead.len() as u64);
-    for (k, until) in dead {
-        put_u64(&mut out, *k);
-        put_u64(&mut out, *until);
-    }
+    encode(&mut out, &mut spill)?;
     spill(&mut out)
 }
 
@@ -422,14 +434,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 if persist.writes() {
                                     let snapshot = state.pending.snapshot();
                                     let fill = move |w: &mut dyn std::io::Write| {
-                                        let mut out = Vec::with_capacity(SPILL + 4096);
-                                        let mut spill = |out: &mut Vec<u8>| -> std::io::Result<()> {
-                                            w.write_all(out)?;
-                                            out.clear();
-                                            Ok(())
-                                        };
-                                        snapshot.save(&mut out, &mut spill)?;
-                                        spill(&mut out)
+                                        spilled(w, |out, spill| snapshot.save(out, spill))
                                     };
                                     persist.write_later(index, &pending_part(what), frontier, position, Box::new(fill));
                                 }

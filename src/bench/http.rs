@@ -27,25 +27,26 @@ fn wait_visible(agent: &ureq::Agent, post: &str, read: &str) {
     while Instant::now() < deadline && agent.get(&format!("{read}{lsn}")).call().is_err() {}
 }
 
-/// A metric's value from the server's `/metrics`.
-pub(super) fn metric(server: &BenchServer, name: &str) -> Option<f64> {
-    let body = ureq::get(&format!("{}/metrics", server.base))
+/// The server's `/metrics` text.
+fn metrics_text(server: &BenchServer) -> Option<String> {
+    ureq::get(&format!("{}/metrics", server.base))
         .call()
         .ok()?
         .into_string()
-        .ok()?;
-    body.lines()
+        .ok()
+}
+
+/// A metric's value from the server's `/metrics`.
+pub(super) fn metric(server: &BenchServer, name: &str) -> Option<f64> {
+    metrics_text(server)?
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 /// A histogram's cumulative buckets from the server's `/metrics`: `(upper bound, count)`.
 fn histogram(server: &BenchServer, name: &str) -> Vec<(f64, f64)> {
-    let Some(body) = ureq::get(&format!("{}/metrics", server.base))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-    else {
+    let Some(body) = metrics_text(server) else {
         return Vec::new();
     };
     let prefix = format!("{name}_bucket{{le=\"");
