@@ -12,6 +12,8 @@
 //! changed, then frees the sums that became zero. The report is the same whatever the order
 //! of the changes within the round (integer sums), so nothing needs sorting.
 
+use std::sync::Arc;
+
 use differential_dataflow::difference::IsZero;
 
 use tidal_core::codec::{Codec, Cursor, DecodeError, put_u64, put_varint};
@@ -23,6 +25,7 @@ const NIL: u32 = u32::MAX;
 
 /// One sum: its value, what tells it apart within its slot, the next sum of the slot, and the
 /// round in which it last changed.
+#[derive(Clone)]
 struct Node<X, S> {
     sum: S,
     extra: X,
@@ -48,7 +51,7 @@ pub(crate) struct DenseSums<X, S> {
     owner: u64,
     slots: usize,
     /// Per local item and slot, the first node of the slot's list, or [`NIL`].
-    heads: Vec<u32>,
+    heads: Chunked<u32>,
     nodes: Chunked<Node<X, S>>,
     free: Vec<u32>,
     round: u32,
@@ -59,14 +62,17 @@ pub(crate) struct DenseSums<X, S> {
     loaded: Vec<(usize, u32)>,
 }
 
-/// Nodes per chunk of [`Chunked`] (as a power of two).
+/// Entries per chunk of [`Chunked`] (as a power of two).
 const CHUNK_BITS: u32 = 16;
 
-/// A vector kept in chunks of `2^CHUNK_BITS`: growing it never moves what it holds. The
-/// nodes of a million cohort sums are a hundred megabytes; grown by doubling, each step
-/// copied them all into fresh pages on the worker, a stall of its own under ingest.
+/// A vector kept in shared chunks of `2^CHUNK_BITS`: growing it never moves what it holds,
+/// and a copy ([`Clone`]) shares every chunk, which a write then copies first if a copy still
+/// holds it. The nodes of a million cohort sums are a hundred megabytes; grown by doubling,
+/// each step copied them all into fresh pages on the worker, a stall of its own under ingest;
+/// and a checkpoint takes the sums as such a copy in microseconds and encodes them on another
+/// thread while the worker goes on.
 struct Chunked<T> {
-    chunks: Vec<Vec<T>>,
+    chunks: Vec<Arc<Vec<T>>>,
     len: usize,
 }
 
@@ -79,7 +85,16 @@ impl<T> Default for Chunked<T> {
     }
 }
 
-impl<T> Chunked<T> {
+impl<T> Clone for Chunked<T> {
+    fn clone(&self) -> Self {
+        Chunked {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T: Clone> Chunked<T> {
     fn len(&self) -> usize {
         self.len
     }
@@ -90,29 +105,46 @@ impl<T> Chunked<T> {
             // The first chunk grows by doubling (small sums stay small); the others are
             // made whole at once.
             let room = if self.chunks.is_empty() { 0 } else { 1 << CHUNK_BITS };
-            self.chunks.push(Vec::with_capacity(room));
+            self.chunks.push(Arc::new(Vec::with_capacity(room)));
         }
         if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(value);
+            Arc::make_mut(chunk).push(value);
             self.len += 1;
         }
     }
 
+    /// Appends copies of `value` until it holds `len` entries.
+    fn grow_to(&mut self, len: usize, value: T) {
+        while self.len < len {
+            self.push(value.clone());
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i >> CHUNK_BITS)?.get(i & ((1 << CHUNK_BITS) - 1))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.chunks.iter_mut().flatten()
+        self.chunks.iter_mut().flat_map(|c| Arc::make_mut(c).iter_mut())
     }
 }
 
 impl<T> std::ops::Index<usize> for Chunked<T> {
     type Output = T;
+    #[inline]
     fn index(&self, i: usize) -> &T {
         &self.chunks[i >> CHUNK_BITS][i & ((1 << CHUNK_BITS) - 1)]
     }
 }
 
-impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+impl<T: Clone> std::ops::IndexMut<usize> for Chunked<T> {
+    #[inline]
     fn index_mut(&mut self, i: usize) -> &mut T {
-        &mut self.chunks[i >> CHUNK_BITS][i & ((1 << CHUNK_BITS) - 1)]
+        &mut Arc::make_mut(&mut self.chunks[i >> CHUNK_BITS])[i & ((1 << CHUNK_BITS) - 1)]
     }
 }
 
@@ -127,7 +159,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
             peers: (peers as u64).max(1),
             owner: owner as u64,
             slots: slots.max(1),
-            heads: Vec::new(),
+            heads: Chunked::default(),
             nodes: Chunked::default(),
             free: Vec::new(),
             round: 1,
@@ -211,7 +243,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         if at >= self.heads.len() {
             // Keys are dense: grow by whole items, geometrically.
             let want = (at + 1).max(self.heads.len() * 2).next_multiple_of(self.slots);
-            self.heads.resize(want, NIL);
+            self.heads.grow_to(want, NIL);
         }
         let mut n = self.heads[at];
         while n != NIL && self.nodes[n as usize].extra != extra {
@@ -286,8 +318,19 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         }
     }
 
-    /// Appends every non-zero sum as `(local item, slot, extra, sum)` (a checkpoint),
-    /// handing `out` to `spill` whenever it holds [`SPILL`] bytes.
+    /// The sums as they are now, for a checkpoint: a copy sharing every chunk (the worker's
+    /// next write to a chunk copies it first while the snapshot holds it).
+    pub(crate) fn snapshot(&self) -> SumsSnapshot<X, S> {
+        SumsSnapshot {
+            slots: self.slots,
+            len: self.len(),
+            heads: self.heads.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    /// Appends every non-zero sum (a checkpoint); see [`SumsSnapshot::save`].
+    #[cfg(test)]
     pub(crate) fn save(
         &self,
         out: &mut Vec<u8>,
@@ -297,25 +340,10 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         X: Codec,
         S: Codec,
     {
-        put_u64(out, self.len() as u64);
-        for (at, &head) in self.heads.iter().enumerate() {
-            let mut n = head;
-            while n != NIL {
-                let node = &self.nodes[n as usize];
-                put_varint(out, (at / self.slots) as u64);
-                put_varint(out, (at % self.slots) as u64);
-                node.extra.put(out);
-                node.sum.put(out);
-                n = node.next;
-            }
-            if out.len() >= SPILL {
-                spill(out)?;
-            }
-        }
-        Ok(())
+        self.snapshot().save(out, spill)
     }
 
-    /// Reads back what [`save`](Self::save) wrote; the sums read count as changed in this
+    /// Reads back what [`SumsSnapshot::save`] wrote; the sums read count as changed in this
     /// round, so the next [`finish`](Self::finish) emits them.
     pub(crate) fn load(&mut self, c: &mut Cursor<'_>) -> Result<(), DecodeError>
     where
@@ -375,6 +403,43 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         }
         self.nodes[n as usize].sum = S::default();
         self.free.push(n);
+    }
+}
+
+/// [`DenseSums`] as of one moment between rounds, held apart from the worker's sums: what a
+/// checkpoint encodes on its own thread.
+pub(crate) struct SumsSnapshot<X, S> {
+    slots: usize,
+    /// Non-zero sums.
+    len: usize,
+    heads: Chunked<u32>,
+    nodes: Chunked<Node<X, S>>,
+}
+
+impl<X: Codec + Clone, S: Codec + Clone> SumsSnapshot<X, S> {
+    /// Appends every non-zero sum as `(local item, slot, extra, sum)`, handing `out` to
+    /// `spill` whenever it holds [`SPILL`] bytes. [`DenseSums::load`] reads it back.
+    pub(crate) fn save(
+        &self,
+        out: &mut Vec<u8>,
+        spill: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        put_u64(out, self.len as u64);
+        for (at, &head) in self.heads.iter().enumerate() {
+            let mut n = head;
+            while n != NIL {
+                let node = &self.nodes[n as usize];
+                put_varint(out, (at / self.slots) as u64);
+                put_varint(out, (at % self.slots) as u64);
+                node.extra.put(out);
+                node.sum.put(out);
+                n = node.next;
+            }
+            if out.len() >= SPILL {
+                spill(out)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -506,5 +571,61 @@ mod tests {
             }
             assert_eq!(got, want);
         }
+    }
+
+    /// A snapshot keeps the sums of its moment while the worker changes, frees, allocates
+    /// and grows past it: it encodes what a save at that moment encoded, and the sums go on.
+    #[test]
+    fn a_snapshot_holds_its_moment() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let (peers, worker) = (2u64, 0u64);
+        let mut dense: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 2);
+        let mut want: BTreeMap<(u64, usize, u64), i64> = BTreeMap::new();
+        let change = |dense: &mut DenseSums<u64, i64>, want: &mut BTreeMap<_, i64>, rng: &mut StdRng, items: u64| {
+            for _ in 0..2000 {
+                let (i, slot, extra) = (
+                    rng.gen_range(0..items) * peers + worker,
+                    rng.gen_range(0..2usize),
+                    rng.gen_range(0..3u64),
+                );
+                let d = rng.gen_range(-2..3i64);
+                *want.entry((i, slot, extra)).or_default() += d;
+                dense.update(i, slot, extra, |s| *s += d);
+            }
+            dense.finish(|_, _, _, _, _| {});
+            want.retain(|_, v| *v != 0);
+        };
+        // Over a chunk of nodes, so writes after the snapshot copy shared chunks.
+        for _ in 0..40 {
+            change(&mut dense, &mut want, &mut rng, 40_000);
+        }
+        let mut then = Vec::new();
+        dense.save(&mut then, &mut |_| Ok(())).expect("saved");
+        let snapshot = dense.snapshot();
+        let at_snapshot = want.clone();
+        for round in 0..40 {
+            // Later rounds reach items far past the snapshot's, growing heads and nodes.
+            change(&mut dense, &mut want, &mut rng, 40_000 + 5_000 * round);
+        }
+        let mut later = Vec::new();
+        snapshot.save(&mut later, &mut |_| Ok(())).expect("saved");
+        assert_eq!(later, then, "the snapshot changed with the sums");
+        let mut restored: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 2);
+        restored.load(&mut Cursor::new(&later)).expect("loaded");
+        let mut got = BTreeMap::new();
+        restored.finish(|i, slot, extra, v, _| {
+            got.insert((i, slot, extra), *v);
+        });
+        assert_eq!(got, at_snapshot);
+        // The live sums are the latest ones.
+        let mut now = Vec::new();
+        dense.save(&mut now, &mut |_| Ok(())).expect("saved");
+        let mut restored: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 2);
+        restored.load(&mut Cursor::new(&now)).expect("loaded");
+        let mut got = BTreeMap::new();
+        restored.finish(|i, slot, extra, v, _| {
+            got.insert((i, slot, extra), *v);
+        });
+        assert_eq!(got, want);
     }
 }

@@ -41,7 +41,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::SignalEv;
-use crate::dense::{DenseSums, SPILL};
+use crate::dense::{DenseSums, SPILL, SumsSnapshot};
 use crate::pending::Pending;
 
 /// How a materializer turns one event into updates of its sums.
@@ -49,7 +49,7 @@ pub(crate) trait Expander: 'static {
     /// The key of a sum in the output.
     type Key: Clone + 'static;
     /// The sum.
-    type Sum: Clone + Default + PartialEq + IsZero + Codec + 'static;
+    type Sum: Clone + Default + PartialEq + IsZero + Codec + Send + Sync + 'static;
     /// What tells apart the sums of one (item, slot).
     type Extra: Copy + Eq + std::hash::Hash + Codec + Send + Sync + 'static;
     /// An update as held while it waits (compact; ordered for consolidation).
@@ -122,13 +122,13 @@ fn checkpoint_of(ev: &SignalEv) -> (Time, Position) {
     )
 }
 
-/// A keyed sum's sums and retired items, written into its checkpoint part through `w`, a
-/// buffer of [`SPILL`] bytes at a time (the part is never held whole in memory). The updates
-/// waiting for later times go into a part of their own ([`pending_part`]), encoded off the
-/// worker from a snapshot.
-fn save_sums<E: Expander>(
-    sums: &DenseSums<E::Extra, E::Sum>,
-    dead: &HashMap<ItemKey, Time>,
+/// A keyed sum's sums and retired items as of a checkpoint's frontier, written into its
+/// checkpoint part through `w`, a buffer of [`SPILL`] bytes at a time (the part is never held
+/// whole in memory), on the checkpointer's thread. The updates waiting for later times go
+/// into a part of their own ([`pending_part`]).
+fn save_sums<X: Codec + Clone, S: Codec + Clone>(
+    sums: &SumsSnapshot<X, S>,
+    dead: &[(ItemKey, Time)],
     w: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
     spilled(w, |out, spill| {
@@ -426,18 +426,21 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 }
                                 let position = entry.remove();
                                 state.rounds(frontier, emit);
-                                // The worker stands still while it streams the sums out; the
-                                // waiting updates are encoded from a snapshot off the worker.
-                                persist.write_with(index, what, frontier, position, &mut |w| {
-                                    save_sums::<E>(&state.sums, &state.dead, w)
-                                });
-                                if persist.writes() {
-                                    let snapshot = state.pending.snapshot();
-                                    let fill = move |w: &mut dyn std::io::Write| {
-                                        spilled(w, |out, spill| snapshot.save(out, spill))
-                                    };
-                                    persist.write_later(index, &pending_part(what), frontier, position, Box::new(fill));
+                                if !persist.writes() {
+                                    continue;
                                 }
+                                // The worker only takes snapshots (the sums' chunks and the
+                                // waiting updates' vectors shared, not copied); the parts are
+                                // encoded from them on the checkpointer's thread.
+                                let sums = state.sums.snapshot();
+                                let dead: Vec<(ItemKey, Time)> = state.dead.iter().map(|(k, t)| (*k, *t)).collect();
+                                let fill = move |w: &mut dyn std::io::Write| save_sums(&sums, &dead, w);
+                                persist.write_later(index, what, frontier, position, Box::new(fill));
+                                let snapshot = state.pending.snapshot();
+                                let fill = move |w: &mut dyn std::io::Write| {
+                                    spilled(w, |out, spill| snapshot.save(out, spill))
+                                };
+                                persist.write_later(index, &pending_part(what), frontier, position, Box::new(fill));
                             }
                         };
                     while let Some(entry) = held.first_entry() {
