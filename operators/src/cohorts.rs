@@ -27,9 +27,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::TraceReader;
-use differential_dataflow::trace::cursor::{Cursor as _, cursor_list};
+use differential_dataflow::trace::cursor::{Cursor as _, CursorList, cursor_list};
 use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::{Navigable, TraceReader};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Filter;
 
@@ -178,6 +178,12 @@ pub fn cohort_rollups<'s>(
 /// frontier) into checkpoint part `retained` at every checkpoint marker, reading the
 /// arrangement's trace once it is complete up to the frontier. The retraction times are not
 /// saved: they follow from each signal's type and `ts_eff`.
+///
+/// The worker does not stand still for it: it takes the trace's batches as they are at the
+/// frontier (immutable; merges make new ones) and encodes a slice of them per activation,
+/// about [`SLICE`] of its time each, handing the bytes to the checkpointer's thread as they
+/// are made, until all are written. Once its inputs are done (the dataflow ends) it writes
+/// the rest at once.
 fn save_retained<'s>(
     arranged: Arranged<'s, RetainedTrace>,
     markers: StreamVec<'s, Time, (SignalEv, Time, isize)>,
@@ -187,11 +193,14 @@ fn save_retained<'s>(
     let index = scope.index();
     let mut trace = arranged.trace;
     let mut op = OperatorBuilder::new("SaveRetained".to_owned(), scope);
+    let activator = scope.activator_for(op.operator_info().address);
     let mut batches = op.new_input(arranged.stream, Pipeline);
     let mut marks = op.new_input(markers, Pipeline);
     let mut pending: std::collections::VecDeque<(Time, Position)> = std::collections::VecDeque::new();
     let mut compacted: Time = 0;
-    op.build(move |_| {
+    let mut streaming: Option<RetainedStream> = None;
+    // Incomplete while a part is being written (the dataflow is not dropped under it).
+    op.build_reschedule(move |_| {
         move |frontiers| {
             batches.for_each(|_, _| {});
             marks.for_each(|_, data| {
@@ -207,68 +216,59 @@ fn save_retained<'s>(
             });
             let front = |i: usize| frontiers[i].frontier().iter().min().copied().unwrap_or(Time::MAX);
             let (arranged_to, marks_to) = (front(0), front(1));
-            while let Some(&(frontier, position)) = pending.front() {
+            // With both inputs done the dataflow is about to end: no slice waits for later.
+            let ending = arranged_to == Time::MAX && marks_to == Time::MAX;
+            loop {
+                if let Some(s) = streaming.as_mut() {
+                    let until = (!ending).then(|| std::time::Instant::now() + SLICE);
+                    if !s.step(until) {
+                        activator.activate();
+                        break;
+                    }
+                    tracing::debug!(worker = index, signals = s.kept, "retained signals checkpointed");
+                    streaming = None;
+                }
+                let Some(&(frontier, position)) = pending.front() else {
+                    break;
+                };
                 if arranged_to < frontier {
                     break;
                 }
                 pending.pop_front();
+                if !persist.writes() {
+                    continue;
+                }
                 let batches = trace
                     .batches_through(timely::progress::frontier::AntichainRef::new(&[]))
                     .unwrap_or_default();
-                let (mut cursor, storage) = cursor_list(batches);
-                let mut kept = 0u64;
-                // Streamed out (the trace's cursor visits each signal once, with all its
-                // times): a record per signal behind a tag byte (1: the previous record's
-                // user; 2: a new user, its key follows), then a 0. Item and type are
-                // varints, `ts_eff` the difference from the previous record's, the weight a
-                // zigzag varint.
-                persist.write_with(index, "retained", frontier, position, &mut |out| {
-                    let mut buf = Vec::with_capacity(SPILL + 64);
-                    let mut last_ts = 0u64;
-                    while cursor.key_valid(&storage) {
-                        let user = *cursor.key(&storage);
-                        let mut named = false;
-                        while cursor.val_valid(&storage) {
-                            let (item, kind, ts_eff) = *cursor.val(&storage);
-                            let mut w = 0i64;
-                            cursor.map_times(&storage, |t, d| {
-                                if *t < frontier {
-                                    w = w.wrapping_add(*d);
-                                }
-                            });
-                            if w != 0 {
-                                if named {
-                                    buf.push(1);
-                                } else {
-                                    buf.push(2);
-                                    put_u64(&mut buf, user);
-                                    named = true;
-                                }
-                                put_varint(&mut buf, item);
-                                put_varint(&mut buf, u64::from(kind));
-                                put_zigzag(&mut buf, ts_eff.wrapping_sub(last_ts) as i64);
-                                last_ts = ts_eff;
-                                put_zigzag(&mut buf, w);
-                                kept += 1;
-                                if buf.len() >= SPILL {
-                                    out.write_all(&buf)?;
-                                    buf.clear();
-                                }
-                            }
-                            cursor.step_val(&storage);
+                let (cursor, storage) = cursor_list(batches);
+                let (tx, rx) = std::sync::mpsc::channel::<Piece>();
+                let fill = move |w: &mut dyn std::io::Write| {
+                    for piece in rx {
+                        match piece {
+                            Piece::Bytes(bytes) => w.write_all(&bytes)?,
+                            Piece::End => return Ok(()),
                         }
-                        cursor.step_key(&storage);
                     }
-                    buf.push(0);
-                    out.write_all(&buf)
+                    Err(std::io::Error::other("the retained signals stopped before their end"))
+                };
+                persist.write_later(index, "retained", frontier, position, Box::new(fill));
+                streaming = Some(RetainedStream {
+                    cursor,
+                    storage,
+                    frontier,
+                    tx,
+                    buf: Vec::with_capacity(SPILL + 64),
+                    last_ts: 0,
+                    kept: 0,
                 });
-                tracing::debug!(worker = index, signals = kept, "retained signals checkpointed");
             }
             // What is compacted: the times before the arrangement's and the markers'
             // frontiers, never up to a checkpoint still to be read. Compaction to `c` shows an
             // earlier time as `c`, so for the times before a frontier `F` to stay before it,
             // `c < F`; a marker not received yet has `F` at or after the markers' frontier
-            // (a marker may be sent at its own frontier).
+            // (a marker may be sent at its own frontier). A part being written reads batches
+            // taken before: compaction makes new ones and leaves those as they are.
             let to = arranged_to
                 .min(marks_to)
                 .min(pending.front().map_or(Time::MAX, |p| p.0))
@@ -279,8 +279,92 @@ fn save_retained<'s>(
                 trace.set_logical_compaction(timely::progress::frontier::AntichainRef::new(&f));
                 trace.set_physical_compaction(timely::progress::frontier::AntichainRef::new(&f));
             }
+            streaming.is_some()
         }
     });
+}
+
+/// The worker's time per activation spent encoding retained signals for a checkpoint. A
+/// debug build (the tests) writes one user per activation, so the slices' resumption is
+/// what every test checkpoint goes through.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(if cfg!(debug_assertions) { 0 } else { 2 });
+/// Users encoded between two looks at the clock.
+const USERS_PER_LOOK: u32 = if cfg!(debug_assertions) { 1 } else { 256 };
+
+/// What the worker hands the checkpointer's thread for the retained part.
+enum Piece {
+    Bytes(Vec<u8>),
+    /// Everything is sent (without it the part is incomplete and fails).
+    End,
+}
+
+type RetainedBatch = <RetainedTrace as TraceReader>::Batch;
+
+/// The retained part of one checkpoint being encoded, a slice at a time.
+struct RetainedStream {
+    cursor: CursorList<<RetainedBatch as Navigable>::Cursor>,
+    storage: Vec<RetainedBatch>,
+    frontier: Time,
+    tx: std::sync::mpsc::Sender<Piece>,
+    buf: Vec<u8>,
+    last_ts: u64,
+    kept: u64,
+}
+
+impl RetainedStream {
+    /// Encodes users' signals until `until` (or all of them): a record per signal behind a
+    /// tag byte (1: the previous record's user; 2: a new user, its key follows), then a 0.
+    /// Item and type are varints, `ts_eff` the difference from the previous record's, the
+    /// weight a zigzag varint. True once everything is handed over (or the checkpointer no
+    /// longer takes it).
+    fn step(&mut self, until: Option<std::time::Instant>) -> bool {
+        let (cursor, storage, frontier) = (&mut self.cursor, &self.storage, self.frontier);
+        let mut users = 0u32;
+        while cursor.key_valid(storage) {
+            let user = *cursor.key(storage);
+            let mut named = false;
+            while cursor.val_valid(storage) {
+                let (item, kind, ts_eff) = *cursor.val(storage);
+                let mut w = 0i64;
+                cursor.map_times(storage, |t, d| {
+                    if *t < frontier {
+                        w = w.wrapping_add(*d);
+                    }
+                });
+                if w != 0 {
+                    if named {
+                        self.buf.push(1);
+                    } else {
+                        self.buf.push(2);
+                        put_u64(&mut self.buf, user);
+                        named = true;
+                    }
+                    put_varint(&mut self.buf, item);
+                    put_varint(&mut self.buf, u64::from(kind));
+                    put_zigzag(&mut self.buf, ts_eff.wrapping_sub(self.last_ts) as i64);
+                    self.last_ts = ts_eff;
+                    put_zigzag(&mut self.buf, w);
+                    self.kept += 1;
+                }
+                cursor.step_val(storage);
+            }
+            cursor.step_key(storage);
+            if self.buf.len() >= SPILL {
+                let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SPILL + 64));
+                if self.tx.send(Piece::Bytes(full)).is_err() {
+                    return true;
+                }
+            }
+            users += 1;
+            if users.is_multiple_of(USERS_PER_LOOK) && until.is_some_and(|u| std::time::Instant::now() >= u) {
+                return false;
+            }
+        }
+        self.buf.push(0);
+        let last = std::mem::take(&mut self.buf);
+        let _ = self.tx.send(Piece::Bytes(last)).and_then(|()| self.tx.send(Piece::End));
+        true
+    }
 }
 
 /// Reads what [`save_retained`] wrote: `(user, item, type, ts_eff, weight)` per signal.
