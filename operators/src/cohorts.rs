@@ -181,7 +181,7 @@ pub fn cohort_rollups<'s>(
 ///
 /// The worker does not stand still for it: it takes the trace's batches as they are at the
 /// frontier (immutable; merges make new ones) and encodes a slice of them per activation,
-/// about [`SLICE`] of its time each, handing the bytes to the checkpointer's thread as they
+/// about [`SLICE`] of its time each (more when its activations are far apart), handing the bytes to the checkpointer's thread as they
 /// are made, until all are written. Once its inputs are done (the dataflow ends) it writes
 /// the rest at once.
 fn save_retained<'s>(
@@ -220,8 +220,15 @@ fn save_retained<'s>(
             let ending = arranged_to == Time::MAX && marks_to == Time::MAX;
             loop {
                 if let Some(s) = streaming.as_mut() {
-                    let until = (!ending).then(|| std::time::Instant::now() + SLICE);
-                    if !s.step(until) {
+                    // A slice of at least `SLICE`, and a quarter of the time since the last
+                    // one: a worker busy with long rounds (a backlog) still finishes the part
+                    // within a few of them.
+                    let now = std::time::Instant::now();
+                    let slice = SLICE.max(now.saturating_duration_since(s.sliced) / 4);
+                    let until = (!ending).then(|| now + slice);
+                    let done = s.step(until);
+                    s.sliced = std::time::Instant::now();
+                    if !done {
                         activator.activate();
                         break;
                     }
@@ -261,6 +268,7 @@ fn save_retained<'s>(
                     buf: Vec::with_capacity(SPILL + 64),
                     last_ts: 0,
                     kept: 0,
+                    sliced: std::time::Instant::now(),
                 });
             }
             // What is compacted: the times before the arrangement's and the markers'
@@ -309,6 +317,8 @@ struct RetainedStream {
     buf: Vec<u8>,
     last_ts: u64,
     kept: u64,
+    /// When the last slice ended.
+    sliced: std::time::Instant,
 }
 
 impl RetainedStream {
