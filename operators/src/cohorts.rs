@@ -44,7 +44,7 @@ use tidal_core::time::{Time, time_at};
 
 use crate::sum::{Expander, keyed_sums};
 use crate::windows::{add_masked, chained_follow_up, expand_lanes, retraction_span};
-use crate::{KindSpec, SignalEv, kind_specs};
+use crate::{KindSpec, SignalEv, Slices, kind_specs};
 
 /// Bytes of a checkpoint part buffered before they are written out.
 const SPILL: usize = 1 << 20;
@@ -181,7 +181,7 @@ pub fn cohort_rollups<'s>(
 ///
 /// The worker does not stand still for it: it takes the trace's batches as they are at the
 /// frontier (immutable; merges make new ones) and encodes a slice of them per activation,
-/// about [`SLICE`] of its time each (more when its activations are far apart), handing the bytes to the checkpointer's thread as they
+/// a slice of its time each ([`Slices`]), handing the bytes to the checkpointer's thread as they
 /// are made, until all are written. Once its inputs are done (the dataflow ends) it writes
 /// the rest at once.
 fn save_retained<'s>(
@@ -220,19 +220,20 @@ fn save_retained<'s>(
             let ending = arranged_to == Time::MAX && marks_to == Time::MAX;
             loop {
                 if let Some(s) = streaming.as_mut() {
-                    // A slice of at least `SLICE`, and a quarter of the time since the last
-                    // one: a worker busy with long rounds (a backlog) still finishes the part
-                    // within a few of them.
-                    let now = std::time::Instant::now();
-                    let slice = SLICE.max(now.saturating_duration_since(s.sliced) / 4);
-                    let until = (!ending).then(|| now + slice);
+                    let until = (!ending).then(|| s.slices.until());
                     let done = s.step(until);
-                    s.sliced = std::time::Instant::now();
+                    s.slices.ended();
                     if !done {
                         activator.activate();
                         break;
                     }
-                    tracing::debug!(worker = index, signals = s.kept, "retained signals checkpointed");
+                    tracing::debug!(
+                        worker = index,
+                        signals = s.kept,
+                        slices = s.slices.count,
+                        ms = s.slices.spent.as_secs_f64() * 1e3,
+                        "retained signals checkpointed"
+                    );
                     streaming = None;
                 }
                 let Some(&(frontier, position)) = pending.front() else {
@@ -268,7 +269,7 @@ fn save_retained<'s>(
                     buf: Vec::with_capacity(SPILL + 64),
                     last_ts: 0,
                     kept: 0,
-                    sliced: std::time::Instant::now(),
+                    slices: Slices::new(),
                 });
             }
             // What is compacted: the times before the arrangement's and the markers'
@@ -292,10 +293,6 @@ fn save_retained<'s>(
     });
 }
 
-/// The worker's time per activation spent encoding retained signals for a checkpoint. A
-/// debug build (the tests) writes one user per activation, so the slices' resumption is
-/// what every test checkpoint goes through.
-const SLICE: std::time::Duration = std::time::Duration::from_millis(if cfg!(debug_assertions) { 0 } else { 2 });
 /// Users encoded between two looks at the clock.
 const USERS_PER_LOOK: u32 = if cfg!(debug_assertions) { 1 } else { 256 };
 
@@ -317,8 +314,7 @@ struct RetainedStream {
     buf: Vec<u8>,
     last_ts: u64,
     kept: u64,
-    /// When the last slice ended.
-    sliced: std::time::Instant,
+    slices: Slices,
 }
 
 impl RetainedStream {

@@ -25,9 +25,27 @@ pub(super) struct UsersSnapshot {
 impl Users {
     /// The state as it is now, for a checkpoint part.
     pub(super) fn snapshot(&self) -> UsersSnapshot {
+        let mut slots = Vec::with_capacity(self.slots.len());
+        let mut users = self.slots.iter();
+        let mut batch: Vec<(&UserKey, &Arc<Slot>)> = Vec::with_capacity(BATCH);
+        loop {
+            batch.clear();
+            batch.extend(users.by_ref().take(BATCH));
+            if batch.is_empty() {
+                break;
+            }
+            // Each slot's count read first, a batch at a time: plain loads whose cache misses
+            // overlap. A reference's atomic increment waits for its own miss, and one after
+            // the other they were the whole cost (~45 ns a user).
+            let counts = batch
+                .iter()
+                .fold(0usize, |n, (_, s)| n.wrapping_add(Arc::strong_count(s)));
+            std::hint::black_box(counts);
+            slots.extend(batch.iter().map(|(k, s)| (**k, Arc::clone(s))));
+        }
         UsersSnapshot {
             defs: self.defs.clone(),
-            slots: self.slots.iter().map(|(k, s)| (*k, s.clone())).collect(),
+            slots,
         }
     }
 }
