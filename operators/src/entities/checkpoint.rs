@@ -9,6 +9,9 @@ use tidal_core::record::ItemMeta;
 
 use super::{Buffers, Interner, ItemSlot};
 
+/// Items whose metadata is referenced at a time (see [`Interner::snapshot`]).
+const BATCH: usize = 64;
+
 /// An [`Interner`]'s checkpoint part as of one moment, its items' metadata not yet encoded.
 pub(super) struct Saved {
     /// The next local key and the number of ids.
@@ -62,18 +65,34 @@ impl Interner {
         let mut items = Vec::with_capacity(n * 24);
         let mut ends = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
-        for (id, slot) in self.items.iter() {
-            put_str(&mut items, id);
-            match slot.key {
-                Some(k) => {
-                    items.push(1);
-                    put_u64(&mut items, k);
-                }
-                None => items.push(0),
+        let mut all = self.items.iter();
+        let mut batch: Vec<(&str, &ItemSlot)> = Vec::with_capacity(BATCH);
+        loop {
+            batch.clear();
+            batch.extend(all.by_ref().take(BATCH));
+            if batch.is_empty() {
+                break;
             }
-            put_u64(&mut items, slot.until);
-            ends.push(items.len());
-            metas.push(slot.meta.clone());
+            // The metadata's counts read first, a batch at a time: plain loads whose cache
+            // misses overlap, where each reference's atomic increment waits for its own.
+            let counts = batch
+                .iter()
+                .filter_map(|(_, slot)| slot.meta.as_ref())
+                .fold(0usize, |n, m| n.wrapping_add(Arc::strong_count(m)));
+            std::hint::black_box(counts);
+            for &(id, slot) in &batch {
+                put_str(&mut items, id);
+                match slot.key {
+                    Some(k) => {
+                        items.push(1);
+                        put_u64(&mut items, k);
+                    }
+                    None => items.push(0),
+                }
+                put_u64(&mut items, slot.until);
+                ends.push(items.len());
+                metas.push(slot.meta.clone());
+            }
         }
         let mut tail = Vec::new();
         put_u64(&mut tail, self.tombstones.len() as u64);
