@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use foldhash::fast::RandomState;
+use tantivy::directory::OwnedBytes;
 use tantivy::directory::{Directory, RamDirectory};
 use tantivy::{Index, Term};
 use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
@@ -46,6 +47,7 @@ impl TextIndex {
     pub fn save(&self) -> Option<Vec<u8>> {
         let (files, docs) = {
             let mut w = self.writer.lock().ok()?;
+            let locked = std::time::Instant::now();
             // Taken under the writer's lock, which a restore holds while it replaces it.
             let live = self.live();
             if w.indexed.is_empty() {
@@ -79,6 +81,11 @@ impl TextIndex {
                 put_str(&mut docs, id);
                 put_u64(&mut docs, *hash);
             }
+            tracing::debug!(
+                ms = locked.elapsed().as_secs_f64() * 1e3,
+                docs = count,
+                "text index saved under the writer's lock"
+            );
             (files, docs)
         };
         let mut out =
@@ -88,7 +95,7 @@ impl TextIndex {
         for (path, bytes) in &files {
             put_str(&mut out, &path.to_string_lossy());
             put_u64(&mut out, bytes.len() as u64);
-            out.extend_from_slice(bytes);
+            out.extend_from_slice(bytes.as_slice());
         }
         out.extend_from_slice(&docs);
         Some(out)
@@ -189,7 +196,7 @@ impl TextIndex {
 
 /// The files of `index`'s last commit, with their bytes: its `meta.json` and each segment's.
 /// A merge in the background may remove a segment's files meanwhile: tried again then.
-fn committed_files(live: &Live) -> tantivy::Result<Vec<(PathBuf, Vec<u8>)>> {
+fn committed_files(live: &Live) -> tantivy::Result<Vec<(PathBuf, OwnedBytes)>> {
     let mut tries = 0;
     loop {
         match try_committed_files(live) {
@@ -202,12 +209,12 @@ fn committed_files(live: &Live) -> tantivy::Result<Vec<(PathBuf, Vec<u8>)>> {
     }
 }
 
-fn try_committed_files(live: &Live) -> tantivy::Result<Vec<(PathBuf, Vec<u8>)>> {
+fn try_committed_files(live: &Live) -> tantivy::Result<Vec<(PathBuf, OwnedBytes)>> {
     let dir = &live.files;
     let metas = live.index.load_metas()?;
     let mut meta = serde_json::to_vec_pretty(&metas).map_err(|e| tantivy::TantivyError::SystemError(e.to_string()))?;
     meta.push(b'\n');
-    let mut files = vec![(PathBuf::from("meta.json"), meta)];
+    let mut files = vec![(PathBuf::from("meta.json"), OwnedBytes::new(meta))];
     for segment in &metas.segments {
         let mut paths: Vec<PathBuf> = segment.list_files().into_iter().collect();
         paths.sort();
@@ -216,7 +223,9 @@ fn try_committed_files(live: &Live) -> tantivy::Result<Vec<(PathBuf, Vec<u8>)>> 
             if !dir.exists(&path)? {
                 continue;
             }
-            let bytes = dir.open_read(&path)?.read_bytes()?.as_slice().to_vec();
+            // The file's bytes shared, not copied (the copy is made after the writer's lock
+            // is let go; a merge removing the file meanwhile leaves these bytes alive).
+            let bytes = dir.open_read(&path)?.read_bytes()?;
             files.push((path, bytes));
         }
     }
