@@ -25,6 +25,7 @@ mod sink;
 pub mod snapshot;
 pub mod store;
 pub mod text;
+mod umap;
 
 pub use ann::Ann;
 pub use builder::SnapshotBuilder;

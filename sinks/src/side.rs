@@ -14,6 +14,7 @@ use tidal_core::flow::{CohortId, ItemKey, KindIdx, UserKey};
 use tidal_core::user::{CohortDefs, SideUpdate, UserView};
 
 use crate::snapshot::Map;
+use crate::umap::UserMap;
 
 /// One cohort's window lanes: per (item, signal type) of the shard's items. The lanes sit
 /// behind an `Arc` so that the map's nodes stay small: every version copies the nodes its
@@ -42,9 +43,9 @@ const KEEP_ROOM: usize = 1 << 12;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Side {
     pub(crate) cohorts: Map<CohortId, CohortLanes>,
-    /// By user key, in a B-tree (full nodes: a hash trie of a million users spent most of
-    /// its memory on mostly empty nodes).
-    pub(crate) users: imbl::OrdMap<UserKey, Arc<UserView>>,
+    /// By user key, in a trie of small nodes ([`UserMap`]: a version copies a few hundred
+    /// bytes per user it changes).
+    pub(crate) users: UserMap<Arc<UserView>>,
     pub(crate) defs: Arc<CohortDefs>,
 }
 
