@@ -18,6 +18,7 @@ pub mod entry;
 pub mod index;
 mod log;
 pub mod ordindex;
+mod pmap;
 pub mod postings;
 pub mod shards;
 mod side;
@@ -25,7 +26,6 @@ mod sink;
 pub mod snapshot;
 pub mod store;
 pub mod text;
-mod umap;
 
 pub use ann::Ann;
 pub use builder::SnapshotBuilder;

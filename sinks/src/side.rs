@@ -13,13 +13,54 @@ use tidal_core::features::Lanes;
 use tidal_core::flow::{CohortId, ItemKey, KindIdx, UserKey};
 use tidal_core::user::{CohortDefs, SideUpdate, UserView};
 
+use crate::pmap::PMap;
 use crate::snapshot::Map;
-use crate::umap::UserMap;
 
-/// One cohort's window lanes: per (item, signal type) of the shard's items. The lanes sit
-/// behind an `Arc` so that the map's nodes stay small: every version copies the nodes its
-/// changes touch, and with the lanes inline a node was ~6 KB (64 entries of 88 bytes).
-pub type CohortLanes = imbl::OrdMap<(ItemKey, KindIdx), Arc<Lanes>>;
+/// One cohort's window lanes: per (item, signal type) of the shard's items, in key order. A
+/// persistent trie of small nodes ([`PMap`]) keyed by `item << 16 | type` (item keys are
+/// dense, far below 2^48); the lanes sit behind an `Arc` so that its leaves stay small:
+/// every version copies the nodes its changes touch.
+#[derive(Clone, Debug, Default)]
+pub struct CohortLanes(PMap<Arc<Lanes>>);
+
+impl CohortLanes {
+    fn key((item, kind): (ItemKey, KindIdx)) -> u64 {
+        (item << 16) | u64::from(kind)
+    }
+
+    /// The lanes of `(item, type)`.
+    pub fn get(&self, key: &(ItemKey, KindIdx)) -> Option<&Arc<Lanes>> {
+        self.0.get(&Self::key(*key))
+    }
+
+    pub(crate) fn insert(&mut self, key: (ItemKey, KindIdx), lanes: Arc<Lanes>) {
+        self.0.insert(Self::key(key), lanes);
+    }
+
+    pub(crate) fn remove(&mut self, key: &(ItemKey, KindIdx)) {
+        self.0.remove(&Self::key(*key));
+    }
+
+    /// Number of (item, type) with lanes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no (item, type) has lanes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every (item, type) with its lanes, in (item, type) order: one item's types adjacent.
+    pub fn iter(&self) -> impl Iterator<Item = ((ItemKey, KindIdx), &Arc<Lanes>)> {
+        self.0.iter().map(|(k, l)| ((k >> 16, (k & 0xffff) as KindIdx), l))
+    }
+
+    /// Every (item, type) with lanes, in order.
+    pub fn keys(&self) -> impl Iterator<Item = (ItemKey, KindIdx)> {
+        self.iter().map(|(k, _)| k)
+    }
+}
 
 /// The key of a cohort sum as the dataflow emits it.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
@@ -43,9 +84,9 @@ const KEEP_ROOM: usize = 1 << 12;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Side {
     pub(crate) cohorts: Map<CohortId, CohortLanes>,
-    /// By user key, in a trie of small nodes ([`UserMap`]: a version copies a few hundred
+    /// By user key, in a trie of small nodes ([`PMap`]: a version copies a few hundred
     /// bytes per user it changes).
-    pub(crate) users: UserMap<Arc<UserView>>,
+    pub(crate) users: PMap<Arc<UserView>>,
     pub(crate) defs: Arc<CohortDefs>,
 }
 
@@ -195,7 +236,7 @@ mod tests {
         let mut out: Vec<_> = side
             .cohorts
             .iter()
-            .flat_map(|(c, m)| m.iter().map(move |(k, l)| (*c, *k, **l)))
+            .flat_map(|(c, m)| m.iter().map(move |(k, l)| (*c, k, **l)))
             .collect();
         out.sort_unstable_by_key(|x| (x.0, x.1));
         out

@@ -238,7 +238,7 @@ pub fn cohort_items(snapshot: &Snapshot, sel: &CohortSel) -> Vec<ItemKey> {
         .map(|id| snapshot.cohort(*id))
         .min_by_key(|m| m.map_or(0, |m| m.len()));
     let Some(Some(map)) = smallest else { return Vec::new() };
-    let mut keys: Vec<ItemKey> = map.keys().map(|(k, _)| *k).collect();
+    let mut keys: Vec<ItemKey> = map.keys().map(|(k, _)| k).collect();
     keys.dedup();
     keys
 }

@@ -464,7 +464,7 @@ fn cohort_hits<'s>(
             }
             lanes.clear();
         };
-        for (&(key, kind), l) in map.iter() {
+        for ((key, kind), l) in map.iter() {
             if let Some(i) = item
                 && i != key
             {

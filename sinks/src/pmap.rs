@@ -1,10 +1,12 @@
-//! [`UserMap`]: a persistent map from user keys (64-bit hashes of the ids) to shared values,
-//! for the users' views of a version. A version clones it in O(1); changing a user copies
+//! [`PMap`]: a persistent map from `u64` keys to shared values, for what a version changes
+//! a little at a time: the users' views (keyed by the ids' 64-bit hashes) and each cohort's
+//! lanes (keyed by item and signal type). A version clones it in O(1); changing a key copies
 //! the path to its leaf — small nodes (16 children, leaves of at most [`SPLIT`] entries), so
 //! a change copies and later frees a few hundred bytes and takes a reference to a few dozen
 //! values. `imbl::OrdMap`'s nodes hold 64 keys and 65 children: with a million users in
 //! random order every user a version changed copied a node of each and referenced its 64
 //! values again, each reference a cache miss, and the freeing thread dropped them all again.
+//! The key's bits are taken highest first, so a walk visits the keys in order.
 
 use std::sync::Arc;
 
@@ -25,20 +27,20 @@ enum Node<V> {
 
 /// A persistent map from `u64` keys to `V` (see the module docs).
 #[derive(Clone)]
-pub(crate) struct UserMap<V> {
+pub(crate) struct PMap<V> {
     root: Option<Node<V>>,
     len: usize,
 }
 
-impl<V> Default for UserMap<V> {
+impl<V> Default for PMap<V> {
     fn default() -> Self {
-        UserMap { root: None, len: 0 }
+        PMap { root: None, len: 0 }
     }
 }
 
-impl<V> std::fmt::Debug for UserMap<V> {
+impl<V> std::fmt::Debug for PMap<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserMap").field("len", &self.len).finish()
+        f.debug_struct("PMap").field("len", &self.len).finish()
     }
 }
 
@@ -47,9 +49,31 @@ fn digit(key: u64, depth: u32) -> usize {
     ((key >> (u64::BITS - BITS * (depth + 1))) as usize) & (FAN - 1)
 }
 
-impl<V: Clone> UserMap<V> {
+impl<V: Clone> PMap<V> {
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every key with its value, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        let mut stack: Vec<&Node<V>> = self.root.iter().collect();
+        let empty: &[(u64, V)] = &[];
+        let mut leaf = empty.iter();
+        std::iter::from_fn(move || {
+            loop {
+                if let Some((k, v)) = leaf.next() {
+                    return Some((*k, v));
+                }
+                match stack.pop()? {
+                    Node::Leaf(entries) => leaf = entries.iter(),
+                    Node::Branch(children) => stack.extend(children.iter().rev().flatten()),
+                }
+            }
+        })
     }
 
     pub(crate) fn get(&self, key: &u64) -> Option<&V> {
@@ -180,9 +204,9 @@ mod tests {
                     (rng.r#gen::<u64>() % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 }
             };
-            let mut map: UserMap<u64> = UserMap::default();
+            let mut map: PMap<u64> = PMap::default();
             let mut want: BTreeMap<u64, u64> = BTreeMap::new();
-            let mut copies: Vec<(UserMap<u64>, BTreeMap<u64, u64>)> = Vec::new();
+            let mut copies: Vec<(PMap<u64>, BTreeMap<u64, u64>)> = Vec::new();
             for step in 0..30_000u64 {
                 let k = key(&mut rng);
                 if rng.gen_range(0..4) == 0 {
@@ -198,6 +222,9 @@ mod tests {
             for (k, v) in &want {
                 assert_eq!(map.get(k), Some(v));
             }
+            let walked: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
+            let wanted: Vec<(u64, u64)> = want.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(walked, wanted, "a walk visits the keys in order");
             for _ in 0..2000 {
                 let k = key(&mut rng);
                 assert_eq!(map.get(&k), want.get(&k));
@@ -207,13 +234,14 @@ mod tests {
                 for (k, v) in then {
                     assert_eq!(copy.get(k), Some(v), "a copy changed");
                 }
+                assert_eq!(copy.iter().count(), then.len());
             }
             // Emptied, the map holds nothing.
             for k in want.keys().copied().collect::<Vec<_>>() {
                 assert!(map.remove(&k).is_some());
             }
             assert_eq!(map.len(), 0);
-            assert!(map.root.is_none());
+            assert!(map.root.is_none() && map.is_empty());
         }
     }
 }
