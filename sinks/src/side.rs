@@ -25,6 +25,8 @@ pub struct CohortLanes(PMap<Arc<Lanes>>);
 
 impl CohortLanes {
     fn key((item, kind): (ItemKey, KindIdx)) -> u64 {
+        // 2^48 items would take petabytes: the keys interned in log order never get there.
+        debug_assert!(item < 1 << 48, "item key {item} beyond 48 bits");
         (item << 16) | u64::from(kind)
     }
 

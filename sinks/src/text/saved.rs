@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use foldhash::fast::RandomState;
-use tantivy::directory::OwnedBytes;
-use tantivy::directory::{Directory, RamDirectory};
+use tantivy::directory::{Directory, OwnedBytes, RamDirectory};
 use tantivy::{Index, Term};
 use tidal_core::codec::{Cursor, DecodeError, put_str, put_u64};
 
