@@ -42,12 +42,10 @@ use tidal_core::record::Position;
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::{Time, time_at};
 
+use crate::dense::SPILL;
 use crate::sum::{Expander, keyed_sums};
 use crate::windows::{add_masked, chained_follow_up, expand_lanes, retraction_span};
 use crate::{KindSpec, SignalEv, Slices, kind_specs};
-
-/// Bytes of a checkpoint part buffered before they are written out.
-const SPILL: usize = 1 << 20;
 
 /// The key of one cohort's window lanes.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);

@@ -173,8 +173,9 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
         self.nodes.len() - self.free.len()
     }
 
-    /// Records node `n`'s value before this round, on its first change in the round.
-    fn touch(&mut self, item: ItemKey, slot: usize, n: u32) {
+    /// Records node `n`'s value before this round, on its first change in the round; the node
+    /// to change (taken once: a write to a chunk a snapshot shares copies it first).
+    fn touch(&mut self, item: ItemKey, slot: usize, n: u32) -> &mut Node<X, S> {
         let node = &mut self.nodes[n as usize];
         if node.stamp != self.round {
             node.stamp = self.round;
@@ -185,6 +186,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
                 old: node.sum.clone(),
             });
         }
+        node
     }
 
     /// Sets every sum of `item` to zero (in this round).
@@ -196,8 +198,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
             };
             let mut n = head;
             while n != NIL {
-                self.touch(item, slot, n);
-                let node = &mut self.nodes[n as usize];
+                let node = self.touch(item, slot, n);
                 node.sum = S::default();
                 n = node.next;
             }
@@ -217,8 +218,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
                 };
                 if hit {
                     let item = local as u64 * self.peers + self.owner;
-                    self.touch(item, slot, n);
-                    self.nodes[n as usize].sum = S::default();
+                    self.touch(item, slot, n).sum = S::default();
                 }
                 n = next;
             }
@@ -231,8 +231,7 @@ impl<X: Copy + Eq, S: Clone + Default + PartialEq + IsZero> DenseSums<X, S> {
     pub(crate) fn update(&mut self, item: ItemKey, slot: usize, extra: X, change: impl FnOnce(&mut S)) {
         debug_assert!(slot < self.slots);
         let (_, n, _) = self.find_or_alloc(item, slot, extra);
-        self.touch(item, slot, n);
-        change(&mut self.nodes[n as usize].sum);
+        change(&mut self.touch(item, slot, n).sum);
     }
 
     /// The head index of (`item`, `slot`) and the node of its sum told apart by `extra`,
@@ -610,22 +609,20 @@ mod tests {
         let mut later = Vec::new();
         snapshot.save(&mut later, &mut |_| Ok(())).expect("saved");
         assert_eq!(later, then, "the snapshot changed with the sums");
-        let mut restored: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 2);
-        restored.load(&mut Cursor::new(&later)).expect("loaded");
-        let mut got = BTreeMap::new();
-        restored.finish(|i, slot, extra, v, _| {
-            got.insert((i, slot, extra), *v);
-        });
-        assert_eq!(got, at_snapshot);
+        // The sums a part holds, read back into fresh sums.
+        let read_back = |bytes: &[u8]| {
+            let mut restored: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 2);
+            restored.load(&mut Cursor::new(bytes)).expect("loaded");
+            let mut got = BTreeMap::new();
+            restored.finish(|i, slot, extra, v, _| {
+                got.insert((i, slot, extra), *v);
+            });
+            got
+        };
+        assert_eq!(read_back(&later), at_snapshot);
         // The live sums are the latest ones.
         let mut now = Vec::new();
         dense.save(&mut now, &mut |_| Ok(())).expect("saved");
-        let mut restored: DenseSums<u64, i64> = DenseSums::new(peers as usize, worker as usize, 2);
-        restored.load(&mut Cursor::new(&now)).expect("loaded");
-        let mut got = BTreeMap::new();
-        restored.finish(|i, slot, extra, v, _| {
-            got.insert((i, slot, extra), *v);
-        });
-        assert_eq!(got, want);
+        assert_eq!(read_back(&now), want);
     }
 }

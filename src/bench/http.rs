@@ -27,6 +27,12 @@ fn wait_visible(agent: &ureq::Agent, post: &str, read: &str) {
     while Instant::now() < deadline && agent.get(&format!("{read}{lsn}")).call().is_err() {}
 }
 
+/// How long a GET of `url` took, in ms, if it was answered with success.
+fn get_ms(agent: &ureq::Agent, url: &str) -> Option<f64> {
+    let t = Instant::now();
+    agent.get(url).call().ok().map(|_| t.elapsed().as_secs_f64() * 1e3)
+}
+
 /// The server's `/metrics` text.
 fn metrics_text(server: &BenchServer) -> Option<String> {
     ureq::get(&format!("{}/metrics", server.base))
@@ -240,24 +246,18 @@ pub(super) fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, r
     };
     let mut q = Vec::new();
     for _ in 0..args.requests {
-        let t = Instant::now();
-        if agent.get(&url("/v1/rankings?profile=trending&limit=50")).call().is_ok() {
-            q.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+        q.extend(get_ms(&agent, &url("/v1/rankings?profile=trending&limit=50")));
     }
     // Cohort trending: a large single-dimension cohort and a declared composite, alternately.
     let mut c = Vec::new();
     for i in 0..args.requests {
         let cohort = if i % 2 == 0 { "region:r0" } else { "region:r1,gender:F" };
-        let t = Instant::now();
-        let r = agent
-            .get(&url(&format!(
+        c.extend(get_ms(
+            &agent,
+            &url(&format!(
                 "/v1/rankings?profile=trending&window=24h&cohort={cohort}&limit=50"
-            )))
-            .call();
-        if r.is_ok() {
-            c.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+            )),
+        ));
     }
     // for_you for random users, and a word searched within cohort trending.
     let mut f = Vec::new();
@@ -265,27 +265,19 @@ pub(super) fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, r
     if args.embedding_dim > 0 {
         for _ in 0..args.requests {
             let user = g.rng.gen_range(0..args.users);
-            let t = Instant::now();
-            if agent
-                .get(&url(&format!("/v1/rankings?profile=for_you&user=u{user}&limit=50")))
-                .call()
-                .is_ok()
-            {
-                f.push(t.elapsed().as_secs_f64() * 1e3);
-            }
+            f.extend(get_ms(
+                &agent,
+                &url(&format!("/v1/rankings?profile=for_you&user=u{user}&limit=50")),
+            ));
         }
         for _ in 0..args.requests {
             let word = g.rng.gen_range(0..super::TITLE_WORDS);
-            let t = Instant::now();
-            if agent
-                .get(&url(&format!(
+            s.extend(get_ms(
+                &agent,
+                &url(&format!(
                     "/v1/rankings?q=w{word}&profile=trending&window=24h&cohort=region:r0&limit=50"
-                )))
-                .call()
-                .is_ok()
-            {
-                s.push(t.elapsed().as_secs_f64() * 1e3);
-            }
+                )),
+            ));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -351,14 +343,7 @@ fn single_posts(server: &BenchServer, agent: &ureq::Agent, requests: usize, tag:
             .and_then(|v| v["lsn"].as_u64())
             .unwrap_or(0);
         if i % 5 == 0 {
-            let t = Instant::now();
-            if agent
-                .get(&url(&format!("/v1/rankings?limit=1&min_lsn={lsn}")))
-                .call()
-                .is_ok()
-            {
-                fresh.push(t.elapsed().as_secs_f64() * 1e3);
-            }
+            fresh.extend(get_ms(agent, &url(&format!("/v1/rankings?limit=1&min_lsn={lsn}"))));
         }
     }
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
@@ -435,10 +420,7 @@ fn selective_filter(server: &BenchServer, args: &BenchArgs, agent: &ureq::Agent,
         } else {
             "/v1/rankings?profile=hot&category=rare&limit=50"
         };
-        let t = Instant::now();
-        if agent.get(&url(q)).call().is_ok() {
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+        lat.extend(get_ms(agent, &url(q)));
     }
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
     rows.push(Row {
@@ -540,18 +522,11 @@ fn flood(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut Vec<Row
     let started = Instant::now();
     let before = accepted.load(Ordering::Relaxed);
     while started.elapsed() < Duration::from_secs(args.flood_seconds) {
-        let t = Instant::now();
-        if agent
-            .get(&format!("{}/v1/rankings?profile=trending&limit=50", server.base))
-            .call()
-            .is_ok()
-        {
-            ranking.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        let t = Instant::now();
-        if agent.get(&format!("{}/healthz", server.base)).call().is_ok() {
-            health.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+        ranking.extend(get_ms(
+            &agent,
+            &format!("{}/v1/rankings?profile=trending&limit=50", server.base),
+        ));
+        health.extend(get_ms(&agent, &format!("{}/healthz", server.base)));
     }
     let (taken, lag_after) = ((accepted.load(Ordering::Relaxed) - before) as f64, lag());
     let seconds = started.elapsed().as_secs_f64();

@@ -8,9 +8,7 @@ use tidal_core::codec::{Cursor, DecodeError, decode_meta, encode_meta, put_str, 
 use tidal_core::record::ItemMeta;
 
 use super::{Buffers, Interner, ItemSlot};
-
-/// Items whose metadata is referenced at a time (see [`Interner::snapshot`]).
-const BATCH: usize = 64;
+use crate::batches::touched_in_batches;
 
 /// An [`Interner`]'s checkpoint part as of one moment, its items' metadata not yet encoded.
 pub(super) struct Saved {
@@ -65,22 +63,10 @@ impl Interner {
         let mut items = Vec::with_capacity(n * 24);
         let mut ends = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
-        let mut all = self.items.iter();
-        let mut batch: Vec<(&str, &ItemSlot)> = Vec::with_capacity(BATCH);
-        loop {
-            batch.clear();
-            batch.extend(all.by_ref().take(BATCH));
-            if batch.is_empty() {
-                break;
-            }
-            // The metadata's counts read first, a batch at a time: plain loads whose cache
-            // misses overlap, where each reference's atomic increment waits for its own.
-            let counts = batch
-                .iter()
-                .filter_map(|(_, slot)| slot.meta.as_ref())
-                .fold(0usize, |n, m| n.wrapping_add(Arc::strong_count(m)));
-            std::hint::black_box(counts);
-            for &(id, slot) in &batch {
+        // Each item's metadata count read first, a batch at a time (see `batches`).
+        let touch = |(_, slot): &(&str, &ItemSlot)| slot.meta.as_ref().map_or(0, |m| Arc::strong_count(m) as u64);
+        let Ok(()) = touched_in_batches(self.items.iter(), touch, |batch| {
+            for &(id, slot) in batch.iter() {
                 put_str(&mut items, id);
                 match slot.key {
                     Some(k) => {
@@ -93,7 +79,8 @@ impl Interner {
                 ends.push(items.len());
                 metas.push(slot.meta.clone());
             }
-        }
+            Ok::<(), std::convert::Infallible>(())
+        });
         let mut tail = Vec::new();
         put_u64(&mut tail, self.tombstones.len() as u64);
         for (until, id) in &self.tombstones {

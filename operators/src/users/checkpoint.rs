@@ -9,9 +9,8 @@ use tidal_core::flow::{CohortId, UserKey};
 use tidal_core::user::{Attributes, CohortDefs, Edges, Pull};
 
 use super::state::{SHARED_SETS, Slot, Users};
-
-/// Bytes of the part buffered before they are written out.
-const SPILL: usize = 1 << 20;
+use crate::batches::touched_in_batches;
+use crate::dense::SPILL;
 
 /// What a checkpoint keeps of the users' state: the declared cohorts and a reference to
 /// every user's slot, taken on the worker in one pass over the table and encoded on the
@@ -25,24 +24,14 @@ pub(super) struct UsersSnapshot {
 impl Users {
     /// The state as it is now, for a checkpoint part.
     pub(super) fn snapshot(&self) -> UsersSnapshot {
+        // Each slot's count read first, a batch at a time (see `batches`): ~45 ns a user
+        // one after the other, the reference's atomic increment waiting for its own miss.
         let mut slots = Vec::with_capacity(self.slots.len());
-        let mut users = self.slots.iter();
-        let mut batch: Vec<(&UserKey, &Arc<Slot>)> = Vec::with_capacity(BATCH);
-        loop {
-            batch.clear();
-            batch.extend(users.by_ref().take(BATCH));
-            if batch.is_empty() {
-                break;
-            }
-            // Each slot's count read first, a batch at a time: plain loads whose cache misses
-            // overlap. A reference's atomic increment waits for its own miss, and one after
-            // the other they were the whole cost (~45 ns a user).
-            let counts = batch
-                .iter()
-                .fold(0usize, |n, (_, s)| n.wrapping_add(Arc::strong_count(s)));
-            std::hint::black_box(counts);
+        let touch = |(_, s): &(&UserKey, &Arc<Slot>)| Arc::strong_count(s) as u64;
+        let Ok(()) = touched_in_batches(self.slots.iter(), touch, |batch| {
             slots.extend(batch.iter().map(|(k, s)| (**k, Arc::clone(s))));
-        }
+            Ok::<(), std::convert::Infallible>(())
+        });
         UsersSnapshot {
             defs: self.defs.clone(),
             slots,
@@ -76,31 +65,25 @@ impl UsersSnapshot {
         // alive here, so that its address is not taken by another while the part is made).
         let mut written: HashMap<usize, (u64, Attributes)> = HashMap::new();
         put_varint(out, self.slots.len() as u64);
-        // Users a batch at a time: a first pass touches each one's slot and lists (loads
-        // that do not wait on one another, so their cache misses overlap), the second
-        // encodes them from the cache. One after the other, the misses made the part.
-        let mut users = self.slots.into_iter();
-        let mut batch: Vec<(UserKey, Arc<Slot>)> = Vec::with_capacity(BATCH);
-        loop {
-            batch.clear();
-            batch.extend(users.by_ref().take(BATCH));
-            if batch.is_empty() {
-                break;
-            }
-            let touched = batch.iter().fold(0u64, |t, (_, s)| {
-                t.wrapping_add(s.marks.first().map_or(0, |m| m.0))
-                    .wrapping_add(s.pulls.first().map_or(0, |p| p.ts))
-                    .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
-            });
-            std::hint::black_box(touched);
-            for (key, slot) in &batch {
+        // Users a batch at a time (see `batches`): each one's slot and lists touched first,
+        // then encoded from the cache. One after the other, the misses made the part.
+        let touch = |(_, s): &(UserKey, Arc<Slot>)| {
+            s.marks
+                .first()
+                .map_or(0, |m| m.0)
+                .wrapping_add(s.pulls.first().map_or(0, |p| p.ts))
+                .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
+        };
+        touched_in_batches(self.slots.into_iter(), touch, |batch| {
+            for (key, slot) in batch.iter() {
                 encode_user(out, &mut written, *key, slot);
             }
             if out.len() >= SPILL {
                 w.write_all(out)?;
                 out.clear();
             }
-        }
+            Ok::<(), std::io::Error>(())
+        })?;
         w.write_all(out)
     }
 }
@@ -216,9 +199,6 @@ impl Users {
         c.finish()
     }
 }
-
-/// Users encoded between looking ahead in [`UsersSnapshot::save`].
-const BATCH: usize = 64;
 
 /// Appends one user's state (see [`UsersSnapshot::save`]); `written` holds the attribute sets
 /// written so far, by address.
