@@ -34,6 +34,7 @@ use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 
+use crate::background::Background;
 use crate::idmap::IdMap;
 
 mod checkpoint;
@@ -76,16 +77,24 @@ pub fn entities<'s>(
     builder.build(move |capabilities| {
         let mut log = Interner::new(&config, partition);
         let mut bufs = Buffers::default();
-        if let Some(bytes) = persist.take_restored(partition.index, "entities")
-            && let Err(e) = log.load(&bytes, &mut bufs)
-        {
-            // A checked checkpoint (checksum, format version) does not fail to decode; were
-            // it to, the state would be wrong: stop here rather than serve it.
-            panic!(
-                "checkpoint part entities of worker {} does not decode: {e}",
-                partition.index
-            );
-        }
+        // A restored part decodes on a thread of its own (taken at the first activation).
+        let mut restoring = persist.take_restored(partition.index, "entities").map(|bytes| {
+            let config = config.clone();
+            let name = format!("tidal-entities-load-{}", partition.index);
+            Background::start(&name, move || {
+                let (mut log, mut bufs) = (Interner::new(&config, partition), Buffers::default());
+                if let Err(e) = log.load(&bytes, &mut bufs) {
+                    // A checked checkpoint (checksum, format version) does not fail to
+                    // decode; were it to, the state would be wrong: stop here rather than
+                    // serve it.
+                    panic!(
+                        "checkpoint part entities of worker {} does not decode: {e}",
+                        partition.index
+                    );
+                }
+                (log, bufs)
+            })
+        });
         let mut initial = Some(capabilities);
         // With `reorder`: messages by time, with the capabilities to emit at that time.
         let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =
@@ -96,6 +105,9 @@ pub fn entities<'s>(
             if let Some(caps) = initial.take()
                 && let [c0, c1, c2] = &caps[..]
             {
+                if let Some(r) = restoring.take() {
+                    (log, bufs) = r.take();
+                }
                 let caps = [c0.clone(), c1.clone(), c2.clone()];
                 let mut outs = Outputs {
                     signals: &mut signal_out,

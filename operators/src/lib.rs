@@ -14,6 +14,7 @@ use tidal_core::config::{Config, MAX_HALF_LIVES, MAX_WINDOWS};
 use tidal_core::features::window_specs;
 pub use tidal_core::flow::SignalEv;
 
+mod background;
 mod batches;
 pub mod cohorts;
 pub mod decay;

@@ -41,6 +41,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::SignalEv;
+use crate::background::Background;
 use crate::dense::{DenseSums, SPILL, SumsSnapshot};
 use crate::pending::Pending;
 
@@ -163,21 +164,14 @@ fn pending_part(what: &str) -> String {
     format!("{what}-pending")
 }
 
-/// The state a keyed sum restores from a checkpoint part.
-type Restored<E> = (
+/// What a keyed sum's sums part holds: the sums and the retired items.
+type RestoredSums<E> = (
     DenseSums<<E as Expander>::Extra, <E as Expander>::Sum>,
-    Pending<<E as Expander>::Pending, <E as Expander>::Diff, <E as Expander>::Extra>,
     Vec<(ItemKey, Time)>,
 );
 
-/// Reads back the sums part and the waiting updates' part (which must be there with it).
-fn load_state<E: Expander>(
-    bytes: &[u8],
-    pending_bytes: &[u8],
-    sums: DenseSums<E::Extra, E::Sum>,
-    cap: &Capability<Time>,
-) -> Result<Restored<E>, DecodeError> {
-    let mut sums = sums;
+/// Reads back the sums part into `sums`.
+fn load_sums<E: Expander>(bytes: &[u8], mut sums: DenseSums<E::Extra, E::Sum>) -> Result<RestoredSums<E>, DecodeError> {
     let mut c = Cursor::new(bytes);
     sums.load(&mut c)?;
     let mut dead = Vec::new();
@@ -185,11 +179,20 @@ fn load_state<E: Expander>(
         dead.push((c.u64("item")?, c.u64("until")?));
     }
     c.finish()?;
+    Ok((sums, dead))
+}
+
+/// A keyed sum's updates waiting for their times.
+type PendingOf<E> = Pending<<E as Expander>::Pending, <E as Expander>::Diff, <E as Expander>::Extra>;
+
+/// Reads back the waiting updates' part (which must be there with the sums part), under
+/// `cap`.
+fn load_pending<E: Expander>(bytes: &[u8], cap: &Capability<Time>) -> Result<PendingOf<E>, DecodeError> {
     let mut pending = Pending::new();
-    let mut c = Cursor::new(pending_bytes);
+    let mut c = Cursor::new(bytes);
     pending.load(&mut c, cap)?;
     c.finish()?;
-    Ok((sums, pending, dead))
+    Ok(pending)
 }
 
 /// Events waiting for their time to complete, with a capability for that time.
@@ -337,32 +340,16 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // complete; checkpoints asked for (frontier -> position) and not written yet.
                 let mut held: BTreeMap<Time, Held> = BTreeMap::new();
                 let mut checkpoints: BTreeMap<Time, Position> = BTreeMap::new();
-                // The restored state is emitted (at time 0) in the first activation.
-                let mut restored = false;
-                if let Some(bytes) = persist.take_restored(index, what) {
+                // A restored sums part decodes on a thread of its own; it is taken, its
+                // waiting updates read back under the initial capability and the sums emitted
+                // (at time 0) in the first activation.
+                let mut restoring = persist.take_restored(index, what).map(|bytes| {
                     // A sums part without its waiting updates fails to decode (below).
-                    let pending_bytes = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
-                    match load_state::<E>(
-                        &bytes,
-                        &pending_bytes,
-                        std::mem::replace(&mut state.sums, DenseSums::new(peers, index, slots)),
-                        &initial,
-                    ) {
-                        Ok((s, p, d)) => {
-                            (state.sums, state.pending) = (s, p);
-                            for (k, until) in d {
-                                state.dead.insert(k, until);
-                                state.dead_until.entry(until).or_default().push(k);
-                            }
-                            restored = true;
-                        }
-                        Err(e) => {
-                            // A checked checkpoint does not fail to decode; were it to, the
-                            // state would be wrong: stop here rather than serve it.
-                            panic!("checkpoint part {what} of worker {index} does not decode: {e}");
-                        }
-                    }
-                }
+                    let pending = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
+                    let sums = DenseSums::new(peers, index, slots);
+                    let name = format!("tidal-{what}-load-{index}");
+                    (Background::start(&name, move || load_sums::<E>(&bytes, sums)), pending)
+                });
                 let mut initial = Some(initial);
                 move |(input, input_frontier), (control, control_frontier), output| {
                     let started = std::time::Instant::now();
@@ -374,8 +361,25 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         });
                     };
                     if let Some(cap) = initial.take()
-                        && restored
+                        && let Some((sums, pending)) = restoring.take()
                     {
+                        match sums
+                            .take()
+                            .and_then(|(s, d)| Ok((s, load_pending::<E>(&pending, &cap)?, d)))
+                        {
+                            Ok((s, p, d)) => {
+                                (state.sums, state.pending) = (s, p);
+                                for (k, until) in d {
+                                    state.dead.insert(k, until);
+                                    state.dead_until.entry(until).or_default().push(k);
+                                }
+                            }
+                            Err(e) => {
+                                // A checked checkpoint does not fail to decode; were it to,
+                                // the state would be wrong: stop here rather than serve it.
+                                panic!("checkpoint part {what} of worker {index} does not decode: {e}");
+                            }
+                        }
                         emit(&cap, &state.expander, &mut state.sums);
                     }
                     input.for_each(|cap, data| {

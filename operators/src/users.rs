@@ -39,6 +39,8 @@ mod state;
 
 use state::Users;
 
+use crate::background::Background;
+
 /// The collections and streams the users materializer emits.
 pub struct UserOutputs<'s> {
     /// `(user, cohort)` for every cohort each user belongs to.
@@ -66,17 +68,13 @@ pub fn users<'s>(
     let (mut side_out, side) = builder.new_output::<Vec<SideUpdate>>();
     builder.build(move |capabilities| {
         let mut state = Users::new(&config, partition);
+        // A restored state decodes, and its views are made, on a thread of its own.
+        let mut restoring = persist.take_restored(partition.index, "users").map(|bytes| {
+            let config = config.clone();
+            let name = format!("tidal-users-load-{}", partition.index);
+            Background::start(&name, move || restored(&config, partition, &bytes))
+        });
         let mut initial = Some(capabilities);
-        let mut restored = false;
-        if let Some(bytes) = persist.take_restored(partition.index, "users") {
-            if let Err(e) = state.load(&bytes) {
-                panic!(
-                    "checkpoint part users of worker {} does not decode: {e}",
-                    partition.index
-                );
-            }
-            restored = true;
-        }
         // Per time: the capabilities to emit at it, its control messages and signals.
         let mut waiting: BTreeMap<Time, Held> = BTreeMap::new();
         // Per bucket-expiry time, the capabilities to emit at it.
@@ -90,17 +88,13 @@ pub fn users<'s>(
                 && let [c0, c1] = &caps[..]
             {
                 // The declared cohorts (and a restored state) go out at time 0.
-                let mut out = Vec::new();
-                let mut members = Vec::new();
-                out.push(SideUpdate::Cohorts(Arc::new(state.defs.clone())));
-                if restored {
-                    for (key, slot) in &state.slots {
-                        out.push(SideUpdate::User(*key, Some(Arc::new(state.view(slot)))));
-                        for c in &slot.cohorts {
-                            members.push(((*key, *c), 0, 1));
-                        }
-                    }
+                let (mut views, mut members) = (Vec::new(), Vec::new());
+                if let Some(r) = restoring.take() {
+                    (state, views, members) = r.take();
                 }
+                let mut out = Vec::with_capacity(views.len() + 1);
+                out.push(SideUpdate::Cohorts(Arc::new(state.defs.clone())));
+                out.append(&mut views);
                 side_out.activate().give(c1, &mut out);
                 if !members.is_empty() {
                     member_out.activate().give(c0, &mut members);
@@ -220,4 +214,27 @@ impl Held {
             sigs: Vec::new(),
         }
     }
+}
+
+/// A restored users part decoded: the state, with its users' views and memberships (at
+/// time 0).
+fn restored(config: &Config, partition: Partition, bytes: &[u8]) -> (Users, Vec<SideUpdate>, Vec<MemberUpdate>) {
+    let mut state = Users::new(config, partition);
+    if let Err(e) = state.load(bytes) {
+        // A checked checkpoint (checksum, format version) does not fail to decode; were it
+        // to, the state would be wrong: stop here rather than serve it.
+        panic!(
+            "checkpoint part users of worker {} does not decode: {e}",
+            partition.index
+        );
+    }
+    let mut views = Vec::with_capacity(state.slots.len());
+    let mut members = Vec::new();
+    for (key, slot) in &state.slots {
+        views.push(SideUpdate::User(*key, Some(Arc::new(state.view(slot)))));
+        for c in &slot.cohorts {
+            members.push(((*key, *c), 0, 1));
+        }
+    }
+    (state, views, members)
 }
