@@ -21,7 +21,7 @@ use tidal_core::time::Time;
 use crate::ann::Ann;
 use crate::delta::Delta;
 use crate::entry::ItemEntry;
-use crate::log::{Buffers, KEEP, Log};
+use crate::log::{BULK, Buffers, KEEP, Log, side_by_side};
 use crate::side::SideBuilder;
 use crate::snapshot::{CohortCut, ItemChange, Snapshot, Update};
 use tidal_core::flow::ItemKey;
@@ -173,6 +173,20 @@ impl SnapshotBuilder {
     /// [`version`](Self::version) in a cluster: `lsns` is, per process, the last LSN of its
     /// WAL the version holds.
     pub fn version_in_cluster(&mut self, frontier: Time, position: Position, lsns: Arc<[u64]>) -> Arc<Snapshot> {
+        self.version_beside(frontier, position, lsns, |_| {})
+    }
+
+    /// [`version_in_cluster`](Self::version_in_cluster), handing the entity-store writes
+    /// gathered so far (those [`take_item_changes`](Self::take_item_changes) returns next) to
+    /// `beside` once the version's log is built: while the log is applied, on a thread of
+    /// its own, when the log is a restore's or a catch-up's. The text index takes them so.
+    pub(crate) fn version_beside(
+        &mut self,
+        frontier: Time,
+        position: Position,
+        lsns: Arc<[u64]>,
+        beside: impl FnOnce(&[ItemChange]) + Send,
+    ) -> Arc<Snapshot> {
         self.position = position;
         let mut embedded = Vec::new();
         let log = Log::new(
@@ -188,7 +202,18 @@ impl SnapshotBuilder {
         self.dirty.shrink_to(KEEP);
         let mut next = (*self.last).clone();
         let items = log.changed();
-        log.apply_to(&mut next, &mut self.bufs);
+        // The store's writes go to `beside` and the per-user and per-cohort part is cut
+        // while the log is applied.
+        let (changes, bufs, side) = (&self.item_changes, &mut self.bufs, &mut self.side);
+        let ((side, side_changed), ()) = side_by_side(
+            items >= BULK,
+            || {
+                beside(changes);
+                side.version()
+            },
+            || log.apply_to(&mut next, bufs),
+        );
+        next.side = side;
         next.frontier = frontier;
         next.cohorts = match &self.cohorts {
             Some(cut) => cut.clone(),
@@ -199,9 +224,7 @@ impl SnapshotBuilder {
             },
         };
         next.lsns = lsns;
-        let side;
-        (next.side, side) = self.side.version();
-        next.changed = items + side;
+        next.changed = items + side_changed;
         self.last = Arc::new(next);
         self.last.clone()
     }

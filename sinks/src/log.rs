@@ -25,6 +25,11 @@ use tidal_core::flow::ItemKey;
 /// or a catch-up millions.
 pub(crate) const KEEP: usize = 1 << 14;
 
+/// Items from which a log (a restore's, a catch-up's) is built and applied on two threads,
+/// its parts that touch different structures side by side. Debug builds (the tests) take
+/// that path for all but the smallest logs, so that both paths are checked.
+pub(crate) const BULK: usize = if cfg!(debug_assertions) { 8 } else { 1 << 16 };
+
 /// Vectors a [`Log`] is built in, kept from one version to the next.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Buffers {
@@ -98,69 +103,19 @@ impl Log {
             .filter(|(_, q)| !q.is_empty())
             .map(|(slot, q)| (slot, Prepared::new(std::mem::take(q))))
             .collect();
-        // Id map: the keys of every id whose state changed somewhere.
-        let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> =
-            HashMap::with_capacity_and_hasher(state_changed.len(), RandomState::default());
-        let mut postings = Vec::new();
-        let (mut terms_before, mut terms_after) = (Vec::new(), Vec::new());
         state_changed.sort_unstable_by_key(|c| c.0);
-        for (key, new) in &state_changed {
-            let key = *key;
-            let old = last.entries.get(&key).map(|e| &**e);
-            let new = new.as_deref();
-            let embedding = new.and_then(ItemEntry::embedding);
-            if old.and_then(ItemEntry::embedding) != embedding {
-                embedded.push((key, new.and_then(ItemEntry::embedded)));
-            }
-            Postings::terms(old.unwrap_or(&empty), &mut terms_before);
-            Postings::terms(new.unwrap_or(&empty), &mut terms_after);
-            Postings::diff(key, &terms_before, &terms_after, &mut postings);
-            let Some(id) = new.and_then(|e| e.id()).or(old.and_then(|e| e.id())) else {
-                continue;
-            };
-            let keys = ids
-                .entry(id.clone())
-                .or_insert_with(|| Some(last.ids.get(id).cloned().unwrap_or_default()));
-            let k = keys.get_or_insert_with(IdKeys::default);
-            if new.and_then(|e| e.state()).is_some() {
-                k.insert(key);
-            } else {
-                k.remove(key);
-            }
-            if k.latest().is_none() {
-                *keys = None;
-            }
-        }
-        let mut ids: Vec<(Arc<str>, Option<IdKeys>)> = ids.into_iter().collect();
-        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        // The shared entry of a key as of this log (no copy of its metadata).
-        let shared = |k: ItemKey| match updated.get(&k) {
-            Some(e) => e.clone(),
-            None => last.entries.get(&k).cloned(),
-        };
-        for (id, keys) in &ids {
-            let latest = keys.as_ref().and_then(IdKeys::latest).and_then(shared);
-            let meta = latest
-                .as_deref()
-                .and_then(|e| e.state())
-                .filter(|s| !s.deleted)
-                .and_then(|s| s.meta.as_ref());
-            let before = last
-                .ids
-                .get(&**id)
-                .and_then(IdKeys::latest)
-                .and_then(|k| last.entries.get(&k))
-                .and_then(|e| e.state())
-                .filter(|s| !s.deleted)
-                .and_then(|s| s.meta.as_ref());
-            // The store holds metadata: an item known from signals alone is not written.
-            if meta != before {
-                writes.push(match (meta.is_some(), latest) {
-                    (true, Some(e)) => ItemChange::stored(id.clone(), e),
-                    _ => ItemChange::remove(id),
-                });
-            }
-        }
+        // Postings and embeddings, and the id map with the store's writes, touch different
+        // structures: a restore's or a catch-up's log builds them side by side.
+        let mut postings = Vec::new();
+        let (_, ids) = side_by_side(
+            state_changed.len() >= BULK,
+            || terms_and_embeddings(last, &state_changed, &mut postings, embedded),
+            || {
+                let ids = id_keys(last, &state_changed);
+                store_writes(last, updated, &ids, writes);
+                ids
+            },
+        );
         Log {
             entries: {
                 // In key order: the persistent map takes them along one path at a time.
@@ -199,43 +154,190 @@ impl Log {
     /// vectors back to `bufs` ([`recycle`](Self::recycle)): each index's changes as soon as
     /// they are applied (a restore's are hundreds of megabytes).
     pub(crate) fn apply_to(mut self, s: &mut Snapshot, bufs: &mut Buffers) {
-        // Index changes first: the old entries give the ids of the entries indexed.
-        let entries = &s.entries;
-        let id_of = |k: ItemKey| entries.get(&k).and_then(|e| e.id()).map(|id| &**id);
-        for (slot, changes) in std::mem::take(&mut self.indexes) {
-            if let Some(index) = s.indexes.get_mut(slot) {
-                index.apply(&changes, &id_of);
+        let bulk = self.entries.len() >= BULK;
+        // The indexes take their changes against the old entries (which give the ids of the
+        // entries indexed): a copy of the map's root (its nodes shared) while the entries
+        // change beside them in a bulk log.
+        let old = bulk.then(|| s.entries.clone());
+        let changes = std::mem::take(&mut self.indexes);
+        let Snapshot {
+            entries,
+            ids,
+            indexes,
+            postings,
+            ..
+        } = s;
+        let queues = &mut bufs.queues;
+        let apply_indexes = |entries: &imbl::OrdMap<ItemKey, Arc<ItemEntry>>| {
+            let id_of = |k: ItemKey| entries.get(&k).and_then(|e| e.id()).map(|id| &**id);
+            for (slot, changes) in changes {
+                if let Some(index) = indexes.get_mut(slot) {
+                    index.apply(&changes, &id_of);
+                }
+                if let Some(q) = queues.get_mut(slot) {
+                    *q = emptied(changes.into_inner());
+                }
             }
-            if let Some(q) = bufs.queues.get_mut(slot) {
-                *q = emptied(changes.into_inner());
+            postings.apply(&self.postings);
+        };
+        let mut apply_maps = |entries: &mut imbl::OrdMap<ItemKey, Arc<ItemEntry>>| {
+            for (id, keys) in &self.ids {
+                match keys {
+                    Some(k) => {
+                        ids.insert(id.clone(), k.clone());
+                    }
+                    None => {
+                        ids.remove(id);
+                    }
+                }
+            }
+            for (key, entry) in &self.entries {
+                match entry {
+                    Some(e) => {
+                        entries.insert(*key, e.clone());
+                    }
+                    None => {
+                        entries.remove(key);
+                    }
+                }
+            }
+        };
+        match &old {
+            // The indexes with the posting lists, and the maps, side by side.
+            Some(old) => {
+                side_by_side(true, || apply_indexes(old), || apply_maps(entries));
+            }
+            None => {
+                apply_indexes(entries);
+                apply_maps(entries);
             }
         }
-        for (key, entry) in &self.entries {
-            match entry {
-                Some(e) => {
-                    s.entries.insert(*key, e.clone());
-                }
-                None => {
-                    s.entries.remove(key);
-                }
-            }
-        }
-        for (id, keys) in &self.ids {
-            match keys {
-                Some(k) => {
-                    s.ids.insert(id.clone(), k.clone());
-                }
-                None => {
-                    s.ids.remove(id);
-                }
-            }
-        }
-        s.postings.apply(&self.postings);
         s.listed = self.listed;
         s.lsn = self.lsn.lsn;
         s.signals = self.lsn.signals;
         self.recycle(bufs);
     }
+}
+
+/// The posting-list changes (to `postings`) and the new embeddings (to `embedded`) of the
+/// items whose state changed, in key order.
+fn terms_and_embeddings(
+    last: &Snapshot,
+    state_changed: &[(ItemKey, Option<Arc<ItemEntry>>)],
+    postings: &mut Vec<PostingChange>,
+    embedded: &mut EmbeddingChanges,
+) {
+    let empty = ItemEntry::default();
+    let (mut terms_before, mut terms_after) = (Vec::new(), Vec::new());
+    for (key, new) in state_changed {
+        let key = *key;
+        let old = last.entries.get(&key).map(|e| &**e);
+        let new = new.as_deref();
+        let embedding = new.and_then(ItemEntry::embedding);
+        if old.and_then(ItemEntry::embedding) != embedding {
+            embedded.push((key, new.and_then(ItemEntry::embedded)));
+        }
+        Postings::terms(old.unwrap_or(&empty), &mut terms_before);
+        Postings::terms(new.unwrap_or(&empty), &mut terms_after);
+        Postings::diff(key, &terms_before, &terms_after, postings);
+    }
+}
+
+/// The new keys of every id whose state changed somewhere (`None`: the id is gone), in id
+/// order.
+fn id_keys(last: &Snapshot, state_changed: &[(ItemKey, Option<Arc<ItemEntry>>)]) -> Vec<(Arc<str>, Option<IdKeys>)> {
+    let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> =
+        HashMap::with_capacity_and_hasher(state_changed.len(), RandomState::default());
+    for (key, new) in state_changed {
+        let key = *key;
+        let old = last.entries.get(&key).map(|e| &**e);
+        let new = new.as_deref();
+        let Some(id) = new.and_then(|e| e.id()).or(old.and_then(|e| e.id())) else {
+            continue;
+        };
+        let keys = ids
+            .entry(id.clone())
+            .or_insert_with(|| Some(last.ids.get(id).cloned().unwrap_or_default()));
+        let k = keys.get_or_insert_with(IdKeys::default);
+        if new.and_then(|e| e.state()).is_some() {
+            k.insert(key);
+        } else {
+            k.remove(key);
+        }
+        if k.latest().is_none() {
+            *keys = None;
+        }
+    }
+    let mut ids: Vec<(Arc<str>, Option<IdKeys>)> = ids.into_iter().collect();
+    ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    ids
+}
+
+/// The entity-store writes the new keys of `ids` imply: per id whose live metadata changed,
+/// its newest entry, or its removal. `updated` holds the log's new entries.
+fn store_writes(
+    last: &Snapshot,
+    updated: &HashMap<ItemKey, Option<Arc<ItemEntry>>, RandomState>,
+    ids: &[(Arc<str>, Option<IdKeys>)],
+    writes: &mut Vec<ItemChange>,
+) {
+    // The shared entry of a key as of this log (no copy of its metadata).
+    let shared = |k: ItemKey| match updated.get(&k) {
+        Some(e) => e.clone(),
+        None => last.entries.get(&k).cloned(),
+    };
+    for (id, keys) in ids {
+        let latest = keys.as_ref().and_then(IdKeys::latest).and_then(shared);
+        let meta = latest
+            .as_deref()
+            .and_then(|e| e.state())
+            .filter(|s| !s.deleted)
+            .and_then(|s| s.meta.as_ref());
+        let before = last
+            .ids
+            .get(&**id)
+            .and_then(IdKeys::latest)
+            .and_then(|k| last.entries.get(&k))
+            .and_then(|e| e.state())
+            .filter(|s| !s.deleted)
+            .and_then(|s| s.meta.as_ref());
+        // The store holds metadata: an item known from signals alone is not written.
+        if meta != before {
+            writes.push(match (meta.is_some(), latest) {
+                (true, Some(e)) => ItemChange::stored(id.clone(), e),
+                _ => ItemChange::remove(id),
+            });
+        }
+    }
+}
+
+/// Runs `a` and `b` and returns both results: on two threads when `bulk` (`a` on a thread of
+/// its own, or here after `b` should none start), one after the other here otherwise.
+pub(crate) fn side_by_side<A, B>(bulk: bool, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B)
+where
+    A: Send,
+{
+    if !bulk {
+        return (a(), b());
+    }
+    // `a` stays reachable here should its thread not start.
+    let a = std::sync::Mutex::new(Some(a));
+    std::thread::scope(|s| {
+        let theirs = std::thread::Builder::new()
+            .name("tidal-sink-bulk".into())
+            .spawn_scoped(s, || a.lock().unwrap_or_else(|p| p.into_inner()).take().map(|a| a()));
+        let rb = b();
+        let ra = match theirs.map(|t| t.join()) {
+            Ok(Ok(Some(ra))) => Some(ra),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Ok(Ok(None)) | Err(_) => None,
+        };
+        let ra = ra.or_else(|| a.lock().unwrap_or_else(|p| p.into_inner()).take().map(|a| a()));
+        match ra {
+            Some(ra) => (ra, rb),
+            None => unreachable!("`a` ran on neither thread"),
+        }
+    })
 }
 
 /// `v` cleared, keeping room for [`KEEP`] elements at most.

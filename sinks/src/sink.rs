@@ -30,7 +30,7 @@ use crate::builder::SnapshotBuilder;
 use crate::delta::Delta;
 use crate::shards::Shard;
 use crate::side::CohortKey;
-use crate::snapshot::{CLOSED, CohortCut, Snapshot};
+use crate::snapshot::{CLOSED, CohortCut, ItemChange, Snapshot};
 use crate::store::{EntityStore, StoreShard};
 use tidal_core::user::SideUpdate;
 
@@ -231,10 +231,10 @@ pub fn shard_sink<'s>(
                     // Applied to the working copies; the version comes at a publishing mark.
                     continue;
                 }
-                let (version, own) = cut_version(&mut builder, m, &positions, place);
                 // The text index has a version's changes before readers see the version.
+                let text = shard.text();
+                let (version, own) = cut_version(&mut builder, m, &positions, place, |c| text.apply(c));
                 let changes = builder.take_item_changes();
-                shard.text().apply(&changes);
                 shard.publish(version);
                 last_version = m;
                 published = true;
@@ -250,28 +250,30 @@ pub fn shard_sink<'s>(
             // The cohort input caught up with marks already cut: the last version again, at
             // the same frontier, with the cohort part as far as it now reaches.
             if !published && last_version == cut && cut > 0 && cohorts.advance(&mut builder, cohorts_reached.min(cut)) {
-                shard.publish(cut_version(&mut builder, cut, &positions, place).0);
+                shard.publish(cut_version(&mut builder, cut, &positions, place, |_| {}).0);
             }
             stats.busy(Stage::Sink, started);
         }
     });
 }
 
-/// A version at mark `m` of everything applied, at the positions the marks carried; and this
-/// process's position.
+/// A version at mark `m` of everything applied, at the positions the marks carried (the
+/// entity-store writes gathered so far handed to `beside` meanwhile); and this process's
+/// position.
 fn cut_version(
     builder: &mut SnapshotBuilder,
     m: Time,
     positions: &[Position],
     place: Place,
+    beside: impl FnOnce(&[ItemChange]) + Send,
 ) -> (Arc<Snapshot>, Position) {
     let own = positions.get(place.process).copied().unwrap_or_default();
-    let version = if place.processes > 1 {
-        builder.version_in_cluster(m, own, positions.iter().map(|p| p.lsn).collect())
+    let lsns = if place.processes > 1 {
+        positions.iter().map(|p| p.lsn).collect()
     } else {
-        builder.version(m, own)
+        Arc::from(Vec::new())
     };
-    (version, own)
+    (builder.version_beside(m, own, lsns, beside), own)
 }
 
 /// The cohort part of a shard as the sink builds it: its changes (sums and declarations) by
