@@ -34,7 +34,7 @@ use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 
-use crate::background::Background;
+use crate::background::{Background, waking};
 use crate::idmap::IdMap;
 
 mod checkpoint;
@@ -70,6 +70,9 @@ pub fn entities<'s>(
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("Entities".to_owned(), scope);
+    let woken = scope
+        .worker()
+        .sync_activator_for(builder.operator_info().address.to_vec());
     let mut input = builder.new_input(control, Pipeline);
     let (mut signal_out, signals) = builder.new_output::<Vec<SignalUpdate>>();
     let (mut item_out, items) = builder.new_output::<Vec<ItemUpdate>>();
@@ -81,7 +84,7 @@ pub fn entities<'s>(
         let mut restoring = persist.take_restored(partition.index, "entities").map(|bytes| {
             let config = config.clone();
             let name = format!("tidal-entities-load-{}", partition.index);
-            Background::start(&name, move || {
+            let decode = move || {
                 let (mut log, mut bufs) = (Interner::new(&config, partition), Buffers::default());
                 if let Err(e) = log.load(&bytes, &mut bufs) {
                     // A checked checkpoint (checksum, format version) does not fail to
@@ -93,13 +96,19 @@ pub fn entities<'s>(
                     );
                 }
                 (log, bufs)
-            })
+            };
+            Background::start(&name, decode, waking(woken))
         });
         let mut initial = Some(capabilities);
         // With `reorder`: messages by time, with the capabilities to emit at that time.
         let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =
             std::collections::BTreeMap::new();
         move |frontiers| {
+            // A restored part not decoded yet: the other operators run meanwhile (its thread
+            // activates this one when it is ready).
+            if restoring.as_mut().is_some_and(|r| !r.ready()) {
+                return;
+            }
             let started = std::time::Instant::now();
             // The restored items go out at time 0, with the initial capabilities.
             if let Some(caps) = initial.take()

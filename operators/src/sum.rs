@@ -41,7 +41,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::SignalEv;
-use crate::background::Background;
+use crate::background::{Background, waking};
 use crate::dense::{DenseSums, SPILL, SumsSnapshot};
 use crate::pending::Pending;
 
@@ -324,7 +324,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
             Pipeline,
             Pipeline,
             name,
-            move |initial, _info| {
+            move |initial, info| {
                 let slots = expander.slots();
                 let mut state = State {
                     expander,
@@ -348,10 +348,19 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                     let pending = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
                     let sums = DenseSums::new(peers, index, slots);
                     let name = format!("tidal-{what}-load-{index}");
-                    (Background::start(&name, move || load_sums::<E>(&bytes, sums)), pending)
+                    let woken = scope.worker().sync_activator_for(info.address.to_vec());
+                    (
+                        Background::start(&name, move || load_sums::<E>(&bytes, sums), waking(woken)),
+                        pending,
+                    )
                 });
                 let mut initial = Some(initial);
                 move |(input, input_frontier), (control, control_frontier), output| {
+                    // A restored part not decoded yet: the other operators run meanwhile (its
+                    // thread activates this one when it is ready).
+                    if restoring.as_mut().is_some_and(|(r, _)| !r.ready()) {
+                        return;
+                    }
                     let started = std::time::Instant::now();
                     let mut emit = |cap: &Capability<Time>, expander: &E, sums: &mut DenseSums<E::Extra, E::Sum>| {
                         let at = *cap.time();

@@ -39,7 +39,7 @@ mod state;
 
 use state::Users;
 
-use crate::background::Background;
+use crate::background::{Background, waking};
 
 /// The collections and streams the users materializer emits.
 pub struct UserOutputs<'s> {
@@ -62,6 +62,9 @@ pub fn users<'s>(
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("Users".to_owned(), scope);
+    let woken = scope
+        .worker()
+        .sync_activator_for(builder.operator_info().address.to_vec());
     let mut control_in = builder.new_input(control, Pipeline);
     let mut sigs_in = builder.new_input(sigs, Exchange::new(|s: &UserSig| s.user));
     let (mut member_out, memberships) = builder.new_output::<Vec<MemberUpdate>>();
@@ -72,7 +75,7 @@ pub fn users<'s>(
         let mut restoring = persist.take_restored(partition.index, "users").map(|bytes| {
             let config = config.clone();
             let name = format!("tidal-users-load-{}", partition.index);
-            Background::start(&name, move || restored(&config, partition, &bytes))
+            Background::start(&name, move || restored(&config, partition, &bytes), waking(woken))
         });
         let mut initial = Some(capabilities);
         // Per time: the capabilities to emit at it, its control messages and signals.
@@ -83,6 +86,11 @@ pub fn users<'s>(
         // frontier is applied and none after it.
         let mut checkpoints: BTreeMap<Time, tidal_core::record::Position> = BTreeMap::new();
         move |frontiers| {
+            // A restored state not decoded yet: the other operators run meanwhile (its
+            // thread activates this one when it is ready).
+            if restoring.as_mut().is_some_and(|r| !r.ready()) {
+                return;
+            }
             let started = std::time::Instant::now();
             if let Some(caps) = initial.take()
                 && let [c0, c1] = &caps[..]
