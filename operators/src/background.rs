@@ -10,12 +10,34 @@
 
 use std::sync::mpsc::{Receiver, TryRecvError, channel};
 
-/// What a thread calls once its work is done: activate the operator that waits for it
-/// (which may be gone with its dataflow: then nobody is woken).
-pub(crate) fn waking(operator: timely::scheduling::SyncActivator) -> impl FnOnce() + Send + 'static {
-    move || {
+use timely::scheduling::SyncActivator;
+
+use tidal_core::flow::Persist;
+
+/// Worker `index`'s part `what` of the restored checkpoint, if there is one, decoding by
+/// `decode` on a thread of its own, which activates `operator` (the operator that waits for
+/// it) once the part can be taken; the operator may be gone with its dataflow, then nobody
+/// is woken.
+pub(crate) fn decoding<T, F>(
+    persist: &Persist,
+    index: usize,
+    what: &str,
+    operator: SyncActivator,
+    decode: F,
+) -> Option<Background<T>>
+where
+    T: Send + 'static,
+    F: FnOnce(Vec<u8>) -> T + Send + 'static,
+{
+    let bytes = persist.take_restored(index, what)?;
+    let woken = move || {
         let _ = operator.activate();
-    }
+    };
+    Some(Background::start(
+        &format!("tidal-{what}-load-{index}"),
+        move || decode(bytes),
+        woken,
+    ))
 }
 
 /// The outcome of the work: its result, or its panic.

@@ -34,7 +34,7 @@ use tidal_core::record::{CommittedBatch, ItemMeta, Record, Signal};
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 
-use crate::background::{Background, waking};
+use crate::background::decoding;
 use crate::idmap::IdMap;
 
 mod checkpoint;
@@ -81,10 +81,9 @@ pub fn entities<'s>(
         let mut log = Interner::new(&config, partition);
         let mut bufs = Buffers::default();
         // A restored part decodes on a thread of its own (taken at the first activation).
-        let mut restoring = persist.take_restored(partition.index, "entities").map(|bytes| {
+        let decode = {
             let config = config.clone();
-            let name = format!("tidal-entities-load-{}", partition.index);
-            let decode = move || {
+            move |bytes: Vec<u8>| {
                 let (mut log, mut bufs) = (Interner::new(&config, partition), Buffers::default());
                 if let Err(e) = log.load(&bytes, &mut bufs) {
                     // A checked checkpoint (checksum, format version) does not fail to
@@ -96,9 +95,9 @@ pub fn entities<'s>(
                     );
                 }
                 (log, bufs)
-            };
-            Background::start(&name, decode, waking(woken))
-        });
+            }
+        };
+        let mut restoring = decoding(&persist, partition.index, "entities", woken, decode);
         let mut initial = Some(capabilities);
         // With `reorder`: messages by time, with the capabilities to emit at that time.
         let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =

@@ -41,7 +41,7 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use crate::SignalEv;
-use crate::background::{Background, waking};
+use crate::background::decoding;
 use crate::dense::{DenseSums, SPILL, SumsSnapshot};
 use crate::pending::Pending;
 
@@ -343,15 +343,13 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // A restored sums part decodes on a thread of its own; it is taken, its
                 // waiting updates read back under the initial capability and the sums emitted
                 // (at time 0) in the first activation.
-                let mut restoring = persist.take_restored(index, what).map(|bytes| {
+                let woken = scope.worker().sync_activator_for(info.address.to_vec());
+                let decode = move |bytes: Vec<u8>| load_sums::<E>(&bytes, DenseSums::new(peers, index, slots));
+                let mut restoring = decoding(&persist, index, what, woken, decode).map(|sums| {
                     // A sums part without its waiting updates fails to decode (below).
-                    let pending = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
-                    let sums = DenseSums::new(peers, index, slots);
-                    let name = format!("tidal-{what}-load-{index}");
-                    let woken = scope.worker().sync_activator_for(info.address.to_vec());
                     (
-                        Background::start(&name, move || load_sums::<E>(&bytes, sums), waking(woken)),
-                        pending,
+                        sums,
+                        persist.take_restored(index, &pending_part(what)).unwrap_or_default(),
                     )
                 });
                 let mut initial = Some(initial);

@@ -39,7 +39,7 @@ mod state;
 
 use state::Users;
 
-use crate::background::{Background, waking};
+use crate::background::decoding;
 
 /// The collections and streams the users materializer emits.
 pub struct UserOutputs<'s> {
@@ -72,11 +72,11 @@ pub fn users<'s>(
     builder.build(move |capabilities| {
         let mut state = Users::new(&config, partition);
         // A restored state decodes, and its views are made, on a thread of its own.
-        let mut restoring = persist.take_restored(partition.index, "users").map(|bytes| {
+        let decode = {
             let config = config.clone();
-            let name = format!("tidal-users-load-{}", partition.index);
-            Background::start(&name, move || restored(&config, partition, &bytes), waking(woken))
-        });
+            move |bytes: Vec<u8>| restored(&config, partition, &bytes)
+        };
+        let mut restoring = decoding(&persist, partition.index, "users", woken, decode);
         let mut initial = Some(capabilities);
         // Per time: the capabilities to emit at it, its control messages and signals.
         let mut waiting: BTreeMap<Time, Held> = BTreeMap::new();

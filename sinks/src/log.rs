@@ -154,11 +154,10 @@ impl Log {
     /// vectors back to `bufs` ([`recycle`](Self::recycle)): each index's changes as soon as
     /// they are applied (a restore's are hundreds of megabytes).
     pub(crate) fn apply_to(mut self, s: &mut Snapshot, bufs: &mut Buffers) {
-        let bulk = self.entries.len() >= BULK;
         // The indexes take their changes against the old entries (which give the ids of the
-        // entries indexed): a copy of the map's root (its nodes shared) while the entries
-        // change beside them in a bulk log.
-        let old = bulk.then(|| s.entries.clone());
+        // entries indexed): a copy of the map's root (its nodes shared), let go once they
+        // are applied, while the entries change beside them in a bulk log.
+        let old = s.entries.clone();
         let changes = std::mem::take(&mut self.indexes);
         let Snapshot {
             entries,
@@ -202,16 +201,12 @@ impl Log {
                 }
             }
         };
-        match &old {
-            // The indexes with the posting lists, and the maps, side by side.
-            Some(old) => {
-                side_by_side(true, || apply_indexes(old), || apply_maps(entries));
-            }
-            None => {
-                apply_indexes(entries);
-                apply_maps(entries);
-            }
-        }
+        // The indexes with the posting lists, and the maps, side by side in a bulk log.
+        side_by_side(
+            self.entries.len() >= BULK,
+            move || apply_indexes(&old),
+            || apply_maps(entries),
+        );
         s.listed = self.listed;
         s.lsn = self.lsn.lsn;
         s.signals = self.lsn.signals;
