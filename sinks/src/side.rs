@@ -67,8 +67,14 @@ impl CohortLanes {
 /// The key of a cohort sum as the dataflow emits it.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
 
+/// Users settled at once into an empty map at least this many are built into it in bulk.
+const SPLIT_BULK: usize = 64;
+
 /// Gathered changes settled into the persistent maps before a version is cut, at most.
 const SETTLE_AT: usize = 1 << 20;
+
+/// One update of a cohort's lanes: its key in the cohort's map, the lanes, `−1` or `+1`.
+type CohortChange = (u64, Lanes, isize);
 
 /// One change of a cohort's lanes: (item, signal type) and the value now (`None`: gone).
 type LaneChange = ((ItemKey, KindIdx), Option<Lanes>);
@@ -126,20 +132,23 @@ impl SideBuilder {
         (self.side.clone(), std::mem::take(&mut self.changed))
     }
 
-    /// Applies one time's cohort sum changes (`−1` the old value, `+1` the new). The sums
-    /// arrive consolidated and in time order, so a removal always names the current value.
-    pub(crate) fn apply_cohorts(&mut self, updates: &mut [(CohortKey, Lanes, isize)]) {
-        if updates.len() >= self.direct_at {
-            self.apply_cohorts_directly(updates);
+    /// Applies one time's cohort sum changes (`−1` the old value, `+1` the new), in the
+    /// containers they came in. The sums arrive consolidated and in time order, so a removal
+    /// always names the current value.
+    pub(crate) fn apply_cohorts(&mut self, updates: Vec<Vec<(CohortKey, Lanes, isize)>>) {
+        let total: usize = updates.iter().map(Vec::len).sum();
+        if total >= self.direct_at {
+            self.apply_cohorts_directly(updates, total);
             return;
         }
         // Removals first, so a key's new value is not removed by its old one.
-        updates.sort_unstable_by_key(|u| u.2);
-        for &(key, lanes, diff) in updates.iter() {
-            if diff < 0 {
-                self.lanes_now.insert(key, None);
-            } else if diff > 0 {
-                self.lanes_now.insert(key, Some(lanes));
+        for removals in [true, false] {
+            for &(key, lanes, diff) in updates.iter().flatten() {
+                if removals && diff < 0 {
+                    self.lanes_now.insert(key, None);
+                } else if !removals && diff > 0 {
+                    self.lanes_now.insert(key, Some(lanes));
+                }
             }
         }
         // A long catch-up changes most sums before its one version: settle now and then, so
@@ -149,20 +158,43 @@ impl SideBuilder {
         }
     }
 
-    /// [`apply_cohorts`](Self::apply_cohorts) for a large time: after what was gathered
-    /// before it, per cohort in key order, a key's removal before its new value.
-    fn apply_cohorts_directly(&mut self, updates: &mut [(CohortKey, Lanes, isize)]) {
+    /// [`apply_cohorts`](Self::apply_cohorts) for a large time (a restore's, a catch-up's):
+    /// after what was gathered before it, per cohort in key order, a key's removal before its
+    /// new value. Each cohort's changes are counted, then moved into a vector of their own as
+    /// the containers are let go; they come mostly in key order already (a restore's sums
+    /// in (item, type) order), and a cohort with no lanes yet is built at once.
+    fn apply_cohorts_directly(&mut self, updates: Vec<Vec<(CohortKey, Lanes, isize)>>, total: usize) {
         self.settle();
-        self.changed += updates.len();
-        updates.sort_unstable_by_key(|&((item, kind, cohort), _, diff)| (cohort, item, kind, diff));
-        for run in updates.chunk_by(|a, b| a.0.2 == b.0.2) {
-            let cohort = run[0].0.2;
+        self.changed += total;
+        let mut counts: HashMap<CohortId, usize, RandomState> = HashMap::default();
+        for u in updates.iter().flatten() {
+            *counts.entry(u.0.2).or_default() += 1;
+        }
+        let mut by_cohort: HashMap<CohortId, Vec<CohortChange>, RandomState> =
+            counts.into_iter().map(|(c, n)| (c, Vec::with_capacity(n))).collect();
+        for chunk in updates {
+            for ((item, kind, cohort), lanes, diff) in chunk {
+                if let Some(run) = by_cohort.get_mut(&cohort) {
+                    run.push((CohortLanes::key((item, kind)), lanes, diff));
+                }
+            }
+        }
+        for (cohort, mut run) in by_cohort {
+            if !run.is_sorted_by_key(|u| (u.0, u.2)) {
+                run.sort_unstable_by_key(|u| (u.0, u.2));
+            }
             let map = self.side.cohorts.entry(cohort).or_default();
-            for &((item, kind, _), lanes, diff) in run {
-                if diff < 0 {
-                    map.remove(&(item, kind));
-                } else if diff > 0 {
-                    map.insert((item, kind), Arc::new(lanes));
+            if map.is_empty() && run.iter().all(|u| u.2 > 0) && run.windows(2).all(|w| w[0].0 < w[1].0) {
+                *map = CohortLanes(PMap::from_sorted(
+                    run.into_iter().map(|(k, lanes, _)| (k, Arc::new(lanes))).collect(),
+                ));
+            } else {
+                for (k, lanes, diff) in run {
+                    if diff < 0 {
+                        map.0.remove(&k);
+                    } else if diff > 0 {
+                        map.0.insert(k, Arc::new(lanes));
+                    }
                 }
             }
             if map.is_empty() {
@@ -212,6 +244,11 @@ impl SideBuilder {
         // settles a million users).
         let mut users: Vec<_> = self.users_now.drain().collect();
         users.sort_unstable_by_key(|u| u.0);
+        if self.side.users.is_empty() && users.len() > SPLIT_BULK {
+            // Nobody yet (a restore): the trie is built at once.
+            self.side.users = PMap::from_sorted(users.into_iter().filter_map(|(k, v)| Some((k, v?))).collect());
+            users = Vec::new();
+        }
         for (key, view) in users {
             match view {
                 Some(v) => {
@@ -279,8 +316,10 @@ mod tests {
                     }
                 }
                 // One builder sees a time large, the other gathers it; now and then a version.
-                gathered.apply_cohorts(&mut batch.clone());
-                direct.apply_cohorts(&mut batch);
+                // In containers of a few, as the dataflow hands them over.
+                let chunks: Vec<Vec<_>> = batch.chunks(7).map(<[_]>::to_vec).collect();
+                gathered.apply_cohorts(chunks.clone());
+                direct.apply_cohorts(chunks);
                 if t % 3 == 2 {
                     let ((g, g_changed), (d, d_changed)) = (gathered.version(), direct.version());
                     prop_assert_eq!(lanes_of(&g), lanes_of(&d));

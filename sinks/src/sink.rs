@@ -132,12 +132,20 @@ pub fn shard_sink<'s>(
             let started = std::time::Instant::now();
             data.for_each(|_cap, d| fresh.push(std::mem::take(d)));
             cohorts_in.for_each(|_cap, d| {
-                for (key_lanes, t, diff) in d.drain(..) {
-                    cohorts
-                        .later
-                        .entry(t)
-                        .or_default()
-                        .push((key_lanes.0, key_lanes.1, diff));
+                // Kept in the containers they came in: a restore's time is every cohort sum,
+                // and one vector grown to hold them copied itself over and over.
+                let mut run: Option<(Time, Vec<_>)> = None;
+                let n = d.len();
+                for ((key, lanes), t, diff) in d.drain(..) {
+                    if let Some((at, chunk)) = run.take_if(|(at, _)| *at != t) {
+                        cohorts.later.entry(at).or_default().push(chunk);
+                    }
+                    run.get_or_insert_with(|| (t, Vec::with_capacity(n)))
+                        .1
+                        .push((key, lanes, diff));
+                }
+                if let Some((at, chunk)) = run {
+                    cohorts.later.entry(at).or_default().push(chunk);
                 }
             });
             side_in.for_each(|cap, d| {
@@ -281,7 +289,7 @@ fn cut_version(
 /// it builds the counts of a broad cohort just declared), the mark it is cut at, and per
 /// process the position of the newest mark it holds.
 struct CohortPart {
-    later: BTreeMap<Time, Vec<(CohortKey, Lanes, isize)>>,
+    later: BTreeMap<Time, Vec<CohortChunk>>,
     defs: BTreeMap<Time, Vec<SideUpdate>>,
     marks: BTreeMap<Time, Vec<(usize, Position)>>,
     cut: Time,
@@ -332,7 +340,7 @@ impl CohortPart {
                 if *at.key() >= m {
                     break;
                 }
-                builder.side.apply_cohorts(&mut at.remove());
+                builder.side.apply_cohorts(at.remove());
             }
             apply_before(m, &mut self.defs, |u| builder.side.apply(u));
             self.cut = m;
@@ -364,6 +372,9 @@ fn apply_before<T, I: IntoIterator<Item = T>>(m: Time, later: &mut BTreeMap<Time
         entry.remove().into_iter().for_each(&mut f);
     }
 }
+
+/// Cohort sum changes of one time, as one container brought them.
+type CohortChunk = Vec<(CohortKey, Lanes, isize)>;
 
 /// The marks received for one time: whether one of them publishes, and the position each
 /// stands for, by origin process.
