@@ -26,10 +26,13 @@ use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 
+use differential_dataflow::consolidation::ConsolidatingContainerBuilder;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::join::join_traces;
 use differential_dataflow::trace::cursor::{Cursor as _, CursorList, cursor_list};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::{Navigable, TraceReader};
+use timely::container::PushInto;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Filter;
 
@@ -134,32 +137,38 @@ pub fn cohort_rollups<'s>(
         items.inner.clone().filter(|(ev, _, _)| ev.kind == CHECKPOINT),
         persist.clone(),
     );
-    let joined = arranged.join_core(
+    // Differential's join (the cursor join `join_core` runs), with the time of each pair at
+    // hand: what a restored checkpoint holds already (both sides are restored before its
+    // frontier, at time 0) is counted there, so those pairs are never built — a restart at
+    // 10M signals built and consolidated every (signal, cohort) pair only to drop it.
+    let restored_before = persist.restore.as_ref().map_or(0, |r| r.frontier);
+    let joined = join_traces::<_, _, _, _, ConsolidatingContainerBuilder<Vec<(Joined, Time, i64)>>>(
+        arranged,
         memberships.arrange_by_key_named("Memberships"),
-        |_user: &UserKey, &(item, kind, ts_eff): &(ItemKey, KindIdx, u64), &cohort: &CohortId| {
-            Some((item, kind, ts_eff, cohort))
+        "CohortJoin",
+        move |_user: &UserKey,
+              &(item, kind, ts_eff): &(ItemKey, KindIdx, u64),
+              &cohort: &CohortId,
+              t: Time,
+              w1: &i64,
+              w2: &i64,
+              out: &mut ConsolidatingContainerBuilder<_>| {
+            if t >= restored_before {
+                out.push_into(((item, kind, ts_eff, cohort), t, w1 * w2));
+            }
         },
     );
-    let restored_before = persist.restore.as_ref().map_or(0, |r| r.frontier);
     let events = joined
-        .inner
-        .flat_map(
-            move |((item, kind, ts_eff, cohort), t, w): ((ItemKey, KindIdx, u64, CohortId), Time, i64)| {
-                // What a restored checkpoint holds already (both sides of the join are restored
-                // before its frontier) is not counted twice.
-                (t >= restored_before).then_some((
-                    SignalEv {
-                        item,
-                        kind,
-                        ts_eff,
-                        weight: w,
-                        user: cohort,
-                    },
-                    t,
-                    1isize,
-                ))
-            },
-        )
+        .map(|((item, kind, ts_eff, cohort), t, w): (Joined, Time, i64)| {
+            let ev = SignalEv {
+                item,
+                kind,
+                ts_eff,
+                weight: w,
+                user: cohort,
+            };
+            (ev, t, 1isize)
+        })
         .exchange(|(ev, _, _): &(SignalEv, Time, isize)| ev.item)
         .as_collection()
         .concat(items.filter(|ev| ev.kind >= tidal_core::flow::CHECKPOINT));
@@ -406,6 +415,9 @@ fn load_retained(bytes: &[u8], mut each: impl FnMut(UserKey, ItemKey, KindIdx, u
     }
     c.finish()
 }
+
+/// A signal joined with one of its user's cohorts: item, type, `ts_eff`, cohort.
+type Joined = (ItemKey, KindIdx, u64, CohortId);
 
 /// The arrangement of the retained signals by user.
 type RetainedTrace = TraceAgent<ValSpine<UserKey, (ItemKey, KindIdx, u64), Time, i64>>;
