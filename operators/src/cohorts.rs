@@ -8,8 +8,9 @@
 //! (the temporal-filter pattern; a signal whose lanes are all closed when it commits is never
 //! kept). Differential's join (`join_traces`, the cursor join `join_core` wraps) with the
 //! arranged memberships `(user, cohort)` of the users materializer gives
-//! `(item, type, ts_eff, cohort)` with difference `±w`: a new signal of a member, a user joining or leaving a cohort (an attribute change, a cohort declared or
-//! dropped, a user deleted) — each at its own logical time, so an attribute change moves
+//! `(item, type, ts_eff, cohort)` with difference `±w`: a new signal of a member, a user
+//! joining or leaving a cohort (an attribute change, a cohort declared or dropped, a user
+//! deleted) — each at its own logical time, so an attribute change moves
 //! exactly the user's in-window signals from one cohort to the other, and a cohort declared at
 //! run time counts at once every signal still inside a window. The joined signals go back to
 //! the items' owners and through the same window expansion as the global counts, one sum of

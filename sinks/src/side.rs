@@ -67,8 +67,9 @@ impl CohortLanes {
 /// The key of a cohort sum as the dataflow emits it.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
 
-/// Users settled at once into an empty map at least this many are built into it in bulk.
-const SPLIT_BULK: usize = 64;
+/// At least this many users settled at once into an empty map (a restore's) are built into
+/// it in bulk; debug builds take the bulk path from a few, so the tests' restarts check it.
+const BULK_USERS: usize = if cfg!(debug_assertions) { 4 } else { 64 };
 
 /// Gathered changes settled into the persistent maps before a version is cut, at most.
 const SETTLE_AT: usize = 1 << 20;
@@ -244,7 +245,7 @@ impl SideBuilder {
         // settles a million users).
         let mut users: Vec<_> = self.users_now.drain().collect();
         users.sort_unstable_by_key(|u| u.0);
-        if self.side.users.is_empty() && users.len() > SPLIT_BULK {
+        if self.side.users.is_empty() && users.len() >= BULK_USERS {
             // Nobody yet (a restore): the trie is built at once.
             self.side.users = PMap::from_sorted(users.into_iter().filter_map(|(k, v)| Some((k, v?))).collect());
             users = Vec::new();
