@@ -21,6 +21,7 @@ pub mod decay;
 mod dense;
 pub mod entities;
 mod idmap;
+mod merger;
 mod pending;
 mod slices;
 mod sum;
