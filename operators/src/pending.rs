@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use timely::dataflow::operators::Capability;
 
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::Semigroup;
 
 use tidal_core::codec::{Codec, Cursor, DecodeError, put_u64};
@@ -39,6 +38,34 @@ const CACHE: usize = 32;
 /// with millions of updates, and a vector freed back to the kernel is paid for again, page by
 /// zeroed page, by the next run).
 const SPARE: usize = 8;
+
+/// Sorts `updates` (unstably: equal updates are summed, so their order does not matter) and
+/// sums the diffs of equal updates, dropping those that sum to zero. differential's
+/// `consolidate` sorts stably, which on millions of updates takes half again as long.
+pub(crate) fn consolidate_unstable<P: Ord, D: Semigroup>(updates: &mut Vec<(P, D)>) {
+    if updates.len() < 2 {
+        updates.retain(|(_, d)| !d.is_zero());
+        return;
+    }
+    updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut kept = 0;
+    for i in 0..updates.len() {
+        if kept > 0 && updates[kept - 1].0 == updates[i].0 {
+            let (left, right) = updates.split_at_mut(i);
+            left[kept - 1].1.plus_equals(&right[0].1);
+        } else {
+            if kept > 0 && updates[kept - 1].1.is_zero() {
+                kept -= 1;
+            }
+            updates.swap(kept, i);
+            kept += 1;
+        }
+    }
+    if kept > 0 && updates[kept - 1].1.is_zero() {
+        kept -= 1;
+    }
+    updates.truncate(kept);
+}
 
 /// The waiting updates, per time.
 pub(crate) struct Pending<P, D, X> {
@@ -142,7 +169,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
                 }
             }
             let before = updates.len();
-            consolidate(updates);
+            consolidate_unstable(updates);
             let after = updates.len();
             held -= (before - after) as isize;
             // Held at most 2x (4x when consolidating saves little) its distinct updates.
@@ -312,4 +339,25 @@ impl<P: Codec, D: Codec, X: Codec> PendingSnapshot<P, D, X> {
 fn unreachable_bucket() -> ! {
     // `bucket` only hands out indexes of live slots.
     panic!("a pending bucket index points at a freed slot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consolidate_unstable;
+    use differential_dataflow::consolidation::consolidate;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The unstable consolidation leaves exactly what differential's own does.
+        #[test]
+        fn consolidates_as_differential_does(
+            updates in proptest::collection::vec(((0u64..20, 0u16..3), -3i64..4), 0..300)
+        ) {
+            let mut ours = updates.clone();
+            consolidate_unstable(&mut ours);
+            let mut theirs = updates;
+            consolidate(&mut theirs);
+            prop_assert_eq!(ours, theirs);
+        }
+    }
 }

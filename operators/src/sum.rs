@@ -43,7 +43,7 @@ use tidal_core::time::Time;
 use crate::SignalEv;
 use crate::background::decoding;
 use crate::dense::{DenseSums, SPILL, SumsSnapshot};
-use crate::pending::Pending;
+use crate::pending::{Pending, consolidate_unstable};
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
@@ -195,6 +195,9 @@ fn load_pending<E: Expander>(bytes: &[u8], cap: &Capability<Time>) -> Result<Pen
     Ok(pending)
 }
 
+/// Updates due at one time from which on they are consolidated before they are applied.
+const CONSOLIDATE_BEFORE_APPLY: usize = 1 << 14;
+
 /// Events waiting for their time to complete, with a capability for that time.
 type Held = (Capability<Time>, Vec<(SignalEv, isize)>);
 
@@ -256,6 +259,11 @@ impl<E: Expander> State<E> {
                             self.dead.remove(&key);
                         }
                     }
+                }
+                // A large time (a catch-up's run) is consolidated first: the updates of one
+                // sum fold into one, and the rest reach the sums in key order.
+                if due.updates.len() >= CONSOLIDATE_BEFORE_APPLY {
+                    consolidate_unstable(&mut due.updates);
                 }
                 // Read in place (a checkpoint's snapshot may still hold the frozen ones).
                 for (update, diff) in due.updates.iter().chain(due.frozen.iter().flat_map(|f| f.iter())) {
