@@ -264,12 +264,10 @@ fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, (u64, Attributes)
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-
     use tidal_core::config::Config;
     use tidal_core::flow::{Partition, UserSig};
 
-    use super::super::state::Users;
+    use super::super::state::{UserSet, Users};
 
     fn sig(user: u64, item: u64, ts: u64) -> UserSig {
         UserSig {
@@ -295,7 +293,7 @@ mod tests {
     fn a_snapshot_writes_the_users_as_they_were_when_taken() {
         let config = Config::default_filled();
         let mut users = Users::new(&config, Partition::new(0, 1));
-        let mut touched = HashSet::new();
+        let mut touched = UserSet::default();
         let clock = 1_700_000_000_000;
         for i in 0..300 {
             users.signal(&sig(i % 20, i, clock + i), clock + i, &mut touched);

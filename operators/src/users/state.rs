@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use tidal_core::config::{Config, Mark};
 use tidal_core::features::{decay_fixed, epoch_expiry, epoch_of, weight_float};
 use tidal_core::flow::{CohortId, Control, Partition, UserKey, UserSig, cohort_named, cohort_value, id_hash};
@@ -13,6 +15,10 @@ use tidal_core::time::{Time, clock_of, time_at};
 use tidal_core::user::{Attributes, CohortDefs, CohortRule, Edges, Pull, SideUpdate, UserView, attribute, matches};
 
 use super::MemberUpdate;
+
+/// A set of users, hashed with a seeded foldhash (a user key is a fixed hash of a client's
+/// id, so a seeded hash still keeps chosen ids from piling into one bucket).
+pub(super) type UserSet = HashSet<UserKey, RandomState>;
 
 /// Buckets per state horizon.
 const STATE_BUCKETS: u64 = 90;
@@ -69,7 +75,7 @@ pub(super) struct Users {
     /// 120-byte slots inline made that half 130 MB of empty buckets; and a checkpoint takes
     /// the slots as they are (one reference each), to be encoded off the worker, while a
     /// slot changed meanwhile is copied first ([`Arc::make_mut`]).
-    pub(super) slots: HashMap<UserKey, Arc<Slot>>,
+    pub(super) slots: HashMap<UserKey, Arc<Slot>, RandomState>,
     /// Attribute names and values, shared among users.
     pub(super) strings: HashSet<Arc<str>>,
     /// Whole attribute sets, shared among users (a million users with three dimensions have
@@ -77,10 +83,10 @@ pub(super) struct Users {
     /// [`SHARED_SETS`] are kept; past that, a set is the user's own.
     pub(super) sets: HashSet<Attributes>,
     /// Per bucket start, the users with marks in it.
-    pub(super) by_bucket: BTreeMap<u64, HashSet<UserKey>>,
+    pub(super) by_bucket: BTreeMap<u64, UserSet>,
     /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
     /// weight is below 2^-64, as the decay materializer drops its epochs).
-    pub(super) by_epoch: BTreeMap<u64, HashSet<UserKey>>,
+    pub(super) by_epoch: BTreeMap<u64, UserSet>,
     /// Times at which buckets or epochs that appeared since the last `take_new_expiries` end.
     pub(super) new_expiries: Vec<Time>,
     /// Item keys beyond 32 bits seen (not marked in the user sets).
@@ -114,7 +120,7 @@ impl Users {
             horizon,
             g: (horizon / STATE_BUCKETS).max(1000),
             aff_h: config.personalization.affinity_half_life.ms(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             strings: HashSet::new(),
             sets: HashSet::new(),
             by_bucket: BTreeMap::new(),
@@ -192,7 +198,7 @@ impl Users {
         members: &mut Vec<MemberUpdate>,
         side: &mut Vec<SideUpdate>,
     ) {
-        let mut touched: HashSet<UserKey> = HashSet::new();
+        let mut touched = UserSet::default();
         let clock = clock_of(time);
         // Records and signals in log order (a catch-up gives several batches one time).
         let mut records: Vec<(u64, &Record)> = Vec::new();
@@ -279,7 +285,7 @@ impl Users {
         time: Time,
         members: &mut Vec<MemberUpdate>,
         side: &mut Vec<SideUpdate>,
-        touched: &mut HashSet<UserKey>,
+        touched: &mut UserSet,
     ) {
         match record {
             Record::UserPut { id, attributes } if self.partition.owns(id) => {
@@ -389,7 +395,7 @@ impl Users {
         }
     }
 
-    pub(super) fn signal(&mut self, sig: &UserSig, clock: u64, touched: &mut HashSet<UserKey>) {
+    pub(super) fn signal(&mut self, sig: &UserSig, clock: u64, touched: &mut UserSet) {
         let k = usize::from(sig.kind);
         let marks = self.marks.get(k).copied().unwrap_or(0);
         let delta = self.deltas.get(k).copied().unwrap_or(0.0);
@@ -431,7 +437,7 @@ impl Users {
                 .entry(bucket)
                 .or_insert_with(|| {
                     new.push(time_at(bucket.saturating_add(h)));
-                    HashSet::new()
+                    UserSet::default()
                 })
                 .insert(sig.user);
         }
@@ -448,7 +454,7 @@ impl Users {
                 .entry(e)
                 .or_insert_with(|| {
                     new.push(time_at(epoch_expiry(e, aff_h)));
-                    HashSet::new()
+                    UserSet::default()
                 })
                 .insert(sig.user);
         }
