@@ -249,9 +249,10 @@ pub struct ReplayArgs {
     /// Write the HTML report here.
     #[arg(long, value_name = "OUT")]
     pub html: Option<PathBuf>,
-    /// Timely worker threads per variant.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    /// Timely worker threads per variant [default: the machine's cores shared among the
+    /// variants, at least one each]
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Stop at the last whole record when the log ends in a torn one.
     #[arg(long)]
     pub tolerate_torn_tail: bool,
@@ -261,6 +262,14 @@ pub struct ReplayArgs {
     /// Never draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Workers per variant when `--workers` is not given: a replay is a batch job, so the
+/// machine's cores are shared among its `dataflows` (the baseline and each variant), at least
+/// one each. Answers do not depend on the number of workers.
+fn default_workers(dataflows: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / dataflows.max(1)).max(1)
 }
 
 fn load_variant(name: &str, path: &Path) -> Result<VariantSpec, ReplayError> {
@@ -300,6 +309,7 @@ impl ReplayArgs {
             Some((first, rest)) => (first.clone(), rest.to_vec()),
             None => return Err(ReplayError::Usage("--wal DIR is required".into())),
         };
+        let workers = self.workers.unwrap_or_else(|| default_workers(1 + variants.len()));
         Ok(ReplayOptions {
             wal,
             more_wals,
@@ -318,7 +328,7 @@ impl ReplayArgs {
             } else {
                 self.queries.clone()
             },
-            workers: self.workers,
+            workers,
             tolerate_torn_tail: self.tolerate_torn_tail,
             progress: !self.no_progress && std::io::stderr().is_terminal(),
         })
