@@ -93,11 +93,10 @@ impl<V: Clone> PMap<V> {
     }
 
     /// Sets `key`'s value; the value it had.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, key: u64, value: V) -> Option<V> {
-        let old = insert_at(&mut self.root, key, value, 0);
-        if old.is_none() {
-            self.len += 1;
-        }
+        let old = self.get(&key).cloned();
+        self.apply_sorted(vec![(key, Some(value))]);
         old
     }
 
@@ -118,43 +117,105 @@ impl<V: Clone> PMap<V> {
         }
     }
 
+    /// Applies `changes`, whose keys strictly increase: `Some` sets a key's value, `None`
+    /// removes the key. One walk of the trie copies each node on the changes' paths once,
+    /// where a change at a time copies a path per key (a catch-up changes a large share of a
+    /// map's keys before its one version).
+    pub(crate) fn apply_sorted(&mut self, changes: Vec<(u64, Option<V>)>) {
+        debug_assert!(
+            changes.windows(2).all(|w| w[0].0 < w[1].0),
+            "keys not strictly increasing"
+        );
+        let mut len = self.len as isize;
+        let mut changes = changes.into_iter().peekable();
+        apply_under(&mut self.root, 0, &mut changes, &mut len, None);
+        self.len = len.max(0) as usize;
+    }
+
     /// Removes `key`; the value it had.
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, key: &u64) -> Option<V> {
-        // Only a present key's path is copied.
-        self.get(key)?;
-        let old = remove_at(&mut self.root, *key, 0);
-        if old.is_some() {
-            self.len -= 1;
-        }
+        let old = self.get(key).cloned();
+        self.apply_sorted(vec![(*key, None)]);
         old
     }
 }
 
-fn insert_at<V: Clone>(slot: &mut Option<Node<V>>, key: u64, value: V, depth: u32) -> Option<V> {
-    let Some(node) = slot else {
-        *slot = Some(Node::Leaf(Arc::from([(key, value)])));
-        return None;
-    };
-    match node {
-        Node::Branch(children) => {
+/// Sorted changes, taken from the front.
+type Changes<V> = std::iter::Peekable<std::vec::IntoIter<(u64, Option<V>)>>;
+
+/// Applies to the node under `slot` (at `depth`) the changes at the front of `changes` that
+/// lie under it — whose key shifted right by `within.0` is `within.1`, the node's prefix
+/// (`None` at the root) — and counts the keys added and removed into `len`.
+fn apply_under<V: Clone>(
+    slot: &mut Option<Node<V>>,
+    depth: u32,
+    changes: &mut Changes<V>,
+    len: &mut isize,
+    within: Option<(u32, u64)>,
+) {
+    let below = |k: u64| within.is_none_or(|(shift, prefix)| k >> shift == prefix);
+    match slot {
+        Some(Node::Branch(children)) => {
             let children = Arc::make_mut(children);
-            insert_at(&mut children[digit(key, depth)], key, value, depth + 1)
-        }
-        Node::Leaf(entries) => match entries.binary_search_by_key(&key, |e| e.0) {
-            Ok(i) => Some(std::mem::replace(&mut Arc::make_mut(entries)[i].1, value)),
-            Err(i) => {
-                let mut grown = Vec::with_capacity(entries.len() + 1);
-                grown.extend_from_slice(&entries[..i]);
-                grown.push((key, value));
-                grown.extend_from_slice(&entries[i..]);
-                *node = if grown.len() > SPLIT && depth < DEPTHS {
-                    split(grown, depth)
-                } else {
-                    Node::Leaf(Arc::from(grown))
-                };
-                None
+            let shift = u64::BITS - BITS * (depth + 1);
+            while let Some(&(k, _)) = changes.peek() {
+                if !below(k) {
+                    break;
+                }
+                apply_under(
+                    &mut children[digit(k, depth)],
+                    depth + 1,
+                    changes,
+                    len,
+                    Some((shift, k >> shift)),
+                );
             }
-        },
+            if children.iter().all(Option::is_none) {
+                *slot = None;
+            }
+        }
+        _ => {
+            let old: &[(u64, V)] = match slot {
+                Some(Node::Leaf(entries)) => entries,
+                _ => &[],
+            };
+            let mut merged: Vec<(u64, V)> = Vec::with_capacity(old.len() + 4);
+            let mut i = 0;
+            while let Some(&(k, _)) = changes.peek() {
+                if !below(k) {
+                    break;
+                }
+                let Some((k, v)) = changes.next() else { break };
+                while i < old.len() && old[i].0 < k {
+                    merged.push(old[i].clone());
+                    i += 1;
+                }
+                let had = i < old.len() && old[i].0 == k;
+                if had {
+                    i += 1;
+                }
+                match v {
+                    Some(v) => {
+                        if !had {
+                            *len += 1;
+                        }
+                        merged.push((k, v));
+                    }
+                    None if had => *len -= 1,
+                    None => {}
+                }
+            }
+            merged.extend_from_slice(&old[i..]);
+            *slot = if merged.len() > SPLIT && depth < DEPTHS {
+                let keys: Vec<u64> = merged.iter().map(|e| e.0).collect();
+                build(&keys, depth, &mut merged.into_iter())
+            } else if merged.is_empty() {
+                None
+            } else {
+                Some(Node::Leaf(Arc::from(merged)))
+            };
+        }
     }
 }
 
@@ -176,47 +237,6 @@ fn build<V>(keys: &[u64], depth: u32, entries: &mut std::vec::IntoIter<(u64, V)>
         rest = &rest[n..];
     }
     Some(Node::Branch(Arc::new(children)))
-}
-
-/// A branch at `depth` holding `entries` (sorted by key: those of one child are adjacent).
-fn split<V: Clone>(entries: Vec<(u64, V)>, depth: u32) -> Node<V> {
-    let mut children: [Option<Node<V>>; FAN] = Default::default();
-    let mut rest = entries.as_slice();
-    while let Some(first) = rest.first() {
-        let d = digit(first.0, depth);
-        let n = rest.iter().take_while(|e| digit(e.0, depth) == d).count();
-        children[d] = Some(Node::Leaf(Arc::from(&rest[..n])));
-        rest = &rest[n..];
-    }
-    Node::Branch(Arc::new(children))
-}
-
-/// Removes `key`, which is present under `slot`.
-fn remove_at<V: Clone>(slot: &mut Option<Node<V>>, key: u64, depth: u32) -> Option<V> {
-    let node = slot.as_mut()?;
-    match node {
-        Node::Branch(children) => {
-            let children = Arc::make_mut(children);
-            let old = remove_at(&mut children[digit(key, depth)], key, depth + 1);
-            if children.iter().all(Option::is_none) {
-                *slot = None;
-            }
-            old
-        }
-        Node::Leaf(entries) => {
-            let i = entries.binary_search_by_key(&key, |e| e.0).ok()?;
-            let old = entries[i].1.clone();
-            if entries.len() == 1 {
-                *slot = None;
-            } else {
-                let mut kept = Vec::with_capacity(entries.len() - 1);
-                kept.extend_from_slice(&entries[..i]);
-                kept.extend_from_slice(&entries[i + 1..]);
-                *entries = Arc::from(kept);
-            }
-            Some(old)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -324,6 +344,56 @@ mod tests {
             }
             let walked: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
             assert_eq!(walked, want.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+        }
+    }
+
+    /// Batches of sorted changes (sets of new and present keys, removals of present and
+    /// absent ones) applied in one walk each leave what a `BTreeMap` holds, and copies taken
+    /// between batches keep theirs.
+    #[test]
+    fn sorted_batches_match_a_btree_map() {
+        for (seed, narrow) in [(8u64, false), (9, true), (10, false)] {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut map: PMap<u64> = PMap::default();
+            let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut copies: Vec<(PMap<u64>, BTreeMap<u64, u64>)> = Vec::new();
+            for batch in 0..300u64 {
+                let size = [1usize, 5, 40, 400, 3000][rng.gen_range(0..5)];
+                let mut changes: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+                for _ in 0..size {
+                    let k = if narrow {
+                        rng.gen_range(0..5000u64)
+                    } else {
+                        (rng.r#gen::<u64>() % 30_000).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    };
+                    let v = (rng.gen_range(0..3) != 0).then(|| batch * 10_000 + rng.gen_range(0..10_000));
+                    changes.insert(k, v);
+                }
+                for (k, v) in &changes {
+                    match v {
+                        Some(v) => want.insert(*k, *v),
+                        None => want.remove(k),
+                    };
+                }
+                map.apply_sorted(changes.into_iter().collect());
+                assert_eq!(map.len(), want.len());
+                if batch % 37 == 0 {
+                    copies.push((map.clone(), want.clone()));
+                }
+            }
+            let walked: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
+            assert_eq!(walked, want.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+            for (copy, then) in &copies {
+                let walked: Vec<(u64, u64)> = copy.iter().map(|(k, v)| (k, *v)).collect();
+                assert_eq!(
+                    walked,
+                    then.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+                    "a copy changed"
+                );
+            }
+            // Emptied in one batch, the map holds nothing.
+            map.apply_sorted(want.keys().map(|k| (*k, None)).collect());
+            assert!(map.root.is_none() && map.is_empty());
         }
     }
 }

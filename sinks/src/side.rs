@@ -35,14 +35,6 @@ impl CohortLanes {
         self.0.get(&Self::key(*key))
     }
 
-    pub(crate) fn insert(&mut self, key: (ItemKey, KindIdx), lanes: Arc<Lanes>) {
-        self.0.insert(Self::key(key), lanes);
-    }
-
-    pub(crate) fn remove(&mut self, key: &(ItemKey, KindIdx)) {
-        self.0.remove(&Self::key(*key));
-    }
-
     /// Number of (item, type) with lanes.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -190,13 +182,20 @@ impl SideBuilder {
                     run.into_iter().map(|(k, lanes, _)| (k, Arc::new(lanes))).collect(),
                 ));
             } else {
+                // Per key its new value (after its old one's removal) or its removal, applied
+                // in one walk of the map.
+                let mut changes: Vec<(u64, Option<Arc<Lanes>>)> = Vec::with_capacity(run.len());
                 for (k, lanes, diff) in run {
-                    if diff < 0 {
-                        map.0.remove(&k);
-                    } else if diff > 0 {
-                        map.0.insert(k, Arc::new(lanes));
+                    match changes.last_mut() {
+                        Some(last) if last.0 == k => {
+                            if diff > 0 {
+                                last.1 = Some(Arc::new(lanes));
+                            }
+                        }
+                        _ => changes.push((k, (diff > 0).then(|| Arc::new(lanes)))),
                     }
                 }
+                map.0.apply_sorted(changes);
             }
             if map.is_empty() {
                 self.side.cohorts.remove(&cohort);
@@ -227,16 +226,12 @@ impl SideBuilder {
         for (cohort, mut changes) in by_cohort {
             changes.sort_unstable_by_key(|c| c.0);
             let map = self.side.cohorts.entry(cohort).or_default();
-            for (k, v) in changes {
-                match v {
-                    Some(l) => {
-                        map.insert(k, Arc::new(l));
-                    }
-                    None => {
-                        map.remove(&k);
-                    }
-                }
-            }
+            map.0.apply_sorted(
+                changes
+                    .into_iter()
+                    .map(|(k, v)| (CohortLanes::key(k), v.map(Arc::new)))
+                    .collect(),
+            );
             if map.is_empty() {
                 self.side.cohorts.remove(&cohort);
             }
@@ -250,16 +245,7 @@ impl SideBuilder {
             self.side.users = PMap::from_sorted(users.into_iter().filter_map(|(k, v)| Some((k, v?))).collect());
             users = Vec::new();
         }
-        for (key, view) in users {
-            match view {
-                Some(v) => {
-                    self.side.users.insert(key, v);
-                }
-                None => {
-                    self.side.users.remove(&key);
-                }
-            }
-        }
+        self.side.users.apply_sorted(users);
         // After a catch-up the tables are large and empty: give the room back.
         self.lanes_now.shrink_to(KEEP_ROOM);
         self.users_now.shrink_to(KEEP_ROOM);
