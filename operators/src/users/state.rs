@@ -77,11 +77,11 @@ pub(super) struct Users {
     /// slot changed meanwhile is copied first ([`Arc::make_mut`]).
     pub(super) slots: HashMap<UserKey, Arc<Slot>, RandomState>,
     /// Attribute names and values, shared among users.
-    pub(super) strings: HashSet<Arc<str>>,
+    pub(super) strings: HashSet<Arc<str>, RandomState>,
     /// Whole attribute sets, shared among users (a million users with three dimensions have
     /// a few hundred distinct sets; each its own copy was ~110 MB). At most
     /// [`SHARED_SETS`] are kept; past that, a set is the user's own.
-    pub(super) sets: HashSet<Attributes>,
+    pub(super) sets: HashSet<Attributes, RandomState>,
     /// Per bucket start, the users with marks in it.
     pub(super) by_bucket: BTreeMap<u64, UserSet>,
     /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
@@ -121,8 +121,8 @@ impl Users {
             g: (horizon / STATE_BUCKETS).max(1000),
             aff_h: config.personalization.affinity_half_life.ms(),
             slots: HashMap::default(),
-            strings: HashSet::new(),
-            sets: HashSet::new(),
+            strings: HashSet::default(),
+            sets: HashSet::default(),
             by_bucket: BTreeMap::new(),
             by_epoch: BTreeMap::new(),
             new_expiries: Vec::new(),
