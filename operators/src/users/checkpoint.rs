@@ -108,6 +108,7 @@ impl Users {
         self.slots.reserve(c.room_for(users, 14));
         // The sets in the order they were first written, each with its cohorts.
         let mut sets: Vec<(Attributes, Vec<CohortId>)> = Vec::new();
+        let mut epochs: Vec<u64> = Vec::new();
         for _ in 0..users {
             let key = c.u64("user key")?;
             let mut slot = Slot::default();
@@ -161,7 +162,11 @@ impl Users {
                     value: item,
                 })?;
                 slot.marks.push((b, item, c.u8("sets")?));
-                self.by_bucket.entry(b).or_default().insert(key);
+                // A user's marks are sorted by bucket: each bucket lists it once.
+                if slot.listed[0] != b {
+                    self.by_bucket.entry(b).or_default().push(key);
+                    slot.listed[0] = b;
+                }
             }
             let mut edges = Edges::default();
             for set in [&mut edges.follows, &mut edges.blocks] {
@@ -178,8 +183,16 @@ impl Users {
                 let creator = c.u64("creator")?;
                 let e = c.varint("epoch")?;
                 slot.affinity.push((creator, e, c.zigzag128("affinity")?));
-                self.by_epoch.entry(e).or_default().insert(key);
+                epochs.push(e);
             }
+            // Sorted by creator first: each epoch listed once, the newest last.
+            epochs.sort_unstable();
+            epochs.dedup();
+            for &e in &epochs {
+                self.by_epoch.entry(e).or_default().push(key);
+                slot.listed[1] = e;
+            }
+            epochs.clear();
             let n = c.varint("pulls")?;
             slot.pulls.reserve_exact(c.room_for(n, 10));
             let mut last = 0u64;
@@ -267,7 +280,7 @@ mod tests {
     use tidal_core::config::Config;
     use tidal_core::flow::{Partition, UserSig};
 
-    use super::super::state::{UserSet, Users};
+    use super::super::state::{Touched, Users};
 
     fn sig(user: u64, item: u64, ts: u64) -> UserSig {
         UserSig {
@@ -293,7 +306,7 @@ mod tests {
     fn a_snapshot_writes_the_users_as_they_were_when_taken() {
         let config = Config::default_filled();
         let mut users = Users::new(&config, Partition::new(0, 1));
-        let mut touched = UserSet::default();
+        let mut touched = Touched::new();
         let clock = 1_700_000_000_000;
         for i in 0..300 {
             users.signal(&sig(i % 20, i, clock + i), clock + i, &mut touched);

@@ -16,9 +16,12 @@ use tidal_core::user::{Attributes, CohortDefs, CohortRule, Edges, Pull, SideUpda
 
 use super::MemberUpdate;
 
-/// A set of users, hashed with a seeded foldhash (a user key is a fixed hash of a client's
-/// id, so a seeded hash still keeps chosen ids from piling into one bucket).
-pub(super) type UserSet = HashSet<UserKey, RandomState>;
+/// The users a time changed, in the order they were changed, repeats and all: sorted and
+/// deduplicated once at the time's end (a hash set of them cost a cache miss per signal).
+pub(super) type Touched = Vec<UserKey>;
+
+/// Users looked up ahead of their work at a time (see [`Users::touch`]).
+const AHEAD: usize = 32;
 
 /// Buckets per state horizon.
 const STATE_BUCKETS: u64 = 90;
@@ -31,7 +34,7 @@ pub(super) const SHARED_SETS: usize = 1 << 16;
 const _: () = assert!(tidal_core::user::SEEN == 1 && tidal_core::user::LIKED == 2 && tidal_core::user::HIDDEN == 4);
 
 /// One user's state at its owner.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct Slot {
     pub(super) attributes: Option<Attributes>,
     /// `(bucket start, item key, sets)`: the item is in the sets (bit `i` = `SETS[i]`) from a
@@ -44,6 +47,27 @@ pub(super) struct Slot {
     pub(super) cohorts: Vec<CohortId>,
     /// Pulls on the preference vector within the horizon, in log order.
     pub(super) pulls: Vec<Pull>,
+    /// The mark bucket and the affinity epoch whose users' lists ([`Users::by_bucket`],
+    /// [`Users::by_epoch`]) this user was last added to, while they last ([`NONE`] once
+    /// they end): a user's signals mostly fall in one bucket and epoch, and are added once.
+    pub(super) listed: [u64; 2],
+}
+
+/// No bucket or epoch (in [`Slot::listed`]).
+pub(super) const NONE: u64 = u64::MAX;
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            attributes: None,
+            marks: Vec::new(),
+            edges: None,
+            affinity: Vec::new(),
+            cohorts: Vec::new(),
+            pulls: Vec::new(),
+            listed: [NONE; 2],
+        }
+    }
 }
 
 impl Slot {
@@ -82,11 +106,12 @@ pub(super) struct Users {
     /// a few hundred distinct sets; each its own copy was ~110 MB). At most
     /// [`SHARED_SETS`] are kept; past that, a set is the user's own.
     pub(super) sets: HashSet<Attributes, RandomState>,
-    /// Per bucket start, the users with marks in it.
-    pub(super) by_bucket: BTreeMap<u64, UserSet>,
+    /// Per bucket start, the users with marks in it (a user may be listed more than once:
+    /// appended, not looked up in a set, a cache miss per signal).
+    pub(super) by_bucket: BTreeMap<u64, Vec<UserKey>>,
     /// Per affinity epoch, the users with a sum in it (dropped whole at its expiry, when its
-    /// weight is below 2^-64, as the decay materializer drops its epochs).
-    pub(super) by_epoch: BTreeMap<u64, UserSet>,
+    /// weight is below 2^-64, as the decay materializer drops its epochs), listed the same way.
+    pub(super) by_epoch: BTreeMap<u64, Vec<UserKey>>,
     /// Times at which buckets or epochs that appeared since the last `take_new_expiries` end.
     pub(super) new_expiries: Vec<Time>,
     /// Item keys beyond 32 bits seen (not marked in the user sets).
@@ -198,7 +223,7 @@ impl Users {
         members: &mut Vec<MemberUpdate>,
         side: &mut Vec<SideUpdate>,
     ) {
-        let mut touched = UserSet::default();
+        let mut touched = Touched::new();
         let clock = clock_of(time);
         // Records and signals in log order (a catch-up gives several batches one time).
         let mut records: Vec<(u64, &Record)> = Vec::new();
@@ -219,6 +244,9 @@ impl Users {
         let (mut r, mut s) = (0, 0);
         while r < records.len() || s < sigs.len() {
             if s < sigs.len() && (r == records.len() || sigs[s].lsn < records[r].0) {
+                if s % AHEAD == 0 {
+                    self.touch(sigs[s..].iter().take(AHEAD).map(|sig| sig.user));
+                }
                 self.signal(sigs[s], clock, &mut touched);
                 s += 1;
             } else {
@@ -233,8 +261,12 @@ impl Users {
             }
             for key in self.by_bucket.pop_first().map(|(_, u)| u).unwrap_or_default() {
                 if let Some(slot) = self.slots.get_mut(&key) {
-                    Arc::make_mut(slot).marks.retain(|m| m.0 != b);
-                    touched.insert(key);
+                    let slot = Arc::make_mut(slot);
+                    slot.marks.retain(|m| m.0 != b);
+                    if slot.listed[0] == b {
+                        slot.listed[0] = NONE;
+                    }
+                    touched.push(key);
                 }
             }
         }
@@ -245,14 +277,21 @@ impl Users {
             }
             for key in self.by_epoch.pop_first().map(|(_, u)| u).unwrap_or_default() {
                 if let Some(slot) = self.slots.get_mut(&key) {
-                    Arc::make_mut(slot).affinity.retain(|a| a.1 != e);
-                    touched.insert(key);
+                    let slot = Arc::make_mut(slot);
+                    slot.affinity.retain(|a| a.1 != e);
+                    if slot.listed[1] == e {
+                        slot.listed[1] = NONE;
+                    }
+                    touched.push(key);
                 }
             }
         }
-        let mut touched: Vec<UserKey> = touched.into_iter().collect();
         touched.sort_unstable();
-        for key in touched {
+        touched.dedup();
+        for (i, &key) in touched.iter().enumerate() {
+            if i % AHEAD == 0 {
+                self.touch(touched[i..].iter().take(AHEAD).copied());
+            }
             let Some(slot) = self.slots.get_mut(&key) else {
                 side.push(SideUpdate::User(key, None));
                 continue;
@@ -285,7 +324,7 @@ impl Users {
         time: Time,
         members: &mut Vec<MemberUpdate>,
         side: &mut Vec<SideUpdate>,
-        touched: &mut UserSet,
+        touched: &mut Touched,
     ) {
         match record {
             Record::UserPut { id, attributes } if self.partition.owns(id) => {
@@ -297,7 +336,7 @@ impl Users {
                 let attrs = self.intern_set(attrs);
                 Arc::make_mut(self.slots.entry(key).or_default()).attributes = Some(attrs);
                 self.recompute(key, time, members);
-                touched.insert(key);
+                touched.push(key);
             }
             Record::UserDelete { id } if self.partition.owns(id) => {
                 let key = id_hash(id);
@@ -305,7 +344,7 @@ impl Users {
                     for &c in &slot.cohorts {
                         members.push(((key, c), time, -1));
                     }
-                    touched.insert(key);
+                    touched.push(key);
                 }
             }
             Record::Relationship {
@@ -329,7 +368,7 @@ impl Users {
                 if edges.follows.is_empty() && edges.blocks.is_empty() {
                     slot.edges = None;
                 }
-                touched.insert(key);
+                touched.push(key);
             }
             Record::CohortPut { name, rule } => {
                 self.defs.insert(name.clone(), rule.clone());
@@ -395,7 +434,24 @@ impl Users {
         }
     }
 
-    pub(super) fn signal(&mut self, sig: &UserSig, clock: u64, touched: &mut UserSet) {
+    /// Reads a word of each of `keys`' slots and of their lists, so that the cache misses of
+    /// a batch of users overlap (plain loads that do not wait on one another; see
+    /// `batches`), before the work on each user finds them in the cache. One user after the
+    /// other, each lookup into a million slots waited for its own misses.
+    fn touch(&self, keys: impl Iterator<Item = UserKey>) {
+        let sum = keys.fold(0u64, |n, key| {
+            n.wrapping_add(self.slots.get(&key).map_or(0, |s| {
+                s.marks
+                    .last()
+                    .map_or(0, |m| m.0)
+                    .wrapping_add(s.pulls.last().map_or(0, |p| p.ts))
+                    .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
+            }))
+        });
+        std::hint::black_box(sum);
+    }
+
+    pub(super) fn signal(&mut self, sig: &UserSig, clock: u64, touched: &mut Touched) {
         let k = usize::from(sig.kind);
         let marks = self.marks.get(k).copied().unwrap_or(0);
         let delta = self.deltas.get(k).copied().unwrap_or(0.0);
@@ -433,13 +489,14 @@ impl Users {
             // touches the user, which drops the pull even when no later signal does.
             let h = self.horizon;
             let new = &mut self.new_expiries;
-            self.by_bucket
-                .entry(bucket)
-                .or_insert_with(|| {
-                    new.push(time_at(bucket.saturating_add(h)));
-                    UserSet::default()
-                })
-                .insert(sig.user);
+            let users = self.by_bucket.entry(bucket).or_insert_with(|| {
+                new.push(time_at(bucket.saturating_add(h)));
+                Vec::new()
+            });
+            if slot.listed[0] != bucket {
+                users.push(sig.user);
+                slot.listed[0] = bucket;
+            }
         }
         if affects {
             let e = epoch_of(sig.ts_eff, self.aff_h);
@@ -450,15 +507,16 @@ impl Users {
             }
             let aff_h = self.aff_h;
             let new = &mut self.new_expiries;
-            self.by_epoch
-                .entry(e)
-                .or_insert_with(|| {
-                    new.push(time_at(epoch_expiry(e, aff_h)));
-                    UserSet::default()
-                })
-                .insert(sig.user);
+            let users = self.by_epoch.entry(e).or_insert_with(|| {
+                new.push(time_at(epoch_expiry(e, aff_h)));
+                Vec::new()
+            });
+            if slot.listed[1] != e {
+                users.push(sig.user);
+                slot.listed[1] = e;
+            }
         }
-        touched.insert(sig.user);
+        touched.push(sig.user);
     }
 
     /// The times at which buckets and epochs that appeared since the last call end.
