@@ -531,3 +531,100 @@ impl Users {
         buckets.chain(epochs).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tidal_core::Dur;
+    use tidal_core::config::Config;
+    use tidal_core::flow::{Partition, UserSig};
+    use tidal_core::time::time_at;
+    use tidal_core::user::SideUpdate;
+
+    use super::Users;
+
+    /// A bucket start: buckets are 10 s at a 900 s horizon.
+    const C0: u64 = 1_700_000_000_000;
+    const B1: u64 = C0 + 10_000;
+    const HORIZON: u64 = 900_000;
+
+    fn sig(user: u64, item: u64, ts: u64, lsn: u64) -> UserSig {
+        UserSig {
+            user,
+            item,
+            kind: 0,
+            ts_eff: ts,
+            weight: 1 << 32,
+            creator: 0,
+            lsn,
+        }
+    }
+
+    /// Applies `sigs` at clock `clock`, returning the side updates.
+    fn at(users: &mut Users, clock: u64, sigs: &[UserSig]) -> Vec<SideUpdate> {
+        let (mut members, mut side) = (Vec::new(), Vec::new());
+        users.apply(time_at(clock), &[], sigs, &mut members, &mut side);
+        side
+    }
+
+    fn marks(users: &Users, user: u64) -> Vec<(u64, u32, u8)> {
+        users.slots.get(&user).map(|s| s.marks.clone()).unwrap_or_default()
+    }
+
+    /// A user's marks leave with their bucket however its signals came (several in one
+    /// bucket, another bucket between, a late one back in the first), the users' lists name
+    /// each of its users, and a slot left empty is forgotten.
+    #[test]
+    fn marks_leave_with_their_bucket_however_the_signals_came() {
+        let mut config = Config::default_filled();
+        config.personalization.state_horizon = Dur(HORIZON);
+        config.personalization.horizon = Dur(600_000);
+        let mut users = Users::new(&config, Partition::new(0, 1));
+        let seen = 1u8;
+        at(
+            &mut users,
+            C0 + 25_000,
+            &[
+                sig(1, 10, C0 + 1_000, 1),
+                sig(1, 11, B1 + 5_000, 2),
+                sig(1, 12, C0 + 2_000, 3),
+                sig(2, 10, C0 + 3_000, 4),
+                sig(1, 10, C0 + 4_000, 5),
+            ],
+        );
+        assert_eq!(marks(&users, 1), vec![(C0, 10, seen), (C0, 12, seen), (B1, 11, seen)]);
+        let listed = |users: &Users, b: u64| {
+            let mut v = users.by_bucket.get(&b).cloned().unwrap_or_default();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        assert_eq!(listed(&users, C0), vec![1, 2]);
+        assert_eq!(listed(&users, B1), vec![1]);
+        // A user's signals in one bucket list it there once.
+        assert_eq!(users.by_bucket[&B1].len(), 1);
+
+        // The first bucket ends (its pulls, 600 s long, ended before it): user 2 is empty.
+        let side = at(&mut users, C0 + HORIZON, &[]);
+        assert_eq!(marks(&users, 1), vec![(B1, 11, seen)]);
+        assert!(!users.slots.contains_key(&2));
+        assert!(side.iter().any(|u| matches!(u, SideUpdate::User(2, None))));
+        assert!(!users.by_bucket.contains_key(&C0));
+
+        // A late signal in the bucket still open (the user was listed in the first one
+        // last, so it is listed in this one again: twice, which its end reads as once).
+        at(&mut users, C0 + HORIZON + 5_000, &[sig(1, 13, B1 + 6_000, 6)]);
+        assert_eq!(marks(&users, 1), vec![(B1, 11, seen), (B1, 13, seen)]);
+        assert_eq!(users.by_bucket[&B1], vec![1, 1]);
+
+        // Its end leaves nothing of user 1.
+        let side = at(&mut users, B1 + HORIZON, &[]);
+        assert!(!users.slots.contains_key(&1));
+        assert!(side.iter().any(|u| matches!(u, SideUpdate::User(1, None))));
+        assert!(users.by_bucket.is_empty());
+
+        // A user back in a bucket whose list ended is listed again.
+        at(&mut users, B1 + HORIZON + 1_000, &[sig(1, 14, B1 + HORIZON, 7)]);
+        let b = (B1 + HORIZON) / 10_000 * 10_000;
+        assert_eq!(listed(&users, b), vec![1]);
+    }
+}
