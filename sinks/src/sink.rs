@@ -251,7 +251,7 @@ pub fn shard_sink<'s>(
                     // wrote before) is not written again.
                     if stored.is_none_or(|lsn| own.lsn > lsn) {
                         stored = None;
-                        store.write(&changes, Some((at, own.lsn)));
+                        store.write(changes, Some((at, own.lsn)));
                     }
                 }
             }

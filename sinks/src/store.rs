@@ -11,8 +11,14 @@
 //! (and growing the LSM tree by as much) at every restart. A different layout (shard count
 //! or process) finds no valid record and writes everything; its first batch invalidates the
 //! records of the layout before it.
+//!
+//! The batches are committed on a thread of the store's own, in the order they were handed
+//! over, so that the worker does not wait for them (a catch-up's version puts a million
+//! items in one batch: seconds of the worker). What the store reads waits for the batches
+//! handed over before.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle};
 
@@ -34,9 +40,49 @@ pub struct StoreError {
 
 /// A fjall keyspace with the `items` partition.
 pub struct EntityStore {
+    items: PartitionHandle,
+    written: PartitionHandle,
+    /// The thread that commits the batches, and the way to it (`None` where it could not
+    /// be started: the batches are then committed by the caller).
+    writer: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
+    /// Where the batches go without a thread.
+    partitions: Partitions,
+}
+
+/// What the store's thread is asked to do.
+enum Job {
+    /// Commit a batch.
+    Write(Vec<ItemChange>, Option<(StoreShard, u64)>),
+    /// Answer once every batch before is committed.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The keyspace and the partitions a batch goes to.
+#[derive(Clone)]
+struct Partitions {
     keyspace: Keyspace,
     items: PartitionHandle,
     written: PartitionHandle,
+}
+
+impl Partitions {
+    /// Commits one batch; failures are logged, never fatal (the WAL replays).
+    fn commit(&self, changes: &[ItemChange], shard: Option<(&StoreShard, u64)>) {
+        let mut batch = self.keyspace.batch();
+        if let Some((shard, lsn)) = shard {
+            batch.insert(&self.written, LAYOUT, shard.layout.as_slice());
+            batch.insert(&self.written, shard.key.as_slice(), lsn.to_le_bytes());
+        }
+        for c in changes {
+            match c.meta() {
+                Some(meta) => batch.insert(&self.items, c.id.as_bytes(), encode(meta)),
+                None => batch.remove(&self.items, c.id.as_bytes()),
+            }
+        }
+        if let Err(e) = batch.commit() {
+            tracing::warn!(error = %e, items = changes.len(), "entity store write failed");
+        }
+    }
 }
 
 /// Where one shard writes in the store: its record's key and its layout.
@@ -107,15 +153,49 @@ impl EntityStore {
         let written = keyspace
             .open_partition("written", PartitionCreateOptions::default())
             .map_err(err)?;
-        Ok(EntityStore {
+        let partitions = Partitions {
             keyspace,
+            items: items.clone(),
+            written: written.clone(),
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let on_thread = partitions.clone();
+        let writer = std::thread::Builder::new()
+            .name("tidal-store".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Write(changes, shard) => on_thread.commit(&changes, shard.as_ref().map(|(s, l)| (s, *l))),
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "the entity store commits on the worker: no thread"))
+            .ok()
+            .map(|thread| (tx, thread));
+        Ok(EntityStore {
             items,
             written,
+            writer,
+            partitions,
         })
+    }
+
+    /// Waits until every batch handed over before is committed.
+    pub fn flush(&self) {
+        if let Some((tx, _)) = &self.writer {
+            let (done, wait) = mpsc::sync_channel(1);
+            if tx.send(Job::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
     }
 
     /// The LSN `shard`'s items are stored as of (at least), if its layout wrote last.
     pub fn written(&self, shard: &StoreShard) -> Option<u64> {
+        self.flush();
         let layout = self.written.get(LAYOUT).ok().flatten()?;
         if *layout != *shard.layout {
             return None;
@@ -124,30 +204,30 @@ impl EntityStore {
         Some(u64::from_le_bytes(lsn.as_ref().try_into().ok()?))
     }
 
-    /// Writes a batch of item changes; failures are logged, never fatal (the WAL replays).
-    /// With `shard`, records that its items are stored as of `lsn` (in the same batch).
-    pub fn write(&self, changes: &[ItemChange], shard: Option<(&StoreShard, u64)>) {
+    /// Hands over a batch of item changes, committed on the store's thread after the ones
+    /// before; failures are logged, never fatal (the WAL replays). With `shard`, records
+    /// that its items are stored as of `lsn` (in the same batch).
+    pub fn write(&self, changes: Vec<ItemChange>, shard: Option<(&StoreShard, u64)>) {
         if changes.is_empty() && shard.is_none() {
             return;
         }
-        let mut batch = self.keyspace.batch();
-        if let Some((shard, lsn)) = shard {
-            batch.insert(&self.written, LAYOUT, shard.layout.as_slice());
-            batch.insert(&self.written, shard.key.as_slice(), lsn.to_le_bytes());
-        }
-        for c in changes {
-            match c.meta() {
-                Some(meta) => batch.insert(&self.items, c.id.as_bytes(), encode(meta)),
-                None => batch.remove(&self.items, c.id.as_bytes()),
-            }
-        }
-        if let Err(e) = batch.commit() {
-            tracing::warn!(error = %e, items = changes.len(), "entity store write failed");
+        let shard = shard.map(|(s, lsn)| (s.clone(), lsn));
+        let job = match &self.writer {
+            Some((tx, _)) => match tx.send(Job::Write(changes, shard)) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => Job::Write(changes, shard),
+        };
+        if let Job::Write(changes, shard) = job {
+            self.partitions
+                .commit(&changes, shard.as_ref().map(|(s, lsn)| (s, *lsn)));
         }
     }
 
     /// The stored metadata of an item id.
     pub fn get(&self, id: &str) -> Option<ItemMeta> {
+        self.flush();
         match self.items.get(id.as_bytes()) {
             Ok(Some(bytes)) => match decode(&bytes) {
                 Ok(meta) => Some(meta),
@@ -160,6 +240,18 @@ impl EntityStore {
             Err(e) => {
                 tracing::warn!(id, error = %e, "entity store read failed");
                 None
+            }
+        }
+    }
+}
+
+impl Drop for EntityStore {
+    /// Every batch handed over is committed before the keyspace closes.
+    fn drop(&mut self) {
+        if let Some((tx, thread)) = self.writer.take() {
+            drop(tx);
+            if thread.join().is_err() {
+                tracing::warn!("the entity store's thread panicked");
             }
         }
     }
@@ -187,8 +279,8 @@ mod tests {
         {
             let store = EntityStore::open(dir.path()).expect("open");
             assert_eq!(store.written(&a0), None, "nothing written yet");
-            store.write(&[put("x", "one")], Some((&a0, 7)));
-            store.write(&[], Some((&a1, 9)));
+            store.write(vec![put("x", "one")], Some((&a0, 7)));
+            store.write(Vec::new(), Some((&a1, 9)));
             assert_eq!((store.written(&a0), store.written(&a1)), (Some(7), Some(9)));
             assert_eq!(store.written(&b0), None, "another layout has no record");
         }
@@ -197,11 +289,11 @@ mod tests {
         assert_eq!(store.written(&a0), Some(7));
         assert_eq!(store.get("x").and_then(|m| m.title).as_deref(), Some("one"));
         // A batch of another layout makes the first layout's records invalid.
-        store.write(&[put("x", "two")], Some((&b0, 3)));
+        store.write(vec![put("x", "two")], Some((&b0, 3)));
         assert_eq!(store.written(&b0), Some(3));
         assert_eq!((store.written(&a0), store.written(&a1)), (None, None));
         // Without a shard, nothing is recorded.
-        store.write(&[put("y", "three")], None);
+        store.write(vec![put("y", "three")], None);
         assert_eq!(store.written(&b0), Some(3));
         assert_eq!(store.get("y").and_then(|m| m.title).as_deref(), Some("three"));
     }
@@ -219,7 +311,8 @@ mod tests {
             embedding: Some(tidal_core::record::Embedding(vec![0.1, -2.5e-8, f32::MAX, 0.0])),
         };
         let store = EntityStore::open(dir.path()).expect("open");
-        store.write(&[ItemChange::put("m1", meta.clone())], None);
+        store.write(vec![ItemChange::put("m1", meta.clone())], None);
+        store.flush();
         let stored = store.items.get(b"m1").expect("read").expect("present");
         assert_eq!(stored.first(), Some(&BINARY));
         assert_eq!(store.get("m1"), Some(meta.clone()));
