@@ -40,13 +40,10 @@ pub struct StoreError {
 
 /// A fjall keyspace with the `items` partition.
 pub struct EntityStore {
-    items: PartitionHandle,
-    written: PartitionHandle,
+    partitions: Partitions,
     /// The thread that commits the batches, and the way to it (`None` where it could not
     /// be started: the batches are then committed by the caller).
     writer: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
-    /// Where the batches go without a thread.
-    partitions: Partitions,
 }
 
 /// What the store's thread is asked to do.
@@ -67,7 +64,7 @@ struct Partitions {
 
 impl Partitions {
     /// Commits one batch; failures are logged, never fatal (the WAL replays).
-    fn commit(&self, changes: &[ItemChange], shard: Option<(&StoreShard, u64)>) {
+    fn commit(&self, changes: &[ItemChange], shard: Option<&(StoreShard, u64)>) {
         let mut batch = self.keyspace.batch();
         if let Some((shard, lsn)) = shard {
             batch.insert(&self.written, LAYOUT, shard.layout.as_slice());
@@ -155,8 +152,8 @@ impl EntityStore {
             .map_err(err)?;
         let partitions = Partitions {
             keyspace,
-            items: items.clone(),
-            written: written.clone(),
+            items,
+            written,
         };
         let (tx, rx) = mpsc::channel::<Job>();
         let on_thread = partitions.clone();
@@ -165,7 +162,7 @@ impl EntityStore {
             .spawn(move || {
                 for job in rx {
                     match job {
-                        Job::Write(changes, shard) => on_thread.commit(&changes, shard.as_ref().map(|(s, l)| (s, *l))),
+                        Job::Write(changes, shard) => on_thread.commit(&changes, shard.as_ref()),
                         Job::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -175,12 +172,7 @@ impl EntityStore {
             .map_err(|e| tracing::warn!(error = %e, "the entity store commits on the worker: no thread"))
             .ok()
             .map(|thread| (tx, thread));
-        Ok(EntityStore {
-            items,
-            written,
-            writer,
-            partitions,
-        })
+        Ok(EntityStore { partitions, writer })
     }
 
     /// Waits until every batch handed over before is committed.
@@ -196,11 +188,11 @@ impl EntityStore {
     /// The LSN `shard`'s items are stored as of (at least), if its layout wrote last.
     pub fn written(&self, shard: &StoreShard) -> Option<u64> {
         self.flush();
-        let layout = self.written.get(LAYOUT).ok().flatten()?;
+        let layout = self.partitions.written.get(LAYOUT).ok().flatten()?;
         if *layout != *shard.layout {
             return None;
         }
-        let lsn = self.written.get(&shard.key).ok().flatten()?;
+        let lsn = self.partitions.written.get(&shard.key).ok().flatten()?;
         Some(u64::from_le_bytes(lsn.as_ref().try_into().ok()?))
     }
 
@@ -211,24 +203,24 @@ impl EntityStore {
         if changes.is_empty() && shard.is_none() {
             return;
         }
-        let shard = shard.map(|(s, lsn)| (s.clone(), lsn));
+        let job = Job::Write(changes, shard.map(|(s, lsn)| (s.clone(), lsn)));
+        // Without a thread (or once it is gone), the caller commits.
         let job = match &self.writer {
-            Some((tx, _)) => match tx.send(Job::Write(changes, shard)) {
+            Some((tx, _)) => match tx.send(job) {
                 Ok(()) => return,
                 Err(mpsc::SendError(job)) => job,
             },
-            None => Job::Write(changes, shard),
+            None => job,
         };
         if let Job::Write(changes, shard) = job {
-            self.partitions
-                .commit(&changes, shard.as_ref().map(|(s, lsn)| (s, *lsn)));
+            self.partitions.commit(&changes, shard.as_ref());
         }
     }
 
     /// The stored metadata of an item id.
     pub fn get(&self, id: &str) -> Option<ItemMeta> {
         self.flush();
-        match self.items.get(id.as_bytes()) {
+        match self.partitions.items.get(id.as_bytes()) {
             Ok(Some(bytes)) => match decode(&bytes) {
                 Ok(meta) => Some(meta),
                 Err(e) => {
@@ -313,15 +305,19 @@ mod tests {
         let store = EntityStore::open(dir.path()).expect("open");
         store.write(vec![ItemChange::put("m1", meta.clone())], None);
         store.flush();
-        let stored = store.items.get(b"m1").expect("read").expect("present");
+        let stored = store.partitions.items.get(b"m1").expect("read").expect("present");
         assert_eq!(stored.first(), Some(&BINARY));
         assert_eq!(store.get("m1"), Some(meta.clone()));
         // A value as builds before the binary form wrote it.
         let json = serde_json::to_vec(&meta).expect("json");
-        store.items.insert(b"old", json).expect("insert");
+        store.partitions.items.insert(b"old", json).expect("insert");
         assert_eq!(store.get("old"), Some(meta));
         // A damaged value is no metadata, not a panic.
-        store.items.insert(b"bad", [BINARY, 0xFF, 0xFF]).expect("insert");
+        store
+            .partitions
+            .items
+            .insert(b"bad", [BINARY, 0xFF, 0xFF])
+            .expect("insert");
         assert_eq!(store.get("bad"), None);
     }
 }

@@ -67,13 +67,7 @@ impl UsersSnapshot {
         put_varint(out, self.slots.len() as u64);
         // Users a batch at a time (see `batches`): each one's slot and lists touched first,
         // then encoded from the cache. One after the other, the misses made the part.
-        let touch = |(_, s): &(UserKey, Arc<Slot>)| {
-            s.marks
-                .first()
-                .map_or(0, |m| m.0)
-                .wrapping_add(s.pulls.first().map_or(0, |p| p.ts))
-                .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
-        };
+        let touch = |(_, s): &(UserKey, Arc<Slot>)| s.touch();
         touched_in_batches(self.slots.into_iter(), touch, |batch| {
             for (key, slot) in batch.iter() {
                 encode_user(out, &mut written, *key, slot);
@@ -278,21 +272,10 @@ fn encode_user(out: &mut Vec<u8>, written: &mut HashMap<usize, (u64, Attributes)
 #[cfg(test)]
 mod tests {
     use tidal_core::config::Config;
-    use tidal_core::flow::{Partition, UserSig};
+    use tidal_core::flow::Partition;
 
+    use super::super::state::tests::sig;
     use super::super::state::{Touched, Users};
-
-    fn sig(user: u64, item: u64, ts: u64) -> UserSig {
-        UserSig {
-            user,
-            item,
-            kind: 0,
-            ts_eff: ts,
-            weight: 1 << 32,
-            creator: 0,
-            lsn: ts,
-        }
-    }
 
     fn encoded(users: &Users) -> Vec<u8> {
         let mut out = Vec::new();
@@ -309,13 +292,17 @@ mod tests {
         let mut touched = Touched::new();
         let clock = 1_700_000_000_000;
         for i in 0..300 {
-            users.signal(&sig(i % 20, i, clock + i), clock + i, &mut touched);
+            users.signal(&sig(i % 20, i, clock + i, clock + i), clock + i, &mut touched);
         }
         let before = encoded(&users);
         let snapshot = users.snapshot();
         // The same users and new ones change after it.
         for i in 0..300 {
-            users.signal(&sig(i % 40, 1000 + i, clock + 500 + i), clock + 500 + i, &mut touched);
+            users.signal(
+                &sig(i % 40, 1000 + i, clock + 500 + i, clock + 500 + i),
+                clock + 500 + i,
+                &mut touched,
+            );
         }
         let mut later = Vec::new();
         snapshot.save(&mut later).expect("save");

@@ -71,6 +71,16 @@ impl Default for Slot {
 }
 
 impl Slot {
+    /// A word of the slot and of each of its lists, read so that their cache misses overlap
+    /// with other users' (see `batches`).
+    pub(super) fn touch(&self) -> u64 {
+        self.marks
+            .first()
+            .map_or(0, |m| m.0)
+            .wrapping_add(self.pulls.first().map_or(0, |p| p.ts))
+            .wrapping_add(self.affinity.first().map_or(0, |a| a.1))
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.attributes.is_none()
             && self.marks.is_empty()
@@ -440,13 +450,7 @@ impl Users {
     /// other, each lookup into a million slots waited for its own misses.
     fn touch(&self, keys: impl Iterator<Item = UserKey>) {
         let sum = keys.fold(0u64, |n, key| {
-            n.wrapping_add(self.slots.get(&key).map_or(0, |s| {
-                s.marks
-                    .last()
-                    .map_or(0, |m| m.0)
-                    .wrapping_add(s.pulls.last().map_or(0, |p| p.ts))
-                    .wrapping_add(s.affinity.first().map_or(0, |a| a.1))
-            }))
+            n.wrapping_add(self.slots.get(&key).map_or(0, |s| s.touch()))
         });
         std::hint::black_box(sum);
     }
@@ -533,7 +537,7 @@ impl Users {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use tidal_core::Dur;
     use tidal_core::config::Config;
     use tidal_core::flow::{Partition, UserSig};
@@ -547,7 +551,8 @@ mod tests {
     const B1: u64 = C0 + 10_000;
     const HORIZON: u64 = 900_000;
 
-    fn sig(user: u64, item: u64, ts: u64, lsn: u64) -> UserSig {
+    /// A signal of the first type (a view: marks seen) with no creator.
+    pub(in crate::users) fn sig(user: u64, item: u64, ts: u64, lsn: u64) -> UserSig {
         UserSig {
             user,
             item,
