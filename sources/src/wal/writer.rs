@@ -105,11 +105,16 @@ impl Writer {
             };
             let mut records = first.records.len();
             let mut group = vec![first];
+            // With no delay the group is what is queued now: `recv_deadline` with a deadline
+            // already passed still spins and yields the core (crossbeam's backoff) before it
+            // looks at the clock, and on two busy cores a yield can cost the commit a slice.
+            let wait = !self.opts.max_batch_delay.is_zero();
             let deadline = Instant::now() + self.opts.max_batch_delay;
             while records < self.opts.max_batch_records {
                 let next = match rx.try_recv() {
                     Ok(s) => Ok(s),
-                    Err(_) => rx.recv_deadline(deadline),
+                    Err(_) if wait => rx.recv_deadline(deadline),
+                    Err(_) => break,
                 };
                 match next {
                     Ok(s) => {
