@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels for per-endpoint series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +62,15 @@ pub struct Metrics {
     pub recovered_records: Gauge,
     /// The LSN of the checkpoint the last start restored.
     pub restored_lsn: Gauge,
+    /// Time the workers spent in each stage since the start, seconds.
+    pub stage_busy: Family<StageLabel, Gauge<f64, AtomicU64>>,
+}
+
+/// Labels of the per-stage busy-time series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// The stage: source, entities, windows, decay, sink, users, cohorts.
+    pub stage: &'static str,
 }
 
 /// Labels of the state-size series.
@@ -100,6 +110,12 @@ impl Metrics {
         let checkpoint_lsn = Gauge::default();
         let recovered_records = Gauge::default();
         let restored_lsn = Gauge::default();
+        let stage_busy = Family::<StageLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "stage_busy_seconds",
+            "Time the workers spent in each stage of the dataflow since the start (all workers summed): where the dataflow's time goes",
+            stage_busy.clone(),
+        );
         registry.register(
             "checkpoint_lsn",
             "The LSN the newest complete checkpoint covers (0: none yet)",
@@ -186,6 +202,7 @@ impl Metrics {
             checkpoint_lsn,
             recovered_records,
             restored_lsn,
+            stage_busy,
         }
     }
 
@@ -221,6 +238,11 @@ impl Metrics {
             ("nearest_index_waiting", s.nearest_waiting),
         ] {
             self.state.get_or_create(&StateLabel { part }).set(v as i64);
+        }
+        for (stage, ns) in tidal_core::stats::STAGE_NAMES.iter().zip(c.busy_ns) {
+            self.stage_busy
+                .get_or_create(&StageLabel { stage })
+                .set(ns as f64 / 1e9);
         }
     }
 
