@@ -63,6 +63,9 @@ pub struct Shard {
     index: usize,
     /// Versions kept at least ([`RING_MIN`] or [`RING_MIN_CLUSTER`]).
     min: usize,
+    /// Steps its sink's operator has handed to the sink's thread and the thread has not
+    /// applied yet.
+    pending: AtomicU64,
 }
 
 impl Shard {
@@ -77,12 +80,42 @@ impl Shard {
             newest,
             index,
             min,
+            pending: AtomicU64::new(0),
         }
+    }
+
+    /// A step was handed to the sink's thread.
+    pub(crate) fn step_sent(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The sink's thread applied a step (and published the versions it cut).
+    pub(crate) fn step_applied(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits until the sink's thread has applied every step its operator handed over, so
+    /// that the versions are those of everything the worker has run so far (or `timeout`
+    /// has passed); whether it has. For a caller that steps a worker itself, as tests do.
+    pub fn settle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        true
     }
 
     /// The shard's nearest-item index (what its sink's versions share).
     pub fn ann(&self) -> &Arc<Ann> {
         &self.ann
+    }
+
+    /// Whether this is its process's only shard.
+    pub(crate) fn alone(&self) -> bool {
+        self.newest.len() == 1
     }
 
     /// The process's text index.

@@ -30,6 +30,8 @@ type DecayRecord = ((ItemKey, KindIdx, HalfLifeIdx, u64), i128);
 const KEYS: u64 = 20;
 const ROUNDS: u64 = 30;
 const FUTURE: Time = 1_000;
+/// How long a test waits for a sink's thread to apply what its worker ran.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn lanes(v: u64) -> Lanes {
     Lanes([(v as i64) << 20; LANES])
@@ -272,6 +274,7 @@ fn catch_up_marks_apply_without_publishing() {
             for _ in 0..50 {
                 worker.step();
             }
+            assert!(all.shard(0).unwrap().settle(SETTLE));
             assert_eq!(
                 all.view().frontier,
                 0,
@@ -289,6 +292,7 @@ fn catch_up_marks_apply_without_publishing() {
         for _ in 0..50 {
             worker.step();
         }
+        assert!(all.shard(0).unwrap().settle(SETTLE));
         let view = all.view();
         assert_eq!(view.frontier, 6);
         assert_eq!(view.lsn(), 5);
@@ -347,6 +351,7 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
         for _ in 0..50 {
             worker.step();
         }
+        assert!(all.shard(0).unwrap().settle(SETTLE));
         let view = all.view();
         assert_eq!((view.frontier, view.lsn()), (2, 1));
         assert_eq!((view.cohort_frontier(), view.cohort_lsn_of(0)), (2, 1));
@@ -366,6 +371,7 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
             for _ in 0..50 {
                 worker.step();
             }
+            assert!(all.shard(0).unwrap().settle(SETTLE));
             let view = all.view();
             assert_eq!(
                 (view.frontier, view.lsn()),
@@ -388,6 +394,7 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
         for _ in 0..50 {
             worker.step();
         }
+        assert!(all.shard(0).unwrap().settle(SETTLE));
         let view = all.view();
         assert_eq!((view.frontier, view.lsn()), (6, 5));
         assert_eq!((view.cohort_frontier(), view.cohort_lsn_of(0)), (6, 5));
