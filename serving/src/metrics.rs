@@ -62,7 +62,7 @@ pub struct Metrics {
     pub recovered_records: Gauge,
     /// The LSN of the checkpoint the last start restored.
     pub restored_lsn: Gauge,
-    /// Time the workers spent in each stage since the start, seconds.
+    /// Time spent in each stage since the start, seconds (the sink's on its own threads).
     pub stage_busy: Family<StageLabel, Gauge<f64, AtomicU64>>,
 }
 
@@ -113,7 +113,7 @@ impl Metrics {
         let stage_busy = Family::<StageLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "stage_busy_seconds",
-            "Time the workers spent in each stage of the dataflow since the start (all workers summed): where the dataflow's time goes",
+            "Time spent in each stage of the dataflow since the start, all workers summed (the serving sink's on the sink threads beside them): where the dataflow's time goes",
             stage_busy.clone(),
         );
         registry.register(
