@@ -323,4 +323,16 @@ fn read_your_writes_in_the_wall_clock() {
         .find_map(|l| l.strip_prefix("tidal_wal_commit_seconds_sum ")?.trim().parse().ok())
         .expect("tidal_wal_commit_seconds_sum");
     assert!(sum > 0.0 && sum < 20.0, "{sum}");
+    // Every stage's busy time is there; the sink and the windows have done work for the 20
+    // writes the reads above saw.
+    let busy = |stage: &str| -> f64 {
+        let prefix = format!("tidal_stage_busy_seconds{{stage=\"{stage}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no busy time for {stage}: {text}"))
+    };
+    for stage in ["source", "entities", "windows", "decay", "users", "cohorts"] {
+        assert!(busy(stage) >= 0.0, "{stage}");
+    }
+    assert!(busy("sink") > 0.0 && busy("windows") > 0.0, "{text}");
 }
