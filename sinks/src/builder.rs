@@ -42,8 +42,9 @@ pub struct SnapshotBuilder {
     last: Arc<Snapshot>,
     /// The log position of the next version.
     position: Position,
-    /// Items changed since the last version, with their current features.
-    dirty: HashMap<ItemKey, ItemEntry, RandomState>,
+    /// Items changed since the last version: their entry in the last version (looked up
+    /// once, when the item first changed) and their current features.
+    dirty: HashMap<ItemKey, (Option<Arc<ItemEntry>>, ItemEntry), RandomState>,
     /// Entity-store writes of the versions cut since the last `take_item_changes`.
     item_changes: Vec<ItemChange>,
     /// Reused buffers: the batch sort order; the vectors logs are built in.
@@ -119,10 +120,11 @@ impl SnapshotBuilder {
             let (group, tail) = rest.split_at(run);
             rest = tail;
             let last = &self.last;
-            let entry = self
-                .dirty
-                .entry(key)
-                .or_insert_with(|| last.entries.get(&key).map(|e| (**e).clone()).unwrap_or_default());
+            let (_, entry) = self.dirty.entry(key).or_insert_with(|| {
+                let old = last.entries.get(&key).cloned();
+                let current = old.as_deref().cloned().unwrap_or_default();
+                (old, current)
+            });
             let mut times = group;
             while let Some(first) = times.first() {
                 let n = times.iter().take_while(|r| r.2 == first.2).count();

@@ -57,13 +57,13 @@ pub(crate) struct Log {
 
 impl Log {
     /// The log that takes `last` to the state where the keys of `dirty` hold their new
-    /// entries and the LSN is `lsn`; the entity-store writes it implies go to `writes`,
+    /// entries (each given with its entry in `last`) and the LSN is `lsn`; the entity-store writes it implies go to `writes`,
     /// and the items whose embedding changed (with the new one) to `embedded`.
     /// `bufs` lends the vectors the log is built in ([`recycle`](Self::recycle) returns
     /// them), so that large buffers are not allocated and freed for every version.
     pub(crate) fn new(
         last: &Snapshot,
-        dirty: impl Iterator<Item = (ItemKey, ItemEntry)>,
+        dirty: impl Iterator<Item = (ItemKey, (Option<Arc<ItemEntry>>, ItemEntry))>,
         lsn: Position,
         (writes, embedded): (&mut Vec<ItemChange>, &mut EmbeddingChanges),
         bufs: &mut Buffers,
@@ -81,8 +81,8 @@ impl Log {
         let mut state_changed: Vec<(ItemKey, Option<Arc<ItemEntry>>)> = Vec::with_capacity(dirty.size_hint().0);
         let mut listed = last.listed;
         let (mut before, mut after) = (Vec::new(), Vec::new());
-        for (key, new) in dirty {
-            let old = last.entries.get(&key).map_or(&empty, |e| &**e);
+        for (key, (old, new)) in dirty {
+            let old = old.as_deref().unwrap_or(&empty);
             if *old == new {
                 continue;
             }
