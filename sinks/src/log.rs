@@ -30,6 +30,9 @@ pub(crate) const KEEP: usize = 1 << 14;
 /// that path for all but the smallest logs, so that both paths are checked.
 pub(crate) const BULK: usize = if cfg!(debug_assertions) { 8 } else { 1 << 16 };
 
+/// An item whose state changed in a log: its key, its entry before and after.
+type StateChange = (ItemKey, Option<Arc<ItemEntry>>, Option<Arc<ItemEntry>>);
+
 /// Vectors a [`Log`] is built in, kept from one version to the next.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Buffers {
@@ -57,8 +60,9 @@ pub(crate) struct Log {
 
 impl Log {
     /// The log that takes `last` to the state where the keys of `dirty` hold their new
-    /// entries (each given with its entry in `last`) and the LSN is `lsn`; the entity-store writes it implies go to `writes`,
-    /// and the items whose embedding changed (with the new one) to `embedded`.
+    /// entries (each given with its entry in `last`) and the LSN is `lsn`; the entity-store
+    /// writes it implies go to `writes`, and the items whose embedding changed (with the new
+    /// one) to `embedded`.
     /// `bufs` lends the vectors the log is built in ([`recycle`](Self::recycle) returns
     /// them), so that large buffers are not allocated and freed for every version.
     pub(crate) fn new(
@@ -77,12 +81,13 @@ impl Log {
         // A restore's or a catch-up's version changes millions of items: room for them at
         // once rather than table after doubled table.
         updated.reserve(dirty.size_hint().0);
-        // Keys whose item state changed, with their new entries (not looked up again).
-        let mut state_changed: Vec<(ItemKey, Option<Arc<ItemEntry>>)> = Vec::with_capacity(dirty.size_hint().0);
+        // Keys whose item state changed, with their entries before and after (not looked up
+        // again).
+        let mut state_changed: Vec<StateChange> = Vec::with_capacity(dirty.size_hint().0);
         let mut listed = last.listed;
         let (mut before, mut after) = (Vec::new(), Vec::new());
-        for (key, (old, new)) in dirty {
-            let old = old.as_deref().unwrap_or(&empty);
+        for (key, (shared, new)) in dirty {
+            let old = shared.as_deref().unwrap_or(&empty);
             if *old == new {
                 continue;
             }
@@ -93,7 +98,7 @@ impl Log {
             let changed = old.state() != new.state();
             let new = (!new.is_empty()).then(|| Arc::new(new));
             if changed {
-                state_changed.push((key, new.clone()));
+                state_changed.push((key, shared, new.clone()));
             }
             updated.insert(key, new);
         }
@@ -109,7 +114,7 @@ impl Log {
         let mut postings = Vec::new();
         let (_, ids) = side_by_side(
             state_changed.len() >= BULK,
-            || terms_and_embeddings(last, &state_changed, &mut postings, embedded),
+            || terms_and_embeddings(&state_changed, &mut postings, embedded),
             || {
                 let ids = id_keys(last, &state_changed);
                 store_writes(last, updated, &ids, writes);
@@ -217,17 +222,15 @@ impl Log {
 /// The posting-list changes (to `postings`) and the new embeddings (to `embedded`) of the
 /// items whose state changed, in key order.
 fn terms_and_embeddings(
-    last: &Snapshot,
-    state_changed: &[(ItemKey, Option<Arc<ItemEntry>>)],
+    state_changed: &[StateChange],
     postings: &mut Vec<PostingChange>,
     embedded: &mut EmbeddingChanges,
 ) {
     let empty = ItemEntry::default();
     let (mut terms_before, mut terms_after) = (Vec::new(), Vec::new());
-    for (key, new) in state_changed {
+    for (key, old, new) in state_changed {
         let key = *key;
-        let old = last.entries.get(&key).map(|e| &**e);
-        let new = new.as_deref();
+        let (old, new) = (old.as_deref(), new.as_deref());
         let embedding = new.and_then(ItemEntry::embedding);
         if old.and_then(ItemEntry::embedding) != embedding {
             embedded.push((key, new.and_then(ItemEntry::embedded)));
@@ -240,13 +243,12 @@ fn terms_and_embeddings(
 
 /// The new keys of every id whose state changed somewhere (`None`: the id is gone), in id
 /// order.
-fn id_keys(last: &Snapshot, state_changed: &[(ItemKey, Option<Arc<ItemEntry>>)]) -> Vec<(Arc<str>, Option<IdKeys>)> {
+fn id_keys(last: &Snapshot, state_changed: &[StateChange]) -> Vec<(Arc<str>, Option<IdKeys>)> {
     let mut ids: HashMap<Arc<str>, Option<IdKeys>, RandomState> =
         HashMap::with_capacity_and_hasher(state_changed.len(), RandomState::default());
-    for (key, new) in state_changed {
+    for (key, old, new) in state_changed {
         let key = *key;
-        let old = last.entries.get(&key).map(|e| &**e);
-        let new = new.as_deref();
+        let (old, new) = (old.as_deref(), new.as_deref());
         let Some(id) = new.and_then(|e| e.id()).or(old.and_then(|e| e.id())) else {
             continue;
         };

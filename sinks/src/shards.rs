@@ -89,9 +89,9 @@ impl Shard {
         self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The sink's thread applied a step (and published the versions it cut).
-    pub(crate) fn step_applied(&self) {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+    /// The sink's thread applied `n` steps (and published the versions it cut).
+    pub(crate) fn steps_applied(&self, n: u64) {
+        self.pending.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// Waits until the sink's thread has applied every step its operator handed over, so
