@@ -375,7 +375,12 @@ impl Tidal {
         // (a restored checkpoint covers the records before it: write it again if unsure).
         let toml = tidal.config.to_toml();
         if last_config.as_deref() != Some(toml.as_str()) {
-            tidal.wal.submit_blocking(vec![Record::Config { toml }])?;
+            let commit = tidal.wal.submit_blocking(vec![Record::Config { toml }])?;
+            // Served once the state holds it too, as every record before: a first read then
+            // sees the LSN the next one will (the sink's thread publishes it a moment later).
+            if wait {
+                tidal.wait_visible(commit.last_lsn)?;
+            }
         }
         Ok(tidal)
     }
