@@ -126,9 +126,13 @@ pub fn shard_sink<'s>(
     let mut held = Step::default();
     let mut sent: Option<(Time, Time, bool)> = None;
     let mut newest_mark: Time = 0;
+    let mut held_updates = 0usize;
     op.build(move |_capabilities| {
         move |frontiers| {
-            data.for_each(|_cap, d| held.data.push(std::mem::take(d)));
+            data.for_each(|_cap, d| {
+                held_updates += d.len();
+                held.data.push(std::mem::take(d))
+            });
             cohorts_in.for_each(|_cap, d| held.cohorts.push(std::mem::take(d)));
             side_in.for_each(|cap, d| {
                 if let Some(t) = cap.least().copied() {
@@ -150,17 +154,22 @@ pub fn shard_sink<'s>(
             let at = |i: usize| frontiers[i].frontier().iter().min().copied().unwrap_or(CLOSED);
             held.reached = at(0).min(at(3));
             held.cohorts_reached = at(2);
+            held.marks_reached = at(1);
             held.closed =
                 held.reached == CLOSED && held.cohorts_reached == CLOSED && frontiers[1].frontier().is_empty();
             let now = (held.reached, held.cohorts_reached, held.closed);
             // A new mark, or frontiers that moved while a mark is still open (for everything
             // else or for the cohort part), or the end: the thread has work.
             let open = sent.is_none_or(|(r, c, _)| newest_mark > r.min(c));
-            let due = marked || now.2 || (sent != Some(now) && open);
+            // A restore's or a catch-up's run of updates goes over while it grows, so that
+            // the thread applies what no mark can fall among while the worker computes the
+            // rest (`SinkCore::apply_early`).
+            let due = marked || now.2 || (sent != Some(now) && open) || held_updates >= EARLY_UPDATES;
             if !due {
                 return;
             }
             sent = Some(now);
+            held_updates = 0;
             thread.send(std::mem::take(&mut held), &shard);
         }
     });
@@ -172,6 +181,11 @@ pub fn shard_sink<'s>(
 /// from 18 to 30 ms; at 19 it stayed at 18 ms, and live ingest was as fast).
 #[cfg(target_os = "linux")]
 const SINK_NICE: i32 = 19;
+
+/// Updates held before they go to the thread without waiting for a mark: a live round
+/// holds far fewer, a restore's or a catch-up's run millions. Debug builds (the tests) send
+/// them early from a few dozen, so that both paths are checked.
+const EARLY_UPDATES: usize = if cfg!(debug_assertions) { 64 } else { 1 << 18 };
 
 /// Steps waiting for the sink's thread before the worker waits for it: enough to ride out
 /// one long version while the worker computes the next rounds, few enough that a backlog
@@ -222,8 +236,8 @@ impl SinkThread {
 
     fn send(&mut self, step: Step, shard: &Shard) {
         shard.step_sent();
-        let sent = self.tx.as_ref().map(|tx| tx.send(step));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(step).is_ok());
+        if !sent {
             // Its thread panicked (the panic is on stderr); the worker stops too.
             panic!("the serving sink's thread stopped");
         }

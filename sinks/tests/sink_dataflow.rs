@@ -404,3 +404,119 @@ fn a_lagging_cohort_rollup_does_not_hold_back_versions() {
     })
     .unwrap();
 }
+
+/// Updates that arrive before their mark, while the marks' frontier is ahead of theirs (a
+/// restore's or a catch-up's run), reach the working copy as they come, in several steps,
+/// a time's changes split among them, in either order: no version shows them before the
+/// mark, and the version at the mark is what applying them all at once gives.
+#[test]
+fn updates_ahead_of_their_mark_apply_early_and_alike() {
+    const MANY: u64 = 200;
+    let config = Arc::new(Config::default_filled());
+    let shards = Arc::new(Shards::new(config.clone(), 1, 0, 1));
+    let all = shards.clone();
+    timely::execute(timely::Config::thread(), move |worker| {
+        let shard = all.shard(0).unwrap().clone();
+        let mut inputs = Inputs::sink(worker, shard, None, all.config());
+        let run = |worker: &mut Worker| {
+            for _ in 0..20 {
+                worker.step();
+            }
+            assert!(all.shard(0).unwrap().settle(SETTLE));
+        };
+        inputs.advance(1);
+        // The mark at 2 and the marks' frontier beyond the updates' time, which stays at 1.
+        inputs.control.send(Control::Mark {
+            time: 2,
+            position: pos(1),
+            origin: 0,
+            publish: true,
+        });
+        inputs.control.advance_to(2);
+        inputs.control.flush();
+        for key in 0..MANY {
+            inputs.items.update((key, state(key, 0)), 1);
+            inputs.windows.update(((key, 0), lanes(1)), 1);
+        }
+        inputs.items.flush();
+        inputs.windows.flush();
+        run(worker);
+        // The same time again: each key's lanes change, retraction and assertion together.
+        for key in 0..MANY {
+            inputs.windows.update(((key, 0), lanes(1)), -1);
+            inputs.windows.update(((key, 0), lanes(7)), 1);
+        }
+        inputs.windows.flush();
+        run(worker);
+        assert_eq!(all.view().frontier, 0, "a version before its mark");
+        inputs.advance_main(2);
+        inputs.cohorts.advance_to(2);
+        inputs.cohorts.flush();
+        run(worker);
+        let view = all.view();
+        assert_eq!(view.frontier, 2);
+        for key in 0..MANY {
+            let e = view.shards[0].entry(key).expect("every key is present");
+            assert_eq!(e.lanes(0), Some(&lanes(7)), "key {key}");
+        }
+        // The next time's changes come with their assertions first and their retractions
+        // in a later step.
+        inputs.control.send(Control::Mark {
+            time: 3,
+            position: pos(2),
+            origin: 0,
+            publish: true,
+        });
+        inputs.control.advance_to(3);
+        inputs.control.flush();
+        for key in 0..MANY {
+            inputs.windows.update(((key, 0), lanes(9)), 1);
+        }
+        inputs.windows.flush();
+        run(worker);
+        for key in 0..MANY {
+            inputs.windows.update(((key, 0), lanes(7)), -1);
+        }
+        inputs.windows.flush();
+        run(worker);
+        assert_eq!(all.view().frontier, 2, "a version before its mark");
+        inputs.advance(3);
+        run(worker);
+        let view = all.view();
+        assert_eq!(view.frontier, 3);
+        for key in 0..MANY {
+            let e = view.shards[0].entry(key).expect("every key is present");
+            assert_eq!(e.lanes(0), Some(&lanes(9)), "key {key}");
+        }
+        let indexed = view.shards[0]
+            .index(IndexKind::Trending { kind: 0, window: 0 })
+            .unwrap()
+            .len();
+        assert_eq!(indexed, MANY as usize);
+        // Updates at the marks' own frontier wait: a mark may still come at their time, and
+        // its version must not hold them.
+        inputs.advance(4);
+        run(worker);
+        for key in 0..MANY {
+            inputs.windows.update(((key, 0), lanes(9)), -1);
+            inputs.windows.update(((key, 0), lanes(11)), 1);
+        }
+        inputs.windows.flush();
+        run(worker);
+        inputs.control.send(Control::Mark {
+            time: 4,
+            position: pos(3),
+            origin: 0,
+            publish: true,
+        });
+        inputs.advance(5);
+        run(worker);
+        let view = all.view();
+        assert_eq!(view.frontier, 4);
+        for key in 0..MANY {
+            let e = view.shards[0].entry(key).expect("every key is present");
+            assert_eq!(e.lanes(0), Some(&lanes(9)), "key {key}: a change at the mark's time");
+        }
+    })
+    .unwrap();
+}

@@ -35,6 +35,8 @@ pub(super) struct Step {
     pub(super) reached: Time,
     /// The cohort sums' frontier.
     pub(super) cohorts_reached: Time,
+    /// The marks' frontier: no mark to come is earlier.
+    pub(super) marks_reached: Time,
     /// Every input is closed.
     pub(super) closed: bool,
 }
@@ -46,7 +48,8 @@ impl Step {
         self.cohorts.extend(next.cohorts);
         self.side.extend(next.side);
         self.marks.extend(next.marks);
-        (self.reached, self.cohorts_reached, self.closed) = (next.reached, next.cohorts_reached, next.closed);
+        (self.reached, self.cohorts_reached, self.marks_reached, self.closed) =
+            (next.reached, next.cohorts_reached, next.marks_reached, next.closed);
     }
 
     /// Leaves out the versions nobody will read: of the publishing marks the frontier has
@@ -147,6 +150,7 @@ impl SinkCore {
             marks,
             reached,
             cohorts_reached,
+            marks_reached,
             closed,
         } = step;
         self.fresh.extend(data);
@@ -266,6 +270,7 @@ impl SinkCore {
                 }
             }
         }
+        self.apply_early(reached, marks_reached);
         // The cohort input caught up with marks already cut: the last version again, at
         // the same frontier, with the cohort part as far as it now reaches.
         let cut = self.cut;
@@ -278,6 +283,40 @@ impl SinkCore {
             self.shard.publish(version);
         }
         self.stats.busy(Stage::Sink, started);
+    }
+
+    /// Applies the updates held at times up to `reached` (the data frontier) to the working
+    /// copy before their mark is cut, when no mark can fall among them: every mark still to
+    /// cut, received (`self.marks`) or to come (`marks_reached`), is later than `reached`, so
+    /// every version to come holds them. A restore's or a catch-up's run of updates is so
+    /// applied while the worker still produces it, instead of all at once after it.
+    ///
+    /// The updates at `reached` itself may still grow: those here are applied now, the rest
+    /// with a later step. Each producer changes a key at most once per time, as `−old, +new`,
+    /// and a removal only removes the value it names, so applying a time's changes in the
+    /// order they arrived, in two parts, leaves what applying them together does.
+    fn apply_early(&mut self, reached: Time, marks_reached: Time) {
+        let limit = self
+            .marks
+            .first_key_value()
+            .map_or(marks_reached, |(m, _)| marks_reached.min(*m));
+        let waiting = self.later.first_key_value().is_some_and(|(t, _)| *t <= reached);
+        if reached >= limit || (self.fresh.is_empty() && !waiting) {
+            return;
+        }
+        let now = reached + 1;
+        let mut ready = Vec::new();
+        let rest = self.later.split_off(&now);
+        for batch in std::mem::replace(&mut self.later, rest)
+            .into_values()
+            .flatten()
+            .chain(self.fresh.drain(..))
+        {
+            sort_out(batch, now, &mut ready, &mut self.later);
+        }
+        if !ready.is_empty() {
+            self.builder.apply_deltas(&ready);
+        }
     }
 }
 
