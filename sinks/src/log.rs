@@ -38,9 +38,126 @@ type StateChange = (ItemKey, Option<Arc<ItemEntry>>, Option<Arc<ItemEntry>>);
 pub(crate) struct Buffers {
     /// Per index slot, its changes.
     queues: Vec<Vec<Change>>,
-    /// New entries by key, as a map and as the log's list.
-    updated: HashMap<ItemKey, Option<Arc<ItemEntry>>, RandomState>,
+    /// New entries by key: the log's list.
     entries: Vec<(ItemKey, Option<Arc<ItemEntry>>)>,
+}
+
+/// What a share of a log's changed items makes: per index slot its changes, sorted (the
+/// no-op pairs are cancelled once the shares are merged); the new entries and the state
+/// changes, each in key order; and how many items became listable and unlistable.
+struct Part {
+    queues: Vec<Vec<Change>>,
+    entries: Vec<(ItemKey, Option<Arc<ItemEntry>>)>,
+    state_changed: Vec<StateChange>,
+    listed: (usize, usize),
+}
+
+impl Part {
+    /// The share made of `items` (each with its entry in `last`), its vectors taken from
+    /// `queues` and `entries`.
+    fn new(
+        last: &Snapshot,
+        items: impl Iterator<Item = (ItemKey, (Option<Arc<ItemEntry>>, ItemEntry))>,
+        mut queues: Vec<Vec<Change>>,
+        mut entries: Vec<(ItemKey, Option<Arc<ItemEntry>>)>,
+    ) -> Part {
+        let layout = &last.layout;
+        let empty = ItemEntry::default();
+        queues.resize_with(layout.slots(), Vec::new);
+        // A restore's or a catch-up's version changes millions of items: room for them at
+        // once rather than vector after doubled vector.
+        entries.reserve(items.size_hint().0);
+        // Keys whose item state changed, with their entries before and after (not looked up
+        // again).
+        let mut state_changed: Vec<StateChange> = Vec::new();
+        let mut listed = (0, 0);
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for (key, (shared, new)) in items {
+            let old = shared.as_deref().unwrap_or(&empty);
+            if *old == new {
+                continue;
+            }
+            old.index_values_into(layout, &mut before);
+            new.index_values_into(layout, &mut after);
+            diff_indexes(&mut queues, key, (old, &before), (&new, &after));
+            listed.0 += usize::from(new.is_listable());
+            listed.1 += usize::from(old.is_listable());
+            let changed = old.state() != new.state();
+            let new = (!new.is_empty()).then(|| Arc::new(new));
+            if changed {
+                state_changed.push((key, shared, new.clone()));
+            }
+            entries.push((key, new));
+        }
+        for q in &mut queues {
+            Prepared::sort(q);
+        }
+        // In key order: the persistent map takes them along one path at a time, and the
+        // store's writes look them up.
+        entries.sort_unstable_by_key(|e| e.0);
+        state_changed.sort_unstable_by_key(|c| c.0);
+        Part {
+            queues,
+            entries,
+            state_changed,
+            listed,
+        }
+    }
+
+    /// One share made of two (of different items).
+    fn merge(a: Part, b: Part) -> Part {
+        let (queues, (entries, state_changed)) = side_by_side(
+            true,
+            || {
+                a.queues
+                    .into_iter()
+                    .zip(b.queues)
+                    .map(|(x, y)| merge_sorted(x, y, |x, y| Prepared::order(x, y).is_le()))
+                    .collect()
+            },
+            || {
+                (
+                    merge_sorted(a.entries, b.entries, |x, y| x.0 <= y.0),
+                    merge_sorted(a.state_changed, b.state_changed, |x, y| x.0 <= y.0),
+                )
+            },
+        );
+        Part {
+            queues,
+            entries,
+            state_changed,
+            listed: (a.listed.0 + b.listed.0, a.listed.1 + b.listed.1),
+        }
+    }
+}
+
+/// The elements of two sorted vectors in one sorted vector (`le`: whether the first goes
+/// first).
+fn merge_sorted<T>(a: Vec<T>, b: Vec<T>, le: impl Fn(&T, &T) -> bool) -> Vec<T> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => {
+                if le(x, y) {
+                    a.next()
+                } else {
+                    b.next()
+                }
+            }
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
 }
 
 /// The changes from one version to the next.
@@ -72,43 +189,36 @@ impl Log {
         (writes, embedded): (&mut Vec<ItemChange>, &mut EmbeddingChanges),
         bufs: &mut Buffers,
     ) -> Log {
-        let layout = &last.layout;
-        let empty = ItemEntry::default();
-        let queues = &mut bufs.queues;
-        queues.resize_with(layout.slots(), Vec::new);
-        let updated = &mut bufs.updated;
-        updated.clear();
-        // A restore's or a catch-up's version changes millions of items: room for them at
-        // once rather than table after doubled table.
-        updated.reserve(dirty.size_hint().0);
-        // Keys whose item state changed, with their entries before and after (not looked up
-        // again).
-        let mut state_changed: Vec<StateChange> = Vec::with_capacity(dirty.size_hint().0);
-        let mut listed = last.listed;
-        let (mut before, mut after) = (Vec::new(), Vec::new());
-        for (key, (shared, new)) in dirty {
-            let old = shared.as_deref().unwrap_or(&empty);
-            if *old == new {
-                continue;
-            }
-            old.index_values_into(layout, &mut before);
-            new.index_values_into(layout, &mut after);
-            diff_indexes(queues, key, (old, &before), (&new, &after));
-            listed = listed + usize::from(new.is_listable()) - usize::from(old.is_listable());
-            let changed = old.state() != new.state();
-            let new = (!new.is_empty()).then(|| Arc::new(new));
-            if changed {
-                state_changed.push((key, shared, new.clone()));
-            }
-            updated.insert(key, new);
-        }
+        let queues = std::mem::take(&mut bufs.queues);
+        let entries = std::mem::take(&mut bufs.entries);
+        // A restore's or a catch-up's log (a million items) is made in two halves side by
+        // side, then merged.
+        let part = if dirty.size_hint().0 >= BULK {
+            let mut first: Vec<_> = dirty.collect();
+            let second = first.split_off(first.len() / 2);
+            let (a, b) = side_by_side(
+                true,
+                || Part::new(last, second.into_iter(), Vec::new(), Vec::new()),
+                || Part::new(last, first.into_iter(), queues, entries),
+            );
+            Part::merge(a, b)
+        } else {
+            Part::new(last, dirty, queues, entries)
+        };
+        let Part {
+            queues,
+            entries,
+            state_changed,
+            listed,
+        } = part;
+        // The slots' vectors come back to `bufs` once applied (`recycle`, `apply_to`).
+        bufs.queues.resize_with(queues.len(), Vec::new);
         let indexes = queues
-            .iter_mut()
+            .into_iter()
             .enumerate()
             .filter(|(_, q)| !q.is_empty())
-            .map(|(slot, q)| (slot, Prepared::new(std::mem::take(q))))
+            .map(|(slot, q)| (slot, Prepared::cancelled(q)))
             .collect();
-        state_changed.sort_unstable_by_key(|c| c.0);
         // Postings and embeddings, and the id map with the store's writes, touch different
         // structures: a restore's or a catch-up's log builds them side by side.
         let mut postings = Vec::new();
@@ -117,22 +227,16 @@ impl Log {
             || terms_and_embeddings(&state_changed, &mut postings, embedded),
             || {
                 let ids = id_keys(last, &state_changed);
-                store_writes(last, updated, &ids, writes);
+                store_writes(last, &entries, &ids, writes);
                 ids
             },
         );
         Log {
-            entries: {
-                // In key order: the persistent map takes them along one path at a time.
-                let mut entries = std::mem::take(&mut bufs.entries);
-                entries.extend(bufs.updated.drain());
-                entries.sort_unstable_by_key(|e| e.0);
-                entries
-            },
+            entries,
             indexes,
             ids,
             postings,
-            listed,
+            listed: last.listed + listed.0 - listed.1,
             lsn,
         }
     }
@@ -147,7 +251,6 @@ impl Log {
     /// for it is given back, keeping room for this many entries each.
     fn recycle(self, bufs: &mut Buffers) {
         bufs.entries = emptied(self.entries);
-        bufs.updated.shrink_to(KEEP);
         for (slot, changes) in self.indexes {
             if let Some(q) = bufs.queues.get_mut(slot) {
                 *q = emptied(changes.into_inner());
@@ -271,17 +374,17 @@ fn id_keys(last: &Snapshot, state_changed: &[StateChange]) -> Vec<(Arc<str>, Opt
 }
 
 /// The entity-store writes the new keys of `ids` imply: per id whose live metadata changed,
-/// its newest entry, or its removal. `updated` holds the log's new entries.
+/// its newest entry, or its removal. `updated` holds the log's new entries, in key order.
 fn store_writes(
     last: &Snapshot,
-    updated: &HashMap<ItemKey, Option<Arc<ItemEntry>>, RandomState>,
+    updated: &[(ItemKey, Option<Arc<ItemEntry>>)],
     ids: &[(Arc<str>, Option<IdKeys>)],
     writes: &mut Vec<ItemChange>,
 ) {
     // The shared entry of a key as of this log (no copy of its metadata).
-    let shared = |k: ItemKey| match updated.get(&k) {
-        Some(e) => e.clone(),
-        None => last.entries.get(&k).cloned(),
+    let shared = |k: ItemKey| match updated.binary_search_by_key(&k, |e| e.0) {
+        Ok(i) => updated[i].1.clone(),
+        Err(_) => last.entries.get(&k).cloned(),
     };
     for (id, keys) in ids {
         let latest = keys.as_ref().and_then(IdKeys::latest).and_then(shared);

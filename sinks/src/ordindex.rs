@@ -58,7 +58,22 @@ pub struct Prepared(Vec<Change>);
 impl Prepared {
     /// Sorts `changes` and cancels the no-op pairs.
     pub fn new(mut changes: Vec<Change>) -> Prepared {
+        Prepared::sort(&mut changes);
+        Prepared::cancelled(changes)
+    }
+
+    /// Sorts changes in the order [`Prepared`] holds them.
+    pub(crate) fn sort(changes: &mut [Change]) {
         changes.sort_unstable_by(Change::cmp);
+    }
+
+    /// The order of two changes in a [`Prepared`].
+    pub(crate) fn order(a: &Change, b: &Change) -> Ordering {
+        a.cmp(b)
+    }
+
+    /// Sorted `changes` with the no-op pairs cancelled.
+    pub(crate) fn cancelled(mut changes: Vec<Change>) -> Prepared {
         let mut out = 0;
         let mut i = 0;
         while i < changes.len() {
