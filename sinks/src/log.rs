@@ -381,13 +381,27 @@ fn store_writes(
     ids: &[(Arc<str>, Option<IdKeys>)],
     writes: &mut Vec<ItemChange>,
 ) {
-    // The shared entry of a key as of this log (no copy of its metadata).
-    let shared = |k: ItemKey| match updated.binary_search_by_key(&k, |e| e.0) {
-        Ok(i) => updated[i].1.clone(),
-        Err(_) => last.entries.get(&k).cloned(),
-    };
-    for (id, keys) in ids {
-        let latest = keys.as_ref().and_then(IdKeys::latest).and_then(shared);
+    // Per id, the shared entry of its latest key as of this log (no copy of its metadata):
+    // the keys looked up in key order, in one walk of the log's entries (a restore's are a
+    // million, and a search of each would miss the cache at every step).
+    let mut wanted: Vec<(ItemKey, usize)> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, keys))| keys.as_ref().and_then(IdKeys::latest).map(|k| (k, i)))
+        .collect();
+    wanted.sort_unstable();
+    let mut latest: Vec<Option<Arc<ItemEntry>>> = vec![None; ids.len()];
+    let mut from = 0;
+    for (k, i) in wanted {
+        while updated.get(from).is_some_and(|e| e.0 < k) {
+            from += 1;
+        }
+        latest[i] = match updated.get(from) {
+            Some((key, entry)) if *key == k => entry.clone(),
+            _ => last.entries.get(&k).cloned(),
+        };
+    }
+    for ((id, _), latest) in ids.iter().zip(latest) {
         let meta = latest
             .as_deref()
             .and_then(|e| e.state())
