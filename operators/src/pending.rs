@@ -28,6 +28,8 @@ pub(crate) struct Due<P, D, X> {
     pub(crate) retires: Vec<(ItemKey, u64)>,
     /// Length at which to consolidate next: a multiple of the length after the last one.
     next_consolidation: usize,
+    /// How many of `updates`, from the first, are consolidated already.
+    sorted: usize,
 }
 
 /// Fewest updates a bucket holds before it is consolidated.
@@ -43,9 +45,64 @@ const SPARE: usize = 8;
 /// sums the diffs of equal updates, dropping those that sum to zero. differential's
 /// `consolidate` sorts stably, which on millions of updates takes half again as long.
 pub(crate) fn consolidate_unstable<P: Ord, D: Semigroup>(updates: &mut Vec<(P, D)>) {
-    if updates.len() < 2 {
-        updates.retain(|(_, d)| !d.is_zero());
+    let kept = consolidate_slice(updates);
+    updates.truncate(kept);
+}
+
+/// [`consolidate_unstable`] for `updates` whose first `sorted` are consolidated already (by
+/// an earlier call): only the rest is sorted, then merged with them, from the back and in
+/// place, through `scratch` (a copy of the rest). A bucket consolidated at every doubling so
+/// sorts each update about once rather than at every consolidation.
+pub(crate) fn consolidate_after<P: Ord + Clone, D: Semigroup>(
+    updates: &mut Vec<(P, D)>,
+    sorted: usize,
+    scratch: &mut Vec<(P, D)>,
+) {
+    if sorted == 0 || sorted > updates.len() {
+        consolidate_unstable(updates);
         return;
+    }
+    let m = consolidate_slice(&mut updates[sorted..]);
+    updates.truncate(sorted + m);
+    scratch.clear();
+    scratch.extend_from_slice(&updates[sorted..]);
+    // `updates[..i]` are the consolidated ones not merged yet, `scratch[..j]` the rest's, and
+    // `updates[w..]` the merged ones; the slots between hold spent copies (w >= i + j).
+    let (mut i, mut j, mut w) = (sorted, m, sorted + m);
+    while j > 0 {
+        let b = &scratch[j - 1];
+        if i > 0 && updates[i - 1].0 > b.0 {
+            w -= 1;
+            updates.swap(i - 1, w);
+            i -= 1;
+        } else if i > 0 && updates[i - 1].0 == b.0 {
+            updates[i - 1].1.plus_equals(&b.1);
+            j -= 1;
+            if !updates[i - 1].1.is_zero() {
+                w -= 1;
+                updates.swap(i - 1, w);
+            }
+            i -= 1;
+        } else {
+            w -= 1;
+            updates[w] = b.clone();
+            j -= 1;
+        }
+    }
+    updates.drain(i..w);
+    scratch.clear();
+    // A catch-up's bucket holds millions: its copy is not kept for the next one.
+    scratch.shrink_to(MIN_CONSOLIDATION);
+}
+
+/// Sorts `updates` and sums equal ones into the first of them, moving the nonzero sums to
+/// the front: how many there are.
+fn consolidate_slice<P: Ord, D: Semigroup>(updates: &mut [(P, D)]) -> usize {
+    if updates.len() < 2 {
+        return match updates.first() {
+            Some((_, d)) if !d.is_zero() => 1,
+            _ => 0,
+        };
     }
     updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut kept = 0;
@@ -64,7 +121,7 @@ pub(crate) fn consolidate_unstable<P: Ord, D: Semigroup>(updates: &mut Vec<(P, D
     if kept > 0 && updates[kept - 1].1.is_zero() {
         kept -= 1;
     }
-    updates.truncate(kept);
+    kept
 }
 
 /// The waiting updates, per time.
@@ -77,6 +134,8 @@ pub(crate) struct Pending<P, D, X> {
     cache: [(Time, usize); CACHE],
     cache_next: usize,
     spare: Vec<Vec<(P, D)>>,
+    /// A copy of the updates being merged into a bucket's consolidated ones.
+    scratch: Vec<(P, D)>,
     /// Clears already scheduled (each is scheduled once, however many events ask), and the
     /// last one asked for per slot (most events ask for the same one as the event before).
     scheduled: HashSet<(Time, usize, X)>,
@@ -85,7 +144,7 @@ pub(crate) struct Pending<P, D, X> {
     pub(crate) held: usize,
 }
 
-impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Codec> Pending<P, D, X> {
+impl<P: Ord + Clone + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Codec> Pending<P, D, X> {
     pub(crate) fn new() -> Self {
         Pending {
             order: BTreeMap::new(),
@@ -94,6 +153,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
             cache: [(Time::MAX, usize::MAX); CACHE],
             cache_next: 0,
             spare: Vec::new(),
+            scratch: Vec::new(),
             scheduled: HashSet::new(),
             last_clear: Vec::new(),
             held: 0,
@@ -115,6 +175,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
                             clears: Vec::new(),
                             retires: Vec::new(),
                             next_consolidation: MIN_CONSOLIDATION,
+                            sorted: 0,
                         };
                         let i = match self.free.pop() {
                             Some(i) => {
@@ -155,6 +216,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
 
     /// Adds an update due at `at`; `now` is the time of the event that made it.
     pub(crate) fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &Capability<Time>) {
+        let mut scratch = std::mem::take(&mut self.scratch);
         let due = self.bucket(at, cap);
         let updates = &mut due.updates;
         updates.push((update, diff));
@@ -169,14 +231,22 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
                 }
             }
             let before = updates.len();
-            consolidate_unstable(updates);
+            consolidate_after(updates, due.sorted, &mut scratch);
             let after = updates.len();
+            due.sorted = after;
             held -= (before - after) as isize;
             // Held at most 2x (4x when consolidating saves little) its distinct updates.
             let factor = if after * 4 <= before * 3 { 2 } else { 4 };
             due.next_consolidation = factor * after + MIN_CONSOLIDATION;
         }
         self.held = self.held.saturating_add_signed(held);
+        self.scratch = scratch;
+    }
+
+    /// Consolidates a bucket taken out ([`pop_first`](Self::pop_first)) before it is applied.
+    pub(crate) fn consolidate(&mut self, due: &mut Due<P, D, X>) {
+        consolidate_after(&mut due.updates, due.sorted, &mut self.scratch);
+        due.sorted = due.updates.len();
     }
 
     /// Schedules a clear of (`slot`, `extra`) at `at`, once.
@@ -240,6 +310,7 @@ impl<P: Ord + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Hash + Code
             if !due.updates.is_empty() {
                 due.frozen.push(Arc::new(std::mem::take(&mut due.updates)));
             }
+            due.sorted = 0;
             buckets.push((at, due.frozen.clone(), due.clears.clone(), due.retires.clone()));
         }
         PendingSnapshot { buckets }
@@ -343,7 +414,7 @@ fn unreachable_bucket() -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::consolidate_unstable;
+    use super::{consolidate_after, consolidate_unstable};
     use differential_dataflow::consolidation::consolidate;
     use proptest::prelude::*;
 
@@ -356,6 +427,25 @@ mod tests {
             let mut ours = updates.clone();
             consolidate_unstable(&mut ours);
             let mut theirs = updates;
+            consolidate(&mut theirs);
+            prop_assert_eq!(ours, theirs);
+        }
+
+        /// Merging more updates into consolidated ones leaves what consolidating them all
+        /// at once does, wherever the consolidated ones end.
+        #[test]
+        fn consolidates_after_a_consolidated_prefix_alike(
+            first in proptest::collection::vec(((0u64..20, 0u16..3), -3i64..4), 0..300),
+            rest in proptest::collection::vec(((0u64..20, 0u16..3), -3i64..4), 0..300),
+        ) {
+            let mut ours = first.clone();
+            consolidate_unstable(&mut ours);
+            let sorted = ours.len();
+            ours.extend(rest.iter().cloned());
+            let mut scratch = Vec::new();
+            consolidate_after(&mut ours, sorted, &mut scratch);
+            let mut theirs = first;
+            theirs.extend(rest);
             consolidate(&mut theirs);
             prop_assert_eq!(ours, theirs);
         }

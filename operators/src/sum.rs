@@ -43,7 +43,7 @@ use tidal_core::time::Time;
 use crate::SignalEv;
 use crate::background::decoding;
 use crate::dense::{DenseSums, SPILL, SumsSnapshot};
-use crate::pending::{Pending, consolidate_unstable};
+use crate::pending::Pending;
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
@@ -263,7 +263,7 @@ impl<E: Expander> State<E> {
                 // A large time (a catch-up's run) is consolidated first: the updates of one
                 // sum fold into one, and the rest reach the sums in key order.
                 if due.updates.len() >= CONSOLIDATE_BEFORE_APPLY {
-                    consolidate_unstable(&mut due.updates);
+                    self.pending.consolidate(&mut due);
                 }
                 // Read in place (a checkpoint's snapshot may still hold the frozen ones).
                 for (update, diff) in due.updates.iter().chain(due.frozen.iter().flat_map(|f| f.iter())) {
