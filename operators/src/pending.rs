@@ -32,6 +32,14 @@ pub(crate) struct Due<P, D, X> {
     sorted: usize,
 }
 
+impl<P: Ord + Clone, D: Semigroup, X> Due<P, D, X> {
+    /// Consolidates the updates (sorting only those added since the last time).
+    pub(crate) fn consolidate(&mut self) {
+        consolidate_after(&mut self.updates, self.sorted);
+        self.sorted = self.updates.len();
+    }
+}
+
 /// Fewest updates a bucket holds before it is consolidated.
 const MIN_CONSOLIDATION: usize = 4096;
 /// Recent times looked up, to skip the ordered map for most pushes.
@@ -51,21 +59,16 @@ pub(crate) fn consolidate_unstable<P: Ord, D: Semigroup>(updates: &mut Vec<(P, D
 
 /// [`consolidate_unstable`] for `updates` whose first `sorted` are consolidated already (by
 /// an earlier call): only the rest is sorted, then merged with them, from the back and in
-/// place, through `scratch` (a copy of the rest). A bucket consolidated at every doubling so
-/// sorts each update about once rather than at every consolidation.
-pub(crate) fn consolidate_after<P: Ord + Clone, D: Semigroup>(
-    updates: &mut Vec<(P, D)>,
-    sorted: usize,
-    scratch: &mut Vec<(P, D)>,
-) {
+/// place, through a copy of the rest. A bucket consolidated at every doubling so sorts each
+/// update about once rather than at every consolidation.
+pub(crate) fn consolidate_after<P: Ord + Clone, D: Semigroup>(updates: &mut Vec<(P, D)>, sorted: usize) {
     if sorted == 0 || sorted > updates.len() {
         consolidate_unstable(updates);
         return;
     }
     let m = consolidate_slice(&mut updates[sorted..]);
     updates.truncate(sorted + m);
-    scratch.clear();
-    scratch.extend_from_slice(&updates[sorted..]);
+    let scratch = updates[sorted..].to_vec();
     // `updates[..i]` are the consolidated ones not merged yet, `scratch[..j]` the rest's, and
     // `updates[w..]` the merged ones; the slots between hold spent copies (w >= i + j).
     let (mut i, mut j, mut w) = (sorted, m, sorted + m);
@@ -90,9 +93,6 @@ pub(crate) fn consolidate_after<P: Ord + Clone, D: Semigroup>(
         }
     }
     updates.drain(i..w);
-    scratch.clear();
-    // A catch-up's bucket holds millions: its copy is not kept for the next one.
-    scratch.shrink_to(MIN_CONSOLIDATION);
 }
 
 /// Sorts `updates` and sums equal ones into the first of them, moving the nonzero sums to
@@ -134,8 +134,6 @@ pub(crate) struct Pending<P, D, X> {
     cache: [(Time, usize); CACHE],
     cache_next: usize,
     spare: Vec<Vec<(P, D)>>,
-    /// A copy of the updates being merged into a bucket's consolidated ones.
-    scratch: Vec<(P, D)>,
     /// Clears already scheduled (each is scheduled once, however many events ask), and the
     /// last one asked for per slot (most events ask for the same one as the event before).
     scheduled: HashSet<(Time, usize, X)>,
@@ -153,7 +151,6 @@ impl<P: Ord + Clone + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Has
             cache: [(Time::MAX, usize::MAX); CACHE],
             cache_next: 0,
             spare: Vec::new(),
-            scratch: Vec::new(),
             scheduled: HashSet::new(),
             last_clear: Vec::new(),
             held: 0,
@@ -216,7 +213,6 @@ impl<P: Ord + Clone + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Has
 
     /// Adds an update due at `at`; `now` is the time of the event that made it.
     pub(crate) fn push(&mut self, at: Time, now: Time, update: P, diff: D, cap: &Capability<Time>) {
-        let mut scratch = std::mem::take(&mut self.scratch);
         let due = self.bucket(at, cap);
         let updates = &mut due.updates;
         updates.push((update, diff));
@@ -230,23 +226,15 @@ impl<P: Ord + Clone + Codec, D: Semigroup + Codec, X: Copy + Eq + std::hash::Has
                     Err(still_held) => due.frozen.push(still_held),
                 }
             }
-            let before = updates.len();
-            consolidate_after(updates, due.sorted, &mut scratch);
-            let after = updates.len();
-            due.sorted = after;
+            let before = due.updates.len();
+            due.consolidate();
+            let after = due.updates.len();
             held -= (before - after) as isize;
             // Held at most 2x (4x when consolidating saves little) its distinct updates.
             let factor = if after * 4 <= before * 3 { 2 } else { 4 };
             due.next_consolidation = factor * after + MIN_CONSOLIDATION;
         }
         self.held = self.held.saturating_add_signed(held);
-        self.scratch = scratch;
-    }
-
-    /// Consolidates a bucket taken out ([`pop_first`](Self::pop_first)) before it is applied.
-    pub(crate) fn consolidate(&mut self, due: &mut Due<P, D, X>) {
-        consolidate_after(&mut due.updates, due.sorted, &mut self.scratch);
-        due.sorted = due.updates.len();
     }
 
     /// Schedules a clear of (`slot`, `extra`) at `at`, once.
@@ -442,8 +430,7 @@ mod tests {
             consolidate_unstable(&mut ours);
             let sorted = ours.len();
             ours.extend(rest.iter().cloned());
-            let mut scratch = Vec::new();
-            consolidate_after(&mut ours, sorted, &mut scratch);
+            consolidate_after(&mut ours, sorted);
             let mut theirs = first;
             theirs.extend(rest);
             consolidate(&mut theirs);

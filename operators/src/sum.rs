@@ -263,7 +263,7 @@ impl<E: Expander> State<E> {
                 // A large time (a catch-up's run) is consolidated first: the updates of one
                 // sum fold into one, and the rest reach the sums in key order.
                 if due.updates.len() >= CONSOLIDATE_BEFORE_APPLY {
-                    self.pending.consolidate(&mut due);
+                    due.consolidate();
                 }
                 // Read in place (a checkpoint's snapshot may still hold the frozen ones).
                 for (update, diff) in due.updates.iter().chain(due.frozen.iter().flat_map(|f| f.iter())) {

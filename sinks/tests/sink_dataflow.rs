@@ -424,16 +424,29 @@ fn updates_ahead_of_their_mark_apply_early_and_alike() {
             }
             assert!(all.shard(0).unwrap().settle(SETTLE));
         };
+        // A publishing mark at `time` for the log up to `lsn`, the marks' frontier moved there.
+        let mark = |inputs: &mut Inputs, time: Time, lsn: u64| {
+            inputs.control.send(Control::Mark {
+                time,
+                position: pos(lsn),
+                origin: 0,
+                publish: true,
+            });
+            inputs.control.advance_to(time);
+            inputs.control.flush();
+        };
+        // The newest version is at `frontier`, every key with `lanes(v)`.
+        let holds = |frontier: Time, v: u64, why: &str| {
+            let view = all.view();
+            assert_eq!(view.frontier, frontier);
+            for key in 0..MANY {
+                let e = view.shards[0].entry(key).expect("every key is present");
+                assert_eq!(e.lanes(0), Some(&lanes(v)), "key {key}{why}");
+            }
+        };
         inputs.advance(1);
         // The mark at 2 and the marks' frontier beyond the updates' time, which stays at 1.
-        inputs.control.send(Control::Mark {
-            time: 2,
-            position: pos(1),
-            origin: 0,
-            publish: true,
-        });
-        inputs.control.advance_to(2);
-        inputs.control.flush();
+        mark(&mut inputs, 2, 1);
         for key in 0..MANY {
             inputs.items.update((key, state(key, 0)), 1);
             inputs.windows.update(((key, 0), lanes(1)), 1);
@@ -449,26 +462,12 @@ fn updates_ahead_of_their_mark_apply_early_and_alike() {
         inputs.windows.flush();
         run(worker);
         assert_eq!(all.view().frontier, 0, "a version before its mark");
-        inputs.advance_main(2);
-        inputs.cohorts.advance_to(2);
-        inputs.cohorts.flush();
+        inputs.advance(2);
         run(worker);
-        let view = all.view();
-        assert_eq!(view.frontier, 2);
-        for key in 0..MANY {
-            let e = view.shards[0].entry(key).expect("every key is present");
-            assert_eq!(e.lanes(0), Some(&lanes(7)), "key {key}");
-        }
+        holds(2, 7, "");
         // The next time's changes come with their assertions first and their retractions
         // in a later step.
-        inputs.control.send(Control::Mark {
-            time: 3,
-            position: pos(2),
-            origin: 0,
-            publish: true,
-        });
-        inputs.control.advance_to(3);
-        inputs.control.flush();
+        mark(&mut inputs, 3, 2);
         for key in 0..MANY {
             inputs.windows.update(((key, 0), lanes(9)), 1);
         }
@@ -482,13 +481,8 @@ fn updates_ahead_of_their_mark_apply_early_and_alike() {
         assert_eq!(all.view().frontier, 2, "a version before its mark");
         inputs.advance(3);
         run(worker);
-        let view = all.view();
-        assert_eq!(view.frontier, 3);
-        for key in 0..MANY {
-            let e = view.shards[0].entry(key).expect("every key is present");
-            assert_eq!(e.lanes(0), Some(&lanes(9)), "key {key}");
-        }
-        let indexed = view.shards[0]
+        holds(3, 9, "");
+        let indexed = all.view().shards[0]
             .index(IndexKind::Trending { kind: 0, window: 0 })
             .unwrap()
             .len();
@@ -503,20 +497,10 @@ fn updates_ahead_of_their_mark_apply_early_and_alike() {
         }
         inputs.windows.flush();
         run(worker);
-        inputs.control.send(Control::Mark {
-            time: 4,
-            position: pos(3),
-            origin: 0,
-            publish: true,
-        });
+        mark(&mut inputs, 4, 3);
         inputs.advance(5);
         run(worker);
-        let view = all.view();
-        assert_eq!(view.frontier, 4);
-        for key in 0..MANY {
-            let e = view.shards[0].entry(key).expect("every key is present");
-            assert_eq!(e.lanes(0), Some(&lanes(9)), "key {key}: a change at the mark's time");
-        }
+        holds(4, 9, ": a change at the mark's time");
     })
     .unwrap();
 }

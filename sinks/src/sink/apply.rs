@@ -224,15 +224,7 @@ impl SinkCore {
         }
         let mut published = false;
         for (m, (publish, ps)) in due {
-            let mut ready = Vec::new();
-            let rest = self.later.split_off(&m);
-            for batch in std::mem::replace(&mut self.later, rest)
-                .into_values()
-                .flatten()
-                .chain(self.fresh.drain(..))
-            {
-                sort_out(batch, m, &mut ready, &mut self.later);
-            }
+            let ready = self.take_before(m);
             let builder = &mut self.builder;
             if !ready.is_empty() {
                 builder.apply_deltas(&ready);
@@ -304,7 +296,15 @@ impl SinkCore {
         if reached >= limit || (self.fresh.is_empty() && !waiting) {
             return;
         }
-        let now = reached + 1;
+        let ready = self.take_before(reached + 1);
+        if !ready.is_empty() {
+            self.builder.apply_deltas(&ready);
+        }
+    }
+
+    /// The updates held at times before `now`, in containers; the rest stay, filed under
+    /// `later` by their earliest time.
+    fn take_before(&mut self, now: Time) -> Vec<Batch> {
         let mut ready = Vec::new();
         let rest = self.later.split_off(&now);
         for batch in std::mem::replace(&mut self.later, rest)
@@ -314,9 +314,7 @@ impl SinkCore {
         {
             sort_out(batch, now, &mut ready, &mut self.later);
         }
-        if !ready.is_empty() {
-            self.builder.apply_deltas(&ready);
-        }
+        ready
     }
 }
 
