@@ -270,6 +270,7 @@ impl Outputs<'_> {
 
 /// An item id's key and state (the id is the map key), or its tombstone: `key` is `None`
 /// once a delete retired it, until clock `until`. Kept small: most items never get metadata.
+#[derive(Clone)]
 struct ItemSlot {
     key: Option<ItemKey>,
     until: u64,
@@ -388,7 +389,7 @@ impl Interner {
 
     fn signal(&mut self, signal: &Signal, lsn: u64, clock_ms: u64, time: Time, bufs: &mut Buffers) {
         let Some(kind) = self.kind(&signal.kind) else { return };
-        let (item, creator) = match self.items.get_mut(&signal.item) {
+        let (item, creator) = match self.items.get(&signal.item) {
             // The creator's hash is only wanted by a signal with a user.
             Some(ItemSlot {
                 key: Some(key), meta, ..

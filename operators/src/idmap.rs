@@ -2,10 +2,12 @@
 //! hashed with a randomly seeded foldhash (fast on short strings, yet a client cannot aim ids
 //! at one bucket without the seed) whose entries hold ids of up to [`INLINE_ID`] bytes in
 //! place, so a lookup compares fixed-size arrays in the entry it probed instead of following a
-//! pointer to the stored string.
+//! pointer to the stored string. The table is [`Sharded`], so a checkpoint takes it as it is
+//! without stopping the worker.
 
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
+
+use crate::cow::{Sharded, Shards};
 
 /// Longest id kept inside its table entry.
 pub const INLINE_ID: usize = 38;
@@ -42,15 +44,47 @@ impl StoredId {
 
 /// A map from id strings to `V`, built for the source's hot path (see the module docs).
 pub(crate) struct IdMap<V> {
-    table: HashTable<(StoredId, V)>,
+    table: Sharded<(StoredId, V)>,
     hasher: RandomState,
 }
 
-impl<V> IdMap<V> {
+/// An [`IdMap`]'s entries as they were when taken ([`IdMap::snapshot`]).
+pub(crate) struct IdMapSnapshot<V> {
+    shards: Shards<(StoredId, V)>,
+}
+
+impl<V> IdMapSnapshot<V> {
+    /// Number of ids.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    /// Hands every id with its value to `each`, shard by shard, letting each shard go once
+    /// done (so that the worker need not copy it to change it after that).
+    pub(crate) fn for_each<E>(self, mut each: impl FnMut(&str, &V) -> Result<(), E>) -> Result<(), E> {
+        for shard in self.shards {
+            for (k, v) in shard.iter() {
+                if let Ok(id) = std::str::from_utf8(k.as_bytes()) {
+                    each(id, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<V: Clone> IdMap<V> {
     pub(crate) fn new() -> IdMap<V> {
         IdMap {
-            table: HashTable::new(),
+            table: Sharded::new(),
             hasher: RandomState::default(),
+        }
+    }
+
+    /// Every entry as it is now, taken in microseconds ([`Sharded::snapshot`]).
+    pub(crate) fn snapshot(&self) -> IdMapSnapshot<V> {
+        IdMapSnapshot {
+            shards: self.table.snapshot(),
         }
     }
 
@@ -59,14 +93,21 @@ impl<V> IdMap<V> {
         hasher.hash_one(id)
     }
 
-    /// Number of ids.
-    pub(crate) fn len_all(&self) -> usize {
-        self.table.len()
-    }
-
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// The value of `id`, if any.
+    pub(crate) fn get(&self, id: &str) -> Option<&V> {
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let found = match StoredId::inline(id) {
+            Some(probe) => self.table.find(hash, |(k, _)| *k == probe),
+            None => self
+                .table
+                .find(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
+        };
+        found.map(|(_, v)| v)
     }
 
     /// The value of `id`, if any, and `id`'s hash.
@@ -96,26 +137,19 @@ impl<V> IdMap<V> {
         let entry = self.table.insert_unique(hash, (StoredId::new(id), value), |(k, _)| {
             Self::hash(hasher, k.as_bytes())
         });
-        &mut entry.into_mut().1
-    }
-
-    /// Every id with its value, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.table
-            .iter()
-            .filter_map(|(k, v)| Some((std::str::from_utf8(k.as_bytes()).ok()?, v)))
+        &mut entry.1
     }
 
     /// Removes `id`, returning its value.
     pub(crate) fn remove(&mut self, id: &str) -> Option<V> {
         let hash = Self::hash(&self.hasher, id.as_bytes());
-        let entry = match StoredId::inline(id) {
-            Some(probe) => self.table.find_entry(hash, |(k, _)| *k == probe),
+        let removed = match StoredId::inline(id) {
+            Some(probe) => self.table.remove(hash, |(k, _)| *k == probe),
             None => self
                 .table
-                .find_entry(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
+                .remove(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
         };
-        entry.ok().map(|e| e.remove().0.1)
+        removed.map(|(_, v)| v)
     }
 
     /// Sets `id`'s value.

@@ -17,6 +17,7 @@ pub use tidal_core::flow::SignalEv;
 mod background;
 mod batches;
 pub mod cohorts;
+mod cow;
 pub mod decay;
 mod dense;
 pub mod entities;

@@ -238,7 +238,7 @@ fn restored(config: &Config, partition: Partition, bytes: &[u8]) -> (Users, Vec<
     }
     let mut views = Vec::with_capacity(state.slots.len());
     let mut members = Vec::new();
-    for (key, slot) in &state.slots {
+    for (key, slot) in state.slots.iter() {
         views.push(SideUpdate::User(*key, Some(Arc::new(state.view(slot)))));
         for c in &slot.cohorts {
             members.push(((*key, *c), 0, 1));

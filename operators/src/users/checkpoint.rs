@@ -10,31 +10,24 @@ use tidal_core::user::{Attributes, CohortDefs, Edges, Pull};
 
 use super::state::{SHARED_SETS, Slot, Users};
 use crate::batches::touched_in_batches;
+use crate::cow::Shards;
 use crate::dense::SPILL;
 
-/// What a checkpoint keeps of the users' state: the declared cohorts and a reference to
-/// every user's slot, taken on the worker in one pass over the table and encoded on the
-/// checkpoint writer's thread ([`UsersSnapshot::save`]). A slot the worker changes
-/// meanwhile is copied for it first, so the snapshot stays as of its frontier.
+/// What a checkpoint keeps of the users' state: the declared cohorts and the users' table
+/// as it is (a reference per shard, taken on the worker in microseconds), encoded on the
+/// checkpoint writer's thread ([`UsersSnapshot::save`]). A shard, or a slot, the worker
+/// changes meanwhile is copied for it first, so the snapshot stays as of its frontier.
 pub(super) struct UsersSnapshot {
     defs: CohortDefs,
-    slots: Vec<(UserKey, Arc<Slot>)>,
+    slots: Shards<(UserKey, Arc<Slot>)>,
 }
 
 impl Users {
     /// The state as it is now, for a checkpoint part.
     pub(super) fn snapshot(&self) -> UsersSnapshot {
-        // Each slot's count read first, a batch at a time (see `batches`): ~45 ns a user
-        // one after the other, the reference's atomic increment waiting for its own miss.
-        let mut slots = Vec::with_capacity(self.slots.len());
-        let touch = |(_, s): &(&UserKey, &Arc<Slot>)| Arc::strong_count(s) as u64;
-        let Ok(()) = touched_in_batches(self.slots.iter(), touch, |batch| {
-            slots.extend(batch.iter().map(|(k, s)| (**k, Arc::clone(s))));
-            Ok::<(), std::convert::Infallible>(())
-        });
         UsersSnapshot {
             defs: self.defs.clone(),
-            slots,
+            slots: self.slots.snapshot(),
         }
     }
 }
@@ -42,8 +35,8 @@ impl Users {
 impl UsersSnapshot {
     /// Writes the declared cohorts and every user's state (a checkpoint) to `w`, through a
     /// buffer of [`SPILL`] bytes (the part is never held whole in memory: a million users
-    /// make hundreds of megabytes). Each slot is let go once written, so the worker need
-    /// not copy a slot it changes after that.
+    /// make hundreds of megabytes). Each shard is let go once written, so the worker need
+    /// not copy it, or its slots, to change them after that.
     ///
     /// Compact: counts, item keys and epochs are varints, a user's mark buckets and pull
     /// times are deltas from the one before, and an attribute set shared among users is
@@ -64,20 +57,23 @@ impl UsersSnapshot {
         // Sets written so far, by address: the same `Arc` is the same set (each one kept
         // alive here, so that its address is not taken by another while the part is made).
         let mut written: HashMap<usize, (u64, Attributes)> = HashMap::new();
-        put_varint(out, self.slots.len() as u64);
+        put_varint(out, self.slots.iter().map(|s| s.len()).sum::<usize>() as u64);
         // Users a batch at a time (see `batches`): each one's slot and lists touched first,
-        // then encoded from the cache. One after the other, the misses made the part.
-        let touch = |(_, s): &(UserKey, Arc<Slot>)| s.touch();
-        touched_in_batches(self.slots.into_iter(), touch, |batch| {
-            for (key, slot) in batch.iter() {
-                encode_user(out, &mut written, *key, slot);
-            }
-            if out.len() >= SPILL {
-                w.write_all(out)?;
-                out.clear();
-            }
-            Ok::<(), std::io::Error>(())
-        })?;
+        // then encoded from the cache. One after the other, the misses made the part. Each
+        // shard is let go once written.
+        let touch = |(_, s): &&(UserKey, Arc<Slot>)| s.touch();
+        for shard in self.slots {
+            touched_in_batches(shard.iter(), touch, |batch| {
+                for (key, slot) in batch.iter() {
+                    encode_user(out, &mut written, *key, slot);
+                }
+                if out.len() >= SPILL {
+                    w.write_all(out)?;
+                    out.clear();
+                }
+                Ok::<(), std::io::Error>(())
+            })?;
+        }
         w.write_all(out)
     }
 }

@@ -2,7 +2,7 @@
 //! memberships, marks (seen / liked / hidden by bucket), edges, affinity sums and preference
 //! pulls, and how one complete time of records and signals changes it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -15,6 +15,7 @@ use tidal_core::time::{Time, clock_of, time_at};
 use tidal_core::user::{Attributes, CohortDefs, CohortRule, Edges, Pull, SideUpdate, UserView, attribute, matches};
 
 use super::MemberUpdate;
+use crate::cow::CowMap;
 
 /// The users a time changed, in the order they were changed, repeats and all: sorted and
 /// deduplicated once at the time's end (a hash set of them cost a cache miss per signal).
@@ -107,9 +108,10 @@ pub(super) struct Users {
     pub(super) aff_h: u64,
     /// Behind an `Arc`: a table of a million users sits at half load after it grows, and
     /// 120-byte slots inline made that half 130 MB of empty buckets; and a checkpoint takes
-    /// the slots as they are (one reference each), to be encoded off the worker, while a
-    /// slot changed meanwhile is copied first ([`Arc::make_mut`]).
-    pub(super) slots: HashMap<UserKey, Arc<Slot>, RandomState>,
+    /// the table as it is (a reference per shard, [`CowMap`]), to be encoded off the worker,
+    /// while a shard it holds is copied before a change, and a slot it holds too
+    /// ([`Arc::make_mut`]).
+    pub(super) slots: CowMap<UserKey, Arc<Slot>>,
     /// Attribute names and values, shared among users.
     pub(super) strings: HashSet<Arc<str>, RandomState>,
     /// Whole attribute sets, shared among users (a million users with three dimensions have
@@ -155,7 +157,7 @@ impl Users {
             horizon,
             g: (horizon / STATE_BUCKETS).max(1000),
             aff_h: config.personalization.affinity_half_life.ms(),
-            slots: HashMap::default(),
+            slots: CowMap::new(),
             strings: HashSet::default(),
             sets: HashSet::default(),
             by_bucket: BTreeMap::new(),
@@ -344,7 +346,7 @@ impl Users {
                     .map(|(k, v)| (self.intern(k), self.intern(v)))
                     .collect::<Vec<_>>();
                 let attrs = self.intern_set(attrs);
-                Arc::make_mut(self.slots.entry(key).or_default()).attributes = Some(attrs);
+                Arc::make_mut(self.slots.get_or_insert_with(key, Default::default)).attributes = Some(attrs);
                 self.recompute(key, time, members);
                 touched.push(key);
             }
@@ -364,7 +366,7 @@ impl Users {
                 active,
             } if self.partition.owns(user) => {
                 let key = id_hash(user);
-                let slot = Arc::make_mut(self.slots.entry(key).or_default());
+                let slot = Arc::make_mut(self.slots.get_or_insert_with(key, Default::default));
                 let edges = Arc::make_mut(slot.edges.get_or_insert_with(Default::default));
                 let set = match kind {
                     RelKind::Follow => &mut edges.follows,
@@ -477,7 +479,7 @@ impl Users {
         if !marks_live && !affects && !pulls {
             return;
         }
-        let slot = Arc::make_mut(self.slots.entry(sig.user).or_default());
+        let slot = Arc::make_mut(self.slots.get_or_insert_with(sig.user, Default::default));
         if let (true, Some(item)) = (marks_live, item) {
             slot.marks.push((bucket, item, marks));
         }
