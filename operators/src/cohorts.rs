@@ -31,8 +31,9 @@ use differential_dataflow::batcher::merge::MergeBatcher;
 use differential_dataflow::consolidation::ConsolidatingContainerBuilder;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::operators::join::join_traces;
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::trace::implementations::{ContainerChunker, ValBuilder};
+use differential_dataflow::trace::implementations::ord_neu::OrdValBatch;
+use differential_dataflow::trace::implementations::spine_fueled::Spine;
+use differential_dataflow::trace::implementations::{ContainerChunker, ValBuilder, Vector};
 use timely::container::PushInto;
 use timely::dataflow::operators::vec::Filter;
 
@@ -49,8 +50,10 @@ use crate::windows::{add_masked, chained_follow_up, expand_lanes, retraction_spa
 use crate::{KindSpec, SignalEv, kind_specs};
 
 mod checkpoint;
+mod shared;
 
 use checkpoint::{load_retained, save_retained};
+use shared::Shared;
 
 /// The key of one cohort's window lanes.
 pub type CohortKey = (ItemKey, KindIdx, CohortId);
@@ -194,8 +197,9 @@ type RetainedBatcher = MergeBatcher<
 /// A signal joined with one of its user's cohorts: item, type, `ts_eff`, cohort.
 type Joined = (ItemKey, KindIdx, u64, CohortId);
 
-/// The arrangement of the retained signals by user.
-type RetainedTrace = TraceAgent<ValSpine<UserKey, (ItemKey, KindIdx, u64), Time, i64>>;
+/// The arrangement of the retained signals by user: differential's value spine, its batches
+/// shared across threads ([`Shared`]) for a checkpoint to encode them off the worker.
+type RetainedTrace = TraceAgent<Spine<Shared<OrdValBatch<Vector<(Retained, Time, i64)>>>>>;
 
 /// A retained signal: its user, then item, type and `ts_eff`.
 type Retained = (UserKey, (ItemKey, KindIdx, u64));

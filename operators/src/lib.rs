@@ -24,7 +24,6 @@ pub mod entities;
 mod idmap;
 mod merger;
 mod pending;
-mod slices;
 mod sum;
 pub mod users;
 pub mod windows;
@@ -34,8 +33,6 @@ pub use decay::decay;
 pub use entities::{EntityOutputs, entities};
 pub use users::{UserOutputs, users};
 pub use windows::windows;
-
-use slices::Slices;
 
 /// The numbers a materializer needs about one signal type, in ms, in fixed-size arrays so
 /// the per-event loop touches no heap.

@@ -1,5 +1,5 @@
 //! The cohort rollups' retained signals in a checkpoint: written from the arrangement's
-//! trace a slice at a time beside the worker's other work, and read back at a restore.
+//! trace by the checkpointer's thread while the worker goes on, and read back at a restore.
 
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::cursor::{Cursor as _, CursorList, cursor_list};
@@ -14,19 +14,21 @@ use tidal_core::record::Position;
 use tidal_core::time::Time;
 
 use super::RetainedTrace;
+use crate::SignalEv;
 use crate::dense::SPILL;
-use crate::{SignalEv, Slices};
 
 /// Writes the retained signals (their weight summed over the times before the checkpoint's
 /// frontier) into checkpoint part `retained` at every checkpoint marker, reading the
 /// arrangement's trace once it is complete up to the frontier. The retraction times are not
 /// saved: they follow from each signal's type and `ts_eff`.
 ///
-/// The worker does not stand still for it: it takes the trace's batches as they are at the
-/// frontier (immutable; merges make new ones) and encodes a slice of them per activation,
-/// a slice of its time each ([`Slices`]), handing the bytes to the checkpointer's thread as they
-/// are made, until all are written. Once its inputs are done (the dataflow ends) it writes
-/// the rest at once.
+/// The worker does not encode them: it takes the trace's batches as they are at the frontier
+/// (immutable; merges make new ones, and the batches are shared across threads: [`Shared`])
+/// and hands them to the checkpointer's thread, which walks and encodes them. Encoded on the
+/// worker, a slice per activation, they took ~130 ms of it per checkpoint at 2M retained
+/// signals, in the way of every signal that came meanwhile.
+///
+/// [`Shared`]: super::shared::Shared
 pub(super) fn save_retained<'s>(
     arranged: Arranged<'s, RetainedTrace>,
     markers: StreamVec<'s, Time, (SignalEv, Time, isize)>,
@@ -36,14 +38,11 @@ pub(super) fn save_retained<'s>(
     let index = scope.index();
     let mut trace = arranged.trace;
     let mut op = OperatorBuilder::new("SaveRetained".to_owned(), scope);
-    let activator = scope.activator_for(op.operator_info().address);
     let mut batches = op.new_input(arranged.stream, Pipeline);
     let mut marks = op.new_input(markers, Pipeline);
     let mut pending: std::collections::VecDeque<(Time, Position)> = std::collections::VecDeque::new();
     let mut compacted: Time = 0;
-    let mut streaming: Option<RetainedStream> = None;
-    // Incomplete while a part is being written (the dataflow is not dropped under it).
-    op.build_reschedule(move |_| {
+    op.build(move |_| {
         move |frontiers| {
             batches.for_each(|_, _| {});
             marks.for_each(|_, data| {
@@ -59,29 +58,7 @@ pub(super) fn save_retained<'s>(
             });
             let front = |i: usize| frontiers[i].frontier().iter().min().copied().unwrap_or(Time::MAX);
             let (arranged_to, marks_to) = (front(0), front(1));
-            // With both inputs done the dataflow is about to end: no slice waits for later.
-            let ending = arranged_to == Time::MAX && marks_to == Time::MAX;
-            loop {
-                if let Some(s) = streaming.as_mut() {
-                    let until = (!ending).then(|| s.slices.until());
-                    let done = s.step(until);
-                    s.slices.ended();
-                    if !done {
-                        activator.activate();
-                        break;
-                    }
-                    tracing::debug!(
-                        worker = index,
-                        signals = s.kept,
-                        slices = s.slices.count,
-                        ms = s.slices.spent.as_secs_f64() * 1e3,
-                        "retained signals checkpointed"
-                    );
-                    streaming = None;
-                }
-                let Some(&(frontier, position)) = pending.front() else {
-                    break;
-                };
+            while let Some(&(frontier, position)) = pending.front() {
                 if arranged_to < frontier {
                     break;
                 }
@@ -89,31 +66,22 @@ pub(super) fn save_retained<'s>(
                 if !persist.writes() {
                     continue;
                 }
-                let batches = trace
+                let taken = trace
                     .batches_through(timely::progress::frontier::AntichainRef::new(&[]))
                     .unwrap_or_default();
-                let (cursor, storage) = cursor_list(batches);
-                let (tx, rx) = std::sync::mpsc::channel::<Piece>();
+                let (mut cursor, storage) = cursor_list(taken);
                 let fill = move |w: &mut dyn std::io::Write| {
-                    for piece in rx {
-                        match piece {
-                            Piece::Bytes(bytes) => w.write_all(&bytes)?,
-                            Piece::End => return Ok(()),
-                        }
-                    }
-                    Err(std::io::Error::other("the retained signals stopped before their end"))
+                    let began = std::time::Instant::now();
+                    let kept = encode_retained(&mut cursor, &storage, frontier, w)?;
+                    tracing::debug!(
+                        worker = index,
+                        signals = kept,
+                        ms = began.elapsed().as_secs_f64() * 1e3,
+                        "retained signals checkpointed"
+                    );
+                    Ok(())
                 };
                 persist.write_later(index, "retained", frontier, position, Box::new(fill));
-                streaming = Some(RetainedStream {
-                    cursor,
-                    storage,
-                    frontier,
-                    tx,
-                    buf: Vec::with_capacity(SPILL + 64),
-                    last_ts: 0,
-                    kept: 0,
-                    slices: Slices::new(),
-                });
             }
             // What is compacted: the times before the arrangement's and the markers'
             // frontiers, never up to a checkpoint still to be read. Compaction to `c` shows an
@@ -131,89 +99,63 @@ pub(super) fn save_retained<'s>(
                 trace.set_logical_compaction(timely::progress::frontier::AntichainRef::new(&f));
                 trace.set_physical_compaction(timely::progress::frontier::AntichainRef::new(&f));
             }
-            streaming.is_some()
         }
     });
 }
 
-/// Users encoded between two looks at the clock.
-const USERS_PER_LOOK: u32 = if cfg!(debug_assertions) { 1 } else { 256 };
-
-/// What the worker hands the checkpointer's thread for the retained part.
-enum Piece {
-    Bytes(Vec<u8>),
-    /// Everything is sent (without it the part is incomplete and fails).
-    End,
-}
-
 type RetainedBatch = <RetainedTrace as TraceReader>::Batch;
 
-/// The retained part of one checkpoint being encoded, a slice at a time.
-struct RetainedStream {
-    cursor: CursorList<<RetainedBatch as Navigable>::Cursor>,
-    storage: Vec<RetainedBatch>,
-    frontier: Time,
-    tx: std::sync::mpsc::Sender<Piece>,
-    buf: Vec<u8>,
-    last_ts: u64,
-    kept: u64,
-    slices: Slices,
-}
+type RetainedCursor = CursorList<<RetainedBatch as Navigable>::Cursor>;
 
-impl RetainedStream {
-    /// Encodes users' signals until `until` (or all of them): a record per signal behind a
-    /// tag byte (1: the previous record's user; 2: a new user, its key follows), then a 0.
-    /// Item and type are varints, `ts_eff` the difference from the previous record's, the
-    /// weight a zigzag varint. True once everything is handed over (or the checkpointer no
-    /// longer takes it).
-    fn step(&mut self, until: Option<std::time::Instant>) -> bool {
-        let (cursor, storage, frontier) = (&mut self.cursor, &self.storage, self.frontier);
-        let mut users = 0u32;
-        while cursor.key_valid(storage) {
-            let user = *cursor.key(storage);
-            let mut named = false;
-            while cursor.val_valid(storage) {
-                let (item, kind, ts_eff) = *cursor.val(storage);
-                let mut w = 0i64;
-                cursor.map_times(storage, |t, d| {
-                    if *t < frontier {
-                        w = w.wrapping_add(*d);
-                    }
-                });
-                if w != 0 {
-                    if named {
-                        self.buf.push(1);
-                    } else {
-                        self.buf.push(2);
-                        put_u64(&mut self.buf, user);
-                        named = true;
-                    }
-                    put_varint(&mut self.buf, item);
-                    put_varint(&mut self.buf, u64::from(kind));
-                    put_zigzag(&mut self.buf, ts_eff.wrapping_sub(self.last_ts) as i64);
-                    self.last_ts = ts_eff;
-                    put_zigzag(&mut self.buf, w);
-                    self.kept += 1;
+/// Encodes the retained signals: a record per signal behind a tag byte (1: the previous
+/// record's user; 2: a new user, its key follows), then a 0. Item and type are varints,
+/// `ts_eff` the difference from the previous record's, the weight a zigzag varint. Returns how
+/// many signals it wrote.
+fn encode_retained(
+    cursor: &mut RetainedCursor,
+    storage: &Vec<RetainedBatch>,
+    frontier: Time,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<u64> {
+    let mut buf = Vec::with_capacity(SPILL + 64);
+    let (mut last_ts, mut kept) = (0u64, 0u64);
+    while cursor.key_valid(storage) {
+        let user = *cursor.key(storage);
+        let mut named = false;
+        while cursor.val_valid(storage) {
+            let (item, kind, ts_eff) = *cursor.val(storage);
+            let mut weight = 0i64;
+            cursor.map_times(storage, |t, d| {
+                if *t < frontier {
+                    weight = weight.wrapping_add(*d);
                 }
-                cursor.step_val(storage);
-            }
-            cursor.step_key(storage);
-            if self.buf.len() >= SPILL {
-                let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SPILL + 64));
-                if self.tx.send(Piece::Bytes(full)).is_err() {
-                    return true;
+            });
+            if weight != 0 {
+                if named {
+                    buf.push(1);
+                } else {
+                    buf.push(2);
+                    put_u64(&mut buf, user);
+                    named = true;
                 }
+                put_varint(&mut buf, item);
+                put_varint(&mut buf, u64::from(kind));
+                put_zigzag(&mut buf, ts_eff.wrapping_sub(last_ts) as i64);
+                last_ts = ts_eff;
+                put_zigzag(&mut buf, weight);
+                kept += 1;
             }
-            users += 1;
-            if users.is_multiple_of(USERS_PER_LOOK) && until.is_some_and(|u| std::time::Instant::now() >= u) {
-                return false;
-            }
+            cursor.step_val(storage);
         }
-        self.buf.push(0);
-        let last = std::mem::take(&mut self.buf);
-        let _ = self.tx.send(Piece::Bytes(last)).and_then(|()| self.tx.send(Piece::End));
-        true
+        cursor.step_key(storage);
+        if buf.len() >= SPILL {
+            w.write_all(&buf)?;
+            buf.clear();
+        }
     }
+    buf.push(0);
+    w.write_all(&buf)?;
+    Ok(kept)
 }
 
 /// Reads what [`save_retained`] wrote: `(user, item, type, ts_eff, weight)` per signal.
