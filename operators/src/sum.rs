@@ -43,7 +43,7 @@ use tidal_core::time::Time;
 use crate::SignalEv;
 use crate::background::decoding;
 use crate::dense::{DenseSums, SPILL, SumsSnapshot};
-use crate::pending::Pending;
+use crate::pending::{self, Pending};
 
 /// How a materializer turns one event into updates of its sums.
 pub(crate) trait Expander: 'static {
@@ -182,17 +182,21 @@ fn load_sums<E: Expander>(bytes: &[u8], mut sums: DenseSums<E::Extra, E::Sum>) -
     Ok((sums, dead))
 }
 
-/// A keyed sum's updates waiting for their times.
-type PendingOf<E> = Pending<<E as Expander>::Pending, <E as Expander>::Diff, <E as Expander>::Extra>;
+/// A keyed sum's waiting updates read back, before they have capabilities.
+type DecodedOf<E> = pending::Decoded<<E as Expander>::Pending, <E as Expander>::Diff, <E as Expander>::Extra>;
 
-/// Reads back the waiting updates' part (which must be there with the sums part), under
-/// `cap`.
-fn load_pending<E: Expander>(bytes: &[u8], cap: &Capability<Time>) -> Result<PendingOf<E>, DecodeError> {
-    let mut pending = Pending::new();
-    let mut c = Cursor::new(bytes);
-    pending.load(&mut c, cap)?;
+/// Reads back the sums part and the waiting updates' part (which must be there with it), off
+/// the worker.
+fn load_restored<E: Expander>(
+    sums: &[u8],
+    waiting: &[u8],
+    empty: DenseSums<E::Extra, E::Sum>,
+) -> Result<(RestoredSums<E>, DecodedOf<E>), DecodeError> {
+    let restored = load_sums::<E>(sums, empty)?;
+    let mut c = Cursor::new(waiting);
+    let decoded = pending::decode(&mut c)?;
     c.finish()?;
-    Ok(pending)
+    Ok((restored, decoded))
 }
 
 /// Updates due at one time from which on they are consolidated before they are applied.
@@ -352,19 +356,16 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // waiting updates read back under the initial capability and the sums emitted
                 // (at time 0) in the first activation.
                 let woken = scope.worker().sync_activator_for(info.address.to_vec());
-                let decode = move |bytes: Vec<u8>| load_sums::<E>(&bytes, DenseSums::new(peers, index, slots));
-                let mut restoring = decoding(&persist, index, what, woken, decode).map(|sums| {
-                    // A sums part without its waiting updates fails to decode (below).
-                    (
-                        sums,
-                        persist.take_restored(index, &pending_part(what)).unwrap_or_default(),
-                    )
-                });
+                // A sums part without its waiting updates fails to decode (below).
+                let waiting = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
+                let decode =
+                    move |bytes: Vec<u8>| load_restored::<E>(&bytes, &waiting, DenseSums::new(peers, index, slots));
+                let mut restoring = decoding(&persist, index, what, woken, decode);
                 let mut initial = Some(initial);
                 move |(input, input_frontier), (control, control_frontier), output| {
                     // A restored part not decoded yet: the other operators run meanwhile (its
                     // thread activates this one when it is ready).
-                    if restoring.as_mut().is_some_and(|(r, _)| !r.ready()) {
+                    if restoring.as_mut().is_some_and(|r| !r.ready()) {
                         return;
                     }
                     let started = std::time::Instant::now();
@@ -376,14 +377,15 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         });
                     };
                     if let Some(cap) = initial.take()
-                        && let Some((sums, pending)) = restoring.take()
+                        && let Some(restored) = restoring.take()
                     {
-                        match sums
+                        let mut pending = Pending::new();
+                        match restored
                             .take()
-                            .and_then(|(s, d)| Ok((s, load_pending::<E>(&pending, &cap)?, d)))
+                            .and_then(|((s, d), p)| pending.adopt(p, &cap).map(|()| (s, d)))
                         {
-                            Ok((s, p, d)) => {
-                                (state.sums, state.pending) = (s, p);
+                            Ok((s, d)) => {
+                                (state.sums, state.pending) = (s, pending);
                                 for (k, until) in d {
                                     state.dead.insert(k, until);
                                     state.dead_until.entry(until).or_default().push(k);
