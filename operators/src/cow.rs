@@ -61,15 +61,6 @@ impl<T: Clone> Sharded<T> {
         Arc::make_mut(shard).find_mut(hash, eq)
     }
 
-    /// Adds `value`, which must be absent, with `hash`; `rehash` hashes an entry (to grow).
-    #[inline]
-    pub(crate) fn insert_unique(&mut self, hash: u64, value: T, rehash: impl Fn(&T) -> u64) -> &mut T {
-        self.len += 1;
-        Arc::make_mut(&mut self.shards[shard_of(hash)])
-            .insert_unique(hash, value, rehash)
-            .into_mut()
-    }
-
     /// The entry with `hash` that `eq` accepts, to change, made by `make` if absent (one
     /// lookup either way); `rehash` hashes an entry (to grow).
     #[inline]
@@ -86,6 +77,19 @@ impl<T: Clone> Sharded<T> {
             Entry::Vacant(v) => {
                 self.len += 1;
                 v.insert(make()).into_mut()
+            }
+        }
+    }
+
+    /// Puts `value` in place of the entry with `hash` that `eq` accepts, or adds it (one
+    /// lookup either way).
+    pub(crate) fn upsert(&mut self, hash: u64, eq: impl FnMut(&T) -> bool, value: T, rehash: impl Fn(&T) -> u64) {
+        use hashbrown::hash_table::Entry;
+        match Arc::make_mut(&mut self.shards[shard_of(hash)]).entry(hash, eq, rehash) {
+            Entry::Occupied(mut e) => *e.get_mut() = value,
+            Entry::Vacant(v) => {
+                self.len += 1;
+                v.insert(value);
             }
         }
     }
@@ -182,15 +186,10 @@ impl<K: Copy + Eq + std::hash::Hash, V: Clone> CowMap<K, V> {
 
     /// Sets `key`'s value.
     pub(crate) fn insert(&mut self, key: K, value: V) {
-        match self.get_mut(&key) {
-            Some(v) => *v = value,
-            None => {
-                let hash = self.hash(&key);
-                let hasher = &self.hasher;
-                let rehash = |(k, _): &(K, V)| std::hash::BuildHasher::hash_one(hasher, k);
-                self.table.insert_unique(hash, (key, value), rehash);
-            }
-        }
+        let hash = self.hash(&key);
+        let hasher = &self.hasher;
+        let rehash = |(k, _): &(K, V)| std::hash::BuildHasher::hash_one(hasher, k);
+        self.table.upsert(hash, |(k, _)| *k == key, (key, value), rehash);
     }
 
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
@@ -251,16 +250,20 @@ mod tests {
             let k = next() % 5_000;
             let h = hash(k);
             match next() % 5 {
-                0 | 1 => match table.find_mut(h, |e| e.0 == k) {
+                0 => match table.find_mut(h, |e| e.0 == k) {
                     Some(e) => {
                         e.1 = i;
                         want.insert(k, i);
                     }
                     None => {
-                        table.insert_unique(h, (k, i), |e| hash(e.0));
+                        table.find_or_insert_with(h, |e| e.0 == k, || (k, i), |e| hash(e.0));
                         want.insert(k, i);
                     }
                 },
+                1 => {
+                    table.upsert(h, |e| e.0 == k, (k, i), |e| hash(e.0));
+                    want.insert(k, i);
+                }
                 2 => assert_eq!(table.remove(h, |e| e.0 == k).map(|e| e.1), want.remove(&k)),
                 3 => assert_eq!(table.find(h, |e| e.0 == k).map(|e| e.1), want.get(&k).copied()),
                 _ => {

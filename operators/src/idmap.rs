@@ -110,8 +110,8 @@ impl<V: Clone> IdMap<V> {
         found.map(|(_, v)| v)
     }
 
-    /// The value of `id`, if any, and `id`'s hash.
-    pub(crate) fn find_mut(&mut self, id: &str) -> (Option<&mut V>, u64) {
+    /// The value of `id`, if any, to change.
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut V> {
         let hash = Self::hash(&self.hasher, id.as_bytes());
         let found = match StoredId::inline(id) {
             Some(probe) => self.table.find_mut(hash, |(k, _)| *k == probe),
@@ -119,25 +119,12 @@ impl<V: Clone> IdMap<V> {
                 .table
                 .find_mut(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
         };
-        (found.map(|(_, v)| v), hash)
-    }
-
-    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut V> {
-        self.find_mut(id).0
+        found.map(|(_, v)| v)
     }
 
     #[cfg(test)]
     pub(crate) fn contains(&mut self, id: &str) -> bool {
-        self.find_mut(id).0.is_some()
-    }
-
-    /// Adds `id`, which must be absent and hash to `hash`.
-    pub(crate) fn insert_new(&mut self, id: &str, hash: u64, value: V) -> &mut V {
-        let hasher = &self.hasher;
-        let entry = self.table.insert_unique(hash, (StoredId::new(id), value), |(k, _)| {
-            Self::hash(hasher, k.as_bytes())
-        });
-        &mut entry.1
+        self.get(id).is_some()
     }
 
     /// Removes `id`, returning its value.
@@ -154,11 +141,20 @@ impl<V: Clone> IdMap<V> {
 
     /// Sets `id`'s value.
     pub(crate) fn insert(&mut self, id: &str, value: V) {
-        match self.find_mut(id) {
-            (Some(v), _) => *v = value,
-            (None, hash) => {
-                self.insert_new(id, hash, value);
-            }
+        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let hasher = &self.hasher;
+        let rehash = |(k, _): &(StoredId, V)| Self::hash(hasher, k.as_bytes());
+        let stored = StoredId::new(id);
+        match &stored {
+            StoredId::Inline { .. } => self
+                .table
+                .upsert(hash, |(k, _)| *k == stored, (stored.clone(), value), rehash),
+            StoredId::Heap(_) => self.table.upsert(
+                hash,
+                |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id),
+                (stored.clone(), value),
+                rehash,
+            ),
         }
     }
 }
@@ -201,12 +197,9 @@ mod tests {
                 }
                 1 => assert_eq!(ids.get_mut(&id).copied(), want.get(&id).copied(), "{id:?}"),
                 _ => {
-                    let (found, hash) = ids.find_mut(&id);
-                    match found {
+                    match ids.get_mut(&id) {
                         Some(v) => *v += 1,
-                        None => {
-                            ids.insert_new(&id, hash, i);
-                        }
+                        None => ids.insert(&id, i),
                     }
                     want.entry(id).and_modify(|v| *v += 1).or_insert(i);
                 }
