@@ -352,9 +352,9 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // complete; checkpoints asked for (frontier -> position) and not written yet.
                 let mut held: BTreeMap<Time, Held> = BTreeMap::new();
                 let mut checkpoints: BTreeMap<Time, Position> = BTreeMap::new();
-                // A restored sums part decodes on a thread of its own; it is taken, its
-                // waiting updates read back under the initial capability and the sums emitted
-                // (at time 0) in the first activation.
+                // A restored sums part and its waiting updates decode on a thread of their
+                // own; they are taken in the first activation after, the waiting updates put
+                // under the initial capability and the sums emitted (at time 0).
                 let woken = scope.worker().sync_activator_for(info.address.to_vec());
                 // A sums part without its waiting updates fails to decode (below).
                 let waiting = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
