@@ -378,7 +378,7 @@ impl Interner {
                 break;
             };
             // Only if still that tombstone (a put may have revived the id since).
-            if let Some(slot) = self.items.get_mut(&id)
+            if let Some(slot) = self.items.get(&id)
                 && slot.key.is_none()
                 && slot.until == until
             {

@@ -30,10 +30,6 @@ impl StoredId {
         Some(StoredId::Inline { len, bytes })
     }
 
-    fn new(id: &str) -> StoredId {
-        StoredId::inline(id).unwrap_or_else(|| StoredId::Heap(id.into()))
-    }
-
     fn as_bytes(&self) -> &[u8] {
         match self {
             StoredId::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -144,15 +140,15 @@ impl<V: Clone> IdMap<V> {
         let hash = Self::hash(&self.hasher, id.as_bytes());
         let hasher = &self.hasher;
         let rehash = |(k, _): &(StoredId, V)| Self::hash(hasher, k.as_bytes());
-        let stored = StoredId::new(id);
-        match &stored {
-            StoredId::Inline { .. } => self
-                .table
-                .upsert(hash, |(k, _)| *k == stored, (stored.clone(), value), rehash),
-            StoredId::Heap(_) => self.table.upsert(
+        match StoredId::inline(id) {
+            Some(probe) => {
+                let stored = probe.clone();
+                self.table.upsert(hash, |(k, _)| *k == probe, (stored, value), rehash)
+            }
+            None => self.table.upsert(
                 hash,
                 |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id),
-                (stored.clone(), value),
+                (StoredId::Heap(id.into()), value),
                 rehash,
             ),
         }
