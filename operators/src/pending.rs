@@ -444,9 +444,93 @@ fn unreachable_bucket() -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::{consolidate_after, consolidate_unstable};
+    use super::{Pending, consolidate_after, consolidate_unstable, decode};
     use differential_dataflow::consolidation::consolidate;
     use proptest::prelude::*;
+    use tidal_core::codec::Cursor;
+    use tidal_core::time::Time;
+
+    /// Every bucket of `pending`, in time order: its updates (consolidated, frozen ones too),
+    /// clears (sorted) and retires.
+    type Drained = Vec<(Time, Vec<((u64, u16), i64)>, Vec<(usize, u64)>, Vec<(u64, u64)>)>;
+
+    fn drain(pending: &mut Pending<(u64, u16), i64, u64>) -> Drained {
+        let mut all = Vec::new();
+        while let Some((at, due)) = pending.pop_first() {
+            let mut updates = due.updates.clone();
+            updates.extend(due.frozen.iter().flat_map(|f| f.iter().cloned()));
+            consolidate(&mut updates);
+            let mut clears = due.clears.clone();
+            clears.sort_unstable();
+            all.push((at, updates, clears, due.retires.clone()));
+        }
+        all
+    }
+
+    /// A checkpoint's waiting updates read back off the worker (`decode`) and taken under a
+    /// capability (`adopt`) hold what was saved: the same times, updates (consolidated),
+    /// clears and retires, with a snapshot taken while updates came.
+    #[test]
+    fn decoded_and_adopted_pending_holds_what_was_saved() {
+        timely::execute_directly(|worker| {
+            worker.dataflow::<Time, _, _>(|scope| {
+                timely::dataflow::operators::generic::operator::source::<
+                    _,
+                    timely::container::CapacityContainerBuilder<Vec<u64>>,
+                    _,
+                    _,
+                >(scope, "PendingRoundTrip", |cap, _| {
+                    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                    let mut next = move || {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state
+                    };
+                    let mut pending: Pending<(u64, u16), i64, u64> = Pending::new();
+                    let mut held = None;
+                    for i in 0..40_000u64 {
+                        let at = 1 + next() % 12;
+                        match next() % 50 {
+                            0 => pending.clear(at, (next() % 4) as usize, next() % 3, &cap),
+                            1 => pending.retire(at, next() % 100, next() % 1000, &cap),
+                            _ => {
+                                let d = (next() % 5) as i64 - 2;
+                                pending.push(at, 0, (next() % 300, (next() % 3) as u16), d, &cap);
+                            }
+                        }
+                        if i == 20_000 {
+                            held = Some(pending.snapshot());
+                        }
+                    }
+                    let mut bytes = Vec::new();
+                    let mut out = Vec::new();
+                    let snapshot = pending.snapshot();
+                    snapshot
+                        .save(&mut out, &mut |b| {
+                            bytes.extend_from_slice(b);
+                            b.clear();
+                            Ok(())
+                        })
+                        .expect("saved");
+                    bytes.extend_from_slice(&out);
+                    drop(held);
+                    let mut c = Cursor::new(&bytes);
+                    let decoded = decode::<(u64, u16), i64, u64>(&mut c).expect("decoded");
+                    c.finish().expect("all read");
+                    let mut restored: Pending<(u64, u16), i64, u64> = Pending::new();
+                    restored.adopt(decoded, &cap).expect("adopted");
+                    let held = restored.held;
+                    let want = drain(&mut pending);
+                    assert!(want.len() >= 10, "the test spreads over the times");
+                    assert_eq!(drain(&mut restored), want);
+                    // What it holds is counted once, consolidated.
+                    assert_eq!(held, want.iter().map(|b| b.1.len()).sum::<usize>());
+                    move |_output| {}
+                });
+            });
+        });
+    }
 
     proptest! {
         /// The unstable consolidation leaves exactly what differential's own does.
