@@ -50,15 +50,22 @@ impl<T: Clone> Sharded<T> {
         self.shards[shard_of(hash)].find(hash, eq)
     }
 
+    /// The shard of `hash`, to change (copied first if a snapshot holds it); `None` if a
+    /// snapshot holds it and it has no entry `eq` accepts (nothing to change, nothing copied).
+    #[inline]
+    fn shard_holding(&mut self, hash: u64, eq: &mut impl FnMut(&T) -> bool) -> Option<&mut HashTable<T>> {
+        let shard = &mut self.shards[shard_of(hash)];
+        if Arc::strong_count(shard) > 1 && shard.find(hash, eq).is_none() {
+            return None;
+        }
+        Some(Arc::make_mut(shard))
+    }
+
     /// The entry with `hash` that `eq` accepts, to change: its shard copied first if a
     /// snapshot holds it (and only if the entry is there).
     #[inline]
     pub(crate) fn find_mut(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
-        let shard = &mut self.shards[shard_of(hash)];
-        if Arc::strong_count(shard) > 1 && shard.find(hash, &mut eq).is_none() {
-            return None;
-        }
-        Arc::make_mut(shard).find_mut(hash, eq)
+        self.shard_holding(hash, &mut eq)?.find_mut(hash, eq)
     }
 
     /// The entry with `hash` that `eq` accepts, to change, made by `make` if absent (one
@@ -96,15 +103,9 @@ impl<T: Clone> Sharded<T> {
 
     /// Removes the entry with `hash` that `eq` accepts, returning it.
     pub(crate) fn remove(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<T> {
-        let shard = &mut self.shards[shard_of(hash)];
-        if Arc::strong_count(shard) > 1 && shard.find(hash, &mut eq).is_none() {
-            return None;
-        }
-        let removed = Arc::make_mut(shard).find_entry(hash, eq).ok().map(|e| e.remove().0);
-        if removed.is_some() {
-            self.len -= 1;
-        }
-        removed
+        let removed = self.shard_holding(hash, &mut eq)?.find_entry(hash, eq).ok()?.remove().0;
+        self.len -= 1;
+        Some(removed)
     }
 
     /// Room for `additional` more entries spread evenly (a restore's, known ahead).
@@ -151,6 +152,11 @@ impl<K: Copy + Eq + std::hash::Hash, V: Clone> CowMap<K, V> {
         self.hasher.hash_one(key)
     }
 
+    /// An entry's hash, for the table to grow by.
+    fn rehash(hasher: &foldhash::fast::RandomState) -> impl Fn(&(K, V)) -> u64 + '_ {
+        |(k, _)| std::hash::BuildHasher::hash_one(hasher, k)
+    }
+
     /// Number of keys.
     pub(crate) fn len(&self) -> usize {
         self.table.len()
@@ -176,8 +182,7 @@ impl<K: Copy + Eq + std::hash::Hash, V: Clone> CowMap<K, V> {
     #[inline]
     pub(crate) fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let hash = self.hash(&key);
-        let hasher = &self.hasher;
-        let rehash = |(k, _): &(K, V)| std::hash::BuildHasher::hash_one(hasher, k);
+        let rehash = Self::rehash(&self.hasher);
         &mut self
             .table
             .find_or_insert_with(hash, |(k, _)| *k == key, || (key, make()), rehash)
@@ -187,8 +192,7 @@ impl<K: Copy + Eq + std::hash::Hash, V: Clone> CowMap<K, V> {
     /// Sets `key`'s value.
     pub(crate) fn insert(&mut self, key: K, value: V) {
         let hash = self.hash(&key);
-        let hasher = &self.hasher;
-        let rehash = |(k, _): &(K, V)| std::hash::BuildHasher::hash_one(hasher, k);
+        let rehash = Self::rehash(&self.hasher);
         self.table.upsert(hash, |(k, _)| *k == key, (key, value), rehash);
     }
 
@@ -199,9 +203,7 @@ impl<K: Copy + Eq + std::hash::Hash, V: Clone> CowMap<K, V> {
 
     /// Room for `additional` more keys.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        let hasher = &self.hasher;
-        self.table
-            .reserve(additional, |(k, _)| std::hash::BuildHasher::hash_one(hasher, k));
+        self.table.reserve(additional, Self::rehash(&self.hasher));
     }
 
     /// Every key with its value, in no particular order.
@@ -235,13 +237,7 @@ mod tests {
     /// way that must stay as they were taken.
     #[test]
     fn sharded_matches_a_hash_map_and_snapshots_hold_still() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut table: Sharded<(u64, u64)> = Sharded::new();
         let mut want: HashMap<u64, u64> = HashMap::new();
         type Taken = (Shards<(u64, u64)>, HashMap<u64, u64>);
@@ -291,13 +287,7 @@ mod tests {
     /// copies) and let go halfway (none does).
     #[test]
     fn cow_map_matches_a_hash_map() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut map: CowMap<u64, u64> = CowMap::new();
         let mut want: HashMap<u64, u64> = HashMap::new();
         let mut held = Some(map.snapshot());

@@ -94,28 +94,22 @@ impl<V: Clone> IdMap<V> {
         self.table.len()
     }
 
+    /// `id`'s hash and what its entry is told apart by.
+    #[inline]
+    fn probe<'a>(&self, id: &'a str) -> (u64, Probe<'a>) {
+        (Self::hash(&self.hasher, id.as_bytes()), Probe::of(id))
+    }
+
     /// The value of `id`, if any.
     pub(crate) fn get(&self, id: &str) -> Option<&V> {
-        let hash = Self::hash(&self.hasher, id.as_bytes());
-        let found = match StoredId::inline(id) {
-            Some(probe) => self.table.find(hash, |(k, _)| *k == probe),
-            None => self
-                .table
-                .find(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
-        };
-        found.map(|(_, v)| v)
+        let (hash, probe) = self.probe(id);
+        self.table.find(hash, |e| probe.matches(e)).map(|(_, v)| v)
     }
 
     /// The value of `id`, if any, to change.
     pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut V> {
-        let hash = Self::hash(&self.hasher, id.as_bytes());
-        let found = match StoredId::inline(id) {
-            Some(probe) => self.table.find_mut(hash, |(k, _)| *k == probe),
-            None => self
-                .table
-                .find_mut(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
-        };
-        found.map(|(_, v)| v)
+        let (hash, probe) = self.probe(id);
+        self.table.find_mut(hash, |e| probe.matches(e)).map(|(_, v)| v)
     }
 
     #[cfg(test)]
@@ -125,32 +119,49 @@ impl<V: Clone> IdMap<V> {
 
     /// Removes `id`, returning its value.
     pub(crate) fn remove(&mut self, id: &str) -> Option<V> {
-        let hash = Self::hash(&self.hasher, id.as_bytes());
-        let removed = match StoredId::inline(id) {
-            Some(probe) => self.table.remove(hash, |(k, _)| *k == probe),
-            None => self
-                .table
-                .remove(hash, |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id)),
-        };
-        removed.map(|(_, v)| v)
+        let (hash, probe) = self.probe(id);
+        self.table.remove(hash, |e| probe.matches(e)).map(|(_, v)| v)
     }
 
     /// Sets `id`'s value.
     pub(crate) fn insert(&mut self, id: &str, value: V) {
-        let hash = Self::hash(&self.hasher, id.as_bytes());
+        let (hash, probe) = self.probe(id);
         let hasher = &self.hasher;
         let rehash = |(k, _): &(StoredId, V)| Self::hash(hasher, k.as_bytes());
+        self.table
+            .upsert(hash, |e| probe.matches(e), (probe.stored(), value), rehash);
+    }
+}
+
+/// What a lookup tells the entries it probes apart by: a short id's in-place form (fixed-size
+/// arrays compared), or a long id's string.
+enum Probe<'a> {
+    Inline(StoredId),
+    Heap(&'a str),
+}
+
+impl<'a> Probe<'a> {
+    fn of(id: &'a str) -> Probe<'a> {
         match StoredId::inline(id) {
-            Some(probe) => {
-                let stored = probe.clone();
-                self.table.upsert(hash, |(k, _)| *k == probe, (stored, value), rehash)
-            }
-            None => self.table.upsert(
-                hash,
-                |(k, _)| matches!(k, StoredId::Heap(s) if **s == *id),
-                (StoredId::Heap(id.into()), value),
-                rehash,
-            ),
+            Some(stored) => Probe::Inline(stored),
+            None => Probe::Heap(id),
+        }
+    }
+
+    /// Whether `entry` is the id's.
+    #[inline]
+    fn matches<V>(&self, (k, _): &(StoredId, V)) -> bool {
+        match self {
+            Probe::Inline(p) => k == p,
+            Probe::Heap(id) => matches!(k, StoredId::Heap(s) if **s == **id),
+        }
+    }
+
+    /// The id as its entry keeps it.
+    fn stored(&self) -> StoredId {
+        match self {
+            Probe::Inline(p) => p.clone(),
+            Probe::Heap(id) => StoredId::Heap((*id).into()),
         }
     }
 }
@@ -164,13 +175,7 @@ mod tests {
     /// Random ids on both sides of the in-place limit, against a std map.
     #[test]
     fn id_map_matches_a_hash_map() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut ids: IdMap<u64> = IdMap::new();
         let mut want: HashMap<String, u64> = HashMap::new();
         for i in 0..20_000u64 {
@@ -179,7 +184,7 @@ mod tests {
             // trailing NUL must not make an id equal to a shorter one.
             let id: String = (0..len)
                 .map(|j| {
-                    if j + 1 == len && next() % 4 == 0 {
+                    if j + 1 == len && next().is_multiple_of(4) {
                         '\0'
                     } else {
                         char::from(b'a' + (next() % 2) as u8)

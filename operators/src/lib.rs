@@ -34,6 +34,19 @@ pub use entities::{EntityOutputs, entities};
 pub use users::{UserOutputs, users};
 pub use windows::windows;
 
+/// A seeded xorshift generator for the unit tests' random inputs (the same sequence every
+/// run).
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// The numbers a materializer needs about one signal type, in ms, in fixed-size arrays so
 /// the per-event loop touches no heap.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

@@ -480,13 +480,7 @@ mod tests {
                     _,
                     _,
                 >(scope, "PendingRoundTrip", |cap, _| {
-                    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-                    let mut next = move || {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        state
-                    };
+                    let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15u64);
                     let mut pending: Pending<(u64, u16), i64, u64> = Pending::new();
                     let mut held = None;
                     for i in 0..40_000u64 {
