@@ -155,7 +155,9 @@ pub struct EngineConfig {
     /// Signals durable but not yet visible to queries before writes are refused with 503.
     pub max_lag_signals: u64,
     /// A checkpoint of the materialized state is written after every this many signals (and
-    /// at a clean shutdown); 0 writes one only at shutdown and on request.
+    /// at a clean shutdown); 0 writes one only at shutdown and on request. A periodic one
+    /// waits for the end of a catch-up and for the one before it to be written. After
+    /// kill -9 a restart replays about this many signals after loading the newest one.
     pub checkpoint_every: u64,
     /// How often (ms) the wall clock is sealed into the dataflow when idle.
     pub tick_ms: u64,

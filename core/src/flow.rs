@@ -193,6 +193,10 @@ pub struct Persist {
     pub parts: Option<PartSink>,
     /// The checkpoint to start from.
     pub restore: Option<Arc<Restore>>,
+    /// The newest frontier whose checkpoint the writer has finished with (written, or given
+    /// up on), which the source reads so that it does not ask for a periodic checkpoint while
+    /// the one before is still being written.
+    pub finished: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Persist {

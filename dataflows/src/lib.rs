@@ -250,6 +250,7 @@ impl Engine {
                     let persist = match &agreement {
                         Some(a) => Persist {
                             parts: persist.parts.clone(),
+                            finished: persist.finished.clone(),
                             restore: agree::agree(worker, a, index % per_process == 0, sources),
                         },
                         None => persist.clone(),
@@ -258,6 +259,7 @@ impl Engine {
                     let source = SourceOptions {
                         reader: index % per_process == 0,
                         checkpoint_every,
+                        checkpoints_finished: persist.parts.as_ref().map(|_| persist.finished.clone()),
                         start,
                         origin,
                         sources,

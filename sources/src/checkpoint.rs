@@ -146,6 +146,7 @@ pub struct Checkpointer {
     done: Arc<(Mutex<Done>, Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     extra: Arc<Mutex<Option<ExtraParts>>>,
+    finished: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -177,11 +178,12 @@ impl Checkpointer {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let done = Arc::new((Mutex::new(Done { latest }), Condvar::new()));
         let extra: Arc<Mutex<Option<ExtraParts>>> = Arc::new(Mutex::new(None));
-        let (d, e) = (done.clone(), extra.clone());
+        let finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, e, f) = (done.clone(), extra.clone(), finished.clone());
         let writer_dir = dir.clone();
         let thread = std::thread::Builder::new()
             .name("tidal-checkpoint".into())
-            .spawn(move || writer(rx, writer_dir, layout, parts, d, e))?;
+            .spawn(move || writer(rx, writer_dir, layout, parts, d, e, f))?;
         Ok(Checkpointer {
             dir,
             staged: std::sync::atomic::AtomicU64::new(0),
@@ -189,7 +191,14 @@ impl Checkpointer {
             done,
             thread: Mutex::new(Some(thread)),
             extra,
+            finished,
         })
+    }
+
+    /// The newest frontier whose checkpoint this writer has finished with (written, or given
+    /// up on because a part could not be written).
+    pub fn finished(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.finished.clone()
     }
 
     /// Sets the producer of the extra parts (called once per checkpoint, on the writer thread).
@@ -287,6 +296,7 @@ fn writer(
     parts: usize,
     done: Arc<(Mutex<Done>, Condvar)>,
     extra: Arc<Mutex<Option<ExtraParts>>>,
+    finished: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut gathering: HashMap<Time, Gathering> = HashMap::new();
     while let Ok(Msg::Part {
@@ -348,6 +358,7 @@ fn writer(
             }
             Err(e) => tracing::warn!(error = %e, lsn, "checkpoint not written"),
         }
+        finished.fetch_max(frontier, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

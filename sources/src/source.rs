@@ -55,8 +55,12 @@ const FALLBACK_POLL: Duration = Duration::from_millis(5);
 pub struct SourceOptions {
     /// Whether this worker reads the feed (one per process).
     pub reader: bool,
-    /// A checkpoint is asked for after every this many signals (0: only when requested).
+    /// A checkpoint is asked for after every this many signals (0: only when requested),
+    /// once the source has caught up with the log.
     pub checkpoint_every: u64,
+    /// The newest frontier whose checkpoint the writer has finished with: a periodic
+    /// checkpoint waits until the one asked for before it is finished (`None`: no writer).
+    pub checkpoints_finished: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Where a restored state left off: its frontier and log position.
     pub start: Option<(Time, Position)>,
     /// This process's index in the cluster (0 alone): marks name it as their origin.
@@ -138,6 +142,8 @@ pub fn wal_source<'s>(
         let (start_at, mut position) = options.start.unwrap_or_default();
         let mut since_checkpoint = 0u64;
         let mut checkpoints = 0u64;
+        // The frontier of the last checkpoint this source asked for.
+        let mut asked_at: Time = 0;
         // Batches gathered while catching up, their signals, and the flushes seen.
         let mut gathered: Vec<Arc<tidal_core::record::CommittedBatch>> = Vec::new();
         let mut gathered_signals = 0u64;
@@ -226,9 +232,21 @@ pub fn wal_source<'s>(
                 return;
             }
             let upper = upper.max(drained.sealed).max(start_at);
-            // A checkpoint of the state before the new frontier: asked for, or due.
-            let due = options.checkpoint_every > 0 && since_checkpoint >= options.checkpoint_every;
+            // A checkpoint of the state before the new frontier: asked for, or due. A due one
+            // waits for the end of a catch-up (nobody restarts from a state the catch-up is
+            // about to pass; its encoding would take the core the catch-up runs on) and for
+            // the writer to finish the one before (checkpoints never queue up behind a slow
+            // disk, each holding its snapshot).
+            let written = options
+                .checkpoints_finished
+                .as_ref()
+                .is_none_or(|f| f.load(std::sync::atomic::Ordering::Acquire) >= asked_at);
+            let due = options.checkpoint_every > 0
+                && since_checkpoint >= options.checkpoint_every
+                && !drained.catching_up
+                && written;
             if asked || due {
+                asked_at = upper;
                 output
                     .activate()
                     .give(&*held, &mut vec![Control::Checkpoint { time: upper, position }]);
@@ -287,4 +305,117 @@ fn mark(time: Time, position: Position, origin: usize, publish: bool) -> Vec<Con
         origin,
         publish,
     }]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tidal_core::record::{CommittedBatch, LoggedRecord, Record, Signal};
+    use timely::dataflow::operators::Inspect;
+
+    use super::*;
+
+    fn batch(lsn: u64, signals: usize) -> Arc<CommittedBatch> {
+        let signal = Signal {
+            kind: "view".into(),
+            item: "i".into(),
+            user: None,
+            weight: 1.0,
+            ts: None,
+            id: None,
+        };
+        Arc::new(CommittedBatch {
+            time: lsn,
+            clock_ms: lsn,
+            records: vec![LoggedRecord {
+                lsn,
+                record: Record::Signals(vec![signal; signals]),
+            }],
+        })
+    }
+
+    /// Steps the worker for `ms` milliseconds (the source wakes itself on timers).
+    fn run_for(worker: &mut timely::worker::Worker, ms: u64) {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+    }
+
+    /// A periodic checkpoint is asked for once `checkpoint_every` signals have come, not in
+    /// the middle of a catch-up, and not again until the writer has finished the one before;
+    /// one asked for on demand does not wait.
+    #[test]
+    fn periodic_checkpoints_wait_for_the_catch_up_and_the_writer() {
+        timely::execute_directly(|worker| {
+            let feed = Arc::new(Feed::new(1 << 18));
+            let finished = Arc::new(AtomicU64::new(0));
+            let asked: Rc<RefCell<Vec<Time>>> = Rc::new(RefCell::new(Vec::new()));
+            let options = SourceOptions {
+                reader: true,
+                checkpoint_every: 10,
+                checkpoints_finished: Some(finished.clone()),
+                ..Default::default()
+            };
+            let (seen, source_feed) = (asked.clone(), feed.clone());
+            worker.dataflow::<Time, _, _>(|scope| {
+                wal_source(scope, source_feed, options, Arc::new(StateStats::default())).inspect(move |c: &Control| {
+                    if let Control::Checkpoint { time, .. } = c {
+                        seen.borrow_mut().push(*time);
+                    }
+                });
+            });
+            // A catch-up long enough for several runs (a run ends at 64 × 1024 batches).
+            feed.catch_up(true);
+            let mut lsn = 0;
+            for _ in 0..3 * 64 * MAX_RUN_BATCHES {
+                lsn += 1;
+                feed.push(batch(lsn, 1));
+            }
+            run_for(worker, 300);
+            assert!(
+                asked.borrow().is_empty(),
+                "none inside the catch-up: {:?}",
+                asked.borrow()
+            );
+            feed.catch_up(false);
+            run_for(worker, 100);
+            assert_eq!(asked.borrow().len(), 1, "one once caught up");
+            let first = asked.borrow()[0];
+            assert!(first > lsn, "it covers the whole catch-up");
+
+            // Live: 50 more signals, but the writer has not finished the first one.
+            for _ in 0..5 {
+                lsn += 1;
+                feed.push(batch(lsn, 10));
+                run_for(worker, 20);
+            }
+            assert_eq!(asked.borrow().len(), 1, "none while the one before is written");
+            // Asked for on demand: at once.
+            feed.request_checkpoint();
+            run_for(worker, 50);
+            assert_eq!(asked.borrow().len(), 2, "one on demand does not wait");
+            // The writer finishes the first: the due one still waits for the one asked for.
+            finished.store(first, Ordering::Release);
+            lsn += 1;
+            feed.push(batch(lsn, 10));
+            run_for(worker, 50);
+            assert_eq!(asked.borrow().len(), 2);
+            let second = asked.borrow()[1];
+            finished.store(second, Ordering::Release);
+            run_for(worker, 50);
+            assert_eq!(asked.borrow().len(), 3, "due, and the writer is free");
+            // Fewer than `checkpoint_every` signals since: none.
+            finished.store(asked.borrow()[2], Ordering::Release);
+            lsn += 1;
+            feed.push(batch(lsn, 9));
+            run_for(worker, 50);
+            assert_eq!(asked.borrow().len(), 3);
+            feed.close();
+            run_for(worker, 50);
+        });
+    }
 }

@@ -231,6 +231,7 @@ impl Tidal {
                     }
                 }),
                 restore: restore.clone(),
+                finished: checkpointer.finished(),
             },
             checkpoint_every: config.engine.checkpoint_every,
             agreement: agreement.clone(),
