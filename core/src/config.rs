@@ -152,8 +152,11 @@ pub struct EngineConfig {
     pub dedup_max_entries: usize,
     /// Write requests queued for the WAL writer before writes are refused with 503.
     pub wal_queue_requests: usize,
-    /// Signals durable but not yet visible to queries before writes are refused with 503.
+    /// Signals durable but not yet visible to queries before writes are held back.
     pub max_lag_signals: u64,
+    /// How long (ms) an HTTP write held back by `max_lag_signals` waits for the dataflow to
+    /// catch up before it is refused with 503 (0: refused at once).
+    pub max_lag_wait_ms: u64,
     /// A checkpoint of the materialized state is written after every this many signals (and
     /// at a clean shutdown); 0 writes one only at shutdown and on request. A periodic one
     /// waits for the end of a catch-up and for the one before it to be written. After
@@ -179,6 +182,7 @@ impl Default for EngineConfig {
             dedup_max_entries: 4_000_000,
             wal_queue_requests: 1024,
             max_lag_signals: 500_000,
+            max_lag_wait_ms: 250,
             checkpoint_every: 2_000_000,
             tick_ms: 20,
         }

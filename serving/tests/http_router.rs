@@ -234,6 +234,46 @@ async fn overload_is_503_with_retry_after_and_reads_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_back_by_the_lag_waits_for_the_dataflow_then_is_taken_or_refused() {
+    let a = api(|c| {
+        c.engine.max_lag_signals = 2;
+        c.engine.max_lag_wait_ms = 400;
+    });
+    a.tidal.hold_dataflow_for_tests(true);
+    let three = json!([{"type": "view", "item": "a"}, {"type": "view", "item": "b"}, {"type": "view", "item": "c"}]);
+    let (s, v) = a.send("POST", "/v1/signals", Some(three)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let lsn0 = a.tidal.stats().wal_lsn;
+    // The dataflow stays behind: the write waits its 400 ms, then is refused, unwritten.
+    let started = Instant::now();
+    let (s, v) = a
+        .send("POST", "/v1/signals", Some(json!({"type": "view", "item": "d"})))
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "overloaded", "{v}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400), "refused after {waited:?}");
+    assert_eq!(a.tidal.stats().wal_lsn, lsn0, "a refused write was written");
+    // The dataflow catches up while a write waits: it is taken, and no 503 is seen.
+    let tidal = a.tidal.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tidal.hold_dataflow_for_tests(false);
+    });
+    let started = Instant::now();
+    let (s, v) = a
+        .send("POST", "/v1/signals", Some(json!({"type": "view", "item": "d"})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "it waited for the catch-up"
+    );
+    release.await.unwrap();
+    assert!(v["lsn"].as_u64().unwrap() > lsn0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_503_once_the_dataflow_has_stopped() {
     let a = api(|_| {});
     let (s, v) = a.send("GET", "/healthz", None).await;

@@ -99,7 +99,7 @@ pub async fn post_signals(
         let raw = body(raw)?;
         // Refused before the body is parsed: checking thousands of records only to answer 503
         // would take the cores from the dataflow that has to catch up.
-        state.tidal.admit()?;
+        state.tidal.admit_async().await?;
         let small = raw.len() <= INLINE_BODY;
         let ndjson = headers
             .get(header::CONTENT_TYPE)

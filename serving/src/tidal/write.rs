@@ -3,6 +3,7 @@
 //! appended to the WAL and answered once durable.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tidal_core::ids::check_id;
 use tidal_core::record::{ItemMeta, Record, Signal};
@@ -12,6 +13,9 @@ use tidal_sources::wal::Commit;
 use super::Tidal;
 use super::error::{Error, Overload, RETRY_AFTER, Result};
 use super::types::{NewSignal, SignalsAck, Token, WriteAck};
+
+/// How often a write held back by the lag looks again.
+const LAG_POLL: Duration = Duration::from_millis(1);
 
 impl Tidal {
     /// Writes one signal; returns once it is durable.
@@ -265,7 +269,7 @@ impl Tidal {
     /// dataflow that has to catch up.
     pub fn admit(&self) -> Result<()> {
         let max = self.config.engine.max_lag_signals;
-        let behind = self.wal.signals_written().saturating_sub(self.view().position.signals);
+        let behind = self.lag();
         if behind > max {
             return Err(Error::Overloaded {
                 reason: Overload::Lag { behind, max },
@@ -273,6 +277,30 @@ impl Tidal {
             });
         }
         Ok(())
+    }
+
+    /// [`admit`](Self::admit) without blocking a thread, which first waits up to
+    /// `engine.max_lag_wait_ms` for the dataflow to come within `engine.max_lag_signals` of
+    /// the WAL: writers faster than the dataflow are slowed to its pace, and what they have
+    /// written stays that close to visible.
+    pub async fn admit_async(&self) -> Result<()> {
+        let max = self.config.engine.max_lag_signals;
+        if self.lag() <= max {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.engine.max_lag_wait_ms);
+        while Instant::now() < deadline {
+            tokio::time::sleep(LAG_POLL).await;
+            if self.lag() <= max {
+                return Ok(());
+            }
+        }
+        self.admit()
+    }
+
+    /// Durable signals not yet visible to queries.
+    fn lag(&self) -> u64 {
+        self.wal.signals_written().saturating_sub(self.view().position.signals)
     }
 }
 
