@@ -234,7 +234,11 @@ pub(super) fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, r
     rows.push(Row {
         figure: "durable HTTP ingest (NDJSON x1000, 4 writers, 503 retried)",
         target: ">= 300k signals/s",
-        result: format!("{rate:.0} signals/s ({accepted} accepted, {refused} requests answered 503 and retried)"),
+        result: format!(
+            "{rate:.0} signals/s ({accepted} accepted, {refused} requests answered 503 and retried; all visible {:.2} s after the first, {:.0} signals/s)",
+            secs + drained / 1e3,
+            accepted as f64 / (secs + drained / 1e3)
+        ),
         met: Some(rate >= 300_000.0),
     });
 
