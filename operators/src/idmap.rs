@@ -113,7 +113,7 @@ impl<V: Clone> IdMap<V> {
     }
 
     #[cfg(test)]
-    pub(crate) fn contains(&mut self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.get(id).is_some()
     }
 

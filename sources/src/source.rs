@@ -237,14 +237,13 @@ pub fn wal_source<'s>(
             // about to pass; its encoding would take the core the catch-up runs on) and for
             // the writer to finish the one before (checkpoints never queue up behind a slow
             // disk, each holding its snapshot).
-            let written = options
-                .checkpoints_finished
-                .as_ref()
-                .is_none_or(|f| f.load(std::sync::atomic::Ordering::Acquire) >= asked_at);
             let due = options.checkpoint_every > 0
                 && since_checkpoint >= options.checkpoint_every
                 && !drained.catching_up
-                && written;
+                && options
+                    .checkpoints_finished
+                    .as_ref()
+                    .is_none_or(|f| f.load(std::sync::atomic::Ordering::Acquire) >= asked_at);
             if asked || due {
                 asked_at = upper;
                 output

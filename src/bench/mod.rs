@@ -30,8 +30,10 @@ use tidal_sources::wal::{Wal, WalOptions};
 use tidal::Tidal;
 
 mod http;
+mod server;
 
-use http::{BenchServer, http_phases, metric};
+use http::http_phases;
+use server::{BenchServer, metric};
 use tidal_serving::wal_dir;
 
 /// Options of `tidal bench`.
