@@ -1,5 +1,6 @@
-//! Criterion micro-benchmarks of the hot arithmetic (window-lane updates and decay terms) and
-//! of the checkpoint codec (a pending-retraction list encoded as varints).
+//! Criterion micro-benchmarks of the hot arithmetic (window-lane updates and decay terms), of
+//! the checkpoint codec (a pending-retraction list encoded as varints) and of the WAL's
+//! duplicate check (what a recovery rebuilds per signal, and the writer does per signal).
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use differential_dataflow::difference::Semigroup;
@@ -57,5 +58,50 @@ fn codec(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lanes, decay, codec);
+/// A window of 1M keys loaded from a checkpoint, and 100k distinct signals remembered into
+/// it as a recovery does.
+fn dedup(c: &mut Criterion) {
+    use tidal_core::record::Signal;
+    use tidal_sources::wal::dedup::Dedup;
+    let signal = |i: u64| Signal {
+        kind: "view".into(),
+        item: format!("item-{}", i % 50_000),
+        user: Some(format!("user-{i}")),
+        weight: 1.0,
+        ts: Some(1_700_000_000_000 + i),
+        id: None,
+    };
+    let mut base = Dedup::new(u64::MAX / 4, usize::MAX);
+    let old: Vec<Signal> = (0..1_000_000).map(signal).collect();
+    base.remember_logged(&old, 1);
+    let new: Vec<Signal> = (1_000_000..1_100_000).map(signal).collect();
+    let mut saved = Vec::new();
+    base.save(&mut saved);
+    let mut g = c.benchmark_group("dedup");
+    g.sample_size(10);
+    g.bench_function("load_1m", |b| {
+        b.iter(|| {
+            let mut d = Dedup::new(u64::MAX / 4, usize::MAX);
+            d.load(&saved).expect("saved just now");
+            black_box(d.len())
+        })
+    });
+    g.bench_function("remember_100k_into_1m", |b| {
+        b.iter_batched(
+            || {
+                let mut d = Dedup::new(u64::MAX / 4, usize::MAX);
+                d.load(&saved).expect("saved just now");
+                d
+            },
+            |mut d| {
+                d.remember_logged(&new, 2);
+                black_box(d.len())
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lanes, decay, codec, dedup);
 criterion_main!(benches);

@@ -12,6 +12,8 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use foldhash::fast::RandomState;
+
 use tidal_core::record::Signal;
 
 use super::format::encode_signal;
@@ -28,7 +30,8 @@ pub struct Dedup {
     max_entries: usize,
     evicted: u64,
     now_ms: u64,
-    seen: HashSet<Key>,
+    /// The keys are BLAKE3 prefixes already: a fast hasher, seeded per process, is enough.
+    seen: HashSet<Key, RandomState>,
     order: VecDeque<(u64, Key)>,
     pending: Vec<Key>,
     scratch: Vec<u8>,
@@ -161,6 +164,11 @@ impl Dedup {
         self.now_ms = c.u64("dedup clock")?;
         self.evicted = c.u64("dedup evicted")?;
         let n = c.u64("dedup keys")?;
+        // Room for them at once (a checkpoint's window holds millions), within what the
+        // bytes can hold.
+        let room = usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len() / 24);
+        self.seen.reserve(room);
+        self.order.reserve(room);
         for _ in 0..n {
             let at = c.u64("dedup key clock")?;
             let mut k = [0u8; 16];
