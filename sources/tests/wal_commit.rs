@@ -76,6 +76,33 @@ fn concurrent_producers_every_ack_is_in_the_log() {
     assert!(batches.len() <= 400);
 }
 
+/// An acknowledged batch is in the feed already when its producer is answered: a checkpoint
+/// or a flush asked of the feed after an acknowledgement covers it.
+#[test]
+fn an_acknowledged_batch_is_in_the_feed_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, feed, _) = open(options(dir.path(), ClockMode::Event));
+    // Each write is a chance for the producer to look before the feed has the batch.
+    for i in 0..300u64 {
+        let c = wal
+            .submit_blocking(signals(vec![sig(
+                "view",
+                &format!("item-{i}"),
+                None,
+                Some(1 + i),
+                None,
+            )]))
+            .unwrap();
+        let drained = feed.drain(usize::MAX);
+        let last = drained.batches.iter().map(|b| b.last_lsn()).max();
+        assert_eq!(
+            last,
+            Some(c.last_lsn),
+            "write {i}: the feed holds the acknowledged batch"
+        );
+    }
+}
+
 #[test]
 fn reopen_restores_lsn_clock_and_hands_back_batches() {
     let dir = tempfile::tempdir().unwrap();

@@ -223,6 +223,16 @@ impl Writer {
             self.status.dedup_entries.store(dedup.len() as u64, Ordering::Release);
             self.status.dedup_evicted.store(dedup.evicted(), Ordering::Release);
         }
+        // Hand the batch to the dataflow before acknowledging, so that whatever a producer
+        // has been told is committed is already on its way to the readers: a checkpoint or
+        // a flush asked of the feed after an acknowledgement covers the acknowledged batch.
+        let wrote = match batch {
+            Some(b) if !b.records.is_empty() => {
+                self.feed.push(Arc::new(b));
+                true
+            }
+            _ => false,
+        };
         let last_lsn = self.next_lsn - 1;
         let clock_ms = self.clock.clock_ms();
         let time = self.clock.last_time().unwrap_or(0);
@@ -243,16 +253,7 @@ impl Writer {
             };
             p.reply.send(result);
         }
-        // The producers are answered before the dataflow is woken: waking it first let it
-        // take the core the answer needed. A reader asking for what it was told is
-        // committed waits for it (`min_lsn`); it is in the feed before the next group.
-        match batch {
-            Some(b) if !b.records.is_empty() => {
-                self.feed.push(Arc::new(b));
-                true
-            }
-            _ => false,
-        }
+        wrote
     }
 
     /// Checks a submission's size and times; a bad submission is answered with its error and
