@@ -103,6 +103,40 @@ fn an_acknowledged_batch_is_in_the_feed_before_the_answer() {
     }
 }
 
+/// The last LSN the WAL reports is in the feed already, whoever reads it: a checkpoint asked
+/// for up to it (by another thread than the writer's producers) covers a batch the feed has.
+#[test]
+fn the_reported_last_lsn_is_in_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, feed, _) = open(options(dir.path(), ClockMode::Event));
+    let writer = {
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            for i in 0..2000u64 {
+                wal.submit_blocking(signals(vec![sig(
+                    "view",
+                    &format!("item-{i}"),
+                    None,
+                    Some(1 + i),
+                    None,
+                )]))
+                .unwrap();
+            }
+        })
+    };
+    let mut pushed = 0;
+    while !writer.is_finished() {
+        let reported = wal.last_lsn();
+        let drained = feed.drain(usize::MAX);
+        pushed = drained.batches.iter().map(|b| b.last_lsn()).fold(pushed, u64::max);
+        assert!(
+            pushed >= reported,
+            "LSN {reported} reported, the feed has up to {pushed}"
+        );
+    }
+    writer.join().unwrap();
+}
+
 #[test]
 fn reopen_restores_lsn_clock_and_hands_back_batches() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,16 +206,15 @@ impl Writer {
                 return false;
             }
             self.next_lsn += logged.len() as u64;
-            self.status.last_lsn.store(self.next_lsn - 1, Ordering::Release);
-            self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
-            self.status.last_time.store(time, Ordering::Release);
             let written: usize = plans.iter().filter(|p| p.error.is_none()).map(|p| p.accepted).sum();
-            self.status.signals.fetch_add(written as u64, Ordering::AcqRel);
-            batch = Some(CommittedBatch {
-                time,
-                clock_ms,
-                records: logged,
-            });
+            batch = Some((
+                CommittedBatch {
+                    time,
+                    clock_ms,
+                    records: logged,
+                },
+                written,
+            ));
         }
 
         {
@@ -227,11 +226,21 @@ impl Writer {
         // has been told is committed is already on its way to the readers: a checkpoint or
         // a flush asked of the feed after an acknowledgement covers the acknowledged batch.
         let wrote = match batch {
-            Some(b) if !b.records.is_empty() => {
-                self.feed.push(Arc::new(b));
-                true
+            Some((b, written)) => {
+                let time = b.time;
+                let wrote = !b.records.is_empty();
+                if wrote {
+                    self.feed.push(Arc::new(b));
+                }
+                // Published once the batch is in the feed: a checkpoint asked for up to the
+                // last LSN read here covers a batch the feed has.
+                self.status.last_lsn.store(self.next_lsn - 1, Ordering::Release);
+                self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
+                self.status.last_time.store(time, Ordering::Release);
+                self.status.signals.fetch_add(written as u64, Ordering::AcqRel);
+                wrote
             }
-            _ => false,
+            None => false,
         };
         let last_lsn = self.next_lsn - 1;
         let clock_ms = self.clock.clock_ms();
