@@ -72,14 +72,20 @@ impl Feed {
     /// Appends a committed batch; its time must exceed every earlier batch's. Waits while the
     /// queue is full (back-pressure for replay).
     pub fn push(&self, batch: SharedBatch) {
+        self.push_quietly(batch);
+        self.wake();
+    }
+
+    /// [`push`](Self::push) without waking the reader: the caller wakes it
+    /// ([`wake`](Self::wake)) when it is done with what must come first (the WAL writer
+    /// answers its producers). A drain finds the batch at once.
+    pub fn push_quietly(&self, batch: SharedBatch) {
         let mut st = self.lock();
         while st.batches.len() >= self.capacity && !st.closed && !st.stopped {
             st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.sealed = st.sealed.max(batch.time + 1);
         st.batches.push_back(batch);
-        drop(st);
-        self.wake();
     }
 
     /// Promises that no batch will come with a time below `t`, and asks for the state up to
@@ -199,7 +205,8 @@ impl Feed {
         }
     }
 
-    fn wake(&self) {
+    /// Wakes the workers that read the feed.
+    pub fn wake(&self) {
         let acts = self.activators.lock().unwrap_or_else(|p| p.into_inner());
         for a in acts.iter() {
             let _ = a.activate();

@@ -222,15 +222,17 @@ impl Writer {
             self.status.dedup_entries.store(dedup.len() as u64, Ordering::Release);
             self.status.dedup_evicted.store(dedup.evicted(), Ordering::Release);
         }
-        // Hand the batch to the dataflow before acknowledging, so that whatever a producer
-        // has been told is committed is already on its way to the readers: a checkpoint or
-        // a flush asked of the feed after an acknowledgement covers the acknowledged batch.
+        // The batch is in the feed before any producer is answered, so that whatever a
+        // producer has been told is committed is already on its way to the readers: a
+        // checkpoint or a flush asked of the feed after an acknowledgement covers it.
         let wrote = match batch {
             Some((b, written)) => {
                 let time = b.time;
                 let wrote = !b.records.is_empty();
                 if wrote {
-                    self.feed.push(Arc::new(b));
+                    // In the feed now, the reader woken once the producers are answered:
+                    // woken first, the dataflow took the core the answers needed.
+                    self.feed.push_quietly(Arc::new(b));
                 }
                 // Published once the batch is in the feed: a checkpoint asked for up to the
                 // last LSN read here covers a batch the feed has.
@@ -261,6 +263,9 @@ impl Writer {
                 }
             };
             p.reply.send(result);
+        }
+        if wrote {
+            self.feed.wake();
         }
         wrote
     }
