@@ -143,14 +143,19 @@ fn run() -> Result<(), String> {
     let lsn = clock["lsn"].as_u64().ok_or("GET /v1/clock answered no lsn")?;
 
     // 1. Trending over the last 30 days, overall and in two cohorts.
-    let q = format!("profile=trending&window=30d&limit=5&min_lsn={lsn}");
-    let q = q.as_str();
-    show(&server, "Trending (30 days), everyone", q)?;
-    show(&server, "Trending among gender:F", &format!("{q}&cohort=gender:F"))?;
+    // The later reads pass the LSN of the write they follow instead.
+    let q = "profile=trending&window=30d&limit=5";
+    let loaded = format!("min_lsn={lsn}");
+    show(&server, "Trending (30 days), everyone", &format!("{q}&{loaded}"))?;
+    show(
+        &server,
+        "Trending among gender:F",
+        &format!("{q}&cohort=gender:F&{loaded}"),
+    )?;
     show(
         &server,
         "Trending among occupation:programmer",
-        &format!("{q}&cohort=occupation:programmer"),
+        &format!("{q}&cohort=occupation:programmer&{loaded}"),
     )?;
 
     // 2. A composite: estimated until declared, exact at once after.
@@ -158,7 +163,7 @@ fn run() -> Result<(), String> {
     let before = show(
         &server,
         "Trending among women educators",
-        &format!("{q}&cohort={composite}"),
+        &format!("{q}&cohort={composite}&{loaded}"),
     )?;
     let ack = server.send(
         "PUT",
@@ -188,7 +193,7 @@ fn run() -> Result<(), String> {
 
     // 3. One user: seen, hidden, following.
     let user = educators.first().cloned().ok_or("no woman educator in the data")?;
-    let trending = server.send("GET", &format!("/v1/rankings?{q}"), "", "application/json")?;
+    let trending = server.send("GET", &format!("/v1/rankings?{q}&{loaded}"), "", "application/json")?;
     let top: Vec<String> = trending["items"]
         .as_array()
         .into_iter()
