@@ -76,6 +76,11 @@ fn concurrent_producers_every_ack_is_in_the_log() {
     assert!(batches.len() <= 400);
 }
 
+/// The `i`-th of a run of single-signal writes: a view of its own item at event time `1 + i`.
+fn view_at(i: u64) -> Vec<Record> {
+    signals(vec![sig("view", &format!("item-{i}"), None, Some(1 + i), None)])
+}
+
 /// An acknowledged batch is in the feed already when its producer is answered: a checkpoint
 /// or a flush asked of the feed after an acknowledgement covers it.
 #[test]
@@ -84,15 +89,7 @@ fn an_acknowledged_batch_is_in_the_feed_before_the_answer() {
     let (wal, feed, _) = open(options(dir.path(), ClockMode::Event));
     // Each write is a chance for the producer to look before the feed has the batch.
     for i in 0..300u64 {
-        let c = wal
-            .submit_blocking(signals(vec![sig(
-                "view",
-                &format!("item-{i}"),
-                None,
-                Some(1 + i),
-                None,
-            )]))
-            .unwrap();
+        let c = wal.submit_blocking(view_at(i)).unwrap();
         let drained = feed.drain(usize::MAX);
         let last = drained.batches.iter().map(|b| b.last_lsn()).max();
         assert_eq!(
@@ -113,14 +110,7 @@ fn the_reported_last_lsn_is_in_the_feed() {
         let wal = wal.clone();
         std::thread::spawn(move || {
             for i in 0..2000u64 {
-                wal.submit_blocking(signals(vec![sig(
-                    "view",
-                    &format!("item-{i}"),
-                    None,
-                    Some(1 + i),
-                    None,
-                )]))
-                .unwrap();
+                wal.submit_blocking(view_at(i)).unwrap();
             }
         })
     };

@@ -165,8 +165,9 @@ impl Dedup {
         self.evicted = c.u64("dedup evicted")?;
         let n = c.u64("dedup keys")?;
         // Room for them at once (a checkpoint's window holds millions), within what the
-        // bytes can hold.
-        let room = usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len() / 24);
+        // bytes can hold: each key is saved with its clock.
+        let saved = std::mem::size_of::<u64>() + std::mem::size_of::<Key>();
+        let room = usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len() / saved);
         self.seen.reserve(room);
         self.order.reserve(room);
         for _ in 0..n {
