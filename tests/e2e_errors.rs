@@ -111,6 +111,25 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
     }
     let (st, v) = s.get("/v1/rankings?min_lsn=999999999");
     assert_error(st, &v, 400, "lsn_not_written");
+    // A parameter given twice: which one was meant cannot be told, on every read.
+    for path in [
+        "/v1/rankings?limit=5&limit=7",
+        "/v1/rankings?profile=trending&profile=hot",
+        "/v1/items/fine?min_lsn=1&min_lsn=2",
+        "/v1/users/u1?vector=1&vector=0",
+    ] {
+        let (st, v) = s.get(path);
+        assert_error(st, &v, 400, "repeated_parameter");
+        let named = path
+            .split(['?', '&'])
+            .nth(1)
+            .and_then(|p| p.split('=').next())
+            .unwrap_or_default();
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| m.contains(named)),
+            "{path}: the message names {named}: {v}"
+        );
+    }
 
     // Unknown endpoint, wrong method, clock in wall mode, too large a body.
     let (st, v) = s.get("/v1/nothing");

@@ -201,16 +201,16 @@ fn users_cohorts_and_relationships_through_the_server() {
         (
             "/v1/cohorts/x",
             json!({"where": {"planet": "mars"}}),
-            "invalid_user",
+            "invalid_cohort",
             "where.planet",
         ),
         (
             "/v1/cohorts/Bad!",
             json!({"where": {"region": "US"}}),
-            "invalid_user",
+            "invalid_cohort",
             "cohort name",
         ),
-        ("/v1/cohorts/x", json!({"where": {}}), "invalid_user", "where"),
+        ("/v1/cohorts/x", json!({"where": {}}), "invalid_cohort", "where"),
     ] {
         let (status, v) = s.put(path, &body);
         assert_eq!(status, 400, "{path} {body}: {v}");

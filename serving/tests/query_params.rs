@@ -225,6 +225,12 @@ fn bad_parameters_are_named() {
             "q",
         ),
         (&[("limt", "5")], "unknown_parameter", "limt"),
+        (&[("limit", "5"), ("limit", "7")], "repeated_parameter", "limit"),
+        (
+            &[("profile", "trending"), ("cohort", "region:US"), ("profile", "hot")],
+            "repeated_parameter",
+            "profile",
+        ),
     ];
     for (q, code, param) in cases {
         let e = parse(q).expect_err(&format!("{q:?} should be refused"));

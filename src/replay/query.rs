@@ -62,5 +62,7 @@ mod tests {
         let e = parse("profile=hot&half_life=5h", &config).unwrap_err();
         assert!(e.contains("half_life"), "{e}");
         assert!(parse("nonsense=1", &config).is_err());
+        let e = parse("profile=hot&limit=5&limit=7", &config).unwrap_err();
+        assert!(e.contains("limit") && e.contains("more than once"), "{e}");
     }
 }

@@ -68,8 +68,14 @@ pub(super) async fn snapshot_with(
 pub(super) fn query_pairs(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    q.map(|Query(p)| p)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    let pairs = q
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    // `limit=5&limit=7`: which one was meant cannot be told.
+    match crate::query::repeated(pairs.iter().map(|(k, _)| k.as_str())) {
+        Some(name) => Err(crate::Error::from(crate::query::QueryError::repeated(name)).into()),
+        None => Ok(pairs),
+    }
 }
 
 /// Writes signals: one JSON object, a JSON array of them, or NDJSON

@@ -27,6 +27,8 @@ pub enum QueryErrorKind {
     InvalidCursor,
     /// `cohort=` names a dimension the schema does not declare.
     UnknownDimension,
+    /// A parameter given more than once (which one was meant cannot be told).
+    RepeatedParameter,
 }
 
 impl QueryErrorKind {
@@ -44,6 +46,7 @@ impl QueryErrorKind {
             QueryErrorKind::LimitTooLarge => "limit_too_large",
             QueryErrorKind::InvalidCursor => "invalid_cursor",
             QueryErrorKind::UnknownDimension => "unknown_dimension",
+            QueryErrorKind::RepeatedParameter => "repeated_parameter",
         }
     }
 }
@@ -60,7 +63,22 @@ pub struct QueryError {
     pub message: String,
 }
 
+/// The first name that `names` holds twice, if any.
+pub fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.into_iter().find(|n| !seen.insert(*n))
+}
+
 impl QueryError {
+    /// The error for parameter `name` given more than once.
+    pub fn repeated(name: &str) -> QueryError {
+        QueryError::new(
+            QueryErrorKind::RepeatedParameter,
+            name,
+            format!("{name}: given more than once; give each parameter once"),
+        )
+    }
+
     /// An error of `kind` about `param`.
     pub fn new(kind: QueryErrorKind, param: &str, message: impl Into<String>) -> QueryError {
         QueryError {

@@ -26,7 +26,7 @@ use tidal_core::Config;
 use tidal_sinks::View;
 
 pub use blend::{Personal, Transforms};
-pub use error::{QueryError, QueryErrorKind};
+pub use error::{QueryError, QueryErrorKind, repeated};
 pub use foryou::preference;
 pub use item::{CohortFeatures, CohortSignal, ItemView, SignalFeatures, item_view, item_view_in};
 pub use params::{

@@ -115,9 +115,12 @@ pub enum Error {
     /// An item's metadata is malformed.
     #[error("{0}")]
     InvalidItem(String),
-    /// A user's attributes, a cohort definition or a relationship is malformed.
+    /// A user's attributes are malformed.
     #[error("{0}")]
     InvalidUser(String),
+    /// A cohort's name or definition is malformed.
+    #[error("{0}")]
+    InvalidCohort(String),
     /// A ranking request does not parse for the schema.
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -281,6 +284,7 @@ impl Error {
             | Error::InvalidId(_)
             | Error::InvalidItem(_)
             | Error::InvalidUser(_)
+            | Error::InvalidCohort(_)
             | Error::Query(_)
             | Error::WallClock
             | Error::LsnNotWritten { .. } => 400,
@@ -315,6 +319,7 @@ impl Error {
             Error::InvalidId(_) => "invalid_id",
             Error::InvalidItem(_) => "invalid_item",
             Error::InvalidUser(_) => "invalid_user",
+            Error::InvalidCohort(_) => "invalid_cohort",
             Error::Query(q) => q.code(),
             Error::WallClock => "wall_clock",
             Error::TooLarge { .. } => "too_large",

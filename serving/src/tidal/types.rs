@@ -169,7 +169,7 @@ impl RankQuery {
     }
 
     /// From a URL query string (`profile=hot&limit=10`, `%XX` escapes and `+` decoded, a
-    /// leading `?` allowed).
+    /// leading `?` allowed); a parameter given twice is refused.
     pub fn parse(query: &str) -> Result<RankQuery> {
         let query = query.trim();
         let query = query.strip_prefix('?').unwrap_or(query);
@@ -180,6 +180,9 @@ impl RankQuery {
                 format!("the query string {query:?} does not decode: {e}"),
             ))
         })?;
+        if let Some(name) = crate::query::repeated(pairs.iter().map(|(k, _)| k.as_str())) {
+            return Err(Error::Query(QueryError::repeated(name)));
+        }
         Ok(RankQuery::from_pairs(pairs))
     }
 

@@ -43,23 +43,23 @@ impl Tidal {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !valid {
-            return Err(Error::InvalidUser(format!(
+            return Err(Error::InvalidCohort(format!(
                 "cohort name {name:?}: must be 1-64 characters of [a-z0-9_-]"
             )));
         }
         if rule.is_empty() {
-            return Err(Error::InvalidUser(
+            return Err(Error::InvalidCohort(
                 "where: must name at least one dimension:value".into(),
             ));
         }
         for (k, v) in rule {
             if !self.config.cohort_dimensions.contains(k) {
-                return Err(Error::InvalidUser(format!(
+                return Err(Error::InvalidCohort(format!(
                     "where.{k}: not a declared cohort dimension (declared: {})",
                     self.config.cohort_dimensions.join(", ")
                 )));
             }
-            check_id(&format!("where.{k}"), v, self.config.server.max_id_bytes).map_err(Error::InvalidUser)?;
+            check_id(&format!("where.{k}"), v, self.config.server.max_id_bytes).map_err(Error::InvalidCohort)?;
         }
         Ok(())
     }
