@@ -86,6 +86,19 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
     assert_error(st, &v, 400, "invalid_item");
     let (st, v) = s.put("/v1/items/a", &json!({"created_at": "yesterday"}));
     assert_error(st, &v, 400, "invalid_item");
+    // A category is a filter's key: an empty one could never be asked for.
+    for (category, words) in [("", "category must not be empty"), ("a\u{1}b", "category")] {
+        let (st, v) = s.put("/v1/items/a", &json!({ "category": category }));
+        assert_error(st, &v, 400, "invalid_item");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains(words)), "{v}");
+    }
+    let (st, _) = s.get("/v1/items/a");
+    assert_eq!(st, 404, "a refused item was written");
+    // A weight far out of bounds is shown in exponent form, not as hundreds of digits.
+    let (st, v) = s.post("/v1/signals", &json!({"type": "view", "item": "a", "weight": 1e300}));
+    assert_error(st, &v, 400, "invalid_signal");
+    let m = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("weight 1e300 is outside") && m.len() < 200, "{m}");
 
     // Rankings parameters.
     for (q, code) in [

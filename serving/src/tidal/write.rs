@@ -86,8 +86,14 @@ impl Tidal {
             return Err(bad("weight must be a finite number".into()));
         }
         if weight < st.min_weight || weight > st.max_weight {
+            // 1e300 as "1e300", not three hundred digits.
+            let shown = if weight.abs() >= 1e9 {
+                format!("{weight:e}")
+            } else {
+                weight.to_string()
+            };
             return Err(bad(format!(
-                "weight {weight} is outside [{}, {}] for signal type {:?}",
+                "weight {shown} is outside [{}, {}] for signal type {:?}",
                 st.min_weight, st.max_weight, st.name
             )));
         }
@@ -130,6 +136,10 @@ impl Tidal {
         let max_id = self.config.server.max_id_bytes;
         if let Some(c) = &meta.creator {
             check_id("creator", c, max_id).map_err(Error::InvalidItem)?;
+        }
+        // A category is a filter's key (`category=`), held to the rules of one.
+        if let Some(c) = &meta.category {
+            check_id("category", c, max_id).map_err(Error::InvalidItem)?;
         }
         for t in &meta.tags {
             check_id("tag", t, max_id).map_err(Error::InvalidItem)?;
