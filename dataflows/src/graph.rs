@@ -38,6 +38,9 @@ pub struct Outputs<'s> {
     pub side: StreamVec<'s, Time, SideUpdate>,
     /// This worker's state counters.
     pub stats: Arc<StateStats>,
+    /// The LSN of this process's WAL the restored checkpoint covers, if the state starts
+    /// from one: the item states before it come from the checkpoint, those after from the log.
+    pub restored_lsn: Option<u64>,
 }
 
 impl<'s> Outputs<'s> {
@@ -65,6 +68,7 @@ pub fn build<'s>(
     persist: Persist,
 ) -> Outputs<'s> {
     let cluster = source.sources > 1;
+    let restored_lsn = persist.restore.as_ref().map(|r| r.position.lsn);
     let control = wal_source(scope, feed, source, stats.clone()).broadcast();
     let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone(), persist.clone(), cluster);
     let windows = tidal_operators::windows(
@@ -105,5 +109,6 @@ pub fn build<'s>(
         cohorts,
         side: users.side,
         stats,
+        restored_lsn,
     }
 }

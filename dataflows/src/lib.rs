@@ -198,7 +198,7 @@ impl Engine {
         let peers = options.peers();
         Engine::start_with(config, options, feed, move |out: Outputs<'_>, index: usize| {
             if let Some(shard) = shards.shard(index) {
-                let at = StoreShard::new(index, peers, place.process, place.processes);
+                let at = StoreShard::new(index, peers, place.process, place.processes).restored_at(out.restored_lsn);
                 shard_sink(
                     out.sink_inputs(),
                     out.control.clone(),

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub recovered_records: Gauge,
     /// The LSN of the checkpoint the last start restored.
     pub restored_lsn: Gauge,
+    /// Item metadata writes and removals the entity store committed since the start.
+    pub store_items_committed: Gauge,
     /// Time spent in each stage since the start, seconds (the sink's on its own threads).
     pub stage_busy: Family<StageLabel, Gauge<f64, AtomicU64>>,
 }
@@ -110,6 +112,7 @@ impl Metrics {
         let checkpoint_lsn = Gauge::default();
         let recovered_records = Gauge::default();
         let restored_lsn = Gauge::default();
+        let store_items_committed = Gauge::default();
         let stage_busy = Family::<StageLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "stage_busy_seconds",
@@ -130,6 +133,11 @@ impl Metrics {
             "restored_lsn",
             "The LSN of the checkpoint the last start restored (0: none, the whole WAL was replayed)",
             restored_lsn.clone(),
+        );
+        registry.register(
+            "entity_store_items_committed",
+            "Item metadata writes and removals the entity store committed since the start (a start from a checkpoint the store already holds writes only the items changed after it)",
+            store_items_committed.clone(),
         );
         registry.register(
             "state_entries",
@@ -202,6 +210,7 @@ impl Metrics {
             checkpoint_lsn,
             recovered_records,
             restored_lsn,
+            store_items_committed,
             stage_busy,
         }
     }
@@ -221,6 +230,7 @@ impl Metrics {
         self.checkpoint_lsn.set(s.checkpoint_lsn as i64);
         self.recovered_records.set(s.recovered_records as i64);
         self.restored_lsn.set(s.restored_lsn as i64);
+        self.store_items_committed.set(s.store_items_committed as i64);
         let c = &s.state;
         for (part, v) in [
             ("items", c.items),

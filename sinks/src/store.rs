@@ -8,9 +8,11 @@
 //! metadata, or its removal) and a batch is atomic, so the store always holds the shard's
 //! items as of some LSN at least the one recorded: a start that rebuilds the serving state
 //! from a checkpoint skips the versions up to that LSN instead of rewriting a million items
-//! (and growing the LSM tree by as much) at every restart. A different layout (shard count
-//! or process) finds no valid record and writes everything; its first batch invalidates the
-//! records of the layout before it.
+//! (and growing the LSM tree by as much) at every restart. A start from a checkpoint the
+//! store holds (its LSN at least the checkpoint's) whose log goes on past the store's
+//! ([`StoreShard::restored_at`], after a kill -9) writes only the items that log changed. A
+//! different layout (shard count or process) finds no valid record and writes everything;
+//! its first batch invalidates the records of the layout before it.
 //!
 //! The batches are committed on a thread of the store's own, in the order they were handed
 //! over, so that the worker does not wait for them (a catch-up's version puts a million
@@ -18,7 +20,8 @@
 //! handed over before.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle};
 
@@ -60,6 +63,8 @@ struct Partitions {
     keyspace: Keyspace,
     items: PartitionHandle,
     written: PartitionHandle,
+    /// Item writes and removals committed since the store was opened.
+    committed: Arc<AtomicU64>,
 }
 
 impl Partitions {
@@ -76,8 +81,11 @@ impl Partitions {
                 None => batch.remove(&self.items, c.id.as_bytes()),
             }
         }
-        if let Err(e) = batch.commit() {
-            tracing::warn!(error = %e, items = changes.len(), "entity store write failed");
+        match batch.commit() {
+            Ok(()) => {
+                self.committed.fetch_add(changes.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, items = changes.len(), "entity store write failed"),
         }
     }
 }
@@ -87,6 +95,8 @@ impl Partitions {
 pub struct StoreShard {
     key: Vec<u8>,
     layout: Vec<u8>,
+    /// The LSN of the checkpoint the shard's state is restored from, if any.
+    restored: Option<u64>,
 }
 
 impl StoreShard {
@@ -95,7 +105,23 @@ impl StoreShard {
         StoreShard {
             key: format!("shard/{shard}").into_bytes(),
             layout: format!("{shards} shards, process {process} of {processes}").into_bytes(),
+            restored: None,
         }
+    }
+
+    /// The same shard, its state restored from a checkpoint covering this process's WAL up
+    /// to `lsn` (`None`: built from the log alone). Where the store already holds the items
+    /// as of that LSN or later, the first version after the start writes only the items the
+    /// log after the checkpoint changed, not every restored one again.
+    #[must_use]
+    pub fn restored_at(mut self, lsn: Option<u64>) -> StoreShard {
+        self.restored = lsn;
+        self
+    }
+
+    /// The restored checkpoint's LSN, if any.
+    pub(crate) fn restored(&self) -> Option<u64> {
+        self.restored
     }
 }
 
@@ -154,6 +180,7 @@ impl EntityStore {
             keyspace,
             items,
             written,
+            committed: Arc::new(AtomicU64::new(0)),
         };
         let (tx, rx) = mpsc::channel::<Job>();
         let on_thread = partitions.clone();
@@ -183,6 +210,12 @@ impl EntityStore {
                 let _ = wait.recv();
             }
         }
+    }
+
+    /// Item writes and removals committed since the store was opened (those handed over
+    /// and not committed yet are not counted).
+    pub fn items_committed(&self) -> u64 {
+        self.partitions.committed.load(Ordering::Relaxed)
     }
 
     /// The LSN `shard`'s items are stored as of (at least), if its layout wrote last.

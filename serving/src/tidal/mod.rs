@@ -145,6 +145,8 @@ pub struct Stats {
     pub recovered_records: u64,
     /// The LSN of the checkpoint the last start restored (0: none, the whole WAL replayed).
     pub restored_lsn: u64,
+    /// Item metadata writes and removals the entity store committed since the start.
+    pub store_items_committed: u64,
 }
 
 /// `<data-dir>/wal`: where the WAL of a data directory lives.
@@ -430,6 +432,7 @@ impl Tidal {
     pub fn stats(&self) -> Stats {
         let snap = self.view();
         let (dedup_entries, dedup_evicted) = self.wal.dedup_stats();
+        let pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
         Stats {
             wal_lsn: self.wal.last_lsn(),
             visible_lsn: snap.lsn(),
@@ -440,13 +443,8 @@ impl Tidal {
             serving_clock: snap.clock_ms(),
             dedup_entries,
             dedup_evicted,
-            state: self
-                .pipeline
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|p| p.state())
-                .unwrap_or_default(),
+            state: pipeline.as_ref().map(|p| p.state()).unwrap_or_default(),
+            store_items_committed: pipeline.as_ref().map_or(0, |p| p.store_items_committed()),
             serving_keys: snap.shards.iter().map(|s| s.key_count()).sum(),
             nearest_waiting: snap.shards.iter().map(|s| s.ann().waiting()).sum(),
             checkpoint_lsn: self.checkpointer.latest().map_or(0, |m| m.position.lsn),

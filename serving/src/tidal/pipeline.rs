@@ -21,6 +21,7 @@ pub struct Pipeline {
     feed: Arc<Feed>,
     shards: Arc<Shards>,
     engine: Engine,
+    store: Option<Arc<EntityStore>>,
 }
 
 impl Pipeline {
@@ -55,8 +56,18 @@ impl Pipeline {
             options.workers,
         ));
         prepare(&shards);
-        let engine = Engine::start(config, options, feed.clone(), shards.clone(), store)?;
-        Ok(Pipeline { feed, shards, engine })
+        let engine = Engine::start(config, options, feed.clone(), shards.clone(), store.clone())?;
+        Ok(Pipeline {
+            feed,
+            shards,
+            engine,
+            store,
+        })
+    }
+
+    /// Item writes and removals the entity store committed since the start (0 without one).
+    pub fn store_items_committed(&self) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.items_committed())
     }
 
     /// The feed the dataflow reads.

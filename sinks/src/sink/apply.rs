@@ -4,7 +4,7 @@
 //! the version and publishes it into the shard ([`SinkCore::step`]). The cohort part follows
 //! its own frontier ([`CohortPart`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tidal_core::Config;
@@ -91,6 +91,14 @@ pub(super) struct SinkCore {
     cohorts: CohortPart,
     /// The LSN the store holds this shard's items as of, from the run before.
     stored: Option<u64>,
+    /// Until the first version after a start from a checkpoint the store already holds
+    /// (it was written up to the checkpoint's LSN or later): the ids whose state the log
+    /// after the checkpoint changed, each with whether it had metadata before a change.
+    /// That version writes only them, not every restored item again (a million, after a
+    /// kill -9, and the LSM tree compacting them for a minute beside the queries), and
+    /// removes those whose metadata the log took away (the version, compared with no
+    /// version before it, would not).
+    tail_ids: Option<HashMap<String, bool>>,
     /// Containers received since the last cut, and containers with updates at times not yet
     /// cut, by their earliest such time.
     fresh: Vec<Batch>,
@@ -119,6 +127,11 @@ impl SinkCore {
         // Nothing of the cohort part is applied yet: the versions say so until it is.
         builder.set_cohort_cut(CohortCut::default());
         let stored = store.as_ref().and_then(|(s, at)| s.written(at));
+        let restored = store.as_ref().and_then(|(_, at)| at.restored());
+        let tail_ids = stored
+            .zip(restored)
+            .is_some_and(|(stored, restored)| stored >= restored)
+            .then(HashMap::new);
         let positions = vec![Position::default(); place.processes.max(1)];
         SinkCore {
             shard,
@@ -129,6 +142,7 @@ impl SinkCore {
             side_later: BTreeMap::new(),
             cohorts: CohortPart::new(place),
             stored,
+            tail_ids,
             fresh: Vec::new(),
             later: BTreeMap::new(),
             marks: BTreeMap::new(),
@@ -225,6 +239,18 @@ impl SinkCore {
         let mut published = false;
         for (m, (publish, ps)) in due {
             let ready = self.take_before(m);
+            if let Some(ids) = &mut self.tail_ids {
+                // A restored state is emitted at time 0; the log after the checkpoint comes
+                // at the times of its batches.
+                for (d, t, diff) in ready.iter().flatten() {
+                    if let Delta::Item { state, .. } = d
+                        && *t > 0
+                    {
+                        let had = *diff < 0 && !state.deleted && state.meta.is_some();
+                        *ids.entry(state.id.clone()).or_default() |= had;
+                    }
+                }
+            }
             let builder = &mut self.builder;
             if !ready.is_empty() {
                 builder.apply_deltas(&ready);
@@ -253,11 +279,17 @@ impl SinkCore {
             self.shard.publish(version);
             self.last_version = m;
             published = true;
+            let tail_ids = self.tail_ids.take();
             if let Some((store, at)) = &self.store {
                 // A version the store already holds (a start rebuilding the state it
-                // wrote before) is not written again.
+                // wrote before) is not written again; the first one after a start from a
+                // checkpoint it holds, only for the items changed after the checkpoint.
                 if self.stored.is_none_or(|lsn| own.lsn > lsn) {
                     self.stored = None;
+                    let changes = match tail_ids {
+                        Some(ids) => tail_writes(changes, &ids),
+                        None => changes,
+                    };
                     store.write(changes, Some((at, own.lsn)));
                 }
             }
@@ -438,6 +470,21 @@ type MarksAt = (bool, Vec<(usize, Position)>);
 
 /// Updates as the sink receives them.
 pub(super) type Batch = Vec<(Delta, Time, isize)>;
+
+/// The store writes of the first version after a start from a checkpoint the store holds:
+/// the changes of the items the log after the checkpoint changed (`ids`), and the removal
+/// of those that had metadata and have none now.
+fn tail_writes(changes: Vec<ItemChange>, ids: &HashMap<String, bool>) -> Vec<ItemChange> {
+    let mut writes: Vec<ItemChange> = changes.into_iter().filter(|c| ids.contains_key(&*c.id)).collect();
+    let written: std::collections::HashSet<&str> = writes.iter().map(|c| &*c.id).collect();
+    let gone: Vec<ItemChange> = ids
+        .iter()
+        .filter(|(id, had)| **had && !written.contains(id.as_str()))
+        .map(|(id, _)| ItemChange::remove(id))
+        .collect();
+    writes.extend(gone);
+    writes
+}
 
 /// Files a container under `ready` if all its times are before `now`, under `later` (by its
 /// earliest time) if none is, or splits it.
