@@ -276,10 +276,8 @@ fn checkpoint_command_covers_the_log_of_a_killed_server() {
 #[test]
 fn a_stop_signal_checkpoints_and_the_next_start_replays_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("tidal.toml");
-    std::fs::write(&cfg, "[engine]\ncheckpoint_every = 1000000000\n").expect("config");
-    let args = ["--config", cfg.to_str().expect("path")];
-    let data = dir.path().join("data");
+    let (cfg, data) = checkpoints_at_stops_only(dir.path());
+    let args = ["--config", cfg.as_str()];
     let s = Server::start(&data, &args, &[]);
     for i in 0..20 {
         let (st, v) = s.put(
@@ -322,6 +320,14 @@ fn a_stop_signal_checkpoints_and_the_next_start_replays_nothing() {
     assert_eq!(s.ranking(query), before);
 }
 
+/// A configuration file under `dir` whose server checkpoints only when it stops (none is due
+/// on the way), and the data directory beside it.
+fn checkpoints_at_stops_only(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let cfg = dir.join("tidal.toml");
+    std::fs::write(&cfg, "[engine]\ncheckpoint_every = 1000000000\n").expect("config");
+    (cfg.to_str().expect("path").to_string(), dir.join("data"))
+}
+
 /// The value of a `/metrics` gauge.
 fn gauge(s: &Server, name: &str) -> u64 {
     let (st, metrics) = s.get("/metrics");
@@ -339,10 +345,8 @@ fn gauge(s: &Server, name: &str) -> u64 {
 #[test]
 fn after_kill9_the_entity_store_writes_only_what_followed_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("tidal.toml");
-    std::fs::write(&cfg, "[engine]\ncheckpoint_every = 1000000000\n").expect("config");
-    let args = ["--config", cfg.to_str().expect("path")];
-    let data = dir.path().join("data");
+    let (cfg, data) = checkpoints_at_stops_only(dir.path());
+    let args = ["--config", cfg.as_str()];
     let committed = "tidal_entity_store_items_committed";
 
     // Twenty items, then a stop: its checkpoint covers them, and so does the store.
