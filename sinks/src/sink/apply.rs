@@ -239,18 +239,7 @@ impl SinkCore {
         let mut published = false;
         for (m, (publish, ps)) in due {
             let ready = self.take_before(m);
-            if let Some(ids) = &mut self.tail_ids {
-                // A restored state is emitted at time 0; the log after the checkpoint comes
-                // at the times of its batches.
-                for (d, t, diff) in ready.iter().flatten() {
-                    if let Delta::Item { state, .. } = d
-                        && *t > 0
-                    {
-                        let had = *diff < 0 && !state.deleted && state.meta.is_some();
-                        *ids.entry(state.id.clone()).or_default() |= had;
-                    }
-                }
-            }
+            self.note_tail(&ready);
             let builder = &mut self.builder;
             if !ready.is_empty() {
                 builder.apply_deltas(&ready);
@@ -330,7 +319,23 @@ impl SinkCore {
         }
         let ready = self.take_before(reached + 1);
         if !ready.is_empty() {
+            self.note_tail(&ready);
             self.builder.apply_deltas(&ready);
+        }
+    }
+
+    /// Until the first version: notes the ids whose state `ready` changes after the restore
+    /// (a restored state is emitted at time 0, the log after the checkpoint at the times of
+    /// its batches). Every batch the builder applies passes here first.
+    fn note_tail(&mut self, ready: &[Batch]) {
+        let Some(ids) = &mut self.tail_ids else { return };
+        for (d, t, diff) in ready.iter().flatten() {
+            if let Delta::Item { state, .. } = d
+                && *t > 0
+            {
+                let had = *diff < 0 && !state.deleted && state.meta.is_some();
+                *ids.entry(state.id.clone()).or_default() |= had;
+            }
         }
     }
 
