@@ -10,9 +10,13 @@
 //! from a checkpoint skips the versions up to that LSN instead of rewriting a million items
 //! (and growing the LSM tree by as much) at every restart. A start from a checkpoint the
 //! store holds (its LSN at least the checkpoint's) whose log goes on past the store's
-//! ([`StoreShard::restored_at`], after a kill -9) writes only the items that log changed. A
-//! different layout (shard count or process) finds no valid record and writes everything;
-//! its first batch invalidates the records of the layout before it.
+//! ([`StoreShard::restored_at`], after a kill -9) writes only the items that log changed,
+//! and removes those it deleted. A store behind the checkpoint (the process killed after a
+//! checkpoint was complete but before the store's thread had committed its version: in
+//! practice the store is milliseconds behind and a checkpoint takes seconds to write) gets
+//! every restored item again, but keeps an item deleted between the two until it is put or
+//! deleted again. A different layout (shard count or process) finds no valid record and
+//! writes everything; its first batch invalidates the records of the layout before it.
 //!
 //! The batches are committed on a thread of the store's own, in the order they were handed
 //! over, so that the worker does not wait for them (a catch-up's version puts a million
