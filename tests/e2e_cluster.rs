@@ -91,14 +91,7 @@ impl Cluster {
 
 /// A metric of `/metrics` (0 when absent).
 fn metric(s: &Server, name: &str) -> u64 {
-    let text = ureq::get(&s.url("/metrics"))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    s.metric(name).unwrap_or(0)
 }
 
 /// The clock the whole state is served as of: the cohort counts too.

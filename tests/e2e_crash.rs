@@ -330,13 +330,7 @@ fn checkpoints_at_stops_only(dir: &std::path::Path) -> (String, std::path::PathB
 
 /// The value of a `/metrics` gauge.
 fn gauge(s: &Server, name: &str) -> u64 {
-    let (st, metrics) = s.get("/metrics");
-    assert_eq!(st, 200);
-    let text = metrics.as_str().unwrap_or_default().to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+    s.metric(name).unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// After a kill -9, a start from a checkpoint the entity store already holds writes to the

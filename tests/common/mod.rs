@@ -108,6 +108,18 @@ impl Server {
         call(ureq::delete(&self.url(path)))
     }
 
+    /// The value of a `/metrics` series without labels (`None` when absent).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let text = ureq::get(&self.url("/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
     /// Ranking ids with scores.
     pub fn ranking(&self, query: &str) -> Vec<(String, f64)> {
         let (status, v) = self.get(&format!("/v1/rankings?{query}"));

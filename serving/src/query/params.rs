@@ -206,12 +206,11 @@ const KNOWN: [&str; 18] = [
 impl RankParams {
     /// Parses query pairs; a parameter given twice is refused.
     pub fn parse<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)], config: &Config) -> Result<RankParams, QueryError> {
-        if let Some(name) = super::error::repeated(pairs.iter().map(|(k, _)| k.as_ref())) {
-            return Err(QueryError::repeated(name));
-        }
         let mut map: HashMap<&str, &str> = HashMap::new();
         for (k, v) in pairs {
-            map.insert(k.as_ref(), v.as_ref());
+            if map.insert(k.as_ref(), v.as_ref()).is_some() {
+                return Err(QueryError::repeated(k.as_ref()));
+            }
         }
         Self::parse_map(&map, config)
     }

@@ -432,7 +432,10 @@ impl Tidal {
     pub fn stats(&self) -> Stats {
         let snap = self.view();
         let (dedup_entries, dedup_evicted) = self.wal.dedup_stats();
-        let pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, store_items_committed) = match &*self.pipeline.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(p) => (p.state(), p.store_items_committed()),
+            None => Default::default(),
+        };
         Stats {
             wal_lsn: self.wal.last_lsn(),
             visible_lsn: snap.lsn(),
@@ -443,8 +446,8 @@ impl Tidal {
             serving_clock: snap.clock_ms(),
             dedup_entries,
             dedup_evicted,
-            state: pipeline.as_ref().map(|p| p.state()).unwrap_or_default(),
-            store_items_committed: pipeline.as_ref().map_or(0, |p| p.store_items_committed()),
+            state,
+            store_items_committed,
             serving_keys: snap.shards.iter().map(|s| s.key_count()).sum(),
             nearest_waiting: snap.shards.iter().map(|s| s.ann().waiting()).sum(),
             checkpoint_lsn: self.checkpointer.latest().map_or(0, |m| m.position.lsn),

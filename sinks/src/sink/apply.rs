@@ -238,15 +238,11 @@ impl SinkCore {
         }
         let mut published = false;
         for (m, (publish, ps)) in due {
-            let ready = self.take_before(m);
-            self.note_tail(&ready);
-            let builder = &mut self.builder;
-            if !ready.is_empty() {
-                builder.apply_deltas(&ready);
-            }
             // A restore's or a catch-up's batches are millions of deltas: gone before
             // the version is cut.
-            drop(ready);
+            let ready = self.take_before(m);
+            self.apply(ready);
+            let builder = &mut self.builder;
             apply_before(m, &mut self.side_later, |u| builder.side.apply(u));
             for &(o, p) in &ps {
                 if let Some(q) = self.positions.get_mut(o) {
@@ -318,25 +314,27 @@ impl SinkCore {
             return;
         }
         let ready = self.take_before(reached + 1);
-        if !ready.is_empty() {
-            self.note_tail(&ready);
-            self.builder.apply_deltas(&ready);
-        }
+        self.apply(ready);
     }
 
-    /// Until the first version: notes the ids whose state `ready` changes after the restore
-    /// (a restored state is emitted at time 0, the log after the checkpoint at the times of
-    /// its batches). Every batch the builder applies passes here first.
-    fn note_tail(&mut self, ready: &[Batch]) {
-        let Some(ids) = &mut self.tail_ids else { return };
-        for (d, t, diff) in ready.iter().flatten() {
-            if let Delta::Item { state, .. } = d
-                && *t > 0
-            {
-                let had = *diff < 0 && !state.deleted && state.meta.is_some();
-                *ids.entry(state.id.clone()).or_default() |= had;
+    /// Applies `ready` to the builder's working copy. Until the first version it notes the
+    /// ids whose state the log after the restore changes (a restored state is emitted at
+    /// time 0, the log after the checkpoint at the times of its batches).
+    fn apply(&mut self, ready: Vec<Batch>) {
+        if ready.is_empty() {
+            return;
+        }
+        if let Some(ids) = &mut self.tail_ids {
+            for (d, t, diff) in ready.iter().flatten() {
+                if let Delta::Item { state, .. } = d
+                    && *t > 0
+                {
+                    let had = *diff < 0 && !state.deleted && state.meta.is_some();
+                    *ids.entry(state.id.clone()).or_default() |= had;
+                }
             }
         }
+        self.builder.apply_deltas(&ready);
     }
 
     /// The updates held at times before `now`, in containers; the rest stay, filed under
