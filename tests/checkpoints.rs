@@ -432,6 +432,139 @@ fn the_text_index_is_restored_not_rebuilt() {
     t.shutdown().expect("shutdown");
 }
 
+/// The serving indexes' parts of a checkpoint are kept from the checkpoint before (hard links,
+/// nothing written) while the indexes changed in at most one item in 64; a restart from such a
+/// copy takes out the items deleted since it, inserts again those re-embedded, and answers as
+/// before; past that share, the indexes are written again.
+#[test]
+fn a_checkpoint_keeps_the_index_copies_of_the_one_before_while_they_change_little() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = StdRng::seed_from_u64(17);
+    let words = ["piano", "guitar", "drum", "tutorial", "concert", "live"];
+    let open = || {
+        let mut c = config(dir.path(), 0);
+        c.personalization.exact_search = true;
+        Tidal::open(c).expect("open")
+    };
+    let n = 640; // one change in 64: 10
+    let meta = |rng: &mut StdRng, i: usize| ItemMeta {
+        creator: Some(format!("c{}", i % 11)),
+        created_at: Some(T0 - 1000 * MIN),
+        title: Some(format!("{} {}", words[i % 6], words[(i / 6) % 6])),
+        embedding: Some(tidal::Embedding((0..8).map(|_| rng.gen_range(-1.0f32..1.0)).collect())),
+        ..Default::default()
+    };
+    let t = open();
+    for i in 0..n {
+        t.put_item(&format!("i{i}"), meta(&mut rng, i)).expect("put");
+    }
+    let like = |t: &Tidal, rng: &mut StdRng| {
+        let sigs = (0..40)
+            .map(|_| {
+                NewSignal::new("like", format!("i{}", rng.gen_range(0..n)))
+                    .user(format!("u{}", rng.gen_range(0..4)))
+                    .ts(T0)
+            })
+            .collect();
+        t.signals(sigs).expect("signals");
+    };
+    like(&t, &mut rng);
+    let ask = |t: &Tidal| -> Vec<Value> {
+        let lsn = t.stats().wal_lsn;
+        let mut out: Vec<Value> = (0..4)
+            .map(|u| format!("profile=for_you&user=u{u}&filter=all&limit=40&explain=true"))
+            .chain(["q=piano&limit=50", "q=live+drum&limit=50"].map(String::from))
+            .map(|q| {
+                let r = t
+                    .rank(&RankQuery::parse(&q).expect("query").min_lsn(lsn))
+                    .expect("rank");
+                serde_json::to_value(&r.items).expect("json")
+            })
+            .collect();
+        out.push(Value::from(
+            t.view().shards.iter().map(|s| s.ann().len()).sum::<usize>(),
+        ));
+        out
+    };
+    // The index parts of the newest checkpoint: (its directory, ann-0's inode, text's inode).
+    let newest = || {
+        let d = checkpoints(dir.path()).pop().expect("a checkpoint");
+        let ino = |name: &str| std::fs::metadata(d.join(name)).expect(name).ino();
+        (d.clone(), ino("ann-0"), ino("text"))
+    };
+    ask(&t);
+    t.checkpoint().expect("checkpoint");
+    let (first, ann, text) = newest();
+    // Signals only: both copies kept.
+    like(&t, &mut rng);
+    ask(&t);
+    t.checkpoint().expect("checkpoint");
+    let (second, ann2, text2) = newest();
+    assert_ne!(first, second);
+    assert_eq!((ann2, text2), (ann, text), "kept: the same files");
+    // Three deleted and two re-embedded: 7 changes of the nearest-item index, 3 of the text.
+    for i in [3, 50, 200] {
+        t.delete_item(&format!("i{i}")).expect("delete");
+    }
+    for i in [7, 8] {
+        t.put_item(&format!("i{i}"), meta(&mut rng, i)).expect("re-embed");
+    }
+    like(&t, &mut rng);
+    let before = ask(&t);
+    assert_eq!(before.last(), Some(&Value::from(n - 3)));
+    drop(t); // a shutdown: checkpoints, keeping both copies still
+    assert_eq!((newest().1, newest().2), (ann, text), "7 and 3 changes: kept");
+
+    // The restart loads copies that still hold the deleted items and the old embeddings.
+    let t = open();
+    assert_eq!(t.recovered_records(), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ask(&t).last() != before.last() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let after = ask(&t);
+    assert_eq!(
+        after.last(),
+        before.last(),
+        "the items deleted since the copy taken out"
+    );
+    assert_eq!(after, before, "for_you and q= as before the restart");
+    let inserted: u64 = t.view().shards.iter().map(|s| s.ann().inserted()).sum();
+    assert_eq!(inserted, 2, "only the re-embedded items inserted again");
+    // A process keeps only copies it wrote: its first checkpoint writes both again.
+    t.checkpoint().expect("checkpoint");
+    let (_, ann3, text3) = newest();
+    assert!(ann3 != ann && text3 != text, "written again after a restart");
+    // Past one change in 64 since the kept copy: written again.
+    for i in 100..112 {
+        t.put_item(&format!("i{i}"), meta(&mut rng, i)).expect("re-embed");
+    }
+    ask(&t);
+    t.checkpoint().expect("checkpoint");
+    let (_, ann4, text4) = newest();
+    assert_ne!(ann4, ann3, "12 changes: the nearest-item index written again");
+    assert_eq!(text4, text3, "the text index, with no change, kept");
+    let before = ask(&t);
+    drop(t); // a shutdown: checkpoints, keeping both copies
+
+    // A damaged index part (shared by both checkpoints) is left out, not the checkpoint: the
+    // index is rebuilt from the restored state, and the WAL is not replayed.
+    let (newest_dir, ..) = newest();
+    damage(&newest_dir.join("ann-0"));
+    let t = open();
+    assert_eq!(t.recovered_records(), 0, "the checkpoint is used");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ask(&t).last() != before.last() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let inserted: u64 = t.view().shards.iter().map(|s| s.ann().inserted()).sum();
+    assert_eq!(inserted, n as u64 - 3, "the nearest-item index rebuilt");
+    // (A rebuilt graph may offer for_you other approximate candidates: q= is compared.)
+    assert_eq!(ask(&t)[4..], before[4..], "q= from the kept text index");
+    t.shutdown().expect("shutdown");
+}
+
 const COHORT_QUERIES: [&str; 4] = [
     "profile=trending&window=24h&limit=50",
     "profile=rising&window=1h&limit=50",

@@ -13,9 +13,13 @@
 //!
 //! A checkpoint keeps the index ([`Ann::save`], with a hash of each item's embedding), and a
 //! start loads it ([`Ann::restore`]): the embeddings the restored state hands over again are
-//! inserted only where their hash differs, so a restart does not rebuild the graph.
+//! inserted only where their hash differs, so a restart does not rebuild the graph, and the
+//! items the restored state does not hand over are taken out once it has
+//! ([`Ann::forget_unconfirmed`]). So a checkpoint's copy may lag its state (by the changes
+//! still waiting when it was saved, or by those after an older copy a checkpoint kept instead
+//! of saving the index again, [`Ann::changes`]): a restart brings it up to date.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
@@ -64,15 +68,20 @@ impl From<Vec<f32>> for Embedded {
     }
 }
 
-/// One version's embedding changes.
-type Batch = (Time, EmbeddingChanges);
+/// What the applier thread is handed.
+enum Job {
+    /// One version's embedding changes.
+    Apply(Time, EmbeddingChanges),
+    /// Take out the items of a restored index that no change has named since.
+    Forget,
+}
 
 /// A shard's nearest-item index (see the module docs).
 #[derive(Default)]
 pub struct Ann {
     inner: Arc<Inner>,
     /// The applier thread's inbox, started with the first batch.
-    tx: Mutex<Option<Sender<Batch>>>,
+    tx: Mutex<Option<Sender<Job>>>,
     /// Switched off: nothing is applied (no reader will search it).
     off: AtomicBool,
 }
@@ -91,6 +100,9 @@ struct Inner {
     applied: AtomicU64,
     /// Items inserted into the graph (not counting those a restored index already held).
     inserted: AtomicU64,
+    /// Items put into or taken out of the graph since it was created (a restored index's own
+    /// not counted): it only grows.
+    changes: AtomicU64,
     /// Embedding changes handed over and not applied yet (what a restart would insert again
     /// were the index saved now).
     waiting: AtomicU64,
@@ -105,6 +117,8 @@ struct Indexed {
     index: Option<Index>,
     /// Per item key in the index, a hash of the embedding it was inserted with.
     hashes: HashMap<ItemKey, u64>,
+    /// The keys of a restored index that no change has named since it was loaded.
+    unconfirmed: HashSet<ItemKey>,
 }
 
 /// The first bytes of a saved index.
@@ -166,7 +180,7 @@ impl Ann {
         }
         if let Some(sender) = tx.as_ref() {
             self.inner.waiting.fetch_add(count, Ordering::Relaxed);
-            if sender.send((frontier, changes)).is_err() {
+            if sender.send(Job::Apply(frontier, changes)).is_err() {
                 self.inner.waiting.fetch_sub(count, Ordering::Relaxed);
                 tracing::warn!("the nearest-item index thread stopped");
             }
@@ -334,6 +348,26 @@ impl Ann {
         self.inner.inserted.load(Ordering::Relaxed)
     }
 
+    /// Items put into or taken out of the graph since it was created (a restored index's own
+    /// not counted): how far the index has moved from a copy saved when the count was lower.
+    pub fn changes(&self) -> u64 {
+        self.inner.changes.load(Ordering::Relaxed)
+    }
+
+    /// Takes out the items of a restored index that no change has named since it was
+    /// loaded (items deleted after the copy was saved), after the changes handed over so far:
+    /// called once a start has handed over its restored state.
+    pub fn forget_unconfirmed(&self) {
+        if self.off.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(tx) = self.tx.lock() else { return };
+        match tx.as_ref() {
+            Some(sender) if sender.send(Job::Forget).is_ok() => {}
+            _ => self.inner.forget(),
+        }
+    }
+
     /// Items indexed.
     pub fn len(&self) -> usize {
         self.inner
@@ -414,15 +448,24 @@ fn parse(bytes: &[u8]) -> Result<Indexed, String> {
     if index.size() != hashes.len() {
         return Err(format!("{} items, {} hashes", index.size(), hashes.len()));
     }
+    let unconfirmed = hashes.keys().copied().collect();
     Ok(Indexed {
         index: Some(index),
         hashes,
+        unconfirmed,
     })
 }
 
 /// The applier thread: inserts each batch a chunk per lock hold, until the sender goes.
-fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
-    while let Ok((frontier, changes)) = inbox.recv() {
+fn applier(inner: &Inner, inbox: &Receiver<Job>) {
+    while let Ok(job) = inbox.recv() {
+        let (frontier, changes) = match job {
+            Job::Apply(frontier, changes) => (frontier, changes),
+            Job::Forget => {
+                inner.forget();
+                continue;
+            }
+        };
         for chunk in changes.chunks(CHUNK) {
             while inner.held.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(10));
@@ -435,9 +478,33 @@ fn applier(inner: &Inner, inbox: &Receiver<Batch>) {
 }
 
 impl Inner {
+    /// See [`Ann::forget_unconfirmed`].
+    fn forget(&self) {
+        let Ok(mut guard) = self.index.write() else { return };
+        let indexed = &mut *guard;
+        let stale = std::mem::take(&mut indexed.unconfirmed);
+        let Some(index) = indexed.index.as_ref() else { return };
+        for key in &stale {
+            indexed.hashes.remove(key);
+            if index.remove(*key).is_ok() {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                items = stale.len(),
+                "items the restored nearest-item index held and the restored state did not are taken out"
+            );
+        }
+    }
+
     fn insert(&self, changes: &[(ItemKey, Option<Embedded>)]) {
         let Ok(mut guard) = self.index.write() else { return };
-        let Indexed { index, hashes } = &mut *guard;
+        let Indexed {
+            index,
+            hashes,
+            unconfirmed,
+        } = &mut *guard;
         if index.is_none() {
             let Some(dim) = changes.iter().find_map(|(_, e)| e.as_ref().map(|e| e.vector().len())) else {
                 return;
@@ -452,6 +519,9 @@ impl Inner {
         }
         let Some(index) = index.as_ref() else { return };
         for (key, embedding) in changes {
+            if !unconfirmed.is_empty() {
+                unconfirmed.remove(key);
+            }
             let embedding = embedding.as_ref().map(Embedded::vector);
             let hash = embedding.map(embedding_hash);
             if hash.is_some() && hashes.get(key) == hash.as_ref() {
@@ -460,6 +530,7 @@ impl Inner {
             }
             if hashes.remove(key).is_some() || index.contains(*key) {
                 let _ = index.remove(*key);
+                self.changes.fetch_add(1, Ordering::Relaxed);
             }
             let (Some(e), Some(hash)) = (embedding, hash) else {
                 continue;
@@ -478,6 +549,7 @@ impl Inner {
                 Ok(()) => {
                     hashes.insert(*key, hash);
                     self.inserted.fetch_add(1, Ordering::Relaxed);
+                    self.changes.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(error = %e, key, "cannot add an item to the nearest-item index"),
             }

@@ -356,6 +356,15 @@ impl Shards {
         self.shards.iter().for_each(|s| s.ann.hold(held));
     }
 
+    /// Once a start has handed over its restored state: takes out of the indexes a
+    /// checkpoint restored what that state did not name again (the text index's documents,
+    /// [`TextIndex::forget_unconfirmed`], which also makes everything searchable; the
+    /// nearest-item indexes' items, [`Ann::forget_unconfirmed`]).
+    pub fn forget_unconfirmed(&self) {
+        self.text().forget_unconfirmed();
+        self.shards.iter().for_each(|s| s.ann.forget_unconfirmed());
+    }
+
     /// Switches this process's nearest-item indexes off ([`Ann::switch_off`]).
     pub fn switch_off_anns(&self) {
         self.shards.iter().for_each(|s| s.ann.switch_off());

@@ -53,6 +53,9 @@ pub struct TextIndex {
     writer: Mutex<Writer>,
     /// Documents written since the index was created or restored.
     written: AtomicU64,
+    /// Documents written, replaced or deleted since the index was created (a restored
+    /// index's own not counted): it only grows.
+    changes: AtomicU64,
     refresh: Duration,
     /// Merge every commit into one segment of the live documents only, so BM25's statistics
     /// do not depend on the history of replaced documents (`personalization.exact_search`).
@@ -149,6 +152,7 @@ impl TextIndex {
                 last_commit: Instant::now(),
             }),
             written: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             refresh,
             exact,
         }
@@ -224,6 +228,7 @@ impl TextIndex {
             }
         }
         w.pending += changed;
+        self.changes.fetch_add(changed as u64, Ordering::Relaxed);
         if w.last_commit.elapsed() >= self.refresh {
             self.commit(w, &live);
         }
@@ -348,6 +353,13 @@ impl TextIndex {
     /// held with the same title and text are not written again).
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// Documents written, replaced or deleted since the index was created (a restored
+    /// index's own not counted): how far the index has moved from a copy saved when the count
+    /// was lower.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Documents in the index (committed).

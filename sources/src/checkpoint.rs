@@ -32,6 +32,21 @@ pub const FORMAT: u32 = 6;
 /// Complete checkpoints kept.
 const KEEP: usize = 2;
 
+/// The niceness of the threads that encode and write a checkpoint: the serving sink's (which
+/// runs at 19 below the dataflow and the queries). At 0 they took the cores from the sink for
+/// the seconds a checkpoint lasts, and the writes acknowledged meanwhile became visible up to a
+/// second later.
+#[cfg(target_os = "linux")]
+const NICE: i32 = 19;
+
+/// Puts the calling thread at the checkpoint threads' priority ([`NICE`]).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
+        tracing::debug!(error = %e, "a checkpoint thread keeps its priority");
+    }
+}
+
 /// What a checkpoint must match to be loaded: the schema (its hash) and the partitioning.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
@@ -54,6 +69,11 @@ pub struct FileEntry {
     pub bytes: u64,
     /// Its BLAKE3, hex.
     pub blake3: String,
+    /// A copy of something a restart can rebuild (a serving index): when damaged, it is left
+    /// out with a warning and the rest of the checkpoint is used. Such a part may be shared
+    /// (hard-linked) with the checkpoint before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuildable: bool,
 }
 
 /// A checkpoint's manifest, written last.
@@ -122,18 +142,53 @@ struct Gathering {
     position: Position,
     dir: PathBuf,
     files: Vec<FileEntry>,
+    /// Its versioned extra parts.
+    kept: Kept,
     failed: bool,
 }
 
 #[derive(Default)]
 struct Done {
     latest: Option<Manifest>,
+    /// The versioned extra parts `latest` holds, when this process wrote it.
+    kept: Kept,
 }
 
 /// Extra parts of a checkpoint produced outside the dataflow (the WAL's dedup window, the
-/// serving indexes): each named, with what writes its bytes into the part (`scratch`: a path
-/// in the checkpoint directory it may use for a file of its own, and must remove).
-pub type ExtraParts = Box<dyn Fn() -> Vec<(String, ExtraFill)> + Send>;
+/// serving indexes), each named. Called once per checkpoint with what the newest complete
+/// checkpoint this process wrote holds of each versioned part ([`Kept`]).
+pub type ExtraParts = Box<dyn Fn(&Kept) -> Vec<(String, Extra)> + Send>;
+
+/// An extra part of a checkpoint.
+pub enum Extra {
+    /// Written by `fill` (`scratch`: a path in the checkpoint directory it may use for a file
+    /// of its own, and must remove). `changes`, for a part that copies something kept up to
+    /// date elsewhere (an index a restart brings up to date with the restored state): how
+    /// many changes that had taken when the copy was asked for, a count that only grows.
+    Write {
+        /// Writes the part's bytes.
+        fill: ExtraFill,
+        /// The count of changes the copy holds, if the part is versioned.
+        changes: Option<u64>,
+    },
+    /// The copy the newest complete checkpoint holds, kept as it is: linked, not written
+    /// again (what [`Kept::changes`] said it holds).
+    Keep,
+}
+
+/// What the newest complete checkpoint this process wrote holds of its versioned extra parts.
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    changes: HashMap<String, u64>,
+}
+
+impl Kept {
+    /// The count of changes the newest checkpoint's copy of `part` holds (`None`: it has no
+    /// such part, or it was not written by this process).
+    pub fn changes(&self, part: &str) -> Option<u64> {
+        self.changes.get(part).copied()
+    }
+}
 
 /// Writes an extra part's bytes: given a scratch path and the part's writer.
 pub type ExtraFill = Box<dyn FnOnce(&Path, &mut dyn Write) -> std::io::Result<()> + Send>;
@@ -176,14 +231,23 @@ impl Checkpointer {
             }
         }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
-        let done = Arc::new((Mutex::new(Done { latest }), Condvar::new()));
+        let done = Arc::new((
+            Mutex::new(Done {
+                latest,
+                kept: Kept::default(),
+            }),
+            Condvar::new(),
+        ));
         let extra: Arc<Mutex<Option<ExtraParts>>> = Arc::new(Mutex::new(None));
         let finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (d, e, f) = (done.clone(), extra.clone(), finished.clone());
         let writer_dir = dir.clone();
         let thread = std::thread::Builder::new()
             .name("tidal-checkpoint".into())
-            .spawn(move || writer(rx, writer_dir, layout, parts, d, e, f))?;
+            .spawn(move || {
+                lower_priority();
+                writer(rx, writer_dir, layout, parts, d, e, f)
+            })?;
         Ok(Checkpointer {
             dir,
             staged: std::sync::atomic::AtomicU64::new(0),
@@ -245,7 +309,9 @@ impl Checkpointer {
     /// started: a cluster's, once its processes agreed on it).
     pub fn set_latest(&self, manifest: Manifest) {
         let (lock, cond) = &*self.done;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).latest = Some(manifest);
+        let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        done.latest = Some(manifest);
+        done.kept = Kept::default();
         cond.notify_all();
     }
 
@@ -322,14 +388,40 @@ fn writer(
                 position,
                 dir: tmp,
                 files: Vec::new(),
+                kept: Kept::default(),
                 failed,
             };
-            // The extra parts (the WAL's dedup window) come with the first part.
-            let extras = extra.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|f| f());
-            for (name, fill) in extras.unwrap_or_default() {
-                let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
-                let staged = stage_owned(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), |w| fill(&scratch, w));
-                place_part(&mut g, name, staged);
+            // The extra parts (the WAL's dedup window, the serving indexes) come with the
+            // first part.
+            let (prior, kept) = {
+                let done = done.0.lock().unwrap_or_else(|p| p.into_inner());
+                (done.latest.clone(), done.kept.clone())
+            };
+            let extras = extra
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|f| f(&kept));
+            for (name, part) in extras.unwrap_or_default() {
+                let began = Instant::now();
+                match part {
+                    Extra::Write { fill, changes } => {
+                        let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
+                        let staged =
+                            stage_owned(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), |w| fill(&scratch, w));
+                        if let Some(c) = changes.filter(|_| staged.is_some()) {
+                            g.kept.changes.insert(name.clone(), c);
+                        }
+                        place_part(&mut g, name.clone(), staged);
+                        if changes.is_some()
+                            && let Some(placed) = g.files.last_mut().filter(|f| f.name == name)
+                        {
+                            placed.rebuildable = true;
+                        }
+                    }
+                    Extra::Keep => keep_part(&mut g, &dir, prior.as_ref(), &kept, &name),
+                }
+                tracing::debug!(part = %name, ms = began.elapsed().as_secs_f64() * 1e3, "checkpoint part staged");
             }
             g
         });
@@ -347,12 +439,18 @@ fn writer(
         if g.files.len() - extras < parts {
             continue;
         }
-        let Some(g) = gathering.remove(&frontier) else { continue };
+        let Some(mut g) = gathering.remove(&frontier) else {
+            continue;
+        };
+        let kept = std::mem::take(&mut g.kept);
         match finish(&dir, g, &layout) {
             Ok(manifest) => {
                 tracing::info!(lsn = manifest.position.lsn, "checkpoint written");
                 let (lock, cond) = &*done;
-                lock.lock().unwrap_or_else(|p| p.into_inner()).latest = Some(manifest);
+                let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+                done.latest = Some(manifest);
+                done.kept = kept;
+                drop(done);
                 cond.notify_all();
                 prune(&dir);
             }
@@ -381,10 +479,41 @@ fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>) {
             name,
             bytes: staged.bytes,
             blake3: staged.blake3,
+            rebuildable: false,
         }),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot place a checkpoint part");
             let _ = std::fs::remove_file(&staged.path);
+            g.failed = true;
+        }
+    }
+}
+
+/// Puts the newest complete checkpoint's (`prior`'s) copy of the part `name` into the
+/// checkpoint being gathered: a hard link to its file (a copy where the file system has none),
+/// with its size and checksum; its count of changes goes on to this checkpoint.
+fn keep_part(g: &mut Gathering, dir: &Path, prior: Option<&Manifest>, kept: &Kept, name: &str) {
+    if g.failed {
+        return;
+    }
+    let found = prior.and_then(|m| {
+        let entry = m.files.iter().find(|f| f.name == name)?;
+        Some((dir.join(name_of(m.position.lsn, m.frontier)).join(name), entry.clone()))
+    });
+    let (Some((from, entry)), Some(changes)) = (found, kept.changes(name)) else {
+        tracing::warn!(part = name, "the checkpoint before has no copy of a part to keep");
+        g.failed = true;
+        return;
+    };
+    let to = g.dir.join(name);
+    let placed = std::fs::hard_link(&from, &to).or_else(|_| std::fs::copy(&from, &to).map(|_| ()));
+    match placed {
+        Ok(()) => {
+            g.kept.changes.insert(name.to_string(), changes);
+            g.files.push(entry);
+        }
+        Err(e) => {
+            tracing::warn!(file = %from.display(), error = %e, "cannot keep a checkpoint part");
             g.failed = true;
         }
     }

@@ -32,7 +32,7 @@ use tidal_core::record::{Position, Record};
 use tidal_core::time::ClockMode;
 use tidal_dataflows::{Agreement, CommunicationConfig, EngineOptions};
 use tidal_sinks::Shards;
-use tidal_sources::checkpoint::{self, Checkpointer, ExtraFill, Layout, Manifest, schema_fingerprint};
+use tidal_sources::checkpoint::{self, Checkpointer, Extra, ExtraFill, Kept, Layout, Manifest, schema_fingerprint};
 use tidal_sources::source::RunLog;
 use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
@@ -63,6 +63,18 @@ const CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 const CLUSTER_STOP_WAIT: Duration = Duration::from_secs(2);
 /// How often a wait for a checkpoint checks that the dataflow still runs.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(200);
+/// A checkpoint keeps the copy of a serving index (nearest-item, text) the one before holds,
+/// rather than writing the index again, while the index has changed in at most one item in
+/// this many since that copy: a restart then puts those items in again.
+const INDEX_KEEP_SLACK: usize = 64;
+
+/// [`Extra::Keep`] for the index part `name` whose index has taken `changes` changes and
+/// holds `len` items, when the newest checkpoint's copy of it lags by at most one change in
+/// [`INDEX_KEEP_SLACK`] items.
+fn keep_index(kept: &Kept, name: &str, changes: u64, len: usize) -> Option<Extra> {
+    let lag = changes.checked_sub(kept.changes(name)?)?;
+    (lag <= (len / INDEX_KEEP_SLACK) as u64).then_some(Extra::Keep)
+}
 
 /// A running tidal engine over one data directory: WAL, dataflow and serving state.
 ///
@@ -302,22 +314,47 @@ impl Tidal {
         pipeline.feed().catch_up(false);
         let snapshot_wal = wal.clone();
         let snapshot_shards = pipeline.shards().clone();
-        checkpointer.set_extra(Box::new(move || {
+        checkpointer.set_extra(Box::new(move |kept: &Kept| {
             let bytes = |b: Vec<u8>| -> ExtraFill { Box::new(move |_: &Path, w: &mut dyn Write| w.write_all(&b)) };
-            let mut extra = vec![(DEDUP_PART.to_string(), bytes(snapshot_wal.dedup_snapshot()))];
+            let mut extra = vec![(
+                DEDUP_PART.to_string(),
+                Extra::Write {
+                    fill: bytes(snapshot_wal.dedup_snapshot()),
+                    changes: None,
+                },
+            )];
             // The nearest-item indexes (streamed: a graph is hundreds of megabytes) and the
-            // text index, so that a restart does not rebuild them.
+            // text index, so that a restart does not rebuild them. A restart brings a copy up
+            // to date with the restored state, so one that lags by a little is kept from the
+            // checkpoint before instead of written again.
             for (index, shard) in snapshot_shards.local() {
-                if !shard.ann().is_empty() {
+                let (ann, name) = (shard.ann(), ann_part(index));
+                if let Some(keep) = keep_index(kept, &name, ann.changes(), ann.len()) {
+                    extra.push((name, keep));
+                } else if !ann.is_empty() {
                     let shard = shard.clone();
                     let fill: ExtraFill = Box::new(move |scratch: &Path, w: &mut dyn Write| {
                         shard.ann().save_into(scratch, w).map(|_| ())
                     });
-                    extra.push((ann_part(index), fill));
+                    extra.push((
+                        name,
+                        Extra::Write {
+                            fill,
+                            changes: Some(ann.changes()),
+                        },
+                    ));
                 }
             }
-            if let Some(text) = snapshot_shards.text().save() {
-                extra.push((TEXT_PART.to_string(), bytes(text)));
+            let text = snapshot_shards.text();
+            let changes = text.changes();
+            if let Some(keep) = keep_index(kept, TEXT_PART, changes, text.len() as usize) {
+                extra.push((TEXT_PART.to_string(), keep));
+            } else if let Some(saved) = text.save() {
+                let part = Extra::Write {
+                    fill: bytes(saved),
+                    changes: Some(changes),
+                };
+                extra.push((TEXT_PART.to_string(), part));
             }
             extra
         }));
@@ -357,7 +394,7 @@ impl Tidal {
         shards.hold_anns(false);
         // What was recovered is searchable at once (without what a restored text index held
         // and the recovery did not put again).
-        shards.text().forget_unconfirmed();
+        shards.forget_unconfirmed();
         let dimension = match config.personalization.dimension {
             0 => shards.view().embedding_dimension().unwrap_or(0),
             d => d,

@@ -188,6 +188,7 @@ impl TextIndex {
                 writer.delete_term(Term::from_field_text(self.id, id));
             }
             w.pending += saved.len();
+            self.changes.fetch_add(saved.len() as u64, Ordering::Relaxed);
         }
         self.commit(w, &live);
     }

@@ -157,6 +157,10 @@ fn read(dir: &Path, layout: &Layout, keep: bool) -> Result<Loaded, CheckpointErr
     let mut parts = HashMap::new();
     for (i, f) in files.iter().enumerate() {
         let bytes = match checked.next_if(|c| c.0 == i) {
+            Some((_, Err(e))) if f.rebuildable => {
+                tracing::warn!(error = %e, "a checkpoint part a restart can rebuild is left out");
+                continue;
+            }
             Some((_, r)) => r?,
             None => {
                 return Err(CheckpointError::Part {

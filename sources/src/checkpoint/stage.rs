@@ -162,6 +162,7 @@ pub(super) fn stage_behind(
         std::thread::Builder::new()
             .name("tidal-checkpoint-part".into())
             .spawn(move || {
+                super::lower_priority();
                 let began = Instant::now();
                 let staged = write_chunks(&path, rx, spare_tx, &failed);
                 tracing::debug!(
