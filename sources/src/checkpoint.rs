@@ -412,12 +412,7 @@ fn writer(
                         if let Some(c) = changes.filter(|_| staged.is_some()) {
                             g.kept.changes.insert(name.clone(), c);
                         }
-                        place_part(&mut g, name.clone(), staged);
-                        if changes.is_some()
-                            && let Some(placed) = g.files.last_mut().filter(|f| f.name == name)
-                        {
-                            placed.rebuildable = true;
-                        }
+                        place_part(&mut g, name.clone(), staged, changes.is_some());
                     }
                     Extra::Keep => keep_part(&mut g, &dir, prior.as_ref(), &kept, &name),
                 }
@@ -434,7 +429,7 @@ fn writer(
                 staged
             }
         };
-        place_part(g, name, staged);
+        place_part(g, name, staged, false);
         let extras = g.files.iter().filter(|f| !f.name.starts_with('w')).count();
         if g.files.len() - extras < parts {
             continue;
@@ -460,8 +455,9 @@ fn writer(
     }
 }
 
-/// Moves a staged part into the checkpoint being gathered, synced.
-fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>) {
+/// Moves a staged part into the checkpoint being gathered, synced (`rebuildable`: see
+/// [`FileEntry::rebuildable`]).
+fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>, rebuildable: bool) {
     let Some(staged) = staged else {
         g.failed = true;
         return;
@@ -479,7 +475,7 @@ fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>) {
             name,
             bytes: staged.bytes,
             blake3: staged.blake3,
-            rebuildable: false,
+            rebuildable,
         }),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot place a checkpoint part");
@@ -506,7 +502,10 @@ fn keep_part(g: &mut Gathering, dir: &Path, prior: Option<&Manifest>, kept: &Kep
         return;
     };
     let to = g.dir.join(name);
-    let placed = std::fs::hard_link(&from, &to).or_else(|_| std::fs::copy(&from, &to).map(|_| ()));
+    let placed = std::fs::hard_link(&from, &to).or_else(|_| {
+        std::fs::copy(&from, &to)?;
+        std::fs::File::open(&to)?.sync_all()
+    });
     match placed {
         Ok(()) => {
             g.kept.changes.insert(name.to_string(), changes);
