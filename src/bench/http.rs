@@ -1,7 +1,9 @@
 //! The HTTP phases of `tidal bench`, against a real `tidal serve` over loopback: durable
 //! NDJSON ingest, single-signal latency and freshness, trending latency under 50k signals/s,
-//! a selective filter, and reads while writers saturate the server.
+//! a selective filter, reads while writers saturate the server, and freshness while
+//! checkpoints are written under ingest.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::server::{BenchServer, histogram, metric, quantile_between, settle};
-use super::{BenchArgs, Gen, Row, percentile};
+use super::{BenchArgs, Gen, Row, peak_rss, percentile};
 
 /// Writes one signal and waits (up to a minute) until a read sees it.
 fn wait_visible(agent: &ureq::Agent, post: &str, read: &str) {
@@ -495,4 +497,76 @@ fn flood(server: &BenchServer, args: &BenchArgs, g: &mut Gen, rows: &mut Vec<Row
         ),
         met: Some(r99 <= 10.0),
     });
+}
+
+/// Signals a second posted in the checkpointing phase.
+const CHECKPOINT_RATE: u64 = 30_000;
+/// The checkpoint interval of the checkpointing phase's server (`engine.checkpoint_every`).
+const CHECKPOINT_EVERY: u64 = 300_000;
+
+/// The last phase: a server on the same data directory that checkpoints every
+/// [`CHECKPOINT_EVERY`] signals, [`CHECKPOINT_RATE`] signals a second posted to it for
+/// `--checkpoint-seconds` beside the freshness probe. Pushes the freshness row and returns the
+/// server's peak resident memory.
+pub(super) fn checkpoints_under_ingest(
+    exe: &Path,
+    dir: &Path,
+    args: &BenchArgs,
+    g: &mut Gen,
+    rows: &mut Vec<Row>,
+) -> Result<u64, String> {
+    let config = dir.join("bench-checkpoints.toml");
+    std::fs::write(&config, format!("[engine]\ncheckpoint_every = {CHECKPOINT_EVERY}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let server = BenchServer::start_with(exe, dir, args.workers, Some(&config))?;
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let batches = (args.checkpoint_seconds * CHECKPOINT_RATE).div_ceil(1000);
+    let bodies: Vec<String> = (0..batches).map(|_| ndjson(g, 1000)).collect();
+    let checkpoint_lsn = |s: &BenchServer| metric(s, "tidal_checkpoint_lsn").unwrap_or(0.0);
+    let first = checkpoint_lsn(&server);
+    let probing = Arc::new(AtomicBool::new(true));
+    let probe = {
+        let (agent, base, probing) = (agent.clone(), server.base.clone(), probing.clone());
+        std::thread::spawn(move || freshness_probe(&agent, &base, &probing))
+    };
+    let started = Instant::now();
+    let (mut checkpoints, mut seen) = (0, first);
+    let mut refused = 0u64;
+    for (i, body) in bodies.iter().enumerate() {
+        let due = Duration::from_secs_f64(i as f64 * 1000.0 / CHECKPOINT_RATE as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        while let Err(ureq::Error::Status(503, _)) = agent
+            .post(&format!("{}/v1/signals", server.base))
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(body)
+        {
+            refused += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if i % 30 == 0 {
+            let now = checkpoint_lsn(&server);
+            if now > seen {
+                checkpoints += 1;
+                seen = now;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    probing.store(false, Ordering::Release);
+    let mut during = probe.join().unwrap_or_default();
+    let (p50, p99) = (percentile(&mut during, 0.5), percentile(&mut during, 0.99));
+    let max = during.iter().copied().fold(0.0, f64::max);
+    rows.push(Row {
+        figure: "freshness while checkpoints are written under ingest (30k signals/s, a checkpoint every 300k signals)",
+        target: "p99 <= 50 ms",
+        result: format!(
+            "p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms ({} probes; {} signals in {secs:.1} s, {refused} requests answered 503 and retried; checkpoints written: {checkpoints})",
+            during.len(),
+            bodies.len() * 1000
+        ),
+        met: Some(!during.is_empty() && p99 <= 50.0),
+    });
+    Ok(peak_rss(&server.child.id().to_string()).unwrap_or(0))
 }

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Also replay with the other worker count (1 or 2) and print the ratio.
     #[arg(long)]
     pub scaling: bool,
+    /// Seconds of the last phase: signals posted at 30k/s to a server that checkpoints
+    /// every 300k signals, beside a freshness probe (0: left out).
+    #[arg(long, default_value_t = 30)]
+    pub checkpoint_seconds: u64,
     /// Every item is put with a title, a creator and an embedding of this dimension
     /// (0: items have no metadata, and the for_you and search rows are left out).
     #[arg(long, default_value_t = 64)]
@@ -307,33 +311,35 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             met: Some(restart <= 10.0),
         });
     }
-    // The server's peak: the larger of the first server's (through the HTTP phases) and the
-    // one restarted after kill -9 (its catch-up over the WAL's tail), each named.
+    // The server's peak: the largest of the first server's (through the HTTP phases), the
+    // one restarted after kill -9 (its catch-up over the WAL's tail) and the one that
+    // checkpoints under ingest, each named.
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let last_rss = peak_rss(&server.child.id().to_string()).unwrap_or(0);
-    let (server_rss, split) = if args.no_http {
-        (last_rss, String::new())
-    } else {
-        (
-            server_rss.max(last_rss),
-            format!(
-                " (through the HTTP phases {:.2} GiB, restarted after kill -9 {:.2} GiB)",
-                gib(server_rss),
-                gib(last_rss)
-            ),
-        )
-    };
+    let (mut peak, mut split) = (last_rss, String::new());
+    if !args.no_http {
+        split = format!(
+            " (through the HTTP phases {:.2} GiB, restarted after kill -9 {:.2} GiB",
+            gib(server_rss),
+            gib(last_rss)
+        );
+        peak = server_rss.max(last_rss);
+        if args.checkpoint_seconds > 0 {
+            // Stopped as an operator would: its shutdown checkpoint spares the next start the
+            // WAL's tail.
+            server.stop();
+            let ckpt_rss = http::checkpoints_under_ingest(&exe, &dir, &args, &mut g, &mut rows)?;
+            split.push_str(&format!(", checkpointing under ingest {:.2} GiB", gib(ckpt_rss)));
+            peak = peak.max(ckpt_rss);
+        }
+        split.push(')');
+    }
     rows.push(Row {
         figure: "peak resident memory",
         target: "<= 6 GiB",
-        result: format!(
-            "{:.2} GiB replay process, {:.2} GiB server{split}",
-            gib(rss),
-            gib(server_rss)
-        ),
-        met: Some(rss.max(server_rss) <= 6 << 30),
+        result: format!("{:.2} GiB replay process, {:.2} GiB server{split}", gib(rss), gib(peak)),
+        met: Some(rss.max(peak) <= 6 << 30),
     });
-    drop(server);
 
     println!("| figure | target | result | met |");
     println!("|---|---|---|---|");

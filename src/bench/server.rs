@@ -14,8 +14,22 @@ pub(super) struct BenchServer {
 
 impl BenchServer {
     pub(super) fn start(exe: &Path, dir: &Path, workers: usize) -> Result<BenchServer, String> {
-        let mut child = Command::new(exe)
-            .arg("serve")
+        BenchServer::start_with(exe, dir, workers, None)
+    }
+
+    /// [`start`](Self::start) with a configuration file.
+    pub(super) fn start_with(
+        exe: &Path,
+        dir: &Path,
+        workers: usize,
+        config: Option<&Path>,
+    ) -> Result<BenchServer, String> {
+        let mut command = Command::new(exe);
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
@@ -33,6 +47,19 @@ impl BenchServer {
             }
         }
         Err("the server exited before serving".into())
+    }
+}
+
+impl BenchServer {
+    /// Stops the server as an operator would (SIGTERM: it writes its checkpoint, then exits).
+    pub(super) fn stop(mut self) {
+        let stopped = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if stopped {
+            let _ = self.child.wait();
+        }
     }
 }
 
