@@ -245,6 +245,17 @@ pub fn part_name(index: usize, what: &str) -> String {
     format!("w{index}-{what}")
 }
 
+/// Where the checkpoint part `name` ([`part_name`]) comes in the order a checkpoint's writer
+/// encodes the parts a worker hands over together, lower first. Until its part is encoded, a
+/// snapshot holds the state as of the checkpoint, and the worker copies each chunk or shard
+/// of it that a signal changes first: the state it changes most per signal goes first (the
+/// cohort sums, several per signal), the waiting updates (frozen, never copied) last.
+pub fn encode_rank(name: &str) -> usize {
+    const ORDER: [&str; 6] = ["cohorts", "windows", "decay", "users", "retained", "entities"];
+    let what = name.split_once('-').map_or(name, |(_, what)| what);
+    ORDER.iter().position(|o| *o == what).unwrap_or(ORDER.len())
+}
+
 /// A user's key: the owner hash of its id ([`id_hash`]). Users are not interned: every
 /// worker computes the same key from the id, and the owner of user `u` is `key % peers`
 /// ([`owner`]). Two ids with the same 64-bit hash would share state (for a million users,

@@ -23,7 +23,7 @@ mod stage;
 pub use read::{CheckpointError, Loaded, load_at, load_latest, verified};
 use stage::{Staged, stage_behind, stage_owned};
 
-use tidal_core::flow::{Fill, LaterFill};
+use tidal_core::flow::{Fill, LaterFill, encode_rank};
 use tidal_core::record::Position;
 use tidal_core::time::Time;
 
@@ -365,61 +365,51 @@ fn writer(
     finished: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut gathering: HashMap<Time, Gathering> = HashMap::new();
-    while let Ok(Msg::Part {
-        frontier,
-        position,
-        name,
-        bytes,
-    }) = rx.recv()
-    {
-        let lsn = position.lsn;
-        let final_dir = dir.join(name_of(lsn, frontier));
-        if final_dir.exists() && !gathering.contains_key(&frontier) {
-            // One at this frontier is there already: the same state, or a damaged copy
-            // (skipped when loaded). Write it anew.
-            let _ = std::fs::remove_dir_all(&final_dir);
-        }
-        let g = gathering.entry(frontier).or_insert_with(|| {
-            let tmp = dir.join(format!("{}.tmp", name_of(lsn, frontier)));
-            let _ = std::fs::remove_dir_all(&tmp);
-            let failed = std::fs::create_dir_all(&tmp).is_err();
-            let mut g = Gathering {
-                frontier,
-                position,
-                dir: tmp,
-                files: Vec::new(),
-                kept: Kept::default(),
-                failed,
-            };
-            // The extra parts (the WAL's dedup window, the serving indexes) come with the
-            // first part.
-            let (prior, kept) = {
-                let done = done.0.lock().unwrap_or_else(|p| p.into_inner());
-                (done.latest.clone(), done.kept.clone())
-            };
-            let extras = extra
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|f| f(&kept));
-            for (name, part) in extras.unwrap_or_default() {
-                let began = Instant::now();
-                match part {
-                    Extra::Write { fill, changes } => {
-                        let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
-                        let staged =
-                            stage_owned(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), |w| fill(&scratch, w));
-                        if let Some(c) = changes.filter(|_| staged.is_some()) {
-                            g.kept.changes.insert(name.clone(), c);
-                        }
-                        place_part(&mut g, name.clone(), staged, changes.is_some());
-                    }
-                    Extra::Keep => keep_part(&mut g, &dir, prior.as_ref(), &kept, &name),
-                }
-                tracing::debug!(part = %name, ms = began.elapsed().as_secs_f64() * 1e3, "checkpoint part staged");
+    // Parts handed over and not handled yet. A worker hands over all its parts at once, and
+    // they are encoded in the order of `encode_rank`, once the checkpoint's extra parts are
+    // written (by then the others have come).
+    let mut queue: Vec<Msg> = Vec::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv() {
+                Ok(m) => queue.push(m),
+                Err(_) => break,
             }
-            g
+        }
+        queue.extend(rx.try_iter());
+        let new = queue.iter().find_map(|Msg::Part { frontier, position, .. }| {
+            (!gathering.contains_key(frontier)).then_some((*frontier, *position))
         });
+        if let Some((frontier, position)) = new {
+            let g = begin(&dir, frontier, position, &extra, &done);
+            gathering.insert(frontier, g);
+            queue.extend(rx.try_iter());
+            continue;
+        }
+        // Among the parts of the checkpoint handed over first (two asked for at the same
+        // frontier, a periodic one and a shutdown's, are gathered one after the other): one
+        // not placed yet, the next by rank.
+        let Msg::Part { frontier: first, .. } = &queue[0];
+        let placed = |name: &str| {
+            gathering
+                .get(first)
+                .is_some_and(|g| g.files.iter().any(|f| f.name == name))
+        };
+        let next = queue
+            .iter()
+            .enumerate()
+            .filter(|(_, Msg::Part { frontier, name, .. })| frontier == first && !placed(name))
+            .min_by_key(|(_, Msg::Part { name, bytes, .. })| (matches!(bytes, Bytes::Later(..)), encode_rank(name)))
+            .map_or(0, |(i, _)| i);
+        let Msg::Part {
+            frontier,
+            position,
+            name,
+            bytes,
+        } = queue.remove(next);
+        let Some(g) = gathering.get_mut(&frontier) else {
+            continue;
+        };
         let staged = match bytes {
             Bytes::Staged(staged) => staged,
             Bytes::Later(path, fill) => {
@@ -449,10 +439,66 @@ fn writer(
                 cond.notify_all();
                 prune(&dir);
             }
-            Err(e) => tracing::warn!(error = %e, lsn, "checkpoint not written"),
+            Err(e) => tracing::warn!(error = %e, lsn = position.lsn, "checkpoint not written"),
         }
         finished.fetch_max(frontier, std::sync::atomic::Ordering::AcqRel);
     }
+}
+
+/// Starts gathering the checkpoint at `frontier` covering `position`: its directory, and the
+/// extra parts (the WAL's dedup window, the serving indexes), written or kept.
+fn begin(
+    dir: &Path,
+    frontier: Time,
+    position: Position,
+    extra: &Mutex<Option<ExtraParts>>,
+    done: &(Mutex<Done>, Condvar),
+) -> Gathering {
+    let lsn = position.lsn;
+    let final_dir = dir.join(name_of(lsn, frontier));
+    if final_dir.exists() {
+        // One at this frontier is there already: the same state, or a damaged copy
+        // (skipped when loaded). Write it anew.
+        let _ = std::fs::remove_dir_all(&final_dir);
+    }
+    let tmp = dir.join(format!("{}.tmp", name_of(lsn, frontier)));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let failed = std::fs::create_dir_all(&tmp).is_err();
+    let mut g = Gathering {
+        frontier,
+        position,
+        dir: tmp,
+        files: Vec::new(),
+        kept: Kept::default(),
+        failed,
+    };
+    // The extra parts (the WAL's dedup window, the serving indexes) come with the
+    // first part.
+    let (prior, kept) = {
+        let done = done.0.lock().unwrap_or_else(|p| p.into_inner());
+        (done.latest.clone(), done.kept.clone())
+    };
+    let extras = extra
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|f| f(&kept));
+    for (name, part) in extras.unwrap_or_default() {
+        let began = Instant::now();
+        match part {
+            Extra::Write { fill, changes } => {
+                let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
+                let staged = stage_owned(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), |w| fill(&scratch, w));
+                if let Some(c) = changes.filter(|_| staged.is_some()) {
+                    g.kept.changes.insert(name.clone(), c);
+                }
+                place_part(&mut g, name.clone(), staged, changes.is_some());
+            }
+            Extra::Keep => keep_part(&mut g, dir, prior.as_ref(), &kept, &name),
+        }
+        tracing::debug!(part = %name, ms = began.elapsed().as_secs_f64() * 1e3, "checkpoint part staged");
+    }
+    g
 }
 
 /// Moves a staged part into the checkpoint being gathered, synced (`rebuildable`: see
