@@ -123,6 +123,25 @@ enum Msg {
     },
 }
 
+impl Msg {
+    /// Whether the checkpoint this part belongs to is being gathered and lacks it.
+    fn lacked_by(&self, gathering: &HashMap<Time, Gathering>) -> bool {
+        let Msg::Part { frontier, name, .. } = self;
+        gathering
+            .get(frontier)
+            .is_some_and(|g| !g.files.iter().any(|f| f.name == *name))
+    }
+
+    /// Where the part comes among those waiting: the oldest checkpoint's first, parts staged
+    /// already before those to encode, then by [`encode_rank`].
+    fn order(&self) -> (Time, bool, usize) {
+        let Msg::Part {
+            frontier, name, bytes, ..
+        } = self;
+        (*frontier, matches!(bytes, Bytes::Later(..)), encode_rank(name))
+    }
+}
+
 /// A part's bytes as the writer thread receives them.
 enum Bytes {
     /// In a staging file already, or `None` when it could not be written (the checkpoint
@@ -386,21 +405,22 @@ fn writer(
             queue.extend(rx.try_iter());
             continue;
         }
-        // Among the parts of the checkpoint handed over first (two asked for at the same
-        // frontier, a periodic one and a shutdown's, are gathered one after the other): one
-        // not placed yet, the next by rank.
-        let Msg::Part { frontier: first, .. } = &queue[0];
-        let placed = |name: &str| {
-            gathering
-                .get(first)
-                .is_some_and(|g| g.files.iter().any(|f| f.name == name))
-        };
+        // A part its checkpoint lacks (a second checkpoint asked for at the same frontier, a
+        // periodic one and a shutdown's, is gathered after the first), the oldest checkpoint's
+        // first, then by rank; none: the rest of a checkpoint is still to come.
         let next = queue
             .iter()
             .enumerate()
-            .filter(|(_, Msg::Part { frontier, name, .. })| frontier == first && !placed(name))
-            .min_by_key(|(_, Msg::Part { name, bytes, .. })| (matches!(bytes, Bytes::Later(..)), encode_rank(name)))
-            .map_or(0, |(i, _)| i);
+            .filter(|(_, m)| m.lacked_by(&gathering))
+            .min_by_key(|(_, m)| m.order())
+            .map(|(i, _)| i);
+        let Some(next) = next else {
+            match rx.recv() {
+                Ok(m) => queue.push(m),
+                Err(_) => break,
+            }
+            continue;
+        };
         let Msg::Part {
             frontier,
             position,
@@ -617,5 +637,63 @@ fn complete(dir: &Path) -> Vec<PathBuf> {
 fn prune(dir: &Path) {
     for old in complete(dir).into_iter().skip(KEEP) {
         let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(bytes: &'static [u8]) -> Fill<'static> {
+        Fill::Later(Box::new(move |w: &mut dyn Write| w.write_all(bytes)))
+    }
+
+    /// Two checkpoints at one frontier whose parts arrive interleaved (a second worker's part
+    /// of the first after the first worker's part of the second) are gathered one after the
+    /// other, each with each part once.
+    #[test]
+    fn two_checkpoints_at_one_frontier_are_gathered_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            schema: "s".into(),
+            peers: 2,
+            first: 0,
+            workers: 2,
+        };
+        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        let at = Position { lsn: 7, signals: 70 };
+        c.part_with(5, at, "w0-sums".into(), fill(b"first w0"));
+        c.part_with(5, at, "w0-sums".into(), fill(b"second w0"));
+        c.part_with(5, at, "w1-sums".into(), fill(b"first w1"));
+        c.part_with(5, at, "w1-sums".into(), fill(b"second w1"));
+        c.shutdown();
+        let loaded = load_latest(dir.path(), &layout).expect("a whole checkpoint");
+        let names: Vec<&str> = loaded.manifest.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["w0-sums", "w1-sums"]);
+        assert_eq!(loaded.part("w0-sums"), Some(&b"second w0"[..]));
+        assert_eq!(loaded.part("w1-sums"), Some(&b"second w1"[..]));
+    }
+
+    /// The parts handed over together are encoded the state the worker changes most first.
+    #[test]
+    fn parts_are_ranked_by_what_the_worker_changes_most() {
+        let mut names = [
+            "w0-entities",
+            "w0-cohorts-pending",
+            "w0-users",
+            "w0-cohorts",
+            "w0-windows",
+        ];
+        names.sort_by_key(|n| encode_rank(n));
+        assert_eq!(
+            names,
+            [
+                "w0-cohorts",
+                "w0-windows",
+                "w0-users",
+                "w0-entities",
+                "w0-cohorts-pending"
+            ]
+        );
     }
 }
