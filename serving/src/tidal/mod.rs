@@ -393,8 +393,15 @@ impl Tidal {
         );
         shards.hold_anns(false);
         // What was recovered is searchable at once (without what a restored text index held
-        // and the recovery did not put again).
-        shards.forget_unconfirmed();
+        // and the recovery did not put again). The nearest-item indexes take out what the
+        // restored state did not name once it has been handed over: not when serving began
+        // without waiting for it (a cluster on the event clock), where it would take out
+        // everything the restored copy held and put it all in again.
+        if wait {
+            shards.forget_unconfirmed();
+        } else {
+            shards.text().forget_unconfirmed();
+        }
         let dimension = match config.personalization.dimension {
             0 => shards.view().embedding_dimension().unwrap_or(0),
             d => d,
