@@ -12,6 +12,7 @@ pub mod error;
 pub mod features;
 pub mod flow;
 pub mod ids;
+pub mod priority;
 pub mod record;
 pub mod stats;
 pub mod time;

@@ -175,13 +175,6 @@ pub fn shard_sink<'s>(
     });
 }
 
-/// The sink thread's niceness (Linux): queries, the worker and the write path come first
-/// when they wait for a core, and the versions take what is left (measured in BENCHMARKS.md,
-/// "The serving sink on a thread of its own": at 0, cohort trending's p99 under ingest rose
-/// from 18 to 30 ms; at 19 it stayed at 18 ms, and live ingest was as fast).
-#[cfg(target_os = "linux")]
-const SINK_NICE: i32 = 19;
-
 /// Updates held before they go to the thread without waiting for a mark: a live round
 /// holds far fewer, a restore's or a catch-up's run millions. Debug builds (the tests) send
 /// them early from a few dozen, so that both paths are checked.
@@ -208,8 +201,7 @@ impl SinkThread {
         let spawned = std::thread::Builder::new().name("tidal-sink".into()).spawn(move || {
             // Below the query threads: a query that wakes takes the core from it rather
             // than wait behind a version (SPEC §9: reads keep their latency under writes).
-            #[cfg(target_os = "linux")]
-            if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), SINK_NICE) {
+            if let Err(e) = tidal_core::priority::run_in_background() {
                 tracing::debug!(error = %e, "the serving sink's thread keeps its priority");
             }
             while let Ok(mut step) = rx.recv() {

@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+mod extra;
 mod read;
 mod stage;
+use extra::add_extras;
+pub use extra::{Extra, ExtraFill, ExtraParts, Kept};
 pub use read::{CheckpointError, Loaded, load_at, load_latest, verified};
 use stage::{Staged, stage_behind, stage_owned};
 
@@ -32,17 +35,10 @@ pub const FORMAT: u32 = 6;
 /// Complete checkpoints kept.
 const KEEP: usize = 2;
 
-/// The niceness of the threads that encode and write a checkpoint: the serving sink's (which
-/// runs at 19 below the dataflow and the queries). At 0 they took the cores from the sink for
-/// the seconds a checkpoint lasts, and the writes acknowledged meanwhile became visible up to a
-/// second later.
-#[cfg(target_os = "linux")]
-const NICE: i32 = 19;
-
-/// Puts the calling thread at the checkpoint threads' priority ([`NICE`]).
+/// Puts the calling thread, one that encodes or writes a checkpoint, at the serving sink's
+/// priority ([`tidal_core::priority`]).
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
+    if let Err(e) = tidal_core::priority::run_in_background() {
         tracing::debug!(error = %e, "a checkpoint thread keeps its priority");
     }
 }
@@ -172,45 +168,6 @@ struct Done {
     /// The versioned extra parts `latest` holds, when this process wrote it.
     kept: Kept,
 }
-
-/// Extra parts of a checkpoint produced outside the dataflow (the WAL's dedup window, the
-/// serving indexes), each named. Called once per checkpoint with what the newest complete
-/// checkpoint this process wrote holds of each versioned part ([`Kept`]).
-pub type ExtraParts = Box<dyn Fn(&Kept) -> Vec<(String, Extra)> + Send>;
-
-/// An extra part of a checkpoint.
-pub enum Extra {
-    /// Written by `fill` (`scratch`: a path in the checkpoint directory it may use for a file
-    /// of its own, and must remove). `changes`, for a part that copies something kept up to
-    /// date elsewhere (an index a restart brings up to date with the restored state): how
-    /// many changes that had taken when the copy was asked for, a count that only grows.
-    Write {
-        /// Writes the part's bytes.
-        fill: ExtraFill,
-        /// The count of changes the copy holds, if the part is versioned.
-        changes: Option<u64>,
-    },
-    /// The copy the newest complete checkpoint holds, kept as it is: linked, not written
-    /// again (what [`Kept::changes`] said it holds).
-    Keep,
-}
-
-/// What the newest complete checkpoint this process wrote holds of its versioned extra parts.
-#[derive(Clone, Debug, Default)]
-pub struct Kept {
-    changes: HashMap<String, u64>,
-}
-
-impl Kept {
-    /// The count of changes the newest checkpoint's copy of `part` holds (`None`: it has no
-    /// such part, or it was not written by this process).
-    pub fn changes(&self, part: &str) -> Option<u64> {
-        self.changes.get(part).copied()
-    }
-}
-
-/// Writes an extra part's bytes: given a scratch path and the part's writer.
-pub type ExtraFill = Box<dyn FnOnce(&Path, &mut dyn Write) -> std::io::Result<()> + Send>;
 
 /// This process's checkpoint writer: a background thread.
 pub struct Checkpointer {
@@ -492,32 +449,8 @@ fn begin(
         kept: Kept::default(),
         failed,
     };
-    // The extra parts (the WAL's dedup window, the serving indexes) come with the
-    // first part.
-    let (prior, kept) = {
-        let done = done.0.lock().unwrap_or_else(|p| p.into_inner());
-        (done.latest.clone(), done.kept.clone())
-    };
-    let extras = extra
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|f| f(&kept));
-    for (name, part) in extras.unwrap_or_default() {
-        let began = Instant::now();
-        match part {
-            Extra::Write { fill, changes } => {
-                let scratch = dir.join(format!("{STAGING}{lsn}-scratch-{name}"));
-                let staged = stage_owned(&dir.join(format!("{STAGING}{lsn}-extra-{name}")), |w| fill(&scratch, w));
-                if let Some(c) = changes.filter(|_| staged.is_some()) {
-                    g.kept.changes.insert(name.clone(), c);
-                }
-                place_part(&mut g, name.clone(), staged, changes.is_some());
-            }
-            Extra::Keep => keep_part(&mut g, dir, prior.as_ref(), &kept, &name),
-        }
-        tracing::debug!(part = %name, ms = began.elapsed().as_secs_f64() * 1e3, "checkpoint part staged");
-    }
+    // The extra parts (the WAL's dedup window, the serving indexes) come with the first part.
+    add_extras(&mut g, dir, extra, done);
     g
 }
 
@@ -546,39 +479,6 @@ fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>, rebuildab
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot place a checkpoint part");
             let _ = std::fs::remove_file(&staged.path);
-            g.failed = true;
-        }
-    }
-}
-
-/// Puts the newest complete checkpoint's (`prior`'s) copy of the part `name` into the
-/// checkpoint being gathered: a hard link to its file (a copy where the file system has none),
-/// with its size and checksum; its count of changes goes on to this checkpoint.
-fn keep_part(g: &mut Gathering, dir: &Path, prior: Option<&Manifest>, kept: &Kept, name: &str) {
-    if g.failed {
-        return;
-    }
-    let found = prior.and_then(|m| {
-        let entry = m.files.iter().find(|f| f.name == name)?;
-        Some((dir.join(name_of(m.position.lsn, m.frontier)).join(name), entry.clone()))
-    });
-    let (Some((from, entry)), Some(changes)) = (found, kept.changes(name)) else {
-        tracing::warn!(part = name, "the checkpoint before has no copy of a part to keep");
-        g.failed = true;
-        return;
-    };
-    let to = g.dir.join(name);
-    let placed = std::fs::hard_link(&from, &to).or_else(|_| {
-        std::fs::copy(&from, &to)?;
-        std::fs::File::open(&to)?.sync_all()
-    });
-    match placed {
-        Ok(()) => {
-            g.kept.changes.insert(name.to_string(), changes);
-            g.files.push(entry);
-        }
-        Err(e) => {
-            tracing::warn!(file = %from.display(), error = %e, "cannot keep a checkpoint part");
             g.failed = true;
         }
     }

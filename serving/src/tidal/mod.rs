@@ -12,6 +12,7 @@
 
 mod cluster;
 mod error;
+mod extras;
 mod pipeline;
 mod read;
 mod restore;
@@ -20,7 +21,6 @@ mod users;
 mod write;
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -32,13 +32,13 @@ use tidal_core::record::{Position, Record};
 use tidal_core::time::ClockMode;
 use tidal_dataflows::{Agreement, CommunicationConfig, EngineOptions};
 use tidal_sinks::Shards;
-use tidal_sources::checkpoint::{self, Checkpointer, Extra, ExtraFill, Kept, Layout, Manifest, schema_fingerprint};
+use tidal_sources::checkpoint::{self, Checkpointer, Layout, Manifest, schema_fingerprint};
 use tidal_sources::source::RunLog;
 use tidal_sources::wal::{Resume, Wal, WalHandle, WalOptions};
 
 use crate::cluster::Peers;
 use read::held_lsn;
-use restore::{Restored, ann_part, restore_indexes, restore_of, wait_for_agreement};
+use restore::{Restored, restore_indexes, restore_of, wait_for_agreement};
 
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
@@ -46,10 +46,6 @@ pub use types::{NewSignal, RankQuery, Reads, SignalsAck, Token, WriteAck};
 
 /// How often a reader waiting for an LSN looks again.
 const POLL: Duration = Duration::from_micros(250);
-/// The checkpoint part holding the WAL's dedup window.
-const DEDUP_PART: &str = "dedup";
-/// The checkpoint part of the process's text index.
-const TEXT_PART: &str = "text";
 /// Checkpoint parts each worker writes (entities, windows, decay, users, cohorts, retained,
 /// and the waiting updates of windows, decay and cohorts).
 const PARTS_PER_WORKER: usize = 9;
@@ -63,18 +59,6 @@ const CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
 const CLUSTER_STOP_WAIT: Duration = Duration::from_secs(2);
 /// How often a wait for a checkpoint checks that the dataflow still runs.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(200);
-/// A checkpoint keeps the copy of a serving index (nearest-item, text) the one before holds,
-/// rather than writing the index again, while the index has changed in at most one item in
-/// this many since that copy: a restart then puts those items in again.
-const INDEX_KEEP_SLACK: usize = 64;
-
-/// [`Extra::Keep`] for the index part `name` whose index has taken `changes` changes and
-/// holds `len` items, when the newest checkpoint's copy of it lags by at most one change in
-/// [`INDEX_KEEP_SLACK`] items.
-fn keep_index(kept: &Kept, name: &str, changes: u64, len: usize) -> Option<Extra> {
-    let lag = changes.checked_sub(kept.changes(name)?)?;
-    (lag <= (len / INDEX_KEEP_SLACK) as u64).then_some(Extra::Keep)
-}
 
 /// A running tidal engine over one data directory: WAL, dataflow and serving state.
 ///
@@ -312,52 +296,7 @@ impl Tidal {
             feed.push(Arc::new(batch));
         })?;
         pipeline.feed().catch_up(false);
-        let snapshot_wal = wal.clone();
-        let snapshot_shards = pipeline.shards().clone();
-        checkpointer.set_extra(Box::new(move |kept: &Kept| {
-            let bytes = |b: Vec<u8>| -> ExtraFill { Box::new(move |_: &Path, w: &mut dyn Write| w.write_all(&b)) };
-            let mut extra = vec![(
-                DEDUP_PART.to_string(),
-                Extra::Write {
-                    fill: bytes(snapshot_wal.dedup_snapshot()),
-                    changes: None,
-                },
-            )];
-            // The nearest-item indexes (streamed: a graph is hundreds of megabytes) and the
-            // text index, so that a restart does not rebuild them. A restart brings a copy up
-            // to date with the restored state, so one that lags by a little is kept from the
-            // checkpoint before instead of written again.
-            for (index, shard) in snapshot_shards.local() {
-                let (ann, name) = (shard.ann(), ann_part(index));
-                if let Some(keep) = keep_index(kept, &name, ann.changes(), ann.len()) {
-                    extra.push((name, keep));
-                } else if !ann.is_empty() {
-                    let shard = shard.clone();
-                    let fill: ExtraFill = Box::new(move |scratch: &Path, w: &mut dyn Write| {
-                        shard.ann().save_into(scratch, w).map(|_| ())
-                    });
-                    extra.push((
-                        name,
-                        Extra::Write {
-                            fill,
-                            changes: Some(ann.changes()),
-                        },
-                    ));
-                }
-            }
-            let text = snapshot_shards.text();
-            let changes = text.changes();
-            if let Some(keep) = keep_index(kept, TEXT_PART, changes, text.len() as usize) {
-                extra.push((TEXT_PART.to_string(), keep));
-            } else if let Some(saved) = text.save() {
-                let part = Extra::Write {
-                    fill: bytes(saved),
-                    changes: Some(changes),
-                };
-                extra.push((TEXT_PART.to_string(), part));
-            }
-            extra
-        }));
+        checkpointer.set_extra(extras::checkpoint_extras(wal.clone(), pipeline.shards().clone()));
         if peers.is_some() {
             // Serve once the cluster has formed: writes acknowledged before would wait,
             // unseen, for the other processes.

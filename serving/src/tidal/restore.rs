@@ -12,13 +12,8 @@ use tidal_sinks::Shards;
 use tidal_sources::checkpoint;
 
 use super::error::{Error, Result};
+use super::extras::{DEDUP_PART, TEXT_PART};
 use super::pipeline::Pipeline;
-use super::{DEDUP_PART, TEXT_PART};
-
-/// The checkpoint part of the nearest-item index of global worker `index`.
-pub(super) fn ann_part(index: usize) -> String {
-    format!("ann-{index}")
-}
 
 /// What a loaded checkpoint restores: the workers' state, the WAL's dedup window and the
 /// serving indexes.
