@@ -487,18 +487,30 @@ fn a_checkpoint_keeps_the_index_copies_of_the_one_before_while_they_change_littl
         ));
         out
     };
+    // What is visible, with every embedding change handed over in the nearest-item index (its
+    // thread inserts behind the view): a checkpoint's copy then holds it, and the counts of
+    // changes the test compares are exact.
+    let settled = |t: &Tidal| -> Vec<Value> {
+        let out = ask(t);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while t.view().shards.iter().any(|s| s.ann().waiting() > 0) {
+            assert!(std::time::Instant::now() < deadline, "the nearest-item index settles");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        out
+    };
     // The index parts of the newest checkpoint: (its directory, ann-0's inode, text's inode).
     let newest = || {
         let d = checkpoints(dir.path()).pop().expect("a checkpoint");
         let ino = |name: &str| std::fs::metadata(d.join(name)).expect(name).ino();
         (d.clone(), ino("ann-0"), ino("text"))
     };
-    ask(&t);
+    settled(&t);
     t.checkpoint().expect("checkpoint");
     let (first, ann, text) = newest();
     // Signals only: both copies kept.
     like(&t, &mut rng);
-    ask(&t);
+    settled(&t);
     t.checkpoint().expect("checkpoint");
     let (second, ann2, text2) = newest();
     assert_ne!(first, second);
@@ -511,7 +523,7 @@ fn a_checkpoint_keeps_the_index_copies_of_the_one_before_while_they_change_littl
         t.put_item(&format!("i{i}"), meta(&mut rng, i)).expect("re-embed");
     }
     like(&t, &mut rng);
-    let before = ask(&t);
+    let before = settled(&t);
     assert_eq!(before.last(), Some(&Value::from(n - 3)));
     drop(t); // a shutdown: checkpoints, keeping both copies still
     assert_eq!((newest().1, newest().2), (ann, text), "7 and 3 changes: kept");
@@ -523,7 +535,7 @@ fn a_checkpoint_keeps_the_index_copies_of_the_one_before_while_they_change_littl
     while ask(&t).last() != before.last() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let after = ask(&t);
+    let after = settled(&t);
     assert_eq!(
         after.last(),
         before.last(),
@@ -540,12 +552,12 @@ fn a_checkpoint_keeps_the_index_copies_of_the_one_before_while_they_change_littl
     for i in 100..112 {
         t.put_item(&format!("i{i}"), meta(&mut rng, i)).expect("re-embed");
     }
-    ask(&t);
+    settled(&t);
     t.checkpoint().expect("checkpoint");
     let (_, ann4, text4) = newest();
     assert_ne!(ann4, ann3, "12 changes: the nearest-item index written again");
     assert_eq!(text4, text3, "the text index, with no change, kept");
-    let before = ask(&t);
+    let before = settled(&t);
     drop(t); // a shutdown: checkpoints, keeping both copies
 
     // A damaged index part (shared by both checkpoints) is left out, not the checkpoint: the
