@@ -252,6 +252,17 @@ fn a_checkpoint_of_another_schema_is_refused() {
     t.shutdown().expect("shutdown");
 }
 
+/// Waits until the nearest-item indexes hold every embedding change handed over to them:
+/// their thread inserts behind the view, and a `for_you` read waits for it only up to a
+/// second (an exact search not at all).
+fn ann_settled(t: &Tidal) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while t.view().shards.iter().any(|s| s.ann().waiting() > 0) {
+        assert!(std::time::Instant::now() < deadline, "the nearest-item index settles");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The shards' nearest-item indexes are kept in the checkpoint: a restart loads them instead
 /// of inserting every embedding again, and `for_you` (through the index, not an exact scan)
 /// answers as before.
@@ -300,6 +311,7 @@ fn the_nearest_item_index_is_restored_not_rebuilt() {
     };
     let before = ask(&t);
     let indexed = |t: &Tidal| -> (usize, u64) {
+        ann_settled(t);
         let view = t.view();
         (
             view.shards.iter().map(|s| s.ann().len()).sum(),
@@ -487,17 +499,12 @@ fn a_checkpoint_keeps_the_index_copies_of_the_one_before_while_they_change_littl
         ));
         out
     };
-    // What is visible, with every embedding change handed over in the nearest-item index (its
-    // thread inserts behind the view): a checkpoint's copy then holds it, and the counts of
-    // changes the test compares are exact.
+    // What is visible once the nearest-item index holds every embedding change handed over: a
+    // checkpoint's copy then holds them, and the counts of changes the test compares are exact.
     let settled = |t: &Tidal| -> Vec<Value> {
-        let out = ask(t);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while t.view().shards.iter().any(|s| s.ann().waiting() > 0) {
-            assert!(std::time::Instant::now() < deadline, "the nearest-item index settles");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        out
+        ask(t); // the view at the last write: its changes handed over to the index
+        ann_settled(t);
+        ask(t)
     };
     // The index parts of the newest checkpoint: (its directory, ann-0's inode, text's inode).
     let newest = || {
