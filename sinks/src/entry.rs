@@ -23,7 +23,7 @@ pub struct ItemEntry {
     /// Window lanes per signal type, sorted by type.
     windows: Vec<(KindIdx, Lanes)>,
     /// Anchored decay sums, sorted by (type, half-life, epoch start).
-    decay: Vec<(KindIdx, HalfLifeIdx, u64, i128)>,
+    decay: Vec<DecaySum>,
 }
 
 impl ItemEntry {
@@ -180,56 +180,156 @@ impl ItemEntry {
             return;
         }
         for (kind, lanes) in &self.windows {
-            let Some(kl) = layout.kind(*kind) else { continue };
-            for window in 0..kl.windows.len() {
-                let count = lanes.0[2 * window];
-                if count > 0
-                    && let Some(slot) = layout.slot(IndexKind::Trending { kind: *kind, window })
-                {
-                    out.push((slot, order_i64(count)));
-                }
-                let rise = lanes.rise_fixed(window);
-                if rise > 0
-                    && let Some(slot) = layout.slot(IndexKind::Rising { kind: *kind, window })
-                {
-                    out.push((slot, order_i64(rise)));
-                }
-            }
-            let total = lanes.0[TOTAL_LANE];
-            if total > 0
-                && let Some(slot) = layout.slot(IndexKind::Top { kind: *kind })
-            {
-                out.push((slot, order_i64(total)));
-            }
+            lane_values(layout, *kind, lanes, out);
         }
-        let mut i = 0;
-        while i < self.decay.len() {
-            let (kind, hl, _, _) = self.decay[i];
-            let run = self.decay[i..]
-                .iter()
-                .take_while(|(k, h, _, _)| (*k, *h) == (kind, hl))
-                .count();
-            if let (Some(h_ms), Some(slot)) = (
-                layout.half_life_ms(kind, hl),
-                layout.slot(IndexKind::Hot { kind, half_life: hl }),
-            ) {
-                let epochs = self.decay[i..i + run].iter().map(|(_, _, e, v)| (*e, *v));
-                if let Some(key) = hot_key(epochs, h_ms) {
-                    out.push((slot, order_f64(key)));
-                }
-            }
-            i += run;
+        for ((kind, hl), run) in self.decay_runs() {
+            hot_value(layout, (kind, hl), run, out);
         }
-        if let (Some(created), Some(slot)) = (self.created_at(), layout.slot(IndexKind::New)) {
-            out.push((slot, created));
-        }
+        created_value(layout, self.created_at(), out);
         out.sort_unstable();
+    }
+
+    /// The index values of `old` and `new` (into `before` and `after`, each cleared, then
+    /// sorted by slot) that may differ: all of them when the item's id or its listability
+    /// changed; else only those of the signal types whose window lanes, of the (type,
+    /// half-life) pairs whose epoch sums, and of the creation time that differ. The values
+    /// left out are the same on both sides, where a diff of the two drops them anyway: a
+    /// live version's items change in a type or two of the dozen whose values they hold.
+    pub fn changed_index_values(
+        old: &ItemEntry,
+        new: &ItemEntry,
+        layout: &Layout,
+        (before, after): (&mut Vec<(usize, OrderKey)>, &mut Vec<(usize, OrderKey)>),
+    ) {
+        if old.id != new.id || !old.is_listable() || !new.is_listable() {
+            old.index_values_into(layout, before);
+            new.index_values_into(layout, after);
+            return;
+        }
+        before.clear();
+        after.clear();
+        let (was, is) = (old.windows.iter(), new.windows.iter());
+        differing(was.map(|(k, l)| (*k, l)), is.map(|(k, l)| (*k, l)), |kind, was, is| {
+            if let Some(lanes) = was {
+                lane_values(layout, kind, lanes, before);
+            }
+            if let Some(lanes) = is {
+                lane_values(layout, kind, lanes, after);
+            }
+        });
+        differing(old.decay_runs(), new.decay_runs(), |group, was, is| {
+            if let Some(run) = was {
+                hot_value(layout, group, run, before);
+            }
+            if let Some(run) = is {
+                hot_value(layout, group, run, after);
+            }
+        });
+        if old.created_at() != new.created_at() {
+            created_value(layout, old.created_at(), before);
+            created_value(layout, new.created_at(), after);
+        }
+        before.sort_unstable();
+        after.sort_unstable();
+    }
+
+    /// The epoch sums by (type, half-life): each pair with its run of `decay`.
+    fn decay_runs(&self) -> impl Iterator<Item = ((KindIdx, HalfLifeIdx), &[DecaySum])> {
+        self.decay
+            .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+            .map(|run| ((run[0].0, run[0].1), run))
+    }
+}
+
+/// One anchored decay sum of an entry: (type, half-life, epoch start, fixed-point sum).
+type DecaySum = (KindIdx, HalfLifeIdx, u64, i128);
+
+/// The values of signal type `kind`'s lanes in its trending, rising and top indexes.
+fn lane_values(layout: &Layout, kind: KindIdx, lanes: &Lanes, out: &mut Vec<(usize, OrderKey)>) {
+    let Some(kl) = layout.kind(kind) else { return };
+    for window in 0..kl.windows.len() {
+        let count = lanes.0[2 * window];
+        if count > 0
+            && let Some(slot) = layout.slot(IndexKind::Trending { kind, window })
+        {
+            out.push((slot, order_i64(count)));
+        }
+        let rise = lanes.rise_fixed(window);
+        if rise > 0
+            && let Some(slot) = layout.slot(IndexKind::Rising { kind, window })
+        {
+            out.push((slot, order_i64(rise)));
+        }
+    }
+    let total = lanes.0[TOTAL_LANE];
+    if total > 0
+        && let Some(slot) = layout.slot(IndexKind::Top { kind })
+    {
+        out.push((slot, order_i64(total)));
+    }
+}
+
+/// The value of a (type, half-life) pair's epoch sums `run` in its hot index.
+fn hot_value(layout: &Layout, (kind, hl): (KindIdx, HalfLifeIdx), run: &[DecaySum], out: &mut Vec<(usize, OrderKey)>) {
+    if let (Some(h_ms), Some(slot)) = (
+        layout.half_life_ms(kind, hl),
+        layout.slot(IndexKind::Hot { kind, half_life: hl }),
+    ) && let Some(key) = hot_key(run.iter().map(|(_, _, e, v)| (*e, *v)), h_ms)
+    {
+        out.push((slot, order_f64(key)));
+    }
+}
+
+/// The value of a creation time in the index of the newest items.
+fn created_value(layout: &Layout, created: Option<u64>, out: &mut Vec<(usize, OrderKey)>) {
+    if let (Some(created), Some(slot)) = (created, layout.slot(IndexKind::New)) {
+        out.push((slot, created));
+    }
+}
+
+/// Calls `f` for each key of two sequences of groups sorted by key whose groups differ, with
+/// its group in `old` and in `new` (`None` where that side has none).
+fn differing<K: Ord + Copy, V: PartialEq>(
+    old: impl IntoIterator<Item = (K, V)>,
+    new: impl IntoIterator<Item = (K, V)>,
+    mut f: impl FnMut(K, Option<V>, Option<V>),
+) {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => x.0.cmp(&y.0),
+        };
+        match order {
+            Ordering::Less => {
+                if let Some((k, v)) = a.next() {
+                    f(k, Some(v), None);
+                }
+            }
+            Ordering::Greater => {
+                if let Some((k, v)) = b.next() {
+                    f(k, None, Some(v));
+                }
+            }
+            Ordering::Equal => {
+                if let (Some((k, x)), Some((_, y))) = (a.next(), b.next())
+                    && x != y
+                {
+                    f(k, Some(x), Some(y));
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
     use tidal_core::Config;
     use tidal_core::features::weight_fixed;
 
@@ -273,5 +373,126 @@ mod tests {
             deleted: true,
         });
         assert!(e.index_values(&layout).is_empty());
+    }
+
+    /// A random entry: some types' lanes, some (type, half-life) pairs' epoch sums, and a
+    /// state (none, listed with or without a creation time, deleted).
+    fn random_entry(rng: &mut StdRng, kinds: u16) -> ItemEntry {
+        let mut e = ItemEntry::default();
+        for kind in 0..kinds {
+            if rng.gen_bool(0.6) {
+                e.set_lanes(kind, random_lanes(rng));
+            }
+            for hl in 0..2 {
+                for _ in 0..rng.gen_range(0..3) {
+                    e.set_epoch(kind, hl, rng.gen_range(0..4) * 1000, rng.gen_range(-2..6) << 40);
+                }
+            }
+        }
+        let state = rng.gen_range(0..4);
+        if state > 0 {
+            e.set_state(random_state(rng, state == 3));
+        }
+        e
+    }
+
+    fn random_lanes(rng: &mut StdRng) -> Lanes {
+        let mut l = Lanes::default();
+        for v in &mut l.0 {
+            *v = rng.gen_range(-1..4) << 30;
+        }
+        l
+    }
+
+    fn random_state(rng: &mut StdRng, deleted: bool) -> ItemState {
+        let meta = rng.gen_bool(0.5).then(|| {
+            Arc::new(ItemMeta {
+                created_at: Some(rng.gen_range(0..3)),
+                ..Default::default()
+            })
+        });
+        ItemState {
+            id: format!("i{}", rng.gen_range(0..2)),
+            meta,
+            deleted,
+        }
+    }
+
+    /// An entry changed at random in a few of its parts, as a version changes an item.
+    fn changed(rng: &mut StdRng, e: &ItemEntry, kinds: u16) -> ItemEntry {
+        let mut e = e.clone();
+        for _ in 0..rng.gen_range(1..4) {
+            let kind = rng.gen_range(0..kinds);
+            match rng.gen_range(0..6) {
+                0 => e.set_lanes(kind, random_lanes(rng)),
+                1 => {
+                    if let Some(l) = e.lanes(kind).cloned() {
+                        e.remove_lanes(kind, &l);
+                    }
+                }
+                2 => {
+                    let (hl, epoch, sum) = (
+                        rng.gen_range(0..2),
+                        rng.gen_range(0..4) * 1000,
+                        rng.gen_range(-2..6) << 40,
+                    );
+                    e.set_epoch(kind, hl, epoch, sum);
+                }
+                3 => {
+                    let hl = rng.gen_range(0..2);
+                    let first = e.epochs(kind, hl).next();
+                    if let Some((epoch, sum)) = first {
+                        e.remove_epoch(kind, hl, epoch, sum);
+                    }
+                }
+                4 => {
+                    let deleted = rng.gen_bool(0.2);
+                    e.set_state(random_state(rng, deleted));
+                }
+                _ => e.state = None,
+            }
+        }
+        e
+    }
+
+    /// What a diff of two value lists keeps: the values of `a` not in `b`.
+    fn only_in(a: &[(usize, OrderKey)], b: &[(usize, OrderKey)]) -> Vec<(usize, OrderKey)> {
+        a.iter().filter(|v| !b.contains(v)).copied().collect()
+    }
+
+    #[test]
+    fn changed_index_values_differ_from_all_values_only_where_both_sides_agree() {
+        let layout = Layout::from_config(&Config::default_filled());
+        let kinds = layout.kinds().len() as u16;
+        let mut rng = StdRng::seed_from_u64(5);
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let mut narrowed = 0;
+        for _ in 0..5000 {
+            let old = random_entry(&mut rng, kinds);
+            let new = changed(&mut rng, &old, kinds);
+            let (all_before, all_after) = (old.index_values(&layout), new.index_values(&layout));
+            ItemEntry::changed_index_values(&old, &new, &layout, (&mut before, &mut after));
+            assert!(before.is_sorted() && after.is_sorted());
+            if old.id() != new.id() {
+                assert_eq!((&before, &after), (&all_before, &all_after), "another id: all values");
+                continue;
+            }
+            // Every value of the two is one of the entry's, and the values only one side has
+            // are the same.
+            assert!(before.iter().all(|v| all_before.contains(v)));
+            assert!(after.iter().all(|v| all_after.contains(v)));
+            assert_eq!(
+                only_in(&before, &after),
+                only_in(&all_before, &all_after),
+                "{old:?} -> {new:?}"
+            );
+            assert_eq!(
+                only_in(&after, &before),
+                only_in(&all_after, &all_before),
+                "{old:?} -> {new:?}"
+            );
+            narrowed += usize::from(before.len() + after.len() < all_before.len() + all_after.len());
+        }
+        assert!(narrowed > 1000, "the unchanged types are left out ({narrowed} of 5000)");
     }
 }

@@ -77,8 +77,7 @@ impl Part {
             if *old == new {
                 continue;
             }
-            old.index_values_into(layout, &mut before);
-            new.index_values_into(layout, &mut after);
+            ItemEntry::changed_index_values(old, &new, layout, (&mut before, &mut after));
             diff_indexes(&mut queues, key, (old, &before), (&new, &after));
             listed.0 += usize::from(new.is_listable());
             listed.1 += usize::from(old.is_listable());
