@@ -199,7 +199,7 @@ impl ItemEntry {
         old: &ItemEntry,
         new: &ItemEntry,
         layout: &Layout,
-        (before, after): (&mut Vec<(usize, OrderKey)>, &mut Vec<(usize, OrderKey)>),
+        (before, after): (&mut IndexValues, &mut IndexValues),
     ) {
         if old.id != new.id || !old.is_listable() || !new.is_listable() {
             old.index_values_into(layout, before);
@@ -240,6 +240,9 @@ impl ItemEntry {
             .map(|run| ((run[0].0, run[0].1), run))
     }
 }
+
+/// An item's values in the ordered indexes: `(slot, order key)`.
+pub type IndexValues = Vec<(usize, OrderKey)>;
 
 /// One anchored decay sum of an entry: (type, half-life, epoch start, fixed-point sum).
 type DecaySum = (KindIdx, HalfLifeIdx, u64, i128);
