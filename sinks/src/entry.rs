@@ -167,14 +167,14 @@ impl ItemEntry {
 
     /// The item's value in every index it belongs to, as `(slot, order key)` sorted by
     /// slot. Empty when the item is not listable.
-    pub fn index_values(&self, layout: &Layout) -> Vec<(usize, OrderKey)> {
+    pub fn index_values(&self, layout: &Layout) -> IndexValues {
         let mut out = Vec::new();
         self.index_values_into(layout, &mut out);
         out
     }
 
     /// [`index_values`](Self::index_values) into a reused vector (cleared first).
-    pub fn index_values_into(&self, layout: &Layout, out: &mut Vec<(usize, OrderKey)>) {
+    pub fn index_values_into(&self, layout: &Layout, out: &mut IndexValues) {
         out.clear();
         if !self.is_listable() {
             return;
@@ -248,7 +248,7 @@ pub type IndexValues = Vec<(usize, OrderKey)>;
 type DecaySum = (KindIdx, HalfLifeIdx, u64, i128);
 
 /// The values of signal type `kind`'s lanes in its trending, rising and top indexes.
-fn lane_values(layout: &Layout, kind: KindIdx, lanes: &Lanes, out: &mut Vec<(usize, OrderKey)>) {
+fn lane_values(layout: &Layout, kind: KindIdx, lanes: &Lanes, out: &mut IndexValues) {
     let Some(kl) = layout.kind(kind) else { return };
     for window in 0..kl.windows.len() {
         let count = lanes.0[2 * window];
@@ -273,7 +273,7 @@ fn lane_values(layout: &Layout, kind: KindIdx, lanes: &Lanes, out: &mut Vec<(usi
 }
 
 /// The value of a (type, half-life) pair's epoch sums `run` in its hot index.
-fn hot_value(layout: &Layout, (kind, hl): (KindIdx, HalfLifeIdx), run: &[DecaySum], out: &mut Vec<(usize, OrderKey)>) {
+fn hot_value(layout: &Layout, (kind, hl): (KindIdx, HalfLifeIdx), run: &[DecaySum], out: &mut IndexValues) {
     if let (Some(h_ms), Some(slot)) = (
         layout.half_life_ms(kind, hl),
         layout.slot(IndexKind::Hot { kind, half_life: hl }),
@@ -284,7 +284,7 @@ fn hot_value(layout: &Layout, (kind, hl): (KindIdx, HalfLifeIdx), run: &[DecaySu
 }
 
 /// The value of a creation time in the index of the newest items.
-fn created_value(layout: &Layout, created: Option<u64>, out: &mut Vec<(usize, OrderKey)>) {
+fn created_value(layout: &Layout, created: Option<u64>, out: &mut IndexValues) {
     if let (Some(created), Some(slot)) = (created, layout.slot(IndexKind::New)) {
         out.push((slot, created));
     }
