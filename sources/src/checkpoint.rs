@@ -346,12 +346,6 @@ fn writer(
     // written (by then the others have come).
     let mut queue: Vec<Msg> = Vec::new();
     loop {
-        if queue.is_empty() {
-            match rx.recv() {
-                Ok(m) => queue.push(m),
-                Err(_) => break,
-            }
-        }
         queue.extend(rx.try_iter());
         let new = queue.iter().find_map(|Msg::Part { frontier, position, .. }| {
             (!gathering.contains_key(frontier)).then_some((*frontier, *position))
@@ -359,12 +353,11 @@ fn writer(
         if let Some((frontier, position)) = new {
             let g = begin(&dir, frontier, position, &extra, &done);
             gathering.insert(frontier, g);
-            queue.extend(rx.try_iter());
             continue;
         }
         // A part its checkpoint lacks (a second checkpoint asked for at the same frontier, a
         // periodic one and a shutdown's, is gathered after the first), the oldest checkpoint's
-        // first, then by rank; none: the rest of a checkpoint is still to come.
+        // first, then by rank; none (or nothing queued): wait for the next part.
         let next = queue
             .iter()
             .enumerate()

@@ -71,6 +71,26 @@ fn probed(during: &mut [f64]) -> (String, bool) {
     (summary, !during.is_empty() && p99 <= 50.0)
 }
 
+/// Posts an NDJSON batch of signals to `url`, again 20 ms after each 503: whether it was
+/// taken (not refused otherwise), and how many times it was answered 503.
+fn post_retrying(agent: &ureq::Agent, url: &str, body: &str) -> (bool, u64) {
+    let mut refused = 0;
+    loop {
+        match agent
+            .post(url)
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(body)
+        {
+            Ok(_) => return (true, refused),
+            Err(ureq::Error::Status(503, _)) => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return (false, refused),
+        }
+    }
+}
+
 /// How long a GET of `url` took, in ms, if it was answered with success.
 fn get_ms(agent: &ureq::Agent, url: &str) -> Option<f64> {
     let t = Instant::now();
@@ -119,23 +139,12 @@ pub(super) fn http_phases(server: &BenchServer, args: &BenchArgs, g: &mut Gen, r
                 // (accepted signals, requests answered 503); a 503 is retried after a pause.
                 let (mut accepted, mut refused) = (0u64, 0u64);
                 for body in mine {
-                    loop {
-                        match agent
-                            .post(&u)
-                            .set("Content-Type", "application/x-ndjson")
-                            .send_string(&body)
-                        {
-                            Ok(_) => {
-                                accepted += 1000;
-                                break;
-                            }
-                            Err(ureq::Error::Status(503, _)) => {
-                                refused += 1;
-                                std::thread::sleep(Duration::from_millis(20));
-                            }
-                            Err(_) => return (accepted, refused),
-                        }
+                    let (taken, retried) = post_retrying(&agent, &u, &body);
+                    refused += retried;
+                    if !taken {
+                        return (accepted, refused);
                     }
+                    accepted += 1000;
                 }
                 (accepted, refused)
             })
@@ -545,14 +554,7 @@ pub(super) fn checkpoints_under_ingest(
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }
-        while let Err(ureq::Error::Status(503, _)) = agent
-            .post(&format!("{}/v1/signals", server.base))
-            .set("Content-Type", "application/x-ndjson")
-            .send_string(body)
-        {
-            refused += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        refused += post_retrying(&agent, &format!("{}/v1/signals", server.base), body).1;
         if i % 30 == 0 {
             let now = checkpoint_lsn(&server);
             if now > seen {

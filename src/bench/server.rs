@@ -48,9 +48,7 @@ impl BenchServer {
         }
         Err("the server exited before serving".into())
     }
-}
 
-impl BenchServer {
     /// Stops the server as an operator would (SIGTERM: it writes its checkpoint, then exits).
     pub(super) fn stop(mut self) {
         let stopped = Command::new("kill")
