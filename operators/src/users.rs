@@ -244,5 +244,8 @@ fn restored(config: &Config, partition: Partition, bytes: &[u8]) -> (Users, Vec<
             members.push(((*key, *c), 0, 1));
         }
     }
+    // In key order for the memberships' batcher, which then lays its chunks end to end
+    // rather than merging them (the slots' table is a hash table).
+    members.sort_unstable();
     (state, views, members)
 }
