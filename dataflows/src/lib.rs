@@ -31,6 +31,11 @@ pub use timely::CommunicationConfig;
 /// How long an idle worker parks before looking again (wake-ups from the feed and from other
 /// workers cut it short).
 const PARK: Duration = Duration::from_millis(20);
+/// How long an idle worker polls before it parks: not at all. Timely's default (10 us)
+/// spares a worker the wake-up when a peer's message is microseconds away; here a worker
+/// goes idle after every commit's wake-up and every round, thousands of times a second
+/// under single-signal writes, and its polls took the cores the writes are answered on.
+const IDLE_SPIN: Duration = Duration::ZERO;
 /// Merge effort a trace spends per scheduling on a merge already under way.
 const IDLE_MERGE_EFFORT: usize = 1_000;
 
@@ -147,7 +152,9 @@ impl EngineOptions {
         };
         let mut config = timely::Config {
             communication,
-            worker: WorkerConfig::default().progress_mode(ProgressMode::Demand),
+            worker: WorkerConfig::default()
+                .progress_mode(ProgressMode::Demand)
+                .idle_spin(IDLE_SPIN),
         };
         // Traces finish the merges their insertions started while the worker is idle, but
         // start none only to end up as one batch: differential's idle merging does, so a
