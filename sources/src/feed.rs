@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use timely::scheduling::SyncActivator;
 
@@ -44,6 +45,8 @@ struct State {
     catching_up: bool,
     flushes: u64,
     checkpoints: u64,
+    /// The reader drains by then on its own (see [`Feed::drains_by`]); cleared by a drain.
+    drains_by: Option<Instant>,
 }
 
 /// A queue of committed batches from one producer to the dataflow source.
@@ -73,12 +76,12 @@ impl Feed {
     /// queue is full (back-pressure for replay).
     pub fn push(&self, batch: SharedBatch) {
         self.push_quietly(batch);
-        self.wake();
+        let _ = self.wake_for_batches();
     }
 
     /// [`push`](Self::push) without waking the reader: the caller wakes it
-    /// ([`wake`](Self::wake)) when it is done with what must come first (the WAL writer
-    /// answers its producers). A drain finds the batch at once.
+    /// ([`wake_for_batches`](Self::wake_for_batches)) when it is done with what must come
+    /// first (the WAL writer answers its producers). A drain finds the batch at once.
     pub fn push_quietly(&self, batch: SharedBatch) {
         let mut st = self.lock();
         while st.batches.len() >= self.capacity && !st.closed && !st.stopped {
@@ -174,6 +177,7 @@ impl Feed {
     /// Takes up to `max` batches.
     pub fn drain(&self, max: usize) -> Drained {
         let mut st = self.lock();
+        st.drains_by = None;
         if st.held || st.stopped {
             return Drained {
                 catching_up: st.catching_up,
@@ -203,6 +207,25 @@ impl Feed {
             flushes: st_flushes,
             checkpoints: st_checkpoints,
         }
+    }
+
+    /// The reader's word that it drains the feed by `at` on its own (it has asked for a
+    /// wake-up of its own, to drain what comes with its next mark): until its next drain,
+    /// batches pushed do not wake it. Live single-signal writes come thousands a second, and
+    /// each wake-up is a step of the worker on the cores that answer them.
+    pub fn drains_by(&self, at: Instant) {
+        self.lock().drains_by = Some(at);
+    }
+
+    /// Wakes the readers for batches pushed, unless they drain on their own soon
+    /// ([`drains_by`](Self::drains_by); past that time, they are woken all the same).
+    /// Whether they were woken.
+    pub fn wake_for_batches(&self) -> bool {
+        if self.lock().drains_by.is_some_and(|at| at > Instant::now()) {
+            return false;
+        }
+        self.wake();
+        true
     }
 
     /// Wakes the workers that read the feed.

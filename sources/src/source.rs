@@ -174,6 +174,7 @@ pub fn wal_source<'s>(
             {
                 if !wake_asked {
                     activator.activate_after(wait);
+                    feed.drains_by(started + wait);
                     wake_asked = true;
                 }
                 return;
@@ -305,6 +306,7 @@ pub fn wal_source<'s>(
                 } else if !behind && mark_due.is_none_or(|d| d <= now) {
                     let wait = MARK_INTERVAL.saturating_sub(since);
                     activator.activate_after(wait);
+                    feed.drains_by(now + wait);
                     mark_due = Some(now + wait);
                     wake_asked = true;
                 }
@@ -483,6 +485,72 @@ mod tests {
                 "at most one run between marks: {seen}"
             );
             assert!(runs <= 10, "twenty batches in a few runs: {seen}");
+            feed.close();
+            run_for(worker, 20);
+        });
+    }
+    /// While the source waits for its next mark, with a wake-up of its own asked for, the
+    /// batches pushed do not wake it; they are drained with the mark, in one run, and the
+    /// first batch after that wakes it again.
+    #[test]
+    fn batches_pushed_while_a_mark_waits_do_not_wake_the_source() {
+        timely::execute_directly(|worker| {
+            let feed = Arc::new(Feed::new(1 << 10));
+            let seen: Rc<RefCell<Vec<char>>> = Rc::new(RefCell::new(Vec::new()));
+            let options = SourceOptions {
+                reader: true,
+                ..Default::default()
+            };
+            let (log, source_feed) = (seen.clone(), feed.clone());
+            worker.dataflow::<Time, _, _>(|scope| {
+                wal_source(scope, source_feed, options, Arc::new(StateStats::default())).inspect(move |c: &Control| {
+                    match c {
+                        Control::Run(_) => log.borrow_mut().push('r'),
+                        Control::Mark { .. } => log.borrow_mut().push('m'),
+                        Control::Checkpoint { .. } => {}
+                    }
+                });
+            });
+            // A first batch, drained and marked at once (no mark came for an interval).
+            run_for(worker, 2 * MARK_INTERVAL.as_millis() as u64);
+            feed.push_quietly(batch(1, 1));
+            assert!(feed.wake_for_batches(), "nothing waits: the source is woken");
+            // The mark is cut after this instant: the next one is due an interval later.
+            let before_mark = Instant::now();
+            for _ in 0..3 {
+                worker.step_or_park(Some(Duration::ZERO));
+            }
+            assert_eq!(seen.borrow().iter().collect::<String>(), "rm");
+            // Within the interval after that mark: the first batch wakes the source, which
+            // asks for its own wake-up at the next mark; the rest do not wake it (on a
+            // machine so loaded that the interval is up before a push, that push may).
+            feed.push_quietly(batch(2, 1));
+            assert!(feed.wake_for_batches());
+            worker.step_or_park(Some(Duration::ZERO));
+            let woken: Vec<(bool, bool)> = (3..=10)
+                .map(|lsn| {
+                    feed.push_quietly(batch(lsn, 1));
+                    let woke = feed.wake_for_batches();
+                    let in_time = before_mark.elapsed() < MARK_INTERVAL;
+                    worker.step_or_park(Some(Duration::ZERO));
+                    (woke, in_time)
+                })
+                .collect();
+            assert!(
+                woken.iter().all(|&(woke, in_time)| !(woke && in_time)),
+                "no wake-up while the mark waits: {woken:?}"
+            );
+            run_for(worker, 2 * MARK_INTERVAL.as_millis() as u64);
+            if woken.iter().all(|&(_, in_time)| in_time) {
+                assert_eq!(
+                    seen.borrow().iter().collect::<String>(),
+                    "rmrm",
+                    "the nine batches drained with the next mark, in one run"
+                );
+            }
+            // Drained: the next batch wakes it again.
+            feed.push_quietly(batch(11, 1));
+            assert!(feed.wake_for_batches());
             feed.close();
             run_for(worker, 20);
         });

@@ -265,7 +265,7 @@ impl Writer {
             p.reply.send(result);
         }
         if wrote {
-            self.feed.wake();
+            let _ = self.feed.wake_for_batches();
         }
         wrote
     }
