@@ -489,6 +489,7 @@ mod tests {
             run_for(worker, 20);
         });
     }
+
     /// While the source waits for its next mark, with a wake-up of its own asked for, the
     /// batches pushed do not wake it; they are drained with the mark, in one run, and the
     /// first batch after that wakes it again.
