@@ -12,6 +12,8 @@ use serde_json::Value;
 
 use tidal::{ClockMode, Config, ItemMeta, NewSignal, RankQuery, Tidal};
 
+mod common;
+
 const T0: u64 = 1_700_000_000_000;
 const MIN: u64 = 60_000;
 
@@ -256,11 +258,11 @@ fn a_checkpoint_of_another_schema_is_refused() {
 /// their thread inserts behind the view, and a `for_you` read waits for it only up to a
 /// second (an exact search not at all).
 fn ann_settled(t: &Tidal) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while t.view().shards.iter().any(|s| s.ann().waiting() > 0) {
-        assert!(std::time::Instant::now() < deadline, "the nearest-item index settles");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    common::wait_until(
+        "the nearest-item index to settle",
+        std::time::Duration::from_secs(60),
+        || t.view().shards.iter().all(|s| s.ann().waiting() == 0),
+    );
 }
 
 /// The shards' nearest-item indexes are kept in the checkpoint: a restart loads them instead

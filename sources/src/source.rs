@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, StreamVec};
+use timely::scheduling::Activator;
 
 use tidal_core::flow::{Control, Run};
 use tidal_core::record::Position;
@@ -173,8 +174,7 @@ pub fn wal_source<'s>(
                 && !wait.is_zero()
             {
                 if !wake_asked {
-                    activator.activate_after(wait);
-                    feed.drains_by(started + wait);
+                    drain_at(&activator, &feed, started, started + wait);
                     wake_asked = true;
                 }
                 return;
@@ -304,10 +304,9 @@ pub fn wal_source<'s>(
                     mark_due = (!behind && !full && !drained.catching_up).then(|| now + MARK_INTERVAL);
                     wake_asked = false;
                 } else if !behind && mark_due.is_none_or(|d| d <= now) {
-                    let wait = MARK_INTERVAL.saturating_sub(since);
-                    activator.activate_after(wait);
-                    feed.drains_by(now + wait);
-                    mark_due = Some(now + wait);
+                    let due = now + MARK_INTERVAL.saturating_sub(since);
+                    drain_at(&activator, &feed, now, due);
+                    mark_due = Some(due);
                     wake_asked = true;
                 }
             }
@@ -321,6 +320,13 @@ pub fn wal_source<'s>(
         }
     });
     stream
+}
+
+/// Asks for the source's wake-up at `at` (it is `now`), and tells the feed that the source
+/// drains by then on its own, so that the batches pushed meanwhile do not wake it.
+fn drain_at(activator: &Activator, feed: &Feed, now: Instant, at: Instant) {
+    activator.activate_after(at.saturating_duration_since(now));
+    feed.drains_by(at);
 }
 
 /// A mark to broadcast: the frontier `time`, the log position before it, whose log it is,
@@ -446,28 +452,33 @@ mod tests {
         });
     }
 
-    /// Live batches that arrive while a mark waits for its interval are drained with it, in
-    /// one run: between two marks there are at most two runs (the one that made the mark wait,
-    /// and the one drained when it is due), however many batches came.
+    /// A reading source on a feed in `worker`, its output logged: `r` per run, `m` per mark.
+    fn logged_source(worker: &mut timely::worker::Worker) -> (Arc<Feed>, Rc<RefCell<Vec<char>>>) {
+        let feed = Arc::new(Feed::new(1 << 10));
+        let seen: Rc<RefCell<Vec<char>>> = Rc::new(RefCell::new(Vec::new()));
+        let options = SourceOptions {
+            reader: true,
+            ..Default::default()
+        };
+        let (log, source_feed) = (seen.clone(), feed.clone());
+        worker.dataflow::<Time, _, _>(|scope| {
+            wal_source(scope, source_feed, options, Arc::new(StateStats::default())).inspect(
+                move |c: &Control| match c {
+                    Control::Run(_) => log.borrow_mut().push('r'),
+                    Control::Mark { .. } => log.borrow_mut().push('m'),
+                    Control::Checkpoint { .. } => {}
+                },
+            );
+        });
+        (feed, seen)
+    }
+
+    /// Live batches that arrive within a mark's interval are drained with the next mark, in
+    /// one run: between two marks there is at most one run, however many batches came.
     #[test]
     fn live_batches_wait_for_the_mark_in_one_run() {
         timely::execute_directly(|worker| {
-            let feed = Arc::new(Feed::new(1 << 10));
-            let seen: Rc<RefCell<Vec<char>>> = Rc::new(RefCell::new(Vec::new()));
-            let options = SourceOptions {
-                reader: true,
-                ..Default::default()
-            };
-            let (log, source_feed) = (seen.clone(), feed.clone());
-            worker.dataflow::<Time, _, _>(|scope| {
-                wal_source(scope, source_feed, options, Arc::new(StateStats::default())).inspect(move |c: &Control| {
-                    match c {
-                        Control::Run(_) => log.borrow_mut().push('r'),
-                        Control::Mark { .. } => log.borrow_mut().push('m'),
-                        Control::Checkpoint { .. } => {}
-                    }
-                });
-            });
+            let (feed, seen) = logged_source(worker);
             run_for(worker, 20);
             // Twenty single-signal batches, the worker stepped after each, as live writes come.
             for lsn in 1..=20 {
@@ -496,22 +507,7 @@ mod tests {
     #[test]
     fn batches_pushed_while_a_mark_waits_do_not_wake_the_source() {
         timely::execute_directly(|worker| {
-            let feed = Arc::new(Feed::new(1 << 10));
-            let seen: Rc<RefCell<Vec<char>>> = Rc::new(RefCell::new(Vec::new()));
-            let options = SourceOptions {
-                reader: true,
-                ..Default::default()
-            };
-            let (log, source_feed) = (seen.clone(), feed.clone());
-            worker.dataflow::<Time, _, _>(|scope| {
-                wal_source(scope, source_feed, options, Arc::new(StateStats::default())).inspect(move |c: &Control| {
-                    match c {
-                        Control::Run(_) => log.borrow_mut().push('r'),
-                        Control::Mark { .. } => log.borrow_mut().push('m'),
-                        Control::Checkpoint { .. } => {}
-                    }
-                });
-            });
+            let (feed, seen) = logged_source(worker);
             // A first batch, drained and marked at once (no mark came for an interval).
             run_for(worker, 2 * MARK_INTERVAL.as_millis() as u64);
             feed.push_quietly(batch(1, 1));
