@@ -54,7 +54,7 @@ pub(crate) trait Expander: 'static {
     /// What tells apart the sums of one (item, slot).
     type Extra: Copy + Eq + std::hash::Hash + Codec + Send + Sync + 'static;
     /// An update as held while it waits (compact; ordered for consolidation).
-    type Pending: Ord + Clone + Codec + Send + Sync + 'static;
+    type Pending: pending::Packed + Clone + Codec + Send + Sync + 'static;
     /// An update's diff as held while it waits.
     type Diff: Semigroup + Codec + Send + Sync + 'static;
 
