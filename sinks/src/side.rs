@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
+use rayon::iter::{IntoParallelRefMutIterator, ParallelIterator};
 
 use tidal_core::features::Lanes;
 use tidal_core::flow::{CohortId, ItemKey, KindIdx, UserKey};
@@ -76,6 +77,11 @@ type LaneChange = ((ItemKey, KindIdx), Option<Lanes>);
 /// restore's or a catch-up's: gathering them first held a hash table of a million sums and a
 /// copy grouped by cohort, ~250 MB at a restart's peak).
 const DIRECT_AT: usize = 1 << 14;
+
+/// Cohort sum changes of one time from which the cohorts' maps are changed on every core (a
+/// restore's, a catch-up's; a live mark's stay on the sink's thread). Debug builds (the
+/// tests) take that path for all but the smallest times, so that both paths are checked.
+const PARALLEL_AT: usize = if cfg!(debug_assertions) { 8 } else { 1 << 18 };
 
 /// Gathered changes keep at most this much room between versions (a catch-up grows them to
 /// `SETTLE_AT`; live versions need a few thousand).
@@ -157,6 +163,7 @@ impl SideBuilder {
     /// the containers are let go; they come mostly in key order already (a restore's sums
     /// in (item, type) order), and a cohort with no lanes yet is built at once.
     fn apply_cohorts_directly(&mut self, updates: Vec<Vec<(CohortKey, Lanes, isize)>>, total: usize) {
+        let started = std::time::Instant::now();
         self.settle();
         self.changed += total;
         let mut counts: HashMap<CohortId, usize, RandomState> = HashMap::default();
@@ -172,35 +179,32 @@ impl SideBuilder {
                 }
             }
         }
-        for (cohort, mut run) in by_cohort {
-            if !run.is_sorted_by_key(|u| (u.0, u.2)) {
-                run.sort_unstable_by_key(|u| (u.0, u.2));
-            }
-            let map = self.side.cohorts.entry(cohort).or_default();
-            if map.is_empty() && run.iter().all(|u| u.2 > 0) && run.windows(2).all(|w| w[0].0 < w[1].0) {
-                *map = CohortLanes(PMap::from_sorted(
-                    run.into_iter().map(|(k, lanes, _)| (k, Arc::new(lanes))).collect(),
-                ));
-            } else {
-                // Per key its new value (after its old one's removal) or its removal, applied
-                // in one walk of the map.
-                let mut changes: Vec<(u64, Option<Arc<Lanes>>)> = Vec::with_capacity(run.len());
-                for (k, lanes, diff) in run {
-                    match changes.last_mut() {
-                        Some(last) if last.0 == k => {
-                            if diff > 0 {
-                                last.1 = Some(Arc::new(lanes));
-                            }
-                        }
-                        _ => changes.push((k, (diff > 0).then(|| Arc::new(lanes)))),
-                    }
-                }
-                map.0.apply_sorted(changes);
-            }
-            if map.is_empty() {
-                self.side.cohorts.remove(&cohort);
+        // The cohorts' maps are apart: a large time's are changed on every core.
+        let mut work: Vec<(CohortId, Vec<CohortChange>, CohortLanes)> = by_cohort
+            .into_iter()
+            .map(|(cohort, run)| {
+                let map = self.side.cohorts.remove(&cohort).unwrap_or_default();
+                (cohort, run, map)
+            })
+            .collect();
+        if total >= PARALLEL_AT {
+            work.par_iter_mut()
+                .for_each(|(_, run, map)| apply_run(map, std::mem::take(run)));
+        } else {
+            work.iter_mut()
+                .for_each(|(_, run, map)| apply_run(map, std::mem::take(run)));
+        }
+        for (cohort, _, map) in work {
+            if !map.is_empty() {
+                self.side.cohorts.insert(cohort, map);
             }
         }
+        tracing::trace!(
+            changes = total,
+            cohorts = self.side.cohorts.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "cohort sums applied"
+        );
     }
 
     /// Applies one user-state change.
@@ -250,6 +254,34 @@ impl SideBuilder {
         self.lanes_now.shrink_to(KEEP_ROOM);
         self.users_now.shrink_to(KEEP_ROOM);
     }
+}
+
+/// Applies one cohort's changes of a large time to its map: per key in key order, its
+/// removal before its new value; a cohort with no lanes yet is built at once.
+fn apply_run(map: &mut CohortLanes, mut run: Vec<CohortChange>) {
+    if !run.is_sorted_by_key(|u| (u.0, u.2)) {
+        run.sort_unstable_by_key(|u| (u.0, u.2));
+    }
+    if map.is_empty() && run.iter().all(|u| u.2 > 0) && run.windows(2).all(|w| w[0].0 < w[1].0) {
+        *map = CohortLanes(PMap::from_sorted(
+            run.into_iter().map(|(k, lanes, _)| (k, Arc::new(lanes))).collect(),
+        ));
+        return;
+    }
+    // Per key its new value (after its old one's removal) or its removal, applied in one
+    // walk of the map.
+    let mut changes: Vec<(u64, Option<Arc<Lanes>>)> = Vec::with_capacity(run.len());
+    for (k, lanes, diff) in run {
+        match changes.last_mut() {
+            Some(last) if last.0 == k => {
+                if diff > 0 {
+                    last.1 = Some(Arc::new(lanes));
+                }
+            }
+            _ => changes.push((k, (diff > 0).then(|| Arc::new(lanes)))),
+        }
+    }
+    map.0.apply_sorted(changes);
 }
 
 #[cfg(test)]
