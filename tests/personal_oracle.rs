@@ -155,6 +155,38 @@ fn random_log(seed: u64) -> Vec<Vec<(Op, u64)>> {
     phases
 }
 
+/// Signals alone, with users (a few hundred: a time of them is large at every worker),
+/// after the end of `log`, some of them late.
+fn signals_only(seed: u64, log: &[Vec<(Op, u64)>]) -> Vec<(Op, u64)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5167_4a15);
+    let end = log
+        .iter()
+        .flatten()
+        .map(|(op, advance)| match op {
+            Op::Signal { ts_eff, .. } => *ts_eff,
+            _ => *advance,
+        })
+        .max()
+        .unwrap_or(T0);
+    (0..400)
+        .map(|i| {
+            let ts = if rng.gen_bool(0.7) {
+                end + i * 10 + rng.gen_range(0..2_500)
+            } else {
+                end.saturating_sub(rng.gen_range(0..45_000))
+            };
+            let op = Op::Signal {
+                kind: ["view", "view", "like", "hide"][rng.gen_range(0..4)].to_string(),
+                item: format!("i{}", rng.gen_range(0..ITEMS)),
+                user: rng.gen_bool(0.9).then(|| format!("u{}", rng.gen_range(0..USERS))),
+                weight: [0.5, 1.0, 2.0][rng.gen_range(0..3)],
+                ts_eff: ts,
+            };
+            (op, 0)
+        })
+        .collect()
+}
+
 /// Writes one op; returns its LSN and commit clock.
 fn write(t: &Tidal, op: &Op, advance: u64, n: usize) -> (u64, u64) {
     let ack = match op {
@@ -655,6 +687,31 @@ fn run(seed: u64, workers: usize) -> Vec<String> {
         let ctx = format!("seed {seed}, {workers} workers, phase {p} after the restart");
         rankings.extend(check(&t, &view, &oracle, &config, &ctx, p));
     }
+    // A phase of signals alone, then a restart from the checkpoint before it, as after a
+    // kill -9: its signals come back as one catch-up time, which the users materializer
+    // applies on a thread beside the worker while the cohort rollups go on.
+    t.shutdown().expect("shutdown");
+    drop(t);
+    let t = Tidal::open(config.clone()).expect("reopen from the checkpoint");
+    let signals = signals_only(seed, &log);
+    let last = write_phase(&t, &mut oracle, &signals, &mut n);
+    let view = t.wait_visible(last).expect("visible");
+    let ctx = format!("seed {seed}, {workers} workers, a phase of signals alone");
+    rankings.extend(check(&t, &view, &oracle, &config, &ctx, log.len()));
+    t.shutdown().expect("shutdown");
+    drop(t);
+    let mut kept: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints"))
+        .expect("checkpoints")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    kept.sort();
+    let newest = kept.pop().expect("a checkpoint after the phase of signals");
+    assert!(!kept.is_empty(), "the checkpoint before it is kept");
+    std::fs::remove_dir_all(newest).expect("drop the newest checkpoint");
+    let t = Tidal::open(config.clone()).expect("reopen with the phase of signals as the WAL's tail");
+    let view = t.view();
+    let ctx = format!("seed {seed}, {workers} workers, the phase of signals caught up at once");
+    rankings.extend(check(&t, &view, &oracle, &config, &ctx, log.len()));
     t.shutdown().expect("shutdown");
     drop(t);
     std::fs::remove_dir_all(dir.path().join("checkpoints")).expect("drop the checkpoints");

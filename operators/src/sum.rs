@@ -205,6 +205,12 @@ const CONSOLIDATE_BEFORE_APPLY: usize = 1 << 14;
 /// Events waiting for their time to complete, with a capability for that time.
 type Held = (Capability<Time>, Vec<(SignalEv, isize)>);
 
+/// Events applied per activation at most: a large time's (a catch-up's) go a slice at a
+/// time, and the worker runs the other operators in between (the users' views of it,
+/// applied beside the worker, reach the sink meanwhile). Debug builds (the tests) yield after
+/// a few dozen, so that the path is checked.
+const FUEL: usize = if cfg!(debug_assertions) { 40 } else { 1 << 17 };
+
 /// A keyed sum's state between activations: the sums, the updates waiting for their times,
 /// the marks that delimit rounds and the retired items.
 struct State<E: Expander> {
@@ -356,6 +362,10 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                 // own; they are taken in the first activation after, the waiting updates put
                 // under the initial capability and the sums emitted (at time 0).
                 let woken = scope.worker().sync_activator_for(info.address.to_vec());
+                // To come back to a large time's events after letting the others run.
+                let again = scope.activator_for(info.address.clone());
+                // How many of the first held time's events are applied already.
+                let mut applied = 0usize;
                 // A sums part without its waiting updates fails to decode (below).
                 let waiting = persist.take_restored(index, &pending_part(what)).unwrap_or_default();
                 let decode =
@@ -464,16 +474,41 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                                 persist.write_later(index, &pending_part(what), frontier, position, Box::new(fill));
                             }
                         };
-                    while let Some(entry) = held.first_entry() {
+                    // A large time's events are applied a slice per activation, so that the
+                    // worker runs the other operators in between (the users' views of a
+                    // catch-up, applied beside the worker, go to the sink meanwhile).
+                    let mut fuel = FUEL;
+                    while let Some(mut entry) = held.first_entry() {
                         let t = *entry.key();
                         if t >= reached {
                             break;
                         }
-                        let (cap, events) = entry.remove();
-                        write(&mut state, &mut checkpoints, t, &mut emit);
-                        for (ev, mult) in &events {
-                            state.apply(&cap, ev, *mult);
+                        if fuel == 0 {
+                            again.activate();
+                            stats(SumStats {
+                                sums: state.sums.len(),
+                                pending: state.pending.held,
+                                times: state.pending.times(),
+                                retired: state.dead.len(),
+                                started,
+                            });
+                            return;
                         }
+                        if applied == 0 {
+                            write(&mut state, &mut checkpoints, t, &mut emit);
+                        }
+                        let (cap, events) = entry.get_mut();
+                        let end = events.len().min(applied + fuel);
+                        for (ev, mult) in &events[applied..end] {
+                            state.apply(cap, ev, *mult);
+                        }
+                        fuel -= end - applied;
+                        if end < events.len() {
+                            applied = end;
+                            continue;
+                        }
+                        applied = 0;
+                        entry.remove();
                     }
                     // Every event before `reached` is applied: what comes due before it too,
                     // with the checkpoints it reaches written on the way.

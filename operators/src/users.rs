@@ -30,6 +30,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use tidal_core::config::Config;
 use tidal_core::flow::{CohortId, Control, Partition, Persist, UserKey, UserSig};
+use tidal_core::record::Record;
 use tidal_core::stats::{Stage, StateStats};
 use tidal_core::time::Time;
 use tidal_core::user::SideUpdate;
@@ -39,7 +40,7 @@ mod state;
 
 use state::Users;
 
-use crate::background::decoding;
+use crate::background::{Background, decoding};
 
 /// The collections and streams the users materializer emits.
 pub struct UserOutputs<'s> {
@@ -65,6 +66,9 @@ pub fn users<'s>(
     let woken = scope
         .worker()
         .sync_activator_for(builder.operator_info().address.to_vec());
+    let returned = scope
+        .worker()
+        .sync_activator_for(builder.operator_info().address.to_vec());
     let mut control_in = builder.new_input(control, Pipeline);
     let mut sigs_in = builder.new_input(sigs, Exchange::new(|s: &UserSig| s.user));
     let (mut member_out, memberships) = builder.new_output::<Vec<MemberUpdate>>();
@@ -85,13 +89,29 @@ pub fn users<'s>(
         // Checkpoints asked for and not written yet: written once every time before their
         // frontier is applied and none after it.
         let mut checkpoints: BTreeMap<Time, tidal_core::record::Position> = BTreeMap::new();
+        // A large time being applied on a thread of its own, with the state.
+        let mut away: Option<Away> = None;
         move |frontiers| {
-            // A restored state not decoded yet: the other operators run meanwhile (its
-            // thread activates this one when it is ready).
-            if restoring.as_mut().is_some_and(|r| !r.ready()) {
+            // A restored state not decoded yet, or the state away applying a large time:
+            // the other operators run meanwhile (the thread activates this one when done).
+            if restoring.as_mut().is_some_and(|r| !r.ready()) || away.as_mut().is_some_and(|a| !a.job.ready()) {
                 return;
             }
             let started = std::time::Instant::now();
+            if let Some(a) = away.take() {
+                let (back, time, mut side, new_expiries) = a.job.take();
+                state = back;
+                if !side.is_empty() {
+                    side_out.activate().give(&a.side, &mut side);
+                }
+                for at in new_expiries {
+                    if at > time {
+                        expiries
+                            .entry(at)
+                            .or_insert_with(|| [a.members.delayed(&at), a.side.delayed(&at)]);
+                    }
+                }
+            }
             if let Some(caps) = initial.take()
                 && let [c0, c1] = &caps[..]
             {
@@ -180,6 +200,35 @@ pub fn users<'s>(
                         (t, caps, Vec::new(), Vec::new())
                     }
                 };
+                if sigs.len() >= AWAY_AT && !changes_memberships(&control) {
+                    // No membership changes at this time: the cohort rollups go on with it
+                    // while the users' signals are applied on another core (a restart's
+                    // tail, a catch-up), and the views follow once they are.
+                    let [members_cap, side_cap] = caps;
+                    let members_later = members_cap.delayed(&(time + 1));
+                    drop(members_cap);
+                    let mut taken = std::mem::replace(&mut state, Users::new(&config, partition));
+                    let stats = stats.clone();
+                    let returned = returned.clone();
+                    let work = move || {
+                        let began = std::time::Instant::now();
+                        let (mut members, mut side) = (Vec::new(), Vec::new());
+                        taken.apply(time, &control, &sigs, &mut members, &mut side);
+                        debug_assert!(members.is_empty(), "a time without user records changed memberships");
+                        let new_expiries = taken.take_new_expiries();
+                        stats.busy(Stage::Users, began);
+                        (taken, time, side, new_expiries)
+                    };
+                    let done = move || {
+                        let _ = returned.activate();
+                    };
+                    away = Some(Away {
+                        job: Background::start("tidal-users-apply", work, done),
+                        members: members_later,
+                        side: side_cap,
+                    });
+                    break;
+                }
                 let mut members = Vec::new();
                 let mut side = Vec::new();
                 state.apply(time, &control, &sigs, &mut members, &mut side);
@@ -197,7 +246,9 @@ pub fn users<'s>(
                     }
                 }
             }
-            StateStats::set(&stats.users, state.slots.len());
+            if away.is_none() {
+                StateStats::set(&stats.users, state.slots.len());
+            }
             stats.busy(Stage::Users, started);
         }
     });
@@ -205,6 +256,42 @@ pub fn users<'s>(
         memberships: memberships.as_collection(),
         side,
     }
+}
+
+/// Signals at one time from which it is applied on a thread of its own, beside the worker.
+/// Debug builds (the tests) take that path from a few dozen, so that both paths are checked.
+const AWAY_AT: usize = if cfg!(debug_assertions) { 48 } else { 1 << 16 };
+
+/// A time applied away from the worker: the state, the time, its views and the bucket and
+/// epoch ends it added come back.
+type AwayResult = (Users, Time, Vec<SideUpdate>, Vec<Time>);
+
+/// The state away applying one time, with the capabilities to emit what comes back: the
+/// views at that time; the memberships' only one time later (there are none at that time,
+/// so the cohort rollups need not wait), to make the capabilities of the bucket ends.
+struct Away {
+    job: Background<AwayResult>,
+    members: Capability<Time>,
+    side: Capability<Time>,
+}
+
+/// Whether a time's control messages hold a record that can change memberships: a user's
+/// attributes put or deleted, a cohort declared or dropped.
+fn changes_memberships(control: &[Control]) -> bool {
+    control.iter().any(|msg| match msg {
+        Control::Run(run) => run.batches.iter().any(|batch| {
+            batch.records.iter().any(|logged| {
+                matches!(
+                    logged.record,
+                    Record::UserPut { .. }
+                        | Record::UserDelete { .. }
+                        | Record::CohortPut { .. }
+                        | Record::CohortDelete { .. }
+                )
+            })
+        }),
+        _ => false,
+    })
 }
 
 /// A time's inputs, held until it is complete.
