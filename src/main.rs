@@ -132,6 +132,14 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // The pool a catch-up's large sorts and cohort maps run on: named, so that a profile or
+    // `top -H` tells its threads from the workers (unnamed, they take their spawner's name).
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("tidal-pool-{i}"))
+        .build_global()
+    {
+        tracing::debug!(error = %e, "the thread pool keeps its defaults");
+    }
     let result = match cli.command {
         Command::Serve {
             config,

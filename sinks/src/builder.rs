@@ -106,6 +106,9 @@ impl SnapshotBuilder {
     pub(crate) fn apply_deltas(&mut self, batches: &[Vec<(Delta, Time, isize)>]) {
         let mut order = std::mem::take(&mut self.order);
         order.clear();
+        // A restore's or a catch-up's millions: room for them at once, not doubling after
+        // doubling (each a fresh block, its pages faulted in, and the last one copied in).
+        order.reserve(batches.iter().map(Vec::len).sum());
         for (b, batch) in batches.iter().enumerate() {
             for (i, (u, t, _)) in batch.iter().enumerate() {
                 let (key, slot) = u.slot();
