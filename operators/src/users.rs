@@ -99,8 +99,20 @@ pub fn users<'s>(
             }
             let started = std::time::Instant::now();
             if let Some(a) = away.take() {
-                let (back, time, mut side, new_expiries) = a.job.take();
+                let (back, time, mut members, mut side, new_expiries) = a.job.take();
                 state = back;
+                if !members.is_empty() {
+                    // Not what a time without user records gives; were it to, the changes go
+                    // out a time late rather than not at all.
+                    tracing::error!(
+                        time,
+                        changes = members.len(),
+                        "memberships changed at a time applied beside the worker"
+                    );
+                    let later = *a.members.time();
+                    members.iter_mut().for_each(|m| m.1 = later);
+                    member_out.activate().give(&a.members, &mut members);
+                }
                 if !side.is_empty() {
                     side_out.activate().give(&a.side, &mut side);
                 }
@@ -217,7 +229,7 @@ pub fn users<'s>(
                         debug_assert!(members.is_empty(), "a time without user records changed memberships");
                         let new_expiries = taken.take_new_expiries();
                         stats.busy(Stage::Users, began);
-                        (taken, time, side, new_expiries)
+                        (taken, time, members, side, new_expiries)
                     };
                     let done = move || {
                         let _ = returned.activate();
@@ -262,9 +274,9 @@ pub fn users<'s>(
 /// Debug builds (the tests) take that path from a few dozen, so that both paths are checked.
 const AWAY_AT: usize = if cfg!(debug_assertions) { 48 } else { 1 << 16 };
 
-/// A time applied away from the worker: the state, the time, its views and the bucket and
-/// epoch ends it added come back.
-type AwayResult = (Users, Time, Vec<SideUpdate>, Vec<Time>);
+/// A time applied away from the worker: the state, the time, its membership changes (none),
+/// its views and the bucket and epoch ends it added come back.
+type AwayResult = (Users, Time, Vec<MemberUpdate>, Vec<SideUpdate>, Vec<Time>);
 
 /// The state away applying one time, with the capabilities to emit what comes back: the
 /// views at that time; the memberships' only one time later (there are none at that time,
