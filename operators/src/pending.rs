@@ -98,6 +98,7 @@ impl Packed for (u64, u16, u8, u64) {
 }
 
 /// (item, slot): the tests' update.
+#[cfg(test)]
 impl Packed for (u64, u16) {
     type Key = u128;
     fn packed(&self) -> u128 {

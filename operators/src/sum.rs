@@ -478,6 +478,7 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                     // worker runs the other operators in between (the users' views of a
                     // catch-up, applied beside the worker, go to the sink meanwhile).
                     let mut fuel = FUEL;
+                    let mut yielded = false;
                     while let Some(mut entry) = held.first_entry() {
                         let t = *entry.key();
                         if t >= reached {
@@ -485,14 +486,8 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         }
                         if fuel == 0 {
                             again.activate();
-                            stats(SumStats {
-                                sums: state.sums.len(),
-                                pending: state.pending.held,
-                                times: state.pending.times(),
-                                retired: state.dead.len(),
-                                started,
-                            });
-                            return;
+                            yielded = true;
+                            break;
                         }
                         if applied == 0 {
                             write(&mut state, &mut checkpoints, t, &mut emit);
@@ -510,14 +505,17 @@ pub(crate) fn keyed_sums<'s, E: Expander>(
                         applied = 0;
                         entry.remove();
                     }
-                    // Every event before `reached` is applied: what comes due before it too,
-                    // with the checkpoints it reaches written on the way.
-                    write(&mut state, &mut checkpoints, reached, &mut emit);
-                    let bound = checkpoints
-                        .first_key_value()
-                        .map_or(reached, |(f, _)| (*f).min(reached));
-                    state.rounds(bound, &mut emit);
-                    state.marks = state.marks.split_off(&reached);
+                    // Every event before `reached` is applied (unless the worker was let go
+                    // first): what comes due before it too, with the checkpoints it reaches
+                    // written on the way.
+                    if !yielded {
+                        write(&mut state, &mut checkpoints, reached, &mut emit);
+                        let bound = checkpoints
+                            .first_key_value()
+                            .map_or(reached, |(f, _)| (*f).min(reached));
+                        state.rounds(bound, &mut emit);
+                        state.marks = state.marks.split_off(&reached);
+                    }
                     stats(SumStats {
                         sums: state.sums.len(),
                         pending: state.pending.held,

@@ -66,9 +66,8 @@ pub fn users<'s>(
     let woken = scope
         .worker()
         .sync_activator_for(builder.operator_info().address.to_vec());
-    let returned = scope
-        .worker()
-        .sync_activator_for(builder.operator_info().address.to_vec());
+    // Also what a time applied beside the worker wakes when it is done.
+    let returned = woken.clone();
     let mut control_in = builder.new_input(control, Pipeline);
     let mut sigs_in = builder.new_input(sigs, Exchange::new(|s: &UserSig| s.user));
     let (mut member_out, memberships) = builder.new_output::<Vec<MemberUpdate>>();
