@@ -611,6 +611,30 @@ fn check(t: &Tidal, view: &tidal_sinks::View, oracle: &Oracle, config: &Config, 
     for (h, w) in have.iter().zip(&want) {
         assert!(close(h.1, w.1), "{ctx}: cohort ranking score {h:?} != {w:?}");
     }
+    // One item per creator: the same ranking, each creator's best only (items without a
+    // creator all kept).
+    let r = t
+        .rank(
+            &RankQuery::parse(
+                "profile=trending&cohort=region:US&window=10s&signals=view:1,like:3&limit=50&max_per_creator=1",
+            )
+            .expect("q"),
+        )
+        .expect("rank");
+    let mut creators = BTreeSet::new();
+    let diverse: Vec<&String> = want
+        .iter()
+        .map(|w| &w.0)
+        .filter(|id| match oracle.items.get(*id).and_then(|e| e.2.clone()) {
+            Some(c) => creators.insert(c),
+            None => true,
+        })
+        .collect();
+    assert_eq!(
+        r.items.iter().map(|i| &i.id).collect::<Vec<_>>(),
+        diverse,
+        "{ctx}: cohort ranking, one per creator"
+    );
     for u in 0..USERS {
         let user = format!("u{u}");
         let r = t

@@ -7,8 +7,23 @@
 //! random order every user a version changed copied a node of each and referenced its 64
 //! values again, each reference a cache miss, and the freeing thread dropped them all again.
 //! The key's bits are taken highest first, so a walk visits the keys in order.
+//!
+//! A branch keeps a [`Summarize::Sum`] of each child's entries beside it (the cohorts' lanes:
+//! bounds on their counts, so a ranking descends only into the children that can hold a
+//! better item; the users' views: nothing). A change recomputes the sums on its path from
+//! the nodes it has just copied.
 
 use std::sync::Arc;
+
+/// What a branch keeps of the entries under each of its children.
+pub(crate) trait Summarize: Clone {
+    /// The summary; the default is that of no entries.
+    type Sum: Copy + Default + PartialEq + std::fmt::Debug;
+    /// The summary of a leaf's entries.
+    fn leaf(entries: &[(u64, Self)]) -> Self::Sum;
+    /// Takes the entries `other` summarises into `sum`.
+    fn merge(sum: &mut Self::Sum, other: &Self::Sum);
+}
 
 /// Children per branch (the key's bits are taken four at a time, highest first).
 const FAN: usize = 16;
@@ -18,27 +33,126 @@ const SPLIT: usize = 32;
 /// Branch depths: 64 bits, four at a time.
 const DEPTHS: u32 = u64::BITS / BITS;
 
-#[derive(Clone)]
-enum Node<V> {
+enum Node<V: Summarize> {
     /// Entries sorted by key.
     Leaf(Arc<[(u64, V)]>),
-    Branch(Arc<[Option<Node<V>>; FAN]>),
+    Branch(Arc<Branch<V>>),
+}
+
+impl<V: Summarize> Clone for Node<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Node::Leaf(entries) => Node::Leaf(entries.clone()),
+            Node::Branch(branch) => Node::Branch(branch.clone()),
+        }
+    }
+}
+
+/// A branch: its children by digit, and the summary of each one's entries.
+struct Branch<V: Summarize> {
+    children: [Option<Node<V>>; FAN],
+    sums: [V::Sum; FAN],
+}
+
+impl<V: Summarize> Clone for Branch<V> {
+    fn clone(&self) -> Self {
+        Branch {
+            children: self.children.clone(),
+            sums: self.sums,
+        }
+    }
+}
+
+impl<V: Summarize> Branch<V> {
+    /// A branch of `children`, their sums taken.
+    fn of(children: [Option<Node<V>>; FAN]) -> Branch<V> {
+        let mut sums = [V::Sum::default(); FAN];
+        for (sum, child) in sums.iter_mut().zip(&children) {
+            *sum = sum_of(child);
+        }
+        Branch { children, sums }
+    }
+}
+
+/// The summary of the entries under `node`.
+fn sum_of<V: Summarize>(node: &Option<Node<V>>) -> V::Sum {
+    match node {
+        None => V::Sum::default(),
+        Some(Node::Leaf(entries)) => V::leaf(entries),
+        Some(Node::Branch(branch)) => {
+            let mut sum = V::Sum::default();
+            for s in &branch.sums {
+                V::merge(&mut sum, s);
+            }
+            sum
+        }
+    }
 }
 
 /// A persistent map from `u64` keys to `V` (see the module docs).
 #[derive(Clone)]
-pub(crate) struct PMap<V> {
+pub(crate) struct PMap<V: Summarize> {
     root: Option<Node<V>>,
     len: usize,
 }
 
-impl<V> Default for PMap<V> {
+/// A node of a [`PMap`] as its readers see it: a leaf's entries, or a branch's children
+/// with their summaries.
+pub(crate) struct Part<'a, V: Summarize> {
+    node: &'a Node<V>,
+    depth: u32,
+}
+
+impl<V: Summarize> Clone for Part<'_, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V: Summarize> Copy for Part<'_, V> {}
+
+impl<'a, V: Summarize> Part<'a, V> {
+    /// A leaf's entries, in key order (`None`: a branch).
+    pub(crate) fn entries(self) -> Option<&'a [(u64, V)]> {
+        match self.node {
+            Node::Leaf(entries) => Some(entries),
+            Node::Branch(_) => None,
+        }
+    }
+
+    /// A branch's children in key order, each with the summary of its entries (none for a
+    /// leaf).
+    pub(crate) fn children(self) -> impl Iterator<Item = (Part<'a, V>, &'a V::Sum)> {
+        let branch = match self.node {
+            Node::Branch(branch) => Some(&**branch),
+            Node::Leaf(_) => None,
+        };
+        let depth = self.depth + 1;
+        branch.into_iter().flat_map(move |b| {
+            b.children.iter().zip(&b.sums).filter_map(move |(c, s)| {
+                Some((
+                    Part {
+                        node: c.as_ref()?,
+                        depth,
+                    },
+                    s,
+                ))
+            })
+        })
+    }
+
+    /// How many of the keys' high bits every key under this node shares.
+    pub(crate) fn prefix_bits(self) -> u32 {
+        (BITS * self.depth).min(u64::BITS)
+    }
+}
+
+impl<V: Summarize> Default for PMap<V> {
     fn default() -> Self {
         PMap { root: None, len: 0 }
     }
 }
 
-impl<V> std::fmt::Debug for PMap<V> {
+impl<V: Summarize> std::fmt::Debug for PMap<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PMap").field("len", &self.len).finish()
     }
@@ -49,7 +163,7 @@ fn digit(key: u64, depth: u32) -> usize {
     ((key >> (u64::BITS - BITS * (depth + 1))) as usize) & (FAN - 1)
 }
 
-impl<V: Clone> PMap<V> {
+impl<V: Summarize> PMap<V> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -70,9 +184,17 @@ impl<V: Clone> PMap<V> {
                 }
                 match stack.pop()? {
                     Node::Leaf(entries) => leaf = entries.iter(),
-                    Node::Branch(children) => stack.extend(children.iter().rev().flatten()),
+                    Node::Branch(branch) => stack.extend(branch.children.iter().rev().flatten()),
                 }
             }
+        })
+    }
+
+    /// The root, for a walk of the nodes (`None`: the map is empty).
+    pub(crate) fn root(&self) -> Option<Part<'_, V>> {
+        Some(Part {
+            node: self.root.as_ref()?,
+            depth: 0,
         })
     }
 
@@ -84,8 +206,8 @@ impl<V: Clone> PMap<V> {
                 Node::Leaf(entries) => {
                     return entries.binary_search_by_key(key, |e| e.0).ok().map(|i| &entries[i].1);
                 }
-                Node::Branch(children) => {
-                    node = children[digit(*key, depth)].as_ref()?;
+                Node::Branch(branch) => {
+                    node = branch.children[digit(*key, depth)].as_ref()?;
                     depth += 1;
                 }
             }
@@ -147,7 +269,7 @@ type Changes<V> = std::iter::Peekable<std::vec::IntoIter<(u64, Option<V>)>>;
 /// Applies to the node under `slot` (at `depth`) the changes at the front of `changes` that
 /// lie under it — whose key shifted right by `within.0` is `within.1`, the node's prefix
 /// (`None` at the root) — and counts the keys added and removed into `len`.
-fn apply_under<V: Clone>(
+fn apply_under<V: Summarize>(
     slot: &mut Option<Node<V>>,
     depth: u32,
     changes: &mut Changes<V>,
@@ -156,22 +278,24 @@ fn apply_under<V: Clone>(
 ) {
     let below = |k: u64| within.is_none_or(|(shift, prefix)| k >> shift == prefix);
     match slot {
-        Some(Node::Branch(children)) => {
-            let children = Arc::make_mut(children);
+        Some(Node::Branch(branch)) => {
+            let branch = Arc::make_mut(branch);
             let shift = u64::BITS - BITS * (depth + 1);
             while let Some(&(k, _)) = changes.peek() {
                 if !below(k) {
                     break;
                 }
+                let d = digit(k, depth);
                 apply_under(
-                    &mut children[digit(k, depth)],
+                    &mut branch.children[d],
                     depth + 1,
                     changes,
                     len,
                     Some((shift, k >> shift)),
                 );
+                branch.sums[d] = sum_of(&branch.children[d]);
             }
-            if children.iter().all(Option::is_none) {
+            if branch.children.iter().all(Option::is_none) {
                 *slot = None;
             }
         }
@@ -221,7 +345,7 @@ fn apply_under<V: Clone>(
 
 /// The node at `depth` of the sorted `keys`, taking their entries from `entries` in order:
 /// a leaf while they fit one (or no key bits are left), else a branch of their digits.
-fn build<V>(keys: &[u64], depth: u32, entries: &mut std::vec::IntoIter<(u64, V)>) -> Option<Node<V>> {
+fn build<V: Summarize>(keys: &[u64], depth: u32, entries: &mut std::vec::IntoIter<(u64, V)>) -> Option<Node<V>> {
     if keys.is_empty() {
         return None;
     }
@@ -236,7 +360,7 @@ fn build<V>(keys: &[u64], depth: u32, entries: &mut std::vec::IntoIter<(u64, V)>
         children[d] = build(&rest[..n], depth + 1, entries);
         rest = &rest[n..];
     }
-    Some(Node::Branch(Arc::new(children)))
+    Some(Node::Branch(Arc::new(Branch::of(children))))
 }
 
 #[cfg(test)]
@@ -246,6 +370,38 @@ mod tests {
 
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// The tests' values summarise as their maximum (0: none).
+    impl Summarize for u64 {
+        type Sum = u64;
+        fn leaf(entries: &[(u64, u64)]) -> u64 {
+            entries.iter().map(|e| e.1).max().unwrap_or(0)
+        }
+        fn merge(sum: &mut u64, other: &u64) {
+            *sum = (*sum).max(*other);
+        }
+    }
+
+    /// Every branch's sums are those of the entries under each child, recomputed from the
+    /// leaves (not from the sums below); returns the maximum under `part`.
+    fn check_sums(part: Part<'_, u64>) -> u64 {
+        if let Some(entries) = part.entries() {
+            return entries.iter().map(|e| e.1).max().unwrap_or(0);
+        }
+        let mut max = 0;
+        for (child, sum) in part.children() {
+            let under = check_sums(child);
+            assert_eq!(*sum, under, "a branch's sum of a child at depth {}", part.depth);
+            max = max.max(under);
+        }
+        max
+    }
+
+    fn checked(map: &PMap<u64>) {
+        if let Some(root) = map.root() {
+            check_sums(root);
+        }
+    }
 
     /// Random inserts, replacements and removes against a `BTreeMap`, with copies taken on
     /// the way that must keep the map of their moment; keys spread over all 64 bits (user
@@ -282,6 +438,7 @@ mod tests {
             let walked: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
             let wanted: Vec<(u64, u64)> = want.iter().map(|(k, v)| (*k, *v)).collect();
             assert_eq!(walked, wanted, "a walk visits the keys in order");
+            checked(&map);
             for _ in 0..2000 {
                 let k = key(&mut rng);
                 assert_eq!(map.get(&k), want.get(&k));
@@ -292,6 +449,7 @@ mod tests {
                     assert_eq!(copy.get(k), Some(v), "a copy changed");
                 }
                 assert_eq!(copy.iter().count(), then.len());
+                checked(copy);
             }
             // Emptied, the map holds nothing.
             for k in want.keys().copied().collect::<Vec<_>>() {
@@ -319,6 +477,7 @@ mod tests {
             }
             let mut map = PMap::from_sorted(want.iter().map(|(k, v)| (*k, *v)).collect());
             assert_eq!(map.len(), want.len());
+            checked(&map);
             let walked: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
             assert_eq!(walked, want.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
             for (k, v) in &want {
@@ -344,6 +503,7 @@ mod tests {
             }
             let walked: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
             assert_eq!(walked, want.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+            checked(&map);
         }
     }
 
@@ -377,6 +537,7 @@ mod tests {
                 }
                 map.apply_sorted(changes.into_iter().collect());
                 assert_eq!(map.len(), want.len());
+                checked(&map);
                 if batch % 37 == 0 {
                     copies.push((map.clone(), want.clone()));
                 }
@@ -390,6 +551,7 @@ mod tests {
                     then.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
                     "a copy changed"
                 );
+                checked(copy);
             }
             // Emptied in one batch, the map holds nothing.
             map.apply_sorted(want.keys().map(|k| (*k, None)).collect());

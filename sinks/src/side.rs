@@ -10,11 +10,12 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use rayon::iter::{IntoParallelRefMutIterator, ParallelIterator};
 
-use tidal_core::features::Lanes;
+use tidal_core::config::{MAX_SIGNAL_TYPES, MAX_WINDOWS};
+use tidal_core::features::{Lanes, WEIGHT_BITS};
 use tidal_core::flow::{CohortId, ItemKey, KindIdx, UserKey};
 use tidal_core::user::{CohortDefs, SideUpdate, UserView};
 
-use crate::pmap::PMap;
+use crate::pmap::{PMap, Part, Summarize};
 use crate::snapshot::Map;
 
 /// One cohort's window lanes: per (item, signal type) of the shard's items, in key order. A
@@ -54,6 +55,227 @@ impl CohortLanes {
     /// Every (item, type) with lanes, in order.
     pub fn keys(&self) -> impl Iterator<Item = (ItemKey, KindIdx)> {
         self.iter().map(|(k, _)| k)
+    }
+
+    /// The cohort's items scoring above 0, best first: `score(item, lanes)` scores an item
+    /// from its lanes per signal type (`None`: left out), and `bound(b)` must be at least
+    /// the score of any item whose lanes `b` bounds ([`LaneBounds::get`]). Only the parts of
+    /// the map that can hold an item as good as the next one are read, so the first few of a
+    /// large cohort cost a few thousand lanes, not all of them. Items of equal score come in
+    /// no particular order; every item scoring `s` comes before any scoring less.
+    pub fn ranked<'a>(
+        &'a self,
+        bound: impl Fn(&LaneBounds) -> f64 + 'a,
+        score: impl FnMut(ItemKey, &[(KindIdx, &Lanes)]) -> Option<f64> + 'a,
+    ) -> impl Iterator<Item = (f64, ItemKey)> + 'a {
+        let mut ranked = Ranked {
+            map: self,
+            heap: std::collections::BinaryHeap::new(),
+            bound,
+            score,
+            deep: Vec::new(),
+            lanes: Vec::new(),
+        };
+        if let Some(root) = self.0.root() {
+            ranked.heap.push(Next::Part(f64::INFINITY, root));
+        }
+        std::iter::from_fn(move || ranked.next())
+    }
+}
+
+/// Slots of signal types in [`LaneBounds`]: the types from the last slot on share it.
+const BOUND_SLOTS: usize = 8;
+
+/// Upper bounds on the lanes of a part of a cohort's map: per signal type (types past the
+/// first seven share a slot) and window, the largest `|count_W|` and `|rise|` (`count_W −
+/// (count_2W − count_W)`) as a float, rounded up to 16 bits.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaneBounds([u16; BOUND_SLOTS * MAX_WINDOWS]);
+
+impl LaneBounds {
+    /// At least `|count(window)|` and `|rise(window)|` of every (item, `kind`) under this
+    /// part, as the floats [`Lanes::count`] gives.
+    pub fn get(&self, kind: KindIdx, window: usize) -> f64 {
+        let slot = usize::from(kind).min(BOUND_SLOTS - 1);
+        self.0
+            .get(slot * MAX_WINDOWS + window)
+            .map_or(f64::INFINITY, |&b| f64::from(f32::from_bits(u32::from(b) << 16)))
+    }
+
+    /// `x` (≥ 0) as the 16 high bits of an `f32` at least `x`: of non-negative floats, the
+    /// bits order as the values, so the larger of two bounds is the larger of their bits.
+    fn encode(x: f64) -> u16 {
+        let mut f = x as f32;
+        if f64::from(f) < x {
+            f = f.next_up();
+        }
+        let bits = f.to_bits();
+        let high = bits >> 16;
+        // Rounded up, unless that would make an infinity a NaN.
+        let high = if bits & 0xffff != 0 && high < 0x7f80 {
+            high + 1
+        } else {
+            high
+        };
+        high as u16
+    }
+
+    /// The bounds of a leaf's entries: the largest magnitudes gathered as integers, each
+    /// encoded once.
+    fn of_leaf(entries: &[(u64, Arc<Lanes>)]) -> LaneBounds {
+        let mut most = [0u128; BOUND_SLOTS * MAX_WINDOWS];
+        for (key, lanes) in entries {
+            let slot = ((key & 0xffff) as usize).min(BOUND_SLOTS - 1);
+            for (w, m) in most[slot * MAX_WINDOWS..][..MAX_WINDOWS].iter_mut().enumerate() {
+                let count = i128::from(lanes.0[2 * w]);
+                let rise = 2 * count - i128::from(lanes.0[2 * w + 1]);
+                *m = (*m).max(count.unsigned_abs()).max(rise.unsigned_abs());
+            }
+        }
+        let mut b = LaneBounds::default();
+        for (out, m) in b.0.iter_mut().zip(most) {
+            if m != 0 {
+                // Exact division by a power of two: at least each magnitude as `Lanes` reads it.
+                *out = Self::encode(m as f64 / (1u64 << WEIGHT_BITS) as f64);
+            }
+        }
+        b
+    }
+
+    fn merge(&mut self, other: &LaneBounds) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a = (*a).max(*b);
+        }
+    }
+}
+
+impl Summarize for Arc<Lanes> {
+    type Sum = LaneBounds;
+    fn leaf(entries: &[(u64, Self)]) -> LaneBounds {
+        LaneBounds::of_leaf(entries)
+    }
+    fn merge(sum: &mut LaneBounds, other: &LaneBounds) {
+        sum.merge(other);
+    }
+}
+
+impl Summarize for Arc<UserView> {
+    type Sum = ();
+    fn leaf(_: &[(u64, Self)]) {}
+    fn merge(_: &mut (), _: &()) {}
+}
+
+/// What a ranking of a cohort reads next: a part of the map bounded at `f64`, or an item
+/// scored `f64`. The larger first; at one value a part before an item, so that every item of
+/// a score is found before the first of them is given.
+enum Next<'a> {
+    Part(f64, Part<'a, Arc<Lanes>>),
+    Item(f64, ItemKey),
+}
+
+impl Next<'_> {
+    fn rank(&self) -> (f64, u8, ItemKey) {
+        match self {
+            Next::Part(b, _) => (*b, 1, 0),
+            Next::Item(s, k) => (*s, 0, *k),
+        }
+    }
+}
+
+impl PartialEq for Next<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Next<'_> {}
+impl PartialOrd for Next<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Next<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (self.rank(), other.rank());
+        a.0.total_cmp(&b.0)
+            .then(a.1.cmp(&b.1))
+            // Of equal items, the smaller key first (the heap gives its largest).
+            .then(b.2.cmp(&a.2))
+    }
+}
+
+/// [`CohortLanes::ranked`]'s walk.
+struct Ranked<'a, B, S> {
+    map: &'a CohortLanes,
+    heap: std::collections::BinaryHeap<Next<'a>>,
+    bound: B,
+    score: S,
+    /// Items whose lanes fill leaves of their own (more types than a leaf holds), scored
+    /// once from every leaf they span.
+    deep: Vec<ItemKey>,
+    lanes: Vec<(KindIdx, &'a Lanes)>,
+}
+
+impl<'a, B, S> Ranked<'a, B, S>
+where
+    B: Fn(&LaneBounds) -> f64,
+    S: FnMut(ItemKey, &[(KindIdx, &Lanes)]) -> Option<f64>,
+{
+    fn next(&mut self) -> Option<(f64, ItemKey)> {
+        loop {
+            match self.heap.pop()? {
+                Next::Item(s, key) => return Some((s, key)),
+                Next::Part(_, part) => match part.entries() {
+                    Some(entries) => self.score_leaf(part, entries),
+                    None => {
+                        for (child, sum) in part.children() {
+                            let b = (self.bound)(sum);
+                            // Nothing under a part bounded at 0 scores above it.
+                            if b > 0.0 {
+                                self.heap.push(Next::Part(b, child));
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Scores the items of a leaf (one item's types are adjacent).
+    fn score_leaf(&mut self, part: Part<'a, Arc<Lanes>>, entries: &'a [(u64, Arc<Lanes>)]) {
+        // A leaf below the item bits holds only some of one item's types: the item's lanes
+        // are looked up, once.
+        if part.prefix_bits() > 48 {
+            let Some(&(k, _)) = entries.first() else { return };
+            let item = k >> 16;
+            if self.deep.contains(&item) {
+                return;
+            }
+            self.deep.push(item);
+            let lanes: Vec<(KindIdx, &Lanes)> = (0..MAX_SIGNAL_TYPES as KindIdx)
+                .filter_map(|kind| self.map.get(&(item, kind)).map(|l| (kind, &**l)))
+                .collect();
+            self.push_scored(item, &lanes);
+            return;
+        }
+        let mut lanes = std::mem::take(&mut self.lanes);
+        let mut rest = entries;
+        while let Some(&(first, _)) = rest.first() {
+            let item = first >> 16;
+            let n = rest.iter().take_while(|e| e.0 >> 16 == item).count();
+            lanes.clear();
+            lanes.extend(rest[..n].iter().map(|(k, l)| ((k & 0xffff) as KindIdx, &**l)));
+            self.push_scored(item, &lanes);
+            rest = &rest[n..];
+        }
+        self.lanes = lanes;
+    }
+
+    fn push_scored(&mut self, item: ItemKey, lanes: &[(KindIdx, &Lanes)]) {
+        if let Some(s) = (self.score)(item, lanes)
+            && s > 0.0
+        {
+            self.heap.push(Next::Item(s, item));
+        }
     }
 }
 
@@ -298,6 +520,145 @@ mod tests {
             .collect();
         out.sort_unstable_by_key(|x| (x.0, x.1));
         out
+    }
+
+    /// A ranking's score of one item: per (type, window, rising) term a factor.
+    type Terms = Vec<(KindIdx, usize, bool, f64)>;
+
+    fn term_score(terms: &Terms, lanes: &[(KindIdx, &Lanes)]) -> f64 {
+        let mut s = 0.0;
+        for &(kind, w, rising, f) in terms {
+            let v = lanes.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, l)| {
+                if rising {
+                    f * tidal_core::features::weight_float(l.rise_fixed(w))
+                } else {
+                    f * l.count(w)
+                }
+            });
+            s += v;
+        }
+        s
+    }
+
+    fn term_bound(terms: &Terms, b: &LaneBounds) -> f64 {
+        let mut s = 0.0;
+        for &(kind, w, _, f) in terms {
+            s += f.abs() * b.get(kind, w);
+        }
+        s
+    }
+
+    /// A cohort ranked through its map's bounds gives exactly the items a scan of every
+    /// item scores above 0, best first, while scoring few of them: on random maps (types
+    /// past the bounds' shared slot, an item with more types than a leaf holds, negative
+    /// lanes and factors) changed in batches, with copies that keep their moment.
+    #[test]
+    fn ranked_by_bounds_matches_a_scan() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        for seed in 0..12u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let items = [20u64, 300, 3000][seed as usize % 3];
+            let kinds: KindIdx = [3, 12, 40][seed as usize % 3];
+            let mut map = CohortLanes::default();
+            let mut copies = Vec::new();
+            for batch in 0..4 {
+                let mut changes: std::collections::BTreeMap<u64, Option<Arc<Lanes>>> = Default::default();
+                for _ in 0..items * 2 {
+                    // Popularity falls steeply with the item key's hash: a few items lead.
+                    let item = rng.gen_range(0..items);
+                    let kind = if item == 7 {
+                        rng.gen_range(0..kinds)
+                    } else {
+                        rng.gen_range(0..kinds.min(6))
+                    };
+                    let scale = 1i64 << rng.gen_range(0..(30 + (item.wrapping_mul(0x9e37_79b9) % 14) as i64));
+                    let mut lanes = Lanes::default();
+                    for l in lanes.0.iter_mut() {
+                        *l = rng.gen_range(-scale / 8..scale);
+                    }
+                    let value = (rng.gen_range(0..6) != 0).then(|| Arc::new(lanes));
+                    changes.insert(CohortLanes::key((item, kind)), value);
+                }
+                map.0.apply_sorted(changes.into_iter().collect());
+                if batch % 2 == 1 {
+                    copies.push(map.clone());
+                }
+            }
+            // Every type of item 7 (with 40 types, more than a leaf holds).
+            if kinds == 40 {
+                let changes = (0..40).map(|k| (CohortLanes::key((7, k)), Some(Arc::new(Lanes::with([0, 2], 1 << 40)))));
+                map.0.apply_sorted(changes.collect());
+            }
+            copies.push(map);
+            for map in &copies {
+                for _ in 0..6 {
+                    let terms: Terms = (0..rng.gen_range(1..5))
+                        .map(|_| {
+                            let f = if rng.gen_range(0..4) == 0 {
+                                -rng.gen_range(0.0..2.0)
+                            } else {
+                                rng.gen_range(0.0..5.0)
+                            };
+                            (
+                                rng.gen_range(0..kinds),
+                                rng.gen_range(0..3),
+                                rng.gen_range(0..3) == 0,
+                                f,
+                            )
+                        })
+                        .collect();
+                    // The scan: every item's lanes gathered.
+                    let mut by_item: std::collections::BTreeMap<ItemKey, Vec<(KindIdx, &Lanes)>> = Default::default();
+                    for ((item, kind), l) in map.iter() {
+                        by_item.entry(item).or_default().push((kind, &**l));
+                    }
+                    let mut want: Vec<(f64, ItemKey)> = by_item
+                        .iter()
+                        .map(|(item, lanes)| (term_score(&terms, lanes), *item))
+                        .filter(|x| x.0 > 0.0)
+                        .collect();
+                    want.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    let scored = std::cell::Cell::new(0usize);
+                    let got: Vec<(f64, ItemKey)> = map
+                        .ranked(
+                            |b| term_bound(&terms, b),
+                            |_, lanes| {
+                                scored.set(scored.get() + 1);
+                                Some(term_score(&terms, lanes))
+                            },
+                        )
+                        .collect();
+                    for w in got.windows(2) {
+                        assert!(w[0].0 >= w[1].0, "seed {seed}: not best first: {w:?}");
+                    }
+                    let mut sorted = got.clone();
+                    sorted.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    assert_eq!(sorted, want, "seed {seed}, terms {terms:?}");
+                    // The first ten read a small part of a large cohort.
+                    scored.set(0);
+                    let first: Vec<(f64, ItemKey)> = map
+                        .ranked(
+                            |b| term_bound(&terms, b),
+                            |_, lanes| {
+                                scored.set(scored.get() + 1);
+                                Some(term_score(&terms, lanes))
+                            },
+                        )
+                        .take(10)
+                        .collect();
+                    assert_eq!(first[..], want[..want.len().min(10)], "seed {seed}");
+                    if items == 3000 && terms.iter().all(|t| t.3 > 0.0 && !t.2) {
+                        assert!(
+                            scored.get() * 4 < by_item.len(),
+                            "seed {seed}: the first ten scored {} of {} items",
+                            scored.get(),
+                            by_item.len()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

@@ -145,6 +145,22 @@ impl Scorer {
         s
     }
 
+    /// At least [`cohort_score`](Self::cohort_score) of any item whose lanes `b` bounds: the
+    /// same sum, each term's count replaced by its bound and its factor by its size.
+    pub(crate) fn cohort_bound(&self, b: &tidal_sinks::LaneBounds) -> f64 {
+        let mut s = 0.0;
+        for l in &self.lists {
+            let v = match l.index {
+                IndexKind::Trending { kind, window } | IndexKind::Rising { kind, window } => {
+                    l.factor.abs() * b.get(kind, window)
+                }
+                _ => 0.0,
+            };
+            s += v;
+        }
+        s
+    }
+
     /// The score from one list's bound per list, summed in the same order as [`score`]:
     /// an upper bound on the score of any item not yet seen.
     ///

@@ -204,6 +204,7 @@ const WALK_MARGIN: u64 = 100;
 enum ShardStream<'s> {
     Walk(Walk<'s>),
     Threshold(Box<Threshold<'s>>),
+    Cohort(Box<CohortWalk<'s>>),
     Sorted(std::vec::IntoIter<Hit<'s>>),
 }
 
@@ -222,13 +223,16 @@ impl<'s> ShardStream<'s> {
             return ShardStream::Sorted(following(snapshot, &filters, follows, by).into_iter());
         }
         if let Some(sel) = &ctx.cohort {
+            if !sel.estimated {
+                return ShardStream::Cohort(Box::new(CohortWalk::new(snapshot, scorer, filters, sel)));
+            }
             // Diversity is the merge's: with a cap per creator, any number may be passed over.
             let need = if params.max_per_creator.is_some() {
                 usize::MAX
             } else {
                 need
             };
-            return ShardStream::Sorted(cohort_hits(snapshot, scorer, &filters, sel, need).into_iter());
+            return ShardStream::Sorted(estimated_hits(snapshot, scorer, &filters, sel, need).into_iter());
         }
         if let Some(matches) = filter_matches(snapshot, params) {
             let n = matches.len();
@@ -264,6 +268,7 @@ impl<'s> Iterator for ShardStream<'s> {
         match self {
             ShardStream::Walk(w) => w.next(),
             ShardStream::Threshold(t) => t.next(),
+            ShardStream::Cohort(c) => c.next(),
             ShardStream::Sorted(s) => s.next(),
         }
     }
@@ -434,10 +439,10 @@ fn score_matches<'s>(
     hits
 }
 
-/// A cohort ranking on one shard, its first `need` items (and every item tying the last):
-/// every item with counts in the cohort is scored from them in one pass over the cohort's
-/// lanes (no lookups), then only the best are looked up and filtered, best first.
-fn cohort_hits<'s>(
+/// An estimated cohort's ranking on one shard, its first `need` items (and every item tying
+/// the last): every item with counts in the cohort's smallest dimension is scored, then only
+/// the best are looked up and filtered, best first.
+fn estimated_hits<'s>(
     snapshot: &'s Snapshot,
     scorer: &Scorer,
     filters: &Filters<'_>,
@@ -445,36 +450,10 @@ fn cohort_hits<'s>(
     need: usize,
 ) -> Vec<Hit<'s>> {
     let mut scored: Vec<(f64, ItemKey)> = Vec::new();
-    if sel.estimated {
-        for key in cohort_items(snapshot, sel) {
-            let score = scorer.cohort_score(|kind| counts(snapshot, sel, key, kind));
-            if score > 0.0 {
-                scored.push((score, key));
-            }
-        }
-    } else if let Some(map) = snapshot.cohort(sel.ids[0]) {
-        // Entries are ordered by (item, type): one item's types are adjacent.
-        let mut item: Option<ItemKey> = None;
-        let mut lanes: Vec<(tidal_core::flow::KindIdx, tidal_core::features::Lanes)> = Vec::new();
-        let mut flush = |item: ItemKey, lanes: &mut Vec<(tidal_core::flow::KindIdx, tidal_core::features::Lanes)>| {
-            let score =
-                scorer.cohort_score(|kind| lanes.iter().find(|(k, _)| *k == kind).map(|(_, l)| Counts::Exact(*l)));
-            if score > 0.0 {
-                scored.push((score, item));
-            }
-            lanes.clear();
-        };
-        for ((key, kind), l) in map.iter() {
-            if let Some(i) = item
-                && i != key
-            {
-                flush(i, &mut lanes);
-            }
-            item = Some(key);
-            lanes.push((kind, **l));
-        }
-        if let Some(i) = item {
-            flush(i, &mut lanes);
+    for key in cohort_items(snapshot, sel) {
+        let score = scorer.cohort_score(|kind| counts(snapshot, sel, key, kind));
+        if score > 0.0 {
+            scored.push((score, key));
         }
     }
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
@@ -497,6 +476,74 @@ fn cohort_hits<'s>(
     }
     hits.sort_unstable();
     hits
+}
+
+/// An exact cohort's ranking on one shard, best first, read lazily from the cohort's map
+/// ([`CohortLanes::ranked`](tidal_sinks::CohortLanes::ranked): only the parts whose bounds
+/// reach the next item). Each run of equal scores is gathered, filtered and put in hit order
+/// before its first is given.
+struct CohortWalk<'s> {
+    ranked: Box<dyn Iterator<Item = (f64, ItemKey)> + 's>,
+    snapshot: &'s Snapshot,
+    filters: Filters<'s>,
+    /// The first item of the next run.
+    peeked: Option<(f64, ItemKey)>,
+    run: std::vec::IntoIter<Hit<'s>>,
+}
+
+impl<'s> CohortWalk<'s> {
+    fn new(snapshot: &'s Snapshot, scorer: &'s Scorer, filters: Filters<'s>, sel: &CohortSel) -> CohortWalk<'s> {
+        let ranked: Box<dyn Iterator<Item = (f64, ItemKey)> + 's> =
+            match snapshot.cohort(sel.ids[0]) {
+                Some(map) => Box::new(map.ranked(
+                    |b| scorer.cohort_bound(b),
+                    |_, lanes| {
+                        Some(scorer.cohort_score(|kind| {
+                            lanes.iter().find(|(k, _)| *k == kind).map(|(_, l)| Counts::Exact(**l))
+                        }))
+                    },
+                )),
+                None => Box::new(std::iter::empty()),
+            };
+        CohortWalk {
+            ranked,
+            snapshot,
+            filters,
+            peeked: None,
+            run: Vec::new().into_iter(),
+        }
+    }
+
+    fn next(&mut self) -> Option<Hit<'s>> {
+        loop {
+            if let Some(hit) = self.run.next() {
+                return Some(hit);
+            }
+            let (score, first) = self.peeked.take().or_else(|| self.ranked.next())?;
+            let mut keys = vec![first];
+            for (s, key) in self.ranked.by_ref() {
+                if s != score {
+                    self.peeked = Some((s, key));
+                    break;
+                }
+                keys.push(key);
+            }
+            let mut run: Vec<Hit<'s>> = keys
+                .into_iter()
+                .filter_map(|key| {
+                    let (entry, id) = self.filters.admit(self.snapshot, key)?;
+                    Some(Hit {
+                        score,
+                        id: id.clone(),
+                        key,
+                        entry,
+                    })
+                })
+                .collect();
+            run.sort_unstable();
+            self.run = run.into_iter();
+        }
+    }
 }
 
 /// Item `id` as a hit scoring `score`, if a local shard of `view` has it and the request's
