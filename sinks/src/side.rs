@@ -77,7 +77,7 @@ impl CohortLanes {
             lanes: Vec::new(),
         };
         if let Some(root) = self.0.root() {
-            ranked.heap.push(Next::Part(f64::INFINITY, root));
+            ranked.heap.push(Next::part(f64::INFINITY, root));
         }
         std::iter::from_fn(move || ranked.next())
     }
@@ -165,26 +165,53 @@ impl Summarize for Arc<UserView> {
     fn merge(_: &mut (), _: &()) {}
 }
 
-/// What a ranking of a cohort reads next: a part of the map bounded at `f64`, or an item
-/// scored `f64`. The larger first; at one value a part before an item, so that every item of
-/// a score is found before the first of them is given.
-enum Next<'a> {
-    Part(f64, Part<'a, Arc<Lanes>>),
-    Item(f64, ItemKey),
+/// What a ranking of a cohort reads next: a part of the map bounded at a value, or an item
+/// scoring it. The larger first; at one value a part before an item, so that every item of a
+/// score is found before the first of them is given; of items, the smaller key first. The
+/// order is two integers, compared without looking at the part.
+struct Next<'a> {
+    /// The value's bits, ordered as [`f64::total_cmp`] orders the values.
+    value: u64,
+    /// `u64::MAX` for a part; `u64::MAX − 1 − key` for an item.
+    tie: u64,
+    part: Option<Part<'a, Arc<Lanes>>>,
 }
 
-impl Next<'_> {
-    fn rank(&self) -> (f64, u8, ItemKey) {
-        match self {
-            Next::Part(b, _) => (*b, 1, 0),
-            Next::Item(s, k) => (*s, 0, *k),
+impl<'a> Next<'a> {
+    fn ordered(v: f64) -> u64 {
+        let bits = v.to_bits();
+        if bits >> 63 == 1 { !bits } else { bits | 1 << 63 }
+    }
+
+    fn part(bound: f64, part: Part<'a, Arc<Lanes>>) -> Next<'a> {
+        Next {
+            value: Self::ordered(bound),
+            tie: u64::MAX,
+            part: Some(part),
         }
+    }
+
+    fn item(score: f64, key: ItemKey) -> Next<'a> {
+        Next {
+            value: Self::ordered(score),
+            tie: u64::MAX - 1 - key,
+            part: None,
+        }
+    }
+
+    fn score(&self) -> f64 {
+        let bits = if self.value >> 63 == 1 {
+            self.value & !(1 << 63)
+        } else {
+            !self.value
+        };
+        f64::from_bits(bits)
     }
 }
 
 impl PartialEq for Next<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == std::cmp::Ordering::Equal
+        (self.value, self.tie) == (other.value, other.tie)
     }
 }
 impl Eq for Next<'_> {}
@@ -195,11 +222,7 @@ impl PartialOrd for Next<'_> {
 }
 impl Ord for Next<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let (a, b) = (self.rank(), other.rank());
-        a.0.total_cmp(&b.0)
-            .then(a.1.cmp(&b.1))
-            // Of equal items, the smaller key first (the heap gives its largest).
-            .then(b.2.cmp(&a.2))
+        (self.value, self.tie).cmp(&(other.value, other.tie))
     }
 }
 
@@ -222,20 +245,21 @@ where
 {
     fn next(&mut self) -> Option<(f64, ItemKey)> {
         loop {
-            match self.heap.pop()? {
-                Next::Item(s, key) => return Some((s, key)),
-                Next::Part(_, part) => match part.entries() {
-                    Some(entries) => self.score_leaf(part, entries),
-                    None => {
-                        for (child, sum) in part.children() {
-                            let b = (self.bound)(sum);
-                            // Nothing under a part bounded at 0 scores above it.
-                            if b > 0.0 {
-                                self.heap.push(Next::Part(b, child));
-                            }
+            let next = self.heap.pop()?;
+            let Some(part) = next.part else {
+                return Some((next.score(), u64::MAX - 1 - next.tie));
+            };
+            match part.entries() {
+                Some(entries) => self.score_leaf(part, entries),
+                None => {
+                    for (child, sum) in part.children() {
+                        let b = (self.bound)(sum);
+                        // Nothing under a part bounded at 0 scores above it.
+                        if b > 0.0 {
+                            self.heap.push(Next::part(b, child));
                         }
                     }
-                },
+                }
             }
         }
     }
@@ -274,7 +298,7 @@ where
         if let Some(s) = (self.score)(item, lanes)
             && s > 0.0
         {
-            self.heap.push(Next::Item(s, item));
+            self.heap.push(Next::item(s, item));
         }
     }
 }
