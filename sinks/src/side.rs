@@ -23,7 +23,35 @@ use crate::snapshot::Map;
 /// dense, far below 2^48); the lanes sit behind an `Arc` so that its leaves stay small:
 /// every version copies the nodes its changes touch.
 #[derive(Clone, Debug, Default)]
-pub struct CohortLanes(PMap<Arc<Lanes>>);
+pub struct CohortLanes(PMap<Cell>);
+
+/// One (item, type)'s lanes in a cohort's map, with their bounds per window (see
+/// [`LaneBounds`]) worked out once, when the value is made: a leaf's summary is then the
+/// largest of its entries' bounds, read from the leaf itself.
+#[derive(Clone, Debug)]
+struct Cell {
+    lanes: Arc<Lanes>,
+    bounds: [u8; MAX_WINDOWS],
+}
+
+impl Cell {
+    fn new(lanes: Lanes) -> Cell {
+        let mut bounds = [0; MAX_WINDOWS];
+        for (w, b) in bounds.iter_mut().enumerate() {
+            let count = i128::from(lanes.0[2 * w]);
+            let rise = 2 * count - i128::from(lanes.0[2 * w + 1]);
+            let most = count.unsigned_abs().max(rise.unsigned_abs());
+            if most != 0 {
+                // Exact division by a power of two: at least each magnitude as `Lanes` reads it.
+                *b = LaneBounds::encode(most as f64 / (1u64 << WEIGHT_BITS) as f64);
+            }
+        }
+        Cell {
+            lanes: Arc::new(lanes),
+            bounds,
+        }
+    }
+}
 
 impl CohortLanes {
     fn key((item, kind): (ItemKey, KindIdx)) -> u64 {
@@ -34,7 +62,7 @@ impl CohortLanes {
 
     /// The lanes of `(item, type)`.
     pub fn get(&self, key: &(ItemKey, KindIdx)) -> Option<&Arc<Lanes>> {
-        self.0.get(&Self::key(*key))
+        self.0.get(&Self::key(*key)).map(|c| &c.lanes)
     }
 
     /// Number of (item, type) with lanes.
@@ -49,7 +77,9 @@ impl CohortLanes {
 
     /// Every (item, type) with its lanes, in (item, type) order: one item's types adjacent.
     pub fn iter(&self) -> impl Iterator<Item = ((ItemKey, KindIdx), &Arc<Lanes>)> {
-        self.0.iter().map(|(k, l)| ((k >> 16, (k & 0xffff) as KindIdx), l))
+        self.0
+            .iter()
+            .map(|(k, c)| ((k >> 16, (k & 0xffff) as KindIdx), &c.lanes))
     }
 
     /// Every (item, type) with lanes, in order.
@@ -88,9 +118,23 @@ const BOUND_SLOTS: usize = 8;
 
 /// Upper bounds on the lanes of a part of a cohort's map: per signal type (types past the
 /// first seven share a slot) and window, the largest `|count_W|` and `|rise|` (`count_W −
-/// (count_2W − count_W)`) as a float, rounded up to 16 bits.
+/// (count_2W − count_W)`), rounded up to a quarter of a power of two and kept in a byte:
+/// the bounds are read only to leave parts out, and a branch keeps one per child.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct LaneBounds([u16; BOUND_SLOTS * MAX_WINDOWS]);
+pub struct LaneBounds([u8; BOUND_SLOTS * MAX_WINDOWS]);
+
+/// A bound's code for `2^0`: codes step by a quarter power of two, from `2^−20` (code 1, the
+/// smallest non-zero weight) to past `2^43` (the largest an `i64` of weights holds).
+const CODE_ONE: i64 = 81;
+
+/// Every code's bound, increasing.
+static CODES: std::sync::LazyLock<[f64; 256]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|c| match c {
+        0 => 0.0,
+        255 => f64::INFINITY,
+        c => ((c as i64 - CODE_ONE) as f64 / 4.0).exp2(),
+    })
+});
 
 impl LaneBounds {
     /// At least `|count(window)|` and `|rise(window)|` of every (item, `kind`) under this
@@ -99,44 +143,27 @@ impl LaneBounds {
         let slot = usize::from(kind).min(BOUND_SLOTS - 1);
         self.0
             .get(slot * MAX_WINDOWS + window)
-            .map_or(f64::INFINITY, |&b| f64::from(f32::from_bits(u32::from(b) << 16)))
+            .map_or(f64::INFINITY, |&c| Self::decode(c))
     }
 
-    /// `x` (≥ 0) as the 16 high bits of an `f32` at least `x`: of non-negative floats, the
-    /// bits order as the values, so the larger of two bounds is the larger of their bits.
-    fn encode(x: f64) -> u16 {
-        let mut f = x as f32;
-        if f64::from(f) < x {
-            f = f.next_up();
-        }
-        let bits = f.to_bits();
-        let high = bits >> 16;
-        // Rounded up, unless that would make an infinity a NaN.
-        let high = if bits & 0xffff != 0 && high < 0x7f80 {
-            high + 1
-        } else {
-            high
-        };
-        high as u16
+    /// The bound code `c` stands for (code 0: nothing; the largest: no bound).
+    fn decode(c: u8) -> f64 {
+        CODES[usize::from(c)]
     }
 
-    /// The bounds of a leaf's entries: the largest magnitudes gathered as integers, each
-    /// encoded once.
-    fn of_leaf(entries: &[(u64, Arc<Lanes>)]) -> LaneBounds {
-        let mut most = [0u128; BOUND_SLOTS * MAX_WINDOWS];
-        for (key, lanes) in entries {
-            let slot = ((key & 0xffff) as usize).min(BOUND_SLOTS - 1);
-            for (w, m) in most[slot * MAX_WINDOWS..][..MAX_WINDOWS].iter_mut().enumerate() {
-                let count = i128::from(lanes.0[2 * w]);
-                let rise = 2 * count - i128::from(lanes.0[2 * w + 1]);
-                *m = (*m).max(count.unsigned_abs()).max(rise.unsigned_abs());
-            }
-        }
+    /// The smallest code whose bound is at least `x` (≥ 0). Codes order as their bounds, so
+    /// the larger of two bounds is the larger code.
+    fn encode(x: f64) -> u8 {
+        CODES.partition_point(|&b| b < x) as u8
+    }
+
+    /// The bounds of a leaf's entries: per slot and window, the largest of theirs.
+    fn of_leaf(entries: &[(u64, Cell)]) -> LaneBounds {
         let mut b = LaneBounds::default();
-        for (out, m) in b.0.iter_mut().zip(most) {
-            if m != 0 {
-                // Exact division by a power of two: at least each magnitude as `Lanes` reads it.
-                *out = Self::encode(m as f64 / (1u64 << WEIGHT_BITS) as f64);
+        for (key, cell) in entries {
+            let slot = ((key & 0xffff) as usize).min(BOUND_SLOTS - 1);
+            for (out, c) in b.0[slot * MAX_WINDOWS..][..MAX_WINDOWS].iter_mut().zip(cell.bounds) {
+                *out = (*out).max(c);
             }
         }
         b
@@ -149,7 +176,7 @@ impl LaneBounds {
     }
 }
 
-impl Summarize for Arc<Lanes> {
+impl Summarize for Cell {
     type Sum = LaneBounds;
     fn leaf(entries: &[(u64, Self)]) -> LaneBounds {
         LaneBounds::of_leaf(entries)
@@ -174,7 +201,7 @@ struct Next<'a> {
     value: u64,
     /// `u64::MAX` for a part; `u64::MAX − 1 − key` for an item.
     tie: u64,
-    part: Option<Part<'a, Arc<Lanes>>>,
+    part: Option<Part<'a, Cell>>,
 }
 
 impl<'a> Next<'a> {
@@ -183,7 +210,7 @@ impl<'a> Next<'a> {
         if bits >> 63 == 1 { !bits } else { bits | 1 << 63 }
     }
 
-    fn part(bound: f64, part: Part<'a, Arc<Lanes>>) -> Next<'a> {
+    fn part(bound: f64, part: Part<'a, Cell>) -> Next<'a> {
         Next {
             value: Self::ordered(bound),
             tie: u64::MAX,
@@ -265,7 +292,7 @@ where
     }
 
     /// Scores the items of a leaf (one item's types are adjacent).
-    fn score_leaf(&mut self, part: Part<'a, Arc<Lanes>>, entries: &'a [(u64, Arc<Lanes>)]) {
+    fn score_leaf(&mut self, part: Part<'a, Cell>, entries: &'a [(u64, Cell)]) {
         // A leaf below the item bits holds only some of one item's types: the item's lanes
         // are looked up, once.
         if part.prefix_bits() > 48 {
@@ -287,7 +314,7 @@ where
             let item = first >> 16;
             let n = rest.iter().take_while(|e| e.0 >> 16 == item).count();
             lanes.clear();
-            lanes.extend(rest[..n].iter().map(|(k, l)| ((k & 0xffff) as KindIdx, &**l)));
+            lanes.extend(rest[..n].iter().map(|(k, c)| ((k & 0xffff) as KindIdx, &*c.lanes)));
             self.push_scored(item, &lanes);
             rest = &rest[n..];
         }
@@ -479,7 +506,7 @@ impl SideBuilder {
             map.0.apply_sorted(
                 changes
                     .into_iter()
-                    .map(|(k, v)| (CohortLanes::key(k), v.map(Arc::new)))
+                    .map(|(k, v)| (CohortLanes::key(k), v.map(Cell::new)))
                     .collect(),
             );
             if map.is_empty() {
@@ -510,21 +537,21 @@ fn apply_run(map: &mut CohortLanes, mut run: Vec<CohortChange>) {
     }
     if map.is_empty() && run.iter().all(|u| u.2 > 0) && run.windows(2).all(|w| w[0].0 < w[1].0) {
         *map = CohortLanes(PMap::from_sorted(
-            run.into_iter().map(|(k, lanes, _)| (k, Arc::new(lanes))).collect(),
+            run.into_iter().map(|(k, lanes, _)| (k, Cell::new(lanes))).collect(),
         ));
         return;
     }
     // Per key its new value (after its old one's removal) or its removal, applied in one
     // walk of the map.
-    let mut changes: Vec<(u64, Option<Arc<Lanes>>)> = Vec::with_capacity(run.len());
+    let mut changes: Vec<(u64, Option<Cell>)> = Vec::with_capacity(run.len());
     for (k, lanes, diff) in run {
         match changes.last_mut() {
             Some(last) if last.0 == k => {
                 if diff > 0 {
-                    last.1 = Some(Arc::new(lanes));
+                    last.1 = Some(Cell::new(lanes));
                 }
             }
-            _ => changes.push((k, (diff > 0).then(|| Arc::new(lanes)))),
+            _ => changes.push((k, (diff > 0).then(|| Cell::new(lanes)))),
         }
     }
     map.0.apply_sorted(changes);
@@ -544,6 +571,41 @@ mod tests {
             .collect();
         out.sort_unstable_by_key(|x| (x.0, x.1));
         out
+    }
+
+    /// A bound's code stands for at least its value and is the smallest that does, and
+    /// codes order as values, over the whole range of fixed-point weights.
+    #[test]
+    fn bound_codes_round_up_and_keep_order() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut xs: Vec<f64> = (0..20_000)
+            .map(|_| {
+                let top = i64::MAX as u64 >> rng.gen_range(0..63);
+                rng.gen_range(1u64..=top) as f64 / (1u64 << WEIGHT_BITS) as f64
+            })
+            .collect();
+        xs.extend([
+            0.0,
+            1.0 / (1u64 << WEIGHT_BITS) as f64,
+            1.0,
+            0.75,
+            i64::MAX as f64 / (1u64 << WEIGHT_BITS) as f64,
+        ]);
+        xs.sort_by(f64::total_cmp);
+        let mut last = 0;
+        for x in xs {
+            let c = LaneBounds::encode(x);
+            assert!(LaneBounds::decode(c) >= x, "{x} coded {c}");
+            assert!(
+                c == 0 || LaneBounds::decode(c - 1) < x,
+                "{x} coded {c}, not the smallest"
+            );
+            assert!(c < u8::MAX, "{x} past the codes");
+            assert!(c >= last, "codes out of order at {x}");
+            last = c;
+        }
     }
 
     /// A ranking's score of one item: per (type, window, rising) term a factor.
@@ -587,7 +649,7 @@ mod tests {
             let mut map = CohortLanes::default();
             let mut copies = Vec::new();
             for batch in 0..4 {
-                let mut changes: std::collections::BTreeMap<u64, Option<Arc<Lanes>>> = Default::default();
+                let mut changes: std::collections::BTreeMap<u64, Option<Cell>> = Default::default();
                 for _ in 0..items * 2 {
                     // Popularity falls steeply with the item key's hash: a few items lead.
                     let item = rng.gen_range(0..items);
@@ -601,7 +663,7 @@ mod tests {
                     for l in lanes.0.iter_mut() {
                         *l = rng.gen_range(-scale / 8..scale);
                     }
-                    let value = (rng.gen_range(0..6) != 0).then(|| Arc::new(lanes));
+                    let value = (rng.gen_range(0..6) != 0).then(|| Cell::new(lanes));
                     changes.insert(CohortLanes::key((item, kind)), value);
                 }
                 map.0.apply_sorted(changes.into_iter().collect());
@@ -611,7 +673,8 @@ mod tests {
             }
             // Every type of item 7 (with 40 types, more than a leaf holds).
             if kinds == 40 {
-                let changes = (0..40).map(|k| (CohortLanes::key((7, k)), Some(Arc::new(Lanes::with([0, 2], 1 << 40)))));
+                let changes =
+                    (0..40).map(|k| (CohortLanes::key((7, k)), Some(Cell::new(Lanes::with([0, 2], 1 << 40)))));
                 map.0.apply_sorted(changes.collect());
             }
             copies.push(map);
