@@ -349,6 +349,10 @@ fn signals(entry: &ItemEntry) -> f64 {
     entry.all_lanes().map(|(_, l)| weight_float(l.0[TOTAL_LANE])).sum()
 }
 
+/// Nearest items asked for beyond those a user's filter is known to leave out: deleted
+/// items not yet out of the index, blocked creators' items.
+const NEAREST_SLACK: usize = 16;
+
 /// The `k` embedded items nearest to `p` by cosine over every shard, filtered, best first
 /// (score = the cosine as of the view; ties by id): an exact scan of the embedded items when
 /// `exact`, else each shard's nearest-item index asked for its `k` nearest admitted items.
@@ -403,7 +407,9 @@ fn nearest<'s>(
                 .and_then(|i| Some((i, i.embedding()?, i.id()?)))
                 .is_some_and(|(i, _, id)| filters.passes(key, id, i))
         };
-        for key in snapshot.ann().search(&query, k, admit) {
+        // The user's seen and hidden items are the ones likely near their vector.
+        let slack = ctx.user.as_ref().map_or(0, |u| u.exclude.len() as usize) + NEAREST_SLACK;
+        for key in snapshot.ann().search(&query, k, slack, admit) {
             let Some((item, e, id)) = snapshot.entry(key).and_then(|i| Some((i, i.embedding()?, i.id()?))) else {
                 continue;
             };
