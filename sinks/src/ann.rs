@@ -331,9 +331,12 @@ impl Ann {
         // Most keys near a query are admitted (a user has seen or hidden a few items): a
         // search without the filter, for `slack` more, is filtered afterwards, so the filter
         // reads `count + slack` items instead of every node the graph search visits (each a
-        // lookup in the version). Only when too few pass is the graph searched with it.
+        // lookup in the version). Only when too few pass is the graph searched with it, and
+        // at once when more are expected to fail than are asked for.
         let want = count.saturating_add(slack);
-        if let Ok(m) = index.search(query, want) {
+        if slack <= count
+            && let Ok(m) = index.search(query, want)
+        {
             let found = m.keys.len();
             let admitted: Vec<ItemKey> = m.keys.into_iter().filter(|k| admit(*k)).take(count).collect();
             if admitted.len() == count || found < want {
