@@ -38,9 +38,8 @@ impl Cell {
     fn new(lanes: Lanes) -> Cell {
         let mut bounds = [0; MAX_WINDOWS];
         for (w, b) in bounds.iter_mut().enumerate() {
-            let count = i128::from(lanes.0[2 * w]);
-            let rise = 2 * count - i128::from(lanes.0[2 * w + 1]);
-            let most = count.unsigned_abs().max(rise.unsigned_abs());
+            // What a ranking reads: `count_W` and `Lanes::rise_fixed`.
+            let most = lanes.0[2 * w].unsigned_abs().max(lanes.rise_fixed(w).unsigned_abs());
             if most != 0 {
                 // Exact division by a power of two: at least each magnitude as `Lanes` reads it.
                 *b = LaneBounds::encode(most as f64 / (1u64 << WEIGHT_BITS) as f64);
@@ -87,8 +86,8 @@ impl CohortLanes {
         self.iter().map(|(k, _)| k)
     }
 
-    /// The cohort's items scoring above 0, best first: `score(item, lanes)` scores an item
-    /// from its lanes per signal type (`None`: left out), and `bound(b)` must be at least
+    /// The cohort's items scoring above 0, best first: `score(lanes)` scores an item from
+    /// its lanes per signal type, and `bound(b)` must be at least
     /// the score of any item whose lanes `b` bounds ([`LaneBounds::get`]). Only the parts of
     /// the map that can hold an item as good as the next one are read, so the first few of a
     /// large cohort cost a few thousand lanes, not all of them. Items of equal score come in
@@ -96,7 +95,7 @@ impl CohortLanes {
     pub fn ranked<'a>(
         &'a self,
         bound: impl Fn(&LaneBounds) -> f64 + 'a,
-        score: impl FnMut(ItemKey, &[(KindIdx, &Lanes)]) -> Option<f64> + 'a,
+        score: impl FnMut(&[(KindIdx, &Lanes)]) -> f64 + 'a,
     ) -> impl Iterator<Item = (f64, ItemKey)> + 'a {
         let mut ranked = Ranked {
             map: self,
@@ -268,7 +267,7 @@ struct Ranked<'a, B, S> {
 impl<'a, B, S> Ranked<'a, B, S>
 where
     B: Fn(&LaneBounds) -> f64,
-    S: FnMut(ItemKey, &[(KindIdx, &Lanes)]) -> Option<f64>,
+    S: FnMut(&[(KindIdx, &Lanes)]) -> f64,
 {
     fn next(&mut self) -> Option<(f64, ItemKey)> {
         loop {
@@ -322,9 +321,8 @@ where
     }
 
     fn push_scored(&mut self, item: ItemKey, lanes: &[(KindIdx, &Lanes)]) {
-        if let Some(s) = (self.score)(item, lanes)
-            && s > 0.0
-        {
+        let s = (self.score)(lanes);
+        if s > 0.0 {
             self.heap.push(Next::item(s, item));
         }
     }
@@ -707,15 +705,16 @@ mod tests {
                         .collect();
                     want.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                     let scored = std::cell::Cell::new(0usize);
-                    let got: Vec<(f64, ItemKey)> = map
-                        .ranked(
+                    let ranked = || {
+                        map.ranked(
                             |b| term_bound(&terms, b),
-                            |_, lanes| {
+                            |lanes| {
                                 scored.set(scored.get() + 1);
-                                Some(term_score(&terms, lanes))
+                                term_score(&terms, lanes)
                             },
                         )
-                        .collect();
+                    };
+                    let got: Vec<(f64, ItemKey)> = ranked().collect();
                     for w in got.windows(2) {
                         assert!(w[0].0 >= w[1].0, "seed {seed}: not best first: {w:?}");
                     }
@@ -724,16 +723,7 @@ mod tests {
                     assert_eq!(sorted, want, "seed {seed}, terms {terms:?}");
                     // The first ten read a small part of a large cohort.
                     scored.set(0);
-                    let first: Vec<(f64, ItemKey)> = map
-                        .ranked(
-                            |b| term_bound(&terms, b),
-                            |_, lanes| {
-                                scored.set(scored.get() + 1);
-                                Some(term_score(&terms, lanes))
-                            },
-                        )
-                        .take(10)
-                        .collect();
+                    let first: Vec<(f64, ItemKey)> = ranked().take(10).collect();
                     assert_eq!(first[..], want[..want.len().min(10)], "seed {seed}");
                     if items == 3000 && terms.iter().all(|t| t.3 > 0.0 && !t.2) {
                         assert!(

@@ -9,6 +9,7 @@
 
 mod blend;
 pub mod cluster;
+mod cohort;
 mod error;
 pub mod foryou;
 mod item;
