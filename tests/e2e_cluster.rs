@@ -19,11 +19,26 @@ use serde_json::{Value, json};
 const BASE: u64 = 1_700_000_000_000;
 const MIN: u64 = 60_000;
 
+/// A port that is free now and that nothing else will take before the process binds it.
+///
+/// Port 0 would hand out a port of the kernel's ephemeral range, which it also gives to the
+/// source ports of outgoing connections: another test's client could take the port between
+/// this check and the process's bind. Ports below that range are never handed out so; each
+/// is tried once per test binary (a counter from a per-process start) and kept if it binds.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 struct Cluster {

@@ -146,12 +146,25 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// Waits until it serves.
+    /// Waits until it serves; a process that exits first fails the test at once, with its
+    /// exit status (its own error is on the test's stderr).
     pub fn wait(mut self) -> Server {
-        let base = self
-            .rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("tidal did not start serving within 60 s");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(base) => break base,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.as_mut().and_then(|c| c.wait().ok());
+                    panic!("tidal exited before it served: {status:?}");
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                        panic!("tidal exited before it served: {status}");
+                    }
+                    assert!(Instant::now() < deadline, "tidal did not start serving within 60 s");
+                }
+            }
+        };
         Server {
             child: self.child.take().expect("child"),
             base,
