@@ -606,4 +606,20 @@ fn a_process_waiting_for_its_cluster_answers_503_naming_why() {
     }
     let (status, v) = p0.post("/v1/signals", &json!({"type": "like", "item": "m1"}));
     assert_eq!(status, 200, "{v}");
+    // A share asked for more than a page ever needs is refused before anything is sized by
+    // it (a text search's collector would ask for petabytes).
+    let share = json!({"frontier": 1, "need": 1u64 << 46,
+        "pairs": [["q", "a"]], "text": {"docs": 0, "tokens": [], "terms": []}});
+    let (status, v) = p0.post("/v1/internal/share", &share);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_parameter")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("need")),
+        "{v}"
+    );
+    let (status, v) = p0.get("/healthz");
+    assert_eq!(status, 200, "{v}");
 }

@@ -127,6 +127,19 @@ async fn unknown_routes_and_methods() {
     assert_error(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     let (s, v) = a.send("GET", "/v1/items/nobody", None).await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    // The routes the processes of a cluster ask each other: a process alone has no peers.
+    let share = json!({"frontier": 1, "need": 1u64 << 46, "pairs": [["q", "a"]],
+        "text": {"docs": 0, "tokens": [], "terms": []}});
+    for (path, body) in [
+        ("/v1/internal/share", share.clone()),
+        ("/v1/internal/for_you", share),
+        ("/v1/internal/user", json!({"frontier": 1, "id": "u"})),
+        ("/v1/internal/embeddings", json!({"frontier": 1, "keys": []})),
+        ("/v1/internal/text_stats", json!({"q": "a", "now": 0})),
+    ] {
+        let (s, v) = a.send("POST", path, Some(body)).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_a_cluster");
+    }
 }
 
 /// A body that never finishes arriving.

@@ -388,16 +388,16 @@ pub struct TextStats {
 impl TextStats {
     /// Adds another index's statistics (of the same query).
     pub fn add(&mut self, other: &TextStats) {
-        self.docs += other.docs;
+        self.docs = self.docs.saturating_add(other.docs);
         for (field, n) in &other.tokens {
             match self.tokens.iter_mut().find(|(f, _)| f == field) {
-                Some((_, m)) => *m += n,
+                Some((_, m)) => *m = m.saturating_add(*n),
                 None => self.tokens.push((*field, *n)),
             }
         }
         for (term, n) in &other.terms {
             match self.terms.iter_mut().find(|(t, _)| t == term) {
-                Some((_, m)) => *m += n,
+                Some((_, m)) => *m = m.saturating_add(*n),
                 None => self.terms.push((term.clone(), *n)),
             }
         }
@@ -417,9 +417,15 @@ impl Bm25StatisticsProvider for TextStats {
         Ok(self.docs)
     }
 
+    /// At most the documents counted (statistics from a peer are not trusted to hold
+    /// that: BM25's idf asserts it).
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
         let key = term.serialized_term();
-        Ok(self.terms.iter().find(|(t, _)| t == key).map_or(0, |(_, n)| *n))
+        Ok(self
+            .terms
+            .iter()
+            .find(|(t, _)| t == key)
+            .map_or(0, |(_, n)| (*n).min(self.docs)))
     }
 }
 
@@ -464,6 +470,27 @@ mod tests {
         assert_eq!(t.search("drum", 10, None).len(), 1);
         // Query syntax in the text is taken leniently.
         let _ = t.search("piano: \"unclosed AND (", 10, None);
+    }
+
+    #[test]
+    fn statistics_from_a_peer_that_do_not_add_up_still_score() {
+        let t = TextIndex::new(Duration::from_secs(3600), true);
+        t.apply(&[put("a", "Piano tutorial", "piano"), put("b", "Guitar", "chords")]);
+        t.refresh(true);
+        let mut stats = t.stats("piano");
+        assert!(stats.terms.iter().all(|(_, n)| *n <= stats.docs));
+        // More documents holding a term than documents in all (BM25's idf asserts the
+        // opposite), and sums that would overflow.
+        stats.docs = 0;
+        for (_, n) in &mut stats.terms {
+            *n = u64::MAX;
+        }
+        let mut summed = stats.clone();
+        summed.add(&stats);
+        assert_eq!(summed.docs, 0);
+        let hits = t.search("piano", 10, Some(&summed));
+        assert_eq!(hits.len(), 1);
+        assert!(hits.iter().all(|(_, s)| s.is_finite()), "{hits:?}");
     }
 
     /// Changes added to the index since its last commit.

@@ -17,9 +17,23 @@ use super::handlers::{body, counted};
 use super::people::json_body;
 use crate::cluster::{EmbeddingsRequest, TextStatsRequest, UserRequest};
 use crate::query::cluster::ShareRequest;
+use crate::query::{MAX_LIMIT, MAX_OFFSET};
 use crate::{RankQuery, Tidal};
 use tidal_core::time::Time;
 use tidal_sinks::View;
+
+/// The routes here answer only the processes of a cluster: a process alone has no peers,
+/// and answers them 404 (they take frontiers and statistics a client has no reason to send).
+fn cluster_only(state: &AppState) -> Result<(), ApiError> {
+    if state.tidal.in_cluster() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_a_cluster",
+        "/v1/internal/* is asked by the other processes of a cluster; this tidal runs alone",
+    ))
+}
 
 fn gone(frontier: Time) -> ApiError {
     ApiError::new(
@@ -53,8 +67,18 @@ fn share_request(
     state: &AppState,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<(crate::query::RankParams, ShareRequest), ApiError> {
+    cluster_only(state)?;
     let raw = body(raw)?;
     let req: ShareRequest = json_body(&raw, "share request")?;
+    // A share is at most a page past the deepest offset served (and it sizes the text
+    // search's collector).
+    let most = MAX_OFFSET + MAX_LIMIT + 1;
+    if req.need > most {
+        return Err(ApiError::bad_request(
+            "bad_parameter",
+            format!("need: {} is above the most a page asks for ({most})", req.need),
+        ));
+    }
     let params = state.tidal.parse_query(&RankQuery::from_pairs(req.pairs.clone()))?;
     Ok((params, req))
 }
@@ -131,6 +155,7 @@ pub async fn post_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
+        cluster_only(&state)?;
         let raw = body(raw)?;
         let req: UserRequest = json_body(&raw, "user state request (fields: frontier, id)")?;
         at_frontier(&state, req.frontier, 0, move |tidal, view| {
@@ -158,6 +183,7 @@ pub async fn post_embeddings(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
+        cluster_only(&state)?;
         let raw = body(raw)?;
         let req: EmbeddingsRequest = json_body(&raw, "embeddings request (fields: frontier, keys)")?;
         at_frontier(&state, req.frontier, 0, move |tidal, view| {
@@ -182,6 +208,7 @@ pub async fn post_text_stats(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
+        cluster_only(&state)?;
         let raw = body(raw)?;
         let req: TextStatsRequest = json_body(&raw, "text statistics request (fields: q, now)")?;
         let tidal = state.tidal.clone();

@@ -491,6 +491,11 @@ impl Tidal {
         })
     }
 
+    /// Whether this process is one of a cluster's (it has peers).
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.peers.is_some()
+    }
+
     /// Whether [`checkpoint`](Self::checkpoint) can be asked for: one process, or a cluster
     /// on the wall clock (whose ticks move every process past the frontier asked for).
     fn checkpoints_on_demand(&self) -> bool {
