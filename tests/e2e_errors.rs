@@ -107,6 +107,9 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
         ("limit=abc", ""),
         ("window=3h", ""),
         ("signals=view:x", ""),
+        // A weight that makes scores infinite (or inf − inf, NaN) ranks nothing sensibly.
+        ("signals=view:1e308", ""),
+        ("profile=rising&signals=view:1e7,like:1", ""),
         ("signal=nope", ""),
         ("half_life=2h&profile=hot", ""),
         ("cursor=%%%", ""),

@@ -26,6 +26,14 @@ pub const MAX_HALF_LIVES: usize = 4;
 pub const MAX_SIGNAL_TYPES: usize = 64;
 /// The largest weight bound a schema may declare: sums stay exact in 64-bit fixed point.
 pub const MAX_WEIGHT_BOUND: f64 = 1.0e6;
+/// The largest weight a ranking gives a term (a query's `signals=`, a profile's `signals`,
+/// `w_*`): a score stays finite, and a sum of terms never meets `inf − inf`.
+pub const MAX_RANK_WEIGHT: f64 = 1.0e6;
+
+/// Whether `w` is a ranking weight: finite, within `0..=MAX_RANK_WEIGHT`.
+pub fn is_rank_weight(w: f64) -> bool {
+    (0.0..=MAX_RANK_WEIGHT).contains(&w)
+}
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -478,6 +486,14 @@ mod tests {
             (
                 "[[profiles]]\nname = \"p\"\nbase = \"hot\"\nw_text = -1",
                 "profiles[0].w_text",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\nw_pop = 1e300",
+                "profiles[0].w_pop",
+            ),
+            (
+                "[[signals]]\nname = \"v\"\n[[profiles]]\nname = \"p\"\nbase = \"trending\"\nsignals = { v = 2e6 }",
+                "profiles[0].signals.v",
             ),
             ("[[profiles]]\nname = \"for_you\"\nbase = \"hot\"", "profiles[0].name"),
             (

@@ -229,6 +229,11 @@ async fn overload_is_503_with_retry_after_and_reads_go_on() {
             .await;
         assert_ne!(s, StatusCode::OK, "{path} was written while overloaded");
     }
+    // A first embedding refused does not fix the dimension.
+    let (s, v) = a
+        .send("PUT", "/v1/items/e3", Some(json!({"embedding": [1.0, 0.0, 0.0]})))
+        .await;
+    assert_error(s, &v, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
     // Reads are answered from the last state meanwhile, at once.
     let started = Instant::now();
     let (s, v) = a.send("GET", "/v1/rankings?profile=top", None).await;
@@ -244,6 +249,19 @@ async fn overload_is_503_with_retry_after_and_reads_go_on() {
         .send("POST", "/v1/signals", Some(json!({"type": "view", "item": "d"})))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = a
+        .send("PUT", "/v1/items/e4", Some(json!({"embedding": [1.0, 0.0, 0.0, 0.0]})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The first one written does.
+    let (s, v) = a
+        .send("PUT", "/v1/items/e3", Some(json!({"embedding": [1.0, 0.0, 0.0]})))
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_item");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("have 4")),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,13 @@ use std::net::SocketAddr;
 
 use super::{
     BUILTIN_PROFILES, Config, MAX_CANDIDATES, MAX_HALF_LIVES, MAX_SIGNAL_TYPES, MAX_WEIGHT_BOUND, MAX_WINDOWS,
+    is_rank_weight,
 };
 use crate::duration::Dur;
 use crate::error::{Error, Result};
+
+/// What a ranking weight must be.
+const RANK_WEIGHT: &str = "must be a weight within 0..=1000000";
 
 impl Config {
     /// Checks every rule the engine relies on; the error names the field.
@@ -177,9 +181,9 @@ impl Config {
             let personal = p.base == "for_you";
             for (name, w) in [("w_text", p.w_text), ("w_profile", p.w_profile)] {
                 if let Some(w) = w
-                    && (!w.is_finite() || w < 0.0)
+                    && !is_rank_weight(w)
                 {
-                    return bad(f(name), "must be a finite, non-negative weight");
+                    return bad(f(name), RANK_WEIGHT);
                 }
             }
             for (name, w) in [("w_sim", p.w_sim), ("w_pop", p.w_pop), ("w_aff", p.w_aff)] {
@@ -187,8 +191,8 @@ impl Config {
                     if !personal {
                         return bad(f(name), "only a for_you profile has this weight");
                     }
-                    if !w.is_finite() || w < 0.0 {
-                        return bad(f(name), "must be a finite, non-negative weight");
+                    if !is_rank_weight(w) {
+                        return bad(f(name), RANK_WEIGHT);
                     }
                 }
             }
@@ -268,8 +272,8 @@ impl Config {
                 let Some(st) = self.signal(name) else {
                     return bad(f(&format!("signals.{name}")), "is not a declared signal type");
                 };
-                if !w.is_finite() || *w < 0.0 {
-                    return bad(f(&format!("signals.{name}")), "must be a finite, non-negative weight");
+                if !is_rank_weight(*w) {
+                    return bad(f(&format!("signals.{name}")), RANK_WEIGHT);
                 }
                 if let Some(win) = p.window
                     && !st.windows.iter().any(|x| x.size == win)

@@ -151,7 +151,8 @@ impl Scorer {
         let mut s = 0.0;
         for l in &self.lists {
             let v = match l.index {
-                IndexKind::Trending { kind, window } | IndexKind::Rising { kind, window } => {
+                // A factor of 0 adds nothing, whatever the bound (an unbounded one is inf).
+                IndexKind::Trending { kind, window } | IndexKind::Rising { kind, window } if l.factor != 0.0 => {
                     l.factor.abs() * b.get(kind, window)
                 }
                 _ => 0.0,

@@ -22,7 +22,6 @@ mod write;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,8 +84,8 @@ pub struct Tidal {
     /// The LSN of the checkpoint this start restored (0: none).
     restored_lsn: u64,
     peers: Option<Arc<Peers>>,
-    /// The embedding dimension (0: none fixed yet; SPEC §12).
-    dimension: AtomicUsize,
+    /// The embedding dimension (SPEC §12).
+    dimension: Mutex<write::Dimension>,
     _lock: File,
 }
 
@@ -354,7 +353,7 @@ impl Tidal {
             recovered_records,
             restored_lsn,
             peers,
-            dimension: AtomicUsize::new(dimension),
+            dimension: Mutex::new(write::Dimension::fixed_at(dimension)),
             _lock: lock,
         };
         // The WAL records the configuration in force, so replay can use it as its baseline

@@ -2,7 +2,6 @@
 //! is written (a request is all-or-nothing and an error names its first bad record), then
 //! appended to the WAL and answered once durable.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tidal_core::ids::check_id;
@@ -165,38 +164,83 @@ impl Tidal {
                     "embedding must not be all zeros (it is scaled to unit length)".into(),
                 ));
             }
-            // The first embedding stored fixes the dimension, unless the schema declares it.
-            let dim = e.0.len();
-            if let Err(have) = self
-                .dimension
-                .compare_exchange(0, dim, Ordering::SeqCst, Ordering::SeqCst)
-                && have != dim
-            {
-                let why = if self.config.personalization.dimension != 0 {
-                    "personalization.dimension"
-                } else {
-                    "the first embedding stored"
-                };
-                return Err(Error::InvalidItem(format!(
-                    "embedding has {dim} dimensions; this tidal's embeddings have {have} ({why})"
-                )));
+            let have = self.dimension().dim;
+            if have != 0 && have != e.0.len() {
+                return Err(self.other_dimension(e.0.len(), have));
             }
         }
         Ok(())
     }
 
+    fn dimension(&self) -> std::sync::MutexGuard<'_, Dimension> {
+        self.dimension.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn other_dimension(&self, dim: usize, have: usize) -> Error {
+        let why = if self.config.personalization.dimension != 0 {
+            "personalization.dimension"
+        } else {
+            "the first embedding stored"
+        };
+        Error::InvalidItem(format!(
+            "embedding has {dim} dimensions; this tidal's embeddings have {have} ({why})"
+        ))
+    }
+
+    /// Holds the dimension of `meta`'s embedding for its write: the first one written fixes
+    /// it, and writes in flight with another are refused meanwhile. Whether this write holds
+    /// it until [`settle_dimension`](Self::settle_dimension).
+    fn claim_dimension(&self, meta: &ItemMeta) -> Result<bool> {
+        let Some(e) = &meta.embedding else { return Ok(false) };
+        let mut d = self.dimension();
+        if d.dim == 0 {
+            d.dim = e.0.len();
+        } else if d.dim != e.0.len() {
+            let have = d.dim;
+            drop(d);
+            return Err(self.other_dimension(e.0.len(), have));
+        }
+        if d.fixed {
+            return Ok(false);
+        }
+        d.pending += 1;
+        Ok(true)
+    }
+
+    /// After a write that held the dimension: written, it is fixed; refused (overload, a
+    /// poisoned WAL) with no other write of it in flight and none written, it is free again.
+    fn settle_dimension(&self, claimed: bool, written: bool) {
+        if !claimed {
+            return;
+        }
+        let mut d = self.dimension();
+        d.pending = d.pending.saturating_sub(1);
+        if written {
+            d.fixed = true;
+        } else if !d.fixed && d.pending == 0 {
+            d.dim = 0;
+        }
+    }
+
     /// Puts an item's metadata (replacing what was there); returns once durable.
     pub fn put_item(&self, id: &str, meta: ItemMeta) -> Result<WriteAck> {
         self.check_item(id, &meta)?;
-        self.commit(vec![Record::ItemPut { id: id.into(), meta }])
+        let claimed = self.claim_dimension(&meta)?;
+        let written = self.commit(vec![Record::ItemPut { id: id.into(), meta }]);
+        self.settle_dimension(claimed, written.is_ok());
+        written
     }
 
     /// [`put_item`](Self::put_item) without blocking.
     pub async fn put_item_async(&self, id: &str, meta: ItemMeta) -> Result<WriteAck> {
         self.check_item(id, &meta)?;
-        self.admit()?;
-        let c = self.commit_async(vec![Record::ItemPut { id: id.into(), meta }]).await?;
-        Ok(self.write_ack(&c))
+        let claimed = self.claim_dimension(&meta)?;
+        let written = match self.admit() {
+            Ok(()) => self.commit_async(vec![Record::ItemPut { id: id.into(), meta }]).await,
+            Err(e) => Err(e),
+        };
+        self.settle_dimension(claimed, written.is_ok());
+        Ok(self.write_ack(&written?))
     }
 
     /// Deletes an item: it leaves every ranking. Returns once durable.
@@ -338,6 +382,29 @@ impl Tidal {
             lsn: c.last_lsn,
             clock: c.clock_ms,
             token: self.token(c.last_lsn),
+        }
+    }
+}
+
+/// The embedding dimension in force (SPEC §12): the schema's, the one the state's embeddings
+/// have, or the first one written; and the writes of a first one still in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Dimension {
+    /// 0: none yet.
+    dim: usize,
+    /// Written (or declared, or held by the state): no refusal frees it.
+    fixed: bool,
+    /// Writes holding a dimension not yet fixed.
+    pending: usize,
+}
+
+impl Dimension {
+    /// The dimension a start finds (0: none).
+    pub(crate) fn fixed_at(dim: usize) -> Dimension {
+        Dimension {
+            dim,
+            fixed: dim != 0,
+            pending: 0,
         }
     }
 }

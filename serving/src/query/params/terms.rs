@@ -78,10 +78,13 @@ pub(super) fn weights(
                     }
                     None => (part, 1.0),
                 };
-                if !w.is_finite() || w < 0.0 {
+                if !tidal_core::config::is_rank_weight(w) {
                     return Err(invalid(
                         "signals",
-                        format!("signals: the weight of {name:?} must be a finite number ≥ 0, got {w}"),
+                        format!(
+                            "signals: the weight of {name:?} must be a number within 0..={}, got {w}",
+                            tidal_core::config::MAX_RANK_WEIGHT
+                        ),
                     ));
                 }
                 let k = kind("signals", name)?;
