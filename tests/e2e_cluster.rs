@@ -526,6 +526,52 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     }
     assert_eq!(p1.ranking("profile=top&signal=like"), a);
     assert_eq!(p0.ranking("profile=top&signal=like"), a);
+
+    // An item deleted and put again on one process, and signals for it on both, the one on
+    // the other process written between the put and the next: kill -9 and a restart (each
+    // process recovering its own WAL's tail) rank it as before, every signal counted.
+    for (method, body) in [
+        ("PUT", json!({"category": "a"})),
+        ("DELETE", Value::Null),
+        ("PUT", json!({"category": "a"})),
+    ] {
+        let req = ureq::request(method, &p1.url("/v1/items/x"));
+        let (status, v) = match method {
+            "PUT" => common::send(req, body.to_string(), "application/json"),
+            _ => common::call(req),
+        };
+        assert_eq!(status, 200, "{method}: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut tokens = Vec::new();
+    for (s, kind) in [(&p0, "like"), (&p1, "share")] {
+        let (status, ack) = s.post("/v1/signals", &json!({"type": kind, "item": "x"}));
+        assert_eq!(status, 200, "{ack}");
+        tokens.push(ack["token"].as_str().expect("token").to_string());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let both = |s: &Server| {
+        let likes = s.ranking(&format!("profile=top&signal=like&min_lsn={}", tokens[0]));
+        let shares = s.ranking(&format!("profile=top&signal=share&min_lsn={}", tokens[1]));
+        let all = s.ranking(&format!("profile=top&min_lsn={}", tokens[1]));
+        (likes, shares, all)
+    };
+    let before = both(&p0);
+    assert!(before.0.iter().any(|t| t.0 == "x"), "the like is counted: {before:?}");
+    assert!(before.1.iter().any(|t| t.0 == "x"), "the share is counted: {before:?}");
+    assert_eq!(both(&p1), before);
+    let pid = p0.child.id();
+    p1.kill9();
+    wait_until("process 0 to stop serving", Duration::from_secs(20), || {
+        ureq::get(&p0.url("/healthz")).call().is_err()
+    });
+    let p1 = cluster.launch_with(dir.path(), 1, "wall").wait();
+    wait_until("process 0 to serve again", Duration::from_secs(30), || {
+        ureq::get(&p0.url("/healthz")).call().is_ok()
+    });
+    assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
+    assert_eq!(both(&p0), before, "process 0 after the restart");
+    assert_eq!(both(&p1), before, "process 1 after the restart");
 }
 
 #[test]

@@ -12,7 +12,10 @@
 //! While the producer says it is catching up (recovery, replay: [`Feed::catch_up`]), batches
 //! are gathered into runs of about [`CATCH_UP_RUN_SIGNALS`] signals, cut early only when the
 //! producer asks for the state to be visible (a flush). Each batch keeps its commit clock for
-//! `ts_eff`.
+//! `ts_eff`. In a cluster a run keeps each batch at its own time: the other processes' logs
+//! have records at the times in between, and the state as of those depends on which of this
+//! log's records came before them (a delete of an item, then a signal for it written on
+//! another process).
 //!
 //! **Marks.** After moving its capability the reader emits a [`Control::Mark`] for the new
 //! frontier, at most one per [`MARK_INTERVAL`] (a deferred mark is emitted when the interval
@@ -210,30 +213,38 @@ pub fn wal_source<'s>(
             drained.batches = std::mem::take(&mut gathered);
             gathered_signals = 0;
             if let Some(last) = drained.batches.last() {
-                // The whole run is applied at its last batch's time (never below the seal).
-                let time = last.time.max(lower);
                 if last.time < lower {
                     tracing::error!(batch = last.time, lower, "a batch arrived below the feed's seal");
                 }
-                for b in &drained.batches {
-                    let lsn = b.last_lsn();
-                    if lsn > position.lsn {
-                        position.lsn = lsn;
-                    }
-                    let n = b.records.iter().map(|r| r.record.signal_count() as u64).sum::<u64>();
-                    position.signals += n;
-                    since_checkpoint += n;
-                }
-                held.downgrade(&time);
-                if let Some(log) = &options.run_log {
-                    log.record(time, position);
-                }
-                let run = Run {
-                    batches: drained.batches,
-                    position,
+                // Alone, the whole run is applied at its last batch's time (never below the
+                // seal). In a cluster each batch keeps its own time: a run moved past
+                // another process's batches would reorder this log's records against
+                // theirs (a delete and a put of an item against a signal for it written
+                // between them elsewhere).
+                let runs = if options.sources > 1 {
+                    split_by_time(drained.batches, lower)
+                } else {
+                    let time = last.time.max(lower);
+                    vec![(time, drained.batches)]
                 };
-                output.activate().give(&*held, &mut vec![Control::Run(Arc::new(run))]);
-                upper = time.saturating_add(1);
+                for (time, batches) in runs {
+                    for b in &batches {
+                        let lsn = b.last_lsn();
+                        if lsn > position.lsn {
+                            position.lsn = lsn;
+                        }
+                        let n = b.records.iter().map(|r| r.record.signal_count() as u64).sum::<u64>();
+                        position.signals += n;
+                        since_checkpoint += n;
+                    }
+                    held.downgrade(&time);
+                    if let Some(log) = &options.run_log {
+                        log.record(time, position);
+                    }
+                    let run = Run { batches, position };
+                    output.activate().give(&*held, &mut vec![Control::Run(Arc::new(run))]);
+                    upper = time.saturating_add(1);
+                }
             }
             if drained.closed {
                 // The frontier reached (sealed) before closing is observable: mark it, then
@@ -320,6 +331,22 @@ pub fn wal_source<'s>(
         }
     });
     stream
+}
+
+/// The batches of a run, in log order, grouped by their times (never below `lower`).
+fn split_by_time(
+    batches: Vec<Arc<tidal_core::record::CommittedBatch>>,
+    lower: Time,
+) -> Vec<(Time, Vec<Arc<tidal_core::record::CommittedBatch>>)> {
+    let mut runs: Vec<(Time, Vec<_>)> = Vec::new();
+    for b in batches {
+        let time = b.time.max(lower);
+        match runs.last_mut() {
+            Some((t, group)) if *t >= time => group.push(b),
+            _ => runs.push((time, vec![b])),
+        }
+    }
+    runs
 }
 
 /// Asks for the source's wake-up at `at` (it is `now`), and tells the feed that the source
