@@ -228,3 +228,29 @@ fn facade_and_http_server_answer_alike() {
     }
     lib.shutdown().expect("shutdown");
 }
+
+/// SPEC §3: equal scores are ordered by id. Two items whose weighted counts sum to the same
+/// number (4 views and 1 like, 1 view and 2 likes, at view:1, like:3) score exactly alike
+/// in trending and rising, however the sum is split: the one with the smaller id first.
+#[test]
+fn equal_weighted_counts_tie_exactly_and_order_by_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tidal = Tidal::open(config(dir.path())).expect("open");
+    let mut batch = Vec::new();
+    for (item, views, likes) in [("a", 4, 1), ("b", 1, 2)] {
+        // Each its own id: byte-identical signals would be duplicates.
+        batch.extend((0..views).map(|i| NewSignal::new("view", item).id(format!("{item}-v{i}"))));
+        batch.extend((0..likes).map(|i| NewSignal::new("like", item).id(format!("{item}-l{i}"))));
+    }
+    let ack = tidal.signals(batch).expect("write");
+    for profile in ["trending", "rising"] {
+        let q = RankQuery::parse(&format!("profile={profile}&window=24h&signals=view:1,like:3"))
+            .expect("query")
+            .min_lsn(ack.lsn);
+        let items = tidal.rank(&q).expect("rank").items;
+        let got: Vec<(&str, f64)> = items.iter().map(|i| (i.id.as_str(), i.score)).collect();
+        assert_eq!(got.len(), 2, "{profile}: {got:?}");
+        assert_eq!(got[0].1, got[1].1, "{profile}: equal sums score alike: {got:?}");
+        assert_eq!((got[0].0, got[1].0), ("a", "b"), "{profile}: ties by id: {got:?}");
+    }
+}

@@ -204,15 +204,20 @@ fn oracle(w: &World, p: &RankParams, q: &HashMap<&str, &str>) -> Vec<(String, f6
                 None => continue,
             }
         } else {
+            // SPEC §3: Σ weight × count_W / W_h, the weighted counts summed before the one
+            // division by the window's hours (equal sums tie exactly, broken by id).
             let mut score = 0.0;
+            let mut hours = 1.0;
             for t in &p.terms {
                 let l = w.lanes.get(&(*key, t.kind)).copied().unwrap_or_default();
                 score += match (p.base, t.feature) {
                     (Base::Trending, Feature::Window { index, size }) => {
-                        t.weight / size.hours() * weight_float(l.0[2 * index])
+                        hours = size.hours();
+                        t.weight * weight_float(l.0[2 * index])
                     }
                     (Base::Rising, Feature::Window { index, size }) => {
-                        t.weight / size.hours() * weight_float(2 * l.0[2 * index] - l.0[2 * index + 1])
+                        hours = size.hours();
+                        t.weight * weight_float(2 * l.0[2 * index] - l.0[2 * index + 1])
                     }
                     (Base::Hot, Feature::HalfLife { index, size }) => {
                         let es = &w.epochs[&(*key, t.kind, index)];
@@ -225,6 +230,7 @@ fn oracle(w: &World, p: &RankParams, q: &HashMap<&str, &str>) -> Vec<(String, f6
                     other => panic!("unexpected term {other:?}"),
                 };
             }
+            let score = score / hours;
             if score <= 0.0 {
                 continue;
             }

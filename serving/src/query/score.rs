@@ -1,8 +1,11 @@
 //! Scores of SPEC §3/§5 over a snapshot's features, two ways that agree bit for bit: from
 //! an index entry's ordered value (walking a list) and from an item's features (random
-//! access). Each term is `factor × x` with `factor = weight / W-in-hours` for windows and
-//! `weight` otherwise, and a score sums its terms in signal-type order — so a term is
-//! monotone in its index value and a sum of per-list bounds bounds every unseen score.
+//! access). Each term is `factor × x` with `factor = weight`, a score sums its terms in
+//! signal-type order and divides the sum once by the window in hours (trending and rising,
+//! whose terms share one window; 1 otherwise) — so a term is monotone in its index value,
+//! and a sum of per-list bounds, divided alike, bounds every unseen score. Two items whose
+//! weighted counts sum to the same number (258 views and likes over 30 days, however
+//! split) score exactly the same, and their tie is broken by id.
 //!
 //! - trending: `Σ weight × count_W / W_h` (velocity);
 //! - rising: `Σ weight × (count_W − (count_2W − count_W)) / W_h` (acceleration);
@@ -36,10 +39,23 @@ pub(crate) struct Scorer {
     pub(crate) base: Base,
     pub(crate) lists: Vec<List>,
     clock: u64,
+    /// What the sum of the terms is divided by: the window in hours when every term is a
+    /// window count of the same window, else 1 (each window term's factor then divides).
+    divisor: f64,
 }
 
 impl Scorer {
     pub(crate) fn new(clock: u64, params: &RankParams) -> Scorer {
+        // The one window every term counts over, if there is one.
+        let mut windows = params.terms.iter().map(|t| match t.feature {
+            Feature::Window { size, .. } => Some(size),
+            _ => None,
+        });
+        let shared = match (params.base, windows.next()) {
+            (Base::Trending | Base::Rising, Some(Some(first))) => windows.all(|w| w == Some(first)).then_some(first),
+            _ => None,
+        };
+        let divisor = shared.map_or(1.0, |w| w.hours());
         let lists = if params.base == Base::New {
             vec![List {
                 term: None,
@@ -58,7 +74,7 @@ impl Scorer {
                                 kind: t.kind,
                                 window: index,
                             },
-                            t.weight / size.hours(),
+                            t.weight / (size.hours() / divisor),
                             0,
                         ),
                         (Base::Rising, Feature::Window { index, size }) => (
@@ -66,7 +82,7 @@ impl Scorer {
                                 kind: t.kind,
                                 window: index,
                             },
-                            t.weight / size.hours(),
+                            t.weight / (size.hours() / divisor),
                             0,
                         ),
                         (_, Feature::HalfLife { index, size }) => (
@@ -92,7 +108,13 @@ impl Scorer {
             base: params.base,
             lists,
             clock,
+            divisor,
         }
+    }
+
+    /// A score from the sum of its terms (or a bound from the sum of the lists' bounds).
+    pub(crate) fn finish(&self, sum: f64) -> f64 {
+        sum / self.divisor
     }
 
     /// List `i`'s term for the item an entry of its index points at.
@@ -127,7 +149,7 @@ impl Scorer {
 
     /// The item's score: its terms summed in list order.
     pub(crate) fn score(&self, item: &ItemEntry) -> f64 {
-        (0..self.lists.len()).fold(0.0, |s, i| s + self.term_value(i, item))
+        self.finish((0..self.lists.len()).fold(0.0, |s, i| s + self.term_value(i, item)))
     }
 
     /// The item's score in a cohort: `counts(kind)` gives its counts there (trending and
@@ -142,7 +164,7 @@ impl Scorer {
             };
             s += v;
         }
-        s
+        self.finish(s)
     }
 
     /// At least [`cohort_score`](Self::cohort_score) of any item whose lanes `b` bounds: the
@@ -159,22 +181,22 @@ impl Scorer {
             };
             s += v;
         }
-        s
+        self.finish(s)
     }
 
     /// The score from one list's bound per list, summed in the same order as [`score`]:
     /// an upper bound on the score of any item not yet seen.
     ///
     /// [`score`]: Self::score
-    pub(crate) fn threshold(bounds: &[f64]) -> f64 {
-        bounds.iter().fold(0.0, |s, b| s + b)
+    pub(crate) fn threshold(&self, bounds: &[f64]) -> f64 {
+        self.finish(bounds.iter().fold(0.0, |s, b| s + b))
     }
 
     /// `explain=1`: the features and the score terms of one item.
     pub(crate) fn explain(&self, item: &ItemEntry, config: &Config) -> Value {
         let mut terms = Vec::with_capacity(self.lists.len());
         for (i, l) in self.lists.iter().enumerate() {
-            let value = self.term_value(i, item);
+            let value = self.finish(self.term_value(i, item));
             let Some(t) = l.term else {
                 terms.push(json!({"created_at": item.created_at(), "value": value}));
                 continue;

@@ -292,7 +292,7 @@ impl<'s> Walk<'s> {
             let Some((item, id)) = self.snapshot.entry(e.key).and_then(|i| Some((i, i.id()?))) else {
                 continue;
             };
-            let score = self.scorer.list_value(0, e);
+            let score = self.scorer.finish(self.scorer.list_value(0, e));
             if !(score > 0.0 || self.scorer.base == Base::New) || !self.filters.passes(e.key, id, item) {
                 continue;
             }
@@ -372,7 +372,7 @@ impl<'s> Threshold<'s> {
 
     fn next(&mut self) -> Option<Hit<'s>> {
         loop {
-            let tau = Scorer::threshold(&self.bounds);
+            let tau = self.scorer.threshold(&self.bounds);
             if self.cands.first().is_some_and(|h| h.score > tau) {
                 return self.cands.pop_first();
             }
