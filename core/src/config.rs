@@ -488,6 +488,14 @@ mod tests {
                 "profiles[0].w_text",
             ),
             (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\nhalf_life = \"5h\"",
+                "profiles[0].half_life",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"trending\"\nwindow = \"2h\"",
+                "profiles[0].window",
+            ),
+            (
                 "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\nw_pop = 1e300",
                 "profiles[0].w_pop",
             ),

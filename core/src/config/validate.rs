@@ -269,12 +269,27 @@ impl Config {
                 return bad(f("exclude"), "must not hold an empty id");
             }
             for (name, w) in &p.signals {
-                let Some(st) = self.signal(name) else {
+                if self.signal(name).is_none() {
                     return bad(f(&format!("signals.{name}")), "is not a declared signal type");
-                };
+                }
                 if !is_rank_weight(*w) {
                     return bad(f(&format!("signals.{name}")), RANK_WEIGHT);
                 }
+            }
+            // The window and half-life must be declared by every signal type the profile
+            // ranks by: its own `signals`, else the schema's blend (every query would be a
+            // 400 otherwise).
+            let blend: Vec<&super::SignalType> = if p.signals.is_empty() {
+                self.signals.iter().filter(|s| s.rank_weight > 0.0).collect()
+            } else {
+                p.signals
+                    .iter()
+                    .filter(|(_, w)| **w > 0.0)
+                    .filter_map(|(name, _)| self.signal(name))
+                    .collect()
+            };
+            for st in blend {
+                let name = &st.name;
                 if let Some(win) = p.window
                     && !st.windows.iter().any(|x| x.size == win)
                 {
