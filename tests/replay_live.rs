@@ -12,13 +12,16 @@ use rand::{Rng, SeedableRng};
 use replay_support::{HOUR, MIN, T0, json_of, replay_cli};
 use serde_json::{Value, json};
 
-const QUERIES: [&str; 6] = [
+const QUERIES: [&str; 8] = [
     "profile=trending&window=1h",
     "profile=trending&signals=view:1,like:3&window=24h&limit=5",
     "profile=hot&half_life=1h",
     "profile=rising&window=1h",
     "profile=top&category=music",
     "profile=new&limit=4",
+    // Text: BM25 alone, and search within trending (a title changes midway).
+    "q=piano",
+    "q=piano&profile=trending&window=24h",
 ];
 
 #[test]
@@ -30,7 +33,8 @@ fn replay_answers_what_the_live_server_answered() {
         let cat = if i % 2 == 0 { "music" } else { "news" };
         let (st, v) = s.put(
             &format!("/v1/items/{id}"),
-            &json!({"category": cat, "created_at": T0 - 1000 * i as u64}),
+            &json!({"category": cat, "created_at": T0 - 1000 * i as u64,
+                "title": format!("{} {i}", if i % 3 == 0 { "piano" } else { "guitar" })}),
         );
         assert_eq!(st, 200, "{v}");
     }
@@ -40,6 +44,10 @@ fn replay_answers_what_the_live_server_answered() {
     let mut next = 0;
     for step in 0..24u64 {
         let clock = T0 + step * 10 * MIN;
+        if step == 12 {
+            let (st, v) = s.put("/v1/items/m3", &json!({"category": "news", "title": "guitar again"}));
+            assert_eq!(st, 200, "{v}");
+        }
         while next < checkpoints.len() && checkpoints[next] < clock {
             live.push((checkpoints[next], read_live(&s, checkpoints[next])));
             next += 1;
@@ -115,6 +123,9 @@ fn read_live(s: &Server, t: u64) -> Vec<Value> {
             let (st, ans) = s.get(&format!("/v1/rankings?{q}&min_lsn={lsn}"));
             assert_eq!(st, 200, "{q}: {ans}");
             assert_eq!(ans["as_of"]["clock"], t, "{q}: {ans}");
+            if q.starts_with("q=") {
+                assert!(ans["items"].as_array().is_some_and(|a| !a.is_empty()), "{q}: {ans}");
+            }
             ans
         })
         .collect()

@@ -144,6 +144,11 @@ impl Variant {
         loop {
             let snap = shards.view();
             if snap.cohort_frontier() >= target {
+                // The text index holds the state as of this snapshot (nothing later was fed):
+                // what it has taken is made searchable now, not within its refresh interval.
+                if let Some(text) = &snap.text {
+                    text.refresh(true);
+                }
                 return Ok(snap);
             }
             if self.stopped.load(Ordering::Acquire) {
