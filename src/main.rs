@@ -97,12 +97,12 @@ enum Command {
 enum WalCommand {
     /// Verify every record's checksum and the LSN sequence.
     Verify {
-        /// The WAL directory (<data-dir>/wal).
+        /// The WAL directory (<data-dir>/wal), or the data directory.
         dir: PathBuf,
     },
     /// Print the records.
     Inspect {
-        /// The WAL directory (<data-dir>/wal).
+        /// The WAL directory (<data-dir>/wal), or the data directory.
         dir: PathBuf,
         /// Print at most this many records.
         #[arg(long)]
@@ -163,19 +163,19 @@ fn main() -> ExitCode {
         .map_err(|e| e.to_string()),
         Command::Wal {
             command: WalCommand::Verify { dir },
-        } => match tidal_sources::wal::verify(&dir) {
+        } => wal_dir(dir).and_then(|dir| match tidal_sources::wal::verify(&dir) {
             Ok(report) => {
                 println!("{report}");
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
-        },
+        }),
         Command::Wal {
             command: WalCommand::Inspect { dir, limit },
-        } => {
+        } => wal_dir(dir).and_then(|dir| {
             let mut out = std::io::stdout().lock();
             tidal_sources::wal::inspect(&dir, &mut out, limit).map_err(|e| e.to_string())
-        }
+        }),
         Command::Config {
             command: ConfigCommand::Default,
         } => {
@@ -204,4 +204,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The WAL folder `tidal wal` reads: `dir` itself, or `dir/wal` when `dir` is a data
+/// directory. A folder without segments is an error (nothing would be verified).
+fn wal_dir(dir: PathBuf) -> Result<PathBuf, String> {
+    let has_segments = |d: &std::path::Path| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("wal-") && name.ends_with(".log")
+            })
+        })
+    };
+    if has_segments(&dir) {
+        return Ok(dir);
+    }
+    let inner = dir.join("wal");
+    if has_segments(&inner) {
+        return Ok(inner);
+    }
+    Err(format!(
+        "no WAL segment files (wal-*.log) in {} or {}",
+        dir.display(),
+        inner.display()
+    ))
 }

@@ -204,6 +204,18 @@ fn wal_tools_read_a_log() {
         text.contains("like") && text.contains("\"b\"") || text.contains(" b"),
         "{text}"
     );
+    // The data directory itself reads as its WAL; a folder without segments is an error,
+    // not an empty success.
+    let of_data = tidal().arg("wal").arg("verify").arg(&data).output().expect("run");
+    assert!(of_data.status.success(), "{}", String::from_utf8_lossy(&of_data.stderr));
+    assert!(String::from_utf8_lossy(&of_data.stdout).contains("ok"));
+    let empty = dir.path().join("nothing");
+    std::fs::create_dir_all(&empty).expect("dir");
+    for cmd in ["verify", "inspect"] {
+        let out = tidal().arg("wal").arg(cmd).arg(&empty).output().expect("run");
+        assert!(!out.status.success(), "{cmd} of a folder without a WAL");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no WAL segment"), "{cmd}");
+    }
 }
 
 /// `tidal checkpoint DIR` after a kill -9 (with checkpoints far apart, so none was written):
