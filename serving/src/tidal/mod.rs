@@ -358,8 +358,19 @@ impl Tidal {
         };
         // The WAL records the configuration in force, so replay can use it as its baseline
         // (a restored checkpoint covers the records before it: write it again if unsure).
+        // Where the data directory is and how many workers run it change no answer: the
+        // same directory spelled another way, or opened by `tidal checkpoint` with another
+        // worker count, records nothing new.
         let toml = tidal.config.to_toml();
-        if last_config.as_deref() != Some(toml.as_str()) {
+        let same = last_config.as_deref().is_some_and(|last| {
+            last == toml
+                || Config::parse(last).is_ok_and(|mut c| {
+                    c.engine.data_dir.clone_from(&tidal.config.engine.data_dir);
+                    c.engine.workers = tidal.config.engine.workers;
+                    c.to_toml() == toml
+                })
+        });
+        if !same {
             let commit = tidal.wal.submit_blocking(vec![Record::Config { toml }])?;
             // Served once the state holds it too, as every record before: a first read then
             // sees the LSN the next one will (the sink's thread publishes it a moment later).

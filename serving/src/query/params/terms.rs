@@ -30,7 +30,7 @@ pub(super) fn profile<'c>(
         QueryErrorKind::UnknownProfile,
         "profile",
         format!(
-            "profile: unknown profile {name:?}; available: trending, rising, hot, top, new, following{}{}",
+            "profile: unknown profile {name:?}; available: trending, rising, hot, top, new, following, for_you{}{}",
             if declared.is_empty() { "" } else { ", " },
             declared.join(", ")
         ),
