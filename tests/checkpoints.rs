@@ -689,3 +689,48 @@ fn cohorts_live_after_a_restart_and_replayed_agree() {
         }
     }
 }
+
+/// A WAL older than the newest checkpoint (put back from a copy) is refused at start, naming
+/// both LSNs and what to do: new records would be numbered as ones the checkpoint already
+/// covers, and the next start would skip them. Moved away, the checkpoints leave the WAL
+/// alone to start from.
+#[test]
+fn a_wal_older_than_the_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    let t = Tidal::open(config(dir.path(), 0)).expect("open");
+    let views = |from: u64, n: u64| {
+        (from..from + n)
+            .map(|i| NewSignal::new("view", "i0").ts(T0 + i * MIN).id(format!("v{i}")))
+            .collect::<Vec<_>>()
+    };
+    let early = t.signals(views(0, 10)).expect("signals");
+    t.wait_visible(early.lsn).expect("visible");
+    let wal = dir.path().join("wal");
+    let old = copy.path().join("wal");
+    std::fs::create_dir_all(&old).expect("dir");
+    for e in std::fs::read_dir(&wal).expect("wal") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), old.join(e.file_name())).expect("copy");
+    }
+    for k in 0..5 {
+        t.signals(views(10 + k * 4, 4)).expect("signals");
+    }
+    t.shutdown().expect("shutdown: a checkpoint");
+    drop(t);
+    std::fs::remove_dir_all(&wal).expect("remove");
+    std::fs::rename(&old, &wal).expect("put back the old WAL");
+    let err = match Tidal::open(config(dir.path(), 0)) {
+        Ok(_) => panic!("a WAL older than the checkpoint was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("older than the checkpoint") && err.contains("checkpoints"),
+        "{err}"
+    );
+    std::fs::rename(dir.path().join("checkpoints"), copy.path().join("checkpoints")).expect("move");
+    let t = Tidal::open(config(dir.path(), 0)).expect("the WAL alone");
+    let v = t.item("i0").expect("item").expect("i0");
+    assert_eq!(v.signals["view"].total, 10.0, "the old WAL's views");
+    t.shutdown().expect("shutdown");
+}

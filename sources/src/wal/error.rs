@@ -35,6 +35,24 @@ pub enum WalError {
         /// What is wrong.
         reason: String,
     },
+    /// The log ends before the checkpoint a start restores: new records would be numbered
+    /// as ones the checkpoint already covers, and skipped by the next start.
+    #[error(
+        "the WAL in {} ends at LSN {last}, before LSN {checkpoint}, which the checkpoint being \
+         restored covers: the WAL is older than the checkpoint (put back from a copy, or its \
+         last records lost in a crash with engine.durability = \"buffer\"); put back the WAL \
+         the checkpoint was made with, or move the checkpoints folder away to start from the \
+         WAL alone",
+        dir.display()
+    )]
+    BehindCheckpoint {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The last LSN the WAL holds (0: none).
+        last: u64,
+        /// The last LSN the checkpoint covers.
+        checkpoint: u64,
+    },
     /// The last record of the log is cut short (a crash during a write), and the reader was
     /// asked not to tolerate that.
     #[error(

@@ -89,6 +89,15 @@ fn recover(opts: &WalOptions, on_recovered: &mut dyn FnMut(CommittedBatch)) -> R
         }
         on_recovered(batch);
     }
+    if let Some(r) = &opts.resume
+        && reader.next_lsn() <= r.lsn
+    {
+        return Err(WalError::BehindCheckpoint {
+            dir: opts.dir.clone(),
+            last: reader.next_lsn() - 1,
+            checkpoint: r.lsn,
+        });
+    }
     // Space the writer had allocated past its records (a stop without sealing): trimmed, so
     // the writer appends at the records' end.
     for (file, offset) in reader.zero_tails() {
