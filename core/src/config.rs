@@ -312,9 +312,22 @@ struct RawDefaults {
 impl Config {
     /// Parses and validates a TOML configuration.
     pub fn parse(text: &str) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
-            field: toml_error_field(&e),
-            message: e.message().to_string(),
+        // The path of the value a parse error is about (`signals[0].half_lives[0]`): toml's
+        // own message names only the key it did not expect.
+        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let field = match path.as_str() {
+                "" | "." => toml_error_field(&inner),
+                _ if inner.message().contains("unknown field") => {
+                    format!("{path}.{}", toml_error_field(&inner))
+                }
+                _ => path,
+            };
+            Error::Config {
+                field,
+                message: inner.message().to_string(),
+            }
         })?;
         config.fill_defaults();
         config.validate()?;
@@ -467,8 +480,12 @@ mod tests {
             ("[[signals]]\nname = \"V!\"", "signals[0].name"),
             ("[engine]\nworkers = 0", "engine.workers"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
-            ("[[signals]]\nname = \"v\"\nhalf_lives = [\"1x\"]", ""),
-            ("[engine]\nbogus = 1", "bogus"),
+            (
+                "[[signals]]\nname = \"v\"\nhalf_lives = [\"1x\"]",
+                "signals[0].half_lives[0]",
+            ),
+            ("[engine]\nbogus = 1", "engine.bogus"),
+            ("[engine]\nworkers = \"two\"", "engine.workers"),
             ("[personalization]\nhorizon = \"100d\"", "personalization.horizon"),
             ("[personalization]\ncold_signals = -1.0", "personalization.cold_signals"),
             (
