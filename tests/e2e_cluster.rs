@@ -201,7 +201,12 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
         });
         let path = format!("/v1/items/m{i}");
         assert_eq!(single.put(&path, &body).0, 200);
-        assert_eq!(procs[rng.gen_range(0..2)].put(&path, &body).0, 200);
+        let (status, v) = procs[rng.gen_range(0..2)].put(&path, &body);
+        assert_eq!(status, 200, "{v}");
+        assert!(
+            v["token"].is_string(),
+            "an item write in a cluster answers a token: {v}"
+        );
     }
     // Users with cohort attributes, each put on a process at random; a composite cohort
     // declared on one process.
@@ -541,6 +546,10 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
             _ => common::call(req),
         };
         assert_eq!(status, 200, "{method}: {v}");
+        assert!(
+            v["token"].as_str().is_some_and(|t| t.starts_with("1:")),
+            "{method}: {v}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut tokens = Vec::new();

@@ -164,6 +164,9 @@ pub async fn put_item(
         out["id"] = json!(id);
         out["lsn"] = json!(ack.lsn);
         out["clock"] = json!(ack.clock);
+        if let Some(token) = &ack.token {
+            out["token"] = json!(token);
+        }
         Ok(Json(out))
     }
     .await;
@@ -194,6 +197,7 @@ pub async fn delete_item(
             id,
             lsn: ack.lsn,
             clock: ack.clock,
+            token: ack.token,
         }))
     }
     .await;

@@ -77,6 +77,10 @@ pub struct DeleteAnswer {
     pub lsn: u64,
     /// `T_commit`, ms.
     pub clock: u64,
+    /// In a cluster: what a read on any process passes as `min_lsn` to see the delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "1:2040")]
+    pub token: Option<crate::tidal::Token>,
 }
 
 /// The clocks.
