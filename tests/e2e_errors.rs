@@ -86,6 +86,13 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
     assert_error(st, &v, 400, "invalid_item");
     let (st, v) = s.put("/v1/items/a", &json!({"created_at": "yesterday"}));
     assert_error(st, &v, 400, "invalid_item");
+    // A GET body can be put back, but not under another item's id.
+    let (st, v) = s.put("/v1/items/a", &json!({"id": "other", "title": "x"}));
+    assert_error(st, &v, 400, "invalid_item");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("\"other\"")),
+        "{v}"
+    );
     // A category is a filter's key: an empty one could never be asked for.
     for (category, words) in [("", "category must not be empty"), ("a\u{1}b", "category")] {
         let (st, v) = s.put("/v1/items/a", &json!({ "category": category }));

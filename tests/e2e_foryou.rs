@@ -219,6 +219,14 @@ fn for_you_through_the_server() {
     let (status, v) = s.get("/v1/rankings?q=");
     assert_eq!(status, 400, "{v}");
 
+    // A put answers the embedding as a read shows it (an f32's shortest decimal).
+    let put = json!({"embedding": [0.9, 0.1, 0.0, 0.3]});
+    let (status, v) = s.put("/v1/items/nines", &put);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["embedding"], put["embedding"], "{v}");
+    let (_, got) = s.get(&format!("/v1/items/nines?min_lsn={}", v["lsn"]));
+    assert_eq!(got["embedding"], put["embedding"], "{got}");
+
     // Bad input is a 400 naming the problem.
     let (status, v) = s.put("/v1/items/odd", &json!({"embedding": [1.0, 2.0, 3.0]}));
     assert_eq!(

@@ -158,9 +158,14 @@ pub async fn put_item(
 ) -> Result<Json<Value>, ApiError> {
     let result = async {
         let raw = body(raw)?;
-        let meta = parse::item(&raw)?;
+        let meta = parse::item(&raw, &id)?;
         let ack = state.tidal.put_item_async(&id, meta.clone()).await?;
-        let mut out = serde_json::to_value(&meta).unwrap_or_else(|_| json!({}));
+        // Through the text: an f32 of the embedding is written as its shortest decimal, as
+        // GET shows it (0.9), where a JSON value would hold it widened (0.8999999761581421).
+        let mut out = serde_json::to_string(&meta)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .unwrap_or_else(|| json!({}));
         out["id"] = json!(id);
         out["lsn"] = json!(ack.lsn);
         out["clock"] = json!(ack.clock);

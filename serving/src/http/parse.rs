@@ -141,8 +141,8 @@ struct ItemBody {
     tags: Option<Vec<String>>,
     created_at: Option<u64>,
     embedding: Option<Vec<f64>>,
-    #[serde(rename = "id")]
-    _id: Option<IgnoredAny>,
+    /// The id a `GET` echoes: it must be the path's.
+    id: Option<String>,
     #[serde(rename = "signals")]
     _signals: Option<IgnoredAny>,
     #[serde(rename = "as_of")]
@@ -153,8 +153,9 @@ struct ItemBody {
     _clock: Option<IgnoredAny>,
 }
 
-/// The metadata of a `PUT /v1/items/{id}` body (an empty body is an item without metadata).
-pub fn item(body: &[u8]) -> Result<ItemMeta, ApiError> {
+/// The metadata of a `PUT /v1/items/{id}` body for item `id` (an empty body is an item
+/// without metadata); an `id` in the body must be the path's.
+pub fn item(body: &[u8], id: &str) -> Result<ItemMeta, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ItemMeta::default());
     }
@@ -167,6 +168,14 @@ pub fn item(body: &[u8]) -> Result<ItemMeta, ApiError> {
             format!("{e} (fields: creator, title, text, category, tags, created_at, embedding)"),
         ),
     })?;
+    if let Some(named) = &b.id
+        && named != id
+    {
+        return Err(ApiError::bad_request(
+            "invalid_item",
+            format!("id: the body names item {named:?}, the path {id:?}"),
+        ));
+    }
     let embedding = match b.embedding {
         None => None,
         Some(v) => {
