@@ -581,6 +581,11 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
     assert_eq!(both(&p0), before, "process 0 after the restart");
     assert_eq!(both(&p1), before, "process 1 after the restart");
+    // A bad parameter is the asker's 400 on either process, the item's owner or not.
+    for s in [&p0, &p1] {
+        let (status, v) = s.get("/v1/items/x?cohort=planet:mars");
+        assert_eq!(status, 400, "{v}");
+    }
 }
 
 #[test]

@@ -254,6 +254,14 @@ pub async fn get_item(
             .transpose()
             .map_err(crate::Error::from)?;
         state.tidal.check_item_id(&id)?;
+        // Checked here before a peer is asked: a bad parameter is this request's 400, not a
+        // peer's failure.
+        let cohort = pairs
+            .iter()
+            .find(|(k, _)| k == "cohort")
+            .map(|(_, v)| crate::query::parse_cohort(v, state.tidal.config()))
+            .transpose()
+            .map_err(crate::Error::from)?;
         // In a cluster, an item another process owns is answered by that process.
         let forwarded = pairs.clone();
         if let Some(peers) = state.tidal.peers().cloned()
@@ -266,12 +274,6 @@ pub async fn get_item(
                 .await??;
             return found_or_404("item", found);
         }
-        let cohort = pairs
-            .iter()
-            .find(|(k, _)| k == "cohort")
-            .map(|(_, v)| crate::query::parse_cohort(v, state.tidal.config()))
-            .transpose()
-            .map_err(crate::Error::from)?;
         let snap = snapshot_with(&state, min_lsn, Reads::counting_cohort(cohort.is_some())).await?;
         let tidal = state.tidal.clone();
         let view = state
