@@ -486,6 +486,19 @@ mod tests {
             ),
             ("[engine]\nbogus = 1", "engine.bogus"),
             ("[engine]\nworkers = \"two\"", "engine.workers"),
+            (
+                "[[signals]]\nname = \"v\"\nwindows = [{ size = \"106751991167301d\" }]",
+                "signals[0].windows[0].size",
+            ),
+            (
+                "[[signals]]\nname = \"v\"\nhalf_lives = [\"4000d\"]",
+                "signals[0].half_lives[0]",
+            ),
+            (
+                "[personalization]\nstate_horizon = \"9999d\"",
+                "personalization.state_horizon",
+            ),
+            ("[[signals]]\nname = \"v\"\nrank_weight = 1e9", "signals[0].rank_weight"),
             ("[personalization]\nhorizon = \"100d\"", "personalization.horizon"),
             ("[personalization]\ncold_signals = -1.0", "personalization.cold_signals"),
             (

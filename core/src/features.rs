@@ -44,9 +44,11 @@ impl Lanes {
     pub fn total(&self) -> f64 {
         weight_float(self.0[TOTAL_LANE])
     }
-    /// `count_W − (count_2W − count_W)` in fixed point: the acceleration numerator.
+    /// `count_W − (count_2W − count_W)` in fixed point: the acceleration numerator (in
+    /// that order: `2 · count_W` alone could pass the range the counts themselves keep to).
     pub fn rise_fixed(&self, j: usize) -> i64 {
-        2 * self.0[2 * j] - self.0[2 * j + 1]
+        let (w, w2) = (self.0[2 * j], self.0[2 * j + 1]);
+        w - (w2 - w)
     }
     /// A lane set with `v` in the lanes `mask` selects.
     pub fn with(mask: impl IntoIterator<Item = usize>, v: i64) -> Lanes {

@@ -40,13 +40,13 @@ use tidal_serving::wal_dir;
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Distinct items (Zipf 1.1 popularity).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one)]
     pub items: usize,
     /// Distinct users.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one)]
     pub users: usize,
     /// Signals written to the WAL before replay.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = at_least_one)]
     pub signals: usize,
     /// Signals sent in the durable HTTP ingest phase.
     #[arg(long, default_value_t = 2_000_000)]
@@ -86,6 +86,15 @@ pub struct BenchArgs {
 pub(crate) const TITLE_WORDS: usize = 1000;
 /// Embedding clusters (items of one cluster point the same way).
 const CLUSTERS: usize = 256;
+
+/// A count of at least one (the workload draws from it).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// Opens the data directory with `workers` workers (from whatever checkpoint it holds),
 /// which replays its WAL, and shuts down (writing a checkpoint). Returns signals/s.

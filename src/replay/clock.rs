@@ -8,17 +8,25 @@ use tidal_core::duration::Dur;
 /// Parses a clock value: an integer (ms) or RFC 3339.
 pub fn parse_clock(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
-            .map_err(|_| format!("clock {s:?} is too large for milliseconds since the epoch"));
+    let ms = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
+            .map_err(|_| format!("clock {s:?} is too large for milliseconds since the epoch"))?
+    } else {
+        parse_rfc3339(s).ok_or_else(|| {
+            format!(
+                "invalid clock {s:?}: expected milliseconds since the Unix epoch (1700000000000) or an RFC 3339 \
+                 timestamp (2023-11-14T22:13:20Z, 2023-11-14T23:13:20.5+01:00, 2023-11-14)"
+            )
+        })?
+    };
+    // Every clock of a log lies below 2^43 ms; a state as of a later one is never served.
+    if ms >= tidal_core::time::MAX_TS_MS {
+        return Err(format!(
+            "clock {s:?} is past the last one a log can hold ({} ms, the year 2248)",
+            tidal_core::time::MAX_TS_MS - 1
+        ));
     }
-    parse_rfc3339(s).ok_or_else(|| {
-        format!(
-            "invalid clock {s:?}: expected milliseconds since the Unix epoch (1700000000000) or an RFC 3339 \
-             timestamp (2023-11-14T22:13:20Z, 2023-11-14T23:13:20.5+01:00, 2023-11-14)"
-        )
-    })
+    Ok(ms)
 }
 
 /// Parses a duration such as `90s`, `6h` or `7d`.
@@ -66,6 +74,7 @@ mod tests {
         assert_eq!(parse_clock("1700000000000"), Ok(1_700_000_000_000));
         assert_eq!(parse_clock(" 0 "), Ok(0));
         assert!(parse_clock("99999999999999999999999").is_err());
+        assert!(parse_clock("99999999999999999").is_err_and(|e| e.contains("2248")));
     }
 
     #[test]

@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 /// What a ranking weight must be.
 const RANK_WEIGHT: &str = "must be a weight within 0..=1000000";
 
+/// The longest window, half-life or horizon: time arithmetic on it (twice a window past an
+/// event's time, a bucket's end) stays far inside 64-bit milliseconds.
+const MAX_SPAN: Dur = Dur(3650 * 86_400_000);
+const TOO_LONG: &str = "must be at most 3650d";
+
 impl Config {
     /// Checks every rule the engine relies on; the error names the field.
     pub fn validate(&self) -> Result<()> {
@@ -43,6 +48,9 @@ impl Config {
                 if h.ms() < 1000 {
                     return bad(f(&format!("half_lives[{j}]")), "must be at least 1s");
                 }
+                if h.ms() > MAX_SPAN.ms() {
+                    return bad(f(&format!("half_lives[{j}]")), TOO_LONG);
+                }
                 if s.half_lives[..j].contains(h) {
                     return bad(f(&format!("half_lives[{j}]")), "declared twice");
                 }
@@ -54,6 +62,9 @@ impl Config {
                 let g = w.granularity.unwrap_or(Dur(1000));
                 if w.size.ms() < 1000 {
                     return bad(f(&format!("windows[{j}].size")), "must be at least 1s");
+                }
+                if w.size.ms() > MAX_SPAN.ms() {
+                    return bad(f(&format!("windows[{j}].size")), TOO_LONG);
                 }
                 if g.ms() < 1000 {
                     return bad(f(&format!("windows[{j}].granularity")), "must be at least 1s");
@@ -92,8 +103,8 @@ impl Config {
             if s.default_weight < s.min_weight || s.default_weight > s.max_weight {
                 return bad(f("default_weight"), "must lie within [min_weight, max_weight]");
             }
-            if s.rank_weight < 0.0 {
-                return bad(f("rank_weight"), "must not be negative");
+            if !is_rank_weight(s.rank_weight) {
+                return bad(f("rank_weight"), RANK_WEIGHT);
             }
         }
         if !self.cluster.processes.is_empty() {
@@ -131,6 +142,9 @@ impl Config {
         ] {
             if d.ms() < 1000 {
                 return bad(format!("personalization.{name}"), "must be at least 1s");
+            }
+            if d.ms() > MAX_SPAN.ms() {
+                return bad(format!("personalization.{name}"), TOO_LONG);
             }
         }
         if pz.horizon > pz.state_horizon {
