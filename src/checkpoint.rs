@@ -33,7 +33,10 @@ pub fn run(opts: &CheckpointOptions) -> Result<(Manifest, f64), Error> {
     if !config.cluster.is_single() {
         // Starting one process of a cluster alone would wait for the others for ever.
         return Err(Error::Unsupported {
-            what: "this data directory belongs to a process of a cluster, and a cluster writes no checkpoints yet",
+            what: "this data directory belongs to a process of a cluster: its checkpoints are written by \
+                   the running cluster, every process at one frontier (every engine.checkpoint_every \
+                   signals, and when a process is stopped with SIGTERM on the wall clock); opened alone, \
+                   it would wait for the other processes for ever",
         });
     }
     config.engine.data_dir = opts.dir.display().to_string();
