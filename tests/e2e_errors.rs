@@ -132,6 +132,18 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
             assert_eq!(v["error"]["code"], code, "{q}");
         }
     }
+    // Text whose parentheses nest deeper than the parser may recurse (a thousand levels
+    // overflowed the read thread's stack and took the process down).
+    for depth in [17, 1000] {
+        let (st, v) = s.get(&format!("/v1/rankings?q={}piano", "(".repeat(depth)));
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| m.contains("nested")),
+            "{v}"
+        );
+    }
+    let (st, v) = s.get("/v1/rankings?q=a:(%5E");
+    assert_eq!(st, 200, "{v}");
     let (st, v) = s.get("/v1/rankings?min_lsn=999999999");
     assert_error(st, &v, 400, "lsn_not_written");
     // A parameter given twice: which one was meant cannot be told, on every read.

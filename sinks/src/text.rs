@@ -98,6 +98,26 @@ fn content_hash(meta: &ItemMeta) -> u64 {
     FixedState::with_seed(CONTENT_SEED).hash_one((&meta.title, &meta.text))
 }
 
+/// The deepest parentheses a text query may nest: the query parser recurses per level, and
+/// a thousand levels overflowed a read thread's stack.
+pub const MAX_NESTING: usize = 16;
+
+/// How deep `q`'s parentheses nest.
+pub fn nesting(q: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in q.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The index's schema and its fields (id, title, text).
 fn schema() -> (Schema, Field, Field, Field) {
     let mut schema = Schema::builder();
@@ -275,7 +295,14 @@ impl TextIndex {
     fn parse(&self, index: &Index, q: &str) -> Box<dyn Query> {
         let mut parser = QueryParser::for_index(index, vec![self.title, self.text]);
         parser.set_conjunction_by_default();
-        parser.parse_query_lenient(q).0
+        // tantivy's parser recurses per level of parentheses: past the bound (a request is
+        // refused before, see `nesting`) they are read as spaces.
+        let q: std::borrow::Cow<'_, str> = if nesting(q) > MAX_NESTING {
+            q.replace(['(', ')'], " ").into()
+        } else {
+            q.into()
+        };
+        parser.parse_query_lenient(&q).0
     }
 
     fn run(&self, live: &Live, query: &dyn Query, limit: usize, stats: Option<&TextStats>) -> Vec<(String, f32)> {
@@ -491,6 +518,29 @@ mod tests {
         let hits = t.search("piano", 10, Some(&summed));
         assert_eq!(hits.len(), 1);
         assert!(hits.iter().all(|(_, s)| s.is_finite()), "{hits:?}");
+    }
+
+    #[test]
+    fn deeply_nested_or_odd_queries_neither_overflow_nor_fail() {
+        let t = TextIndex::new(Duration::from_secs(3600), true);
+        t.apply(&[put("a", "Piano tutorial", "piano")]);
+        t.refresh(true);
+        let deep = format!("{}piano", "(".repeat(1000));
+        assert_eq!(nesting(&deep), 1000);
+        assert_eq!(t.search(&deep, 10, None).len(), 1, "read as the word");
+        for q in [
+            "a:(^".to_string(),
+            "a:(".repeat(300),
+            "-".repeat(1000) + "piano",
+            "+".repeat(1000) + "piano",
+            "\"".repeat(1000),
+            "[".repeat(1000),
+            "piano~".repeat(150),
+            format!("{}piano{}", "(".repeat(16), ")".repeat(16)),
+        ] {
+            let _ = t.search(&q, 10, None);
+            let _ = t.stats(&q);
+        }
     }
 
     /// Changes added to the index since its last commit.

@@ -304,6 +304,12 @@ impl RankParams {
             Some(v) if v.len() > MAX_Q_BYTES => {
                 return Err(invalid("q", format!("q: at most {MAX_Q_BYTES} bytes")));
             }
+            Some(v) if tidal_sinks::text::nesting(v) > tidal_sinks::text::MAX_NESTING => {
+                return Err(invalid(
+                    "q",
+                    format!("q: parentheses nested deeper than {}", tidal_sinks::text::MAX_NESTING),
+                ));
+            }
             Some(v) => Some(v.to_string()),
         };
         if q.is_some() && base == Base::Following {
