@@ -86,6 +86,11 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
     assert_error(st, &v, 400, "invalid_item");
     let (st, v) = s.put("/v1/items/a", &json!({"created_at": "yesterday"}));
     assert_error(st, &v, 400, "invalid_item");
+    // Tags are bounded in number (each is a posting list of its own).
+    let tags: Vec<String> = (0..257).map(|i| format!("t{i}")).collect();
+    let (st, v) = s.put("/v1/items/a", &json!({ "tags": tags }));
+    assert_error(st, &v, 400, "invalid_item");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("256")), "{v}");
     // A GET body can be put back, but not under another item's id.
     let (st, v) = s.put("/v1/items/a", &json!({"id": "other", "title": "x"}));
     assert_error(st, &v, 400, "invalid_item");
@@ -134,8 +139,12 @@ fn malformed_requests_get_clear_4xx_and_write_nothing() {
     }
     // Text whose parentheses nest deeper than the parser may recurse (a thousand levels
     // overflowed the read thread's stack and took the process down).
-    for depth in [17, 1000] {
-        let (st, v) = s.get(&format!("/v1/rankings?q={}piano", "(".repeat(depth)));
+    for q in [
+        "(".repeat(17) + "piano",
+        "(".repeat(1000) + "piano",
+        "NOT%20".repeat(17) + "piano",
+    ] {
+        let (st, v) = s.get(&format!("/v1/rankings?q={q}"));
         assert_eq!(st, 400, "{v}");
         assert!(
             v["error"]["message"].as_str().is_some_and(|m| m.contains("nested")),

@@ -98,11 +98,15 @@ fn content_hash(meta: &ItemMeta) -> u64 {
     FixedState::with_seed(CONTENT_SEED).hash_one((&meta.title, &meta.text))
 }
 
-/// The deepest parentheses a text query may nest: the query parser recurses per level, and
-/// a thousand levels overflowed a read thread's stack.
+/// How deep a text query may nest, counting its parentheses' depth and its `NOT`s: the query
+/// parser recurses per level (a thousand parentheses, or 1500 `NOT`s, overflowed a read
+/// thread's stack).
 pub const MAX_NESTING: usize = 16;
 
-/// How deep `q`'s parentheses nest.
+/// The longest text query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 1024;
+
+/// How deep `q` nests: its parentheses' deepest level plus its `NOT`s.
 pub fn nesting(q: &str) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
     for c in q.chars() {
@@ -115,7 +119,28 @@ pub fn nesting(q: &str) -> usize {
             _ => {}
         }
     }
-    deepest
+    deepest + words(q).filter(|w| *w == "NOT").count()
+}
+
+/// The words of a query between spaces and parentheses.
+fn words(q: &str) -> impl Iterator<Item = &str> {
+    q.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| !w.is_empty())
+}
+
+/// `q` as the parser may read it: at most [`MAX_QUERY_BYTES`] (a request is refused before;
+/// a peer's statistics request is cut), and past [`MAX_NESTING`] its words alone.
+fn bounded(q: &str) -> std::borrow::Cow<'_, str> {
+    let mut end = q.len().min(MAX_QUERY_BYTES);
+    while !q.is_char_boundary(end) {
+        end -= 1;
+    }
+    let q = &q[..end];
+    if nesting(q) > MAX_NESTING {
+        words(q).filter(|w| *w != "NOT").collect::<Vec<_>>().join(" ").into()
+    } else {
+        q.into()
+    }
 }
 
 /// The index's schema and its fields (id, title, text).
@@ -295,14 +320,7 @@ impl TextIndex {
     fn parse(&self, index: &Index, q: &str) -> Box<dyn Query> {
         let mut parser = QueryParser::for_index(index, vec![self.title, self.text]);
         parser.set_conjunction_by_default();
-        // tantivy's parser recurses per level of parentheses: past the bound (a request is
-        // refused before, see `nesting`) they are read as spaces.
-        let q: std::borrow::Cow<'_, str> = if nesting(q) > MAX_NESTING {
-            q.replace(['(', ')'], " ").into()
-        } else {
-            q.into()
-        };
-        parser.parse_query_lenient(&q).0
+        parser.parse_query_lenient(&bounded(q)).0
     }
 
     fn run(&self, live: &Live, query: &dyn Query, limit: usize, stats: Option<&TextStats>) -> Vec<(String, f32)> {
@@ -317,6 +335,9 @@ impl TextIndex {
             return Vec::new();
         };
         top.into_iter()
+            // A boost past f32's range (`piano^1e400`) scores inf or NaN: such a hit ranks
+            // nothing sensibly.
+            .filter(|(score, _)| score.is_finite())
             .filter_map(|(score, addr)| {
                 let d: TantivyDocument = searcher.doc(addr).ok()?;
                 let id = d.get_first(self.id)?.as_str()?.to_string();
@@ -528,6 +549,8 @@ mod tests {
         let deep = format!("{}piano", "(".repeat(1000));
         assert_eq!(nesting(&deep), 1000);
         assert_eq!(t.search(&deep, 10, None).len(), 1, "read as the word");
+        assert_eq!(nesting("NOT a NOT (b OR (c))"), 4);
+        assert!(t.search("piano^1e400", 10, None).iter().all(|(_, s)| s.is_finite()));
         for q in [
             "a:(^".to_string(),
             "a:(".repeat(300),
@@ -537,6 +560,8 @@ mod tests {
             "[".repeat(1000),
             "piano~".repeat(150),
             format!("{}piano{}", "(".repeat(16), ")".repeat(16)),
+            "NOT ".repeat(2000) + "a",
+            format!("{}{}piano", "(".repeat(16), "NOT ".repeat(246)),
         ] {
             let _ = t.search(&q, 10, None);
             let _ = t.stats(&q);

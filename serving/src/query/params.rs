@@ -180,7 +180,7 @@ pub fn parse_min_lsn(v: &str) -> Result<(Option<usize>, u64), QueryError> {
 const UNSUPPORTED: [(&str, &str); 0] = [];
 
 /// The longest `q=` accepted (bytes).
-pub const MAX_Q_BYTES: usize = 1024;
+pub const MAX_Q_BYTES: usize = tidal_sinks::text::MAX_QUERY_BYTES;
 
 const KNOWN: [&str; 18] = [
     "q",
@@ -307,7 +307,10 @@ impl RankParams {
             Some(v) if tidal_sinks::text::nesting(v) > tidal_sinks::text::MAX_NESTING => {
                 return Err(invalid(
                     "q",
-                    format!("q: parentheses nested deeper than {}", tidal_sinks::text::MAX_NESTING),
+                    format!(
+                        "q: nested deeper than {} (parentheses and NOTs)",
+                        tidal_sinks::text::MAX_NESTING
+                    ),
                 ));
             }
             Some(v) => Some(v.to_string()),

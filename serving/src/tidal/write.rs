@@ -13,6 +13,9 @@ use super::Tidal;
 use super::error::{Error, Overload, RETRY_AFTER, Result};
 use super::types::{NewSignal, SignalsAck, Token, WriteAck};
 
+/// The most tags an item may have.
+pub const MAX_TAGS: usize = 256;
+
 /// How often a write held back by the lag looks again.
 const LAG_POLL: Duration = Duration::from_millis(1);
 
@@ -139,6 +142,14 @@ impl Tidal {
         // A category is a filter's key (`category=`), held to the rules of one.
         if let Some(c) = &meta.category {
             check_id("category", c, max_id).map_err(Error::InvalidItem)?;
+        }
+        // Each distinct tag is a posting list of its own in every version: their number is
+        // bounded as an item's attributes are.
+        if meta.tags.len() > MAX_TAGS {
+            return Err(Error::InvalidItem(format!(
+                "tags: {} of them; an item has at most {MAX_TAGS}",
+                meta.tags.len()
+            )));
         }
         for t in &meta.tags {
             check_id("tag", t, max_id).map_err(Error::InvalidItem)?;
