@@ -143,6 +143,7 @@ fn users_cohorts_and_relationships_through_the_server() {
     // An attribute change moves the user's in-window signals to the other cohort.
     let (_, v) = s.put("/v1/users/dan", &json!({"attributes": {"region": "US", "gender": "M"}}));
     let lsn = v["lsn"].as_u64().expect("lsn");
+    assert!(v.get("token").is_none(), "a process alone answers no token: {v}");
     assert_eq!(counts(&s, "song-b", "region:US", lsn), (false, 4.0, 0.0));
     assert_eq!(counts(&s, "song-b", "region:EU", lsn), (false, 2.0, 0.0));
     // A deleted user's signals leave every cohort and stay counted globally.

@@ -316,6 +316,13 @@ fn read_your_writes_in_the_wall_clock() {
         .into_string()
         .expect("text");
     assert!(text.contains("tidal_signals_accepted_total 20"), "{text}");
+    // Every record the WAL holds: the 20 writes and the configuration's.
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let records = value("tidal_wal_records_total").expect("tidal_wal_records_total");
+    assert!(records >= 21.0, "{records}");
     // Every acknowledged write's commit is timed: 20 of them, each a positive time.
     assert!(text.contains("tidal_wal_commit_seconds_count 20"), "{text}");
     let sum: f64 = text

@@ -319,8 +319,14 @@ impl Config {
             let inner = e.into_inner();
             let field = match path.as_str() {
                 "" | "." => toml_error_field(&inner),
+                // The path may or may not end at the unknown key already.
                 _ if inner.message().contains("unknown field") => {
-                    format!("{path}.{}", toml_error_field(&inner))
+                    let key = toml_error_field(&inner);
+                    if key.is_empty() || path == key || path.ends_with(&format!(".{key}")) {
+                        path
+                    } else {
+                        format!("{path}.{key}")
+                    }
                 }
                 _ => path,
             };
@@ -485,6 +491,15 @@ mod tests {
                 "signals[0].half_lives[0]",
             ),
             ("[engine]\nbogus = 1", "engine.bogus"),
+            ("[[profiles]]\nname = \"p\"\nbase = \"hot\"\nfoo = 1", "profiles[0].foo"),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\n[[profiles]]\nname = \"p\"\nbase = \"new\"",
+                "profiles[1].name",
+            ),
+            (
+                "cohort_dimensions = [\"region\"]\n[[cohorts]]\nname = \"a\"\nwhere = { region = \"US\" }\n[[cohorts]]\nname = \"a\"\nwhere = { region = \"EU\" }",
+                "cohorts[1].name",
+            ),
             ("[engine]\nworkers = \"two\"", "engine.workers"),
             (
                 "[[signals]]\nname = \"v\"\nwindows = [{ size = \"106751991167301d\" }]",
@@ -573,7 +588,12 @@ mod tests {
                     assert!(
                         f.contains(field),
                         "{text:?}: field {f:?} should name {field:?} ({message})"
-                    )
+                    );
+                    let last = f.rsplit('.').next().unwrap_or_default();
+                    assert!(
+                        !f.ends_with(&format!("{last}.{last}")),
+                        "{text:?}: field {f:?} names its key twice"
+                    );
                 }
                 other => panic!("{text:?} should fail, got {other:?}"),
             }

@@ -30,8 +30,10 @@ pub struct Metrics {
     pub signals_accepted: Counter,
     /// Signals dropped as duplicates.
     pub signals_duplicate: Counter,
-    /// Records written to the WAL.
+    /// Records written to the WAL (its LSN: every record the log holds, since its start).
     pub records: Counter,
+    /// The LSN `records` counts up to.
+    records_counted: std::sync::atomic::AtomicU64,
     /// Signals per ingest request.
     pub batch_size: Histogram,
     /// Submit → durable acknowledgement (includes the group commit's fsync).
@@ -195,6 +197,7 @@ impl Metrics {
             signals_accepted,
             signals_duplicate,
             records,
+            records_counted: std::sync::atomic::AtomicU64::new(0),
             batch_size,
             commit_seconds,
             query_seconds,
@@ -217,6 +220,14 @@ impl Metrics {
 
     /// Sets the gauges from the engine's counters (at scrape time).
     pub fn observe(&self, s: &crate::Stats) {
+        // Up to the WAL's LSN, by as much as it moved since the last scrape (two scrapes at
+        // once add it once).
+        let counted = self
+            .records_counted
+            .fetch_max(s.wal_lsn, std::sync::atomic::Ordering::AcqRel);
+        if s.wal_lsn > counted {
+            self.records.inc_by(s.wal_lsn - counted);
+        }
         self.serving_lsn.set(s.visible_lsn as i64);
         self.frontier_lag_lsn
             .set(s.wal_lsn.saturating_sub(s.visible_lsn) as i64);

@@ -7,8 +7,9 @@ use tidal_core::config::Config;
 use tidal_serving::RankQuery;
 use tidal_serving::query::RankParams;
 
-/// Parameters that make no sense in a replay and are dropped (with a warning).
-const IGNORED: [&str; 1] = ["min_lsn"];
+/// Parameters that make no sense in a replay, or that its report does not carry (`explain`:
+/// the report lists ids and scores), dropped with a warning.
+const IGNORED: [&str; 2] = ["min_lsn", "explain"];
 
 /// Decoded `(name, value)` pairs.
 pub type Pairs = Vec<(String, String)>;
@@ -48,10 +49,9 @@ mod tests {
                 ("profile".to_string(), "hot".to_string()),
                 ("tag".to_string(), "sci fi".to_string()),
                 ("category".to_string(), "a&b".to_string()),
-                ("explain".to_string(), String::new()),
             ]
         );
-        assert_eq!(dropped, vec!["min_lsn".to_string()]);
+        assert_eq!(dropped, vec!["min_lsn".to_string(), "explain".to_string()]);
         assert!(pairs("").unwrap().0.is_empty());
     }
 

@@ -169,6 +169,9 @@ impl Config {
             if !valid_name(&c.name) {
                 return bad(format!("cohorts[{i}].name"), "must be 1-64 characters of [a-z0-9_-]");
             }
+            if self.cohorts[..i].iter().any(|o| o.name == c.name) {
+                return bad(format!("cohorts[{i}].name"), "declared twice");
+            }
             if c.where_.is_empty() {
                 return bad(format!("cohorts[{i}].where"), "must name at least one attribute");
             }
@@ -180,6 +183,9 @@ impl Config {
         }
         for (i, p) in self.profiles.iter().enumerate() {
             let f = |name: &str| format!("profiles[{i}].{name}");
+            if self.profiles[..i].iter().any(|o| o.name == p.name) {
+                return bad(f("name"), "declared twice");
+            }
             if !valid_name(&p.name) {
                 return bad(f("name"), "must be 1-64 characters of [a-z0-9_-]");
             }
