@@ -25,6 +25,15 @@ use crate::{NewSignal, RankQuery, Reads, SignalsAck};
 /// the write pool, so a big NDJSON batch never holds up the runtime.
 const INLINE_BODY: usize = 4096;
 
+/// A write's answer: `fields` with the acknowledgement's `lsn`, `clock` and, in a cluster,
+/// `token` (as the write answers serialize them: no token outside a cluster).
+pub(super) fn with_ack(mut fields: Value, ack: &crate::WriteAck) -> Value {
+    if let (Some(o), Ok(Value::Object(a))) = (fields.as_object_mut(), serde_json::to_value(ack)) {
+        o.extend(a);
+    }
+    fields
+}
+
 pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let status = e.status();
@@ -167,12 +176,7 @@ pub async fn put_item(
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .unwrap_or_else(|| json!({}));
         out["id"] = json!(id);
-        out["lsn"] = json!(ack.lsn);
-        out["clock"] = json!(ack.clock);
-        if let Some(token) = &ack.token {
-            out["token"] = json!(token);
-        }
-        Ok(Json(out))
+        Ok(Json(with_ack(out, &ack)))
     }
     .await;
     counted(&state, result)

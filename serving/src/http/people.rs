@@ -15,7 +15,7 @@ use tidal_core::record::RelKind;
 
 use super::AppState;
 use super::error::ApiError;
-use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with};
+use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with, with_ack};
 use crate::Reads;
 use crate::query::UserInfo;
 
@@ -107,9 +107,7 @@ pub async fn put_user(
         let raw = body(raw)?;
         let b: UserBody = json_body(&raw, "user (fields: attributes)")?;
         let ack = state.tidal.put_user_async(&id, b.attributes.clone()).await?;
-        Ok(Json(acked(json!({
-            "id": id, "attributes": b.attributes, "lsn": ack.lsn, "clock": ack.clock, "token": ack.token,
-        }))))
+        Ok(Json(with_ack(json!({"id": id, "attributes": b.attributes}), &ack)))
     }
     .await;
     counted(&state, result)
@@ -176,9 +174,7 @@ pub async fn get_user(
 pub async fn delete_user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let result = async {
         let ack = state.tidal.delete_user_async(&id).await?;
-        Ok(Json(acked(
-            json!({"id": id, "lsn": ack.lsn, "clock": ack.clock, "token": ack.token}),
-        )))
+        Ok(Json(with_ack(json!({ "id": id }), &ack)))
     }
     .await;
     counted(&state, result)
@@ -206,9 +202,7 @@ pub async fn put_cohort(
         let raw = body(raw)?;
         let b: CohortBody = json_body(&raw, "cohort (fields: where)")?;
         let ack = state.tidal.put_cohort_async(&name, b.rule.clone()).await?;
-        Ok(Json(acked(json!({
-            "name": name, "where": b.rule, "lsn": ack.lsn, "clock": ack.clock, "token": ack.token,
-        }))))
+        Ok(Json(with_ack(json!({"name": name, "where": b.rule}), &ack)))
     }
     .await;
     counted(&state, result)
@@ -239,9 +233,7 @@ pub async fn get_cohorts(State(state): State<AppState>) -> Json<Value> {
 pub async fn delete_cohort(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let result = async {
         let ack = state.tidal.delete_cohort_async(&name).await?;
-        Ok(Json(acked(
-            json!({"name": name, "lsn": ack.lsn, "clock": ack.clock, "token": ack.token}),
-        )))
+        Ok(Json(with_ack(json!({ "name": name }), &ack)))
     }
     .await;
     counted(&state, result)
@@ -270,22 +262,11 @@ pub async fn post_relationships(
             .tidal
             .relationship_async(&b.user, &b.creator, b.kind, b.active)
             .await?;
-        Ok(Json(acked(json!({
-            "user": b.user, "creator": b.creator, "kind": b.kind.name(), "active": b.active,
-            "lsn": ack.lsn, "clock": ack.clock, "token": ack.token,
-        }))))
+        Ok(Json(with_ack(
+            json!({"user": b.user, "creator": b.creator, "kind": b.kind.name(), "active": b.active}),
+            &ack,
+        )))
     }
     .await;
     counted(&state, result)
-}
-
-/// A write's answer without a `token` outside a cluster (as signals and items answer), not
-/// with `"token": null`.
-fn acked(mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(o) = v.as_object_mut()
-        && o.get("token").is_some_and(serde_json::Value::is_null)
-    {
-        o.remove("token");
-    }
-    v
 }

@@ -33,15 +33,7 @@ pub(super) fn estimated_hits<'s>(
         if hits.len() >= need && hits.last().is_some_and(|h: &Hit<'_>| score < h.score) {
             break;
         }
-        let Some((item, id)) = filters.admit(snapshot, key) else {
-            continue;
-        };
-        hits.push(Hit {
-            score,
-            id: id.clone(),
-            key,
-            entry: item,
-        });
+        hits.extend(filters.hit(snapshot, key, |_| score));
     }
     hits.sort_unstable();
     hits
@@ -101,15 +93,7 @@ impl<'s> CohortWalk<'s> {
             }
             let mut run: Vec<Hit<'s>> = keys
                 .into_iter()
-                .filter_map(|key| {
-                    let (entry, id) = self.filters.admit(self.snapshot, key)?;
-                    Some(Hit {
-                        score,
-                        id: id.clone(),
-                        key,
-                        entry,
-                    })
-                })
+                .filter_map(|key| self.filters.hit(self.snapshot, key, |_| score))
                 .collect();
             run.sort_unstable();
             self.run = run.into_iter();

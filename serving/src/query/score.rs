@@ -56,6 +56,12 @@ impl Scorer {
             _ => None,
         };
         let divisor = shared.map_or(1.0, |w| w.hours());
+        // A window term's factor: its weight, divided by its own window's hours only when
+        // the sum is not divided once by a shared one.
+        let per_window = |weight: f64, size: tidal_core::duration::Dur| match shared {
+            Some(_) => weight,
+            None => weight / size.hours(),
+        };
         let lists = if params.base == Base::New {
             vec![List {
                 term: None,
@@ -74,7 +80,7 @@ impl Scorer {
                                 kind: t.kind,
                                 window: index,
                             },
-                            t.weight / (size.hours() / divisor),
+                            per_window(t.weight, size),
                             0,
                         ),
                         (Base::Rising, Feature::Window { index, size }) => (
@@ -82,7 +88,7 @@ impl Scorer {
                                 kind: t.kind,
                                 window: index,
                             },
-                            t.weight / (size.hours() / divisor),
+                            per_window(t.weight, size),
                             0,
                         ),
                         (_, Feature::HalfLife { index, size }) => (

@@ -86,10 +86,21 @@ impl<'p> Filters<'p> {
         p.category.is_some() || p.creator.is_some() || p.tag.is_some()
     }
 
-    /// Item `key` of `snapshot` with its id, if it exists and passes the filters.
-    pub(crate) fn admit<'s>(&self, snapshot: &'s Snapshot, key: ItemKey) -> Option<(&'s ItemEntry, &'s Arc<str>)> {
-        let (item, id) = snapshot.entry(key).and_then(|i| Some((i, i.id()?)))?;
-        self.passes(key, id, item).then_some((item, id))
+    /// Item `key` of `snapshot` as a hit scoring `score(its entry)`, if it exists and passes
+    /// the filters.
+    pub(crate) fn hit<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        key: ItemKey,
+        score: impl FnOnce(&'s ItemEntry) -> f64,
+    ) -> Option<Hit<'s>> {
+        let (entry, id) = snapshot.entry(key).and_then(|i| Some((i, i.id()?)))?;
+        self.passes(key, id, entry).then(|| Hit {
+            score: score(entry),
+            id: id.clone(),
+            key,
+            entry,
+        })
     }
 
     /// Whether item `key` (`id`, `item`) passes the filters.
@@ -419,21 +430,15 @@ fn score_matches<'s>(
 ) -> Vec<Hit<'s>> {
     let mut hits = Vec::new();
     for key in matches.iter() {
-        let Some((item, id)) = filters.admit(snapshot, key) else {
+        let Some(hit) = filters.hit(snapshot, key, |item| scorer.score(item)) else {
             continue;
         };
         let listed = match scorer.base {
-            Base::New => item.meta().is_some_and(|m| m.created_at.is_some()),
+            Base::New => hit.entry.meta().is_some_and(|m| m.created_at.is_some()),
             _ => true,
         };
-        let score = scorer.score(item);
-        if listed && (score > 0.0 || scorer.base == Base::New) {
-            hits.push(Hit {
-                score,
-                id: id.clone(),
-                key,
-                entry: item,
-            });
+        if listed && (hit.score > 0.0 || scorer.base == Base::New) {
+            hits.push(hit);
         }
     }
     hits.sort_unstable();
@@ -452,13 +457,7 @@ pub(crate) fn admit_id<'s>(
     let filters = Filters::new(params, ctx);
     let snapshot = view.shard_of(id)?;
     let key = snapshot.key_of(id)?;
-    let (entry, id) = filters.admit(snapshot, key)?;
-    Some(Hit {
-        score,
-        id: id.clone(),
-        key,
-        entry,
-    })
+    filters.hit(snapshot, key, |_| score)
 }
 
 /// Item `key` of `view` as a hit scoring `score` (no filter: a hit another ranking of the
@@ -499,18 +498,11 @@ fn following<'s>(
     }
     let mut hits = Vec::new();
     for key in keys.iter() {
-        let Some((item, id)) = filters.admit(snapshot, key) else {
-            continue;
+        let score = |item: &ItemEntry| match by {
+            Some(scorer) => scorer.score(item),
+            None => item.created_at().map_or(0.0, |c| c as f64),
         };
-        hits.push(Hit {
-            score: match by {
-                Some(scorer) => scorer.score(item),
-                None => item.created_at().map_or(0.0, |c| c as f64),
-            },
-            id: id.clone(),
-            key,
-            entry: item,
-        });
+        hits.extend(filters.hit(snapshot, key, score));
     }
     hits.sort_unstable();
     hits
