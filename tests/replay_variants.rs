@@ -245,3 +245,69 @@ fn for_you_weightings_compare_in_one_pass() {
         "what u1 saw is not listed"
     );
 }
+
+/// A query naming a cohort declared midway cannot be answered before the declaration, as
+/// the live server answers 400 then: that clock's row says why, the replay goes on, and the
+/// clocks after it rank the cohort's items.
+#[test]
+fn a_query_unanswerable_at_one_clock_is_a_row_error_not_a_failed_replay() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_view_half_lives(&["24h"]);
+    let mut user = BTreeMap::new();
+    user.insert("region".to_string(), "US".to_string());
+    write_wal(
+        dir.path(),
+        &[
+            vec![Record::Config { toml: config.to_toml() }],
+            vec![Record::UserPut {
+                id: "u1".into(),
+                attributes: user.clone(),
+            }],
+            vec![Record::Signals(vec![view("a", "u1", T0)])],
+            vec![Record::Signals(vec![view("b", "u1", T0 + HOUR)])],
+            vec![Record::CohortPut {
+                name: "us".into(),
+                rule: user,
+            }],
+            vec![Record::Signals(vec![view("c", "u1", T0 + 2 * HOUR)])],
+        ],
+        1 << 20,
+    );
+    let cohort = "profile=trending&signal=view&window=24h&cohort=us".to_string();
+    let all = "profile=trending&signal=view&window=24h".to_string();
+    let opts = ReplayOptions {
+        at: vec![T0 + 30 * MIN, T0 + 3 * HOUR],
+        queries: vec![cohort.clone(), all.clone()],
+        ..ReplayOptions::new(dir.path())
+    };
+    let report = replay(&opts).expect("the replay runs to its end");
+    let early = report.row("baseline", T0 + 30 * MIN, &cohort).expect("early row");
+    let e = early.error.as_deref().expect("the early row says why");
+    assert!(e.contains("no declared cohort \"us\""), "{e}");
+    assert!(early.items.is_empty());
+    assert!(
+        report
+            .row("baseline", T0 + 30 * MIN, &all)
+            .expect("row")
+            .error
+            .is_none()
+    );
+    assert_eq!(ranking(&report, "baseline", T0 + 30 * MIN, &all).len(), 1);
+    let late = report.row("baseline", T0 + 3 * HOUR, &cohort).expect("late row");
+    assert!(late.error.is_none(), "{:?}", late.error);
+    let ids: Vec<&str> = late.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("not answered at 1 of 2 clocks")),
+        "{:?}",
+        report.warnings
+    );
+    // The JSON report carries the error on its row and leaves it out of answered ones.
+    let json = serde_json::to_value(&report).unwrap();
+    let rows = json["results"].as_array().unwrap();
+    assert_eq!(rows.iter().filter(|r| r.get("error").is_some()).count(), 1);
+}

@@ -8,7 +8,7 @@
 //! state the live server served at clock `T` — and every query is ranked on it before the
 //! pass continues.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -274,6 +274,7 @@ pub(crate) fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         queries: &opts.queries,
         results: Vec::new(),
         times: Vec::new(),
+        unanswered: BTreeMap::new(),
     };
     let mut schedule = Schedule::new(opts);
     let mut progress = Progress::new(opts.progress, total_bytes);
@@ -323,6 +324,7 @@ pub(crate) fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         pass.evaluate(t)?;
     }
     progress.finish();
+    warnings.extend(pass.warnings());
     for v in pass.variants {
         v.finish()?;
     }
@@ -369,9 +371,33 @@ struct Pass<'a> {
     queries: &'a [String],
     results: Vec<ResultRow>,
     times: Vec<u64>,
+    /// Per (variant, query), the clocks at which the query could not be answered.
+    unanswered: BTreeMap<(usize, usize), Unanswered>,
+}
+
+/// How often one variant could not answer one query, and why the first time.
+struct Unanswered {
+    clocks: usize,
+    first: u64,
+    message: String,
 }
 
 impl Pass<'_> {
+    /// One warning per variant and query that some clock could not answer.
+    fn warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.unanswered.iter().map(|(&(vi, qi), u)| {
+            format!(
+                "query {:?} for variant {}: not answered at {} of {} clocks, first at {}: {}",
+                self.queries[qi],
+                self.variants[vi].name,
+                u.clocks,
+                self.times.len(),
+                format_clock(u.first),
+                u.message
+            )
+        })
+    }
+
     /// Evaluates every query on every variant as of clock `t`.
     fn evaluate(&mut self, t: u64) -> Result<(), ReplayError> {
         for v in &self.variants {
@@ -391,26 +417,40 @@ impl Pass<'_> {
         }
         for (qi, q) in self.queries.iter().enumerate() {
             let mut rankings = Vec::with_capacity(self.variants.len());
-            for (v, snap) in self.variants.iter().zip(&snaps) {
-                rankings.push(v.rank(snap, qi, q)?);
+            for (vi, (v, snap)) in self.variants.iter().zip(&snaps).enumerate() {
+                let ranking = v.rank(snap, qi)?;
+                if let Err(message) = &ranking {
+                    self.unanswered
+                        .entry((vi, qi))
+                        .or_insert_with(|| Unanswered {
+                            clocks: 0,
+                            first: t,
+                            message: message.clone(),
+                        })
+                        .clocks += 1;
+                }
+                rankings.push(ranking);
             }
             let ids: Vec<Vec<&str>> = rankings
                 .iter()
-                .map(|r| r.items.iter().map(|i| i.id.as_str()).collect())
+                .map(|r| r.iter().flat_map(|r| &r.items).map(|i| i.id.as_str()).collect())
                 .collect();
             let base = &ids[0];
-            for ((v, ranking), these) in self.variants.iter().zip(&rankings).zip(&ids) {
+            for (((v, ranking), these), snap) in self.variants.iter().zip(&rankings).zip(&ids).zip(&snaps) {
+                let (items, error) = match ranking {
+                    Ok(r) => (&r.items[..], None),
+                    Err(e) => (&[][..], Some(e.clone())),
+                };
                 self.results.push(ResultRow {
                     variant: v.name.clone(),
                     at: t,
                     at_rfc3339: format_clock(t),
                     query: q.clone(),
                     as_of: AsOf {
-                        clock: ranking.as_of.clock,
-                        lsn: ranking.as_of.lsn,
+                        clock: snap.clock_ms(),
+                        lsn: snap.lsn(),
                     },
-                    items: ranking
-                        .items
+                    items: items
                         .iter()
                         .map(|i| ItemScore {
                             id: i.id.clone(),
@@ -418,6 +458,7 @@ impl Pass<'_> {
                             rank: i.rank,
                         })
                         .collect(),
+                    error,
                     vs_baseline: Comparison::between(base, these),
                     entering: entering(base, these),
                     leaving: entering(these, base),

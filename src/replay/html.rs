@@ -221,6 +221,20 @@ fn ranking_table(h: &mut String, rows: &[&ResultRow]) {
         );
     }
     h.push_str("</tr>");
+    if rows.iter().any(|r| r.error.is_some()) {
+        h.push_str("<tr><td></td>");
+        for r in rows {
+            let _ = write!(
+                h,
+                "<td class=\"leave\">{}</td>",
+                r.error
+                    .as_deref()
+                    .map(|e| format!("not answered: {}", esc(e)))
+                    .unwrap_or_default()
+            );
+        }
+        h.push_str("</tr>");
+    }
     let depth = rows.iter().map(|r| r.items.len()).max().unwrap_or(0).min(TABLE_ROWS);
     for i in 0..depth {
         let _ = write!(h, "<tr><td class=\"num\">{}</td>", i + 1);
@@ -484,6 +498,7 @@ mod tests {
                     rank: i + 1,
                 })
                 .collect(),
+            error: None,
             vs_baseline: Comparison::between(base, ids),
             entering: crate::replay::metrics::entering(base, ids),
             leaving: crate::replay::metrics::entering(ids, base),

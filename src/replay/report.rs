@@ -73,8 +73,12 @@ pub struct ResultRow {
     pub query: String,
     /// The state answered from.
     pub as_of: AsOf,
-    /// The ranking.
+    /// The ranking (empty when the query could not be answered at this clock).
     pub items: Vec<ItemScore>,
+    /// Why the query could not be answered at this clock (a cohort not yet declared, say),
+    /// as the live server's 400 would say it; absent when it was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Measures against the baseline's ranking of the same query and clock.
     pub vs_baseline: Comparison,
     /// Items this ranking lists and the baseline's does not.
@@ -141,6 +145,10 @@ impl ReplayReport {
                     let Some(r) = self.row(&v.name, at, q) else {
                         continue;
                     };
+                    if let Some(e) = &r.error {
+                        let _ = writeln!(out, "  {:<12} not answered: {e}", r.variant);
+                        continue;
+                    }
                     let ids: Vec<&str> = r.items.iter().take(top).map(|i| i.id.as_str()).collect();
                     let more = if r.items.len() > top { ", ..." } else { "" };
                     let c = &r.vs_baseline;

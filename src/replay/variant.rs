@@ -163,18 +163,14 @@ impl Variant {
         }
     }
 
-    /// Answers query `index` on `snapshot`.
-    pub fn rank(&self, snapshot: &View, index: usize, query: &str) -> Result<Ranking, ReplayError> {
-        let params = self.queries.get(index).ok_or_else(|| ReplayError::Query {
-            variant: self.name.clone(),
-            query: query.to_string(),
-            message: "no such query".into(),
-        })?;
-        rank(snapshot, &self.config, params).map_err(|e| ReplayError::Query {
-            variant: self.name.clone(),
-            query: query.to_string(),
-            message: e.to_string(),
-        })
+    /// Answers query `index` on `snapshot`: the ranking, or why the query cannot be answered
+    /// as of this state (a declared cohort it names is not declared yet, say).
+    pub fn rank(&self, snapshot: &View, index: usize) -> Result<Result<Ranking, String>, ReplayError> {
+        let params = self
+            .queries
+            .get(index)
+            .ok_or_else(|| ReplayError::Internal(format!("variant {}: no query {index}", self.name)))?;
+        Ok(rank(snapshot, &self.config, params).map_err(|e| e.to_string()))
     }
 
     /// Closes the feed and waits until the dataflow has drained and stopped.
