@@ -162,6 +162,9 @@ pub fn wal_source<'s>(
         // The last publishing mark (marks inside a catch-up do not publish).
         let mut published: Time = 0;
         let mut publish_owed = false;
+        // A flush was asked for (a replay's evaluation, the end of a recovery) and its mark is
+        // still to make: someone waits for it, so it does not wait for the mark interval.
+        let mut flush_waits = false;
         let mut last_mark: Option<Instant> = None;
         let mut mark_due: Option<Instant> = None;
         // Whether the wake-up for `mark_due` is asked for.
@@ -195,6 +198,7 @@ pub fn wal_source<'s>(
             gathered.append(&mut drained.batches);
             let asked = drained.checkpoints != checkpoints;
             let flush = drained.flushes != flushes || drained.closed || !drained.catching_up || asked;
+            flush_waits |= drained.flushes != flushes;
             flushes = drained.flushes;
             if !flush
                 && !gathered.is_empty()
@@ -295,7 +299,7 @@ pub fn wal_source<'s>(
             if *held.time() > marked || (publish_owed && published < *held.time()) {
                 let since = last_mark.map_or(Duration::MAX, |t| now.duration_since(t));
                 let behind = drained.remaining > 0;
-                if (since >= MARK_INTERVAL && !behind) || since >= MAX_MARK_GAP {
+                if ((since >= MARK_INTERVAL || flush_waits) && !behind) || since >= MAX_MARK_GAP {
                     let time = *held.time();
                     // Inside a catch-up (no flush asked for) nobody reads this time.
                     let publish = publish_owed;
@@ -308,6 +312,7 @@ pub fn wal_source<'s>(
                         publish_owed = false;
                     }
                     last_mark = Some(now);
+                    flush_waits = false;
                     // Live, the next mark is due an interval after this one: what comes before
                     // it waits in the feed and is drained with it, in one run (drained at once,
                     // the first batch after a mark took a run of its own, a round of every
