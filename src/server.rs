@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tidal_core::config::{ClusterConfig, Config};
+use tidal_core::config::{ClusterConfig, Config, ServerConfig};
 use tidal_core::time::ClockMode;
 use tidal_serving::http::{AppState, app};
 use tidal_serving::{Error, Tidal};
@@ -69,6 +69,15 @@ pub fn load_config(opts: &ServeOptions) -> Result<Config, Error> {
             }));
         }
     }
+    // A cluster process given no address of its own listens where the others look for it:
+    // its HTTP address in the cluster's list, when that is an IP address and port.
+    if opts.listen.is_none()
+        && config.server.listen == ServerConfig::default().listen
+        && let Some(own) = config.cluster.processes.get(config.cluster.process_id)
+        && own.http.parse::<SocketAddr>().is_ok()
+    {
+        config.server.listen = own.http.clone();
+    }
     if let Ok(t) = std::env::var("TIDAL_AUTH_TOKEN")
         && !t.is_empty()
     {
@@ -97,6 +106,20 @@ pub fn check_listen(config: &Config) -> Result<SocketAddr, Error> {
 pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     let config = load_config(&opts)?;
     let addr = check_listen(&config)?;
+    if let Some(own) = config.cluster.processes.get(config.cluster.process_id)
+        && !config.cluster.is_single()
+        && own.http.rsplit(':').next() != Some(addr.port().to_string().as_str())
+    {
+        tracing::warn!(
+            listen = %addr,
+            http = %own.http,
+            "this process listens on port {} but the cluster's list gives process {} the HTTP address {}: the \
+             other processes will look for it there (pass --listen with that port, unless a proxy forwards it)",
+            addr.port(),
+            config.cluster.process_id,
+            own.http
+        );
+    }
     let data_dir = config.engine.data_dir.clone();
     let io = |reason: std::io::Error| Error::Listen {
         addr: addr.to_string(),
@@ -280,5 +303,44 @@ async fn stop_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hostfile(dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("hosts");
+        std::fs::write(&path, "127.0.0.1:7800 127.0.0.1:7700\n127.0.0.1:7801 127.0.0.1:7701\n").expect("hosts");
+        path
+    }
+
+    #[test]
+    fn a_cluster_process_listens_at_its_host_file_address_unless_told_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = ServeOptions {
+            processes: Some(2),
+            process_id: Some(1),
+            hostfile: Some(hostfile(dir.path())),
+            ..ServeOptions::default()
+        };
+        assert_eq!(load_config(&opts).expect("config").server.listen, "127.0.0.1:7701");
+        let told = ServeOptions {
+            listen: Some("0.0.0.0:7701".into()),
+            ..opts.clone()
+        };
+        assert_eq!(load_config(&told).expect("config").server.listen, "0.0.0.0:7701");
+        // A configuration file's own address stays.
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9000\"\n").expect("config");
+        let configured = ServeOptions {
+            config: Some(file),
+            ..opts
+        };
+        assert_eq!(
+            load_config(&configured).expect("config").server.listen,
+            "127.0.0.1:9000"
+        );
     }
 }

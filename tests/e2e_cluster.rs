@@ -494,6 +494,35 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     assert_eq!(a, b);
     assert_eq!(a.first().map(|t| t.0.as_str()), Some("w1"));
 
+    // Many readers at once on both processes: each scattered ranking waits on the other
+    // process's share. When those waits held the threads that answer shares, four readers
+    // were enough for every thread of both processes to wait on a share queued behind them
+    // (10 s, then 502 peer_unavailable).
+    let urls: Vec<String> = procs
+        .iter()
+        .map(|s| s.url("/v1/rankings?profile=top&signal=like&limit=50"))
+        .collect();
+    let readers: Vec<_> = (0..16)
+        .map(|i| {
+            let url = urls[i % 2].clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+                (0..8)
+                    .map(|_| match agent.get(&url).call() {
+                        Ok(r) => (r.status(), String::new()),
+                        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+                        Err(e) => (0, e.to_string()),
+                    })
+                    .filter(|(status, _)| *status != 200)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for r in readers {
+        let failed = r.join().expect("reader");
+        assert!(failed.is_empty(), "concurrent reads failed: {failed:?}");
+    }
+
     // SIGTERM one process: it asks for a checkpoint before it stops, every process writes
     // its part at that frontier (the wall clock moves both past it), and it exits with
     // success; the other starts itself afresh; restarting the stopped one forms the cluster

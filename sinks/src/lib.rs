@@ -33,7 +33,7 @@ pub use entry::ItemEntry;
 pub use index::{IndexEntry, IndexKind, Layout};
 pub use ordindex::OrdIndex;
 pub use postings::{Field, Postings};
-pub use shards::{Shard, Shards, View, free_later};
+pub use shards::{AtFrontier, Shard, Shards, View, free_later};
 pub use side::{CohortKey, CohortLanes, LaneBounds};
 pub use sink::{Place, SinkInputs, shard_sink};
 pub use snapshot::{CohortCut, ItemChange, Snapshot, Update};

@@ -202,6 +202,16 @@ pub struct Shards {
     text: Arc<TextIndex>,
 }
 
+/// What the local shards hold of one frontier ([`Shards::try_view_at`]).
+pub enum AtFrontier {
+    /// The state at that frontier.
+    Held(View),
+    /// The frontier is ahead of a shard: it may still reach it.
+    Ahead,
+    /// A shard has passed it and kept newer versions only.
+    Gone,
+}
+
 /// A consistent state: every local shard's version at one common frontier.
 #[derive(Clone, Debug)]
 pub struct View {
@@ -419,28 +429,36 @@ impl Shards {
     /// longer (it kept newer versions only) or has not reached it in time.
     pub fn view_at(&self, frontier: Time, cohorts: Time, wait: Duration) -> Option<View> {
         let deadline = Instant::now() + wait;
-        let wanted = |v: &Snapshot| v.frontier == frontier && v.cohorts.frontier >= cohorts.min(frontier);
         loop {
-            let rings: Vec<_> = self.shards.iter().map(|s| s.ring.load_full()).collect();
-            let found: Option<Vec<_>> = rings
-                .iter()
-                .map(|r| r.versions.iter().rev().find(|v| wanted(v)).cloned())
-                .collect();
-            if let Some(shards) = found {
-                return Some(self.view_of(shards));
+            match self.try_view_at(frontier, cohorts) {
+                AtFrontier::Held(view) => return Some(view),
+                AtFrontier::Gone => return None,
+                AtFrontier::Ahead if Instant::now() >= deadline => return None,
+                AtFrontier::Ahead => std::thread::sleep(Duration::from_micros(200)),
             }
-            // A shard short of the frontier, or at it with its cohort part short (the version
-            // is published again as the cohort part goes on).
-            let behind = rings.iter().any(|r| {
-                r.versions
-                    .back()
-                    .is_none_or(|v| v.frontier < frontier || (v.frontier == frontier && !wanted(v)))
-            });
-            if !behind || Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_micros(200));
         }
+    }
+
+    /// [`view_at`](Self::view_at) without waiting: the state, or whether a shard has yet to
+    /// reach it or holds it no longer.
+    pub fn try_view_at(&self, frontier: Time, cohorts: Time) -> AtFrontier {
+        let wanted = |v: &Snapshot| v.frontier == frontier && v.cohorts.frontier >= cohorts.min(frontier);
+        let rings: Vec<_> = self.shards.iter().map(|s| s.ring.load_full()).collect();
+        let found: Option<Vec<_>> = rings
+            .iter()
+            .map(|r| r.versions.iter().rev().find(|v| wanted(v)).cloned())
+            .collect();
+        if let Some(shards) = found {
+            return AtFrontier::Held(self.view_of(shards));
+        }
+        // A shard short of the frontier, or at it with its cohort part short (the version is
+        // published again as the cohort part goes on).
+        let behind = rings.iter().any(|r| {
+            r.versions
+                .back()
+                .is_none_or(|v| v.frontier < frontier || (v.frontier == frontier && !wanted(v)))
+        });
+        if behind { AtFrontier::Ahead } else { AtFrontier::Gone }
     }
 
     fn view_of(&self, shards: Vec<Arc<Snapshot>>) -> View {

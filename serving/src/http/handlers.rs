@@ -273,7 +273,7 @@ pub async fn get_item(
             && owner != peers.process()
         {
             let found = state
-                .reads
+                .scatter
                 .run(move || peers.item(owner, &id, &forwarded).map(|v| (v, id)))
                 .await??;
             return found_or_404("item", found);
@@ -332,16 +332,20 @@ pub async fn get_rankings(
         let params = state.tidal.parse_query(&query)?;
         let started = Instant::now();
         let tidal = state.tidal.clone();
+        let snap = snapshot_with(
+            &state,
+            params.min_lsn.map(|l| (params.min_lsn_process, l)),
+            Reads::of(&params),
+        )
+        .await?;
         let ranking = if tidal.peers().is_some() {
-            // Scattered to every process: blocking calls, on the read pool.
-            state.reads.run(move || tidal.rank(&query)).await??
+            // Scattered to every process: blocking calls to the others, on the pool that
+            // waits for peers (never the one that answers them).
+            state
+                .scatter
+                .run(move || tidal.rank_from(snap, &params, query.pairs()))
+                .await??
         } else {
-            let snap = snapshot_with(
-                &state,
-                params.min_lsn.map(|l| (params.min_lsn_process, l)),
-                Reads::of(&params),
-            )
-            .await?;
             state.reads.run(move || tidal.rank_on(&snap, &params)).await??
         };
         state
@@ -395,7 +399,7 @@ pub async fn post_clock(
             && !headers.contains_key(crate::cluster::PEER_HEADER)
         {
             let to = req.advance_to;
-            state.reads.run(move || peers.advance_clock(to)).await??;
+            state.scatter.run(move || peers.advance_clock(to)).await??;
         }
         Ok(Json(ack))
     }

@@ -51,15 +51,13 @@ async fn at_frontier<T: serde::Serialize + Send + 'static>(
     cohorts: Time,
     f: impl FnOnce(&Tidal, &View) -> crate::Result<T> + Send + 'static,
 ) -> Result<Response, ApiError> {
+    // Waited for without holding a read thread: the asking process's scatter waits on this.
+    let Some(view) = state.tidal.view_at_async(frontier, cohorts).await else {
+        return Err(gone(frontier));
+    };
     let tidal = state.tidal.clone();
-    let found = state
-        .reads
-        .run(move || tidal.view_at(frontier, cohorts).map(|view| f(&tidal, &view)))
-        .await?;
-    match found {
-        Some(found) => Ok(Json(found?).into_response()),
-        None => Err(gone(frontier)),
-    }
+    let found = state.reads.run(move || f(&tidal, &view)).await?;
+    Ok(Json(found?).into_response())
 }
 
 /// A share or `for_you` request: the parsed ranking and the request.

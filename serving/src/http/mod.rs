@@ -32,6 +32,9 @@ use crate::metrics::Metrics;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
+/// Threads waiting on other processes at once: they mostly wait, so more than the cores.
+const SCATTER_THREADS: usize = 16;
+
 /// A small pool of threads of its own (a tokio runtime) that CPU work runs on, so that one
 /// kind of request cannot take the threads another kind needs.
 pub struct Pool {
@@ -86,6 +89,11 @@ pub struct Inner {
     pub reads: Pool,
     /// Threads for parsing and checking writes.
     pub writes: Pool,
+    /// Threads for the requests that wait on other processes of a cluster (a scattered
+    /// ranking, a forwarded item or user, the event clock). Kept apart from `reads`, which
+    /// answers the other processes' requests: with one pool, the reads of two processes
+    /// waiting on each other's shares held every thread, and the shares queued behind them.
+    pub scatter: Pool,
 }
 
 /// Shared handler state.
@@ -93,14 +101,17 @@ pub struct Inner {
 pub struct AppState(pub Arc<Inner>);
 
 impl AppState {
-    /// State over an engine, with read and write pools sized to the machine.
+    /// State over an engine, with read and write pools sized to the machine (and, in a
+    /// cluster, a scatter pool).
     pub fn new(tidal: Arc<Tidal>) -> std::io::Result<AppState> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let scatter = if tidal.peers().is_some() { SCATTER_THREADS } else { 1 };
         Ok(AppState(Arc::new(Inner {
             tidal,
             metrics: Arc::new(Metrics::new()),
             reads: Pool::new("tidal-read", cores)?,
             writes: Pool::new("tidal-write", cores)?,
+            scatter: Pool::new("tidal-scatter", scatter)?,
         })))
     }
 }

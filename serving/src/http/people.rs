@@ -142,7 +142,7 @@ pub async fn get_user(
             && owner != peers.process()
         {
             let found = state
-                .reads
+                .scatter
                 .run(move || peers.user(owner, &id, &pairs).map(|v| (v, id)))
                 .await??;
             return found_or_404("user", found);

@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidal_core::user::UserView;
-use tidal_sinks::{TextStats, View};
+use tidal_sinks::{AtFrontier, TextStats, View};
 
 use super::error::{Error, Result};
 use super::{CLUSTER_ATTEMPTS, Tidal};
+
+/// How long a peer's request for a state at one frontier waits for the local shards to reach
+/// it.
+const PEER_FRONTIER_WAIT: Duration = Duration::from_secs(1);
 use crate::cluster::{Answer, Peers};
 use crate::query::cluster::{Share, ShareRequest, UserState};
 use crate::query::foryou::Candidate as ForYouCandidate;
@@ -47,7 +51,29 @@ impl Tidal {
     /// for it (waits up to a second for the local shards to reach it; `None` when they no
     /// longer hold it).
     pub fn view_at(&self, frontier: tidal_core::Time, cohorts: tidal_core::Time) -> Option<View> {
-        self.shards.view_at(frontier, cohorts, Duration::from_secs(1))
+        self.shards.view_at(frontier, cohorts, PEER_FRONTIER_WAIT)
+    }
+
+    /// [`view_at`](Self::view_at) without blocking a thread.
+    pub async fn view_at_async(&self, frontier: tidal_core::Time, cohorts: tidal_core::Time) -> Option<View> {
+        let deadline = std::time::Instant::now() + PEER_FRONTIER_WAIT;
+        loop {
+            match self.shards.try_view_at(frontier, cohorts) {
+                AtFrontier::Held(view) => return Some(view),
+                AtFrontier::Gone => return None,
+                AtFrontier::Ahead if std::time::Instant::now() >= deadline => return None,
+                AtFrontier::Ahead => tokio::time::sleep(super::POLL).await,
+            }
+        }
+    }
+
+    /// Ranks as `params` asks on `view` (a state that holds its `min_lsn`, if any): in a
+    /// cluster over every process's shares, with blocking requests to the others.
+    pub fn rank_from(&self, view: View, params: &RankParams, pairs: &[(String, String)]) -> Result<Ranking> {
+        match &self.peers {
+            None => self.rank_on(&view, params),
+            Some(peers) => self.rank_cluster(peers, view, params, pairs),
+        }
     }
 
     /// This process's share of a ranking at `view` (what a peer asks for at

@@ -159,10 +159,7 @@ impl Tidal {
             Some(lsn) => self.wait_visible_for(params.min_lsn_process, lsn, Reads::of(&params))?,
             None => self.view(),
         };
-        match &self.peers {
-            None => self.rank_on(&snap, &params),
-            Some(peers) => self.rank_cluster(peers, snap, &params, q.pairs()),
-        }
+        self.rank_from(snap, &params, q.pairs())
     }
 
     /// Ranks on a given state (which the caller got from [`view`](Self::view) or
