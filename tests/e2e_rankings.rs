@@ -273,6 +273,9 @@ fn rankings_and_features_follow_the_formulas_and_survive_kill9() {
     .map(|q| s.get(&format!("/v1/rankings?{q}")).1["items"].clone())
     .collect();
     assert_eq!(before, after, "rankings after kill -9 and restart");
+    // On the event clock the serving state's lag is measured against the log's clock, not
+    // the wall clock (years ahead of these events): everything recovered is served.
+    assert_eq!(s.metric("tidal_frontier_lag_ms"), Some(0));
     evs.retain(|e| e.item != victim);
     let (st, _) = s.get(&format!("/v1/items/{victim}"));
     assert_eq!(st, 404);
@@ -310,12 +313,17 @@ fn read_your_writes_in_the_wall_clock() {
     assert_eq!(v["signals"][0]["name"], "view");
     assert_eq!(v["signals"][0]["windows"][1]["size"], "24h");
     assert_eq!(v["signals"][0]["windows"][1]["granularity"], "24m");
+    let (st, v) = s.get("/v1/items/w0");
+    assert_eq!(st, 200, "{v}");
     let text = ureq::get(&s.url("/metrics"))
         .call()
         .expect("metrics")
         .into_string()
         .expect("text");
     assert!(text.contains("tidal_signals_accepted_total 20"), "{text}");
+    // Reads are timed by route: the 20 rankings and the item.
+    assert!(text.contains("tidal_query_seconds_count{route=\"rankings\"} 20"), "{text}");
+    assert!(text.contains("tidal_query_seconds_count{route=\"items\"} 1"), "{text}");
     // Every record the WAL holds: the 20 writes and the configuration's.
     let value = |name: &str| -> Option<f64> {
         text.lines()

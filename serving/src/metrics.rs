@@ -44,7 +44,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabel, Counter>,
     /// LSNs written but not yet visible to queries.
     pub frontier_lag_lsn: Gauge,
-    /// Wall-clock ms minus the serving clock.
+    /// The engine's clock (the wall clock, or the event clock's) minus the serving clock, ms.
     pub frontier_lag_ms: Gauge,
     /// The last LSN visible to queries.
     pub serving_lsn: Gauge,
@@ -188,7 +188,7 @@ impl Metrics {
         );
         registry.register(
             "frontier_lag_ms",
-            "Wall clock minus the serving clock, ms",
+            "The engine's clock (wall, or the event clock's) minus the serving clock, ms",
             frontier_lag_ms.clone(),
         );
         registry.register("serving_lsn", "Last LSN visible to queries", serving_lsn.clone());
@@ -231,8 +231,14 @@ impl Metrics {
         self.serving_lsn.set(s.visible_lsn as i64);
         self.frontier_lag_lsn
             .set(s.wal_lsn.saturating_sub(s.visible_lsn) as i64);
-        self.frontier_lag_ms
-            .set(tidal_core::time::wall_clock_ms().saturating_sub(s.serving_clock) as i64);
+        // The engine's clock: the wall clock, or on the event clock the log's (the wall clock
+        // minus a clock of 1998 is no lag).
+        let now = if s.event_clock {
+            s.clock
+        } else {
+            tidal_core::time::wall_clock_ms()
+        };
+        self.frontier_lag_ms.set(now.saturating_sub(s.serving_clock) as i64);
         self.lag_signals
             .set(s.signals_written.saturating_sub(s.signals_visible) as i64);
         self.wal_queue.set(s.wal_queue as i64);

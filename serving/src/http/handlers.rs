@@ -61,6 +61,24 @@ pub(super) fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, 
     })
 }
 
+/// [`counted`], and the time of a read answered with success under `route` (in
+/// `tidal_query_seconds`), from `started`.
+pub(super) fn timed<T>(
+    state: &AppState,
+    route: &'static str,
+    started: Instant,
+    r: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if r.is_ok() {
+        state
+            .metrics
+            .query_seconds
+            .get_or_create(&RouteLabel { route })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    counted(state, r)
+}
+
 /// The state a read of `reads` answers from: the latest, or one including `min_lsn` (waited
 /// for) — an LSN of this process's WAL, or of process `P`'s in a cluster (`P:LSN`).
 pub(super) async fn snapshot_with(
@@ -240,6 +258,7 @@ pub async fn get_item(
     Path(id): Path<String>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let result = async {
         let pairs = query_pairs(q)?;
         let raw_min_lsn = serde_urlencoded::to_string(&pairs)
@@ -287,7 +306,7 @@ pub async fn get_item(
         found_or_404("item", view)
     }
     .await;
-    counted(&state, result)
+    timed(&state, "items", started, result)
 }
 
 /// A ranking: built-in profiles `trending`, `rising`, `hot`, `top`, `new`, `following`,

@@ -15,7 +15,7 @@ use tidal_core::record::RelKind;
 
 use super::AppState;
 use super::error::ApiError;
-use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with, with_ack};
+use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with, timed, with_ack};
 use crate::Reads;
 use crate::query::UserInfo;
 
@@ -134,6 +134,7 @@ pub async fn get_user(
     Path(id): Path<String>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let result = async {
         let pairs = query_pairs(q)?;
         let (min_lsn, vector) = user_params(&pairs)?;
@@ -156,7 +157,7 @@ pub async fn get_user(
         found_or_404("user", found)
     }
     .await;
-    counted(&state, result)
+    timed(&state, "users", started, result)
 }
 
 /// Deletes a user: attributes, state and edges dropped; its signals leave every cohort count.

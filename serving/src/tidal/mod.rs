@@ -124,6 +124,8 @@ pub struct Stats {
     pub clock: u64,
     /// The serving clock, ms.
     pub serving_clock: u64,
+    /// Whether the engine runs on the event clock (else the wall clock).
+    pub event_clock: bool,
     /// Keys in the dedup window.
     pub dedup_entries: u64,
     /// Dedup keys forgotten early (`engine.dedup_max_entries`).
@@ -437,6 +439,7 @@ impl Tidal {
             wal_queue: self.wal.queued(),
             clock: self.wal.clock_ms(),
             serving_clock: snap.clock_ms(),
+            event_clock: self.config.engine.clock == ClockMode::Event,
             dedup_entries,
             dedup_evicted,
             state,
