@@ -61,7 +61,8 @@ enum Command {
         /// This process's index in the cluster, from 0 (needs --hostfile).
         #[arg(long, requires = "hostfile")]
         process_id: Option<usize>,
-        /// The cluster: one line per process, in order, `TIMELY_ADDR HTTP_ADDR`.
+        /// The cluster: one line per process, in order, `TIMELY_ADDR HTTP_ADDR` or timely's own
+        /// `TIMELY_ADDR` (the HTTP addresses are then learned as the cluster forms).
         #[arg(long)]
         hostfile: Option<PathBuf>,
     },

@@ -104,10 +104,11 @@ pub fn check_listen(config: &Config) -> Result<SocketAddr, Error> {
 
 /// Runs the server until SIGINT/SIGTERM, then shuts the engine down cleanly.
 pub fn serve(opts: ServeOptions) -> Result<(), Error> {
-    let config = load_config(&opts)?;
+    let mut config = load_config(&opts)?;
     let addr = check_listen(&config)?;
     if let Some(own) = config.cluster.processes.get(config.cluster.process_id)
         && !config.cluster.is_single()
+        && !own.http.is_empty()
         && own.http.rsplit(':').next() != Some(addr.port().to_string().as_str())
     {
         tracing::warn!(
@@ -144,7 +145,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
             });
         (rt.spawn(async move { server.await }), started_tx)
     };
-    tracing::info!(local = %bound.local_addr().map_err(io)?, "tidal is starting: requests are answered 503 until it serves");
+    let local = bound.local_addr().map_err(io)?;
+    tracing::info!(%local, "tidal is starting: requests are answered 503 until it serves");
+    // The address bound (a port 0 given is a real one now): what a cluster process tells
+    // the others when the host file leaves its HTTP address out.
+    if !config.cluster.is_single() {
+        config.server.listen = local.to_string();
+    }
     let opened = Tidal::open(config);
     // The engine is up (or will not be): the answers that said so stop, and the real ones
     // begin on the same socket (connections made in between wait in its backlog).

@@ -64,6 +64,20 @@ impl Cluster {
         }
     }
 
+    /// The same with timely's own host file (`TIMELY_ADDR` alone on each line): each process
+    /// tells the others the HTTP address it listens at as the cluster forms.
+    fn timely_only(dir: &Path) -> Cluster {
+        let c = Cluster::new(dir);
+        let text = std::fs::read_to_string(&c.hosts).expect("hostfile");
+        let timely: String = text
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string() + "\n")
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        std::fs::write(&c.hosts, timely).expect("hostfile");
+        c
+    }
+
     /// The same with extra arguments for both processes.
     fn with_args(dir: &Path, args: &[&str]) -> Cluster {
         let mut c = Cluster::new(dir);
@@ -472,7 +486,8 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
 #[test]
 fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::new(dir.path());
+    // Timely's own host file: the processes learn each other's HTTP addresses.
+    let cluster = Cluster::timely_only(dir.path());
     let launched: Vec<_> = (0..2).map(|p| cluster.launch_with(dir.path(), p, "wall")).collect();
     let procs: Vec<Server> = launched.into_iter().map(|l| l.wait()).collect();
     let mut tokens = Vec::new();
@@ -621,7 +636,11 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
 fn a_bad_hostfile_is_refused_naming_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.1:7800 127.0.0.1:7700\n127.0.0.1:7801\n").expect("hostfile");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1:7800 127.0.0.1:7700\n127.0.0.1:7801 127.0.0.1:7701 x\n",
+    )
+    .expect("hostfile");
     let out = common::tidal()
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("d"))

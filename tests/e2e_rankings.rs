@@ -322,7 +322,10 @@ fn read_your_writes_in_the_wall_clock() {
         .expect("text");
     assert!(text.contains("tidal_signals_accepted_total 20"), "{text}");
     // Reads are timed by route: the 20 rankings and the item.
-    assert!(text.contains("tidal_query_seconds_count{route=\"rankings\"} 20"), "{text}");
+    assert!(
+        text.contains("tidal_query_seconds_count{route=\"rankings\"} 20"),
+        "{text}"
+    );
     assert!(text.contains("tidal_query_seconds_count{route=\"items\"} 1"), "{text}");
     // Every record the WAL holds: the 20 writes and the configuration's.
     let value = |name: &str| -> Option<f64> {

@@ -83,7 +83,10 @@ pub struct ClusterConfig {
 pub struct ClusterPeer {
     /// Its timely address (`host:port`), where the dataflow's workers connect.
     pub timely: String,
-    /// Its HTTP address (`host:port`), where peers scatter queries and the clock.
+    /// Its HTTP address (`host:port`), where peers scatter queries and the clock; empty when
+    /// the host file gives timely's addresses alone: each process then tells the others its
+    /// own as the cluster forms.
+    #[serde(default)]
     pub http: String,
 }
 
@@ -103,8 +106,9 @@ impl ClusterConfig {
         self.processes.is_empty()
     }
 
-    /// Parses a host file: one process per line, `TIMELY_ADDR HTTP_ADDR`, in process order
-    /// (blank lines and `#` comments ignored).
+    /// Parses a host file: one process per line, `TIMELY_ADDR HTTP_ADDR`, or timely's own
+    /// `TIMELY_ADDR` alone (each process then learns the others' HTTP addresses as the
+    /// cluster forms), in process order (blank lines and `#` comments ignored).
     pub fn parse_hostfile(text: &str, process_id: usize) -> Result<ClusterConfig> {
         let mut processes = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -114,14 +118,15 @@ impl ClusterConfig {
             }
             let mut words = line.split_whitespace();
             match (words.next(), words.next(), words.next()) {
-                (Some(timely), Some(http), None) => processes.push(ClusterPeer {
+                (Some(timely), http, None) => processes.push(ClusterPeer {
                     timely: timely.to_string(),
-                    http: http.to_string(),
+                    http: http.unwrap_or_default().to_string(),
                 }),
                 _ => {
                     return Err(Error::Config {
                         field: format!("hostfile line {}", n + 1),
-                        message: "expected `TIMELY_ADDR HTTP_ADDR`, for example `127.0.0.1:7800 127.0.0.1:7700`".into(),
+                        message: "expected `TIMELY_ADDR [HTTP_ADDR]`, for example `127.0.0.1:7800 127.0.0.1:7700`"
+                            .into(),
                     });
                 }
             }

@@ -3,7 +3,8 @@
 //! newest frontier every process holds is taken (none: every process replays its whole WAL).
 //! A checkpoint restores the state its process's workers held at that frontier, and the
 //! state of every worker in the cluster depends on every process's log: only the same
-//! frontier everywhere is a consistent state.
+//! frontier everywhere is a consistent state. Each process also tells the others its HTTP
+//! address, for a host file that gives timely's addresses alone.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,8 +24,13 @@ use tidal_core::time::Time;
 pub struct Agreement {
     /// The frontiers of this process's complete checkpoints.
     offer: Vec<Time>,
+    /// This process's HTTP address, told to the others.
+    http: String,
     /// The frontier agreed on: `Some(None)` when no checkpoint is common.
     chosen: Mutex<Option<Option<Time>>>,
+    /// Every process's HTTP address as it told it (by process; empty: not heard from), set
+    /// with `chosen`.
+    addresses: Mutex<Vec<String>>,
     /// What this process restores (set by the facade once the agreed checkpoint is loaded):
     /// `Some(None)` for nothing.
     restore: Mutex<Option<Option<Arc<Restore>>>>,
@@ -32,11 +38,14 @@ pub struct Agreement {
 }
 
 impl Agreement {
-    /// An agreement offering the checkpoints at `offer`.
-    pub fn new(offer: Vec<Time>) -> Arc<Agreement> {
+    /// An agreement offering the checkpoints at `offer`, telling the others that this
+    /// process answers HTTP at `http`.
+    pub fn new(offer: Vec<Time>, http: String) -> Arc<Agreement> {
         Arc::new(Agreement {
             offer,
+            http,
             chosen: Mutex::new(None),
+            addresses: Mutex::new(Vec::new()),
             restore: Mutex::new(None),
             changed: Condvar::new(),
         })
@@ -59,7 +68,14 @@ impl Agreement {
         self.changed.notify_all();
     }
 
-    fn set_chosen(&self, chosen: Option<Time>) {
+    /// The HTTP address each process told (by process; empty for one not heard from), once
+    /// [`chosen`](Self::chosen) has answered.
+    pub fn addresses(&self) -> Vec<String> {
+        self.addresses.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_chosen(&self, chosen: Option<Time>, addresses: Vec<String>) {
+        *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
         *self.chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some(chosen);
         self.changed.notify_all();
     }
@@ -79,34 +95,45 @@ impl Agreement {
 pub(crate) fn agree(
     worker: &mut Worker,
     agreement: &Agreement,
-    speaker: bool,
+    speaker: Option<usize>,
     processes: usize,
 ) -> Option<Arc<Restore>> {
-    let offers: Rc<RefCell<Vec<Vec<Time>>>> = Rc::default();
-    let mut input: InputHandleVec<u64, Vec<Time>> = InputHandleVec::new();
-    let seen = offers.clone();
+    let heard: Rc<RefCell<Vec<Offer>>> = Rc::default();
+    let mut input: InputHandleVec<u64, Offer> = InputHandleVec::new();
+    let seen = heard.clone();
     let probe = worker.dataflow::<u64, _, _>(|scope| {
         let (probe, _) = scope
             .input_from(&mut input)
             .broadcast()
-            .inspect(move |offer: &Vec<Time>| seen.borrow_mut().push(offer.clone()))
+            .inspect(move |offer: &Offer| seen.borrow_mut().push(offer.clone()))
             .probe();
         probe
     });
-    if speaker {
-        input.send(agreement.offer.clone());
+    if let Some(process) = speaker {
+        input.send((process, agreement.http.clone(), agreement.offer.clone()));
     }
     input.close();
     while !probe.done() {
         worker.step();
     }
-    let offers = offers.borrow();
+    let heard = heard.borrow();
+    let offers: Vec<Vec<Time>> = heard.iter().map(|(_, _, o)| o.clone()).collect();
     let chosen = common(&offers, processes);
-    if speaker {
-        agreement.set_chosen(chosen);
+    if speaker.is_some() {
+        let mut addresses = vec![String::new(); processes];
+        for (p, http, _) in heard.iter() {
+            if let Some(a) = addresses.get_mut(*p) {
+                a.clone_from(http);
+            }
+        }
+        agreement.set_chosen(chosen, addresses);
     }
     agreement.wait_restore()
 }
+
+/// What a process tells the others: its index, its HTTP address and its checkpoints'
+/// frontiers.
+type Offer = (usize, String, Vec<Time>);
 
 /// The newest frontier every one of `processes` offers.
 fn common(offers: &[Vec<Time>], processes: usize) -> Option<Time> {

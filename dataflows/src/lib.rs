@@ -258,7 +258,12 @@ impl Engine {
                         Some(a) => Persist {
                             parts: persist.parts.clone(),
                             finished: persist.finished.clone(),
-                            restore: agree::agree(worker, a, index % per_process == 0, sources),
+                            restore: agree::agree(
+                                worker,
+                                a,
+                                (index % per_process == 0).then_some(index / per_process),
+                                sources,
+                            ),
                         },
                         None => persist.clone(),
                     };

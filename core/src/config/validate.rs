@@ -119,7 +119,9 @@ impl Config {
             }
             for (i, p) in self.cluster.processes.iter().enumerate() {
                 for (name, addr) in [("timely", &p.timely), ("http", &p.http)] {
-                    if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                    // An empty HTTP address is learned from its process as the cluster forms.
+                    let learned = name == "http" && addr.is_empty();
+                    if !learned && addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
                         return bad(format!("cluster.processes[{i}].{name}"), "must be host:port");
                     }
                 }

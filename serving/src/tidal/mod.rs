@@ -151,6 +151,20 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("wal")
 }
 
+/// The HTTP address this process tells the others of its cluster: `server.listen`, with an
+/// unspecified host (`0.0.0.0`, `[::]`) replaced by the host of its own timely address.
+fn told_http(config: &Config) -> String {
+    let listen = &config.server.listen;
+    let own = config.cluster.processes.get(config.cluster.process_id);
+    match (listen.parse::<std::net::SocketAddr>(), own) {
+        (Ok(addr), Some(own)) if addr.ip().is_unspecified() => match own.timely.rsplit_once(':') {
+            Some((host, _)) => format!("{host}:{}", addr.port()),
+            None => listen.clone(),
+        },
+        _ => listen.clone(),
+    }
+}
+
 impl Tidal {
     /// Opens (creating if needed) the data directory `config.engine.data_dir`: verifies and
     /// recovers the WAL into a new dataflow, and returns once everything recovered is visible
@@ -166,7 +180,7 @@ impl Tidal {
         })?;
         let lock = lock_dir(&data_dir)?;
         let started = Instant::now();
-        let peers = Peers::new(&config.cluster, config.server.auth_token.clone()).map(Arc::new);
+        let mut peers = Peers::new(&config.cluster, config.server.auth_token.clone()).map(Arc::new);
         let mut options = EngineOptions::threads(config.engine.workers);
         if peers.is_some() {
             options.communication = Some(CommunicationConfig::Cluster {
@@ -192,7 +206,10 @@ impl Tidal {
             None => (checkpoint::load_latest(&ckpt_dir, &layout), None, None),
             Some(_) => (
                 None,
-                Some(Agreement::new(checkpoint::verified(&ckpt_dir, &layout))),
+                Some(Agreement::new(
+                    checkpoint::verified(&ckpt_dir, &layout),
+                    told_http(&config),
+                )),
                 Some(Arc::new(RunLog::default())),
             ),
         };
@@ -251,6 +268,28 @@ impl Tidal {
             };
             if let Some(m) = loaded.as_ref().map(|l| &l.manifest) {
                 checkpointer.set_latest(m.clone());
+            }
+            // The HTTP addresses the host file left out, as each process told its own.
+            if config.cluster.processes.iter().any(|p| p.http.is_empty()) {
+                let told = agreement.addresses();
+                let mut cluster = config.cluster.clone();
+                for (i, p) in cluster.processes.iter_mut().enumerate() {
+                    if p.http.is_empty() {
+                        match told.get(i).filter(|a| !a.is_empty()) {
+                            Some(a) => p.http.clone_from(a),
+                            None => {
+                                return Err(Error::DataflowStopped(format!(
+                                    "process {i} of the cluster did not tell its HTTP address"
+                                )));
+                            }
+                        }
+                    }
+                }
+                tracing::info!(
+                    addresses = ?cluster.processes.iter().map(|p| p.http.as_str()).collect::<Vec<_>>(),
+                    "the processes' HTTP addresses, as each told its own"
+                );
+                peers = Peers::new(&cluster, config.server.auth_token.clone()).map(Arc::new);
             }
             let indexes;
             Restored {
@@ -360,15 +399,16 @@ impl Tidal {
         };
         // The WAL records the configuration in force, so replay can use it as its baseline
         // (a restored checkpoint covers the records before it: write it again if unsure).
-        // Where the data directory is and how many workers run it change no answer: the
-        // same directory spelled another way, or opened by `tidal checkpoint` with another
-        // worker count, records nothing new.
+        // Where the data directory is, how many workers run it and where it listens change
+        // no answer: the same directory spelled another way, opened by `tidal checkpoint`
+        // with another worker count, or served on another port, records nothing new.
         let toml = tidal.config.to_toml();
         let same = last_config.as_deref().is_some_and(|last| {
             last == toml
                 || Config::parse(last).is_ok_and(|mut c| {
                     c.engine.data_dir.clone_from(&tidal.config.engine.data_dir);
                     c.engine.workers = tidal.config.engine.workers;
+                    c.server.listen.clone_from(&tidal.config.server.listen);
                     c.to_toml() == toml
                 })
         });
