@@ -625,10 +625,20 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
     assert_eq!(both(&p0), before, "process 0 after the restart");
     assert_eq!(both(&p1), before, "process 1 after the restart");
-    // A bad parameter is the asker's 400 on either process, the item's owner or not.
+    // A bad parameter is the asker's 400 on either process, the item's owner or not; a token
+    // past what its process has written is the owner's own answer (400 for its own log, 503
+    // after waiting for another's), never a 502 from the process that forwarded it.
     for s in [&p0, &p1] {
         let (status, v) = s.get("/v1/items/x?cohort=planet:mars");
         assert_eq!(status, 400, "{v}");
+        for p in 0..2 {
+            let (status, v) = s.get(&format!("/v1/items/x?min_lsn={p}:999999999"));
+            let code = v["error"]["code"].as_str().unwrap_or("");
+            assert!(
+                (status, code) == (400, "lsn_not_written") || (status, code) == (503, "lsn_not_visible"),
+                "{status} {v}"
+            );
+        }
     }
 }
 

@@ -226,9 +226,25 @@ impl Peers {
                 ))
             }
             Err(ureq::Error::Status(404, _)) => Ok(None),
-            Err(ureq::Error::Status(code, resp)) => {
+            Err(ureq::Error::Status(status, resp)) => {
                 let body = resp.into_string().unwrap_or_default();
-                Err(self.unavailable(process, format!("answered {code}: {body}")))
+                // The request's own error (a bad parameter, a token not written or not yet
+                // visible) is answered as the owner answered it; anything else is the peer's.
+                let error: Option<(String, String)> =
+                    serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| {
+                        Some((
+                            v["error"]["code"].as_str()?.into(),
+                            v["error"]["message"].as_str()?.into(),
+                        ))
+                    });
+                match error {
+                    Some((code, message)) if (400..500).contains(&status) || status == 503 => Err(Error::Owner {
+                        status,
+                        code: crate::tidal::known_code(&code),
+                        message,
+                    }),
+                    _ => Err(self.unavailable(process, format!("answered {status}: {body}"))),
+                }
             }
             Err(e) => Err(self.unavailable(process, e)),
         }

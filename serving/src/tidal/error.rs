@@ -189,6 +189,18 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The process that owns an item or user answered a forwarded read with an error of the
+    /// request's own (a bad parameter, a token not written, a state not visible in time):
+    /// answered as that process answered it.
+    #[error("{message}")]
+    Owner {
+        /// The owner's status (4xx, or 503).
+        status: u16,
+        /// The owner's code, if it is one tidal answers.
+        code: &'static str,
+        /// The owner's message.
+        message: String,
+    },
     /// The operation is not available in this configuration.
     #[error("{what}")]
     Unsupported {
@@ -296,6 +308,7 @@ impl Error {
             | Error::CheckpointTimeout { .. }
             | Error::DataflowStopped(_) => 503,
             Error::Peer { .. } => 502,
+            Error::Owner { status, .. } => *status,
             Error::Unsupported { .. } => 501,
             Error::Locked { .. }
             | Error::InsecureListen { .. }
@@ -331,6 +344,7 @@ impl Error {
             Error::CheckpointTimeout { .. } => "checkpoint_timeout",
             Error::DataflowStopped(_) => "dataflow_stopped",
             Error::Peer { .. } => "peer_unavailable",
+            Error::Owner { code, .. } => code,
             Error::Unsupported { .. } => "not_supported",
             Error::Locked { .. } => "data_dir_locked",
             Error::Config(_) => "bad_configuration",
@@ -362,4 +376,51 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// The codes tidal answers, for one a peer answered: `code` itself when it is one of them
+/// (else `peer_error`).
+pub(crate) fn known_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "invalid_signal",
+        "unknown_signal_type",
+        "ts_in_future",
+        "time_out_of_range",
+        "clock_jump",
+        "invalid_id",
+        "invalid_item",
+        "invalid_user",
+        "invalid_cohort",
+        "wall_clock",
+        "too_large",
+        "overloaded",
+        "lsn_not_written",
+        "lsn_not_visible",
+        "wal_poisoned",
+        "shut_down",
+        "checkpoint_timeout",
+        "dataflow_stopped",
+        "not_supported",
+        "empty_body",
+        "invalid_body",
+        "invalid_json",
+        "invalid_query",
+        "not_found",
+        "unauthorized",
+        "timeout",
+        "unknown_parameter",
+        "unsupported_parameter",
+        "invalid_parameter",
+        "unknown_profile",
+        "unsupported_profile",
+        "unknown_signal",
+        "undeclared_window",
+        "undeclared_half_life",
+        "limit_too_large",
+        "invalid_cursor",
+        "unknown_dimension",
+        "repeated_parameter",
+        "starting",
+    ];
+    CODES.iter().find(|c| **c == code).copied().unwrap_or("peer_error")
 }

@@ -39,6 +39,7 @@ use crate::cluster::Peers;
 use read::held_lsn;
 use restore::{Restored, restore_indexes, restore_of, wait_for_agreement};
 
+pub(crate) use error::known_code;
 pub use error::{Error, Overload, Result};
 pub use pipeline::Pipeline;
 pub use types::{NewSignal, RankQuery, Reads, SignalsAck, Token, WriteAck};
