@@ -329,10 +329,14 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             assert_eq!(answer(s, q), want, "process {p} answers {q} differently");
         }
     }
-    // A user's state on any process (answered by its owner).
-    for u in [0, 1, 7] {
-        let path = format!("/v1/users/v{u}");
+    // A user's state on any process (answered by its owner), with its preference vector
+    // (the embeddings of items other processes own taken from them).
+    for (u, vector) in [(0, false), (1, false), (7, false), (1, true), (2, true)] {
+        let path = format!("/v1/users/v{u}{}", if vector { "?vector=1" } else { "" });
         let (_, mut want) = single.get(&path);
+        if vector {
+            assert!(want["vector"].is_array(), "{path}: {want}");
+        }
         want.as_object_mut().expect("user").remove("as_of");
         for s in &procs {
             let (status, mut got) = s.get(&path);

@@ -150,8 +150,14 @@ pub async fn get_user(
         }
         let view = snapshot_with(&state, min_lsn, Reads::Everything).await?;
         let tidal = state.tidal.clone();
-        let found = state
-            .reads
+        // In a cluster the vector asks the other processes for embeddings: not on the pool
+        // that answers them.
+        let pool = if vector && tidal.peers().is_some() {
+            &state.scatter
+        } else {
+            &state.reads
+        };
+        let found = pool
             .run(move || tidal.user_on(&view, &id, vector).map(|v| (v, id)))
             .await??;
         found_or_404("user", found)

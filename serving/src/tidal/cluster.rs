@@ -303,7 +303,7 @@ impl Tidal {
     /// The preference vector of `user` at `view`, its pulls joined with the embeddings of
     /// every process (`Some(None)`: no vector; `None`: a process no longer holds the
     /// frontier).
-    fn preference_cluster(
+    pub(super) fn preference_cluster(
         &self,
         peers: &Peers,
         view: &View,

@@ -159,10 +159,32 @@ impl Tidal {
         Ok(query::user_view(&self.view(), &self.config, id, false))
     }
 
-    /// [`user`](Self::user) on a given state, with the preference vector when `vector`.
+    /// [`user`](Self::user) on a given state, with the preference vector when `vector`. In
+    /// a cluster the vector takes the embeddings of items other processes own from them (a
+    /// blocking request to each), as `for_you` does.
     pub fn user_on(&self, view: &tidal_sinks::View, id: &str, vector: bool) -> Result<Option<UserInfo>> {
         self.check_user_id(id)?;
-        Ok(query::user_view(view, &self.config, id, vector))
+        let Some(peers) = self.peers.as_ref().filter(|_| vector) else {
+            return Ok(query::user_view(view, &self.config, id, vector));
+        };
+        let mut view = view.clone();
+        for _ in 0..super::CLUSTER_ATTEMPTS {
+            let Some(mut info) = query::user_view(&view, &self.config, id, false) else {
+                return Ok(None);
+            };
+            let user = view.shard_of(id).and_then(|s| s.user(tidal_core::flow::id_hash(id)));
+            if let Some(v) = self.preference_cluster(peers, &view, user.map(|u| &**u))? {
+                info.vector = Some(v);
+                return Ok(Some(info));
+            }
+            // A process no longer holds this state: a newer one (it still holds what the
+            // read waited for).
+            view = self.view();
+        }
+        Err(Error::Peer {
+            process: peers.process(),
+            message: "the processes found no common serving state".into(),
+        })
     }
 
     /// The declared cohorts as of the latest state (the schema's and those put since).
