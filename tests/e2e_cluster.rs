@@ -374,6 +374,47 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     let (status, v) = procs[0].get("/v1/rankings?min_lsn=7:1");
     assert_eq!(status, 400, "a process outside the cluster: {v}");
 
+    // Writes in the millisecond the event clock is at: each process numbers its batches, and
+    // tells the others of each before acknowledging it. Likes on process 1 are visible on
+    // process 0 at once (they waited for process 0 to number as many batches), and of two
+    // puts of one item, the later one stays, though process 0 has numbered more batches in
+    // this millisecond (the earlier one stayed).
+    let token = |ack: &Value| ack["token"].as_str().expect("token").to_string();
+    let mut last = String::new();
+    for _ in 0..40 {
+        let (status, ack) = procs[1].post("/v1/signals", &json!({"type": "like", "item": "same-ms"}));
+        assert_eq!(status, 200, "{ack}");
+        last = token(&ack);
+    }
+    let likes = |s: &Server, min_lsn: &str| -> Option<f64> {
+        s.ranking(&format!("profile=top&signal=like&limit=1000&min_lsn={min_lsn}"))
+            .into_iter()
+            .find(|t| t.0 == "same-ms")
+            .map(|t| t.1)
+    };
+    let seen = likes(&procs[0], &last);
+    assert!(seen.is_some(), "process 0 sees process 1's likes");
+    assert_eq!(likes(&procs[1], &last), seen);
+    for _ in 0..60 {
+        let (status, ack) = procs[0].post("/v1/signals", &json!({"type": "view", "item": "busy"}));
+        assert_eq!(status, 200, "{ack}");
+    }
+    let mut put = String::new();
+    for (p, category) in [(0, "news"), (1, "sport")] {
+        let (status, ack) = common::send(
+            ureq::put(&procs[p].url("/v1/items/ordered")),
+            json!({ "category": category }).to_string(),
+            "application/json",
+        );
+        assert_eq!(status, 200, "{ack}");
+        put = token(&ack);
+    }
+    for s in &procs {
+        let (status, v) = s.get(&format!("/v1/items/ordered?min_lsn={put}"));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["category"], "sport", "the later put stays: {v}");
+    }
+
     // kill -9 one process: the other one's dataflow breaks and it starts itself afresh (same
     // pid), waiting for the cluster; restarting the killed one alone forms the cluster again,
     // each process recovering its own WAL, and it ranks as before.

@@ -51,6 +51,13 @@ pub enum Answer<T> {
 /// Embeddings by item key, each as its `f32` bits (exact through JSON).
 pub type Embeddings = Vec<(u32, Vec<u32>)>;
 
+/// A batch another process of an event-clock cluster committed (`POST /v1/internal/floor`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FloorRequest {
+    /// Its logical time.
+    pub time: Time,
+}
+
 /// A user's state at a frontier, asked of its owner.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct UserRequest {
@@ -248,6 +255,16 @@ impl Peers {
             }
             Err(e) => Err(self.unavailable(process, e)),
         }
+    }
+
+    /// Tells every other process that this one committed a batch at logical time `time`
+    /// (event clock): their next batches are ordered after it, and their part of the
+    /// frontier passes it.
+    pub fn push_floor(&self, time: Time) -> Result<()> {
+        for p in self.others() {
+            let _: Answer<serde_json::Value> = self.post(p, "/v1/internal/floor", &FloorRequest { time })?;
+        }
+        Ok(())
     }
 
     /// Moves the event clock of every other process to `ms`.

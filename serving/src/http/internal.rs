@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::handlers::{body, counted};
 use super::people::json_body;
-use crate::cluster::{EmbeddingsRequest, TextStatsRequest, UserRequest};
+use crate::cluster::{EmbeddingsRequest, FloorRequest, TextStatsRequest, UserRequest};
 use crate::query::cluster::ShareRequest;
 use crate::query::{MAX_LIMIT, MAX_OFFSET};
 use crate::{RankQuery, Tidal};
@@ -212,6 +212,33 @@ pub async fn post_text_stats(
         let tidal = state.tidal.clone();
         let stats = state.reads.run(move || tidal.text_stats(&req.q, req.now)).await?;
         Ok(Json(json!(stats)).into_response())
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A peer of an event-clock cluster committed a batch: this process's next batches come
+/// after it, and its part of the frontier passes it.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/floor",
+    tag = "cluster",
+    request_body(content = Object, description = "time: the batch's logical time"),
+    responses(
+        (status = 200, description = "taken", body = Object),
+        (status = 501, description = "not a process of an event-clock cluster", body = super::ErrorBody),
+    )
+)]
+pub async fn post_floor(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        cluster_only(&state)?;
+        let raw = body(raw)?;
+        let req: FloorRequest = json_body(&raw, "floor request (field: time)")?;
+        state.tidal.raise_floor(req.time)?;
+        Ok(Json(json!({})).into_response())
     }
     .await;
     counted(&state, result)

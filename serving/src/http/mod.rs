@@ -143,6 +143,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(internal::post_user))
         .routes(routes!(internal::post_embeddings))
         .routes(routes!(internal::post_text_stats))
+        .routes(routes!(internal::post_floor))
 }
 
 /// The OpenAPI 3 document of every route.

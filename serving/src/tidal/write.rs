@@ -310,7 +310,31 @@ impl Tidal {
 
     fn commit(&self, records: Vec<Record>) -> Result<WriteAck> {
         let c = self.wal.submit_blocking(records)?;
+        if let Some(peers) = self.floor_peers() {
+            peers.push_floor(c.time)?;
+        }
         Ok(self.write_ack(&c))
+    }
+
+    /// In a cluster on the event clock, the peers a commit's time is told to before it is
+    /// acknowledged (see [`Peers::push_floor`](crate::cluster::Peers::push_floor)).
+    fn floor_peers(&self) -> Option<&std::sync::Arc<crate::cluster::Peers>> {
+        self.peers
+            .as_ref()
+            .filter(|_| self.config.engine.clock == ClockMode::Event)
+    }
+
+    /// Another process of this event-clock cluster committed a batch at logical time `time`
+    /// (`POST /v1/internal/floor`): this process's next batches come after it, and its part
+    /// of the frontier passes it.
+    pub fn raise_floor(&self, time: tidal_core::Time) -> Result<()> {
+        if self.floor_peers().is_none() {
+            return Err(Error::Unsupported {
+                what: "only a process of a cluster on the event clock takes another's commits",
+            });
+        }
+        self.wal.raise_floor(time);
+        Ok(())
     }
 
     /// Appends records without blocking a thread; resolves once they are durable.
@@ -322,10 +346,22 @@ impl Tidal {
                 let _ = tx.send(r);
             }),
         );
-        match rx.await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(Error::Closed),
+        let c = match rx.await {
+            Ok(r) => r?,
+            Err(_) => return Err(Error::Closed),
+        };
+        // In an event-clock cluster the others learn of the batch before it is acknowledged:
+        // a write made on another process after this acknowledgement is ordered after it.
+        if let Some(peers) = self.floor_peers().cloned() {
+            let time = c.time;
+            tokio::task::spawn_blocking(move || peers.push_floor(time))
+                .await
+                .map_err(|e| Error::Peer {
+                    process: self.config.cluster.process_id,
+                    message: format!("telling the others of a commit failed: {e}"),
+                })??;
         }
+        Ok(c)
     }
 
     /// Refuses a write while the dataflow is more than `engine.max_lag_signals` behind the WAL.

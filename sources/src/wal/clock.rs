@@ -16,6 +16,9 @@ pub struct CommitClock {
     mode: ClockMode,
     clock_ms: u64,
     last_time: Option<Time>,
+    /// Every later batch is stamped at or above this (another process's last batch, plus
+    /// one: see [`raise_floor`](Self::raise_floor)).
+    floor: Time,
 }
 
 impl CommitClock {
@@ -25,6 +28,7 @@ impl CommitClock {
             mode,
             clock_ms: 0,
             last_time: None,
+            floor: 0,
         }
     }
 
@@ -34,6 +38,7 @@ impl CommitClock {
             mode,
             clock_ms: last_time.map_or(0, clock_of),
             last_time,
+            floor: 0,
         }
     }
 
@@ -83,7 +88,7 @@ impl CommitClock {
     }
 
     fn next_time(&self, target_ms: u64) -> Option<Time> {
-        let at = time_at(self.clock_ms.max(target_ms).min(MAX_CLOCK_MS));
+        let at = time_at(self.clock_ms.max(target_ms).min(MAX_CLOCK_MS)).max(self.floor);
         match self.last_time {
             None => Some(at),
             Some(last) => Some(at.max(last.checked_add(1)?)),
@@ -99,11 +104,26 @@ impl CommitClock {
         Some((self.clock_ms, t))
     }
 
+    /// Stamps every later batch at or above logical time `floor` (and moves the clock to its
+    /// millisecond) without stamping one: in a cluster on the event clock, another process
+    /// committed a batch just below it, so what this process commits next comes after that
+    /// batch, and this process's part of the frontier may pass it. Returns the logical time
+    /// every later batch will be at or above.
+    pub fn raise_floor(&mut self, floor: Time) -> Time {
+        self.floor = self.floor.max(floor);
+        self.clock_ms = self.clock_ms.max(clock_of(self.floor).min(MAX_CLOCK_MS));
+        let at = time_at(self.clock_ms).max(self.floor);
+        match self.last_time {
+            Some(last) => at.max(last.saturating_add(1)),
+            None => at,
+        }
+    }
+
     /// Moves the clock to at least `now_ms` without stamping a batch (the idle tick of the
     /// wall clock); returns the logical time every later batch will be at or above.
     pub fn advance_idle(&mut self, now_ms: u64) -> Time {
         self.clock_ms = self.clock_ms.max(now_ms.min(MAX_CLOCK_MS));
-        let at = time_at(self.clock_ms);
+        let at = time_at(self.clock_ms).max(self.floor);
         match self.last_time {
             Some(last) => at.max(last.saturating_add(1)),
             None => at,
@@ -115,6 +135,24 @@ impl CommitClock {
 mod tests {
     use super::*;
     use tidal_core::time::SEQ_BITS;
+
+    #[test]
+    fn a_raised_floor_orders_later_batches_after_it() {
+        let mut c = CommitClock::new(ClockMode::Event);
+        let (_, t0) = c.stamp(1000).expect("stamp");
+        // Another process committed three batches in the same millisecond.
+        let other = t0 + 3;
+        assert_eq!(c.raise_floor(other + 1), other + 1);
+        let (ms, t1) = c.stamp(0).expect("stamp");
+        assert_eq!((ms, t1), (1000, other + 1));
+        // A floor in a later millisecond moves the clock there.
+        let later = time_at(2000) + 5;
+        assert_eq!(c.raise_floor(later), later);
+        assert_eq!(c.clock_ms(), 2000);
+        assert_eq!(c.stamp(1500).expect("stamp").1, later);
+        // A floor below what is stamped changes nothing.
+        assert_eq!(c.raise_floor(t0), later + 1);
+    }
 
     #[test]
     fn seq_overflow_moves_to_next_ms() {

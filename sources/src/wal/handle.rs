@@ -53,6 +53,8 @@ pub(crate) struct Status {
     pub last_lsn: AtomicU64,
     pub clock_ms: AtomicU64,
     pub last_time: AtomicU64,
+    /// The floor other processes' commits asked for ([`WalHandle::raise_floor`]).
+    pub floor: AtomicU64,
     /// Signals in the log (recovered and written).
     pub signals: AtomicU64,
     pub dedup_entries: AtomicU64,
@@ -186,6 +188,20 @@ impl WalHandle {
     /// LSN of the last record written (0 for an empty log).
     pub fn last_lsn(&self) -> u64 {
         self.inner.status.last_lsn.load(Ordering::Acquire)
+    }
+
+    /// Another process of an event-clock cluster committed a batch at logical time `time`:
+    /// every later batch of this log is stamped above it (so writes acknowledged there
+    /// before are ordered before this log's next ones), and, once the writer has taken it,
+    /// the feed is sealed past it (so this log does not hold the cluster's frontier below
+    /// the other's batch).
+    pub fn raise_floor(&self, time: Time) {
+        let floor = time.saturating_add(1);
+        if self.inner.status.floor.fetch_max(floor, Ordering::AcqRel) >= floor {
+            return;
+        }
+        // An empty submission wakes the writer, which takes the floor and seals the feed.
+        self.submit(Vec::new(), Box::new(|_| {}));
     }
 
     /// The commit clock in ms (`T_commit` of the last batch, or later after an idle tick).

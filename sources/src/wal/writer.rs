@@ -88,20 +88,13 @@ pub(crate) fn spawn(
 impl Writer {
     fn run(&mut self, rx: Receiver<Submission>) {
         loop {
-            let first = if self.opts.clock == ClockMode::Wall {
-                match rx.recv_timeout(self.opts.tick) {
-                    Ok(s) => s,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.idle_tick();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
+            let first = match rx.recv_timeout(self.opts.tick) {
+                Ok(s) => s,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle_tick();
+                    continue;
                 }
-            } else {
-                match rx.recv() {
-                    Ok(s) => s,
-                    Err(_) => break,
-                }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut records = first.records.len();
             let mut group = vec![first];
@@ -125,18 +118,26 @@ impl Writer {
                 }
             }
             let wrote = self.commit_group(group);
-            if !wrote && self.opts.clock == ClockMode::Wall {
+            if !wrote {
                 self.idle_tick();
             }
         }
         self.finish();
     }
 
+    /// Moves the clock without a batch: in the wall clock to now, in the event clock to the
+    /// floor other processes asked for (nothing when none did), and seals the feed there.
     fn idle_tick(&mut self) {
         if self.poison.is_some() {
             return;
         }
-        let seal = self.clock.advance_idle(wall_clock_ms());
+        let seal = match self.opts.clock {
+            ClockMode::Wall => self.clock.advance_idle(wall_clock_ms()),
+            ClockMode::Event => match self.status.floor.load(Ordering::Acquire) {
+                0 => return,
+                floor => self.clock.raise_floor(floor),
+            },
+        };
         self.status.clock_ms.store(self.clock.clock_ms(), Ordering::Release);
         self.feed.advance(seal);
     }
@@ -161,6 +162,11 @@ impl Writer {
             return false;
         }
         let wall = wall_clock_ms();
+        // Another process's batch acknowledged before these came is ordered before them.
+        let floor = self.status.floor.load(Ordering::Acquire);
+        if floor > 0 {
+            self.clock.raise_floor(floor);
+        }
         let clock_before = self.clock.clock_ms();
         let mut plans: Vec<Plan> = group.into_iter().map(|s| self.check(s, clock_before)).collect();
         // Duplicates are judged at the clock the accepted records ask for.
