@@ -261,10 +261,15 @@ impl Peers {
     /// (event clock): their next batches are ordered after it, and their part of the
     /// frontier passes it.
     pub fn push_floor(&self, time: Time) -> Result<()> {
+        // Every process is told, even past one that cannot be; the first failure is answered.
+        let mut failed = None;
         for p in self.others() {
-            let _: Answer<serde_json::Value> = self.post(p, "/v1/internal/floor", &FloorRequest { time })?;
+            let told: Result<Answer<serde_json::Value>> = self.post(p, "/v1/internal/floor", &FloorRequest { time });
+            if let Err(e) = told {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Moves the event clock of every other process to `ms`.

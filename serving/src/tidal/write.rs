@@ -311,7 +311,7 @@ impl Tidal {
     fn commit(&self, records: Vec<Record>) -> Result<WriteAck> {
         let c = self.wal.submit_blocking(records)?;
         if let Some(peers) = self.floor_peers() {
-            peers.push_floor(c.time)?;
+            Self::tell_floor(peers, c.time);
         }
         Ok(self.write_ack(&c))
     }
@@ -333,8 +333,27 @@ impl Tidal {
                 what: "only a process of a cluster on the event clock takes another's commits",
             });
         }
+        // A clock no client may set would exhaust this log's times.
+        let clock = tidal_core::time::clock_of(time);
+        if clock >= MAX_TS_MS {
+            return Err(Error::TimeOutOfRange {
+                index: 0,
+                what: "time",
+                value: clock,
+            });
+        }
         self.wal.raise_floor(time);
         Ok(())
+    }
+
+    /// Tells the other processes of an event-clock cluster of a commit at logical time `time`
+    /// ([`Peers::push_floor`](crate::cluster::Peers::push_floor)). The write is durable either
+    /// way: a process that cannot be told is logged, not answered as a failed write (a
+    /// retry would write it twice); the cluster's dataflow stops without it anyway.
+    fn tell_floor(peers: &crate::cluster::Peers, time: tidal_core::Time) {
+        if let Err(e) = peers.push_floor(time) {
+            tracing::warn!(error = %e, "could not tell the other processes of a commit");
+        }
     }
 
     /// Appends records without blocking a thread; resolves once they are durable.
@@ -354,12 +373,9 @@ impl Tidal {
         // a write made on another process after this acknowledgement is ordered after it.
         if let Some(peers) = self.floor_peers().cloned() {
             let time = c.time;
-            tokio::task::spawn_blocking(move || peers.push_floor(time))
-                .await
-                .map_err(|e| Error::Peer {
-                    process: self.config.cluster.process_id,
-                    message: format!("telling the others of a commit failed: {e}"),
-                })??;
+            if let Err(e) = tokio::task::spawn_blocking(move || Self::tell_floor(&peers, time)).await {
+                tracing::warn!(error = %e, "could not tell the other processes of a commit");
+            }
         }
         Ok(c)
     }
