@@ -29,6 +29,9 @@ use tidal_sinks::TextStats;
 pub const PEER_HEADER: &str = "x-tidal-peer";
 /// How long a request to a peer may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long telling a peer of a commit may take (every acknowledgement of an event-clock
+/// cluster waits for it).
+const FLOOR_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The HTTP side of the other processes.
 #[derive(Debug)]
@@ -36,6 +39,8 @@ pub struct Peers {
     process: usize,
     http: Vec<String>,
     agent: ureq::Agent,
+    /// The same with [`FLOOR_TIMEOUT`].
+    quick: ureq::Agent,
     token: Option<String>,
 }
 
@@ -106,6 +111,7 @@ impl Peers {
             process: cluster.process_id,
             http,
             agent: ureq::AgentBuilder::new().timeout(PEER_TIMEOUT).build(),
+            quick: ureq::AgentBuilder::new().timeout(FLOOR_TIMEOUT).build(),
             token,
         })
     }
@@ -145,9 +151,19 @@ impl Peers {
     /// `POST path` with `body` to process `process`, as a peer: its JSON answer, or
     /// [`Answer::Gone`] when it no longer holds the frontier asked for (409).
     fn post<B: Serialize, T: DeserializeOwned>(&self, process: usize, path: &str, body: &B) -> Result<Answer<T>> {
+        self.post_with(&self.agent, process, path, body)
+    }
+
+    /// [`post`](Self::post) with `agent`.
+    fn post_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        agent: &ureq::Agent,
+        process: usize,
+        path: &str,
+        body: &B,
+    ) -> Result<Answer<T>> {
         let url = format!("{}{}", self.http[process], path);
-        let mut req = self
-            .agent
+        let mut req = agent
             .post(&url)
             .set(PEER_HEADER, "1")
             .set("Content-Type", "application/json");
@@ -245,7 +261,9 @@ impl Peers {
                         ))
                     });
                 match error {
-                    Some((code, message)) if (400..500).contains(&status) || status == 503 => Err(Error::Owner {
+                    // 400 and 503 are about the request; an owner's 401 or 405 is about the
+                    // cluster (a token or a version it does not share), answered as the peer's.
+                    Some((code, message)) if status == 400 || status == 503 => Err(Error::Owner {
                         status,
                         code: crate::tidal::known_code(&code),
                         message,
@@ -264,7 +282,8 @@ impl Peers {
         // Every process is told, even past one that cannot be; the first failure is answered.
         let mut failed = None;
         for p in self.others() {
-            let told: Result<Answer<serde_json::Value>> = self.post(p, "/v1/internal/floor", &FloorRequest { time });
+            let told: Result<Answer<serde_json::Value>> =
+                self.post_with(&self.quick, p, "/v1/internal/floor", &FloorRequest { time });
             if let Err(e) = told {
                 failed.get_or_insert(e);
             }

@@ -436,11 +436,14 @@ impl Pass<'_> {
                 .map(|r| r.iter().flat_map(|r| &r.items).map(|i| i.id.as_str()).collect())
                 .collect();
             let base = &ids[0];
+            let base_answered = rankings[0].is_ok();
             for (((v, ranking), these), snap) in self.variants.iter().zip(&rankings).zip(&ids).zip(&snaps) {
                 let (items, error) = match ranking {
                     Ok(r) => (&r.items[..], None),
                     Err(e) => (&[][..], Some(e.clone())),
                 };
+                // Nothing to compare where either side was not answered.
+                let compared = base_answered && error.is_none();
                 self.results.push(ResultRow {
                     variant: v.name.clone(),
                     at: t,
@@ -459,9 +462,9 @@ impl Pass<'_> {
                         })
                         .collect(),
                     error,
-                    vs_baseline: Comparison::between(base, these),
-                    entering: entering(base, these),
-                    leaving: entering(these, base),
+                    vs_baseline: compared.then(|| Comparison::between(base, these)),
+                    entering: if compared { entering(base, these) } else { Vec::new() },
+                    leaving: if compared { entering(these, base) } else { Vec::new() },
                 });
             }
         }

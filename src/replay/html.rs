@@ -123,9 +123,11 @@ fn query_section(h: &mut String, report: &ReplayReport, q: &str) {
         h.push_str("<h3>Against the baseline</h3><div class=\"charts\">");
         type Metric = fn(&ResultRow) -> Option<f64>;
         let metrics: [(&str, f64, Metric); 3] = [
-            ("overlap@k", 0.0, |r| Some(r.vs_baseline.overlap_at_k)),
-            ("Kendall τ", -1.0, |r| r.vs_baseline.kendall_tau),
-            ("RBO", 0.0, |r| Some(r.vs_baseline.rbo)),
+            ("overlap@k", 0.0, |r| r.vs_baseline.as_ref().map(|c| c.overlap_at_k)),
+            ("Kendall τ", -1.0, |r| {
+                r.vs_baseline.as_ref().and_then(|c| c.kendall_tau)
+            }),
+            ("RBO", 0.0, |r| r.vs_baseline.as_ref().map(|c| c.rbo)),
         ];
         for (title, y_min, f) in metrics {
             let series: Vec<(String, &str, Vec<Option<f64>>)> = names[1..]
@@ -209,16 +211,22 @@ fn tracked_items(rows: &[&ResultRow]) -> HashMap<String, &'static str> {
 fn ranking_table(h: &mut String, rows: &[&ResultRow]) {
     h.push_str("<table><tr><th>#</th>");
     for r in rows {
-        let c = &r.vs_baseline;
-        let _ = write!(
-            h,
-            "<th>{}<br><span class=\"muted\">overlap@{} {:.3} · τ {} · RBO {:.3}</span></th>",
-            esc(&r.variant),
-            c.k,
-            c.overlap_at_k,
-            fmt_opt(c.kendall_tau),
-            c.rbo
-        );
+        match &r.vs_baseline {
+            Some(c) => {
+                let _ = write!(
+                    h,
+                    "<th>{}<br><span class=\"muted\">overlap@{} {:.3} · τ {} · RBO {:.3}</span></th>",
+                    esc(&r.variant),
+                    c.k,
+                    c.overlap_at_k,
+                    fmt_opt(c.kendall_tau),
+                    c.rbo
+                );
+            }
+            None => {
+                let _ = write!(h, "<th>{}</th>", esc(&r.variant));
+            }
+        }
     }
     h.push_str("</tr>");
     if rows.iter().any(|r| r.error.is_some()) {
@@ -499,7 +507,7 @@ mod tests {
                 })
                 .collect(),
             error: None,
-            vs_baseline: Comparison::between(base, ids),
+            vs_baseline: Some(Comparison::between(base, ids)),
             entering: crate::replay::metrics::entering(base, ids),
             leaving: crate::replay::metrics::entering(ids, base),
         }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use tidal_core::config::Config;
 use tidal_sources::wal::WalError;
 
-pub use report::ReplayReport;
+pub use report::{ReplayReport, ResultRow};
 pub use variant::VariantSpec;
 
 /// The query used when none is given.

@@ -79,8 +79,10 @@ pub struct ResultRow {
     /// as the live server's 400 would say it; absent when it was answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Measures against the baseline's ranking of the same query and clock.
-    pub vs_baseline: Comparison,
+    /// Measures against the baseline's ranking of the same query and clock; absent when
+    /// either could not be answered (there is nothing to compare).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_baseline: Option<Comparison>,
     /// Items this ranking lists and the baseline's does not.
     pub entering: Vec<String>,
     /// Items the baseline's ranking lists and this one does not.
@@ -151,7 +153,16 @@ impl ReplayReport {
                     }
                     let ids: Vec<&str> = r.items.iter().take(top).map(|i| i.id.as_str()).collect();
                     let more = if r.items.len() > top { ", ..." } else { "" };
-                    let c = &r.vs_baseline;
+                    let Some(c) = &r.vs_baseline else {
+                        let _ = writeln!(
+                            out,
+                            "  {:<12} [{}{}] (the baseline was not answered)",
+                            r.variant,
+                            ids.join(", "),
+                            more
+                        );
+                        continue;
+                    };
                     let tau = c.kendall_tau.map_or("n/a".to_string(), |t| format!("{t:.3}"));
                     let _ = writeln!(
                         out,

@@ -94,6 +94,10 @@ pub struct Inner {
     /// answers the other processes' requests: with one pool, the reads of two processes
     /// waiting on each other's shares held every thread, and the shares queued behind them.
     pub scatter: Pool,
+    /// Threads for a read another process forwarded here that itself waits on the others (a
+    /// user's vector): the forwarding process's scatter thread waits on it, so it must not
+    /// queue behind this process's own scatter threads, which may wait on that process.
+    pub forwarded: Pool,
 }
 
 /// Shared handler state.
@@ -112,6 +116,7 @@ impl AppState {
             reads: Pool::new("tidal-read", cores)?,
             writes: Pool::new("tidal-write", cores)?,
             scatter: Pool::new("tidal-scatter", scatter)?,
+            forwarded: Pool::new("tidal-forwarded", scatter)?,
         })))
     }
 }

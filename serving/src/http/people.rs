@@ -132,6 +132,7 @@ pub async fn put_user(
 pub async fn get_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
@@ -151,11 +152,15 @@ pub async fn get_user(
         let view = snapshot_with(&state, min_lsn, Reads::Everything).await?;
         let tidal = state.tidal.clone();
         // In a cluster the vector asks the other processes for embeddings: not on the pool
-        // that answers them.
-        let pool = if vector && tidal.peers().is_some() {
-            &state.scatter
-        } else {
-            &state.reads
+        // that answers them, and for a read another process forwarded here (its scatter
+        // thread waiting on this one) not on the pool whose threads wait on the others' either.
+        let pool = match (
+            vector && tidal.peers().is_some(),
+            headers.contains_key(crate::cluster::PEER_HEADER),
+        ) {
+            (false, _) => &state.reads,
+            (true, false) => &state.scatter,
+            (true, true) => &state.forwarded,
         };
         let found = pool
             .run(move || tidal.user_on(&view, &id, vector).map(|v| (v, id)))

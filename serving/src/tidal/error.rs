@@ -194,7 +194,7 @@ pub enum Error {
     /// answered as that process answered it.
     #[error("{message}")]
     Owner {
-        /// The owner's status (4xx, or 503).
+        /// The owner's status (400 or 503).
         status: u16,
         /// The owner's code, if it is one tidal answers.
         code: &'static str,

@@ -29,7 +29,7 @@ impl Tidal {
     /// WAL queue is waited out (the caller is slowed down rather than refused).
     pub fn signals(&self, signals: Vec<NewSignal>) -> Result<SignalsAck> {
         let record = self.signals_record(signals)?;
-        let c = self.wal.submit_blocking(vec![record])?;
+        let c = self.commit_blocking(vec![record])?;
         Ok(self.signals_ack(&c))
     }
 
@@ -309,11 +309,18 @@ impl Tidal {
     }
 
     fn commit(&self, records: Vec<Record>) -> Result<WriteAck> {
+        let c = self.commit_blocking(records)?;
+        Ok(self.write_ack(&c))
+    }
+
+    /// Appends records and waits until they are durable (and, in an event-clock cluster,
+    /// told to the other processes).
+    fn commit_blocking(&self, records: Vec<Record>) -> Result<Commit> {
         let c = self.wal.submit_blocking(records)?;
         if let Some(peers) = self.floor_peers() {
             Self::tell_floor(peers, c.time);
         }
-        Ok(self.write_ack(&c))
+        Ok(c)
     }
 
     /// In a cluster on the event clock, the peers a commit's time is told to before it is

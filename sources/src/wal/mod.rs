@@ -125,6 +125,10 @@ pub struct Resume {
     pub signals: u64,
     /// The dedup window's copy ([`WalHandle::dedup_snapshot`]), if any.
     pub dedup: Option<Vec<u8>>,
+    /// The frontier the checkpoint was taken at: every later batch is stamped at or above
+    /// it, even when this log's last batch lies further below it (in an event-clock cluster
+    /// the feed may have been sealed past it by another process's commit).
+    pub frontier: tidal_core::time::Time,
 }
 
 /// The acknowledgement of one submission.

@@ -46,7 +46,10 @@ impl Wal {
     ) -> Result<WalHandle, WalError> {
         opts.validate()?;
         let rec = recover(&opts, &mut on_recovered)?;
-        let clock = CommitClock::restore(opts.clock, rec.last_time);
+        let mut clock = CommitClock::restore(opts.clock, rec.last_time);
+        if let Some(r) = &opts.resume {
+            clock.raise_floor(r.frontier);
+        }
         writer::spawn(opts, feed, rec, clock)
     }
 }
