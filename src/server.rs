@@ -165,6 +165,21 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     }
     let tidal = Arc::new(opened?);
     let state = AppState::new(tidal.clone()).map_err(io)?;
+    if tidal.peers().is_some() && tidal.config().engine.clock == ClockMode::Event {
+        // What each process recovered becomes visible once every process has told the
+        // others of its last batch (the others answer 503 until they serve: ask again).
+        let announcing = Arc::downgrade(&tidal);
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while let Some(Err(e)) = announcing.upgrade().map(|t| t.announce_last_batch()) {
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(error = %e, "could not tell the other processes of the recovered log");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+    }
     let watch = tidal.clone();
     if watch.peers().is_some() {
         quiet_cluster_panics();

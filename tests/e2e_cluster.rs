@@ -454,6 +454,15 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     });
     assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
     let procs = [p0, p1];
+    // What was acknowledged before the kill is visible again without a write or a clock
+    // move: each process tells the others of the last batch it recovered.
+    for s in &procs {
+        wait_until(
+            "the writes before the kill, visible again",
+            Duration::from_secs(20),
+            || s.get(&format!("/v1/items/ordered?min_lsn={put}")).0 == 200,
+        );
+    }
     let (status, v) = procs[0].post("/v1/clock", &json!({ "advance_to": clock + 1 }));
     assert_eq!(status, 200, "{v}");
     for s in &procs {
@@ -670,6 +679,24 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
     assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
     assert_eq!(both(&p0), before, "process 0 after the restart");
     assert_eq!(both(&p1), before, "process 1 after the restart");
+    // A bare `min_lsn` is an LSN of the process asked, the item's owner or not: each process
+    // writes past the other's last LSN, then reads the item with its own.
+    let procs = [&p0, &p1];
+    for (p, s) in procs.iter().enumerate() {
+        let other = procs[1 - p].get("/healthz").1["lsn"].as_u64().expect("lsn");
+        let mut lsn = 0;
+        for n in 0.. {
+            if lsn > other + 10 {
+                break;
+            }
+            let id = format!("pad-{p}-{n}");
+            let (status, ack) = s.post("/v1/signals", &json!({"type": "view", "item": "pad", "id": id}));
+            assert_eq!(status, 200, "{ack}");
+            lsn = ack["lsn"].as_u64().expect("lsn");
+        }
+        let (status, v) = s.get(&format!("/v1/items/x?min_lsn={lsn}"));
+        assert_eq!(status, 200, "process {p}, its own LSN {lsn}: {v}");
+    }
     // A bad parameter is the asker's 400 on either process, the item's owner or not; a token
     // past what its process has written is the owner's own answer (400 for its own log, 503
     // after waiting for another's), never a 502 from the process that forwarded it.
@@ -684,6 +711,42 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
                 "{status} {v}"
             );
         }
+    }
+}
+
+/// On the event clock an idle process does not move on its own: after a kill -9 and a
+/// restart, what one process recovered past the other's last batch is visible once each has
+/// told the others of its last batch, with no write or clock move.
+#[test]
+fn an_event_clock_cluster_shows_what_it_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::new(dir.path());
+    let [p0, p1] = cluster.start(dir.path());
+    let (status, ack) = p0.post("/v1/signals", &json!({"type": "like", "item": "a", "ts": BASE}));
+    assert_eq!(status, 200, "{ack}");
+    let mut last = String::new();
+    for i in 1..=5u64 {
+        let body = json!({"type": "like", "item": format!("b{i}"), "ts": BASE + i * 1000});
+        let (status, ack) = p1.post("/v1/signals", &body);
+        assert_eq!(status, 200, "{ack}");
+        last = ack["token"].as_str().expect("token").to_string();
+    }
+    let pid = p0.child.id();
+    p1.kill9();
+    wait_until("process 0 to stop serving", Duration::from_secs(20), || {
+        ureq::get(&p0.url("/healthz")).call().is_err()
+    });
+    let p1 = cluster.launch(dir.path(), 1).wait();
+    wait_until("process 0 to serve again", Duration::from_secs(30), || {
+        ureq::get(&p0.url("/healthz")).call().is_ok()
+    });
+    assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
+    for s in [&p0, &p1] {
+        wait_until("process 1's writes, visible again", Duration::from_secs(20), || {
+            s.get(&format!("/v1/rankings?profile=top&min_lsn={last}")).0 == 200
+        });
+        let top = s.ranking(&format!("profile=top&signal=like&limit=10&min_lsn={last}"));
+        assert_eq!(top.len(), 6, "{top:?}");
     }
 }
 

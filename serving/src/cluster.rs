@@ -234,12 +234,18 @@ impl Peers {
         self.entity(process, &format!("/v1/users/{}", urlencode(id)), query)
     }
 
-    /// `GET path?query` on process `process`; `None` on 404.
+    /// `GET path?query` on process `process`; `None` on 404. A bare `min_lsn` is an LSN of
+    /// this process's log, so it goes as `P:LSN`.
     fn entity(&self, process: usize, path: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
         let mut path = path.to_string();
         for (i, (k, v)) in query.iter().enumerate() {
             path.push(if i == 0 { '?' } else { '&' });
-            path.push_str(&format!("{}={}", urlencode(k), urlencode(v)));
+            let v = if k == "min_lsn" && !v.contains(':') {
+                format!("{}:{v}", self.process)
+            } else {
+                v.clone()
+            };
+            path.push_str(&format!("{}={}", urlencode(k), urlencode(&v)));
         }
         match self.get(process, &path).call() {
             Ok(resp) => {

@@ -353,6 +353,19 @@ impl Tidal {
         Ok(())
     }
 
+    /// In an event-clock cluster, tells the other processes of this log's last batch, as a
+    /// commit is told: after a restart their parts of the frontier then pass what this log
+    /// recovered (an idle process does not move on its own). `Ok` when told, or when there
+    /// is nothing to tell; an error while another process cannot be reached yet (it answers
+    /// 503 while it starts): ask again.
+    pub fn announce_last_batch(&self) -> Result<()> {
+        let Some(peers) = self.floor_peers() else { return Ok(()) };
+        match self.wal.last_time() {
+            0 => Ok(()),
+            time => peers.push_floor(time),
+        }
+    }
+
     /// Tells the other processes of an event-clock cluster of a commit at logical time `time`
     /// ([`Peers::push_floor`](crate::cluster::Peers::push_floor)). The write is durable either
     /// way: a process that cannot be told is logged, not answered as a failed write (a
