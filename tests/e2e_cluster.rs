@@ -331,7 +331,9 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
     }
     // A user's state on any process (answered by its owner), with its preference vector
     // (the embeddings of items other processes own taken from them).
-    for (u, vector) in [(0, false), (1, false), (7, false), (1, true), (2, true)] {
+    // Its top creators are named by whichever process holds their items.
+    let users = (0..8).map(|u| (u, false)).chain([(1, true), (2, true)]);
+    for (u, vector) in users {
         let path = format!("/v1/users/v{u}{}", if vector { "?vector=1" } else { "" });
         let (_, mut want) = single.get(&path);
         if vector {
@@ -716,7 +718,8 @@ fn a_wall_clock_cluster_reads_its_writes_on_every_process() {
 
 /// On the event clock an idle process does not move on its own: after a kill -9 and a
 /// restart, what one process recovered past the other's last batch is visible once each has
-/// told the others of its last batch, with no write or clock move.
+/// told the others of its last batch, with no write or clock move. Then: a user's top
+/// creators are named whichever process holds their items.
 #[test]
 fn an_event_clock_cluster_shows_what_it_recovered() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -747,6 +750,35 @@ fn an_event_clock_cluster_shows_what_it_recovered() {
         });
         let top = s.ranking(&format!("profile=top&signal=like&limit=10&min_lsn={last}"));
         assert_eq!(top.len(), 6, "{top:?}");
+    }
+
+    // A user's top creators are named by whichever process holds their items: six users,
+    // each liking one creator's item, are owned by either process, and so are the items.
+    let mut tokens = Vec::new();
+    for k in 0..6u64 {
+        let (status, ack) = common::send(
+            ureq::put(&p0.url(&format!("/v1/items/made-{k}"))),
+            json!({ "creator": format!("maker-{k}") }).to_string(),
+            "application/json",
+        );
+        assert_eq!(status, 200, "{ack}");
+        let body = json!({"type": "like", "item": format!("made-{k}"), "user": format!("fan-{k}"), "ts": BASE + 5000});
+        let (status, ack) = p0.post("/v1/signals", &body);
+        assert_eq!(status, 200, "{ack}");
+        tokens.push(ack["token"].as_str().expect("token").to_string());
+    }
+    for s in [&p0, &p1] {
+        for (k, token) in tokens.iter().enumerate() {
+            let (status, v) = s.get(&format!("/v1/users/fan-{k}?min_lsn={token}"));
+            assert_eq!(status, 200, "{v}");
+            let top: Vec<&str> = v["top_creators"]
+                .as_array()
+                .expect("top_creators")
+                .iter()
+                .filter_map(|c| c["creator"].as_str())
+                .collect();
+            assert_eq!(top, [format!("maker-{k}")], "fan-{k}: {v}");
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! user pulled for their embeddings (`/v1/internal/embeddings`) before every process gathers
 //! its candidates (`/v1/internal/for_you`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tidal_core::config::ClusterConfig;
@@ -61,6 +62,13 @@ pub type Embeddings = Vec<(u32, Vec<u32>)>;
 pub struct FloorRequest {
     /// Its logical time.
     pub time: Time,
+}
+
+/// Creator ids by their hashes, asked of every process (each names those its items have).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CreatorsRequest {
+    /// The hashes.
+    pub hashes: Vec<u64>,
 }
 
 /// A user's state at a frontier, asked of its owner.
@@ -295,6 +303,17 @@ impl Peers {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// The names process `process` knows of the creators hashed `hashes`.
+    pub fn creator_names(&self, process: usize, hashes: &[u64]) -> Result<HashMap<u64, String>> {
+        let req = CreatorsRequest {
+            hashes: hashes.to_vec(),
+        };
+        match self.post(process, "/v1/internal/creators", &req)? {
+            Answer::At(names) => Ok(names),
+            Answer::Gone => Ok(HashMap::new()),
+        }
     }
 
     /// Moves the event clock of every other process to `ms`.

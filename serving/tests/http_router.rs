@@ -471,6 +471,7 @@ async fn openapi_documents_every_route() {
         ("post", "/v1/internal/embeddings"),
         ("post", "/v1/internal/text_stats"),
         ("post", "/v1/internal/floor"),
+        ("post", "/v1/internal/creators"),
     ];
     for (method, path) in spec_routes {
         assert!(

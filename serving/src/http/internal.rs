@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::handlers::{body, counted};
 use super::people::json_body;
-use crate::cluster::{EmbeddingsRequest, FloorRequest, TextStatsRequest, UserRequest};
+use crate::cluster::{CreatorsRequest, EmbeddingsRequest, FloorRequest, TextStatsRequest, UserRequest};
 use crate::query::cluster::ShareRequest;
 use crate::query::{MAX_LIMIT, MAX_OFFSET};
 use crate::{RankQuery, Tidal};
@@ -239,6 +239,48 @@ pub async fn post_floor(
         let req: FloorRequest = json_body(&raw, "floor request (field: time)")?;
         state.tidal.raise_floor(req.time)?;
         Ok(Json(json!({})).into_response())
+    }
+    .await;
+    counted(&state, result)
+}
+
+/// A peer's request for the names of creators by their hashes (a user's top creators whose
+/// items live here).
+#[utoipa::path(
+    post,
+    path = "/v1/internal/creators",
+    tag = "cluster",
+    request_body(content = Object, description = "hashes: creator id hashes"),
+    responses(
+        (status = 200, description = "hash -> name, for those this process knows", body = Object),
+        (status = 400, description = "too many hashes", body = super::ErrorBody),
+    )
+)]
+pub async fn post_creators(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        cluster_only(&state)?;
+        let raw = body(raw)?;
+        let req: CreatorsRequest = json_body(&raw, "creators request (field: hashes)")?;
+        // A user's creators: bounded by what one user's state holds in practice.
+        const MOST: usize = 100_000;
+        if req.hashes.len() > MOST {
+            return Err(ApiError::bad_request(
+                "bad_parameter",
+                format!(
+                    "hashes: {} is above the most one request names ({MOST})",
+                    req.hashes.len()
+                ),
+            ));
+        }
+        let view = state.tidal.view();
+        let names = state
+            .reads
+            .run(move || crate::query::creator_names(&view, &req.hashes))
+            .await?;
+        Ok(Json(json!(names)).into_response())
     }
     .await;
     counted(&state, result)

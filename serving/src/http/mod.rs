@@ -149,6 +149,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(internal::post_embeddings))
         .routes(routes!(internal::post_text_stats))
         .routes(routes!(internal::post_floor))
+        .routes(routes!(internal::post_creators))
 }
 
 /// The OpenAPI 3 document of every route.

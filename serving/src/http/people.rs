@@ -151,11 +151,12 @@ pub async fn get_user(
         }
         let view = snapshot_with(&state, min_lsn, Reads::Everything).await?;
         let tidal = state.tidal.clone();
-        // In a cluster the vector asks the other processes for embeddings: not on the pool
-        // that answers them, and for a read another process forwarded here (its scatter
-        // thread waiting on this one) not on the pool whose threads wait on the others' either.
+        // In a cluster a user's vector and top creators ask the other processes (embeddings,
+        // names): not on the pool that answers them, and for a read another process forwarded
+        // here (its scatter thread waiting on this one) not on the pool whose threads wait on
+        // the others' either.
         let pool = match (
-            vector && tidal.peers().is_some(),
+            tidal.peers().is_some(),
             headers.contains_key(crate::cluster::PEER_HEADER),
         ) {
             (false, _) => &state.reads,

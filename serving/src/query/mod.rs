@@ -34,7 +34,7 @@ pub use params::{
     Base, DEFAULT_LIMIT, Feature, MAX_LIMIT, MAX_OFFSET, RankParams, Term, encode_cursor, parse_cohort, parse_flag,
     parse_min_lsn,
 };
-pub use user::{CreatorAffinity, UserInfo, user_view};
+pub use user::{CreatorAffinity, UserInfo, creator_names, user_view};
 
 use score::Scorer;
 

@@ -51,6 +51,47 @@ pub struct UserInfo {
     pub pulls: usize,
     /// The state read.
     pub as_of: AsOf,
+    /// Creators with a positive affinity whose names no local shard knows (by id hash): in a
+    /// cluster their items live on other processes, which name them.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub unnamed: Vec<(u64, f64)>,
+}
+
+impl UserInfo {
+    /// Adds creators other processes named (`hash → name`) to `top_creators`, keeping the
+    /// best ten by affinity, then name.
+    pub fn name_creators(&mut self, names: &HashMap<u64, String>) {
+        for (hash, affinity) in std::mem::take(&mut self.unnamed) {
+            if let Some(creator) = names.get(&hash) {
+                self.top_creators.push(CreatorAffinity {
+                    creator: creator.clone(),
+                    affinity,
+                });
+            }
+        }
+        self.top_creators.sort_by(|a, b| {
+            b.affinity
+                .total_cmp(&a.affinity)
+                .then_with(|| a.creator.cmp(&b.creator))
+        });
+        self.top_creators.truncate(TOP_CREATORS);
+    }
+}
+
+/// The names of those of `hashes` (creator id hashes) that the local shards of `view` know.
+pub fn creator_names(view: &View, hashes: &[u64]) -> HashMap<u64, String> {
+    let wanted: std::collections::HashSet<u64> = hashes.iter().copied().collect();
+    let mut out = HashMap::new();
+    for s in &view.shards {
+        for c in s.postings().values_of(Field::Creator) {
+            let h = id_hash(c);
+            if wanted.contains(&h) {
+                out.entry(h).or_insert_with(|| c.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// Creators listed in `top_creators`.
@@ -93,6 +134,11 @@ pub fn user_view(view: &View, config: &Config, id: &str, vector: bool) -> Option
         }
     }
     names.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let unnamed: Vec<(u64, f64)> = ranked
+        .iter()
+        .filter(|(h, _)| !names.iter().any(|(_, n)| id_hash(n) == *h))
+        .copied()
+        .collect();
     Some(UserInfo {
         id: id.to_string(),
         attributes,
@@ -116,5 +162,6 @@ pub fn user_view(view: &View, config: &Config, id: &str, vector: bool) -> Option
                 .count()
         },
         as_of: AsOf { clock, lsn: view.lsn() },
+        unnamed,
     })
 }

@@ -160,11 +160,11 @@ impl Tidal {
     }
 
     /// [`user`](Self::user) on a given state, with the preference vector when `vector`. In
-    /// a cluster the vector takes the embeddings of items other processes own from them (a
-    /// blocking request to each), as `for_you` does.
+    /// a cluster the vector takes the embeddings of items other processes own from them, and
+    /// the top creators their names (blocking requests to each), as `for_you` does.
     pub fn user_on(&self, view: &tidal_sinks::View, id: &str, vector: bool) -> Result<Option<UserInfo>> {
         self.check_user_id(id)?;
-        let Some(peers) = self.peers.as_ref().filter(|_| vector) else {
+        let Some(peers) = self.peers.as_ref() else {
             return Ok(query::user_view(view, &self.config, id, vector));
         };
         let mut view = view.clone();
@@ -172,6 +172,17 @@ impl Tidal {
             let Some(mut info) = query::user_view(&view, &self.config, id, false) else {
                 return Ok(None);
             };
+            if !info.unnamed.is_empty() {
+                let hashes: Vec<u64> = info.unnamed.iter().map(|(h, _)| *h).collect();
+                let mut names = std::collections::HashMap::new();
+                for p in peers.others() {
+                    names.extend(peers.creator_names(p, &hashes)?);
+                }
+                info.name_creators(&names);
+            }
+            if !vector {
+                return Ok(Some(info));
+            }
             let user = view.shard_of(id).and_then(|s| s.user(tidal_core::flow::id_hash(id)));
             if let Some(v) = self.preference_cluster(peers, &view, user.map(|u| &**u))? {
                 info.vector = Some(v);
