@@ -35,6 +35,17 @@ fn cluster_only(state: &AppState) -> Result<(), ApiError> {
     ))
 }
 
+/// A peer's request body as a `T` (only in a cluster); `what` names it in a 400.
+fn peer_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    raw: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
+    cluster_only(state)?;
+    let raw = body(raw)?;
+    json_body(&raw, what)
+}
+
 fn gone(frontier: Time) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
@@ -65,9 +76,7 @@ fn share_request(
     state: &AppState,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<(crate::query::RankParams, ShareRequest), ApiError> {
-    cluster_only(state)?;
-    let raw = body(raw)?;
-    let req: ShareRequest = json_body(&raw, "share request")?;
+    let req: ShareRequest = peer_request(state, raw, "share request")?;
     // A share is at most a page past the deepest offset served (and it sizes the text
     // search's collector).
     let most = MAX_OFFSET + MAX_LIMIT + 1;
@@ -153,9 +162,7 @@ pub async fn post_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        cluster_only(&state)?;
-        let raw = body(raw)?;
-        let req: UserRequest = json_body(&raw, "user state request (fields: frontier, id)")?;
+        let req: UserRequest = peer_request(&state, raw, "user state request (fields: frontier, id)")?;
         at_frontier(&state, req.frontier, 0, move |tidal, view| {
             Ok(tidal.user_state_on(view, &req.id))
         })
@@ -181,9 +188,7 @@ pub async fn post_embeddings(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        cluster_only(&state)?;
-        let raw = body(raw)?;
-        let req: EmbeddingsRequest = json_body(&raw, "embeddings request (fields: frontier, keys)")?;
+        let req: EmbeddingsRequest = peer_request(&state, raw, "embeddings request (fields: frontier, keys)")?;
         at_frontier(&state, req.frontier, 0, move |tidal, view| {
             Ok(tidal.embeddings_on(view, &req.keys))
         })
@@ -206,9 +211,7 @@ pub async fn post_text_stats(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        cluster_only(&state)?;
-        let raw = body(raw)?;
-        let req: TextStatsRequest = json_body(&raw, "text statistics request (fields: q, now)")?;
+        let req: TextStatsRequest = peer_request(&state, raw, "text statistics request (fields: q, now)")?;
         let tidal = state.tidal.clone();
         let stats = state.reads.run(move || tidal.text_stats(&req.q, req.now)).await?;
         Ok(Json(json!(stats)).into_response())
@@ -234,9 +237,7 @@ pub async fn post_floor(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        cluster_only(&state)?;
-        let raw = body(raw)?;
-        let req: FloorRequest = json_body(&raw, "floor request (field: time)")?;
+        let req: FloorRequest = peer_request(&state, raw, "floor request (field: time)")?;
         state.tidal.raise_floor(req.time)?;
         Ok(Json(json!({})).into_response())
     }
@@ -261,9 +262,7 @@ pub async fn post_creators(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        cluster_only(&state)?;
-        let raw = body(raw)?;
-        let req: CreatorsRequest = json_body(&raw, "creators request (field: hashes)")?;
+        let req: CreatorsRequest = peer_request(&state, raw, "creators request (field: hashes)")?;
         // A user's creators: bounded by what one user's state holds in practice.
         const MOST: usize = 100_000;
         if req.hashes.len() > MOST {

@@ -70,13 +70,18 @@ impl UserInfo {
                 });
             }
         }
-        self.top_creators.sort_by(|a, b| {
-            b.affinity
-                .total_cmp(&a.affinity)
-                .then_with(|| a.creator.cmp(&b.creator))
-        });
-        self.top_creators.truncate(TOP_CREATORS);
+        best_creators(&mut self.top_creators);
     }
+}
+
+/// Keeps the best [`TOP_CREATORS`] of `creators`, by affinity, then name.
+fn best_creators(creators: &mut Vec<CreatorAffinity>) {
+    creators.sort_by(|a, b| {
+        b.affinity
+            .total_cmp(&a.affinity)
+            .then_with(|| a.creator.cmp(&b.creator))
+    });
+    creators.truncate(TOP_CREATORS);
 }
 
 /// The names of those of `hashes` (creator id hashes) that the local shards of `view` know.
@@ -115,30 +120,25 @@ pub fn user_view(view: &View, config: &Config, id: &str, vector: bool) -> Option
     }
     let clock = view.clock_ms();
     let h = config.personalization.affinity_half_life.ms();
-    let mut ranked: Vec<(u64, f64)> = u
+    let ranked: Vec<(u64, f64)> = u
         .creators()
         .map(|c| (c, u.affinity_at(c, h, clock)))
         .filter(|(_, a)| *a > 0.0)
         .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     // Creator ids from their hashes: every creator with a listable item is in a posting list.
-    let wanted: HashMap<u64, f64> = ranked.iter().copied().collect();
-    let mut names: Vec<(f64, String)> = Vec::new();
-    for s in &view.shards {
-        for c in s.postings().values_of(Field::Creator) {
-            if let Some(a) = wanted.get(&id_hash(c))
-                && !names.iter().any(|(_, n)| n == c)
-            {
-                names.push((*a, c.to_string()));
-            }
+    let hashes: Vec<u64> = ranked.iter().map(|(c, _)| *c).collect();
+    let named = creator_names(view, &hashes);
+    let (mut top_creators, mut unnamed) = (Vec::new(), Vec::new());
+    for (hash, affinity) in ranked {
+        match named.get(&hash) {
+            Some(creator) => top_creators.push(CreatorAffinity {
+                creator: creator.clone(),
+                affinity,
+            }),
+            None => unnamed.push((hash, affinity)),
         }
     }
-    names.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let unnamed: Vec<(u64, f64)> = ranked
-        .iter()
-        .filter(|(h, _)| !names.iter().any(|(_, n)| id_hash(n) == *h))
-        .copied()
-        .collect();
+    best_creators(&mut top_creators);
     Some(UserInfo {
         id: id.to_string(),
         attributes,
@@ -148,11 +148,7 @@ pub fn user_view(view: &View, config: &Config, id: &str, vector: bool) -> Option
         hidden: u.count(HIDDEN),
         follows: u.follows().cloned().collect(),
         blocks: u.blocks().cloned().collect(),
-        top_creators: names
-            .into_iter()
-            .take(TOP_CREATORS)
-            .map(|(affinity, creator)| CreatorAffinity { creator, affinity })
-            .collect(),
+        top_creators,
         vector: vector.then(|| super::foryou::preference(view, u, config)),
         pulls: {
             let p = &config.personalization;

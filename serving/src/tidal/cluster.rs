@@ -158,7 +158,7 @@ impl Tidal {
     pub(super) fn rank_cluster(
         &self,
         peers: &Peers,
-        mut view: View,
+        view: View,
         params: &RankParams,
         pairs: &[(String, String)],
     ) -> Result<Ranking> {
@@ -174,9 +174,22 @@ impl Tidal {
             }
             None => None,
         };
+        self.at_common_state(peers, view, |view| {
+            self.rank_cluster_at(peers, view, params, pairs, text.as_ref())
+        })
+    }
+
+    /// `f` on `view`, or on a newer state while `f` finds that a process no longer holds the
+    /// one it was given (`None`); a newer state still holds whatever a read waited for.
+    pub(super) fn at_common_state<T>(
+        &self,
+        peers: &Peers,
+        mut view: View,
+        mut f: impl FnMut(&View) -> Result<Option<T>>,
+    ) -> Result<T> {
         for _ in 0..CLUSTER_ATTEMPTS {
-            if let Some(r) = self.rank_cluster_at(peers, &view, params, pairs, text.as_ref())? {
-                return Ok(r);
+            if let Some(found) = f(&view)? {
+                return Ok(found);
             }
             view = self.view();
         }

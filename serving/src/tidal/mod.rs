@@ -10,6 +10,7 @@
 //! need a tokio runtime and never block a thread): a full queue or a dataflow too far behind
 //! is refused with [`Error::Overloaded`] instead of waited out.
 
+mod addresses;
 mod cluster;
 mod error;
 mod extras;
@@ -152,46 +153,6 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("wal")
 }
 
-/// The HTTP address this process tells the others of its cluster: `server.listen`, with an
-/// unspecified host (`0.0.0.0`, `[::]`) replaced by the host of its own timely address.
-///
-/// A loopback address would send processes on other hosts to themselves: when the host file
-/// leaves HTTP addresses out and this process's timely address is not on loopback, one is
-/// refused.
-fn told_http(config: &Config) -> Result<String> {
-    let listen = &config.server.listen;
-    let own = config.cluster.processes.get(config.cluster.process_id);
-    let told = match (listen.parse::<std::net::SocketAddr>(), own) {
-        (Ok(addr), Some(own)) if addr.ip().is_unspecified() => match own.timely.rsplit_once(':') {
-            Some((host, _)) => format!("{host}:{}", addr.port()),
-            None => listen.clone(),
-        },
-        _ => listen.clone(),
-    };
-    let loopback = |host_port: &str| {
-        let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    };
-    let learned = config.cluster.processes.iter().any(|p| p.http.is_empty());
-    if let Some(own) = own
-        && learned
-        && loopback(&told)
-        && !loopback(&own.timely)
-    {
-        return Err(Error::Config(tidal_core::Error::Config {
-            field: "server.listen".into(),
-            message: format!(
-                "{told} is a loopback address, which the other processes of the cluster (this one's timely \
-                 address is {}) would take for themselves: listen on an address they reach (--listen \
-                 HOST:PORT, or 0.0.0.0:PORT with an auth token), or give HTTP addresses in the host file",
-                own.timely
-            ),
-        }));
-    }
-    Ok(told)
-}
-
 impl Tidal {
     /// Opens (creating if needed) the data directory `config.engine.data_dir`: verifies and
     /// recovers the WAL into a new dataflow, and returns once everything recovered is visible
@@ -235,7 +196,7 @@ impl Tidal {
                 None,
                 Some(Agreement::new(
                     checkpoint::verified(&ckpt_dir, &layout),
-                    told_http(&config)?,
+                    addresses::told_http(&config)?,
                 )),
                 Some(Arc::new(RunLog::default())),
             ),
@@ -297,25 +258,7 @@ impl Tidal {
                 checkpointer.set_latest(m.clone());
             }
             // The HTTP addresses the host file left out, as each process told its own.
-            if config.cluster.processes.iter().any(|p| p.http.is_empty()) {
-                let told = agreement.addresses();
-                let mut cluster = config.cluster.clone();
-                for (i, p) in cluster.processes.iter_mut().enumerate() {
-                    if p.http.is_empty() {
-                        match told.get(i).filter(|a| !a.is_empty()) {
-                            Some(a) => p.http.clone_from(a),
-                            None => {
-                                return Err(Error::DataflowStopped(format!(
-                                    "process {i} of the cluster did not tell its HTTP address"
-                                )));
-                            }
-                        }
-                    }
-                }
-                tracing::info!(
-                    addresses = ?cluster.processes.iter().map(|p| p.http.as_str()).collect::<Vec<_>>(),
-                    "the processes' HTTP addresses, as each told its own"
-                );
+            if let Some(cluster) = addresses::learned(&config.cluster, &agreement.addresses())? {
                 peers = Peers::new(&cluster, config.server.auth_token.clone()).map(Arc::new);
             }
             let indexes;
@@ -653,39 +596,5 @@ fn lock_dir(dir: &Path) -> Result<File> {
             path: dir.to_path_buf(),
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(Error::Io { path, source }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tidal_core::config::ClusterConfig;
-
-    fn cluster(hosts: &str, id: usize, listen: &str) -> Config {
-        let mut c = Config::default_filled();
-        c.cluster = ClusterConfig::parse_hostfile(hosts, id).expect("hosts");
-        c.server.listen = listen.into();
-        c
-    }
-
-    #[test]
-    fn the_http_address_a_process_tells_the_others() {
-        // An unspecified host is replaced by the host of its timely address.
-        let c = cluster("10.0.0.1:7800\n10.0.0.2:7800\n", 1, "0.0.0.0:7700");
-        assert_eq!(told_http(&c).expect("told"), "10.0.0.2:7700");
-        // On loopback, loopback is what the others reach.
-        let c = cluster("127.0.0.1:7800\n127.0.0.1:7801\n", 0, "127.0.0.1:7700");
-        assert_eq!(told_http(&c).expect("told"), "127.0.0.1:7700");
-        // Loopback told to processes on other hosts would send them to themselves.
-        let c = cluster("10.0.0.1:7800\n10.0.0.2:7800\n", 0, "127.0.0.1:7700");
-        let e = told_http(&c).expect_err("refused").to_string();
-        assert!(e.contains("server.listen") && e.contains("loopback"), "{e}");
-        // With the HTTP addresses in the host file, nothing is told that matters.
-        let c = cluster(
-            "10.0.0.1:7800 10.0.0.1:7700\n10.0.0.2:7800 10.0.0.2:7700\n",
-            0,
-            "127.0.0.1:7700",
-        );
-        assert!(told_http(&c).is_ok());
     }
 }

@@ -167,10 +167,9 @@ impl Tidal {
         let Some(peers) = self.peers.as_ref() else {
             return Ok(query::user_view(view, &self.config, id, vector));
         };
-        let mut view = view.clone();
-        for _ in 0..super::CLUSTER_ATTEMPTS {
-            let Some(mut info) = query::user_view(&view, &self.config, id, false) else {
-                return Ok(None);
+        self.at_common_state(peers, view.clone(), |view| {
+            let Some(mut info) = query::user_view(view, &self.config, id, false) else {
+                return Ok(Some(None));
             };
             if !info.unnamed.is_empty() {
                 let hashes: Vec<u64> = info.unnamed.iter().map(|(h, _)| *h).collect();
@@ -181,20 +180,13 @@ impl Tidal {
                 info.name_creators(&names);
             }
             if !vector {
-                return Ok(Some(info));
+                return Ok(Some(Some(info)));
             }
             let user = view.shard_of(id).and_then(|s| s.user(tidal_core::flow::id_hash(id)));
-            if let Some(v) = self.preference_cluster(peers, &view, user.map(|u| &**u))? {
+            Ok(self.preference_cluster(peers, view, user.map(|u| &**u))?.map(|v| {
                 info.vector = Some(v);
-                return Ok(Some(info));
-            }
-            // A process no longer holds this state: a newer one (it still holds what the
-            // read waited for).
-            view = self.view();
-        }
-        Err(Error::Peer {
-            process: peers.process(),
-            message: "the processes found no common serving state".into(),
+                Some(info)
+            }))
         })
     }
 
