@@ -208,6 +208,21 @@ fn bad_parameters_are_named() {
             "undeclared_half_life",
             "half_life",
         ),
+        (&[("profile", "hot"), ("window", "1h")], "invalid_parameter", "window"),
+        (&[("half_life", "1h")], "invalid_parameter", "half_life"),
+        (&[("profile", "viral"), ("half_life", "24h")], "invalid_parameter", "half_life"),
+        (&[("profile", "top"), ("window", "24h")], "invalid_parameter", "window"),
+        (&[("profile", "new"), ("signal", "view")], "invalid_parameter", "signal"),
+        (
+            &[("profile", "for_you"), ("user", "u1"), ("window", "24h")],
+            "invalid_parameter",
+            "window",
+        ),
+        (
+            &[("profile", "following"), ("user", "u1"), ("signals", "like:1")],
+            "invalid_parameter",
+            "signals",
+        ),
         (&[("limit", "1001")], "limit_too_large", "limit"),
         (&[("limit", "0")], "invalid_parameter", "limit"),
         (&[("limit", "ten")], "invalid_parameter", "limit"),
@@ -240,6 +255,12 @@ fn bad_parameters_are_named() {
             "{q:?}: the message names the parameter: {e}"
         );
     }
+    let e = parse(&[("profile", "hot"), ("window", "1h")]).unwrap_err();
+    assert!(e.to_string().contains("half_life="), "says what hot reads instead: {e}");
+    // What a profile reads is taken.
+    parse(&[("profile", "following"), ("user", "u1"), ("half_life", "24h"), ("signal", "like")]).expect("following by hot");
+    parse(&[("profile", "viral"), ("window", "24h")]).expect("a declared rising profile's window");
+    parse(&[("profile", "top"), ("signals", "view:1,like:2")]).expect("top's signals");
     let e = parse(&[("profile", "for_you")]).unwrap_err();
     assert!(e.to_string().contains("needs user="), "{e}");
     let p = parse(&[("profile", "for_you"), ("user", "u1")]).expect("for_you with a user");

@@ -245,6 +245,7 @@ impl RankParams {
         let weights = weights(get("signal"), get("signals"), def, config)?;
         let window = duration("window", get("window"))?.or(def.and_then(|d| d.window));
         let half_life = duration("half_life", get("half_life"))?.or(def.and_then(|d| d.half_life));
+        inapplicable(base, &profile, half_life.is_some(), get)?;
         let terms = terms(base, &weights, window, half_life, config)?;
         let max_per_creator = match get("max_per_creator") {
             Some(v) => Some(positive("max_per_creator", v)?),
@@ -362,6 +363,40 @@ impl RankParams {
             profile_given: get("profile").is_some(),
         })
     }
+}
+
+/// Refuses a query's `window`, `half_life`, `signal` or `signals` that its profile's base
+/// does not read: ignored, it would answer a ranking other than the one asked for without
+/// saying so. (A declared profile's own fields are checked at start.)
+fn inapplicable<'a>(
+    base: Base,
+    profile: &str,
+    half_life: bool,
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), QueryError> {
+    let reads = |param: &str| match param {
+        "window" => matches!(base, Base::Trending | Base::Rising),
+        "half_life" => matches!(base, Base::Hot | Base::ForYou | Base::Following),
+        _ => base != Base::New && (base != Base::Following || half_life),
+    };
+    for param in ["window", "half_life", "signal", "signals"] {
+        if get(param).is_some() && !reads(param) {
+            let what = match base {
+                Base::Trending | Base::Rising => "counts over a window (window=), not a half-life",
+                Base::Hot => "decayed scores at a half-life (half_life=), not a window",
+                Base::ForYou => "a popularity term decayed at a half-life (half_life=), not a window",
+                Base::Following if param == "window" => "the followed creators' items newest first, or by their decayed score with half_life=",
+                Base::Following => "the followed creators' items newest first; signal weights apply with half_life=",
+                Base::Top => "all-time totals, with neither a window nor a half-life",
+                Base::New => "creation time, with no signal, window or half-life",
+            };
+            return Err(invalid(
+                param,
+                format!("{param}: profile {profile:?} ({}) ranks by {what}", base.as_str()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `cohort=dimension:value,dimension:value` (each dimension declared, at most once),
