@@ -358,6 +358,19 @@ fn a_two_process_cluster_ranks_exactly_like_one_process() {
             got.as_object_mut().expect("item").remove("as_of");
             assert_eq!(got, want, "{path}");
         }
+        // Both processes answer the owner's bytes: the same fields in the same order.
+        let raw: Vec<String> = procs
+            .iter()
+            .map(|s| {
+                ureq::get(&s.url(&path))
+                    .call()
+                    .expect("item read")
+                    .into_string()
+                    .expect("body")
+            })
+            .collect();
+        assert_eq!(raw[0], raw[1], "{path}");
+        assert!(raw[0].starts_with("{\"id\":"), "the item's id first: {}", raw[0]);
     }
 
     // Read-your-writes across processes: a write on process 1, read on process 0 with its

@@ -34,6 +34,11 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// cluster waits for it).
 const FLOOR_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A body another process answered with 200, JSON checked but kept as its text, so that a
+/// read it owns is answered here byte for byte as there.
+#[derive(Clone, Debug)]
+pub struct OwnerJson(pub String);
+
 /// The HTTP side of the other processes.
 #[derive(Debug)]
 pub struct Peers {
@@ -232,19 +237,20 @@ impl Peers {
         }
     }
 
-    /// An item's view from the process that owns it (`None`: unknown there), as JSON.
-    pub fn item(&self, process: usize, id: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
+    /// An item's view from the process that owns it (`None`: unknown there), the owner's
+    /// JSON as it answered it (its fields in its order).
+    pub fn item(&self, process: usize, id: &str, query: &[(String, String)]) -> Result<Option<OwnerJson>> {
         self.entity(process, &format!("/v1/items/{}", urlencode(id)), query)
     }
 
     /// `GET /v1/users/{id}` on process `process` (its owner); `None` on 404.
-    pub fn user(&self, process: usize, id: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
+    pub fn user(&self, process: usize, id: &str, query: &[(String, String)]) -> Result<Option<OwnerJson>> {
         self.entity(process, &format!("/v1/users/{}", urlencode(id)), query)
     }
 
     /// `GET path?query` on process `process`; `None` on 404. A bare `min_lsn` is an LSN of
     /// this process's log, so it goes as `P:LSN`.
-    fn entity(&self, process: usize, path: &str, query: &[(String, String)]) -> Result<Option<serde_json::Value>> {
+    fn entity(&self, process: usize, path: &str, query: &[(String, String)]) -> Result<Option<OwnerJson>> {
         let mut path = path.to_string();
         for (i, (k, v)) in query.iter().enumerate() {
             path.push(if i == 0 { '?' } else { '&' });
@@ -258,9 +264,9 @@ impl Peers {
         match self.get(process, &path).call() {
             Ok(resp) => {
                 let text = resp.into_string().map_err(|e| self.unavailable(process, e))?;
-                Ok(Some(
-                    serde_json::from_str(&text).map_err(|e| self.unavailable(process, e))?,
-                ))
+                // Checked, not rebuilt: a body that is not JSON is the peer's failure.
+                serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| self.unavailable(process, e))?;
+                Ok(Some(OwnerJson(text)))
             }
             Err(ureq::Error::Status(404, _)) => Ok(None),
             Err(ureq::Error::Status(status, resp)) => {

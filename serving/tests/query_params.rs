@@ -210,7 +210,11 @@ fn bad_parameters_are_named() {
         ),
         (&[("profile", "hot"), ("window", "1h")], "invalid_parameter", "window"),
         (&[("half_life", "1h")], "invalid_parameter", "half_life"),
-        (&[("profile", "viral"), ("half_life", "24h")], "invalid_parameter", "half_life"),
+        (
+            &[("profile", "viral"), ("half_life", "24h")],
+            "invalid_parameter",
+            "half_life",
+        ),
         (&[("profile", "top"), ("window", "24h")], "invalid_parameter", "window"),
         (&[("profile", "new"), ("signal", "view")], "invalid_parameter", "signal"),
         (
@@ -258,7 +262,13 @@ fn bad_parameters_are_named() {
     let e = parse(&[("profile", "hot"), ("window", "1h")]).unwrap_err();
     assert!(e.to_string().contains("half_life="), "says what hot reads instead: {e}");
     // What a profile reads is taken.
-    parse(&[("profile", "following"), ("user", "u1"), ("half_life", "24h"), ("signal", "like")]).expect("following by hot");
+    parse(&[
+        ("profile", "following"),
+        ("user", "u1"),
+        ("half_life", "24h"),
+        ("signal", "like"),
+    ])
+    .expect("following by hot");
     parse(&[("profile", "viral"), ("window", "24h")]).expect("a declared rising profile's window");
     parse(&[("profile", "top"), ("signals", "view:1,like:2")]).expect("top's signals");
     let e = parse(&[("profile", "for_you")]).unwrap_err();

@@ -54,6 +54,17 @@ pub(super) fn found_or_404<T: serde::Serialize>(what: &str, found: (Option<T>, S
     }
 }
 
+/// A read another process owns, answered as it answered it; 404 when it knows no such id.
+pub(super) fn forwarded_or_404(
+    what: &str,
+    found: (Option<crate::cluster::OwnerJson>, String),
+) -> Result<Response, ApiError> {
+    match found {
+        (Some(body), _) => Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body.0).into_response()),
+        (None, id) => Err(ApiError::not_found(format!("no {what} {id:?}"))),
+    }
+}
+
 /// Counts an error answer by code.
 pub(super) fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
     r.inspect_err(|e| {
@@ -295,7 +306,7 @@ pub async fn get_item(
                 .scatter
                 .run(move || peers.item(owner, &id, &forwarded).map(|v| (v, id)))
                 .await??;
-            return found_or_404("item", found);
+            return forwarded_or_404("item", found);
         }
         let snap = snapshot_with(&state, min_lsn, Reads::counting_cohort(cohort.is_some())).await?;
         let tidal = state.tidal.clone();

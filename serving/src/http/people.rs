@@ -15,7 +15,7 @@ use tidal_core::record::RelKind;
 
 use super::AppState;
 use super::error::ApiError;
-use super::handlers::{body, counted, found_or_404, query_pairs, snapshot_with, timed, with_ack};
+use super::handlers::{body, counted, forwarded_or_404, found_or_404, query_pairs, snapshot_with, timed, with_ack};
 use crate::Reads;
 use crate::query::UserInfo;
 
@@ -147,7 +147,7 @@ pub async fn get_user(
                 .scatter
                 .run(move || peers.user(owner, &id, &pairs).map(|v| (v, id)))
                 .await??;
-            return found_or_404("user", found);
+            return forwarded_or_404("user", found);
         }
         let view = snapshot_with(&state, min_lsn, Reads::Everything).await?;
         let tidal = state.tidal.clone();

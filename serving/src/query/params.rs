@@ -385,7 +385,9 @@ fn inapplicable<'a>(
                 Base::Trending | Base::Rising => "counts over a window (window=), not a half-life",
                 Base::Hot => "decayed scores at a half-life (half_life=), not a window",
                 Base::ForYou => "a popularity term decayed at a half-life (half_life=), not a window",
-                Base::Following if param == "window" => "the followed creators' items newest first, or by their decayed score with half_life=",
+                Base::Following if param == "window" => {
+                    "the followed creators' items newest first, or by their decayed score with half_life="
+                }
                 Base::Following => "the followed creators' items newest first; signal weights apply with half_life=",
                 Base::Top => "all-time totals, with neither a window nor a half-life",
                 Base::New => "creation time, with no signal, window or half-life",
