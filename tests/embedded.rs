@@ -145,6 +145,40 @@ fn drop_without_shutdown_then_reopen_keeps_every_write() {
     ));
 }
 
+/// The WAL records the configuration when it changes, not at every start: a start restored
+/// from the shutdown checkpoint (which covers the configuration record) writes nothing.
+#[test]
+fn an_unchanged_configuration_is_recorded_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open_shut = |c: Config| {
+        let tidal = Tidal::open(c).expect("open");
+        let lsn = tidal.stats().wal_lsn;
+        tidal.shutdown().expect("shutdown");
+        lsn
+    };
+    let first = {
+        let tidal = Tidal::open(config(dir.path())).expect("open");
+        tidal.signals(vec![NewSignal::new("view", "a")]).expect("write");
+        let lsn = tidal.stats().wal_lsn;
+        tidal.shutdown().expect("shutdown");
+        lsn
+    };
+    assert_eq!(open_shut(config(dir.path())), first, "a clean restart records nothing");
+    assert_eq!(open_shut(config(dir.path())), first, "nor a second one");
+    // Another setting is recorded once.
+    let mut other = config(dir.path());
+    other.server.read_your_writes_timeout_ms += 1;
+    assert_eq!(
+        open_shut(other.clone()),
+        first + 1,
+        "a changed configuration is recorded"
+    );
+    assert_eq!(open_shut(other.clone()), first + 1, "once");
+    // Without the note of the last one, the configuration is recorded again (to be sure).
+    std::fs::remove_file(dir.path().join("last-config.json")).expect("the note exists");
+    assert_eq!(open_shut(other), first + 2);
+}
+
 /// The same writes through the facade and through the real HTTP server give the same
 /// rankings (ids and scores) and item views.
 #[test]

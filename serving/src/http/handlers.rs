@@ -103,6 +103,27 @@ pub(super) async fn snapshot_with(
     })
 }
 
+/// Refuses a query parameter a read does not know (a typo, usually).
+pub(super) fn only_params(pairs: &[(String, String)], known: &[&str]) -> Result<(), ApiError> {
+    match pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        Some((k, _)) => Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!("unknown parameter {k:?}; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A read's `min_lsn` (`LSN`, or `PROCESS:LSN` in a cluster).
+pub(super) fn min_lsn_param(pairs: &[(String, String)]) -> Result<Option<(Option<usize>, u64)>, ApiError> {
+    Ok(pairs
+        .iter()
+        .find(|(k, _)| k == "min_lsn")
+        .map(|(_, v)| crate::query::parse_min_lsn(v))
+        .transpose()
+        .map_err(crate::Error::from)?)
+}
+
 pub(super) fn query_pairs(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Vec<(String, String)>, ApiError> {
@@ -242,11 +263,6 @@ pub async fn delete_item(
     counted(&state, result)
 }
 
-#[derive(Deserialize)]
-struct MinLsn {
-    min_lsn: Option<String>,
-}
-
 /// An item's metadata and every feature of every signal type.
 #[utoipa::path(
     get,
@@ -272,21 +288,8 @@ pub async fn get_item(
     let started = Instant::now();
     let result = async {
         let pairs = query_pairs(q)?;
-        let raw_min_lsn = serde_urlencoded::to_string(&pairs)
-            .ok()
-            .and_then(|s| serde_urlencoded::from_str::<MinLsn>(&s).ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    "min_lsn must be a non-negative integer or PROCESS:LSN",
-                )
-            })?
-            .min_lsn;
-        let min_lsn = raw_min_lsn
-            .as_deref()
-            .map(crate::query::parse_min_lsn)
-            .transpose()
-            .map_err(crate::Error::from)?;
+        only_params(&pairs, &["min_lsn", "cohort"])?;
+        let min_lsn = min_lsn_param(&pairs)?;
         state.tidal.check_item_id(&id)?;
         // Checked here before a peer is asked: a bad parameter is this request's 400, not a
         // peer's failure.

@@ -15,7 +15,10 @@ use tidal_core::record::RelKind;
 
 use super::AppState;
 use super::error::ApiError;
-use super::handlers::{body, counted, forwarded_or_404, found_or_404, query_pairs, snapshot_with, timed, with_ack};
+use super::handlers::{
+    body, counted, forwarded_or_404, found_or_404, min_lsn_param, only_params, query_pairs, snapshot_with, timed,
+    with_ack,
+};
 use crate::Reads;
 use crate::query::UserInfo;
 
@@ -221,15 +224,39 @@ pub async fn put_cohort(
     counted(&state, result)
 }
 
-/// The declared cohorts.
-#[utoipa::path(get, path = "/v1/cohorts", tag = "cohorts", responses((status = 200, description = "declared cohorts", body = Object)))]
-pub async fn get_cohorts(State(state): State<AppState>) -> Json<Value> {
-    let defs = state.tidal.cohorts();
-    let list: Vec<Value> = defs
-        .iter()
-        .map(|(name, rule)| json!({"name": name, "where": rule}))
-        .collect();
-    Json(json!({ "cohorts": list }))
+/// The declared cohorts (those of the schema and those declared since), as of a state
+/// that includes `min_lsn` when given.
+#[utoipa::path(
+    get,
+    path = "/v1/cohorts",
+    tag = "cohorts",
+    params(
+        ("min_lsn" = Option<String>, Query, description = "answer from a state that includes this LSN (or PROCESS:LSN)"),
+    ),
+    responses(
+        (status = 200, description = "declared cohorts", body = Object),
+        (status = 400, description = "a bad parameter, or min_lsn past the log", body = super::ErrorBody),
+        (status = 503, description = "min_lsn not visible in time", body = super::ErrorBody),
+    )
+)]
+pub async fn get_cohorts(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let pairs = query_pairs(q)?;
+        only_params(&pairs, &["min_lsn"])?;
+        let view = snapshot_with(&state, min_lsn_param(&pairs)?, Reads::Everything).await?;
+        let list: Vec<Value> = state
+            .tidal
+            .cohorts_on(&view)
+            .iter()
+            .map(|(name, rule)| json!({"name": name, "where": rule}))
+            .collect();
+        Ok(Json(json!({ "cohorts": list })))
+    }
+    .await;
+    counted(&state, result)
 }
 
 /// Drops a declared cohort.

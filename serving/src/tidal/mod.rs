@@ -14,6 +14,7 @@ mod addresses;
 mod cluster;
 mod error;
 mod extras;
+mod last_config;
 mod pipeline;
 mod read;
 mod restore;
@@ -284,7 +285,7 @@ impl Tidal {
         }
 
         let mut recovered_records = 0u64;
-        let mut last_config: Option<String> = None;
+        let mut last_config: Option<(u64, String)> = None;
         let feed = pipeline.feed().clone();
         // Nobody reads until the log is recovered: the dataflow may take it in large runs,
         // and the nearest-item indexes wait (they fill once the process serves).
@@ -301,7 +302,7 @@ impl Tidal {
             recovered_records += batch.records.len() as u64;
             for r in &batch.records {
                 if let Record::Config { toml } = &r.record {
-                    last_config = Some(toml.clone());
+                    last_config = Some((r.lsn, toml.clone()));
                 }
             }
             feed.push(Arc::new(batch));
@@ -368,12 +369,17 @@ impl Tidal {
             dimension: Mutex::new(write::Dimension::fixed_at(dimension)),
             _lock: lock,
         };
-        // The WAL records the configuration in force, so replay can use it as its baseline
-        // (a restored checkpoint covers the records before it: write it again if unsure).
+        // The WAL records the configuration in force, so replay can use it as its baseline:
+        // the last one in the records recovered after the checkpoint, else the one
+        // `last-config.json` names (written again if neither is known).
         // Where the data directory is, how many workers run it and where it listens change
         // no answer: the same directory spelled another way, opened by `tidal checkpoint`
         // with another worker count, or served on another port, records nothing new.
         let toml = tidal.config.to_toml();
+        let recovered = last_config.clone();
+        let last_config = last_config
+            .map(|(_, t)| t)
+            .or_else(|| last_config::read(&data_dir, tidal.wal.last_lsn()));
         let same = last_config.as_deref().is_some_and(|last| {
             last == toml
                 || Config::parse(last).is_ok_and(|mut c| {
@@ -383,13 +389,22 @@ impl Tidal {
                     c.to_toml() == toml
                 })
         });
-        if !same {
-            let commit = tidal.wal.submit_blocking(vec![Record::Config { toml }])?;
+        let noted = if same {
+            recovered
+        } else {
+            let commit = tidal.wal.submit_blocking(vec![Record::Config { toml: toml.clone() }])?;
             // Served once the state holds it too, as every record before: a first read then
             // sees the LSN the next one will (the sink's thread publishes it a moment later).
             if wait {
                 tidal.wait_visible(commit.last_lsn)?;
             }
+            Some((commit.last_lsn, toml))
+        };
+        if let Some((lsn, toml)) = noted
+            && let Err(e) = last_config::write(&data_dir, lsn, &toml)
+        {
+            // Only a later start is affected: it records its configuration again.
+            tracing::warn!(error = %e, "cannot note the configuration the WAL recorded last");
         }
         Ok(tidal)
     }

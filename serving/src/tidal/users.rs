@@ -192,8 +192,12 @@ impl Tidal {
 
     /// The declared cohorts as of the latest state (the schema's and those put since).
     pub fn cohorts(&self) -> CohortDefs {
-        self.view()
-            .shards
+        self.cohorts_on(&self.view())
+    }
+
+    /// The declared cohorts on a given state.
+    pub fn cohorts_on(&self, view: &tidal_sinks::View) -> CohortDefs {
+        view.shards
             .first()
             .map(|s| (**s.cohort_defs()).clone())
             .unwrap_or_default()
