@@ -129,8 +129,43 @@ fn users_cohorts_and_relationships_through_the_server() {
     let (status, v) = s.get("/v1/items/song-a?cohort=us-women");
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["cohort"]["signals"]["view"]["counts"]["24h"], 5.0, "{v}");
-    let (_, list) = s.get("/v1/cohorts");
+    let (_, list) = s.get(&format!("/v1/cohorts?min_lsn={lsn}"));
     assert_eq!(list["cohorts"][0]["name"], "us-women", "{list}");
+    // The list follows min_lsn: a cohort declared, then dropped, read with each write's LSN.
+    for k in 0..5 {
+        let name = format!("tmp-{k}");
+        let (status, v) = s.put(&format!("/v1/cohorts/{name}"), &json!({"where": {"region": "EU"}}));
+        assert_eq!(status, 200, "{v}");
+        let (status, list) = s.get(&format!("/v1/cohorts?min_lsn={}", v["lsn"]));
+        assert_eq!(status, 200, "{list}");
+        let names = |l: &Value| -> Vec<String> {
+            l["cohorts"]
+                .as_array()
+                .expect("cohorts")
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        };
+        assert!(names(&list).contains(&name), "{name} listed at its LSN: {list}");
+        let (status, v) = s.delete(&format!("/v1/cohorts/{name}"));
+        assert_eq!(status, 200, "{v}");
+        let (_, list) = s.get(&format!("/v1/cohorts?min_lsn={}", v["lsn"]));
+        assert!(!names(&list).contains(&name), "{name} gone at the delete's LSN: {list}");
+    }
+    for (path, code) in [
+        ("/v1/cohorts?min_lsn=999999999", "lsn_not_written"),
+        ("/v1/cohorts?since=1", "unknown_parameter"),
+        ("/v1/items/song-a?colour=red", "unknown_parameter"),
+    ] {
+        let (status, v) = s.get(path);
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some(code)), "{path}: {v}");
+    }
+    let (status, v) = s.delete("/v1/cohorts/Bad!");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_cohort")),
+        "a name no cohort can have: {v}"
+    );
     let (_, ann) = s.get(&format!("/v1/users/ann?min_lsn={lsn}"));
     assert_eq!(ann["cohorts"], json!(["region:US", "gender:F", "us-women"]), "{ann}");
     assert_eq!(

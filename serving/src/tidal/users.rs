@@ -37,16 +37,7 @@ impl Tidal {
     }
 
     fn check_cohort(&self, name: &str, rule: &BTreeMap<String, String>) -> Result<()> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid {
-            return Err(Error::InvalidCohort(format!(
-                "cohort name {name:?}: must be 1-64 characters of [a-z0-9_-]"
-            )));
-        }
+        check_cohort_name(name)?;
         if rule.is_empty() {
             return Err(Error::InvalidCohort(
                 "where: must name at least one dimension:value".into(),
@@ -121,11 +112,13 @@ impl Tidal {
 
     /// Drops a declared cohort (a composite asked for afterwards is estimated).
     pub fn delete_cohort(&self, name: &str) -> Result<WriteAck> {
+        check_cohort_name(name)?;
         self.write_one(Record::CohortDelete { name: name.into() })
     }
 
     /// [`delete_cohort`](Self::delete_cohort) without blocking.
     pub async fn delete_cohort_async(&self, name: &str) -> Result<WriteAck> {
+        check_cohort_name(name)?;
         self.write_one_async(Record::CohortDelete { name: name.into() }).await
     }
 
@@ -201,5 +194,21 @@ impl Tidal {
             .first()
             .map(|s| (**s.cohort_defs()).clone())
             .unwrap_or_default()
+    }
+}
+
+/// A cohort's name: 1-64 characters of `[a-z0-9_-]` (a `cohort=` without `:` is a name).
+fn check_cohort_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidCohort(format!(
+            "cohort name {name:?}: must be 1-64 characters of [a-z0-9_-]"
+        )))
     }
 }
