@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tidal_core::config::{ClusterConfig, Config, ServerConfig};
 use tidal_core::time::ClockMode;
+use tidal_serving::http::listen::Limits;
 use tidal_serving::http::{AppState, app};
 use tidal_serving::{Error, Tidal};
 
@@ -139,11 +140,15 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
         let _in_rt = rt.enter();
         let listener = tokio::net::TcpListener::from_std(bound.try_clone().map_err(io)?).map_err(io)?;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, tidal_serving::http::starting(starting_why(&config)))
-            .with_graceful_shutdown(async move {
+        let server = tidal_serving::http::listen::serve(
+            listener,
+            tidal_serving::http::starting(starting_why(&config)),
+            Limits::of(&config.server),
+            async move {
                 let _ = started_rx.await;
-            });
-        (rt.spawn(async move { server.await }), started_tx)
+            },
+        );
+        (rt.spawn(server), started_tx)
     };
     let local = bound.local_addr().map_err(io)?;
     tracing::info!(%local, "tidal is starting: requests are answered 503 until it serves");
@@ -165,6 +170,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
     }
     let tidal = Arc::new(opened?);
     let state = AppState::new(tidal.clone()).map_err(io)?;
+    let limits = Limits::of(&tidal.config().server);
     if tidal.peers().is_some() && tidal.config().engine.clock == ClockMode::Event {
         // What each process recovered becomes visible once every process has told the
         // others of its last batch (the others answer 503 until they serve: ask again).
@@ -215,8 +221,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), Error> {
                 },
             }
         };
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(stop)
+        tidal_serving::http::listen::serve(listener, app(state), limits, stop)
             .await
             .map_err(io)?;
         Ok(lost.lock().unwrap_or_else(|p| p.into_inner()).take())

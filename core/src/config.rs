@@ -265,6 +265,11 @@ pub struct ServerConfig {
     pub read_your_writes_timeout_ms: u64,
     /// Longest a request may take.
     pub request_timeout_ms: u64,
+    /// Longest a connection may take to send a request head, or stay idle between two.
+    pub header_timeout_ms: u64,
+    /// Connections served at once (at most what the open-file limit leaves); more are
+    /// closed when accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -278,6 +283,8 @@ impl Default for ServerConfig {
             max_embedding_dim: 4096,
             read_your_writes_timeout_ms: 1000,
             request_timeout_ms: 30_000,
+            header_timeout_ms: 30_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -491,6 +498,10 @@ mod tests {
             ("[[signals]]\nname = \"V!\"", "signals[0].name"),
             ("[engine]\nworkers = 0", "engine.workers"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server]\nauth_token = \" \"", "server.auth_token"),
+            ("[server]\nauth_token = \"s3cret \"", "server.auth_token"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            ("[server]\nheader_timeout_ms = 5", "server.header_timeout_ms"),
             (
                 "[[signals]]\nname = \"v\"\nhalf_lives = [\"1x\"]",
                 "signals[0].half_lives[0]",

@@ -85,6 +85,13 @@ async fn auth_guards_writes_and_not_reads() {
     assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
     let (s, _, v) = a.call(post(Some("Bearer s3cret"))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // The scheme in any case (RFC 9110); the token exactly.
+    let (s, _, v) = a.call(post(Some("bearer s3cret"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, v) = a.call(post(Some("Bearer S3CRET"))).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (s, _, v) = a.call(post(Some("Basic s3cret"))).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
     let (s, v) = a.send("GET", "/v1/rankings", None).await;
     assert_eq!(s, StatusCode::OK, "reads need no token: {v}");
     let (s, v) = a.send("DELETE", "/v1/items/a", None).await;

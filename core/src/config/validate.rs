@@ -365,6 +365,21 @@ impl Config {
         if s.max_id_bytes == 0 || s.max_id_bytes > 4096 {
             return bad("server.max_id_bytes".into(), "must be between 1 and 4096");
         }
+        if s.header_timeout_ms < 100 {
+            return bad("server.header_timeout_ms".into(), "must be at least 100");
+        }
+        if s.max_connections == 0 || s.max_connections > 1_000_000 {
+            return bad("server.max_connections".into(), "must be between 1 and 1000000");
+        }
+        if s.auth_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty() || t.trim() != t)
+        {
+            return bad(
+                "server.auth_token".into(),
+                "(or TIDAL_AUTH_TOKEN) must not be blank or begin or end with whitespace: no request could present it",
+            );
+        }
         Ok(())
     }
 }

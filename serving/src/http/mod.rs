@@ -12,6 +12,7 @@
 mod error;
 mod handlers;
 mod internal;
+pub mod listen;
 mod openapi;
 pub mod parse;
 mod people;
@@ -220,7 +221,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer);
             let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
             if !ok {
                 let msg = if given.is_none() {
@@ -236,6 +237,12 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         }
     }
     next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
