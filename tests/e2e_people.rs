@@ -247,6 +247,18 @@ fn users_cohorts_and_relationships_through_the_server() {
             "cohort name",
         ),
         ("/v1/cohorts/x", json!({"where": {}}), "invalid_cohort", "where"),
+        (
+            "/v1/cohorts/x",
+            json!({"where": {"region": "US,gender:F"}}),
+            "invalid_cohort",
+            "where.region",
+        ),
+        (
+            "/v1/users/x",
+            json!({"attributes": {"region": "US,gender:F"}}),
+            "invalid_user",
+            "attributes.region",
+        ),
     ] {
         let (status, v) = s.put(path, &body);
         assert_eq!(status, 400, "{path} {body}: {v}");

@@ -501,6 +501,10 @@ mod tests {
             ("[server]\nauth_token = \" \"", "server.auth_token"),
             ("[server]\nauth_token = \"s3cret \"", "server.auth_token"),
             ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "cohort_dimensions = [\"region\"]\n[[cohorts]]\nname = \"a\"\nwhere = { region = \"US,EU\" }",
+                "cohorts[0].where.region",
+            ),
             ("[server]\nheader_timeout_ms = 5", "server.header_timeout_ms"),
             (
                 "[[signals]]\nname = \"v\"\nhalf_lives = [\"1x\"]",

@@ -196,6 +196,40 @@ async fn errors_name_the_bad_record_and_write_nothing() {
     assert_eq!(v["error"]["index"], 1, "{v}");
     let (s, v) = a.send("GET", "/v1/rankings?profile=nope", None).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "unknown_profile");
+    // A body is an object: an array of its fields in order is not (serde would take it).
+    for (method, uri, body, code) in [
+        ("POST", "/v1/signals", json!([["view", "m1"]]), "invalid_signal"),
+        (
+            "POST",
+            "/v1/signals",
+            json!([{"type": "view", "item": "a"}, ["view", "m1"]]),
+            "invalid_signal",
+        ),
+        ("PUT", "/v1/users/u1", json!([]), "invalid_body"),
+        ("PUT", "/v1/users/u1", json!([{"region": "US"}]), "invalid_body"),
+        ("PUT", "/v1/cohorts/c1", json!([{"region": "US"}]), "invalid_body"),
+        (
+            "POST",
+            "/v1/relationships",
+            json!(["u1", "ann", "follow", true]),
+            "invalid_body",
+        ),
+        ("PUT", "/v1/items/m5", json!(["ann", "a title"]), "invalid_item"),
+    ] {
+        let (s, v) = a.send(method, uri, Some(body.clone())).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, code);
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| m.contains("object")),
+            "{uri} {body}: {v}"
+        );
+    }
+    let req = Request::post("/v1/signals")
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from("{\"type\":\"view\",\"item\":\"a\"}\n[\"view\",\"b\"]\n"))
+        .unwrap();
+    let (s, _, v) = a.call(req).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_signal");
+    assert_eq!(v["error"]["index"], 1, "{v}");
     assert_eq!(a.tidal.stats().wal_lsn, lsn0, "a refused request wrote something");
 }
 

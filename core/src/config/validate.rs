@@ -177,9 +177,15 @@ impl Config {
             if c.where_.is_empty() {
                 return bad(format!("cohorts[{i}].where"), "must name at least one attribute");
             }
-            for k in c.where_.keys() {
+            for (k, v) in &c.where_ {
                 if !self.cohort_dimensions.contains(k) {
                     return bad(format!("cohorts[{i}].where.{k}"), "is not one of cohort_dimensions");
+                }
+                if v.is_empty() || v.contains(',') {
+                    return bad(
+                        format!("cohorts[{i}].where.{k}"),
+                        "must be a non-empty value without ',' (it separates cohort= pairs)",
+                    );
                 }
             }
         }

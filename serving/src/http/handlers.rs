@@ -419,7 +419,7 @@ pub async fn post_clock(
 ) -> Result<Json<crate::WriteAck>, ApiError> {
     let result = async {
         let raw = body(raw)?;
-        let req: AdvanceClock = serde_json::from_slice(&raw).map_err(|e| {
+        let super::parse::Object::<AdvanceClock>(req) = serde_json::from_slice(&raw).map_err(|e| {
             ApiError::bad_request(
                 "invalid_clock",
                 format!("expected {{\"advance_to\": <ms since the epoch>}}: {e}"),

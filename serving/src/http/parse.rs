@@ -41,6 +41,27 @@ fn record_error(e: &serde_json::Error, index: Option<usize>) -> ApiError {
     }
 }
 
+/// `T` read from a JSON object only: serde's derived structs also take an array of their
+/// fields in order, which would read `[]` as a user without attributes or `[["view", "m1"]]`
+/// as a signal.
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData)).map(Object)
+    }
+}
+
 /// The signals of a `POST /v1/signals` body: NDJSON when `ndjson`, else one object or an
 /// array. At most `max_records`; none is an error.
 pub fn signals(body: &[u8], ndjson: bool, max_records: usize) -> Result<Vec<NewSignal>, ApiError> {
@@ -54,7 +75,7 @@ pub fn signals(body: &[u8], ndjson: bool, max_records: usize) -> Result<Vec<NewS
             if out.len() >= max_records {
                 return Err(too_many(max_records));
             }
-            let s: NewSignal = serde_json::from_slice(line).map_err(|e| record_error(&e, Some(out.len())))?;
+            let Object(s) = serde_json::from_slice(line).map_err(|e| record_error(&e, Some(out.len())))?;
             out.push(s);
         }
         out
@@ -112,8 +133,8 @@ impl<'de> Visitor<'de> for Body<'_> {
                 break;
             }
             self.at.set(Some(out.len()));
-            match seq.next_element::<NewSignal>()? {
-                Some(s) => out.push(s),
+            match seq.next_element::<Object<NewSignal>>()? {
+                Some(Object(s)) => out.push(s),
                 None => break,
             }
         }
@@ -159,7 +180,7 @@ pub fn item(body: &[u8], id: &str) -> Result<ItemMeta, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ItemMeta::default());
     }
-    let b: ItemBody = serde_json::from_slice(body).map_err(|e| match e.classify() {
+    let Object::<ItemBody>(b) = serde_json::from_slice(body).map_err(|e| match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         }

@@ -61,10 +61,12 @@ fn yes() -> bool {
 }
 
 pub(super) fn json_body<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(raw).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::bad_request("invalid_body", format!("{what}: {e}")),
-        _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-    })
+    serde_json::from_slice(raw)
+        .map(|super::parse::Object(v)| v)
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::bad_request("invalid_body", format!("{what}: {e}")),
+            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+        })
 }
 
 /// A user read's parameters: `min_lsn` and `vector`.

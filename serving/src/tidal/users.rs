@@ -32,6 +32,9 @@ impl Tidal {
             check_id("attribute name", k, max).map_err(|m| Error::InvalidUser(format!("attributes: {m}")))?;
             check_id(&format!("attribute {k:?}"), v, max)
                 .map_err(|m| Error::InvalidUser(format!("attributes.{k}: {m}")))?;
+            if v.contains(',') && self.config.cohort_dimensions.contains(k) {
+                return Err(Error::InvalidUser(format!("attributes.{k}: {}", comma(v))));
+            }
         }
         Ok(())
     }
@@ -51,6 +54,9 @@ impl Tidal {
                 )));
             }
             check_id(&format!("where.{k}"), v, self.config.server.max_id_bytes).map_err(Error::InvalidCohort)?;
+            if v.contains(',') {
+                return Err(Error::InvalidCohort(format!("where.{k}: {}", comma(v))));
+            }
         }
         Ok(())
     }
@@ -211,4 +217,9 @@ fn check_cohort_name(name: &str) -> Result<()> {
             "cohort name {name:?}: must be 1-64 characters of [a-z0-9_-]"
         )))
     }
+}
+
+/// Why a cohort dimension's value cannot hold a comma.
+fn comma(v: &str) -> String {
+    format!("{v:?} holds a ',', which no cohort= could name (it separates dimension:value pairs)")
 }
