@@ -227,6 +227,13 @@ fn bad_parameters_are_named() {
             "invalid_parameter",
             "signals",
         ),
+        (
+            &[("q", "piano"), ("cohort", "region:US")],
+            "invalid_parameter",
+            "cohort",
+        ),
+        (&[("q", "piano"), ("signals", "view:1")], "invalid_parameter", "signals"),
+        (&[("q", "piano"), ("half_life", "1h")], "invalid_parameter", "half_life"),
         (&[("limit", "1001")], "limit_too_large", "limit"),
         (&[("limit", "0")], "invalid_parameter", "limit"),
         (&[("limit", "ten")], "invalid_parameter", "limit"),
@@ -259,6 +266,8 @@ fn bad_parameters_are_named() {
             "{q:?}: the message names the parameter: {e}"
         );
     }
+    let e = parse(&[("q", "piano"), ("half_life", "1h")]).unwrap_err();
+    assert!(e.to_string().contains("BM25 alone"), "{e}");
     let e = parse(&[("profile", "hot"), ("window", "1h")]).unwrap_err();
     assert!(e.to_string().contains("half_life="), "says what hot reads instead: {e}");
     // What a profile reads is taken.
@@ -271,6 +280,7 @@ fn bad_parameters_are_named() {
     .expect("following by hot");
     parse(&[("profile", "viral"), ("window", "24h")]).expect("a declared rising profile's window");
     parse(&[("profile", "top"), ("signals", "view:1,like:2")]).expect("top's signals");
+    parse(&[("q", "piano"), ("profile", "trending"), ("cohort", "region:US")]).expect("search within cohort trending");
     let e = parse(&[("profile", "for_you")]).unwrap_err();
     assert!(e.to_string().contains("needs user="), "{e}");
     let p = parse(&[("profile", "for_you"), ("user", "u1")]).expect("for_you with a user");

@@ -245,6 +245,19 @@ impl RankParams {
         let weights = weights(get("signal"), get("signals"), def, config)?;
         let window = duration("window", get("window"))?.or(def.and_then(|d| d.window));
         let half_life = duration("half_life", get("half_life"))?.or(def.and_then(|d| d.half_life));
+        // `q=` alone ranks by BM25 alone: what only a profile reads would be ignored.
+        if get("q").is_some() && get("profile").is_none() {
+            for param in ["cohort", "window", "half_life", "signal", "signals"] {
+                if get(param).is_some() {
+                    return Err(invalid(
+                        param,
+                        format!(
+                            "{param}: q= without profile= ranks by BM25 alone; add profile= (e.g. profile=trending) to search within a profile's ranking"
+                        ),
+                    ));
+                }
+            }
+        }
         inapplicable(base, &profile, half_life.is_some(), get)?;
         let terms = terms(base, &weights, window, half_life, config)?;
         let max_per_creator = match get("max_per_creator") {
