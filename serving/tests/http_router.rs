@@ -134,6 +134,13 @@ async fn unknown_routes_and_methods() {
     assert_error(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     let (s, v) = a.send("GET", "/v1/items/nobody", None).await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    // An extractor's own refusal (a path that is not UTF-8) is in the error shape too.
+    let (s, v) = a.send("GET", "/v1/items/%FF", None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("UTF-8")),
+        "{v}"
+    );
     // The routes the processes of a cluster ask each other: a process alone has no peers.
     let share = json!({"frontier": 1, "need": 1u64 << 46, "pairs": [["q", "a"]],
         "text": {"docs": 0, "tokens": [], "terms": []}});

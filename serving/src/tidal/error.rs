@@ -421,6 +421,11 @@ pub(crate) fn known_code(code: &str) -> &'static str {
         "unknown_dimension",
         "repeated_parameter",
         "starting",
+        "invalid_request",
+        "body_too_large",
+        "too_many_records",
+        "method_not_allowed",
+        "unsupported_media_type",
     ];
     CODES.iter().find(|c| **c == code).copied().unwrap_or("peer_error")
 }
