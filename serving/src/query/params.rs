@@ -154,7 +154,10 @@ pub fn parse_flag(param: &str, v: Option<&str>) -> Result<bool, QueryError> {
     match v {
         None | Some("0") | Some("false") => Ok(false),
         Some("1") | Some("true") => Ok(true),
-        Some(v) => Err(invalid(param, format!("{param}: expected 1 or 0, got {v:?}"))),
+        Some(v) => Err(invalid(
+            param,
+            format!("{param}: expected 1 or 0 (or true or false), got {v:?}"),
+        )),
     }
 }
 

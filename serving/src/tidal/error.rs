@@ -84,7 +84,7 @@ pub enum Error {
         max: Dur,
     },
     /// A `ts` (or clock) outside `[0, 2^43)` ms.
-    #[error("record {index}: {what} {value} is outside [0, 2^43) ms")]
+    #[error("{}{what} {value} is outside [0, 2^43) ms", if *what == "ts" { format!("record {index}: ") } else { String::new() })]
     TimeOutOfRange {
         /// Its index in the request.
         index: usize,
@@ -363,8 +363,9 @@ impl Error {
             Error::InvalidSignal { index, .. }
             | Error::UnknownSignalType { index, .. }
             | Error::TsInFuture { index, .. }
-            | Error::TimeOutOfRange { index, .. }
             | Error::ClockJump { index, .. } => Some(*index),
+            // Of a signal's `ts`; an `advance_to` or a peer's time is no record's.
+            Error::TimeOutOfRange { index, what, .. } if *what == "ts" => Some(*index),
             _ => None,
         }
     }
