@@ -159,14 +159,38 @@ fn periodic_evaluation_and_until() {
     assert_eq!(end.events, 16);
 }
 
+/// A query one variant's schema cannot answer is that variant's error in each of its rows
+/// (the baseline's are answered and compared with nothing); one that no variant can answer
+/// is refused before the replay starts.
 #[test]
-fn a_query_the_variant_schema_cannot_answer_is_refused_up_front() {
+fn a_query_a_variant_schema_cannot_answer_is_its_rows_error() {
     let dir = tempfile::tempdir().unwrap();
-    scenario(dir.path());
-    let mut opts = options(dir.path(), vec![variant("short", &["1h"])], &[T0]);
-    opts.queries = vec!["profile=hot&signal=view&half_life=24h".into()];
+    let events = scenario(dir.path());
+    let query = "profile=hot&signal=view&half_life=24h&limit=2";
+    let mut opts = options(dir.path(), vec![variant("short", &["1h"])], &[T0 + 4 * HOUR]);
+    opts.queries = vec![query.into()];
+    let report = replay(&opts).unwrap();
+    let t = T0 + 4 * HOUR;
+    let top: Vec<_> = decay_scores(&events, 24 * HOUR, t).into_iter().take(2).collect();
+    assert_close(&ranking(&report, "baseline", t, query), &top, "the baseline answers");
+    let row = report.row("short", t, query).expect("the variant's row");
+    assert!(row.items.is_empty() && row.vs_baseline.is_none(), "{row:?}");
+    assert!(row.error.as_deref().is_some_and(|e| e.contains("half_life")), "{row:?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("short") && w.contains("not answered")),
+        "{:?}",
+        report.warnings
+    );
+    // Neither schema declares a 2h half-life.
+    opts.queries = vec!["profile=hot&signal=view&half_life=2h".into()];
     let e = replay(&opts).unwrap_err().to_string();
-    assert!(e.contains("short") && e.contains("half_life"), "{e}");
+    assert!(
+        e.contains("short") && e.contains("baseline") && e.contains("half_life"),
+        "{e}"
+    );
 }
 
 /// Two `for_you` weightings of one profile, compared in one pass: similarity alone lists the

@@ -570,6 +570,34 @@ mod tests {
             ),
             ("[[profiles]]\nname = \"for_you\"\nbase = \"hot\"", "profiles[0].name"),
             (
+                "[[profiles]]\nname = \"p\"\nbase = \"hot\"\nwindow = \"1h\"",
+                "profiles[0].window",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"top\"\nhalf_life = \"24h\"",
+                "profiles[0].half_life",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\nwindow = \"24h\"",
+                "profiles[0].window",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"new\"\nsignals = { like = 1.0 }",
+                "profiles[0].signals",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"trending\"\nexploration = 0.2",
+                "profiles[0].exploration",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"trending\"\ncandidates = 50",
+                "profiles[0].candidates",
+            ),
+            (
+                "[[profiles]]\nname = \"p\"\nbase = \"for_you\"\nw_sim = 0\nw_pop = 0\nw_aff = 0",
+                "profiles[0].w_sim",
+            ),
+            (
                 "[[profiles]]\nname = \"p\"\nbase = \"hot\"\ncohort = \"region:US\"",
                 "profiles[0].cohort",
             ),

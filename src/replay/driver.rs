@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tidal_core::config::Config;
 use tidal_core::record::{CommittedBatch, Record};
+use tidal_serving::query::RankParams;
 use tidal_sources::wal::{WalError, WalReader};
 
 use super::clock::format_clock;
@@ -256,16 +257,26 @@ pub(crate) fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             warnings.push(format!("query {q:?}: {d} is ignored in a replay"));
         }
     }
-    let mut variants = Vec::with_capacity(specs.len());
-    for spec in &specs {
-        let mut parsed = Vec::with_capacity(opts.queries.len());
-        for q in &opts.queries {
-            parsed.push(query::parse(q, &spec.config).map_err(|message| ReplayError::Query {
-                variant: spec.name.clone(),
+    // A query one variant's schema cannot answer is that variant's error in every row of
+    // it (and a warning, as for a query unanswered at some clocks); a query none can
+    // answer is refused before the replay starts.
+    let parsed: Vec<Vec<Result<RankParams, String>>> = specs
+        .iter()
+        .map(|spec| opts.queries.iter().map(|q| query::parse(q, &spec.config)).collect())
+        .collect();
+    for (qi, q) in opts.queries.iter().enumerate() {
+        if parsed.iter().all(|p| p[qi].is_err()) {
+            let message = parsed.first().and_then(|p| p[qi].clone().err()).unwrap_or_default();
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(ReplayError::Query {
+                variant: names.join(", "),
                 query: q.clone(),
                 message,
-            })?);
+            });
         }
+    }
+    let mut variants = Vec::with_capacity(specs.len());
+    for (spec, parsed) in specs.iter().zip(parsed) {
         variants.push(Variant::start(spec, parsed, opts.workers)?);
     }
 

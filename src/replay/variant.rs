@@ -39,8 +39,9 @@ type Outcome = Arc<Mutex<Option<Result<(), String>>>>;
 pub(crate) struct Variant {
     pub name: String,
     pub config: Arc<Config>,
-    /// The parsed queries, in `--query` order.
-    pub queries: Vec<RankParams>,
+    /// The parsed queries, in `--query` order (a query this variant's schema cannot
+    /// answer: why, for every row of it).
+    pub queries: Vec<Result<RankParams, String>>,
     feed: Arc<Feed>,
     /// Taken by `finish`, which frees it off the caller's thread.
     shards: Option<Arc<Shards>>,
@@ -52,7 +53,11 @@ pub(crate) struct Variant {
 
 impl Variant {
     /// Starts the dataflow for `spec` with `workers` threads; `queries` are its parsed queries.
-    pub fn start(spec: &VariantSpec, queries: Vec<RankParams>, workers: usize) -> Result<Variant, ReplayError> {
+    pub fn start(
+        spec: &VariantSpec,
+        queries: Vec<Result<RankParams, String>>,
+        workers: usize,
+    ) -> Result<Variant, ReplayError> {
         let mut config = spec.config.clone();
         config.engine.workers = workers;
         let config = Arc::new(config);
@@ -69,7 +74,7 @@ impl Variant {
         // The nearest-item index is only searched by `for_you` without an exact scan: when
         // no query of this variant asks it, it is not built (a core's worth of inserts
         // beside the dataflow).
-        let searched = !config.personalization.exact_search && queries.iter().any(|q| q.base == Base::ForYou);
+        let searched = !config.personalization.exact_search && queries.iter().flatten().any(|q| q.base == Base::ForYou);
         if !searched {
             shards.switch_off_anns();
         }
@@ -170,7 +175,10 @@ impl Variant {
             .queries
             .get(index)
             .ok_or_else(|| ReplayError::Internal(format!("variant {}: no query {index}", self.name)))?;
-        Ok(rank(snapshot, &self.config, params).map_err(|e| e.to_string()))
+        Ok(match params {
+            Ok(params) => rank(snapshot, &self.config, params).map_err(|e| e.to_string()),
+            Err(message) => Err(message.clone()),
+        })
     }
 
     /// Closes the feed and waits until the dataflow has drained and stopped.

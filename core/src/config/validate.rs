@@ -224,21 +224,45 @@ impl Config {
                     }
                 }
             }
+            if p.candidates.is_some() && !personal {
+                return bad(f("candidates"), "only a for_you profile has candidates");
+            }
             if let Some(c) = p.candidates
-                && (!personal || c == 0 || c > MAX_CANDIDATES)
+                && (c == 0 || c > MAX_CANDIDATES)
             {
-                return bad(
-                    f("candidates"),
-                    &format!("a for_you profile's candidates lie within 1..={MAX_CANDIDATES}"),
-                );
+                return bad(f("candidates"), &format!("must lie within 1..={MAX_CANDIDATES}"));
+            }
+            if p.exploration.is_some() && !personal {
+                return bad(f("exploration"), "only a for_you profile has an exploration share");
             }
             if let Some(x) = p.exploration
-                && (!personal || !(0.0..=1.0).contains(&x))
+                && !(0.0..=1.0).contains(&x)
             {
+                return bad(f("exploration"), "must lie within 0..=1");
+            }
+            // What the base reads: a field it does not read would be ignored without a word.
+            let windowed = ["trending", "rising"].contains(&p.base.as_str());
+            let decayed = ["hot", "for_you", "following"].contains(&p.base.as_str());
+            if p.window.is_some() && !windowed {
                 return bad(
-                    f("exploration"),
-                    "a for_you profile's exploration share lies within 0..=1",
+                    f("window"),
+                    &format!("a {} profile reads no window (trending and rising do)", p.base),
                 );
+            }
+            if p.half_life.is_some() && !decayed {
+                return bad(
+                    f("half_life"),
+                    &format!(
+                        "a {} profile reads no half-life (hot, for_you and following do)",
+                        p.base
+                    ),
+                );
+            }
+            if !p.signals.is_empty() && p.base == "new" {
+                return bad(f("signals"), "a new profile ranks by creation time, not by signals");
+            }
+            if personal && [p.w_sim, p.w_pop, p.w_aff].iter().all(|w| w.is_some_and(|w| w == 0.0)) {
+                return bad(f("w_sim"), "w_sim, w_pop and w_aff are all 0: every item would score 0");
             }
             if let Some(c) = &p.cohort {
                 if !["trending", "rising"].contains(&p.base.as_str()) {

@@ -309,7 +309,12 @@ impl RankParams {
             }
         };
         if matches!(base, Base::Following | Base::ForYou) && user.is_none() {
-            return Err(invalid("user", format!("profile={} needs user=", base.as_str())));
+            let what = if profile == base.as_str() {
+                format!("profile={profile}")
+            } else {
+                format!("profile={profile} (a {} profile)", base.as_str())
+            };
+            return Err(invalid("user", format!("{what} needs user=")));
         }
         let cohort = get("cohort")
             .or(def.and_then(|d| d.cohort.as_deref()))
