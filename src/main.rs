@@ -167,7 +167,10 @@ fn main() -> ExitCode {
         } => wal_dir(dir).and_then(|dir| match tidal_sources::wal::verify(&dir) {
             Ok(report) => {
                 println!("{report}");
-                Ok(())
+                match report.damage {
+                    None => Ok(()),
+                    Some(_) => Err("the WAL is damaged (above)".into()),
+                }
             }
             Err(e) => Err(e.to_string()),
         }),

@@ -170,6 +170,11 @@ fn torn_tail_is_truncated_and_corruption_in_the_middle_refuses_to_start() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(all.contains(&name), "verify should name the file: {all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CORRUPT") && stdout.contains("records") && !all.contains("run `tidal wal verify"),
+        "verify shows what it read before the damage, and does not send the reader to itself: {all}"
+    );
 }
 
 #[test]

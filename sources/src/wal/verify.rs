@@ -34,12 +34,15 @@ pub struct VerifyReport {
     pub clock_range: Option<(u64, u64)>,
     /// A torn tail: the file and the offset where the last whole record ends.
     pub torn_tail: Option<(PathBuf, u64)>,
+    /// Damage other than a torn tail, where reading stopped (the counts above are of the
+    /// records before it): the file, the offset and what is wrong.
+    pub damage: Option<(PathBuf, u64, String)>,
 }
 
 impl VerifyReport {
     /// Whether the log is whole (no torn tail).
     pub fn is_clean(&self) -> bool {
-        self.torn_tail.is_none()
+        self.torn_tail.is_none() && self.damage.is_none()
     }
 }
 
@@ -56,6 +59,14 @@ impl fmt::Display for VerifyReport {
         if let Some((a, b)) = self.clock_range {
             writeln!(f, "  clock     {} ({a}) .. {} ({b})", iso8601(a), iso8601(b))?;
         }
+        if let Some((file, offset, reason)) = &self.damage {
+            return write!(
+                f,
+                "  status    CORRUPT in {} at offset {offset}: {reason} (the counts above are of the records \
+                 before it; a start refuses this log)",
+                file.display()
+            );
+        }
         match &self.torn_tail {
             Some((file, offset)) => write!(
                 f,
@@ -68,8 +79,9 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Reads the whole WAL in `dir`, checking every frame; fails on damage other than a torn
-/// tail, which the report describes.
+/// Reads the whole WAL in `dir`, checking every frame: a torn tail or other damage is
+/// described in the report (reading stops at damage); fails only when the log cannot be
+/// opened.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, WalError> {
     let dir = dir.as_ref();
     let mut reader = WalReader::open(dir, true)?;
@@ -83,7 +95,16 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, WalError> {
             .map_err(|e| WalError::io(&seg.path, e))?
             .len();
     }
-    while let Some(batch) = reader.next_batch()? {
+    loop {
+        let batch = match reader.next_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(WalError::Corrupt { file, offset, reason }) => {
+                report.damage = Some((file, offset, reason));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        };
         report.batches += 1;
         report.records += batch.records.len() as u64;
         report.signals += batch
