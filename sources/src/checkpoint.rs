@@ -425,12 +425,10 @@ fn begin(
     done: &(Mutex<Done>, Condvar),
 ) -> Gathering {
     let lsn = position.lsn;
-    let final_dir = dir.join(name_of(lsn, frontier));
-    if final_dir.exists() {
-        // One at this frontier is there already: the same state, or a damaged copy
-        // (skipped when loaded). Write it anew.
-        let _ = std::fs::remove_dir_all(&final_dir);
-    }
+    // One at this frontier may be there already (the state a start restored, which wrote
+    // nothing since; or a damaged copy, skipped when loaded): it is written anew beside it
+    // and replaced only once the new one is complete (`finish`), so that a stop in between
+    // keeps it.
     let tmp = dir.join(format!("{}.tmp", name_of(lsn, frontier)));
     let _ = std::fs::remove_dir_all(&tmp);
     let failed = std::fs::create_dir_all(&tmp).is_err();
@@ -499,7 +497,18 @@ fn finish(dir: &Path, g: Gathering, layout: &Layout) -> std::io::Result<Manifest
         f.sync_all()?;
     }
     sync_dir(&g.dir)?;
-    std::fs::rename(&g.dir, dir.join(name_of(g.position.lsn, g.frontier)))?;
+    let name = name_of(g.position.lsn, g.frontier);
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        // Moved aside (a name a start clears, and no load reads) until the new one is in.
+        let old = dir.join(format!("{name}.replaced.tmp"));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&final_dir, &old)?;
+        std::fs::rename(&g.dir, &final_dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&g.dir, &final_dir)?;
+    }
     sync_dir(dir)?;
     Ok(manifest)
 }
@@ -565,6 +574,30 @@ mod tests {
         assert_eq!(names, ["w0-sums", "w1-sums"]);
         assert_eq!(loaded.part("w0-sums"), Some(&b"second w0"[..]));
         assert_eq!(loaded.part("w1-sums"), Some(&b"second w1"[..]));
+    }
+
+    /// A checkpoint begun at the name of a complete one (a start that restored it and wrote
+    /// nothing since) replaces it only once complete: stopped half-way, the old one stays.
+    #[test]
+    fn a_checkpoint_at_a_complete_ones_name_replaces_it_only_when_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            schema: "s".into(),
+            peers: 2,
+            first: 0,
+            workers: 2,
+        };
+        let at = Position { lsn: 7, signals: 70 };
+        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        c.part_with(5, at, "w0-sums".into(), fill(b"first w0"));
+        c.part_with(5, at, "w1-sums".into(), fill(b"first w1"));
+        c.shutdown();
+        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        c.part_with(5, at, "w0-sums".into(), fill(b"second w0"));
+        c.shutdown();
+        let loaded = load_latest(dir.path(), &layout).expect("the first checkpoint, whole");
+        assert_eq!(loaded.part("w0-sums"), Some(&b"first w0"[..]));
+        assert_eq!(loaded.part("w1-sums"), Some(&b"first w1"[..]));
     }
 
     /// The parts handed over together are encoded the state the worker changes most first.

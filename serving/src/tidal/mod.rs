@@ -370,16 +370,23 @@ impl Tidal {
             _lock: lock,
         };
         // The WAL records the configuration in force, so replay can use it as its baseline:
-        // the last one in the records recovered after the checkpoint, else the one
-        // `last-config.json` names (written again if neither is known).
+        // the last one in the records recovered after the checkpoint, else (one process
+        // alone) the one `last-config.json` names; written again if neither is known.
         // Where the data directory is, how many workers run it and where it listens change
         // no answer: the same directory spelled another way, opened by `tidal checkpoint`
         // with another worker count, or served on another port, records nothing new.
         let toml = tidal.config.to_toml();
         let recovered = last_config.clone();
-        let last_config = last_config
-            .map(|(_, t)| t)
-            .or_else(|| last_config::read(&data_dir, tidal.wal.last_lsn()));
+        let last_config = last_config.map(|(_, t)| t).or_else(|| {
+            // A process of a cluster writes it at every start, as before (its restarts,
+            // which agree on a checkpoint with the others, are tested that way).
+            tidal
+                .config
+                .cluster
+                .is_single()
+                .then(|| last_config::read(&data_dir, tidal.wal.last_lsn()))
+                .flatten()
+        });
         let same = last_config.as_deref().is_some_and(|last| {
             last == toml
                 || Config::parse(last).is_ok_and(|mut c| {
