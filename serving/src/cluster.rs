@@ -184,7 +184,16 @@ impl Peers {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
         let body = serde_json::to_string(body).map_err(|e| self.unavailable(process, e))?;
-        match req.send_string(&body) {
+        // Every internal request reads, or raises a floor to a maximum: sent again once when
+        // the connection failed (a kept-alive one the other process closed as it was reused).
+        let sent = match req.clone().send_string(&body) {
+            Err(ureq::Error::Transport(e)) if closed_under(&e) => {
+                tracing::debug!(process, error = %e, "a request to another process is sent again");
+                req.send_string(&body)
+            }
+            other => other,
+        };
+        match sent {
             Ok(resp) => {
                 let text = resp.into_string().map_err(|e| self.unavailable(process, e))?;
                 Ok(Answer::At(
@@ -343,4 +352,22 @@ fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("", s)])
         .map(|e| e.trim_start_matches('=').replace('+', "%20"))
         .unwrap_or_default()
+}
+
+/// Whether a request failed because the connection was closed under it (not a timeout, not a
+/// refused connection).
+fn closed_under(e: &ureq::Transport) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    e.source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionAborted
+            )
+        })
 }
