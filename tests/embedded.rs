@@ -151,7 +151,14 @@ fn drop_without_shutdown_then_reopen_keeps_every_write() {
 fn an_unchanged_configuration_is_recorded_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let open_shut = |c: Config| {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
         let tidal = Tidal::open(c).expect("open");
+        // Served at the clock of now, not of the checkpoint (behind what readers saw).
+        assert!(tidal.view().clock_ms() >= started, "the serving clock after a restart");
         let lsn = tidal.stats().wal_lsn;
         tidal.shutdown().expect("shutdown");
         lsn

@@ -397,6 +397,16 @@ impl Tidal {
                 })
         });
         let noted = if same {
+            // Served once the state is at the clock of now (the idle writer's next tick), as
+            // after a record: not at the clock the checkpoint was taken, behind what readers
+            // saw before the restart.
+            if wait && tidal.config.engine.clock == ClockMode::Wall {
+                let now = tidal_core::time::wall_clock_ms();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while tidal.view().clock_ms() < now && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             recovered
         } else {
             let commit = tidal.wal.submit_blocking(vec![Record::Config { toml: toml.clone() }])?;
