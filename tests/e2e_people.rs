@@ -131,6 +131,9 @@ fn users_cohorts_and_relationships_through_the_server() {
     assert_eq!(v["cohort"]["signals"]["view"]["counts"]["24h"], 5.0, "{v}");
     let (_, list) = s.get(&format!("/v1/cohorts?min_lsn={lsn}"));
     assert_eq!(list["cohorts"][0]["name"], "us-women", "{list}");
+    // The schema in force lists the cohorts declared since the start too.
+    let (_, schema) = s.get("/v1/schema");
+    assert_eq!(schema["cohorts"], list["cohorts"], "{schema}");
     // The list follows min_lsn: a cohort declared, then dropped, read with each write's LSN.
     for k in 0..5 {
         let name = format!("tmp-{k}");

@@ -433,7 +433,15 @@ impl Tidal {
 
     /// The schema as `GET /v1/schema` answers it (no secrets).
     pub fn schema(&self) -> serde_json::Value {
-        self.config.schema_json()
+        let mut schema = self.config.schema_json();
+        // The cohorts declared as of now: the configuration's and those put since.
+        let cohorts: Vec<serde_json::Value> = self
+            .cohorts()
+            .iter()
+            .map(|(name, rule)| serde_json::json!({"name": name, "where": rule}))
+            .collect();
+        schema["cohorts"] = serde_json::Value::Array(cohorts);
+        schema
     }
 
     /// Records recovered from the WAL when opened.
