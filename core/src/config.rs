@@ -11,6 +11,8 @@ use crate::time::{ClockMode, Durability};
 mod schema;
 mod validate;
 
+pub use validate::{base_reads_half_life, base_reads_window, valid_name};
+
 pub use schema::{
     CohortDef, FOR_YOU_TERMS, MAX_CANDIDATES, Mark, ProfileDef, SignalType, TRANSFORM_TERMS, Transform, WindowDef,
 };

@@ -550,18 +550,22 @@ mod tests {
         Fill::Later(Box::new(move |w: &mut dyn Write| w.write_all(bytes)))
     }
 
+    fn two_workers() -> Layout {
+        Layout {
+            schema: "s".into(),
+            peers: 2,
+            first: 0,
+            workers: 2,
+        }
+    }
+
     /// Two checkpoints at one frontier whose parts arrive interleaved (a second worker's part
     /// of the first after the first worker's part of the second) are gathered one after the
     /// other, each with each part once.
     #[test]
     fn two_checkpoints_at_one_frontier_are_gathered_apart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            schema: "s".into(),
-            peers: 2,
-            first: 0,
-            workers: 2,
-        };
+        let layout = two_workers();
         let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
         let at = Position { lsn: 7, signals: 70 };
         c.part_with(5, at, "w0-sums".into(), fill(b"first w0"));
@@ -581,12 +585,7 @@ mod tests {
     #[test]
     fn a_checkpoint_at_a_complete_ones_name_replaces_it_only_when_complete() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            schema: "s".into(),
-            peers: 2,
-            first: 0,
-            workers: 2,
-        };
+        let layout = two_workers();
         let at = Position { lsn: 7, signals: 70 };
         let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
         c.part_with(5, at, "w0-sums".into(), fill(b"first w0"));

@@ -241,15 +241,13 @@ impl Config {
                 return bad(f("exploration"), "must lie within 0..=1");
             }
             // What the base reads: a field it does not read would be ignored without a word.
-            let windowed = ["trending", "rising"].contains(&p.base.as_str());
-            let decayed = ["hot", "for_you", "following"].contains(&p.base.as_str());
-            if p.window.is_some() && !windowed {
+            if p.window.is_some() && !base_reads_window(&p.base) {
                 return bad(
                     f("window"),
                     &format!("a {} profile reads no window (trending and rising do)", p.base),
                 );
             }
-            if p.half_life.is_some() && !decayed {
+            if p.half_life.is_some() && !base_reads_half_life(&p.base) {
                 return bad(
                     f("half_life"),
                     &format!(
@@ -414,9 +412,20 @@ impl Config {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+/// A declared name (signal type, cohort, profile): 1-64 characters of `[a-z0-9_-]`.
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether a ranking on `base` reads a window (`window=`, a profile's `window`).
+pub fn base_reads_window(base: &str) -> bool {
+    matches!(base, "trending" | "rising")
+}
+
+/// Whether a ranking on `base` reads a half-life (`half_life=`, a profile's `half_life`).
+pub fn base_reads_half_life(base: &str) -> bool {
+    matches!(base, "hot" | "for_you" | "following")
 }

@@ -73,20 +73,15 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) 
 type UserParams = (Option<(Option<usize>, u64)>, bool);
 
 fn user_params(pairs: &[(String, String)]) -> Result<UserParams, ApiError> {
-    let (mut min_lsn, mut vector) = (None, false);
-    for (k, v) in pairs {
-        match k.as_str() {
-            "min_lsn" => min_lsn = Some(crate::query::parse_min_lsn(v).map_err(crate::Error::from)?),
-            "vector" => vector = crate::query::parse_flag("vector", Some(v)).map_err(crate::Error::from)?,
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("unknown parameter {other:?}; known: min_lsn, vector"),
-                ));
-            }
-        }
-    }
-    Ok((min_lsn, vector))
+    only_params(pairs, &["min_lsn", "vector"])?;
+    let vector = pairs
+        .iter()
+        .find(|(k, _)| k == "vector")
+        .map(|(_, v)| crate::query::parse_flag("vector", Some(v)))
+        .transpose()
+        .map_err(crate::Error::from)?
+        .unwrap_or(false);
+    Ok((min_lsn_param(pairs)?, vector))
 }
 
 /// Puts a user's attributes; answered once durable.
@@ -249,13 +244,7 @@ pub async fn get_cohorts(
         let pairs = query_pairs(q)?;
         only_params(&pairs, &["min_lsn"])?;
         let view = snapshot_with(&state, min_lsn_param(&pairs)?, Reads::Everything).await?;
-        let list: Vec<Value> = state
-            .tidal
-            .cohorts_on(&view)
-            .iter()
-            .map(|(name, rule)| json!({"name": name, "where": rule}))
-            .collect();
-        Ok(Json(json!({ "cohorts": list })))
+        Ok(Json(json!({ "cohorts": state.tidal.cohort_list_on(&view) })))
     }
     .await;
     counted(&state, result)

@@ -396,8 +396,8 @@ fn inapplicable<'a>(
     get: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<(), QueryError> {
     let reads = |param: &str| match param {
-        "window" => matches!(base, Base::Trending | Base::Rising),
-        "half_life" => matches!(base, Base::Hot | Base::ForYou | Base::Following),
+        "window" => tidal_core::config::base_reads_window(base.as_str()),
+        "half_life" => tidal_core::config::base_reads_half_life(base.as_str()),
         _ => base != Base::New && (base != Base::Following || half_life),
     };
     for param in ["window", "half_life", "signal", "signals"] {
@@ -426,14 +426,8 @@ fn inapplicable<'a>(
 /// sorted by dimension; or `cohort=NAME`, a declared cohort by its name (returned as the one
 /// pair `("", NAME)`, resolved when ranked).
 pub fn parse_cohort(v: &str, config: &Config) -> Result<Vec<(String, String)>, QueryError> {
-    if !v.contains(':') {
-        let valid = !v.is_empty()
-            && v.len() <= 64
-            && v.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if valid {
-            return Ok(vec![(String::new(), v.to_string())]);
-        }
+    if !v.contains(':') && tidal_core::config::valid_name(v) {
+        return Ok(vec![(String::new(), v.to_string())]);
     }
     let mut out: Vec<(String, String)> = Vec::new();
     for part in v.split(',') {

@@ -285,7 +285,7 @@ impl Tidal {
         }
 
         let mut recovered_records = 0u64;
-        let mut last_config: Option<(u64, String)> = None;
+        let mut recovered_config: Option<(u64, String)> = None;
         let feed = pipeline.feed().clone();
         // Nobody reads until the log is recovered: the dataflow may take it in large runs,
         // and the nearest-item indexes wait (they fill once the process serves).
@@ -302,7 +302,7 @@ impl Tidal {
             recovered_records += batch.records.len() as u64;
             for r in &batch.records {
                 if let Record::Config { toml } = &r.record {
-                    last_config = Some((r.lsn, toml.clone()));
+                    recovered_config = Some((r.lsn, toml.clone()));
                 }
             }
             feed.push(Arc::new(batch));
@@ -369,60 +369,7 @@ impl Tidal {
             dimension: Mutex::new(write::Dimension::fixed_at(dimension)),
             _lock: lock,
         };
-        // The WAL records the configuration in force, so replay can use it as its baseline:
-        // the last one in the records recovered after the checkpoint, else (one process
-        // alone) the one `last-config.json` names; written again if neither is known.
-        // Where the data directory is, how many workers run it and where it listens change
-        // no answer: the same directory spelled another way, opened by `tidal checkpoint`
-        // with another worker count, or served on another port, records nothing new.
-        let toml = tidal.config.to_toml();
-        let recovered = last_config.clone();
-        let last_config = last_config.map(|(_, t)| t).or_else(|| {
-            // A process of a cluster writes it at every start, as before (its restarts,
-            // which agree on a checkpoint with the others, are tested that way).
-            tidal
-                .config
-                .cluster
-                .is_single()
-                .then(|| last_config::read(&data_dir, tidal.wal.last_lsn()))
-                .flatten()
-        });
-        let same = last_config.as_deref().is_some_and(|last| {
-            last == toml
-                || Config::parse(last).is_ok_and(|mut c| {
-                    c.engine.data_dir.clone_from(&tidal.config.engine.data_dir);
-                    c.engine.workers = tidal.config.engine.workers;
-                    c.server.listen.clone_from(&tidal.config.server.listen);
-                    c.to_toml() == toml
-                })
-        });
-        let noted = if same {
-            // Served once the state is at the clock of now (the idle writer's next tick), as
-            // after a record: not at the clock the checkpoint was taken, behind what readers
-            // saw before the restart.
-            if wait && tidal.config.engine.clock == ClockMode::Wall {
-                let now = tidal_core::time::wall_clock_ms();
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while tidal.view().clock_ms() < now && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            recovered
-        } else {
-            let commit = tidal.wal.submit_blocking(vec![Record::Config { toml: toml.clone() }])?;
-            // Served once the state holds it too, as every record before: a first read then
-            // sees the LSN the next one will (the sink's thread publishes it a moment later).
-            if wait {
-                tidal.wait_visible(commit.last_lsn)?;
-            }
-            Some((commit.last_lsn, toml))
-        };
-        if let Some((lsn, toml)) = noted
-            && let Err(e) = last_config::write(&data_dir, lsn, &toml)
-        {
-            // Only a later start is affected: it records its configuration again.
-            tracing::warn!(error = %e, "cannot note the configuration the WAL recorded last");
-        }
+        last_config::record(&tidal, &data_dir, recovered_config, wait)?;
         Ok(tidal)
     }
 
@@ -435,12 +382,7 @@ impl Tidal {
     pub fn schema(&self) -> serde_json::Value {
         let mut schema = self.config.schema_json();
         // The cohorts declared as of now: the configuration's and those put since.
-        let cohorts: Vec<serde_json::Value> = self
-            .cohorts()
-            .iter()
-            .map(|(name, rule)| serde_json::json!({"name": name, "where": rule}))
-            .collect();
-        schema["cohorts"] = serde_json::Value::Array(cohorts);
+        schema["cohorts"] = serde_json::Value::Array(self.cohort_list_on(&self.view()));
         schema
     }
 

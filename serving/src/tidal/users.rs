@@ -201,16 +201,20 @@ impl Tidal {
             .map(|s| (**s.cohort_defs()).clone())
             .unwrap_or_default()
     }
+
+    /// The declared cohorts on a given state as `GET /v1/cohorts` and `GET /v1/schema` list
+    /// them: `{"name": .., "where": {dimension: value}}`.
+    pub fn cohort_list_on(&self, view: &tidal_sinks::View) -> Vec<serde_json::Value> {
+        self.cohorts_on(view)
+            .iter()
+            .map(|(name, rule)| serde_json::json!({"name": name, "where": rule}))
+            .collect()
+    }
 }
 
 /// A cohort's name: 1-64 characters of `[a-z0-9_-]` (a `cohort=` without `:` is a name).
 fn check_cohort_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if valid {
+    if tidal_core::config::valid_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidCohort(format!(
