@@ -69,9 +69,12 @@ pub struct FloorRequest {
     pub time: Time,
 }
 
-/// Creator ids by their hashes, asked of every process (each names those its items have).
+/// Creator ids by their hashes at a frontier, asked of every process (each names those its
+/// items have).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct CreatorsRequest {
+    /// The frontier: the asker's state names creators of items put before it.
+    pub frontier: Time,
     /// The hashes.
     pub hashes: Vec<u64>,
 }
@@ -320,15 +323,18 @@ impl Peers {
         failed.map_or(Ok(()), Err)
     }
 
-    /// The names process `process` knows of the creators hashed `hashes`.
-    pub fn creator_names(&self, process: usize, hashes: &[u64]) -> Result<HashMap<u64, String>> {
+    /// The names process `process` knows at `frontier` of the creators hashed `hashes`.
+    pub fn creator_names(
+        &self,
+        process: usize,
+        frontier: Time,
+        hashes: &[u64],
+    ) -> Result<Answer<HashMap<u64, String>>> {
         let req = CreatorsRequest {
+            frontier,
             hashes: hashes.to_vec(),
         };
-        match self.post(process, "/v1/internal/creators", &req)? {
-            Answer::At(names) => Ok(names),
-            Answer::Gone => Ok(HashMap::new()),
-        }
+        self.post(process, "/v1/internal/creators", &req)
     }
 
     /// Moves the event clock of every other process to `ms`.

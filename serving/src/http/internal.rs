@@ -251,10 +251,11 @@ pub async fn post_floor(
     post,
     path = "/v1/internal/creators",
     tag = "cluster",
-    request_body(content = Object, description = "hashes: creator id hashes"),
+    request_body(content = Object, description = "frontier, hashes: creator id hashes"),
     responses(
         (status = 200, description = "hash -> name, for those this process knows", body = Object),
         (status = 400, description = "too many hashes", body = super::ErrorBody),
+        (status = 409, description = "this process no longer holds that frontier", body = super::ErrorBody),
     )
 )]
 pub async fn post_creators(
@@ -262,7 +263,7 @@ pub async fn post_creators(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let result = async {
-        let req: CreatorsRequest = peer_request(&state, raw, "creators request (field: hashes)")?;
+        let req: CreatorsRequest = peer_request(&state, raw, "creators request (fields: frontier, hashes)")?;
         // A user's creators: bounded by what one user's state holds in practice.
         const MOST: usize = 100_000;
         if req.hashes.len() > MOST {
@@ -274,12 +275,10 @@ pub async fn post_creators(
                 ),
             ));
         }
-        let view = state.tidal.view();
-        let names = state
-            .reads
-            .run(move || crate::query::creator_names(&view, &req.hashes))
-            .await?;
-        Ok(Json(json!(names)).into_response())
+        at_frontier(&state, req.frontier, 0, move |_, view| {
+            Ok(crate::query::creator_names(view, &req.hashes))
+        })
+        .await
     }
     .await;
     counted(&state, result)

@@ -173,8 +173,13 @@ impl Tidal {
             if !info.unnamed.is_empty() {
                 let hashes: Vec<u64> = info.unnamed.iter().map(|(h, _)| *h).collect();
                 let mut names = std::collections::HashMap::new();
+                // At this state's frontier: a process whose state is behind it would not know
+                // the creator of an item put just before (and name none).
                 for p in peers.others() {
-                    names.extend(peers.creator_names(p, &hashes)?);
+                    match peers.creator_names(p, view.frontier, &hashes)? {
+                        crate::cluster::Answer::At(found) => names.extend(found),
+                        crate::cluster::Answer::Gone => return Ok(None),
+                    }
                 }
                 info.name_creators(&names);
             }
