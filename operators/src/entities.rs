@@ -191,8 +191,22 @@ pub fn entities<'s>(
                     return;
                 };
                 if reorder {
-                    let held = waiting.entry(*c0.time()).or_insert_with(|| ([c0, c1, c2], Vec::new()));
-                    held.1.append(data);
+                    // A checkpoint at frontier `f` is sent at its asker's time, which may be
+                    // below `f`: the runs between (another process's, or this one's, sent
+                    // after the asker's) must be in its state, and in the log position this
+                    // process's part names. It waits until `f` itself, where it goes before
+                    // the runs (see `apply`).
+                    let now = *c0.time();
+                    for msg in data.drain(..) {
+                        let at = match &msg {
+                            Control::Checkpoint { time: f, .. } if *f > now => *f,
+                            _ => now,
+                        };
+                        let held = waiting
+                            .entry(at)
+                            .or_insert_with(|| ([c0.delayed(&at), c1.delayed(&at), c2.delayed(&at)], Vec::new()));
+                        held.1.push(msg);
+                    }
                 } else {
                     apply([c0, c1, c2], data);
                 }

@@ -32,8 +32,16 @@ use tidal_core::time::Time;
 
 /// The format of the files this build writes.
 pub const FORMAT: u32 = 6;
-/// Complete checkpoints kept.
+/// Complete checkpoints kept by a process alone.
 const KEEP: usize = 2;
+
+/// Complete checkpoints kept: in a cluster one more than alone. A process may finish a
+/// checkpoint another never finishes (it stopped first), and that other one may have lost
+/// its newest (damaged, skipped at start): the newest checkpoint all processes still hold is
+/// then this process's third, and without it the cluster restarts from the whole log.
+fn keep(layout: &Layout) -> usize {
+    if layout.peers > layout.workers { KEEP + 1 } else { KEEP }
+}
 
 /// Puts the calling thread, one that encodes or writes a checkpoint, at the serving sink's
 /// priority ([`tidal_core::priority`]).
@@ -123,9 +131,7 @@ impl Msg {
     /// Whether the checkpoint this part belongs to is being gathered and lacks it.
     fn lacked_by(&self, gathering: &HashMap<Time, Gathering>) -> bool {
         let Msg::Part { frontier, name, .. } = self;
-        gathering
-            .get(frontier)
-            .is_some_and(|g| !g.files.iter().any(|f| f.name == *name))
+        gathering.get(frontier).is_some_and(|g| !g.parts.contains(name))
     }
 
     /// Where the part comes among those waiting: the oldest checkpoint's first, parts staged
@@ -160,6 +166,8 @@ struct Gathering {
     /// Its versioned extra parts.
     kept: Kept,
     failed: bool,
+    /// The names of the workers' parts handed over so far, placed or failed.
+    parts: std::collections::HashSet<String>,
 }
 
 #[derive(Default)]
@@ -389,9 +397,22 @@ fn writer(
                 staged
             }
         };
+        if position != g.position {
+            // Every part covers the same log: a part that names another position holds
+            // another state, and the checkpoint is not written.
+            tracing::error!(
+                part = %name,
+                position = position.lsn,
+                checkpoint = g.position.lsn,
+                "a checkpoint part names another log position than the others"
+            );
+            g.failed = true;
+        }
+        // A failed part counts: the checkpoint ends (not written) once all are in, and the
+        // next one is asked for.
+        g.parts.insert(name.clone());
         place_part(g, name, staged, false);
-        let extras = g.files.iter().filter(|f| !f.name.starts_with('w')).count();
-        if g.files.len() - extras < parts {
+        if g.parts.len() < parts {
             continue;
         }
         let Some(mut g) = gathering.remove(&frontier) else {
@@ -407,7 +428,7 @@ fn writer(
                 done.kept = kept;
                 drop(done);
                 cond.notify_all();
-                prune(&dir);
+                prune(&dir, keep(&layout));
             }
             Err(e) => tracing::warn!(error = %e, lsn = position.lsn, "checkpoint not written"),
         }
@@ -439,6 +460,7 @@ fn begin(
         files: Vec::new(),
         kept: Kept::default(),
         failed,
+        parts: Default::default(),
     };
     // The extra parts (the WAL's dedup window, the serving indexes) come with the first part.
     add_extras(&mut g, dir, extra, done);
@@ -535,9 +557,9 @@ fn complete(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Removes all but the newest [`KEEP`] complete checkpoints, and unfinished ones.
-fn prune(dir: &Path) {
-    for old in complete(dir).into_iter().skip(KEEP) {
+/// Removes all but the newest `keep` complete checkpoints, and unfinished ones.
+fn prune(dir: &Path, keep: usize) {
+    for old in complete(dir).into_iter().skip(keep) {
         let _ = std::fs::remove_dir_all(old);
     }
 }
@@ -578,6 +600,31 @@ mod tests {
         assert_eq!(names, ["w0-sums", "w1-sums"]);
         assert_eq!(loaded.part("w0-sums"), Some(&b"second w0"[..]));
         assert_eq!(loaded.part("w1-sums"), Some(&b"second w1"[..]));
+    }
+
+    /// A part that cannot be written, or that names another log position than the others,
+    /// ends its checkpoint unwritten once every part is in; the next one is written.
+    #[test]
+    fn a_failed_or_disagreeing_part_ends_its_checkpoint_unwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = two_workers();
+        let at = Position { lsn: 7, signals: 70 };
+        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        let failing = || Fill::Later(Box::new(|_: &mut dyn Write| Err(std::io::Error::other("no"))));
+        c.part_with(5, at, "w0-sums".into(), fill(b"a"));
+        c.part_with(5, at, "w1-sums".into(), failing());
+        c.part_with(6, at, "w0-sums".into(), fill(b"b"));
+        c.part_with(6, Position { lsn: 8, signals: 80 }, "w1-sums".into(), fill(b"b"));
+        c.part_with(7, at, "w0-sums".into(), fill(b"c0"));
+        c.part_with(7, at, "w1-sums".into(), fill(b"c1"));
+        let finished = c.finished();
+        c.shutdown();
+        assert_eq!(finished.load(std::sync::atomic::Ordering::Acquire), 7, "each one ended");
+        let complete = super::complete(dir.path());
+        assert_eq!(complete.len(), 1, "{complete:?}");
+        let loaded = load_latest(dir.path(), &layout).expect("the third");
+        assert_eq!(loaded.manifest.frontier, 7);
+        assert_eq!(loaded.part("w1-sums"), Some(&b"c1"[..]));
     }
 
     /// A checkpoint begun at the name of a complete one (a start that restored it and wrote

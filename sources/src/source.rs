@@ -86,7 +86,15 @@ pub struct SourceOptions {
 /// position a checkpoint at frontier `F` covers is the one after the last run before `F`.
 #[derive(Debug, Default)]
 pub struct RunLog {
-    runs: std::sync::Mutex<std::collections::VecDeque<(Time, Position)>>,
+    runs: std::sync::Mutex<Runs>,
+}
+
+#[derive(Debug, Default)]
+struct Runs {
+    runs: std::collections::VecDeque<(Time, Position)>,
+    /// Whether runs were dropped (for room, or forgotten): a frontier before the oldest kept
+    /// one is unknown.
+    dropped: bool,
 }
 
 /// Runs a [`RunLog`] remembers at most (checkpoints are asked for at frontiers seconds old,
@@ -105,24 +113,38 @@ impl RunLog {
 
     /// Records the position after a run at `time`.
     pub fn record(&self, time: Time, position: Position) {
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        runs.push_back((time, position));
-        if runs.len() > RUN_LOG_MAX {
-            runs.pop_front();
+        let mut log = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        log.runs.push_back((time, position));
+        if log.runs.len() > RUN_LOG_MAX {
+            log.runs.pop_front();
+            log.dropped = true;
         }
     }
 
-    /// The position after the last run before `frontier` (forgetting the runs before that
-    /// one: checkpoints come at increasing frontiers).
-    pub fn at(&self, frontier: Time) -> Position {
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        let n = runs.partition_point(|(t, _)| *t < frontier);
-        if n >= 2 {
-            runs.drain(..n - 1);
+    /// The position after the last run before `frontier`; `None` when the log no longer
+    /// (or never) held a run before it.
+    ///
+    /// The workers of a process write their parts of checkpoints at different frontiers
+    /// in no common order, so a lookup forgets nothing: see [`forget_before`](Self::forget_before).
+    pub fn at(&self, frontier: Time) -> Option<Position> {
+        let log = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let n = log.runs.partition_point(|(t, _)| *t < frontier);
+        match n.checked_sub(1) {
+            Some(last) => Some(log.runs[last].1),
+            // No run before it: the log's start, unless runs were dropped.
+            None => (!log.dropped).then(Position::default),
         }
-        match runs.front() {
-            Some((t, p)) if *t < frontier => *p,
-            _ => Position::default(),
+    }
+
+    /// Forgets the runs no checkpoint will ask about: those before the last run before
+    /// `frontier`, the newest frontier whose checkpoint this process has finished with (every
+    /// part at an older frontier was written before its parts).
+    pub fn forget_before(&self, frontier: Time) {
+        let mut log = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let n = log.runs.partition_point(|(t, _)| *t < frontier);
+        if n >= 2 {
+            log.runs.drain(..n - 1);
+            log.dropped = true;
         }
     }
 }
@@ -382,6 +404,44 @@ mod tests {
     use timely::dataflow::operators::Inspect;
 
     use super::*;
+
+    fn pos(lsn: u64) -> Position {
+        Position { lsn, signals: lsn * 10 }
+    }
+
+    /// The workers of a process write their parts of two checkpoints in no common order: a
+    /// part at the older frontier asked after one at the newer still names the position
+    /// before the older frontier, until the newer checkpoint is finished with.
+    #[test]
+    fn run_log_lookups_out_of_order_name_each_frontier_s_position() {
+        let log = RunLog::default();
+        assert_eq!(log.at(5), Some(Position::default()), "no run yet: the log's start");
+        for (t, lsn) in [(10, 1), (20, 2), (30, 3), (40, 4)] {
+            log.record(t, pos(lsn));
+        }
+        assert_eq!(log.at(35), Some(pos(3)));
+        assert_eq!(log.at(25), Some(pos(2)), "an older frontier after a newer one");
+        assert_eq!(log.at(10), Some(Position::default()));
+        assert_eq!(log.at(11), Some(pos(1)));
+        assert_eq!(log.at(41), Some(pos(4)));
+        // Finished with the checkpoint at 35: the runs it needs stay, those before go.
+        log.forget_before(35);
+        assert_eq!(log.at(35), Some(pos(3)));
+        assert_eq!(log.at(50), Some(pos(4)));
+        assert_eq!(log.at(25), None, "forgotten: unknown, not the log's start");
+    }
+
+    /// A frontier older than every run kept once runs were dropped for room is unknown,
+    /// never the log's start (which would replay the log on top of the checkpoint).
+    #[test]
+    fn run_log_does_not_guess_below_what_it_dropped() {
+        let log = RunLog::default();
+        for i in 0..=RUN_LOG_MAX as u64 {
+            log.record(10 + i, pos(i + 1));
+        }
+        assert_eq!(log.at(10), None);
+        assert_eq!(log.at(12), Some(pos(2)));
+    }
 
     fn batch(lsn: u64, signals: usize) -> Arc<CommittedBatch> {
         let signal = Signal {

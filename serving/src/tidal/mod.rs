@@ -230,8 +230,23 @@ impl Tidal {
                     // this process's checkpoint covers its own log up to that frontier.
                     Some(log) => {
                         let log = log.clone();
+                        let finished = checkpointer.finished();
                         Arc::new(move |frontier, _asker: Position, name, fill| {
-                            parts.part_with(frontier, log.at(frontier), name, fill)
+                            log.forget_before(finished.load(std::sync::atomic::Ordering::Acquire));
+                            match log.at(frontier) {
+                                Some(position) => parts.part_with(frontier, position, name, fill),
+                                // Too old to tell: the part fails, and the checkpoint with it.
+                                None => parts.part_with(
+                                    frontier,
+                                    Position::default(),
+                                    name,
+                                    tidal_core::flow::Fill::Later(Box::new(move |_| {
+                                        Err(std::io::Error::other(format!(
+                                            "this process's log position at frontier {frontier} is no longer known"
+                                        )))
+                                    })),
+                                ),
+                            }
                         })
                     }
                 }),
