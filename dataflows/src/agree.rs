@@ -120,6 +120,15 @@ pub(crate) fn agree(
     let offers: Vec<Vec<Time>> = heard.iter().map(|(_, _, o)| o.clone()).collect();
     let chosen = common(&offers, processes);
     if speaker.is_some() {
+        if chosen.is_none() && offers.iter().any(|o| !o.is_empty()) {
+            // Checkpoints that share no frontier: the processes' writers drifted apart (a
+            // checkpoint_every small against the time one takes to write) or one lost its own.
+            let held: Vec<String> = heard.iter().map(|(p, _, o)| format!("process {p}: {o:?}")).collect();
+            tracing::warn!(
+                checkpoints = %held.join("; "),
+                "the processes hold no checkpoint at a common frontier: each replays its whole WAL"
+            );
+        }
         let mut addresses = vec![String::new(); processes];
         for (p, http, _) in heard.iter() {
             if let Some(a) = addresses.get_mut(*p) {

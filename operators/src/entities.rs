@@ -99,8 +99,11 @@ pub fn entities<'s>(
         };
         let mut restoring = decoding(&persist, partition.index, "entities", woken, decode);
         let mut initial = Some(capabilities);
-        // With `reorder`: messages by time, with the capabilities to emit at that time.
+        // With `reorder`: messages by time, with the capabilities to emit at that time; the
+        // checkpoints apart, by frontier (see below).
         let mut waiting: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =
+            std::collections::BTreeMap::new();
+        let mut checkpoints: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =
             std::collections::BTreeMap::new();
         move |frontiers| {
             // A restored part not decoded yet: the other operators run meanwhile (its thread
@@ -194,15 +197,15 @@ pub fn entities<'s>(
                     // A checkpoint at frontier `f` is sent at its asker's time, which may be
                     // below `f`: the runs between (another process's, or this one's, sent
                     // after the asker's) must be in its state, and in the log position this
-                    // process's part names. It waits until `f` itself, where it goes before
-                    // the runs (see `apply`).
+                    // process's part names. It waits until every time before `f` is complete,
+                    // and goes at `f`, before the runs there.
                     let now = *c0.time();
                     for msg in data.drain(..) {
-                        let at = match &msg {
-                            Control::Checkpoint { time: f, .. } if *f > now => *f,
-                            _ => now,
+                        let (map, at) = match &msg {
+                            Control::Checkpoint { time: f, .. } => (&mut checkpoints, now.max(*f)),
+                            _ => (&mut waiting, now),
                         };
-                        let held = waiting
+                        let held = map
                             .entry(at)
                             .or_insert_with(|| ([c0.delayed(&at), c1.delayed(&at), c2.delayed(&at)], Vec::new()));
                         held.1.push(msg);
@@ -212,13 +215,29 @@ pub fn entities<'s>(
                 }
             });
             if reorder {
+                // In time order: a time's runs once the input has passed it (a cluster's runs
+                // of one time come from every process), a checkpoint at `f` once it has reached
+                // `f` (an idle event-clock cluster's sources stop at the frontier asked for),
+                // before the runs at `f`.
                 let frontier = &frontiers[0];
-                while let Some(entry) = waiting.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
+                loop {
+                    let checkpoint = checkpoints
+                        .first_key_value()
+                        .map(|(t, _)| *t)
+                        .filter(|t| !frontier.less_than(t));
+                    let run = waiting
+                        .first_key_value()
+                        .map(|(t, _)| *t)
+                        .filter(|t| !frontier.less_equal(t));
+                    let next = match (checkpoint, run) {
+                        (Some(c), Some(r)) if c <= r => checkpoints.pop_first(),
+                        (Some(_), None) => checkpoints.pop_first(),
+                        (_, Some(_)) => waiting.pop_first(),
+                        (None, None) => break,
+                    };
+                    if let Some((_, (caps, mut msgs))) = next {
+                        apply(caps, &mut msgs);
                     }
-                    let (caps, mut msgs) = entry.remove();
-                    apply(caps, &mut msgs);
                 }
             }
             StateStats::set(&stats.items, log.live);

@@ -6,7 +6,7 @@
 //! that writes the parts into `<data-dir>/checkpoints/<name>.tmp/`, syncs them, writes the
 //! `MANIFEST` (frontier, position, schema hash, layout, each part's size and BLAKE3) last,
 //! and renames the directory into place: a checkpoint is either complete or ignored. The two
-//! newest complete checkpoints are kept. [`load_latest`] takes the newest one whose manifest
+//! newest complete checkpoints are kept (three in a cluster). [`load_latest`] takes the newest one whose manifest
 //! and parts check out and whose schema and layout match; a damaged one is skipped with a
 //! warning (the one before, or the whole WAL, is used instead).
 
@@ -121,7 +121,8 @@ enum Msg {
     /// A worker's part, to be moved into its checkpoint.
     Part {
         frontier: Time,
-        position: Position,
+        /// `None`: the part could not name its log position (it fails its checkpoint).
+        position: Option<Position>,
         name: String,
         bytes: Bytes,
     },
@@ -272,7 +273,7 @@ impl Checkpointer {
         let send = move |bytes| {
             let _ = tx.send(Msg::Part {
                 frontier,
-                position,
+                position: Some(position),
                 name: part,
                 bytes,
             });
@@ -287,6 +288,20 @@ impl Checkpointer {
             ms = began.elapsed().as_secs_f64() * 1e3,
             "checkpoint part written"
         );
+    }
+
+    /// Hands over worker part `name` of the checkpoint at `frontier` as failed: its log
+    /// position there is unknown (`why`). The checkpoint ends unwritten once all its parts are in.
+    pub fn part_unknown(&self, frontier: Time, name: String, why: &str) {
+        tracing::error!(part = %name, frontier, "checkpoint part not written: {why}");
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Part {
+                frontier,
+                position: None,
+                name,
+                bytes: Bytes::Staged(None),
+            });
+        }
     }
 
     /// Records `manifest` as the newest complete checkpoint (one loaded after the writer
@@ -359,7 +374,11 @@ fn writer(
             (!gathering.contains_key(frontier)).then_some((*frontier, *position))
         });
         if let Some((frontier, position)) = new {
-            let g = begin(&dir, frontier, position, &extra, &done);
+            let g = match position {
+                Some(position) => begin(&dir, frontier, position, &extra, &done),
+                // Its position unknown: nothing of it is written.
+                None => Gathering::failed(frontier),
+            };
             gathering.insert(frontier, g);
             continue;
         }
@@ -388,7 +407,24 @@ fn writer(
         let Some(g) = gathering.get_mut(&frontier) else {
             continue;
         };
+        if position.is_some_and(|p| p != g.position) && !g.failed {
+            // Every part covers the same log: a part that names another position holds
+            // another state, and the checkpoint is not written.
+            tracing::error!(
+                part = %name,
+                position = position.map(|p| p.lsn),
+                checkpoint = g.position.lsn,
+                "a checkpoint part names another log position than the others"
+            );
+            g.failed = true;
+        }
+        g.failed |= position.is_none();
+        // A failed part counts: the checkpoint ends (not written) once all are in, and the
+        // next one is asked for.
+        g.parts.insert(name.clone());
         let staged = match bytes {
+            // Failed already: nothing more of it is encoded.
+            Bytes::Later(..) if g.failed => None,
             Bytes::Staged(staged) => staged,
             Bytes::Later(path, fill) => {
                 let began = Instant::now();
@@ -397,20 +433,6 @@ fn writer(
                 staged
             }
         };
-        if position != g.position {
-            // Every part covers the same log: a part that names another position holds
-            // another state, and the checkpoint is not written.
-            tracing::error!(
-                part = %name,
-                position = position.lsn,
-                checkpoint = g.position.lsn,
-                "a checkpoint part names another log position than the others"
-            );
-            g.failed = true;
-        }
-        // A failed part counts: the checkpoint ends (not written) once all are in, and the
-        // next one is asked for.
-        g.parts.insert(name.clone());
         place_part(g, name, staged, false);
         if g.parts.len() < parts {
             continue;
@@ -430,9 +452,24 @@ fn writer(
                 cond.notify_all();
                 prune(&dir, keep(&layout));
             }
-            Err(e) => tracing::warn!(error = %e, lsn = position.lsn, "checkpoint not written"),
+            Err(e) => tracing::warn!(error = %e, frontier, "checkpoint not written"),
         }
         finished.fetch_max(frontier, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Gathering {
+    /// A checkpoint that fails before anything of it is written (a part's position unknown).
+    fn failed(frontier: Time) -> Gathering {
+        Gathering {
+            frontier,
+            position: Position::default(),
+            dir: PathBuf::new(),
+            files: Vec::new(),
+            kept: Kept::default(),
+            failed: true,
+            parts: Default::default(),
+        }
     }
 }
 
@@ -499,6 +536,7 @@ fn place_part(g: &mut Gathering, name: String, staged: Option<Staged>, rebuildab
 
 fn finish(dir: &Path, g: Gathering, layout: &Layout) -> std::io::Result<Manifest> {
     if g.failed {
+        let _ = std::fs::remove_dir_all(&g.dir);
         return Err(std::io::Error::other("a part could not be written"));
     }
     let mut files = g.files;
@@ -602,8 +640,9 @@ mod tests {
         assert_eq!(loaded.part("w1-sums"), Some(&b"second w1"[..]));
     }
 
-    /// A part that cannot be written, or that names another log position than the others,
-    /// ends its checkpoint unwritten once every part is in; the next one is written.
+    /// A part that cannot be written, that names another log position than the others, or
+    /// whose position is unknown, ends its checkpoint unwritten (nothing of it left behind)
+    /// once every part is in; the next one is written.
     #[test]
     fn a_failed_or_disagreeing_part_ends_its_checkpoint_unwritten() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -615,16 +654,24 @@ mod tests {
         c.part_with(5, at, "w1-sums".into(), failing());
         c.part_with(6, at, "w0-sums".into(), fill(b"b"));
         c.part_with(6, Position { lsn: 8, signals: 80 }, "w1-sums".into(), fill(b"b"));
-        c.part_with(7, at, "w0-sums".into(), fill(b"c0"));
-        c.part_with(7, at, "w1-sums".into(), fill(b"c1"));
+        c.part_unknown(7, "w0-sums".into(), "gone");
+        c.part_with(7, at, "w1-sums".into(), fill(b"c"));
+        c.part_with(8, at, "w0-sums".into(), fill(b"d0"));
+        c.part_with(8, at, "w1-sums".into(), fill(b"d1"));
         let finished = c.finished();
         c.shutdown();
-        assert_eq!(finished.load(std::sync::atomic::Ordering::Acquire), 7, "each one ended");
+        assert_eq!(finished.load(std::sync::atomic::Ordering::Acquire), 8, "each one ended");
         let complete = super::complete(dir.path());
         assert_eq!(complete.len(), 1, "{complete:?}");
-        let loaded = load_latest(dir.path(), &layout).expect("the third");
-        assert_eq!(loaded.manifest.frontier, 7);
-        assert_eq!(loaded.part("w1-sums"), Some(&b"c1"[..]));
+        let loaded = load_latest(dir.path(), &layout).expect("the fourth");
+        assert_eq!(loaded.manifest.frontier, 8);
+        assert_eq!(loaded.part("w1-sums"), Some(&b"d1"[..]));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| !n.starts_with("ckpt-") || n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     /// A checkpoint begun at the name of a complete one (a start that restored it and wrote

@@ -236,15 +236,10 @@ impl Tidal {
                             match log.at(frontier) {
                                 Some(position) => parts.part_with(frontier, position, name, fill),
                                 // Too old to tell: the part fails, and the checkpoint with it.
-                                None => parts.part_with(
+                                None => parts.part_unknown(
                                     frontier,
-                                    Position::default(),
                                     name,
-                                    tidal_core::flow::Fill::Later(Box::new(move |_| {
-                                        Err(std::io::Error::other(format!(
-                                            "this process's log position at frontier {frontier} is no longer known"
-                                        )))
-                                    })),
+                                    "this process's log position at the frontier is no longer known",
                                 ),
                             }
                         })
