@@ -105,6 +105,11 @@ pub fn entities<'s>(
             std::collections::BTreeMap::new();
         let mut checkpoints: std::collections::BTreeMap<Time, ([Capability<Time>; 3], Vec<Control>)> =
             std::collections::BTreeMap::new();
+        // The frontier of the last checkpoint taken: another asked at it (two processes of a
+        // cluster, or a periodic one and a shutdown's) is the same state, taken once (the
+        // stages after this one write one part per frontier, so a second set of parts would
+        // never be whole).
+        let mut taken: Option<Time> = None;
         move |frontiers| {
             // A restored part not decoded yet: the other operators run meanwhile (its thread
             // activates this one when it is ready).
@@ -157,6 +162,10 @@ pub fn entities<'s>(
                             time: frontier,
                             position,
                         } => {
+                            if taken.is_some_and(|t| t >= frontier) {
+                                continue;
+                            }
+                            taken = Some(frontier);
                             // Every run before the checkpoint is applied, none after it. The
                             // worker keeps a snapshot; its metadata is encoded on another thread.
                             if persist.writes() {

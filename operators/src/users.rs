@@ -88,6 +88,8 @@ pub fn users<'s>(
         // Checkpoints asked for and not written yet: written once every time before their
         // frontier is applied and none after it.
         let mut checkpoints: BTreeMap<Time, tidal_core::record::Position> = BTreeMap::new();
+        // The frontier of the last checkpoint written.
+        let mut taken: Option<Time> = None;
         // A large time being applied on a thread of its own, with the state.
         let mut away: Option<Away> = None;
         move |frontiers| {
@@ -147,7 +149,11 @@ pub fn users<'s>(
                     return;
                 };
                 for msg in data.iter() {
-                    if let Control::Checkpoint { time, position } = msg {
+                    // One at a frontier already taken is that state (another process's ask, or
+                    // a shutdown's after a periodic one): taken once, as the other stages do.
+                    if let Control::Checkpoint { time, position } = msg
+                        && taken.is_none_or(|t| t < *time)
+                    {
                         checkpoints.insert(*time, *position);
                     }
                 }
@@ -177,6 +183,7 @@ pub fn users<'s>(
                         break;
                     }
                     checkpoints.pop_first();
+                    taken = Some(f);
                     // The worker takes a reference to every slot; the part is encoded from
                     // them on the checkpoint writer's thread while the worker goes on.
                     if persist.writes() {
