@@ -152,6 +152,51 @@ pub enum Control {
         /// ends the catch-up is published — one version, its indexes settled in one pass.
         publish: bool,
     },
+    /// In a cluster: process `origin`'s checkpoint writer has finished with every checkpoint
+    /// up to frontier `frontier` (written or not). A source asks for its next periodic
+    /// checkpoint once every process has finished with its last ([`ClusterFinished`]).
+    Finished {
+        /// The process.
+        origin: usize,
+        /// The newest frontier it finished a checkpoint at.
+        frontier: Time,
+    },
+}
+
+/// The newest frontier each process of a cluster has finished a checkpoint at, as its
+/// [`Control::Finished`] messages tell: shared by the workers of a process, which note what
+/// they receive, and its source, which asks for a periodic checkpoint only once all of them
+/// have finished with its last one (so that one process's checkpoints never run ahead of a
+/// slower one's by more than the one each process asks for, and the processes keep one in
+/// common).
+#[derive(Debug)]
+pub struct ClusterFinished {
+    by_process: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl ClusterFinished {
+    /// A table for `processes` processes, none finished yet.
+    pub fn new(processes: usize) -> ClusterFinished {
+        ClusterFinished {
+            by_process: (0..processes).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Notes that `process` has finished at `frontier`.
+    pub fn note(&self, process: usize, frontier: Time) {
+        if let Some(f) = self.by_process.get(process) {
+            f.fetch_max(frontier, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// The frontier every process has finished at.
+    pub fn least(&self) -> Time {
+        self.by_process
+            .iter()
+            .map(|f| f.load(std::sync::atomic::Ordering::Acquire))
+            .min()
+            .unwrap_or(Time::MAX)
+    }
 }
 
 /// Writes a checkpoint part's bytes into the writer it is given.

@@ -68,9 +68,17 @@ pub fn build<'s>(
     persist: Persist,
 ) -> Outputs<'s> {
     let cluster = source.sources > 1;
+    let finished = source.cluster_finished.clone();
     let restored_lsn = persist.restore.as_ref().map(|r| r.position.lsn);
     let control = wal_source(scope, feed, source, stats.clone()).broadcast();
-    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone(), persist.clone(), cluster);
+    let entities = tidal_operators::entities(
+        control.clone(),
+        config.clone(),
+        stats.clone(),
+        persist.clone(),
+        cluster,
+        finished,
+    );
     let windows = tidal_operators::windows(
         entities.signals.clone(),
         control.clone(),

@@ -238,6 +238,9 @@ impl Engine {
         let persist = options.persist.clone();
         let agreement = options.agreement.clone();
         let run_log = options.run_log.clone();
+        // What every process's checkpoint writer has finished with, shared by this process's
+        // workers (a cluster's only: alone, the source reads its own writer's).
+        let cluster_finished = (sources > 1).then(|| Arc::new(tidal_core::flow::ClusterFinished::new(sources)));
         let checkpoint_every = options.checkpoint_every;
         let stats = Arc::new(EngineStats::new(per_process));
         let worker_stats = stats.clone();
@@ -276,6 +279,7 @@ impl Engine {
                         origin,
                         sources,
                         run_log: run_log.clone(),
+                        cluster_finished: cluster_finished.clone(),
                     };
                     let stats = worker_stats.workers[index % per_process].clone();
                     worker.dataflow::<Time, _, _>(|scope| {

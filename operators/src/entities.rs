@@ -66,6 +66,7 @@ pub fn entities<'s>(
     stats: Arc<StateStats>,
     persist: Persist,
     reorder: bool,
+    finished: Option<Arc<tidal_core::flow::ClusterFinished>>,
 ) -> EntityOutputs<'s> {
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
@@ -191,7 +192,7 @@ pub fn entities<'s>(
                             };
                             bufs.signals.push((marker, time, 1));
                         }
-                        Control::Mark { .. } => {}
+                        Control::Mark { .. } | Control::Finished { .. } => {}
                     }
                 }
                 outs.flush(&mut bufs);
@@ -202,6 +203,13 @@ pub fn entities<'s>(
                 else {
                     return;
                 };
+                if let Some(table) = &finished {
+                    for msg in data.iter() {
+                        if let Control::Finished { origin, frontier } = msg {
+                            table.note(*origin, *frontier);
+                        }
+                    }
+                }
                 if reorder {
                     // A checkpoint at frontier `f` is sent at its asker's time, which may be
                     // below `f`: the runs between (another process's, or this one's, sent

@@ -80,6 +80,11 @@ pub struct SourceOptions {
     /// In a cluster: where this process's log position is recorded at each run, so that a
     /// checkpoint at a frontier another process asked for names this process's position.
     pub run_log: Option<Arc<RunLog>>,
+    /// In a cluster: what every process's checkpoint writer has finished with (the workers
+    /// note the [`Control::Finished`] they receive). A periodic checkpoint waits until every
+    /// process has finished with the last one this source asked for; this source tells the
+    /// others when its own writer finishes one.
+    pub cluster_finished: Option<Arc<tidal_core::flow::ClusterFinished>>,
 }
 
 /// This process's log position after each run its source emitted, by the run's time: the
@@ -176,6 +181,8 @@ pub fn wal_source<'s>(
         let mut checkpoints = 0u64;
         // The frontier of the last checkpoint this source asked for.
         let mut asked_at: Time = 0;
+        // The newest frontier this process's writer finished at that the others were told of.
+        let mut told_finished: Time = 0;
         // Batches gathered while catching up, their signals, and the flushes seen.
         let mut gathered: Vec<Arc<tidal_core::record::CommittedBatch>> = Vec::new();
         let mut gathered_signals = 0u64;
@@ -295,13 +302,23 @@ pub fn wal_source<'s>(
             // about to pass; its encoding would take the core the catch-up runs on) and for
             // the writer to finish the one before (checkpoints never queue up behind a slow
             // disk, each holding its snapshot).
+            let finished = options
+                .checkpoints_finished
+                .as_ref()
+                .map(|f| f.load(std::sync::atomic::Ordering::Acquire));
+            if let Some(f) = finished.filter(|f| *f > told_finished)
+                && options.cluster_finished.is_some()
+            {
+                told_finished = f;
+                output
+                    .activate()
+                    .give(&*held, &mut vec![Control::Finished { origin, frontier: f }]);
+            }
             let due = options.checkpoint_every > 0
                 && since_checkpoint >= options.checkpoint_every
                 && !drained.catching_up
-                && options
-                    .checkpoints_finished
-                    .as_ref()
-                    .is_none_or(|f| f.load(std::sync::atomic::Ordering::Acquire) >= asked_at);
+                && finished.is_none_or(|f| f >= asked_at)
+                && options.cluster_finished.as_ref().is_none_or(|c| c.least() >= asked_at);
             if asked || due {
                 asked_at = upper;
                 output
@@ -544,6 +561,61 @@ mod tests {
         });
     }
 
+    /// In a cluster a periodic checkpoint also waits until every process has finished with
+    /// the last one this source asked for, and the source tells the others when its own
+    /// writer finishes one.
+    #[test]
+    fn a_clusters_periodic_checkpoint_waits_for_every_process() {
+        timely::execute_directly(|worker| {
+            let feed = Arc::new(Feed::new(1 << 10));
+            let finished = Arc::new(AtomicU64::new(0));
+            let cluster = Arc::new(tidal_core::flow::ClusterFinished::new(2));
+            let asked: Rc<RefCell<Vec<Time>>> = Rc::new(RefCell::new(Vec::new()));
+            let told: Rc<RefCell<Vec<(usize, Time)>>> = Rc::new(RefCell::new(Vec::new()));
+            let options = SourceOptions {
+                reader: true,
+                checkpoint_every: 10,
+                checkpoints_finished: Some(finished.clone()),
+                origin: 1,
+                sources: 2,
+                cluster_finished: Some(cluster.clone()),
+                ..Default::default()
+            };
+            let (seen, heard, source_feed) = (asked.clone(), told.clone(), feed.clone());
+            worker.dataflow::<Time, _, _>(|scope| {
+                wal_source(scope, source_feed, options, Arc::new(StateStats::default())).inspect(move |c: &Control| {
+                    match c {
+                        Control::Checkpoint { time, .. } => seen.borrow_mut().push(*time),
+                        Control::Finished { origin, frontier } => heard.borrow_mut().push((*origin, *frontier)),
+                        _ => {}
+                    }
+                });
+            });
+            let mut lsn = 0;
+            let mut push = |n: usize| {
+                lsn += 1;
+                feed.push(batch(lsn, n));
+            };
+            push(10);
+            run_for(worker, 50);
+            assert_eq!(asked.borrow().len(), 1);
+            let first = asked.borrow()[0];
+            // This process's writer finishes it: the others are told, but process 0 has not.
+            finished.store(first, Ordering::Release);
+            push(10);
+            run_for(worker, 50);
+            assert_eq!(*told.borrow(), [(1, first)]);
+            cluster.note(1, first);
+            assert_eq!(asked.borrow().len(), 1, "process 0 is still writing it");
+            cluster.note(0, first);
+            push(1);
+            run_for(worker, 50);
+            assert_eq!(asked.borrow().len(), 2, "every process finished: due");
+            feed.close();
+            run_for(worker, 50);
+        });
+    }
+
     /// A reading source on a feed in `worker`, its output logged: `r` per run, `m` per mark.
     fn logged_source(worker: &mut timely::worker::Worker) -> (Arc<Feed>, Rc<RefCell<Vec<char>>>) {
         let feed = Arc::new(Feed::new(1 << 10));
@@ -558,7 +630,7 @@ mod tests {
                 move |c: &Control| match c {
                     Control::Run(_) => log.borrow_mut().push('r'),
                     Control::Mark { .. } => log.borrow_mut().push('m'),
-                    Control::Checkpoint { .. } => {}
+                    Control::Checkpoint { .. } | Control::Finished { .. } => {}
                 },
             );
         });
