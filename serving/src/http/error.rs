@@ -95,7 +95,11 @@ impl IntoResponse for ApiError {
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> ApiError {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::BAD_GATEWAY {
+            // Another process of the cluster could not answer (stopped, or starting): its
+            // own log says why; this one is not at fault.
+            tracing::warn!(error = %e, "a request another process could not answer");
+        } else if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %e, "internal error answering a request");
         }
         ApiError {
