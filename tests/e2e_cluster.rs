@@ -757,6 +757,22 @@ fn an_event_clock_cluster_shows_what_it_recovered() {
         ureq::get(&p0.url("/healthz")).call().is_ok()
     });
     assert_eq!(p0.child.id(), pid, "process 0 restarted in place");
+    // Without `min_lsn`, a read answers the recovered state or 503 `starting` until it is
+    // visible, never the state before it.
+    for s in [&p0, &p1] {
+        let mut answered = None;
+        wait_until("a read without min_lsn", Duration::from_secs(20), || {
+            let (status, v) = s.get("/v1/rankings?profile=top&signal=like&limit=10");
+            if status == 200 {
+                answered = Some(v);
+                return true;
+            }
+            assert_eq!((status, v["error"]["code"].as_str()), (503, Some("starting")), "{v}");
+            false
+        });
+        let v = answered.expect("answered");
+        assert_eq!(v["items"].as_array().map(Vec::len), Some(6), "the recovered likes: {v}");
+    }
     for s in [&p0, &p1] {
         wait_until("process 1's writes, visible again", Duration::from_secs(20), || {
             s.get(&format!("/v1/rankings?profile=top&min_lsn={last}")).0 == 200

@@ -67,6 +67,9 @@ pub type Embeddings = Vec<(u32, Vec<u32>)>;
 pub struct FloorRequest {
     /// Its logical time.
     pub time: Time,
+    /// The process that committed it.
+    #[serde(default)]
+    pub process: Option<usize>,
 }
 
 /// Creator ids by their hashes at a frontier, asked of every process (each names those its
@@ -314,8 +317,15 @@ impl Peers {
         // Every process is told, even past one that cannot be; the first failure is answered.
         let mut failed = None;
         for p in self.others() {
-            let told: Result<Answer<serde_json::Value>> =
-                self.post_with(&self.quick, p, "/v1/internal/floor", &FloorRequest { time });
+            let told: Result<Answer<serde_json::Value>> = self.post_with(
+                &self.quick,
+                p,
+                "/v1/internal/floor",
+                &FloorRequest {
+                    time,
+                    process: Some(self.process),
+                },
+            );
             if let Err(e) = told {
                 failed.get_or_insert(e);
             }

@@ -239,6 +239,9 @@ pub async fn post_floor(
     let result = async {
         let req: FloorRequest = peer_request(&state, raw, "floor request (field: time)")?;
         state.tidal.raise_floor(req.time)?;
+        if let Some(p) = req.process {
+            state.tidal.heard_from(p, req.time);
+        }
         Ok(Json(json!({})).into_response())
     }
     .await;

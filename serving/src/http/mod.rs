@@ -167,6 +167,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), recovered_reads))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             declared_length(body_limit, req, next)
@@ -238,6 +239,32 @@ pub fn starting(why: impl Into<String>) -> Router {
             e
         }
     })
+}
+
+/// A read of the state (without `min_lsn`, which waits on its own) while the log this
+/// process recovered is not visible yet ([`Tidal::recovering`](crate::Tidal::recovering)):
+/// 503 `starting` rather than the state before the restart's tail.
+async fn recovered_reads(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let reads_state = matches!(*req.method(), Method::GET | Method::HEAD)
+        && path.starts_with("/v1/")
+        && !path.starts_with("/v1/internal/")
+        && path != "/v1/clock"
+        && !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("min_lsn=")));
+    if reads_state && state.tidal.recovering() {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the log this process recovered is not visible yet: it is once every process of the cluster \
+             has told the others of its last recovered batch (a read with min_lsn waits for it)",
+        );
+        e.retry_after = Some(Duration::from_secs(1));
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -360,10 +360,8 @@ impl Tidal {
     /// 503 while it starts): ask again.
     pub fn announce_last_batch(&self) -> Result<()> {
         let Some(peers) = self.floor_peers() else { return Ok(()) };
-        match self.wal.last_time() {
-            0 => Ok(()),
-            time => peers.push_floor(time),
-        }
+        // Told even with nothing recovered: the others' reads wait to hear from every process.
+        peers.push_floor(self.wal.last_time())
     }
 
     /// Tells the other processes of an event-clock cluster of a commit at logical time `time`
