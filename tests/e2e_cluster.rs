@@ -863,6 +863,8 @@ fn a_process_waiting_for_its_cluster_answers_503_naming_why() {
     let (status, resp) = answer.expect("an answer");
     assert_eq!(status, 503);
     assert_eq!(resp.header("Retry-After"), Some("1"));
+    // Each answer closes its connection: the listener's connections end once it serves.
+    assert_eq!(resp.header("Connection"), Some("close"));
     let v: Value = serde_json::from_str(&resp.into_string().expect("body")).expect("json");
     assert_eq!(v["error"]["code"], "starting", "{v}");
     let message = v["error"]["message"].as_str().unwrap_or("");

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
@@ -223,7 +223,9 @@ async fn json_errors(resp: Response) -> Response {
 /// and WAL (and, in a cluster, waits for every process to connect) the listener is already
 /// bound, and every request is answered 503 `starting` with `Retry-After`, saying why and for
 /// how long so far — a health check or a load balancer gets an answer, not a refused
-/// connection.
+/// connection. Each answer closes its connection (`Connection: close`): this listener's
+/// connections end when the server begins to serve, and a client that reused one then
+/// would find it closed under its next request.
 pub fn starting(why: impl Into<String>) -> Router {
     let why: Arc<str> = why.into().into();
     let since = std::time::Instant::now();
@@ -236,7 +238,10 @@ pub fn starting(why: impl Into<String>) -> Router {
                 format!("{why}; {:.1} s so far", since.elapsed().as_secs_f64()),
             );
             e.retry_after = Some(Duration::from_secs(1));
-            e
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
         }
     })
 }
