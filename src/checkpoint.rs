@@ -26,9 +26,31 @@ pub struct CheckpointOptions {
 /// a checkpoint and closes it again.
 pub fn run(opts: &CheckpointOptions) -> Result<(Manifest, f64), Error> {
     let started = Instant::now();
+    let recorded = recorded_config(&opts.dir)?;
     let mut config = match &opts.config {
-        Some(path) => Config::load(path)?,
-        None => recorded_config(&opts.dir)?.unwrap_or_else(Config::default_filled),
+        Some(path) => {
+            let given = Config::load(path)?;
+            // Opened with it, another clock mode would be recorded in the log as a change of
+            // configuration and move the clock (an event clock jumps to the wall clock's now):
+            // a checkpoint never changes what the server runs with.
+            if let Some(recorded) = recorded.as_ref().filter(|r| r.engine.clock != given.engine.clock) {
+                return Err(Error::Config(tidal_core::Error::Config {
+                    field: "engine.clock".into(),
+                    message: format!(
+                        "{} runs on the {} clock (its log's newest configuration) and {} says {}: give the \
+                         configuration the server runs with (a `--clock` of `tidal serve` is not in the file: \
+                         set `clock = \"{}\"` under [engine]), or leave --config out to use the recorded one",
+                        opts.dir.display(),
+                        mode_name(recorded.engine.clock),
+                        path.display(),
+                        mode_name(given.engine.clock),
+                        mode_name(recorded.engine.clock),
+                    ),
+                }));
+            }
+            given
+        }
+        None => recorded.unwrap_or_else(Config::default_filled),
     };
     if !config.cluster.is_single() {
         // Starting one process of a cluster alone would wait for the others for ever.
@@ -47,6 +69,13 @@ pub fn run(opts: &CheckpointOptions) -> Result<(Manifest, f64), Error> {
     let manifest = tidal.checkpoint()?;
     tidal.shutdown()?;
     Ok((manifest, started.elapsed().as_secs_f64()))
+}
+
+fn mode_name(mode: tidal_core::time::ClockMode) -> &'static str {
+    match mode {
+        tidal_core::time::ClockMode::Wall => "wall",
+        tidal_core::time::ClockMode::Event => "event",
+    }
 }
 
 /// The newest configuration record in the directory's WAL, if it has one.

@@ -272,6 +272,27 @@ fn checkpoint_command_covers_the_log_of_a_killed_server() {
     );
     assert!(stdout.starts_with(&format!("checkpoint at lsn {lsn} ")), "{stdout}");
 
+    // A configuration on another clock than the log's is refused by its field, and writes
+    // nothing (the start below replays nothing): opened with it, the change would be
+    // recorded and move the clock.
+    let event = dir.path().join("event.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&event, format!("{text}clock = \"event\"\n")).expect("config");
+    let out = tidal()
+        .arg("checkpoint")
+        .arg(&data)
+        .arg("--config")
+        .arg(&event)
+        .env("TIDAL_LOG", "warn")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("engine.clock") && stderr.contains("runs on the wall clock"),
+        "{stderr}"
+    );
+
     let s = Server::start(&data, &args, &[]);
     let (st, metrics) = s.get("/metrics");
     assert_eq!(st, 200);

@@ -89,6 +89,17 @@ pub(super) fn record(tidal: &Tidal, data_dir: &Path, recovered: Option<(u64, Str
         }
         recovered
     } else {
+        if let Some(before) = last_config.as_deref().and_then(|t| Config::parse(t).ok())
+            && before.engine.clock != tidal.config.engine.clock
+        {
+            // Legitimate (a log loaded on the event clock, then served live), but it moves
+            // the clock, and a forgotten `--clock event` does the same.
+            tracing::warn!(
+                before = ?before.engine.clock,
+                now = ?tidal.config.engine.clock,
+                "the clock mode of this data directory changes: the log records it, and the clock moves on from here"
+            );
+        }
         let commit = tidal.wal.submit_blocking(vec![Record::Config { toml: toml.clone() }])?;
         // Served once the state holds it too, as every record before: a first read then
         // sees the LSN the next one will (the sink's thread publishes it a moment later).
