@@ -41,10 +41,10 @@ pub fn run(opts: &CheckpointOptions) -> Result<(Manifest, f64), Error> {
                          configuration the server runs with (a `--clock` of `tidal serve` is not in the file: \
                          set `clock = \"{}\"` under [engine]), or leave --config out to use the recorded one",
                         opts.dir.display(),
-                        mode_name(recorded.engine.clock),
+                        recorded.engine.clock.name(),
                         path.display(),
-                        mode_name(given.engine.clock),
-                        mode_name(recorded.engine.clock),
+                        given.engine.clock.name(),
+                        recorded.engine.clock.name(),
                     ),
                 }));
             }
@@ -69,13 +69,6 @@ pub fn run(opts: &CheckpointOptions) -> Result<(Manifest, f64), Error> {
     let manifest = tidal.checkpoint()?;
     tidal.shutdown()?;
     Ok((manifest, started.elapsed().as_secs_f64()))
-}
-
-fn mode_name(mode: tidal_core::time::ClockMode) -> &'static str {
-    match mode {
-        tidal_core::time::ClockMode::Wall => "wall",
-        tidal_core::time::ClockMode::Event => "event",
-    }
 }
 
 /// The newest configuration record in the directory's WAL, if it has one.

@@ -45,6 +45,16 @@ pub enum ClockMode {
     Event,
 }
 
+impl ClockMode {
+    /// Its name in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClockMode::Wall => "wall",
+            ClockMode::Event => "event",
+        }
+    }
+}
+
 impl std::str::FromStr for ClockMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -67,18 +67,10 @@ pub fn build<'s>(
     stats: Arc<StateStats>,
     persist: Persist,
 ) -> Outputs<'s> {
-    let cluster = source.sources > 1;
-    let finished = source.cluster_finished.clone();
+    let cluster = source.cluster_finished.clone();
     let restored_lsn = persist.restore.as_ref().map(|r| r.position.lsn);
     let control = wal_source(scope, feed, source, stats.clone()).broadcast();
-    let entities = tidal_operators::entities(
-        control.clone(),
-        config.clone(),
-        stats.clone(),
-        persist.clone(),
-        cluster,
-        finished,
-    );
+    let entities = tidal_operators::entities(control.clone(), config.clone(), stats.clone(), persist.clone(), cluster);
     let windows = tidal_operators::windows(
         entities.signals.clone(),
         control.clone(),

@@ -55,19 +55,20 @@ pub struct EntityOutputs<'s> {
 type SignalUpdate = (SignalEv, Time, isize);
 type ItemUpdate = ((ItemKey, ItemState), Time, isize);
 
-/// Builds the entities materializer over the broadcast control stream. With `reorder`
-/// (several sources feed the stream: the processes of a cluster) messages are held until
-/// the input frontier passes their time and applied in time order, since an item's state
-/// changes must follow the log's logical time, not the order of arrival; with one source
-/// they arrive in time order and are applied at once.
+/// Builds the entities materializer over the broadcast control stream. In a `cluster`
+/// (several sources feed the stream) messages are held until the input frontier passes
+/// their time and applied in time order, since an item's state changes must follow the
+/// log's logical time, not the order of arrival, and the processes' [`Control::Finished`]
+/// are noted in the table; with one source they arrive in time order and are applied at
+/// once.
 pub fn entities<'s>(
     control: StreamVec<'s, Time, Control>,
     config: Arc<Config>,
     stats: Arc<StateStats>,
     persist: Persist,
-    reorder: bool,
-    finished: Option<Arc<tidal_core::flow::ClusterFinished>>,
+    cluster: Option<Arc<tidal_core::flow::ClusterFinished>>,
 ) -> EntityOutputs<'s> {
+    let reorder = cluster.is_some();
     let scope = control.scope();
     let partition = Partition::new(scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("Entities".to_owned(), scope);
@@ -203,7 +204,7 @@ pub fn entities<'s>(
                 else {
                     return;
                 };
-                if let Some(table) = &finished {
+                if let Some(table) = &cluster {
                     for msg in data.iter() {
                         if let Control::Finished { origin, frontier } = msg {
                             table.note(*origin, *frontier);

@@ -459,17 +459,22 @@ fn writer(
 }
 
 impl Gathering {
-    /// A checkpoint that fails before anything of it is written (a part's position unknown).
-    fn failed(frontier: Time) -> Gathering {
+    /// A checkpoint at `frontier` covering `position`, gathered into `dir`, nothing in yet.
+    fn new(frontier: Time, position: Position, dir: PathBuf, failed: bool) -> Gathering {
         Gathering {
             frontier,
-            position: Position::default(),
-            dir: PathBuf::new(),
+            position,
+            dir,
             files: Vec::new(),
             kept: Kept::default(),
-            failed: true,
+            failed,
             parts: Default::default(),
         }
+    }
+
+    /// A checkpoint that fails before anything of it is written (a part's position unknown).
+    fn failed(frontier: Time) -> Gathering {
+        Gathering::new(frontier, Position::default(), PathBuf::new(), true)
     }
 }
 
@@ -490,15 +495,7 @@ fn begin(
     let tmp = dir.join(format!("{}.tmp", name_of(lsn, frontier)));
     let _ = std::fs::remove_dir_all(&tmp);
     let failed = std::fs::create_dir_all(&tmp).is_err();
-    let mut g = Gathering {
-        frontier,
-        position,
-        dir: tmp,
-        files: Vec::new(),
-        kept: Kept::default(),
-        failed,
-        parts: Default::default(),
-    };
+    let mut g = Gathering::new(frontier, position, tmp, failed);
     // The extra parts (the WAL's dedup window, the serving indexes) come with the first part.
     add_extras(&mut g, dir, extra, done);
     g
@@ -619,15 +616,21 @@ mod tests {
         }
     }
 
+    /// The position the tests' parts cover.
+    const AT: Position = Position { lsn: 7, signals: 70 };
+
+    /// A checkpoint writer for two parts (one per worker) in `dir`.
+    fn writer_of(dir: &Path, layout: &Layout) -> Checkpointer {
+        Checkpointer::start(dir.to_path_buf(), layout.clone(), 2, None).expect("start")
+    }
+
     /// Two checkpoints at one frontier whose parts arrive interleaved (a second worker's part
     /// of the first after the first worker's part of the second) are gathered one after the
     /// other, each with each part once.
     #[test]
     fn two_checkpoints_at_one_frontier_are_gathered_apart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = two_workers();
-        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
-        let at = Position { lsn: 7, signals: 70 };
+        let (dir, layout, at) = (tempfile::tempdir().expect("tempdir"), two_workers(), AT);
+        let c = writer_of(dir.path(), &layout);
         c.part_with(5, at, "w0-sums".into(), fill(b"first w0"));
         c.part_with(5, at, "w0-sums".into(), fill(b"second w0"));
         c.part_with(5, at, "w1-sums".into(), fill(b"first w1"));
@@ -645,10 +648,8 @@ mod tests {
     /// once every part is in; the next one is written.
     #[test]
     fn a_failed_or_disagreeing_part_ends_its_checkpoint_unwritten() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = two_workers();
-        let at = Position { lsn: 7, signals: 70 };
-        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        let (dir, layout, at) = (tempfile::tempdir().expect("tempdir"), two_workers(), AT);
+        let c = writer_of(dir.path(), &layout);
         let failing = || Fill::Later(Box::new(|_: &mut dyn Write| Err(std::io::Error::other("no"))));
         c.part_with(5, at, "w0-sums".into(), fill(b"a"));
         c.part_with(5, at, "w1-sums".into(), failing());
@@ -678,14 +679,12 @@ mod tests {
     /// nothing since) replaces it only once complete: stopped half-way, the old one stays.
     #[test]
     fn a_checkpoint_at_a_complete_ones_name_replaces_it_only_when_complete() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = two_workers();
-        let at = Position { lsn: 7, signals: 70 };
-        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        let (dir, layout, at) = (tempfile::tempdir().expect("tempdir"), two_workers(), AT);
+        let c = writer_of(dir.path(), &layout);
         c.part_with(5, at, "w0-sums".into(), fill(b"first w0"));
         c.part_with(5, at, "w1-sums".into(), fill(b"first w1"));
         c.shutdown();
-        let c = Checkpointer::start(dir.path().to_path_buf(), layout.clone(), 2, None).expect("start");
+        let c = writer_of(dir.path(), &layout);
         c.part_with(5, at, "w0-sums".into(), fill(b"second w0"));
         c.shutdown();
         let loaded = load_latest(dir.path(), &layout).expect("the first checkpoint, whole");

@@ -456,10 +456,7 @@ pub async fn get_clock(State(state): State<AppState>) -> Json<ClockAnswer> {
             clock: snap.cohort_clock_ms(),
             lsn: snap.cohort_lsn(),
         },
-        mode: match mode {
-            tidal_core::ClockMode::Wall => "wall".into(),
-            tidal_core::ClockMode::Event => "event".into(),
-        },
+        mode: mode.name().into(),
     })
 }
 

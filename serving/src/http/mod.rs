@@ -250,16 +250,9 @@ pub fn starting(why: impl Into<String>) -> Router {
 /// process recovered is not visible yet ([`Tidal::recovering`](crate::Tidal::recovering)):
 /// 503 `starting` rather than the state before the restart's tail.
 async fn recovered_reads(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let reads_state = matches!(*req.method(), Method::GET | Method::HEAD)
-        && path.starts_with("/v1/")
-        && !path.starts_with("/v1/internal/")
-        && path != "/v1/clock"
-        && !req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("min_lsn=")));
-    if reads_state && state.tidal.recovering() {
+    // Whether it is recovering first: a field read on every process but a cluster's, and an
+    // atomic one there once the recovered log is visible.
+    if matches!(*req.method(), Method::GET | Method::HEAD) && state.tidal.recovering() && reads_state(&req) {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "starting",
@@ -270,6 +263,18 @@ async fn recovered_reads(State(state): State<AppState>, req: Request, next: Next
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// Whether a GET reads the served state without waiting for an LSN of its own.
+fn reads_state(req: &Request) -> bool {
+    let path = req.uri().path();
+    path.starts_with("/v1/")
+        && !path.starts_with("/v1/internal/")
+        && path != "/v1/clock"
+        && !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("min_lsn=")))
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -95,8 +95,8 @@ pub(super) fn record(tidal: &Tidal, data_dir: &Path, recovered: Option<(u64, Str
             // Legitimate (a log loaded on the event clock, then served live), but it moves
             // the clock, and a forgotten `--clock event` does the same.
             tracing::warn!(
-                before = ?before.engine.clock,
-                now = ?tidal.config.engine.clock,
+                before = before.engine.clock.name(),
+                now = tidal.config.engine.clock.name(),
                 "the clock mode of this data directory changes: the log records it, and the clock moves on from here"
             );
         }

@@ -17,6 +17,7 @@ mod extras;
 mod last_config;
 mod pipeline;
 mod read;
+mod recovering;
 mod restore;
 mod types;
 mod users;
@@ -87,29 +88,12 @@ pub struct Tidal {
     /// The LSN of the checkpoint this start restored (0: none).
     restored_lsn: u64,
     peers: Option<Arc<Peers>>,
-    /// In an event-clock cluster just started: the recovered log not yet visible.
-    recovering: Option<Recovering>,
+    /// In an event-clock cluster just started: the recovered logs not yet visible.
+    recovering: Option<recovering::Recovering>,
     /// The embedding dimension (SPEC §12).
     dimension: Mutex<write::Dimension>,
     _lock: File,
 }
-
-/// What an event-clock cluster's process recovered, until its state holds it: it serves
-/// before the others have told it of their last recovered batches (they can only once it
-/// serves), which is what moves the frontier past its own.
-#[derive(Debug)]
-struct Recovering {
-    /// The last LSN of the recovered log.
-    target: u64,
-    /// The newest batch time each process told of since this start (this one's: its last).
-    heard: Mutex<Vec<Option<tidal_core::Time>>>,
-    /// After this the reads go on regardless (a process that never tells).
-    until: Instant,
-    done: std::sync::atomic::AtomicBool,
-}
-
-/// How long reads wait for an event-clock cluster's recovered log at most.
-const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Tidal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -386,16 +370,15 @@ impl Tidal {
             0 => shards.view().embedding_dimension().unwrap_or(0),
             d => d,
         };
-        let recovering = (!wait).then(|| Recovering {
-            target,
-            heard: Mutex::new(
-                (0..peers.as_ref().map_or(1, |p| p.len()))
-                    .map(|p| (Some(p) == peers.as_ref().map(|p| p.process())).then(|| wal.last_time()))
-                    .collect(),
-            ),
-            until: Instant::now() + RECOVERY_GRACE,
-            done: std::sync::atomic::AtomicBool::new(false),
-        });
+        let recovering = match &peers {
+            Some(p) if !wait => Some(recovering::Recovering::new(
+                target,
+                p.len(),
+                p.process(),
+                wal.last_time(),
+            )),
+            _ => None,
+        };
         let tidal = Tidal {
             config,
             wal,
@@ -429,47 +412,6 @@ impl Tidal {
     /// Records recovered from the WAL when opened.
     pub fn recovered_records(&self) -> u64 {
         self.recovered_records
-    }
-
-    /// Notes that process `process` told of a batch at `time` (its last recovered one, or a
-    /// commit since).
-    pub fn heard_from(&self, process: usize, time: tidal_core::Time) {
-        if let Some(r) = &self.recovering {
-            let mut heard = r.heard.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(slot) = heard.get_mut(process) {
-                *slot = Some(slot.map_or(time, |t| t.max(time)));
-            }
-        }
-    }
-
-    /// Whether the log this process recovered is not visible yet: in an event-clock cluster
-    /// just started, until every process has told the others of its last recovered batch
-    /// (at most [`RECOVERY_GRACE`]); reads without `min_lsn` are answered 503 meanwhile
-    /// rather than from the state before it.
-    pub fn recovering(&self) -> bool {
-        let Some(r) = &self.recovering else { return false };
-        if r.done.load(std::sync::atomic::Ordering::Acquire) {
-            return false;
-        }
-        let told = {
-            let heard = r.heard.lock().unwrap_or_else(|p| p.into_inner());
-            heard
-                .iter()
-                .try_fold(0, |most: tidal_core::Time, t| t.map(|t| most.max(t)))
-        };
-        let view = self.view();
-        // Every process told of its recovered log (time 0: none), and the state is past all
-        // of it.
-        let held = told.is_some_and(|t| t == 0 || view.frontier > t)
-            && read::held_lsn(&view, None, Reads::Everything) >= r.target;
-        if held || Instant::now() >= r.until {
-            if !held {
-                tracing::warn!("the recovered log is not visible yet; serving reads regardless");
-            }
-            r.done.store(true, std::sync::atomic::Ordering::Release);
-            return false;
-        }
-        true
     }
 
     /// Whether writes and reads are served: [`Error::Poisoned`] after a failed WAL sync,
