@@ -295,6 +295,22 @@ fn refuses_a_public_address_without_a_token_and_bad_config_names_the_field() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("signals[0].windows[0].granularity"), "{err}");
+    // A declared profile's bad field is named too.
+    std::fs::write(
+        &cfg,
+        "[[profiles]]\nname = \"mine\"\nbase = \"for_you\"\nexploration = 1.5\n",
+    )
+    .expect("write");
+    let out = tidal()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("profiles[0].exploration"), "{err}");
 
     let out = tidal().args(["config", "default"]).output().expect("run");
     assert!(out.status.success());

@@ -210,6 +210,20 @@ fn users_cohorts_and_relationships_through_the_server() {
         &json!({"user": "ann", "creator": "cy", "kind": "follow"}),
     );
     let lsn = v["lsn"].as_u64().expect("lsn");
+    let (status, ann) = s.get(&format!("/v1/users/ann?min_lsn={lsn}"));
+    assert_eq!(status, 200, "{ann}");
+    assert_eq!(
+        (&ann["seen"], &ann["liked"], &ann["hidden"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "the hide marks song-d seen and hidden: {ann}"
+    );
+    assert_eq!(
+        (&ann["follows"], &ann["blocks"]),
+        (&json!(["cy"]), &json!(["ben"])),
+        "{ann}"
+    );
+    assert!(ann["as_of"]["lsn"].as_u64().is_some_and(|l| l >= lsn), "{ann}");
+    assert!(ann["as_of"]["clock"].as_u64().is_some_and(|c| c >= T0), "{ann}");
     let (_, all) = s.get(&format!("/v1/rankings?profile=top&min_lsn={lsn}"));
     assert_eq!(ids(&all), ["song-a", "song-b", "song-c", "song-d"], "{all}");
     let (_, mine) = s.get(&format!("/v1/rankings?profile=top&user=ann&min_lsn={lsn}"));

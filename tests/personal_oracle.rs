@@ -203,6 +203,7 @@ fn write(t: &Tidal, op: &Op, advance: u64, n: usize) -> (u64, u64) {
                 i,
                 ItemMeta {
                     creator: Some(c.clone()),
+                    category: Some(category_of(i).to_string()),
                     ..ItemMeta::default()
                 },
             )
@@ -230,6 +231,12 @@ fn write(t: &Tidal, op: &Op, advance: u64, n: usize) -> (u64, u64) {
         }
     };
     (ack.lsn, ack.clock)
+}
+
+/// The category a put gives item `id`: `a` for even numbers, `b` for odd.
+fn category_of(id: &str) -> &'static str {
+    let n: usize = id.trim_start_matches('i').parse().unwrap_or(1);
+    if n.is_multiple_of(2) { "a" } else { "b" }
 }
 
 /// A counted signal as the oracle keeps it.
@@ -635,6 +642,117 @@ fn check(t: &Tidal, view: &tidal_sinks::View, oracle: &Oracle, config: &Config, 
         diverse,
         "{ctx}: cohort ranking, one per creator"
     );
+    // Rising within a cohort: Σ weight × acceleration over the window, above 0 only.
+    let mut want: Vec<(String, f64)> = (0..ITEMS)
+        .map(|i| format!("i{i}"))
+        .filter(|id| oracle.items.get(id).is_some_and(|e| e.0))
+        .map(|id| {
+            let v = oracle.cohort_counts(&id, "view", &rule, now)[0];
+            let l = oracle.cohort_counts(&id, "like", &rule, now)[0];
+            let s = ((2.0 * v.0 - v.1) + 3.0 * (2.0 * l.0 - l.1)) / (10.0 / 3600.0);
+            (id, s)
+        })
+        .filter(|(_, s)| *s > 1e-9)
+        .collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let r = t
+        .rank(
+            &RankQuery::parse("profile=rising&cohort=region:US&window=10s&signals=view:1,like:3&limit=50").expect("q"),
+        )
+        .expect("rank");
+    let have: Vec<(String, f64)> = r.items.iter().map(|i| (i.id.clone(), i.score)).collect();
+    assert_eq!(
+        have.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        want.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        "{ctx}: cohort rising {have:?} != {want:?}"
+    );
+    for (h, w) in have.iter().zip(&want) {
+        assert!(close(h.1, w.1), "{ctx}: cohort rising score {h:?} != {w:?}");
+    }
+    // Everything in one query, paged two items at a time: a cohort, a user's exclusions
+    // (unseen, or hidden and blocked alone with filter=all), a category, one item per
+    // creator, and explain's cohort counts.
+    let rule: BTreeMap<String, String> = [("gender".to_string(), "F".to_string())].into();
+    let mut trending: Vec<(String, f64)> = (0..ITEMS)
+        .map(|i| format!("i{i}"))
+        .filter(|id| oracle.items.get(id).is_some_and(|e| e.0))
+        .map(|id| {
+            let v = oracle.cohort_counts(&id, "view", &rule, now)[0].0;
+            let l = oracle.cohort_counts(&id, "like", &rule, now)[0].0;
+            (id, (v + 3.0 * l) / (10.0 / 3600.0))
+        })
+        .filter(|(_, s)| *s > 1e-9)
+        .collect();
+    trending.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for u in 0..USERS {
+        let user = format!("u{u}");
+        let filter = if u % 2 == 0 { "unseen" } else { "all" };
+        let blocked = oracle.blocks.get(&user).cloned().unwrap_or_default();
+        let [seen, _, hidden] = oracle.sets(config, &user, now);
+        let mut creators = BTreeSet::new();
+        let want: Vec<&(String, f64)> = trending
+            .iter()
+            .filter(|(id, _)| {
+                let Some(e) = oracle.items.get(id) else { return false };
+                let Some(creator) = &e.2 else { return false };
+                let key = (id.clone(), e.1);
+                category_of(id) == "a"
+                    && !blocked.contains(creator)
+                    && !hidden.contains(&key)
+                    && (filter == "all" || !seen.contains(&key))
+                    && creators.insert(creator.clone())
+            })
+            .collect();
+        let mut have = Vec::new();
+        let mut cursor = String::new();
+        for page in 0.. {
+            assert!(page <= ITEMS, "{ctx}: {user} pages without end");
+            let r = t
+                .rank(
+                    &RankQuery::parse(&format!(
+                        "profile=trending&cohort=gender:F&window=10s&signals=view:1,like:3&user={user}&filter={filter}&category=a&max_per_creator=1&explain=1&limit=2{cursor}"
+                    ))
+                    .expect("q"),
+                )
+                .expect("rank");
+            assert!(r.items.len() <= 2, "{ctx}: {user} page of {}", r.items.len());
+            have.extend(r.items);
+            match r.next_cursor {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        assert_eq!(
+            have.iter().map(|i| &i.id).collect::<Vec<_>>(),
+            want.iter().map(|w| &w.0).collect::<Vec<_>>(),
+            "{ctx}: {user} filter={filter}, everything in one query"
+        );
+        for (h, w) in have.iter().zip(&want) {
+            assert!(
+                close(h.score, w.1),
+                "{ctx}: {user} {} score {} != {}",
+                h.id,
+                h.score,
+                w.1
+            );
+            let cohort = &h.features.as_ref().expect("explain")["cohort"];
+            assert_eq!(cohort["estimated"], false, "{ctx}: {} explain {cohort}", h.id);
+            for term in cohort["terms"].as_array().expect("terms") {
+                let kind = term["signal"].as_str().expect("signal");
+                let c = oracle.cohort_counts(&h.id, kind, &rule, now)[0];
+                let (count, count2) = (term["count"].as_f64(), term["count_2w"].as_f64());
+                assert!(
+                    count.is_some_and(|x| close(x, c.0)) && count2.is_some_and(|x| close(x, c.1)),
+                    "{ctx}: {} explain {term} != {c:?}",
+                    h.id
+                );
+            }
+        }
+        rankings.push(format!(
+            "{p} {user} {filter} {:?}",
+            have.iter().map(|i| (&i.id, i.score)).collect::<Vec<_>>()
+        ));
+    }
     for u in 0..USERS {
         let user = format!("u{u}");
         let r = t

@@ -551,3 +551,23 @@ async fn openapi_documents_every_route() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v, json);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_lists_declared_profiles_and_a_query_names_one() {
+    let declared = Config::parse("[[profiles]]\nname = \"fy-light\"\nbase = \"for_you\"\nw_sim = 0.3\nw_pop = 0.7\n")
+        .expect("a profile");
+    let a = api(|c| c.profiles = declared.profiles);
+    let (s, v) = a.send("GET", "/v1/schema", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let profiles = v["profiles"].as_array().expect("profiles");
+    assert_eq!(profiles.len(), 1, "{v}");
+    assert_eq!(
+        (&profiles[0]["name"], &profiles[0]["base"], &profiles[0]["w_sim"]),
+        (&json!("fy-light"), &json!("for_you"), &json!(0.3)),
+        "{v}"
+    );
+    let (s, v) = a.send("GET", "/v1/rankings?profile=fy-light&user=u1", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = a.send("GET", "/v1/rankings?profile=fy-light", None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_parameter");
+}
