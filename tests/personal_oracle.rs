@@ -861,9 +861,50 @@ fn run(seed: u64, workers: usize) -> Vec<String> {
     let view = t.view();
     let ctx = format!("seed {seed}, {workers} workers, replayed from the WAL");
     rankings.extend(check(&t, &view, &oracle, &config, &ctx, log.len()));
+    // `tidal replay` of the same WAL answers cohort and personal queries as the engine,
+    // whose answers the oracle has just checked, answers them at the end of the log.
+    let at = view.clock_ms();
+    let live: Vec<Vec<(String, f64)>> = REPLAYED
+        .iter()
+        .map(|q| {
+            let r = t.rank(&RankQuery::parse(q).expect("query")).expect("rank");
+            r.items.into_iter().map(|i| (i.id, i.score)).collect()
+        })
+        .collect();
     t.shutdown().expect("shutdown");
+    drop(t);
+    let report = tidal::replay::replay(&tidal::replay::ReplayOptions {
+        at: vec![at],
+        queries: REPLAYED.iter().map(|q| q.to_string()).collect(),
+        workers,
+        ..tidal::replay::ReplayOptions::new(dir.path().join("wal"))
+    })
+    .expect("replay");
+    for (q, want) in REPLAYED.iter().zip(&live) {
+        let row = report.row("baseline", at, q).expect("a row per query");
+        assert!(row.error.is_none(), "seed {seed}: replay of {q}: {:?}", row.error);
+        let got: Vec<(String, f64)> = row.items.iter().map(|i| (i.id.clone(), i.score)).collect();
+        assert_eq!(
+            got.iter().map(|g| &g.0).collect::<Vec<_>>(),
+            want.iter().map(|w| &w.0).collect::<Vec<_>>(),
+            "seed {seed}, {workers} workers: replay of {q}"
+        );
+        for (g, w) in got.iter().zip(want) {
+            assert!(close(g.1, w.1), "seed {seed}: replay of {q}: {g:?} != {w:?}");
+        }
+    }
     rankings
 }
+
+/// The queries `tidal replay` answers at the end of the log, as the engine did.
+const REPLAYED: [&str; 6] = [
+    "profile=trending&cohort=region:US&window=10s&signals=view:1,like:3&limit=50",
+    "profile=rising&cohort=gender:F&window=1m&signals=view:1,like:3&limit=50",
+    "profile=trending&cohort=region:EU,gender:M&window=1m&signals=view:1,like:3&limit=50",
+    "profile=trending&cohort=gender:F&window=1m&signals=view:1,like:3&user=u2&filter=all&category=a&max_per_creator=1",
+    "profile=top&user=u1&filter=all&limit=50",
+    "profile=trending&cohort=region:US&window=1m&signals=view:1,like:3&user=u4&filter=all&limit=50",
+];
 
 #[test]
 fn cohorts_user_state_and_affinity_match_the_oracle_for_any_number_of_workers() {
