@@ -18,9 +18,10 @@
 //! The weighting is not chosen on the test part: the same is done first with the first 70% of
 //! the ratings loaded and the next 10% as the validation part, and the weighting with the best
 //! NDCG@10 there is the one measured on the test part against the best popularity profile
-//! there. The bar (SPEC §12) is measured over the test users with a training history — the
-//! users whose later ratings a preference vector can predict; a user with no earlier rating
-//! is ranked by popularity alone, and the table shows every test user beside them.
+//! there (by NDCG@10 for NDCG, by HR@10 for HR). The bar (SPEC §12) is read as over the test
+//! users with a training history — the users whose later ratings a preference vector can
+//! predict; a user with no earlier rating is ranked by popularity alone, and the table shows
+//! every test user beside them.
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example movielens_personal
@@ -297,17 +298,23 @@ fn run() -> Result<(), String> {
         ("users with a training history", &tested.warm, tested.warm_users),
         ("every test user", &tested.all, tested.users),
     ] {
-        let (bp, bp_hr, bp_ndcg) = (0..BASELINES.len())
-            .map(|i| (i, table[i].0 / n, table[i].1 / n))
-            .max_by(|a, b| a.2.total_cmp(&b.2))
-            .ok_or("no popularity profile")?;
+        // The best popularity profile on the test part, by each measure on its own.
+        let best = |m: fn(&(f64, f64)) -> f64| {
+            (0..BASELINES.len())
+                .map(|i| (i, m(&table[i]) / n))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .ok_or("no popularity profile")
+        };
+        let (bn, bp_ndcg) = best(|t| t.1)?;
+        let (bh, bp_hr) = best(|t| t.0)?;
         let (hr, ndcg) = (table[chosen].0 / n, table[chosen].1 / n);
         println!(
-            "{who}: {} (chosen on validation) has NDCG@10 {ndcg:.4} ({:+.1}%) and HR@10 {hr:.4} ({:+.1}%) against the best popularity profile on the test part, {} ({bp_ndcg:.4}, {bp_hr:.4})",
+            "{who}: {} (chosen on validation) has NDCG@10 {ndcg:.4} ({:+.1}% against the best popularity profile on the test part, {} at {bp_ndcg:.4}) and HR@10 {hr:.4} ({:+.1}% against {} at {bp_hr:.4})",
             profiles[chosen].0,
             100.0 * (ndcg / bp_ndcg - 1.0),
+            profiles[bn].0,
             100.0 * (hr / bp_hr - 1.0),
-            profiles[bp].0
+            profiles[bh].0
         );
     }
     Ok(())
