@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use movielens::{Server, fetch, load, rows};
+use movielens::{Server, fetch, ids, load, rows};
 
 const SCHEMA: &str = r#"cohort_dimensions = ["gender", "occupation", "age_group"]
 
@@ -194,12 +194,7 @@ fn run() -> Result<(), String> {
     // 3. One user: seen, hidden, following.
     let user = educators.first().cloned().ok_or("no woman educator in the data")?;
     let trending = server.send("GET", &format!("/v1/rankings?{q}&{loaded}"), "", "application/json")?;
-    let top: Vec<String> = trending["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str().map(String::from))
-        .collect();
+    let top = ids(&trending);
     let clock = trending["as_of"]["clock"].as_u64().unwrap_or(0);
     let mut lines = String::new();
     for (i, id) in top.iter().take(4).enumerate() {

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use nalgebra::DMatrix;
 use serde_json::json;
 
-use movielens::{Server, fetch, rows, year_start_ms};
+use movielens::{Server, fetch, ids, rows, year_start_ms};
 
 /// The schema: two signal types, a year of user state, and the `for_you` weightings compared.
 const SCHEMA: &str = r#"
@@ -447,13 +447,7 @@ impl Catalog<'_> {
                     "",
                     "application/json",
                 )?;
-                let listed: Vec<String> = r["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["id"].as_str().map(String::from))
-                    .collect();
-                let (hr, ndcg) = score(&listed, rel);
+                let (hr, ndcg) = score(&ids(&r), rel);
                 scores.all[p].0 += hr;
                 scores.all[p].1 += ndcg;
                 if trained.contains(user) {

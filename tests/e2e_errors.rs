@@ -279,37 +279,23 @@ fn refuses_a_public_address_without_a_token_and_bad_config_names_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token") && err.contains("0.0.0.0"), "{err}");
 
-    let cfg = dir.path().join("bad.toml");
-    std::fs::write(
-        &cfg,
-        "[[signals]]\nname = \"view\"\nwindows = [{ size = \"1h\", granularity = \"7m\" }]\n",
-    )
-    .expect("write");
-    let out = tidal()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A bad field of the configuration, a declared profile's too, fails the start naming it.
+    let refused = |toml: &str| -> String {
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, toml).expect("write");
+        let out = tidal()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{toml}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("[[signals]]\nname = \"view\"\nwindows = [{ size = \"1h\", granularity = \"7m\" }]\n");
     assert!(err.contains("signals[0].windows[0].granularity"), "{err}");
-    // A declared profile's bad field is named too.
-    std::fs::write(
-        &cfg,
-        "[[profiles]]\nname = \"mine\"\nbase = \"for_you\"\nexploration = 1.5\n",
-    )
-    .expect("write");
-    let out = tidal()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("[[profiles]]\nname = \"mine\"\nbase = \"for_you\"\nexploration = 1.5\n");
     assert!(err.contains("profiles[0].exploration"), "{err}");
 
     let out = tidal().args(["config", "default"]).output().expect("run");

@@ -361,6 +361,29 @@ impl Oracle {
         })
     }
 
+    /// Every live item's score among users matching `rule` at `t`, from its view and like
+    /// counts (`count_W`, `count_2W`) in the first window, above 0 only, best first.
+    fn cohort_ranking(
+        &self,
+        rule: &BTreeMap<String, String>,
+        t: u64,
+        score: impl Fn((f64, f64), (f64, f64)) -> f64,
+    ) -> Vec<(String, f64)> {
+        let mut ranked: Vec<(String, f64)> = (0..ITEMS)
+            .map(|i| format!("i{i}"))
+            .filter(|id| self.items.get(id).is_some_and(|e| e.0))
+            .map(|id| {
+                let v = self.cohort_counts(&id, "view", rule, t)[0];
+                let l = self.cohort_counts(&id, "like", rule, t)[0];
+                let s = score(v, l);
+                (id, s)
+            })
+            .filter(|(_, s)| *s > 1e-9)
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked
+    }
+
     /// `count_W` and `count_2W` of (item, kind) per window over every signal.
     fn global_counts(&self, item: &str, kind: &str, t: u64) -> Vec<(f64, f64)> {
         self.counts(item, kind, t, |_| true)
@@ -435,6 +458,18 @@ impl Oracle {
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Asserts that a ranking lists `want`'s ids in order, with its scores.
+fn assert_ranking(have: &[(String, f64)], want: &[(String, f64)], what: &str) {
+    assert_eq!(
+        have.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        want.iter().map(|w| &w.0).collect::<Vec<_>>(),
+        "{what}: {have:?} != {want:?}"
+    );
+    for (h, w) in have.iter().zip(want) {
+        assert!(close(h.1, w.1), "{what}: score {h:?} != {w:?}");
+    }
 }
 
 /// Checks the state of `view` against the oracle; returns the cohort rankings and per-user
@@ -597,27 +632,10 @@ fn check(t: &Tidal, view: &tidal_sinks::View, oracle: &Oracle, config: &Config, 
         )
         .expect("rank");
     let rule: BTreeMap<String, String> = [("region".to_string(), "US".to_string())].into();
-    let mut want: Vec<(String, f64)> = (0..ITEMS)
-        .map(|i| format!("i{i}"))
-        .filter(|id| oracle.items.get(id).is_some_and(|e| e.0))
-        .map(|id| {
-            let v = oracle.cohort_counts(&id, "view", &rule, now)[0].0;
-            let l = oracle.cohort_counts(&id, "like", &rule, now)[0].0;
-            let s = (v + 3.0 * l) / (10.0 / 3600.0);
-            (id, s)
-        })
-        .filter(|(_, s)| *s > 1e-9)
-        .collect();
-    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let trending_score = |v: (f64, f64), l: (f64, f64)| (v.0 + 3.0 * l.0) / (10.0 / 3600.0);
+    let want = oracle.cohort_ranking(&rule, now, trending_score);
     let have: Vec<(String, f64)> = r.items.iter().map(|i| (i.id.clone(), i.score)).collect();
-    assert_eq!(
-        have.iter().map(|h| &h.0).collect::<Vec<_>>(),
-        want.iter().map(|h| &h.0).collect::<Vec<_>>(),
-        "{ctx}: cohort ranking {have:?} != {want:?}"
-    );
-    for (h, w) in have.iter().zip(&want) {
-        assert!(close(h.1, w.1), "{ctx}: cohort ranking score {h:?} != {w:?}");
-    }
+    assert_ranking(&have, &want, &format!("{ctx}: cohort ranking"));
     // One item per creator: the same ranking, each creator's best only (items without a
     // creator all kept).
     let r = t
@@ -643,47 +661,21 @@ fn check(t: &Tidal, view: &tidal_sinks::View, oracle: &Oracle, config: &Config, 
         "{ctx}: cohort ranking, one per creator"
     );
     // Rising within a cohort: Σ weight × acceleration over the window, above 0 only.
-    let mut want: Vec<(String, f64)> = (0..ITEMS)
-        .map(|i| format!("i{i}"))
-        .filter(|id| oracle.items.get(id).is_some_and(|e| e.0))
-        .map(|id| {
-            let v = oracle.cohort_counts(&id, "view", &rule, now)[0];
-            let l = oracle.cohort_counts(&id, "like", &rule, now)[0];
-            let s = ((2.0 * v.0 - v.1) + 3.0 * (2.0 * l.0 - l.1)) / (10.0 / 3600.0);
-            (id, s)
-        })
-        .filter(|(_, s)| *s > 1e-9)
-        .collect();
-    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let want = oracle.cohort_ranking(&rule, now, |v, l| {
+        ((2.0 * v.0 - v.1) + 3.0 * (2.0 * l.0 - l.1)) / (10.0 / 3600.0)
+    });
     let r = t
         .rank(
             &RankQuery::parse("profile=rising&cohort=region:US&window=10s&signals=view:1,like:3&limit=50").expect("q"),
         )
         .expect("rank");
     let have: Vec<(String, f64)> = r.items.iter().map(|i| (i.id.clone(), i.score)).collect();
-    assert_eq!(
-        have.iter().map(|h| &h.0).collect::<Vec<_>>(),
-        want.iter().map(|h| &h.0).collect::<Vec<_>>(),
-        "{ctx}: cohort rising {have:?} != {want:?}"
-    );
-    for (h, w) in have.iter().zip(&want) {
-        assert!(close(h.1, w.1), "{ctx}: cohort rising score {h:?} != {w:?}");
-    }
+    assert_ranking(&have, &want, &format!("{ctx}: cohort rising"));
     // Everything in one query, paged two items at a time: a cohort, a user's exclusions
     // (unseen, or hidden and blocked alone with filter=all), a category, one item per
     // creator, and explain's cohort counts.
     let rule: BTreeMap<String, String> = [("gender".to_string(), "F".to_string())].into();
-    let mut trending: Vec<(String, f64)> = (0..ITEMS)
-        .map(|i| format!("i{i}"))
-        .filter(|id| oracle.items.get(id).is_some_and(|e| e.0))
-        .map(|id| {
-            let v = oracle.cohort_counts(&id, "view", &rule, now)[0].0;
-            let l = oracle.cohort_counts(&id, "like", &rule, now)[0].0;
-            (id, (v + 3.0 * l) / (10.0 / 3600.0))
-        })
-        .filter(|(_, s)| *s > 1e-9)
-        .collect();
-    trending.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let trending = oracle.cohort_ranking(&rule, now, trending_score);
     for u in 0..USERS {
         let user = format!("u{u}");
         let filter = if u % 2 == 0 { "unseen" } else { "all" };
@@ -890,14 +882,7 @@ fn run(seed: u64, workers: usize) -> Vec<String> {
         let row = report.row("baseline", at, q).expect("a row per query");
         assert!(row.error.is_none(), "seed {seed}: replay of {q}: {:?}", row.error);
         let got: Vec<(String, f64)> = row.items.iter().map(|i| (i.id.clone(), i.score)).collect();
-        assert_eq!(
-            got.iter().map(|g| &g.0).collect::<Vec<_>>(),
-            want.iter().map(|w| &w.0).collect::<Vec<_>>(),
-            "seed {seed}, {workers} workers: replay of {q}"
-        );
-        for (g, w) in got.iter().zip(want) {
-            assert!(close(g.1, w.1), "seed {seed}: replay of {q}: {g:?} != {w:?}");
-        }
+        assert_ranking(&got, want, &format!("seed {seed}, {workers} workers: replay of {q}"));
     }
     rankings
 }

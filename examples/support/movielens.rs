@@ -44,6 +44,16 @@ pub fn rows(path: &Path) -> Result<Vec<Vec<String>>, String> {
         .collect())
 }
 
+/// The item ids of a ranking answer, in order.
+pub fn ids(ranking: &serde_json::Value) -> Vec<String> {
+    ranking["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str().map(String::from))
+        .collect()
+}
+
 /// ms since the epoch of January 1 of `year` (UTC).
 pub fn year_start_ms(year: i64) -> Option<u64> {
     if !(1970..=9999).contains(&year) {

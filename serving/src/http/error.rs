@@ -71,6 +71,13 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// A 503 `starting`, to be retried in a second.
+    pub fn starting(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting", message);
+        e.retry_after = Some(std::time::Duration::from_secs(1));
+        e
+    }
 }
 
 impl IntoResponse for ApiError {

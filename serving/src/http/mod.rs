@@ -232,13 +232,8 @@ pub fn starting(why: impl Into<String>) -> Router {
     Router::new().fallback(move || {
         let why = why.clone();
         async move {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "starting",
-                format!("{why}; {:.1} s so far", since.elapsed().as_secs_f64()),
-            );
-            e.retry_after = Some(Duration::from_secs(1));
-            let mut resp = e.into_response();
+            let mut resp =
+                ApiError::starting(format!("{why}; {:.1} s so far", since.elapsed().as_secs_f64())).into_response();
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             resp
@@ -253,14 +248,11 @@ async fn recovered_reads(State(state): State<AppState>, req: Request, next: Next
     // Whether it is recovering first: a field read on every process but a cluster's, and an
     // atomic one there once the recovered log is visible.
     if matches!(*req.method(), Method::GET | Method::HEAD) && state.tidal.recovering() && reads_state(&req) {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting",
+        return ApiError::starting(
             "the log this process recovered is not visible yet: it is once every process of the cluster \
              has told the others of its last recovered batch (a read with min_lsn waits for it)",
-        );
-        e.retry_after = Some(Duration::from_secs(1));
-        return e.into_response();
+        )
+        .into_response();
     }
     next.run(req).await
 }
